@@ -1,0 +1,37 @@
+"""fn-core: a serverless execution platform in the architecture of the Fn Project.
+
+Plugin authors need only what this module exports::
+
+    from fn_core import hookimpl, APIError, Call, Placer, Driver, RunnerStatus
+
+Everything else in the package is the platform's own machinery.
+"""
+
+import pluggy
+
+__version__ = "0.1.0"
+
+#: The pluggy project name; plugins mark their hook implementations with it.
+PROJECT_NAME = "fn_core"
+#: Entry-point group third-party plugins register in.
+ENTRY_POINT_GROUP = "fn_core.plugins"
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+from fn_core.errors import APIError  # noqa: E402
+from fn_core.models import Call  # noqa: E402
+from fn_core.records import Driver, Placer, RunnerStatus  # noqa: E402
+
+__all__ = [
+    "APIError",
+    "Call",
+    "Driver",
+    "ENTRY_POINT_GROUP",
+    "PROJECT_NAME",
+    "Placer",
+    "RunnerStatus",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]

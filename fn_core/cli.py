@@ -1,0 +1,157 @@
+"""The `fn-core` command: serve | lb | runner | plugins | version."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from fn_core import __version__
+from fn_core.config import Config, load_config
+from fn_core.errors import FnCoreError
+from fn_core.plugins import FnPluginManager, get_plugin_manager
+
+
+def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True) -> tuple[Config, FnPluginManager]:
+    config = load_config(ctx.obj.get("config_file"), overrides=overrides)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return config, get_plugin_manager(config, select=select)
+
+
+def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn fn-core's own errors (bad config, bad plugin) into one line and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FnCoreError as exc:
+            click.echo(f"fn-core: error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def server_options(*, http: bool = False, grpc: bool = False, lb: bool = False, runner: bool = False) -> Callable[..., Any]:
+    """The flags of the server commands; each overrides its config key / FN_* variable."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [
+            click.option("--host", help="bind address [FN_HOST, default 0.0.0.0]"),
+            click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[FN_LOG_LEVEL]"),
+        ]
+        if http:
+            opts.append(click.option("--port", type=int, help="HTTP port [FN_PORT, default 8080]"))
+        if grpc:
+            opts.append(click.option("--grpc-port", type=int, help="gRPC port [FN_GRPC_PORT, default 9190]"))
+        if lb:
+            opts += [
+                click.option("--placer", help="placer name [FN_PLACER, default ch]"),
+                click.option("--runner", "runner_addresses", multiple=True, help="runner host:port, repeatable [FN_RUNNER_ADDRESSES]"),
+                click.option("--db", "db_url", help="store URL, sqlite3:///path/fn.db [FN_DB_URL]"),
+            ]
+        if runner:
+            opts.append(click.option("--driver", help="container driver name [FN_DRIVER, default docker]"))
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if v not in (None, ())}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file [FN_CONFIG]")
+@click.version_option(__version__, prog_name="fn-core")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None) -> None:
+    """fn-core: serverless functions in hot Docker containers, extended by pluggy plugins."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_file"] = config_file
+
+
+@main.command()
+@server_options(http=True, grpc=True, lb=True, runner=True)
+@click.pass_context
+@fails_cleanly
+def serve(ctx: click.Context, **kwargs: Any) -> None:
+    """All in one process: the v2 API, the LB and a local runner (the embedded default)."""
+    config, pm = _setup(ctx, _overrides(kwargs))
+    from fn_core.lb.main import run_serve
+
+    asyncio.run(run_serve(config, pm))
+
+
+@main.command()
+@server_options(http=True, lb=True)
+@click.pass_context
+@fails_cleanly
+def lb(ctx: click.Context, **kwargs: Any) -> None:
+    """The v2 API and the load balancer over a pool of runners (FN_RUNNER_ADDRESSES / --runner)."""
+    config, pm = _setup(ctx, _overrides(kwargs))
+    from fn_core.lb.main import run_lb
+
+    asyncio.run(run_lb(config, pm))
+
+
+@main.command()
+@server_options(grpc=True, runner=True)
+@click.pass_context
+@fails_cleanly
+def runner(ctx: click.Context, **kwargs: Any) -> None:
+    """A pure runner: Fn's gRPC RunnerProtocol, calls run in hot containers."""
+    config, pm = _setup(ctx, _overrides(kwargs))
+    from fn_core.runner.main import run_runner
+
+    asyncio.run(run_runner(config, pm))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+@fails_cleanly
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List plugins: name, distribution, version, status, hooks and what each provides."""
+    config, pm = _setup(ctx, {}, select=False)
+    infos = pm.plugin_infos()
+    if as_json:
+        rows = [
+            {
+                "name": i.name,
+                "distribution": i.distribution,
+                "version": i.version,
+                "status": i.status,
+                "error": i.error,
+                "builtin": i.builtin,
+                "hooks": i.hooks,
+                "provides": i.provides,
+            }
+            for i in infos
+        ]
+        click.echo(json.dumps({"plugins": rows, "placer": config.placer, "driver": config.driver}, indent=2))
+        return
+    header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
+    rows_txt = [
+        (i.name, i.distribution, i.version, i.status + (f" ({i.error})" if i.error else ""), ", ".join(i.provides), ", ".join(i.hooks))
+        for i in infos
+    ]
+    widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
+    for row in [header, *rows_txt]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}")
+
+
+@main.command()
+def version() -> None:
+    """Print fn-core's version."""
+    click.echo(__version__)

@@ -1,0 +1,232 @@
+"""The platform's one typed configuration object.
+
+Values come from, lowest precedence first: the defaults below < a TOML config file
+(``--config`` or ``FN_CONFIG``) < ``FN_*`` environment variables (Fn's names where Fn has the
+feature) < command-line flags. `load_config` merges and validates them once at start-up; the hot
+path only ever reads the resulting frozen object.
+
+A plugin's settings live in the file's ``[plugins.<name>]`` table and are read with
+`Config.plugin_settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fn_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setting(default: Any, env: str | None, help: str, **kwargs: Any) -> Any:
+    """An attrs field with its environment variable name and its help text."""
+    if isinstance(default, (list, dict)):
+        factory = type(default)
+        return attrs.field(factory=lambda: factory(default), metadata={"env": env, "help": help}, **kwargs)
+    return attrs.field(default=default, metadata={"env": env, "help": help}, **kwargs)
+
+
+def _port(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{attribute.name} must be a TCP port in 0..65535 (0 = any free port), got {value}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ConfigError(f"{attribute.name} must not be negative, got {value}")
+
+
+def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attribute.name} must be positive, got {value}")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in choices:
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def _name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise ConfigError(f"{attribute.name} must name a plugin-provided {attribute.name}, got an empty string")
+
+
+def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for address in value:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(f"{attribute.name}: {address!r} is not host:port")
+
+
+@attrs.frozen
+class Config:
+    # --- every server ---------------------------------------------------------------------
+    host: str = setting("0.0.0.0", "FN_HOST", "address the HTTP and gRPC servers bind")
+    port: int = setting(8080, "FN_PORT", "HTTP port of the API/LB (serve, lb)", validator=_port)
+    grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
+    log_level: str = setting("info", "FN_LOG_LEVEL", "debug | info | warning | error", validator=_one_of(*LOG_LEVELS))
+    disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
+    strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys are errors, not warnings")
+
+    # --- LB and API -----------------------------------------------------------------------
+    placer: str = setting("ch", "FN_PLACER", "placement strategy, by name (`fn-core plugins` lists them)", validator=_name)
+    runner_addresses: list[str] = setting(
+        [], "FN_RUNNER_ADDRESSES", "runners of the LB's pool, host:port (comma list)", validator=_addresses
+    )
+    db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
+    public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
+    max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
+    placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)
+    retry_all_delay_ms: int = setting(10, "FN_RETRY_ALL_DELAY_MSECS", "pause after every runner refused a call (ms)", validator=_non_negative)
+    status_poll_ms: int = setting(
+        500, "FN_RUNNER_STATUS_POLL_MSECS", "runner Status poll period, for placers that want it (ms)", validator=_positive
+    )
+    node_cert: str = setting("", "FN_NODE_CERT", "TLS: this node's certificate (PEM) for LB <-> runner gRPC")
+    node_cert_key: str = setting("", "FN_NODE_CERT_KEY", "TLS: this node's private key (PEM)")
+    node_cert_authority: str = setting("", "FN_NODE_CERT_AUTHORITY", "TLS: CA that signs the peer's certificate (PEM)")
+
+    # --- runner ---------------------------------------------------------------------------
+    driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)
+    max_response_size: int = setting(0, "FN_MAX_RESPONSE_SIZE", "function response limit in bytes, 0 = none (502)", validator=_non_negative)
+    max_total_memory_bytes: int = setting(0, "FN_MAX_TOTAL_MEMORY_BYTES", "memory budget for containers, 0 = from the machine", validator=_non_negative)
+    max_total_cpu_mcpus: int = setting(0, "FN_MAX_TOTAL_CPU_MCPUS", "CPU budget in milli-CPUs, 0 = from the machine", validator=_non_negative)
+    enable_nb_resource_tracker: bool = setting(False, "FN_ENABLE_NB_RESOURCE_TRACKER", "when full, refuse (NACK 503) instead of waiting")
+    freeze_idle_msecs: int = setting(
+        -1, "FN_FREEZE_IDLE_MSECS", "pause idle containers after this many ms; negative = never (default: unpause costs ~35 ms)"
+    )
+    hot_start_timeout_msecs: int = setting(5000, "FN_HOT_START_TIMEOUT_MSECS", "container start -> socket ready limit (504)", validator=_positive)
+    hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)
+    container_label_tag: str = setting("fn-core", "FN_CONTAINER_LABEL_TAG", "label value marking our containers (leak clean-up)")
+    iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
+    max_pids: int = setting(50, "FN_MAX_PIDS", "pids limit per container", validator=_non_negative)
+    max_open_files: int = setting(350, "FN_MAX_OPEN_FILES", "nofile ulimit per container", validator=_non_negative)
+    max_fs_size_mb: int = setting(0, "FN_MAX_FS_SIZE_MB", "container storage size limit, 0 = none", validator=_non_negative)
+    max_tmpfs_inodes: int = setting(0, "FN_MAX_TMPFS_INODES", "nr_inodes of the /tmp tmpfs, 0 = default", validator=_non_negative)
+    disable_readonly_rootfs: bool = setting(False, "FN_DISABLE_READONLY_ROOTFS", "give containers a writable root fs")
+    disable_unprivileged_containers: bool = setting(
+        False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
+    )
+    docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers (least used is picked)")
+
+    # --- plugins' own settings: [plugins.<name>] tables of the config file ----------------
+    plugins: dict[str, dict[str, Any]] = setting({}, None, "per-plugin settings tables")
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table of the config file (a copy; empty when absent)."""
+        return dict(self.plugins.get(name, {}))
+
+    @property
+    def db_path(self) -> str:
+        """Filesystem path of the SQLite store named by `db_url`."""
+        url = self.db_url or f"sqlite3://{os.path.abspath('data/fn.db')}"
+        for prefix in ("sqlite3://", "sqlite://"):
+            if url.startswith(prefix):
+                return url[len(prefix) :]
+        raise ConfigError(f"db_url {url!r} is not supported: use sqlite3:///path/to/fn.db")
+
+
+def fields_by_env() -> dict[str, attrs.Attribute[Any]]:
+    return {f.metadata["env"]: f for f in attrs.fields(Config) if f.metadata.get("env")}
+
+
+def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
+    """Turn a value from a file, the environment or a flag into the field's type."""
+    kind = field.type
+    where = f"{field.name} (from {source})"
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on", "y", "t"):
+                return True
+            if text in ("0", "false", "no", "off", "n", "f", ""):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, (str, int, float)):
+                raise ValueError
+            return str(value)
+        if kind == "list[str]":
+            if isinstance(value, str):
+                return [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError
+        if kind.startswith("dict"):
+            if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+                raise ValueError
+            return {k: dict(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from None
+    raise ConfigError(f"{where}: unsupported type {kind}")
+
+
+def load_config(
+    file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the `Config`: defaults < TOML file < ``FN_*`` environment < ``overrides`` (flags).
+
+    ``overrides`` maps field names to values; None values are ignored (flags not given).
+    Raises `ConfigError` with a message naming the bad key, its source and the problem.
+    """
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in attrs.fields(Config)}
+    values: dict[str, Any] = {}
+
+    file = file or env.get("FN_CONFIG") or None
+    if file:
+        path = Path(file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        strict = _coerce(fields["strict"], data.get("strict", env.get("FN_STRICT_CONFIG", False)), str(path))
+        for key, value in data.items():
+            if key not in fields:
+                message = f"config file {path}: unknown key {key!r} (known keys: {', '.join(sorted(fields))})"
+                if strict:
+                    raise ConfigError(message)
+                log.warning("%s; ignored", message)
+                continue
+            values[key] = _coerce(fields[key], value, str(path))
+
+    for name, field in fields_by_env().items():
+        if name in env:
+            values[field.name] = _coerce(field, env[name], f"${name}")
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(fields[key], value, "the command line")
+
+    try:
+        return Config(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None

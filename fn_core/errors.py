@@ -1,0 +1,152 @@
+"""Errors with an HTTP status, as Fn reports them (`{"message": ...}` bodies).
+
+`APIError` is the one error type of the platform: API handlers turn it into Fn's JSON error
+response, the runner turns it into `CallFinished{errorCode, errorStr, errorUser}` and the LB
+turns that back into an `APIError`. Plugins raise it (or a subclass) to reject a call.
+
+The subclasses carry Fn's status codes and messages (api/models/error.go), so that
+`except ServerTooBusy` reads as what it means.
+"""
+
+from __future__ import annotations
+
+
+class FnCoreError(Exception):
+    """Base of every error fn-core raises on purpose."""
+
+
+class ConfigError(FnCoreError):
+    """Bad configuration: stops startup with a message that says what to fix."""
+
+
+class PluginError(FnCoreError):
+    """A plugin broke a contract (bad hookimpl, duplicate name, ...). The message names it."""
+
+
+class APIError(FnCoreError):
+    """An error with an HTTP status code and a message for the client.
+
+    :param status: HTTP status code sent to the client (e.g. 400, 502, 503).
+    :param message: text sent as ``{"message": ...}``; subclasses supply Fn's default.
+    :param user_error: True when the function (user code), not the platform, is at fault.
+    :param headers: extra response headers (e.g. ``Retry-After`` on 503).
+    """
+
+    status: int = 500
+    message: str = "internal server error"
+    user_error: bool = False
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        user_error: bool | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if message is not None:
+            self.message = message
+        if status is not None:
+            self.status = status
+        if user_error is not None:
+            self.user_error = user_error
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, message={self.message!r})"
+
+
+class BadRequest(APIError):
+    status = 400
+    message = "bad request"
+
+
+class NotFound(APIError):
+    status = 404
+    message = "not found"
+
+
+class Conflict(APIError):
+    status = 409
+    message = "conflict"
+
+
+class RequestTooLarge(APIError):
+    status = 413
+    message = "Content-Length too large for this server"
+
+
+class CallResourceTooBig(APIError):
+    status = 400
+    message = "Requested CPU/Memory cannot be allocated"
+
+
+class ServerTooBusy(APIError):
+    """The NACK: the runner could not take the call and nothing was committed."""
+
+    status = 503
+    message = "Timed out - server too busy"
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers.setdefault("Retry-After", "15")
+
+
+class CallTimeout(APIError):
+    status = 504
+    message = "Timed out"
+    user_error = True
+
+
+class ContainerInitTimeout(APIError):
+    status = 504
+    message = "Container initialization timed out, please ensure you are using the latest fdk and check the logs"
+    user_error = True
+
+
+class ContainerInitFail(APIError):
+    status = 502
+    message = "container failed to initialize, please ensure you are using the latest fdk and check the logs"
+    user_error = True
+
+
+class FunctionFailed(APIError):
+    status = 502
+    message = "function failed"
+    user_error = True
+
+
+class FunctionInvalidResponse(APIError):
+    status = 502
+    message = "invalid function response"
+    user_error = True
+
+
+class FunctionResponseTooBig(APIError):
+    status = 502
+    message = "function response body too large"
+    user_error = True
+
+
+class ContainerExited(APIError):
+    """The container died during the call; the message says how (exit code N / out of memory)."""
+
+    status = 502
+    message = "container exit code 1"
+    user_error = True
+
+
+class ServiceReservationFailure(APIError):
+    status = 500
+    message = "Unable to service the request"
+
+
+class ClientCancelled(APIError):
+    status = 444
+    message = "Client cancelled context"
+
+
+class DetachUnsupported(APIError):
+    status = 501
+    message = "Detach call functionality is not supported on this runner"

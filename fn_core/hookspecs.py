@@ -1,0 +1,266 @@
+"""Every hook of fn-core: the reference documentation for plugin authors.
+
+A plugin is any module or object with functions marked ``@hookimpl`` (``from fn_core import
+hookimpl``) whose names are the hooks below. An impl may take fewer arguments than the spec
+(only the ones it needs), never others. Hooks run on one of two node kinds: the **LB** (takes
+HTTP invocations, places calls) and the **runner** (runs calls in containers); `fn-core serve`
+is both in one process.
+
+Unless a hook says otherwise, every registered impl runs, last registered first (pluggy's
+LIFO order; built-ins are registered first, so third-party plugins run before them), and an
+exception raised by an impl stops the hook and propagates to the caller described under
+*Errors*.
+
+The hooks, grouped by when they run:
+
+* start-up: `configure`, `register_placers`, `register_drivers`
+* each call on the LB: `override_call`, `place_call`, `call_finished`
+* each container on the runner: `modify_container_options`
+* status: `runner_status`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fn_core import hookspec
+
+if TYPE_CHECKING:
+    from fn_core.config import Config
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome, Driver, Placer, RunnerRef, RunnerStatus
+
+
+# --------------------------------------------------------------------------------------------
+# start-up
+# --------------------------------------------------------------------------------------------
+@hookspec(historic=True)
+def configure(config: Config) -> None:
+    """Give every plugin the platform's configuration, once, at start-up.
+
+    When: right after the plugin manager is built and the placer and driver are selected,
+    before any server starts; plugins registered later get it replayed on registration.
+    Node: every node (LB, runner, all-in-one) and the `fn-core plugins` command.
+
+    :param config: the validated `fn_core.config.Config`. A plugin's own settings are the
+        config file's ``[plugins.<name>]`` table: ``config.plugin_settings("<name>")`` returns
+        it as a dict (empty when absent).
+    :return: ignored.
+
+    Errors: raise `fn_core.errors.ConfigError` to stop start-up with your message (say which
+    setting is wrong and what would be right); any other exception also stops start-up.
+
+    Example::
+
+        @hookimpl
+        def configure(config):
+            global RATIO
+            RATIO = int(config.plugin_settings("cpu-shares").get("shares_per_mb", 0))
+    """
+
+
+@hookspec
+def register_placers() -> list[Placer]:
+    """Offer placement strategies, each under a name operators select it by.
+
+    When: once, while the plugin manager is built. The platform collects every placer of
+    every plugin, then activates the one named by the config (`placer`, `FN_PLACER`,
+    `--placer`) by registering its ``hooks`` object, which implements `place_call`.
+    Node: every node (the choice is validated even where no call is placed).
+
+    :return: a list of `fn_core.Placer` records (or None to offer none).
+
+    Errors: two placers with one name stop start-up with an error naming both plugins; a
+    selected name nobody offers stops start-up listing the names that exist.
+
+    Example::
+
+        class FirstRunner:
+            @hookimpl
+            def place_call(self, call, runners):
+                return list(runners)
+
+        @hookimpl
+        def register_placers():
+            return [Placer(name="first", hooks=FirstRunner(), description="always runner 1 first")]
+    """
+
+
+@hookspec
+def register_drivers() -> list[Driver]:
+    """Offer container drivers, each under a name operators select it by (`driver = "docker"`).
+
+    When: once, while the plugin manager is built; the runner calls the selected driver's
+    factory when it starts.
+    Node: every node (validated everywhere, used on runners).
+
+    :return: a list of `fn_core.Driver` records (or None).
+
+    Errors: as `register_placers`: duplicate names and unknown selections stop start-up.
+
+    Example::
+
+        @hookimpl
+        def register_drivers():
+            return [Driver(name="docker", factory=DockerDriver, description="Docker Engine")]
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# each call
+# --------------------------------------------------------------------------------------------
+@hookspec
+def override_call(call: Call, extensions: dict[str, str]) -> None:
+    """Change a call, or reject it, before it is placed.
+
+    When: once per call, after the call model has been built from the fn and the HTTP request
+    (Fn's ``FromHTTPFnRequest``) and before the slot key is computed and the call is placed.
+    All impls run and compose: each sees the changes of those that ran before it.
+    Node: the LB (and the all-in-one node).
+
+    :param call: the mutable `fn_core.Call` (Fn's ``models.Call`` field names: ``id, app_id,
+        app_name, fn_id, image, memory, timeout, idle_timeout, tmpfs_size, cpus, config,
+        annotations, headers, method, url, type``, ...). Changing ``memory``, ``config``, ...
+        changes what the container is started with (and so its slot key).
+    :param extensions: mutable ``dict[str, str]`` sent to the runner in
+        ``TryCall.extensions``; `modify_container_options` sees it there. Keys should be
+        namespaced by your plugin (e.g. ``"fn-cpu-shares/shares"``).
+    :return: ignored; change ``call`` and ``extensions`` in place.
+
+    Errors: raise `fn_core.APIError` (status, message) to reject the call: the client gets that
+    status and ``{"message": ...}``, nothing runs. Any other exception fails the call with 500
+    and is logged with the plugin's name.
+
+    Example::
+
+        @hookimpl
+        def override_call(call, extensions):
+            shares = call.annotations.get("example.com/cpu-shares")
+            if shares is not None:
+                if not isinstance(shares, int) or not 2 <= shares <= 262144:
+                    raise APIError("cpu-shares must be an integer in 2..262144", status=400)
+                extensions["example.com/cpu-shares"] = str(shares)
+    """
+
+
+@hookspec(firstresult=True)
+def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
+    """Order the runners a call should be tried on: the placement strategy.
+
+    Only the selected placer's impl is registered (see `register_placers`), so exactly one
+    answers; wrappers (``@hookimpl(wrapper=True)``) may observe or adjust its answer.
+    The core then tries the runners in the returned order: a runner that refuses (NACK: 503
+    before anything ran) or cannot be reached is skipped and the next one is tried; after the
+    whole list it waits ``retry_all_delay`` (10 ms) and calls `place_call` again, until the
+    client goes away or ``placer_timeout`` passes. A call that a runner has started is never
+    sent to another runner.
+
+    When: once per placement pass of each call, after `override_call`.
+    Node: the LB.
+
+    :param call: the call (read it; do not change it here: it has been sent already on a retry).
+    :param runners: the pool's runners in configured order, as `fn_core.records.RunnerRef`
+        (``address``, and ``status``: the last polled `RunnerStatus` if the placer set
+        ``wants_runner_status``, else None). Do not mutate the list.
+    :return: the runners to try, in order. Leave out runners you do not want tried in this
+        pass; an empty list means "none now": the core waits and asks again.
+
+    Errors: an exception fails the call with 500 and is logged with the plugin's name.
+
+    Example::
+
+        class LeastBusy:
+            @hookimpl
+            def place_call(self, call, runners):
+                return sorted(runners, key=lambda r: r.status.active if r.status else 0)
+    """
+
+
+@hookspec
+def call_finished(call: Call, outcome: CallOutcome) -> None:
+    """Be told that a call has ended (Fn's ``CallListener.AfterCall``): logs, metrics, billing.
+
+    When: once per call, after the response status is known, on the node that placed it.
+    Every impl runs; an impl that raises is logged with its name and the others still run.
+    Node: the LB (and the all-in-one node).
+
+    :param call: the call as it was placed (after `override_call`).
+    :param outcome: `fn_core.records.CallOutcome`: HTTP status, error message, runner address,
+        number of placement attempts, duration.
+    :return: ignored.
+
+    Errors: exceptions are logged and swallowed: a listener never changes the call's result.
+
+    Example::
+
+        @hookimpl
+        def call_finished(call, outcome):
+            BILLING[call.app_id] += outcome.duration_s * call.memory
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# each container
+# --------------------------------------------------------------------------------------------
+@hookspec
+def modify_container_options(call: Call, extensions: dict[str, str], options: dict[str, Any]) -> None:
+    """Change how a container is created for a call's slot.
+
+    When: each time the driver creates a container (a cold start), after it has filled the
+    options and before it creates the container. Containers are reused for later calls of
+    the same slot, so this runs once per container, not once per call. All impls run and
+    compose.
+    Node: the runner.
+
+    :param call: the call that caused the container to be created (as the LB sent it).
+    :param extensions: the call's extensions (``TryCall.extensions``), read-only by contract.
+    :param options: mutable dict of keyword arguments for the docker SDK's
+        ``DockerClient.containers.create()``, already filled by the docker driver
+        (``image, environment, labels, mem_limit, memswap_limit, cpu_quota, cpu_period,
+        read_only, tmpfs, user, cap_drop, security_opt, pids_limit, ulimits, init, mounts,
+        network_mode`` ...). Set e.g. ``options["cpu_shares"] = 512`` or add to
+        ``options["environment"]``.
+    :return: ignored; change ``options`` in place.
+
+    Errors: raise `fn_core.APIError` to fail the call with that status (no container is
+    created); any other exception fails it with 500, logged with the plugin's name.
+
+    Example::
+
+        @hookimpl
+        def modify_container_options(extensions, options):
+            if "example.com/cpu-shares" in extensions:
+                options["cpu_shares"] = int(extensions["example.com/cpu-shares"])
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------------
+@hookspec
+def runner_status(status: RunnerStatus, runner: str | None) -> None:
+    """Contribute to a runner's status (on the runner) or react to it (on the LB).
+
+    When: on the runner each time the ``Status`` RPC is served, after the live counters are
+    filled in (``runner`` is None): add ``custom_status`` entries, or set ``failed`` /
+    ``error_code`` / ``error_str`` when something the runner needs is broken (the built-in
+    ``status-docker`` plugin does this when Docker does not answer). On the LB each time the
+    runner pool has polled a runner's status (``runner`` is its address): read it, e.g. to feed
+    a load-aware placer. Every impl runs; one that raises is logged with its name, its error is
+    reported in ``custom_status["plugin-error:<name>"]``, and the others still run.
+    Node: runner (contribute) and LB (react).
+
+    :param status: the mutable `fn_core.RunnerStatus` (``active``, ``failed``,
+        ``requests_received``, ``requests_handled``, ``custom_status``, ...).
+    :param runner: None on the runner itself; the runner's address on the LB.
+    :return: ignored; change ``status`` in place (on the runner).
+
+    Errors: isolated per impl, see above; a status plugin never takes the Status RPC down.
+
+    Example::
+
+        @hookimpl
+        def runner_status(status, runner):
+            if runner is None:
+                status.custom_status["disk-free-gb"] = str(shutil.disk_usage("/").free // 2**30)
+    """

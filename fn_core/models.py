@@ -1,0 +1,210 @@
+"""The platform's data model, with Fn's JSON field names.
+
+`App`, `Fn` and `Trigger` are what the v2 API stores; `Call` is one invocation, built on the LB
+from an fn and an HTTP request, changed by `override_call` plugins, and sent to a runner as the
+JSON in `TryCall.models_call_json` (Fn's `models.Call`, so an Fn runner understands it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+# Fn's model defaults and limits (api/models/fn.go).
+DEFAULT_MEMORY_MB = 128
+DEFAULT_TIMEOUT_S = 30
+DEFAULT_IDLE_TIMEOUT_S = 30
+MAX_MEMORY_MB = 8192
+MAX_TIMEOUT_S = 300
+MAX_IDLE_TIMEOUT_S = 3600
+
+CALL_TYPE_SYNC = "sync"
+CALL_TYPE_DETACHED = "detached"
+
+
+def now_rfc3339() -> str:
+    """Fn's timestamp format: RFC 3339 in UTC with milliseconds."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_milli_cpus(value: object) -> int:
+    """Fn's `MilliCPUs`: "" or 0 (unlimited), "100m" (milli) or "0.1" (cores) -> milli-CPUs."""
+    if value in (None, "", 0):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"cpus must not be negative: {value}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"cpus must be a string like '100m' or '0.1', got {value!r}")
+    text = value.strip()
+    try:
+        milli = int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
+    except ValueError:
+        raise ValueError(f"cpus must be like '100m' or '0.1', got {value!r}") from None
+    if milli < 0:
+        raise ValueError(f"cpus must not be negative: {value!r}")
+    return milli
+
+
+def format_milli_cpus(milli: int) -> str:
+    return f"{milli}m" if milli else ""
+
+
+@attrs.define
+class App:
+    name: str
+    id: str = ""
+    config: dict[str, str] = attrs.field(factory=dict)
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    syslog_url: str = ""
+    shape: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_empty(attrs.asdict(self), keep=("id", "name"))
+
+
+@attrs.define
+class Fn:
+    name: str
+    app_id: str
+    image: str
+    id: str = ""
+    memory: int = DEFAULT_MEMORY_MB
+    timeout: int = DEFAULT_TIMEOUT_S
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT_S
+    config: dict[str, str] = attrs.field(factory=dict)
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    shape: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_empty(attrs.asdict(self), keep=("id", "name", "app_id", "image", "memory", "timeout", "idle_timeout"))
+
+
+@attrs.define
+class Trigger:
+    name: str
+    app_id: str
+    fn_id: str
+    source: str
+    type: str = "http"
+    id: str = ""
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _drop_empty(attrs.asdict(self), keep=("id", "name", "app_id", "fn_id", "type", "source"))
+
+
+def _drop_empty(data: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
+    """Go's `omitempty`: leave out empty optional fields, as Fn's JSON does."""
+    return {k: v for k, v in data.items() if k in keep or v not in ("", None, {}, [])}
+
+
+@attrs.define
+class Call:
+    """One invocation of a function: Fn's `models.Call`, field for field where we use it.
+
+    Mutable on purpose: `override_call` plugins change it in place on the LB (e.g. `memory`,
+    `config`, `annotations`). `memory` is in MB, `timeout` and `idle_timeout` in seconds,
+    `tmpfs_size` in MB, `cpus` in milli-CPUs (JSON: "100m"), `headers` maps a header name to
+    its list of values (Go's `http.Header`).
+    """
+
+    id: str
+    app_id: str = ""
+    app_name: str = ""
+    fn_id: str = ""
+    trigger_id: str = ""
+    image: str = ""
+    type: str = CALL_TYPE_SYNC
+    memory: int = DEFAULT_MEMORY_MB
+    timeout: int = DEFAULT_TIMEOUT_S
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT_S
+    tmpfs_size: int = 0
+    cpus: int = 0
+    config: dict[str, str] = attrs.field(factory=dict)
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    headers: dict[str, list[str]] = attrs.field(factory=dict)
+    method: str = "POST"
+    url: str = ""
+    syslog_url: str = ""
+    status: str = ""
+    error: str = ""
+    created_at: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+
+    # --- Fn's JSON (TryCall.models_call_json) -------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self, recurse=False)
+        data["cpus"] = format_milli_cpus(self.cpus)
+        return _drop_empty(data, keep=("id", "image", "type", "memory", "timeout", "idle_timeout"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Call:
+        """Parse Fn's call JSON; unknown fields are ignored (as Go does), wrong types raise ValueError."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"call JSON is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError("call JSON must be an object")
+        if not data.get("id") or not isinstance(data["id"], str):
+            raise ValueError("call JSON has no id")
+        kwargs: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            if field.name not in data or data[field.name] is None:
+                continue
+            value = data[field.name]
+            if field.name == "cpus":
+                value = parse_milli_cpus(value)
+            elif field.type in ("int",) and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"call JSON field {field.name!r} must be an integer")
+            elif field.type == "str" and not isinstance(value, str):
+                raise ValueError(f"call JSON field {field.name!r} must be a string")
+            elif field.type.startswith("dict") and not isinstance(value, dict):
+                raise ValueError(f"call JSON field {field.name!r} must be an object")
+            kwargs[field.name] = value
+        headers = kwargs.get("headers", {})
+        if any(not isinstance(v, list) for v in headers.values()):
+            raise ValueError("call JSON field 'headers' must map names to lists of values")
+        return cls(**kwargs)
+
+
+def slot_key(call: Call, driver_extension: str = "") -> bytes:
+    """Fn's slot key (api/agent/slots.go): calls with equal keys may share hot containers.
+
+    SHA-256 over app id, syslog url, fn id, image, the limits, the sorted config and the
+    sorted annotations, so that any change to what a container is started with gives a new
+    key (and so new containers). Returned raw (32 bytes); it travels as hex in
+    `TryCall.slot_hash_id`.
+    """
+    h = hashlib.sha256()
+    for part in (call.app_id, call.syslog_url, call.fn_id, call.image):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(struct.pack("<IIIQQ", call.timeout, call.idle_timeout, call.tmpfs_size, call.memory, call.cpus))
+    h.update(b"\0")
+    for key in sorted(call.config):
+        h.update(key.encode() + b"\0" + call.config[key].encode() + b"\0")
+    h.update(b"\0")
+    for key in sorted(call.annotations):
+        raw = json.dumps(call.annotations[key], separators=(",", ":"))
+        h.update(key.encode() + b"\0" + raw.encode() + b"\0")
+    if driver_extension:
+        h.update(driver_extension.encode() + b"\0")
+    return h.digest()

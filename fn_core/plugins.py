@@ -1,0 +1,204 @@
+"""The one place the plugin manager is built: `get_plugin_manager`.
+
+The CLI, the servers and the tests all call it. Order of work:
+
+1. add the hookspecs (`fn_core.hookspecs`);
+2. block the names in ``config.disable_plugins`` (``FN_DISABLE_PLUGINS``);
+3. register the built-in plugins (`fn_plugins_builtin.BUILTIN_PLUGINS`);
+4. load third-party plugins from the ``fn_core.plugins`` entry-point group: one that fails to
+   import is reported (warning + status "failed") and the platform goes on;
+5. ``check_pending``: a hookimpl that matches no hookspec stops start-up naming its plugin;
+6. collect the named placers and drivers and activate the ones the config selects (an unknown
+   or duplicate name stops start-up with the available names);
+7. replay `configure(config)` to every plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
+from fn_core.config import Config
+from fn_core.errors import ConfigError, PluginError
+from fn_core.records import Driver, Placer
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIST = "fn-core"
+
+
+@attrs.define
+class PluginInfo:
+    """One line of `fn-core plugins`: a plugin, where it comes from and what it does."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str  # active | disabled | failed
+    error: str = ""
+    hooks: list[str] = attrs.field(factory=list)
+    provides: list[str] = attrs.field(factory=list)
+    builtin: bool = False
+
+
+class FnPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus what fn-core composed at start-up: the selected placer and driver."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.infos: dict[str, PluginInfo] = {}
+        self.placers: dict[str, tuple[Placer, str]] = {}
+        self.drivers: dict[str, tuple[Driver, str]] = {}
+        self.placer: Placer | None = None
+        self.driver: Driver | None = None
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Every plugin the factory saw, in registration order, with its live hook list."""
+        for name, info in self.infos.items():
+            plugin = self.get_plugin(name)
+            if plugin is not None:
+                info.hooks = sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
+        for placer, owner in self.placers.values():
+            info = self.infos[owner]
+            info.provides.append(f"placer: {placer.name}")
+            info.hooks = sorted(set(info.hooks) | set(_hook_names(placer.hooks)))
+        for driver, owner in self.drivers.values():
+            self.infos[owner].provides.append(f"driver: {driver.name}")
+        infos = [attrs.evolve(info) for info in self.infos.values()]
+        for info in self.infos.values():
+            info.provides = []
+        return infos
+
+
+def _hook_names(obj: object) -> list[str]:
+    """Hook names an object implements (for placer hook objects, not registered unless selected)."""
+    return [name for name in dir(obj) if hasattr(getattr(obj, name, None), f"{PROJECT_NAME}_impl")]
+
+
+def get_plugin_manager(
+    config: Config | None = None,
+    *,
+    load_entrypoints: bool = True,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    select: bool = True,
+) -> FnPluginManager:
+    """Build the plugin manager every part of fn-core uses.
+
+    :param config: the platform config (defaults when None).
+    :param load_entrypoints: load third-party plugins from the ``fn_core.plugins`` group.
+    :param extra_plugins: ``(name, plugin)`` pairs registered after the built-ins, as if they had
+        been installed (tests and the `fn_core.testing` kit use this).
+    :param select: activate the configured placer and driver (False for listings that must
+        work even when the config names a missing placer).
+    :raises PluginError: a plugin broke the hook contract (the message names it).
+    :raises ConfigError: the selected placer or driver does not exist or is offered twice.
+    """
+    from fn_plugins_builtin import BUILTIN_PLUGINS
+
+    config = config or Config()
+    pm = FnPluginManager()
+    pm.add_hookspecs(hookspecs)
+    disabled = set(config.disable_plugins)
+    for name in disabled:
+        pm.set_blocked(name)
+
+    for name, module_name in BUILTIN_PLUGINS:
+        _register(pm, name, lambda m=module_name: importlib.import_module(m), BUILTIN_DIST, __version__, builtin=True)
+    for name, plugin in extra_plugins:
+        _register(pm, name, lambda p=plugin: p, "(registered in process)", "")
+    if load_entrypoints:
+        _load_entrypoints(pm)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {_plugin_name(pm, exc.plugin)!r} is invalid: {exc}") from None
+
+    _collect_named(pm, "register_placers", Placer, pm.placers)
+    _collect_named(pm, "register_drivers", Driver, pm.drivers)
+    if select:
+        pm.placer = _select(pm.placers, "placer", config.placer)
+        pm.register(pm.placer.hooks, name=f"placer:{pm.placer.name}")
+        pm.driver = _select(pm.drivers, "driver", config.driver)
+    pm.hook.configure.call_historic(kwargs={"config": config})
+    return pm
+
+
+def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+def _register(
+    pm: FnPluginManager, name: str, load: Any, dist: str, version: str, *, builtin: bool = False
+) -> None:
+    if name in pm.infos:
+        return  # the built-ins also appear as entry points of fn-core itself
+    info = PluginInfo(name=name, distribution=dist, version=version, status="active", builtin=builtin)
+    pm.infos[name] = info
+    if pm.is_blocked(name):
+        info.status = "disabled"
+        return
+    try:
+        plugin = load()
+    except Exception as exc:  # a broken third-party install must not take the platform down
+        info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"fn-core plugin {name!r} ({dist}) failed to load and is skipped: {info.error}", stacklevel=2)
+        log.warning("plugin %s (%s) failed to load and is skipped: %s", name, dist, info.error)
+        return
+    if isinstance(plugin, type):
+        raise PluginError(f"plugin {name!r} ({dist}) is a class; register an instance or a module")
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name!r} ({dist}) is invalid: {exc}") from None
+    except ValueError as exc:
+        raise PluginError(f"plugin {name!r} ({dist}) cannot be registered: {exc}") from None
+
+
+def _load_entrypoints(pm: FnPluginManager) -> None:
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
+                continue  # the same dist can be on sys.path twice
+            seen.add(ep.name)
+            dist_name = dist.metadata["Name"] or "?"
+            _register(pm, ep.name, ep.load, dist_name, dist.version)
+
+
+def _collect_named(pm: FnPluginManager, hook_name: str, kind: type, into: dict[str, Any]) -> None:
+    """Call a registration hook impl by impl, so that every record knows its plugin."""
+    label = kind.__name__.lower()
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        try:
+            records = impl.function() or []
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        for record in records:
+            if not isinstance(record, kind):
+                raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must return {kind.__name__} records, got {record!r}")
+            if record.name in into:
+                other = into[record.name][1]
+                raise ConfigError(
+                    f"two plugins offer the {label} {record.name!r}: {other!r} and {impl.plugin_name!r}; "
+                    f"disable one of them with FN_DISABLE_PLUGINS"
+                )
+            into[record.name] = (record, impl.plugin_name)
+
+
+def _select(offered: dict[str, tuple[Any, str]], label: str, name: str) -> Any:
+    if name not in offered:
+        available = ", ".join(sorted(offered)) or "none"
+        raise ConfigError(
+            f"unknown {label} {name!r}; available {label}s: {available} "
+            f"(is the plugin that provides it installed and not disabled?)"
+        )
+    return offered[name][0]

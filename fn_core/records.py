@@ -1,0 +1,103 @@
+"""Records that plugins hand to the platform (placers, drivers) and get from it (runner status)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import attrs
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+def _valid_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{attribute.name} {value!r} must be lower case letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+
+
+@attrs.frozen
+class Placer:
+    """A named placement strategy, returned by a `register_placers` hookimpl.
+
+    :param name: the name operators select it by (`placer = "ch"`, `FN_PLACER=ch`).
+    :param hooks: an object with a `place_call` hookimpl; the platform registers it as a plugin
+        only when this placer is the selected one, so exactly one `place_call` is active.
+    :param description: one line shown by `fn-core plugins`.
+    :param wants_runner_status: when True the LB polls every runner's `Status` and hands the
+        latest one to the placer as `RunnerRef.status`.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    hooks: object
+    description: str = ""
+    wants_runner_status: bool = False
+
+
+@attrs.frozen
+class Driver:
+    """A named container driver for the runner, returned by a `register_drivers` hookimpl.
+
+    :param name: the name operators select it by (`driver = "docker"`).
+    :param factory: called once at runner start-up as ``factory(config=..., hook=...)``
+        (the platform `Config` and the plugin manager's hook relay); returns the driver object
+        (see `fn_core.runner.driver.ContainerDriver` for the methods it must have).
+    :param description: one line shown by `fn-core plugins`.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.define
+class RunnerStatus:
+    """A runner's status: Fn's `RunnerStatus` message with Python names.
+
+    Counters are live; `custom_status` is where `runner_status` plugins add their entries
+    (both keys and values are strings, as in the proto's `customStatus` map).
+    """
+
+    active: int = 0
+    failed: bool = False
+    id: str = ""
+    details: str = ""
+    error_code: int = 0
+    error_str: str = ""
+    requests_received: int = 0
+    requests_handled: int = 0
+    is_network_disabled: bool = False
+    cached: bool = False
+    custom_status: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.define
+class RunnerRef:
+    """What a placer sees of one runner of the pool: its address and last known status.
+
+    `status` is None unless the selected placer asked for runner status
+    (`Placer.wants_runner_status`) and a poll has answered.
+    """
+
+    address: str
+    status: RunnerStatus | None = None
+    handle: Any = attrs.field(default=None, repr=False, eq=False)
+
+
+@attrs.define
+class CallOutcome:
+    """How a call ended, as handed to `call_finished` listeners.
+
+    :param status: the HTTP status the client got (or will get).
+    :param error: the error message, "" on success.
+    :param runner: address of the runner that ran the call ("" if none / on the runner itself).
+    :param attempts: how many runners were tried (NACKs and unreachable runners included).
+    :param duration_s: wall time from the request arriving to the call ending, in seconds.
+    """
+
+    status: int
+    error: str = ""
+    runner: str = ""
+    attempts: int = 0
+    duration_s: float = 0.0
