@@ -1,0 +1,1 @@
+# Fixtures come from fn_core.testing (a pytest11 plugin); this file keeps the tests' rootdir.
