@@ -7,7 +7,8 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -147,7 +148,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     ]
     widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
     for row in [header, *rows_txt]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}")
 
 

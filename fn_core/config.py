@@ -143,7 +143,7 @@ def fields_by_env() -> dict[str, attrs.Attribute[Any]]:
 
 def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
     """Turn a value from a file, the environment or a flag into the field's type."""
-    kind = field.type
+    kind = str(field.type)
     where = f"{field.name} (from {source})"
     try:
         if kind == "bool":

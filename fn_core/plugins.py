@@ -174,7 +174,7 @@ def _load_entrypoints(pm: FnPluginManager) -> None:
             _register(pm, ep.name, ep.load, dist_name, dist.version)
 
 
-def _collect_named(pm: FnPluginManager, hook_name: str, kind: type, into: dict[str, Any]) -> None:
+def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | type[Driver], into: dict[str, Any]) -> None:
     """Call a registration hook impl by impl, so that every record knows its plugin."""
     label = kind.__name__.lower()
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -182,6 +182,7 @@ def _collect_named(pm: FnPluginManager, hook_name: str, kind: type, into: dict[s
             records = impl.function() or []
         except Exception as exc:
             raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        record: Any
         for record in records:
             if not isinstance(record, kind):
                 raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must return {kind.__name__} records, got {record!r}")

@@ -14,7 +14,7 @@ import time
 from fdk import response
 
 
-def handler(ctx, data: io.BytesIO = None):
+def handler(ctx, data: io.BytesIO | None = None):
     body = data.getvalue() if data is not None else b""
     try:
         req = json.loads(body) if body[:1] == b"{" else None

@@ -1,0 +1,3 @@
+from fn_core.cli import main
+
+main()

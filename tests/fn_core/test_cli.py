@@ -1,0 +1,62 @@
+"""The `fn-core` command as a user runs it: the installed console script, in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fn_core import __version__
+
+
+def fn_core_command():
+    script = Path(sys.executable).parent / "fn-core"
+    found = str(script) if script.exists() else shutil.which("fn-core")
+    assert found, "the fn-core console script is not installed next to this Python"
+    return found
+
+
+def run(*args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
+    full_env.update(env or {})
+    return subprocess.run([fn_core_command(), *args], capture_output=True, text=True, env=full_env, timeout=60)
+
+
+def test_plugins_json_lists_builtin_placers_and_driver_with_their_hooks():
+    result = run("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    by_name = {p["name"]: p for p in report["plugins"]}
+    assert by_name["placer-ch"]["provides"] == ["placer: ch"]
+    assert by_name["placer-naive"]["provides"] == ["placer: naive"]
+    assert by_name["driver-docker"]["provides"] == ["driver: docker"]
+    assert "place_call" in by_name["placer-ch"]["hooks"]
+    assert by_name["placer-ch"]["distribution"] == "fn-core" and by_name["placer-ch"]["version"] == __version__
+
+
+def test_plugins_table_is_readable():
+    result = run("plugins")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS"]
+
+
+@pytest.mark.parametrize("how", [("--placer", "nope"), ("FN_PLACER", "nope")])
+def test_lb_with_an_unknown_placer_stops_and_names_the_available_ones(how):
+    args, env = (["lb", "--host", "127.0.0.1", how[0], how[1]], None) if how[0].startswith("--") else (["lb", "--host", "127.0.0.1"], {how[0]: how[1]})
+    result = run(*args, env=env)
+    assert result.returncode == 2
+    assert "unknown placer 'nope'" in result.stderr and "ch, naive" in result.stderr
+
+
+def test_bad_config_value_is_one_clear_line():
+    result = run("runner", "--grpc-port", "99999")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "fn-core: error: grpc_port must be a TCP port in 0..65535 (0 = any free port), got 99999"
+
+
+def test_version():
+    result = run("version")
+    assert result.returncode == 0 and result.stdout.strip() == __version__

@@ -1,0 +1,76 @@
+"""Config: defaults < TOML file < FN_* environment < flags, with clear errors."""
+
+import pytest
+
+from fn_core.config import Config, load_config
+from fn_core.errors import ConfigError
+
+
+def test_defaults_are_fns_where_fn_has_the_setting():
+    config = load_config(env={})
+    assert (config.port, config.grpc_port, config.max_request_size, config.hot_start_timeout_msecs) == (8080, 9190, 0, 5000)
+    assert config.placer == "ch" and config.driver == "docker" and config.host == "0.0.0.0"
+
+
+def test_precedence_file_then_env_then_flags(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text('port = 1111\ngrpc_port = 2222\nplacer = "naive"\nrunner_addresses = ["a:1"]\n')
+    config = load_config(path, env={"FN_GRPC_PORT": "3333", "FN_PLACER": "ch"}, overrides={"placer": "naive", "host": None})
+    assert config.port == 1111  # file
+    assert config.grpc_port == 3333  # env beats file
+    assert config.placer == "naive"  # flag beats env
+    assert config.runner_addresses == ["a:1"]
+    assert config.host == "0.0.0.0"  # a flag not given changes nothing
+
+
+def test_env_lists_and_bools():
+    config = load_config(env={"FN_RUNNER_ADDRESSES": "10.0.0.1:9190, r2:9191", "FN_ENABLE_NB_RESOURCE_TRACKER": "1"})
+    assert config.runner_addresses == ["10.0.0.1:9190", "r2:9191"]
+    assert config.enable_nb_resource_tracker is True
+
+
+def test_config_file_from_fn_config(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text("max_response_size = 6291456\n")
+    assert load_config(env={"FN_CONFIG": str(path)}).max_response_size == 6291456
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FN_PORT": "70000"}, "port must be a TCP port"),
+        ({"FN_PORT": "eighty"}, "port (from $FN_PORT): 'eighty' is not a valid int"),
+        ({"FN_MAX_TOTAL_MEMORY_BYTES": "-1"}, "max_total_memory_bytes must not be negative"),
+        ({"FN_RUNNER_ADDRESSES": "nohostport"}, "'nohostport' is not host:port"),
+        ({"FN_LOG_LEVEL": "loud"}, "log_level must be one of"),
+        ({"FN_ENABLE_NB_RESOURCE_TRACKER": "maybe"}, "not a valid bool"),
+    ],
+)
+def test_bad_values_give_clear_errors(env, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env)
+    assert message in str(err.value)
+
+
+def test_unknown_file_keys_warn_or_fail_in_strict_mode(tmp_path, caplog):
+    path = tmp_path / "fn.toml"
+    path.write_text("prot = 1\n")
+    assert load_config(path, env={}) == Config()
+    assert "unknown key 'prot'" in caplog.text
+    with pytest.raises(ConfigError, match="unknown key 'prot'"):
+        load_config(path, env={"FN_STRICT_CONFIG": "true"})
+
+
+def test_broken_toml_and_missing_file(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text("port = = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, env={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_sqlite_path_from_db_url():
+    assert load_config(env={"FN_DB_URL": "sqlite3:///var/lib/fn/fn.db"}).db_path == "/var/lib/fn/fn.db"
+    with pytest.raises(ConfigError, match="not supported"):
+        _ = load_config(env={"FN_DB_URL": "postgres://x"}).db_path

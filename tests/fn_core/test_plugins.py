@@ -1,0 +1,137 @@
+"""The plugin-manager factory: built-ins, entry points, disabling, failures, selection by name."""
+
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+from fn_core import Placer, hookimpl
+from fn_core.config import load_config
+from fn_core.errors import ConfigError, PluginError
+from fn_core.plugins import get_plugin_manager
+
+
+def make_dist(tmp_path, monkeypatch, dist, module, source, ep_name=None):
+    """A throwaway installed distribution on sys.path with an fn_core.plugins entry point."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    info = tmp_path / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[fn_core.plugins]\n{ep_name or dist} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+
+GOOD_PLUGIN = """
+    from fn_core import hookimpl
+    @hookimpl
+    def override_call(call, extensions):
+        extensions["seen-by"] = "fn-fake"
+"""
+
+
+def infos_by_name(pm):
+    return {i.name: i for i in pm.plugin_infos()}
+
+
+def test_builtins_are_listed_with_what_they_provide(fn_plugin_manager):
+    infos = infos_by_name(fn_plugin_manager)
+    assert infos["placer-ch"].provides == ["placer: ch"]
+    assert infos["placer-naive"].provides == ["placer: naive"]
+    assert infos["driver-docker"].provides == ["driver: docker"]
+    assert "place_call" in infos["placer-ch"].hooks
+    assert all(i.status == "active" and i.builtin for i in infos.values())
+
+
+def test_third_party_entry_point_is_discovered_and_its_hooks_run(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn-fake", "fn_fake_plugin", GOOD_PLUGIN)
+    pm = get_plugin_manager(load_config(env={}))
+    info = infos_by_name(pm)["fn-fake"]
+    assert (info.distribution, info.version, info.status) == ("fn-fake", "1.2.3", "active")
+    assert info.hooks == ["override_call"]
+    extensions = {}
+    pm.hook.override_call(call=None, extensions=extensions)
+    assert extensions == {"seen-by": "fn-fake"}
+
+
+def test_fn_disable_plugins_blocks_a_plugin(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn-fake", "fn_fake_plugin", GOOD_PLUGIN)
+    pm = get_plugin_manager(load_config(env={"FN_DISABLE_PLUGINS": "fn-fake"}))
+    assert infos_by_name(pm)["fn-fake"].status == "disabled"
+    extensions = {}
+    pm.hook.override_call(call=None, extensions=extensions)
+    assert extensions == {}
+
+
+def test_a_plugin_that_fails_to_import_is_reported_not_fatal(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn-broken", "fn_broken_plugin", "raise ImportError('no module named cheese')")
+    with pytest.warns(UserWarning, match="fn-broken"):
+        pm = get_plugin_manager(load_config(env={}))
+    info = infos_by_name(pm)["fn-broken"]
+    assert info.status == "failed" and "cheese" in info.error
+    assert pm.placer.name == "ch"  # the platform goes on
+
+
+def test_a_hookimpl_that_matches_no_spec_stops_startup_naming_the_plugin(tmp_path, monkeypatch):
+    source = "from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n"
+    make_dist(tmp_path, monkeypatch, "fn-typo", "fn_typo_plugin", source)
+    with pytest.raises(PluginError, match="fn-typo"):
+        get_plugin_manager(load_config(env={}))
+
+
+def test_a_hookimpl_with_an_unknown_argument_stops_startup_naming_the_plugin():
+    class Bad:
+        @hookimpl
+        def override_call(self, call, request):
+            pass
+
+    with pytest.raises(PluginError, match="bad-args"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("bad-args", Bad())])
+
+
+def test_unknown_placer_lists_the_available_ones():
+    with pytest.raises(ConfigError) as err:
+        get_plugin_manager(load_config(env={"FN_PLACER": "nope"}), load_entrypoints=False)
+    assert "'nope'" in str(err.value) and "ch, naive" in str(err.value)
+
+
+def test_two_plugins_offering_one_placer_name_is_an_error_naming_both():
+    class Dup:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="ch", hooks=object())]
+
+    with pytest.raises(ConfigError) as err:
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("my-ch", Dup())])
+    assert "placer-ch" in str(err.value) and "my-ch" in str(err.value)
+
+
+def test_only_the_selected_placer_is_active():
+    pm = get_plugin_manager(load_config(env={"FN_PLACER": "naive"}), load_entrypoints=False)
+    impls = [impl.plugin_name for impl in pm.hook.place_call.get_hookimpls()]
+    assert impls == ["placer:naive"]
+
+
+def test_configure_reaches_plugins_with_their_own_settings(tmp_path):
+    cfg = tmp_path / "fn.toml"
+    cfg.write_text('[plugins.recorder]\ngreeting = "hello"\n')
+    seen = {}
+
+    class Recorder:
+        @hookimpl
+        def configure(self, config):
+            seen.update(config.plugin_settings("recorder"))
+
+    get_plugin_manager(load_config(cfg, env={}), load_entrypoints=False, extra_plugins=[("recorder", Recorder())])
+    assert seen == {"greeting": "hello"}
+
+
+def test_a_plugin_class_instead_of_an_instance_is_refused_with_its_name():
+    class NotInstantiated:
+        pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(PluginError, match="not-instantiated"):
+            get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("not-instantiated", NotInstantiated)])
