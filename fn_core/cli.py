@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -150,6 +151,26 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     for row in [header, *rows_txt]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}")
+
+
+@main.command("build-image")
+@click.argument("function", type=click.Path(exists=True, dir_okay=True))
+@click.option("-t", "--tag", required=True, help="image tag, e.g. myapp/hello:1")
+@fails_cleanly
+def build_image(function: str, tag: str) -> None:
+    """Build a function image locally (no registry) from FUNCTION: a func.py, or a dir holding one.
+
+    The image is the host's Python 3.11 plus fdk-python, with FUNCTION's `handler` as entry point.
+    """
+    import docker
+
+    from fn_core.images import build_function_image
+
+    path = Path(function)
+    func_py = path / "func.py" if path.is_dir() else path
+    if not func_py.is_file():
+        raise FnCoreError(f"{function}: no func.py there")
+    click.echo(build_function_image(docker.from_env(), func_py, tag))
 
 
 @main.command()

@@ -74,3 +74,15 @@ def test_sqlite_path_from_db_url():
     assert load_config(env={"FN_DB_URL": "sqlite3:///var/lib/fn/fn.db"}).db_path == "/var/lib/fn/fn.db"
     with pytest.raises(ConfigError, match="not supported"):
         _ = load_config(env={"FN_DB_URL": "postgres://x"}).db_path
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    import attrs
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for field in attrs.fields(Config):
+        env = field.metadata.get("env")
+        if env:
+            assert f"| `{field.name}` | `{env}` |" in readme, f"README's config reference lacks {field.name}"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: start fn-core on its embedded defaults (`fn-core serve`),
+# deploy the example function through the v2 API, invoke it, stop the platform.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-docker.sh
+if [ ! -x .venv-demo/bin/fn-core ]; then
+    python3 -m venv .venv-demo
+    .venv-demo/bin/pip install -q --disable-pip-version-check .
+fi
+FN=".venv-demo/bin/fn-core"
+PORT=${FN_PORT:-8080}
+API="http://127.0.0.1:$PORT"
+DATA=$(mktemp -d /tmp/fn-core-demo-XXXX)
+
+echo "== building the example function image (examples/echo/func.py, no registry needed)"
+$FN build-image examples/echo -t fn-core-example/echo:1
+
+echo "== starting fn-core serve on $API"
+FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" --grpc-port 0 \
+    --db "sqlite3://$DATA/fn.db" >"$DATA/serve.log" 2>&1 &
+SERVE=$!
+trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 1 100); do curl -sf "$API/" >/dev/null && break; sleep 0.1; done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+APP=$(curl -sf -X POST "$API/v2/apps" -H 'Content-Type: application/json' -d '{"name":"demo"}' | json id)
+FNID=$(curl -sf -X POST "$API/v2/fns" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"echo\",\"app_id\":\"$APP\",\"image\":\"fn-core-example/echo:1\"}" | json id)
+curl -sf -X POST "$API/v2/triggers" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"echo\",\"app_id\":\"$APP\",\"fn_id\":\"$FNID\",\"type\":\"http\",\"source\":\"/echo\"}" >/dev/null
+echo "== deployed app $APP, fn $FNID, trigger /t/demo/echo"
+
+echo "== POST /invoke/$FNID (cold: starts the container)"
+curl -s -i -X POST "$API/invoke/$FNID" -d 'Hello from fn-core'; echo
+echo "== POST /t/demo/echo (warm: reuses it)"
+curl -s -i -X POST "$API/t/demo/echo" -d 'Hello again'; echo
+echo "== the platform's log"
+tail -n 5 "$DATA/serve.log"
