@@ -1,0 +1,38 @@
+"""Fast checks of the plugin's logic through a real plugin manager (no Docker)."""
+
+import pytest
+
+import fn_call_env
+from fn_core.config import load_config
+from fn_core.errors import ConfigError
+from fn_core.models import Call
+from fn_core.plugins import get_plugin_manager
+
+
+def manager(tmp_path, toml):
+    path = tmp_path / "fn.toml"
+    path.write_text(toml)
+    return get_plugin_manager(load_config(path, env={}), load_entrypoints=False, extra_plugins=[("call-env", fn_call_env)])
+
+
+def test_lb_adds_extensions_and_runner_exposes_them(tmp_path):
+    pm = manager(tmp_path, '[plugins.call-env]\nextensions = { FN_CHEESE = "cheddar", OTHER = "x" }\nexpose = ["FN_CHEESE", "FN_WINE"]\n')
+    extensions = {"FN_WINE": "rioja"}
+    pm.hook.override_call(call=Call(id="c"), extensions=extensions)
+    assert extensions == {"FN_CHEESE": "cheddar", "OTHER": "x", "FN_WINE": "rioja"}
+    options = {"environment": {"FN_APP_ID": "a"}}
+    pm.hook.modify_container_options(call=None, extensions=extensions, options=options)
+    assert options["environment"] == {"FN_APP_ID": "a", "FN_CHEESE": "cheddar", "FN_WINE": "rioja"}
+
+
+def test_expose_defaults_to_the_configured_keys_and_handles_list_env(tmp_path):
+    pm = manager(tmp_path, '[plugins.call-env]\nextensions = { A = "1" }\n')
+    options = {"environment": ["X=y"]}
+    pm.hook.modify_container_options(call=None, extensions={"A": "1", "B": "2"}, options=options)
+    assert options["environment"] == ["X=y", "A=1"]
+
+
+@pytest.mark.parametrize("toml", ['extensions = { A = 1 }', 'expose = ["not a name"]', "expose = 3"])
+def test_bad_settings_stop_startup(tmp_path, toml):
+    with pytest.raises(ConfigError, match="call-env"):
+        manager(tmp_path, f"[plugins.call-env]\n{toml}\n")

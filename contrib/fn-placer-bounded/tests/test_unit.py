@@ -1,0 +1,34 @@
+"""The placer's ordering through a real plugin manager, with runner statuses given by hand."""
+
+from fn_core import RunnerStatus
+from fn_core.config import load_config
+from fn_core.models import Call
+from fn_core.plugins import get_plugin_manager
+from fn_core.records import RunnerRef
+
+
+def manager(tmp_path, toml=""):
+    path = tmp_path / "fn.toml"
+    path.write_text(toml)
+    return get_plugin_manager(load_config(path, env={"FN_PLACER": "ch-bounded"}))
+
+
+def test_selected_by_name_and_keeps_ch_affinity_when_nobody_is_busy(tmp_path):
+    pm = manager(tmp_path)
+    assert pm.placer.name == "ch-bounded" and pm.placer.wants_runner_status
+    runners = [RunnerRef(address=f"r{i}:1", status=RunnerStatus(active=0)) for i in range(3)]
+    ch = get_plugin_manager(load_config(env={}), load_entrypoints=False)
+    call = Call(id="1", fn_id="fn-A")
+    assert pm.hook.place_call(call=call, runners=runners) == ch.hook.place_call(call=call, runners=runners)
+
+
+def test_saturated_and_failed_runners_go_last(tmp_path):
+    pm = manager(tmp_path, "[plugins.placer-bounded]\nmax_active = 2\n")
+    call = Call(id="1", fn_id="fn-A")
+    runners = [RunnerRef(address=f"r{i}:1", status=RunnerStatus()) for i in range(3)]
+    home = pm.hook.place_call(call=call, runners=runners)[0]
+    home.status.active = 2
+    order = pm.hook.place_call(call=call, runners=runners)
+    assert order[-1] is home and len(order) == 3
+    order[0].status.failed = True
+    assert pm.hook.place_call(call=call, runners=runners)[0] not in (home, order[0])
