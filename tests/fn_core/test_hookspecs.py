@@ -39,3 +39,14 @@ def test_hook_kinds_match_the_contract():
     assert specs["configure"].fn_core_spec["historic"] is True
     for composing in ("override_call", "modify_container_options", "runner_status", "call_finished"):
         assert specs[composing].fn_core_spec["firstresult"] is False, composing
+
+
+def test_docs_hook_reference_is_generated_from_the_current_hookspecs():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    spec = importlib.util.spec_from_file_location("gen_hook_docs", root / "scripts/gen_hook_docs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "docs/hooks.md").read_text() == gen.render(), "run: python scripts/gen_hook_docs.py"
