@@ -1,12 +1,214 @@
-"""The Docker driver: runs each hot container through the Docker Engine (placeholder)."""
+"""The Docker driver: hot containers through the Docker Engine, hardened the way Fn's driver does it.
+
+The docker SDK blocks, so every engine call runs in a worker thread (`asyncio.to_thread`); none
+of them is on the warm call path (that is the unix socket, see `fn_core.runner.uds`).
+Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` and a per-process
+``fn-agent-instance`` label, so leaked ones can be found (and only ours removed) after a crash.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import socket
+from typing import Any
+
 from fn_core import Driver, hookimpl
+from fn_core.errors import APIError, ServerTooBusy
+from fn_core.models import Call
+from fn_core.runner.driver import ExitStatus
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_LABEL = "fn-agent-classifier"
+INSTANCE_LABEL = "fn-agent-instance"
+REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
+IOFS_MOUNT = "/tmp/iofs"
+MB = 1024 * 1024
+# Fn's fixed ulimits besides nofile (memlock, sigpending, msgqueue).
+MAX_LOCKED_MEMORY, MAX_PENDING_SIGNALS, MAX_MESSAGE_QUEUE = 65536, 5000, 819200
 
 
-def _docker_driver(**kwargs):
-    raise NotImplementedError("the docker driver is being written")
+class DockerDriver:
+    def __init__(self, config: Any, hook: Any) -> None:
+        self.config = config
+        self.hook = hook
+        self.instance = secrets.token_hex(8)
+        self.client: Any = None
+        self._network_use: dict[str, int] = {name: 0 for name in config.docker_networks}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        import docker
+
+        self.client = await asyncio.to_thread(docker.from_env)
+        await asyncio.to_thread(self.client.ping)
+        removed = await asyncio.to_thread(self._remove_leaked)
+        if removed:
+            log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.config.container_label_tag)
+
+    def _remove_leaked(self) -> int:
+        import docker.errors
+
+        found = self.client.containers.list(all=True, filters={"label": f"{CLASSIFIER_LABEL}={self.config.container_label_tag}"})
+        count = 0
+        for container in found:
+            if container.labels.get(INSTANCE_LABEL) == self.instance:
+                continue
+            try:
+                container.remove(force=True)
+                count += 1
+            except docker.errors.APIError as exc:
+                log.warning("could not remove leaked container %s: %s", container.short_id, exc)
+        return count
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await asyncio.to_thread(self.client.close)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.to_thread(self.client.ping))
+        except Exception:
+            return False
+
+    # --- containers -------------------------------------------------------------------------
+    def container_options(self, call: Call, iofs_dir: str, env: dict[str, str]) -> dict[str, Any]:
+        """The ``containers.create()`` kwargs for a hot container, before plugins change them."""
+        from docker.types import LogConfig, Mount, Ulimit
+
+        cfg = self.config
+        options: dict[str, Any] = {
+            "image": call.image,
+            "name": f"fn-{call.app_id[:20] or 'app'}-{secrets.token_hex(6)}",
+            "environment": dict(env),
+            "labels": {CLASSIFIER_LABEL: cfg.container_label_tag, INSTANCE_LABEL: self.instance,
+                       "fn-app-id": call.app_id, "fn-fn-id": call.fn_id},
+            "read_only": not cfg.disable_readonly_rootfs,
+            "init": True,
+            "log_config": LogConfig(type="none"),  # a pure runner drops function logs (Fn does too, without syslog)
+            "pids_limit": cfg.max_pids or None,
+            "ulimits": [
+                Ulimit(name="nofile", soft=cfg.max_open_files, hard=cfg.max_open_files),
+                Ulimit(name="memlock", soft=MAX_LOCKED_MEMORY, hard=MAX_LOCKED_MEMORY),
+                Ulimit(name="sigpending", soft=MAX_PENDING_SIGNALS, hard=MAX_PENDING_SIGNALS),
+                Ulimit(name="msgqueue", soft=MAX_MESSAGE_QUEUE, hard=MAX_MESSAGE_QUEUE),
+            ],
+            "mounts": [Mount(target=IOFS_MOUNT, source=iofs_dir, type="bind")],
+        }
+        if call.memory > 0:  # swap disabled: memory == memory+swap
+            options["mem_limit"] = options["memswap_limit"] = call.memory * MB
+            options["mem_swappiness"] = 0
+        if call.cpus > 0:
+            options["cpu_quota"], options["cpu_period"] = call.cpus * 100, 100000
+        if cfg.max_fs_size_mb:
+            options["storage_opt"] = {"size": f"{cfg.max_fs_size_mb}M"}
+        if options["read_only"] or call.tmpfs_size:
+            tmpfs = [f"size={call.tmpfs_size}m"] if call.tmpfs_size else []
+            if cfg.max_tmpfs_inodes:
+                tmpfs.append(f"nr_inodes={cfg.max_tmpfs_inodes}")
+            options["tmpfs"] = {"/tmp": ",".join(tmpfs)}
+        if self._network_use:
+            network = min(self._network_use, key=self._network_use.__getitem__)
+            options["network"] = network
+        else:
+            options["hostname"] = socket.gethostname()
+        if not cfg.disable_unprivileged_containers:
+            options["user"] = "1000:1000"
+            options["cap_drop"] = ["ALL"]
+            options["security_opt"] = ["no-new-privileges"]
+        return options
+
+    async def launch(self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str]) -> str:
+        options = self.container_options(call, iofs_dir, env)
+        self.hook.modify_container_options(call=call, extensions=dict(extensions), options=options)
+        network = options.get("network")
+        if network in self._network_use:
+            self._network_use[network] += 1
+        try:
+            return await asyncio.to_thread(self._create_and_start, options, extensions.get(REGISTRY_TOKEN_EXTENSION))
+        finally:
+            if network in self._network_use:
+                self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
+
+    def _create_and_start(self, options: dict[str, Any], registry_token: str | None) -> str:
+        import docker.errors
+
+        self._ensure_image(options["image"], registry_token)
+        try:
+            container = self.client.containers.create(**options)
+        except docker.errors.ImageNotFound:
+            raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
+        except docker.errors.APIError as exc:
+            raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)
+            raise APIError(f"could not start the container: {exc.explanation or exc}", status=500) from None
+        return container.id
+
+    def _ensure_image(self, image: str, registry_token: str | None) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        auth = {"registrytoken": registry_token} if registry_token else None
+        log.info("pulling image %s", image)
+        try:
+            self.client.images.pull(image, auth_config=auth)
+        except docker.errors.APIError as exc:
+            raise APIError(
+                f"image {image!r} is not on this runner and could not be pulled: {exc.explanation or exc}",
+                status=502,
+                user_error=True,
+            ) from None
+
+    async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
+        return await asyncio.to_thread(self._exit_status, container_id, wait_s)
+
+    def _exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            self.client.api.wait(container_id, timeout=wait_s)
+        except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+            return None
+        except docker.errors.NotFound:
+            return None
+        state = self.client.api.inspect_container(container_id)["State"]
+        if state.get("Running"):
+            return None
+        return ExitStatus(code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+
+    async def remove(self, container_id: str) -> None:
+        await asyncio.to_thread(self._remove, container_id)
+
+    def _remove(self, container_id: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # "removal already in progress" is fine
+                raise
+
+    async def pause(self, container_id: str) -> None:
+        await asyncio.to_thread(self.client.api.pause, container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        await asyncio.to_thread(self.client.api.unpause, container_id)
+
+
+def _docker_driver(*, config: Any, hook: Any) -> DockerDriver:
+    return DockerDriver(config, hook)
 
 
 @hookimpl

@@ -1,0 +1,348 @@
+"""The agent: hot containers per slot key, launched on demand, reused LIFO, reaped when idle.
+
+Re-derived from Fn's agent (slots, launcher, resource tracker, evictor) for one asyncio loop:
+a slot queue holds idle containers (a stack: the most recently used is the warmest) and the
+calls waiting for one (a FIFO of futures). A freed container is handed straight to the oldest
+waiter, so a queue never has both idle containers and waiters. A container is launched only
+when waiters outnumber idle plus starting containers, and only with its memory/CPU reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import shutil
+from typing import Any
+
+import attrs
+
+from fn_core.config import Config
+from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
+from fn_core.models import Call
+from fn_core.runner.driver import ContainerDriver
+from fn_core.runner.resources import Budget, budget_from_config, call_needs
+from fn_core.runner.uds import LISTENER_ENV, SOCKET_NAME, ContainerBroken, HotConnection, OnData, OnStart, wait_ready
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class HotContainer:
+    id: str
+    queue: SlotQueue
+    iofs_dir: str
+    conn: HotConnection
+    memory: int
+    mcpus: int
+    idle_timeout_s: float
+    state: str = "busy"  # busy | idle | retired
+    idle_timer: asyncio.TimerHandle | None = None
+    freeze_timer: asyncio.TimerHandle | None = None
+    pause_task: asyncio.Task[None] | None = None
+    paused: bool = False
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.iofs_dir, SOCKET_NAME)
+
+
+@attrs.define(eq=False)
+class SlotQueue:
+    key: bytes
+    call: Call  # the latest call: what a new container is started from
+    extensions: dict[str, str]
+    idle: list[HotContainer] = attrs.field(factory=list)  # LIFO
+    waiters: collections.deque[asyncio.Future[HotContainer]] = attrs.field(factory=collections.deque)
+    starting: int = 0
+    containers: set[HotContainer] = attrs.field(factory=set)
+
+    def waiting(self) -> int:
+        return sum(1 for f in self.waiters if not f.done())
+
+
+def container_env(call: Call) -> dict[str, str]:
+    env = dict(call.config)
+    env.setdefault("FN_APP_ID", call.app_id)
+    env.setdefault("FN_FN_ID", call.fn_id)
+    env.setdefault("FN_MEMORY", str(call.memory))
+    env.setdefault("FN_TYPE", call.type or "sync")
+    env["FN_LISTENER"] = LISTENER_ENV
+    env["FN_FORMAT"] = "http-stream"
+    return env
+
+
+class Agent:
+    def __init__(self, config: Config, driver: ContainerDriver, budget: Budget | None = None) -> None:
+        self.driver = driver
+        self.budget = budget or budget_from_config(config.max_total_memory_bytes, config.max_total_cpu_mcpus)
+        self.non_blocking = config.enable_nb_resource_tracker
+        self.max_response_size = config.max_response_size
+        self.start_timeout_s = config.hot_start_timeout_msecs / 1000
+        self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
+        self.iofs_path = config.iofs_path
+        self.queues: dict[bytes, SlotQueue] = {}
+        self.closing = False
+        self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- public -----------------------------------------------------------------------------
+    def containers(self) -> list[HotContainer]:
+        return [c for q in self.queues.values() for c in q.containers]
+
+    async def run(self, call: Call, key: bytes, extensions: dict[str, str], body: bytes, on_start: OnStart, on_data: OnData) -> None:
+        """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed."""
+        container = await self.acquire(call, key, extensions)
+        try:
+            async with asyncio.timeout(call.timeout):
+                if container.pause_task or container.paused:
+                    await self._thaw(container)
+                await container.conn.call(call, body, on_start, on_data, self.max_response_size)
+        except TimeoutError:
+            self.retire(container)  # kill it: a late write must never reach the next call
+            raise CallTimeout() from None
+        except ContainerBroken as exc:
+            self.retire(container, remove=False)
+            raise await self._why_broken(container, exc) from None
+        except APIError as exc:
+            if getattr(exc, "retire", False):
+                self.retire(container)
+            else:
+                self.release(container)
+            raise
+        except BaseException:
+            self.retire(container)  # cancelled mid-request: the connection state is unknown
+            raise
+        self.release(container)
+
+    async def acquire(self, call: Call, key: bytes, extensions: dict[str, str]) -> HotContainer:
+        if self.closing:
+            raise ServerTooBusy()
+        memory, mcpus = call_needs(call.memory, call.tmpfs_size, call.cpus)
+        if not self.budget.possible(memory, mcpus):
+            raise CallResourceTooBig()
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions)
+        else:
+            queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
+        if queue.idle:
+            return self._take(queue.idle.pop())
+        waiter: asyncio.Future[HotContainer] = asyncio.get_running_loop().create_future()
+        queue.waiters.append(waiter)
+        self._check_launch(queue)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())  # handed a container just as we were cancelled
+            elif waiter in queue.waiters:
+                queue.waiters.remove(waiter)
+            raise
+
+    def release(self, container: HotContainer) -> None:
+        """The call is over and the container healthy: hand it on or park it idle."""
+        if self.closing or container.state == "retired":
+            self.retire(container)
+            return
+        self._make_idle(container)
+
+    def retire(self, container: HotContainer, *, remove: bool = True) -> None:
+        """Take a container out of service now (its resources free at once); removal runs in background."""
+        if container.state == "retired":
+            return
+        queue = container.queue
+        if container.state == "idle":
+            queue.idle.remove(container)
+        container.state = "retired"
+        for timer in (container.idle_timer, container.freeze_timer):
+            if timer:
+                timer.cancel()
+        queue.containers.discard(container)
+        self.budget.release(container.memory, container.mcpus)
+        self._spawn(self._dispose(container, remove))
+        self._after_capacity_change(queue)
+
+    def begin_shutdown(self) -> None:
+        """New calls and waiting calls get the NACK; running calls finish."""
+        self.closing = True
+        for queue in self.queues.values():
+            while queue.waiters:
+                waiter = queue.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(ServerTooBusy())
+        self._starved.clear()
+
+    async def close(self) -> None:
+        """Remove every container of ours (after `begin_shutdown` and the in-flight calls)."""
+        self.begin_shutdown()
+        while True:
+            for container in self.containers():
+                self.retire(container)
+            if not self._tasks:
+                return
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- launching --------------------------------------------------------------------------
+    def _check_launch(self, queue: SlotQueue) -> None:
+        need = queue.waiting() - len(queue.idle) - queue.starting
+        memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
+        while need > 0 and not self.closing:
+            if not self.budget.try_reserve(memory, mcpus):
+                if not (self._evict_for(queue, memory, mcpus) and self.budget.try_reserve(memory, mcpus)):
+                    if self.non_blocking:
+                        self._fail_one_waiter(queue, ServerTooBusy())
+                        need -= 1
+                        continue
+                    self._starved[queue.key] = queue
+                    return
+            queue.starting += 1
+            need -= 1
+            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
+
+    def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
+        """Retire idle containers of other slots, oldest idle first, only if that frees enough."""
+        chosen: list[HotContainer] = []
+        free_mem, free_cpu = self.budget.free_memory, self.budget.free_mcpus
+        for other in self.queues.values():
+            if other is queue:
+                continue
+            for container in other.idle:  # bottom of the stack = idle the longest
+                if free_mem >= memory and free_cpu >= mcpus:
+                    break
+                if container.memory or container.mcpus:
+                    chosen.append(container)
+                    free_mem += container.memory
+                    free_cpu += container.mcpus
+        if free_mem < memory or free_cpu < mcpus or not chosen:
+            return False
+        for container in chosen:
+            log.debug("evicting idle container %s for slot %s", container.id[:12], queue.key.hex()[:12])
+            self.retire(container)
+        return True
+
+    async def _launch(self, queue: SlotQueue, call: Call, extensions: dict[str, str], memory: int, mcpus: int) -> None:
+        iofs_dir = os.path.join(self.iofs_path, secrets.token_hex(4))
+        container_id = ""
+        try:
+            os.makedirs(iofs_dir, mode=0o777)
+            os.chmod(iofs_dir, 0o777)  # the container runs as uid 1000 and must bind its socket here
+            container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))
+            await wait_ready(iofs_dir, self.start_timeout_s)
+        except BaseException as exc:
+            queue.starting -= 1
+            self.budget.release(memory, mcpus)
+            self._spawn(self._remove_quietly(container_id, iofs_dir))
+            error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
+            log.warning("container for call %s failed to start: %s", call.id, error)
+            self._fail_one_waiter(queue, error)
+            self._after_capacity_change(queue)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        queue.starting -= 1
+        container = HotContainer(
+            id=container_id, queue=queue, iofs_dir=iofs_dir, conn=HotConnection(os.path.join(iofs_dir, SOCKET_NAME)),
+            memory=memory, mcpus=mcpus, idle_timeout_s=call.idle_timeout,
+        )
+        queue.containers.add(container)
+        self.release(container)
+
+    def _fail_one_waiter(self, queue: SlotQueue, error: BaseException) -> None:
+        while queue.waiters:
+            waiter = queue.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                return
+
+    def _after_capacity_change(self, queue: SlotQueue) -> None:
+        """Resources were freed or a container went away: waiting calls may need a launch now."""
+        if self.closing:
+            return
+        if queue.waiters:
+            self._check_launch(queue)
+        elif not queue.containers and not queue.starting and self.queues.get(queue.key) is queue:
+            del self.queues[queue.key]
+        starved, self._starved = self._starved, {}
+        for other in starved.values():
+            self._check_launch(other)
+
+    # --- idle life --------------------------------------------------------------------------
+    def _take(self, container: HotContainer) -> HotContainer:
+        for timer in (container.idle_timer, container.freeze_timer):
+            if timer:
+                timer.cancel()
+        container.idle_timer = container.freeze_timer = None
+        container.state = "busy"
+        return container
+
+    def _make_idle(self, container: HotContainer) -> None:
+        queue = container.queue
+        while queue.waiters:
+            waiter = queue.waiters.popleft()
+            if not waiter.done():
+                container.state = "busy"
+                waiter.set_result(container)
+                return
+        container.state = "idle"
+        queue.idle.append(container)
+        loop = asyncio.get_running_loop()
+        container.idle_timer = loop.call_later(container.idle_timeout_s, self._idle_expired, container)
+        if self.freeze_s is not None:
+            container.freeze_timer = loop.call_later(self.freeze_s, self._freeze, container)
+        if self._starved:  # an idle container is evictable: calls starved for resources may fit now
+            self._after_capacity_change(queue)
+
+    def _idle_expired(self, container: HotContainer) -> None:
+        if container.state == "idle":
+            log.debug("container %s idle for %ss: removing", container.id[:12], container.idle_timeout_s)
+            self.retire(container)
+
+    def _freeze(self, container: HotContainer) -> None:
+        if container.state == "idle" and container.pause_task is None:
+            container.pause_task = self._spawn(self._pause(container))
+
+    async def _pause(self, container: HotContainer) -> None:
+        await self.driver.pause(container.id)
+        container.paused = True
+
+    async def _thaw(self, container: HotContainer) -> None:
+        task, container.pause_task = container.pause_task, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if container.paused:
+            await self.driver.unpause(container.id)
+            container.paused = False
+
+    # --- clean-up ---------------------------------------------------------------------------
+    async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
+        status = await self.driver.exit_status(container.id, wait_s=2.0)
+        self._spawn(self._dispose(container, True))
+        if status is None:
+            return APIError(f"error receiving function response: {cause}", status=502, user_error=True)
+        if status.oom_killed or status.code == 137:
+            return ContainerExited("container out of memory")
+        return ContainerExited(f"container exit code {status.code}")
+
+    async def _dispose(self, container: HotContainer, remove: bool) -> None:
+        await container.conn.close()
+        if container.pause_task is not None:
+            await asyncio.gather(container.pause_task, return_exceptions=True)
+        if remove:
+            await self._remove_quietly(container.id, container.iofs_dir)
+
+    async def _remove_quietly(self, container_id: str, iofs_dir: str) -> None:
+        try:
+            if container_id:
+                await self.driver.remove(container_id)
+        except Exception:
+            log.exception("could not remove container %s", container_id[:12])
+        shutil.rmtree(iofs_dir, ignore_errors=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,51 @@
+"""What the agent needs from a container driver (the selected `Driver` record's factory builds one).
+
+The agent owns everything that is the same for every driver: slot queues, the socket dir, readiness,
+the HTTP round trip over the unix socket. A driver only turns a call into a running container and
+takes it away again. Every method is a coroutine; a driver built on a blocking SDK runs it in a
+thread, never on the event loop. None of these run per call on the warm path.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from fn_core.models import Call
+
+
+@attrs.frozen
+class ExitStatus:
+    """How a container ended: its exit code and whether the kernel's OOM killer ended it."""
+
+    code: int
+    oom_killed: bool = False
+
+
+class ContainerDriver(Protocol):
+    async def start(self) -> None:
+        """Get ready (connect to the engine) and remove containers leaked by an earlier crash of ours."""
+
+    async def launch(self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str]) -> str:
+        """Create and start a hot container for ``call``; return its id.
+
+        ``iofs_dir`` is the fresh host dir to mount at /tmp/iofs; ``env`` the full environment.
+        Raises `fn_core.errors.APIError` for outcomes the caller should see (bad image, 503 ...).
+        """
+
+    async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
+        """Wait up to ``wait_s`` for the container to stop and say how; None if it still runs."""
+
+    async def remove(self, container_id: str) -> None:
+        """Kill and remove the container (force); never raises for an already gone container."""
+
+    async def pause(self, container_id: str) -> None: ...
+
+    async def unpause(self, container_id: str) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the engine answers."""
+
+    async def close(self) -> None:
+        """Release the engine connection (containers are removed by the agent before this)."""
