@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
-
 import pytest
 
 from fn_core.config import Config, load_config
@@ -74,10 +73,10 @@ class HookRecorder:
         self.calls: list[HookCall] = []
         self.undo = pm.add_hookcall_monitoring(self._before, self._after)
 
-    def _before(self, name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def _before(self, name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         self.calls.append(HookCall(name=name, kwargs=dict(kwargs)))
 
-    def _after(self, outcome: Any, name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+    def _after(self, outcome: Any, name: str, hook_impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         for call in reversed(self.calls):
             if call.name == name and call.result is None:
                 call.result = outcome.get_result() if outcome.exception is None else outcome.exception
