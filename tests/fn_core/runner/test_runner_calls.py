@@ -28,3 +28,75 @@ async def test_empty_and_big_bodies_and_multi_frame_response(start, rc):
     assert result.frames >= len(big) // (10 * 1024)
     text = await rc.run(node.address, rc.call(), {"repeat": 50000, "text": "ab"})
     assert text.body == b"ab" * 50000 and text.frames >= 10
+
+
+async def test_headers_and_env(start, rc):
+    node = await start()
+    call = rc.call(config={"GREETING": "hi"}, headers={"X-Custom-In": ["abc"], "Content-Type": ["application/json"]})
+    result = await rc.run(node.address, call, {"headers": {"X-Custom": "yes"}})
+    assert result.finished.success
+    assert result.headers["x-custom"] == "yes" and result.headers["content-type"] == "application/json"
+    env = (await rc.run(node.address, call, {"env": True})).json()
+    assert env["GREETING"] == "hi"
+    assert (env["FN_APP_ID"], env["FN_FN_ID"], env["FN_MEMORY"], env["FN_TYPE"]) == ("app1", "fn1", "128", "sync")
+    assert (env["FN_LISTENER"], env["FN_FORMAT"]) == ("unix:/tmp/iofs/lsnr.sock", "http-stream")
+    seen = (await rc.run(node.address, call, {"headers_echo": True})).json()
+    assert seen["x-custom-in"] == "abc" and seen["fn-call-id"] == call.id and "fn-deadline" in seen
+
+
+async def test_function_error_keeps_the_container(start, rc):
+    node = await start()
+    result = await rc.run(node.address, rc.call(), {"fail": "boom"})
+    assert not result.started
+    assert (result.finished.success, result.finished.errorCode, result.finished.errorStr) == (False, 502, "function failed")
+    assert result.finished.errorUser
+    [before] = rc.containers()
+    assert (await rc.run(node.address, rc.call(), b"ok")).body == b"ok"
+    assert [c.id for c in rc.containers()] == [before.id]
+
+
+async def test_timeout_kills_the_container(start, rc):
+    node = await start()
+    call = rc.call(timeout=1)
+    result = await rc.run(node.address, call, {"sleep_ms": 2500})
+    assert (result.finished.success, result.finished.errorCode, result.finished.errorStr) == (False, 504, "Timed out")
+    assert node.agent.containers() == []  # retired (and killed) before the 504 was sent
+    after = await rc.run(node.address, call, b"fresh")  # served by a new container, no late write leaks in
+    assert after.finished.success and after.body == b"fresh"
+    assert len(node.agent.containers()) == 1
+
+
+async def test_crash_reports_exit_code_and_is_replaced(start, rc):
+    node = await start()
+    result = await rc.run(node.address, rc.call(), {"exit": 3})
+    assert (result.finished.errorCode, result.finished.errorStr) == (502, "container exit code 3")
+    assert (await rc.run(node.address, rc.call(), b"alive")).body == b"alive"
+
+
+async def test_out_of_memory(start, rc):
+    node = await start()
+    result = await rc.run(node.address, rc.call(memory=32), {"allocate_mb": 128})
+    assert (result.finished.errorCode, result.finished.errorStr) == (502, "container out of memory")
+
+
+async def test_response_too_large(start, rc):
+    node = await start(max_response_size=1000)
+    result = await rc.run(node.address, rc.call(), {"repeat": 2000, "text": "x"})
+    assert (result.finished.success, result.finished.errorCode) == (False, 502)
+    assert result.finished.errorStr == "function response body too large"
+    assert (await rc.run(node.address, rc.call(), b"small")).body == b"small"
+
+
+async def test_garbage_call_json_is_a_clean_error(start, rc):
+    node = await start()
+    for garbage in ("not json", "[]", '{"id": 5}', '{"id": "x", "memory": "lots"}'):
+        result = await rc.engage(node.address, garbage, b"")
+        assert not result.started
+        assert (result.finished.success, result.finished.errorCode) == (False, 400), garbage
+    assert (await rc.run(node.address, rc.call(), b"still serving")).body == b"still serving"
+
+
+async def test_call_bigger_than_the_runner_is_400(start, rc):
+    node = await start(max_total_memory_bytes=256 * 1024 * 1024)
+    result = await rc.run(node.address, rc.call(memory=512))
+    assert (result.finished.errorCode, result.finished.errorStr) == (400, "Requested CPU/Memory cannot be allocated")

@@ -1,0 +1,108 @@
+"""Concurrency, reuse, idle reaping, the NACK, graceful shutdown, Status: a real runner over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.protobuf import empty_pb2
+
+from fn_core.proto import runner_pb2_grpc
+
+MB = 1024 * 1024
+
+
+async def test_parallel_calls_get_one_container_each_then_reuse(start, rc):
+    node = await start()
+    call = rc.call()
+    results = await asyncio.gather(*(rc.run(node.address, call, {"sleep_ms": 600}) for _ in range(3)))
+    assert all(r.finished.success for r in results)
+    first_ids = {c.id for c in rc.containers()}
+    assert len(first_ids) == 3
+    again = await asyncio.gather(*(rc.run(node.address, call, {"sleep_ms": 300}) for _ in range(3)))
+    assert all(r.finished.success for r in again)
+    assert {c.id for c in rc.containers()} == first_ids  # reused, no new launches
+
+
+async def test_idle_containers_are_reaped(start, rc):
+    node = await start()
+    await rc.run(node.address, rc.call(idle_timeout=1), b"x")
+    assert len(rc.containers()) == 1
+    for _ in range(100):  # reaping is the behaviour under test, not its speed
+        if not node.agent.containers():
+            break
+        await asyncio.sleep(0.05)
+    assert node.agent.containers() == []
+    for _ in range(100):
+        if not rc.containers():
+            break
+        await asyncio.sleep(0.05)
+    assert rc.containers() == []
+
+
+async def test_nack_when_full_in_non_blocking_mode(start, rc):
+    node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True)
+    call = rc.call(memory=128)
+    busy = asyncio.create_task(rc.run(node.address, call, {"sleep_ms": 1500}))
+    while not node.agent.containers():
+        await asyncio.sleep(0.01)
+    refused = await rc.run(node.address, call, b"second")
+    assert not refused.started
+    assert (refused.finished.success, refused.finished.errorCode) == (False, 503)
+    assert refused.finished.errorStr == "Timed out - server too busy"
+    assert (await busy).finished.success
+
+
+async def test_idle_container_of_another_fn_is_evicted(start, rc):
+    node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True)
+    await rc.run(node.address, rc.call(fn_id="fn-a", memory=128), b"a")
+    [a] = rc.containers()
+    result = await rc.run(node.address, rc.call(fn_id="fn-b", memory=128), b"b")
+    assert result.finished.success and result.body == b"b"
+    assert a.id not in {c.id for c in node.agent.containers()}
+
+
+async def test_blocking_mode_waits_for_capacity(start, rc):
+    node = await start(max_total_memory_bytes=128 * MB)
+    call = rc.call(memory=128)
+    results = await asyncio.gather(*(rc.run(node.address, call, {"sleep_ms": 300}) for _ in range(2)))
+    assert all(r.finished.success for r in results)  # the second waited for the first's container
+    assert len(rc.containers()) == 1
+
+
+async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(start, rc):
+    node = await start()
+    in_flight = asyncio.create_task(rc.run(node.address, rc.call(), {"sleep_ms": 800}))
+    while not node.servicer.active or not node.agent.containers():
+        await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(node.stop(grace=10))
+    await asyncio.sleep(0.05)
+    late = await rc.run(node.address, rc.call(), b"too late")
+    assert not late.started and late.finished.errorCode == 503
+    assert (await in_flight).finished.success
+    await stopping
+    assert rc.containers() == []
+
+
+async def test_status_counts_calls_and_runs_status_plugins(start, rc):
+    class Broken:
+        from fn_core import hookimpl
+
+        @hookimpl
+        def runner_status(self, status, runner):
+            raise RuntimeError("status plugin bug")
+
+    node = await start(plugins=[("broken-status", Broken())])
+    await rc.run(node.address, rc.call(), b"x")
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = runner_pb2_grpc.RunnerProtocolStub(channel)
+        for _ in range(200):  # the docker probe answers from a cache refreshed off-loop
+            status = await stub.Status(empty_pb2.Empty())
+            if status.customStatus["docker"] != "checking":
+                break
+            await asyncio.sleep(0.02)
+    assert (status.requestsReceived, status.requestsHandled, status.active) == (1, 1, 0)
+    assert status.customStatus["plugin-error:broken-status"] == "RuntimeError: status plugin bug"
+    assert status.customStatus["docker"] == "ok" and not status.failed
+    assert int(status.customStatus["host.mem_available_bytes"]) > 0
+    assert int(status.customStatus["runner.containers"]) == 1
