@@ -1,0 +1,181 @@
+"""Fn's v2 REST API for apps, fns and triggers (create/update -> 200 with the object, delete -> 204)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fn_core.api import validation as v
+from fn_core.errors import APIError, BadRequest
+from fn_core.models import Fn, Trigger
+from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
+
+INVOKE_ENDPOINT = "fnproject.io/fn/invokeEndpoint"
+HTTP_ENDPOINT = "fnproject.io/trigger/httpEndpoint"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+class CrudApi:
+    def __init__(self, config, store, lookup) -> None:
+        self.config = config
+        self.store = store
+        self.lookup = lookup
+
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/v2/apps", self.list_apps)
+        r.add_post("/v2/apps", self.create_app)
+        r.add_get("/v2/apps/{app_id}", self.get_app)
+        r.add_put("/v2/apps/{app_id}", self.update_app)
+        r.add_delete("/v2/apps/{app_id}", self.delete_app)
+        r.add_get("/v2/fns", self.list_fns)
+        r.add_post("/v2/fns", self.create_fn)
+        r.add_get("/v2/fns/{fn_id}", self.get_fn)
+        r.add_put("/v2/fns/{fn_id}", self.update_fn)
+        r.add_delete("/v2/fns/{fn_id}", self.delete_fn)
+        r.add_get("/v2/triggers", self.list_triggers)
+        r.add_post("/v2/triggers", self.create_trigger)
+        r.add_get("/v2/triggers/{trigger_id}", self.get_trigger)
+        r.add_put("/v2/triggers/{trigger_id}", self.update_trigger)
+        r.add_delete("/v2/triggers/{trigger_id}", self.delete_trigger)
+        for path in ("/v2/fns/{fn_id}/calls", "/v2/fns/{fn_id}/calls/{call_id}", "/v2/fns/{fn_id}/calls/{call_id}/log"):
+            r.add_get(path, self.gone)
+        r.add_get("/v2/runner/apps/{app_id}/triggerBySource/{trigger_type}/{source:.*}", self.trigger_by_source)
+
+    # --- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        return v.parse_body(await request.read())
+
+    @staticmethod
+    def _paging(request: web.Request) -> dict[str, Any]:
+        q = request.query
+        try:
+            per_page = int(q.get("per_page") or DEFAULT_PER_PAGE)
+        except ValueError:
+            raise BadRequest("per_page must be an integer") from None
+        return {"cursor": q.get("cursor", ""), "per_page": max(1, min(per_page, MAX_PER_PAGE))}
+
+    def _base_url(self, request: web.Request) -> str:
+        return self.config.public_lb_url.rstrip("/") or f"{request.scheme}://{request.host}"
+
+    def _fn_json(self, request: web.Request, fn: Fn) -> dict[str, Any]:
+        data = fn.to_json()
+        data["annotations"] = {**fn.annotations, INVOKE_ENDPOINT: f"{self._base_url(request)}/invoke/{fn.id}"}
+        return data
+
+    def _trigger_json(self, request: web.Request, t: Trigger, app_name: str) -> dict[str, Any]:
+        data = t.to_json()
+        data["annotations"] = {**t.annotations, HTTP_ENDPOINT: f"{self._base_url(request)}/t/{app_name}{t.source}"}
+        return data
+
+    @staticmethod
+    def _page(page: Page, render: Any) -> web.Response:
+        body: dict[str, Any] = {"items": [render(item) for item in page.items]}
+        if page.next_cursor:
+            body["next_cursor"] = page.next_cursor
+        return json_response(body)
+
+    def _changed(self) -> None:
+        self.lookup.clear()  # this node's invoke path sees its own writes at once
+
+    async def gone(self, request: web.Request) -> web.Response:
+        raise APIError("the calls API is gone: use the per-call log line or a call_finished plugin", status=410)
+
+    # --- apps ------------------------------------------------------------------------------
+    async def list_apps(self, request: web.Request) -> web.Response:
+        page = await self.store.list_apps(name=request.query.get("name", ""), **self._paging(request))
+        return self._page(page, lambda a: a.to_json())
+
+    async def create_app(self, request: web.Request) -> web.Response:
+        app = await self.store.insert_app(v.app_for_create(await self._body(request)))
+        self._changed()
+        return json_response(app.to_json())
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        return json_response((await self.store.get_app(request.match_info["app_id"])).to_json())
+
+    async def update_app(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        old = await self.store.get_app(request.match_info["app_id"])
+        app = await self.store.update_app(v.app_for_update(old, data))
+        self._changed()
+        return json_response(app.to_json())
+
+    async def delete_app(self, request: web.Request) -> web.Response:
+        await self.store.delete_app(request.match_info["app_id"])
+        self._changed()
+        return web.Response(status=204)
+
+    # --- fns -------------------------------------------------------------------------------
+    async def list_fns(self, request: web.Request) -> web.Response:
+        q = request.query
+        page = await self.store.list_fns(app_id=q.get("app_id", ""), name=q.get("name", ""), **self._paging(request))
+        return self._page(page, lambda f: self._fn_json(request, f))
+
+    async def create_fn(self, request: web.Request) -> web.Response:
+        fn = await self.store.insert_fn(v.fn_for_create(await self._body(request)))
+        self._changed()
+        return json_response(self._fn_json(request, fn))
+
+    async def get_fn(self, request: web.Request) -> web.Response:
+        return json_response(self._fn_json(request, await self.store.get_fn(request.match_info["fn_id"])))
+
+    async def update_fn(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        old = await self.store.get_fn(request.match_info["fn_id"])
+        fn = await self.store.update_fn(v.fn_for_update(old, data))
+        self._changed()
+        return json_response(self._fn_json(request, fn))
+
+    async def delete_fn(self, request: web.Request) -> web.Response:
+        await self.store.delete_fn(request.match_info["fn_id"])
+        self._changed()
+        return web.Response(status=204)
+
+    # --- triggers --------------------------------------------------------------------------
+    async def list_triggers(self, request: web.Request) -> web.Response:
+        q = request.query
+        if not q.get("app_id"):
+            raise BadRequest("Missing App ID")
+        app = await self.store.get_app(q["app_id"])
+        page = await self.store.list_triggers(
+            app_id=app.id, fn_id=q.get("fn_id", ""), name=q.get("name", ""), **self._paging(request)
+        )
+        return self._page(page, lambda t: self._trigger_json(request, t, app.name))
+
+    async def create_trigger(self, request: web.Request) -> web.Response:
+        trigger = v.trigger_for_create(await self._body(request))
+        app = await self.store.get_app(trigger.app_id)
+        trigger = await self.store.insert_trigger(trigger)
+        self._changed()
+        return json_response(self._trigger_json(request, trigger, app.name))
+
+    async def get_trigger(self, request: web.Request) -> web.Response:
+        trigger = await self.store.get_trigger(request.match_info["trigger_id"])
+        app = await self.store.get_app(trigger.app_id)
+        return json_response(self._trigger_json(request, trigger, app.name))
+
+    async def update_trigger(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        old = await self.store.get_trigger(request.match_info["trigger_id"])
+        trigger = await self.store.update_trigger(v.trigger_for_update(old, data))
+        app = await self.store.get_app(trigger.app_id)
+        self._changed()
+        return json_response(self._trigger_json(request, trigger, app.name))
+
+    async def delete_trigger(self, request: web.Request) -> web.Response:
+        await self.store.delete_trigger(request.match_info["trigger_id"])
+        self._changed()
+        return web.Response(status=204)
+
+    async def trigger_by_source(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        source = "/" + m["source"].lstrip("/")
+        trigger = await self.store.get_trigger_by_source(m["app_id"], m["trigger_type"], source)
+        app = await self.store.get_app(trigger.app_id)
+        return json_response(self._trigger_json(request, trigger, app.name))

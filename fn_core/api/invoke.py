@@ -1,0 +1,149 @@
+"""The invoke path: ``POST /invoke/{fn_id}`` and ``ANY /t/{app_name}/{path}``.
+
+Fn buffers the function's response on the LB (so a late error can still become a proper
+status); so do we. Lookups come from the TTL cache: a warm call touches no database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from fn_core.errors import APIError, ClientCancelled
+from fn_core.lb.agent import LBAgent, Placement
+from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
+from fn_core.lb.runner_client import ExecResult
+from fn_core.models import Call
+from fn_core.store.cache import CachedLookup
+
+CALL_ID_HEADER = "Fn-Call-Id"
+
+
+def error_response(err: APIError, call_id: str = "") -> web.Response:
+    headers = dict(err.headers)
+    if call_id:
+        headers[CALL_ID_HEADER] = call_id
+    return web.json_response({"message": err.message}, status=err.status, headers=headers)
+
+
+class InvokeApi:
+    def __init__(self, lookup: CachedLookup, agent: LBAgent) -> None:
+        self.lookup = lookup
+        self.agent = agent
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/invoke/{fn_id}", self.invoke)
+        app.router.add_route("*", "/t/{app_name}", self.trigger)
+        app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger)
+
+    async def invoke(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        fn = await self.lookup.fn(request.match_info["fn_id"])
+        app = await self.lookup.app(fn.app_id)
+        call = build_call(
+            app,
+            fn,
+            method=request.method,
+            url=str(request.url),
+            headers=collect_headers(request.headers.items()),
+            detached=_is_detached(request),
+        )
+        return await self._run(request, call, started, is_trigger=False)
+
+    async def trigger(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        app = await self.lookup.app_by_name(request.match_info["app_name"])
+        source = "/" + request.match_info.get("path", "")
+        trigger = await self.lookup.trigger_by_source(app.id, "http", source)
+        fn = await self.lookup.fn(trigger.fn_id)
+        url = str(request.url)
+        call = build_call(
+            app,
+            fn,
+            method=request.method,
+            url=url,
+            headers=trigger_headers(request.headers.items(), request.method, url),
+            detached=_is_detached(request),
+            trigger=trigger,
+        )
+        return await self._run(request, call, started, is_trigger=True)
+
+    async def _run(self, request: web.Request, call: Call, started: float, *, is_trigger: bool) -> web.StreamResponse:
+        agent = self.agent
+        placement = Placement()
+        status = 500
+        agent.metrics.inflight += 1
+        try:
+            try:
+                body = await request.read()
+                _, try_msg = agent.prepare(call)
+            except APIError as err:
+                placement.error = err
+                status = err.status
+                return error_response(err, call.id)
+            if call.type == "detached":
+                response, placement = await self._detached(call, try_msg, body, started)
+                status = response.status
+                return response
+            placement = await agent.place(call, try_msg, body)
+            status, response = _sync_response(call, placement, is_trigger)
+            return response
+        except asyncio.CancelledError:  # the client went away: the runner stream was cancelled
+            if call.type != "detached":  # a detached call runs on and reports itself
+                placement.error = ClientCancelled()
+                status = ClientCancelled.status
+            raise
+        finally:
+            agent.metrics.inflight -= 1
+            if call.type != "detached" or placement.error is not None:
+                agent.finished(call, placement, status, started)
+
+    async def _detached(self, call: Call, try_msg, body: bytes, started: float) -> tuple[web.Response, Placement]:
+        """202 as soon as a runner has started the call; the stream runs on in the background."""
+        loop = asyncio.get_running_loop()
+        started_on_runner: asyncio.Future[ExecResult] = loop.create_future()
+
+        def on_start(result: ExecResult) -> None:
+            if not started_on_runner.done():
+                started_on_runner.set_result(result)
+
+        async def run() -> Placement:
+            placement = await self.agent.place(call, try_msg, body, on_start)
+            error = placement.error or (placement.result.error if placement.result else None)
+            self.agent.finished(call, placement, error.status if error else 202, started)
+            return placement
+
+        task = asyncio.create_task(run())
+        self.agent.keep(task)
+        await asyncio.wait({task, started_on_runner}, return_when=asyncio.FIRST_COMPLETED)
+        if not started_on_runner.done():
+            placement = task.result()
+            error = placement.error or (placement.result.error if placement.result else None)
+            if error is not None:
+                return error_response(error, call.id), Placement()  # finished() already ran in the task
+        started_on_runner.cancel()
+        return web.Response(status=202, headers={CALL_ID_HEADER: call.id}), Placement()
+
+
+def _is_detached(request: web.Request) -> bool:
+    return request.headers.get("Fn-Invoke-Type", "").lower() == "detached"
+
+
+def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[int, web.Response]:
+    result = placement.result
+    error = placement.error or (result.error if result else None)
+    if error is not None or result is None:
+        error = error or APIError()
+        return error.status, error_response(error, call.id)
+    status = result.status or 200
+    if is_trigger:
+        status, headers = trigger_response(status, result.headers)
+    else:
+        headers = response_headers(result.headers)
+    out = CIMultiDict(headers)
+    out[CALL_ID_HEADER] = call.id
+    body = result.chunks[0] if len(result.chunks) == 1 else b"".join(result.chunks)
+    return status, web.Response(status=status, body=body, headers=out)

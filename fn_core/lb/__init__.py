@@ -1,0 +1,1 @@
+"""The LB node: call building, placement over the runner pool, the Engage client."""

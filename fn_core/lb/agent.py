@@ -1,0 +1,114 @@
+"""The LB agent: overrides, slot key, the placement loop, and the end-of-call listeners.
+
+Placement follows Fn's placer loop with the ordering delegated to the selected placer plugin:
+each pass asks `place_call` for an order, tries the runners in it, skips the ones that refuse
+or cannot be reached, and after a full pass waits ``retry_all_delay_ms`` and asks again, until
+a runner takes the call, the client goes away (the handler task is cancelled) or
+``placer_timeout_s`` passes (503 + Retry-After). A committed call is never re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import attrs
+
+from fn_core.errors import APIError, ServerTooBusy
+from fn_core.lb.hooks import run_isolated, run_override_call
+from fn_core.lb.metrics import LBMetrics
+from fn_core.lb.pool import RunnerPool
+from fn_core.lb.runner_client import ExecResult
+from fn_core.models import Call, slot_key
+from fn_core.proto import runner_pb2 as pb
+from fn_core.records import CallOutcome
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class Placement:
+    """Where and how a call ended up: the runner's result, or the error that stopped placement."""
+
+    result: ExecResult | None = None
+    error: APIError | None = None
+    runner: str = ""
+    attempts: int = 0
+
+
+class ShuttingDown(ServerTooBusy):
+    message = "Server is shutting down"
+
+
+class LBAgent:
+    def __init__(self, config, pm, pool: RunnerPool, metrics: LBMetrics | None = None) -> None:
+        self.pm = pm
+        self.pool = pool
+        self.metrics = metrics or LBMetrics()
+        self.placer_timeout_s = config.placer_timeout_s
+        self.retry_delay_s = config.retry_all_delay_ms / 1000
+        self.closing = False
+        self.background: set[asyncio.Task] = set()
+
+    def prepare(self, call: Call) -> tuple[dict[str, str], pb.ClientMsg]:
+        """Run the `override_call` hooks, then build the TryCall (after them: they may change the slot key)."""
+        extensions: dict[str, str] = {}
+        run_override_call(self.pm.hook.override_call, call, extensions)
+        try_call = pb.TryCall(models_call_json=call.to_json(), slot_hash_id=slot_key(call).hex(), extensions=extensions)
+        return extensions, pb.ClientMsg(**{"try": try_call})
+
+    async def place(
+        self, call: Call, try_msg: pb.ClientMsg, body: bytes, on_start: Callable[[ExecResult], None] | None = None
+    ) -> Placement:
+        if self.closing:
+            return Placement(error=ShuttingDown())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.placer_timeout_s
+        attempts = 0
+        while True:
+            try:
+                order = self.pm.hook.place_call(call=call, runners=self.pool.refs)
+            except Exception:
+                name = self.pm.placer.name if self.pm.placer else "?"
+                log.exception("placer %r failed in place_call", name)
+                return Placement(error=APIError(f"internal server error (placer {name} failed)"), attempts=attempts)
+            for ref in order or ():
+                attempts += 1
+                result = await ref.handle.try_exec(try_msg, body, call.id, on_start)
+                if result is not None:
+                    return Placement(result=result, runner=ref.address, attempts=attempts)
+                self.metrics.placement_retries += 1
+                if loop.time() >= deadline:
+                    break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.metrics.placer_timeouts += 1
+                return Placement(error=ServerTooBusy(), attempts=attempts)
+            await asyncio.sleep(min(self.retry_delay_s, remaining))
+
+    def finished(self, call: Call, placement: Placement, status: int, started: float) -> None:
+        """Metrics and the `call_finished` listeners (each isolated: a listener never changes the result)."""
+        duration = time.monotonic() - started
+        self.metrics.observe_call(status, duration)
+        error = placement.error or (placement.result.error if placement.result else None)
+        outcome = CallOutcome(
+            status=status,
+            error=error.message if error else "",
+            runner=placement.runner,
+            attempts=placement.attempts,
+            duration_s=duration,
+        )
+        run_isolated(self.pm.hook.call_finished, call=call, outcome=outcome)
+
+    def keep(self, task: asyncio.Task) -> None:
+        """Detached calls go on after the client got its 202; shutdown waits for them."""
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def close(self, grace_s: float = 30.0) -> None:
+        self.closing = True
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=grace_s)
+        await self.pool.close()

@@ -1,0 +1,65 @@
+"""Calling per-call hooks so that a failure names its plugin, and listeners stay isolated.
+
+The normal path is one ordinary pluggy call (so hook monitoring, e.g. the test kit's
+`HookRecorder`, sees it). pluggy stops at the first exception; we find whose impl raised from
+the traceback, log it with the plugin's name and, for listener hooks, run the impls that had
+not run yet one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fn_core.errors import APIError
+
+log = logging.getLogger(__name__)
+
+
+def _call_order(hook: Any) -> list[Any]:
+    # pluggy's order: last registered first
+    return [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
+
+
+def _failed_impl(hook: Any, exc: BaseException) -> Any:
+    codes = {getattr(impl.function, "__code__", None): impl for impl in hook.get_hookimpls()}
+    tb = exc.__traceback__
+    while tb is not None:
+        impl = codes.get(tb.tb_frame.f_code)
+        if impl is not None:
+            return impl
+        tb = tb.tb_next
+    return None
+
+
+def _plugin_name(impl: Any) -> str:
+    return impl.plugin_name if impl is not None else "?"
+
+
+def run_isolated(hook: Any, **kwargs: Any) -> None:
+    """Every impl runs; one that raises is logged with its plugin name and the rest go on."""
+    try:
+        hook(**kwargs)
+        return
+    except Exception as exc:
+        failed = _failed_impl(hook, exc)
+        log.error("plugin %r failed in %s; ignored", _plugin_name(failed), hook.name, exc_info=exc)
+    order = _call_order(hook)
+    rest = order[order.index(failed) + 1 :] if failed in order else []
+    for impl in rest:
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception as exc:
+            log.error("plugin %r failed in %s; ignored", impl.plugin_name, hook.name, exc_info=exc)
+
+
+def run_override_call(hook: Any, call: Any, extensions: dict[str, str]) -> None:
+    """`override_call`: an `APIError` rejects the call as it is; anything else is a 500 naming the plugin."""
+    try:
+        hook(call=call, extensions=extensions)
+    except APIError:
+        raise
+    except Exception as exc:
+        name = _plugin_name(_failed_impl(hook, exc))
+        log.error("plugin %r failed in override_call", name, exc_info=exc)
+        raise APIError(f"internal server error (plugin {name} failed)", status=500) from exc

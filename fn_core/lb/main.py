@@ -1,0 +1,110 @@
+"""Starting and stopping the LB node (`fn-core lb`) and the all-in-one node (`fn-core serve`).
+
+Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight calls finish (up to
+the grace period), wait for detached calls, close the runner channels, close the store; for
+`serve` then stop the local runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from fn_core.api.server import make_app
+from fn_core.lb.agent import LBAgent
+from fn_core.lb.pool import RunnerPool
+from fn_core.store import CachedLookup, Store, open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_S = 30.0
+
+
+class LBNode:
+    """A running LB: `url`, `agent` (its pool and metrics) and a graceful `stop`."""
+
+    def __init__(self, runner: web.AppRunner, agent: LBAgent, store: Store, host: str, port: int, own_store: bool) -> None:
+        self.runner = runner
+        self.agent = agent
+        self.store = store
+        self.host = host
+        self.port = port
+        self._own_store = own_store
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
+        await self.runner.cleanup()  # stops listening, then waits for in-flight requests
+        await self.agent.close(grace)
+        if self._own_store:
+            await self.store.close()
+        log.info("LB %s stopped", self.url)
+
+
+async def start_lb(
+    config,
+    pm,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    runner_addresses: list[str] | None = None,
+    store: Store | None = None,
+    grace: float = DEFAULT_GRACE_S,
+) -> LBNode:
+    """Start the API + LB over ``runner_addresses`` (default: the config's pool); port 0 = any free port."""
+    own_store = store is None
+    store = store if store is not None else open_store(config)
+    pool = RunnerPool(config.runner_addresses if runner_addresses is None else runner_addresses, config, pm)
+    agent = LBAgent(config, pm, pool)
+    app = make_app(config, store, CachedLookup(store), agent)
+    # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    host = config.host if host is None else host
+    site = web.TCPSite(runner, host, config.port if port is None else port, shutdown_timeout=grace)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    pool.start()
+    node = LBNode(runner, agent, store, host, bound_port, own_store)
+    log.info("LB listening on %s, placer %s, runners %s", node.url, pm.placer.name if pm.placer else "?", [r.address for r in pool.refs])
+    return node
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def run_lb(config, pm) -> None:
+    node = await start_lb(config, pm)
+    await _wait_for_signal()
+    log.info("LB shutting down: finishing in-flight calls")
+    await node.stop()
+
+
+async def run_serve(config, pm) -> None:
+    from fn_core.runner.main import start_runner
+
+    runner = await start_runner(config, pm, host="127.0.0.1", port=0)
+    try:
+        node = await start_lb(config, pm, runner_addresses=[runner.address, *config.runner_addresses])
+    except BaseException:
+        await runner.stop()
+        raise
+    await _wait_for_signal()
+    log.info("shutting down: LB first, then the local runner")
+    await node.stop()
+    await runner.stop()

@@ -1,0 +1,175 @@
+"""The LB's client of one runner: a long-lived grpc.aio channel and the Engage exchange.
+
+`RunnerClient.try_exec` is Fn's ``TryExec``: it returns None when the call was *not placed*
+(NACK: a 503 `finished` before any `result_start`, or the runner could not be reached before it
+took the TryCall), so the placer may try another runner; otherwise the call is committed and
+an `ExecResult` comes back, success or error, and must never be re-sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import attrs
+import grpc
+from google.protobuf import empty_pb2
+
+from fn_core.errors import APIError
+from fn_core.proto import runner_pb2 as pb
+from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
+from fn_core.records import RunnerStatus
+from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA, is_nack, status_from_proto
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = [
+    # a killed runner should be re-dialled soon after it comes back, not after minutes of backoff
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+# gRPC's UNAVAILABLE texts that mean "never connected", as opposed to "connection lost mid-call".
+_NEVER_CONNECTED = ("failed to connect", "connection refused", "dns resolution failed", "name resolution")
+
+
+@attrs.define
+class ExecResult:
+    """A committed call's result as the runner reported it (or the error that ended it)."""
+
+    status: int = 0
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    chunks: list[bytes] = attrs.field(factory=list)
+    error: APIError | None = None
+    finished: pb.CallFinished | None = None
+
+
+def channel_credentials(config) -> grpc.ChannelCredentials | None:
+    """TLS when a CA is configured; mTLS when this node also has a certificate and key."""
+    if not config.node_cert_authority:
+        return None
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(config.node_cert_authority),
+        private_key=read(config.node_cert_key),
+        certificate_chain=read(config.node_cert),
+    )
+
+
+class RunnerClient:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        self.stub = RunnerProtocolStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
+        return status_from_proto(await self.stub.Status(empty_pb2.Empty(), timeout=timeout_s))
+
+    async def try_exec(
+        self,
+        try_msg: pb.ClientMsg,
+        body: bytes,
+        request_id: str,
+        on_start: Callable[[ExecResult], None] | None = None,
+    ) -> ExecResult | None:
+        """Run the call on this runner. None = not placed (try the next one).
+
+        ``on_start`` is called once with the result when `result_start` arrives (detached calls
+        answer the client there and let the rest of the stream run on).
+        """
+        connected_before = self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, request_id),))
+        sender: asyncio.Task | None = None
+        received = False
+        result = ExecResult()
+        try:
+            await stream.write(try_msg)
+            if len(body) <= MAX_DATA_CHUNK:
+                await _write_quietly(stream, pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)))
+            else:  # concurrently with the reads, so neither side can stall the other on flow control
+                sender = asyncio.create_task(_send_body(stream, body))
+            started = False
+            while True:
+                msg = await stream.read()
+                if msg is grpc.aio.EOF:
+                    result.error = APIError(f"runner {self.address} ended the call without a result")
+                    return result
+                received = True
+                kind = msg.WhichOneof("body")
+                if kind == "data":
+                    result.chunks.append(msg.data.data)
+                elif kind == "result_start":
+                    started = True
+                    meta = msg.result_start.http
+                    result.status = meta.status_code
+                    result.headers = [(h.key, h.value) for h in meta.headers]
+                    if on_start is not None:
+                        on_start(result)
+                elif kind == "finished":
+                    finished = msg.finished
+                    if is_nack(finished, started):
+                        return None
+                    result.finished = finished
+                    if not finished.success:
+                        result.error = APIError(
+                            finished.errorStr or "internal server error",
+                            status=finished.errorCode or 500,
+                            user_error=finished.errorUser,
+                        )
+                    return result
+        except grpc.aio.AioRpcError as exc:
+            if _not_placed(exc, received, connected_before):
+                log.debug("runner %s unreachable: %s", self.address, exc.details())
+                return None
+            # committed: the runner (or the link to it) was lost mid-call; never re-sent
+            result.error = APIError(f"runner {self.address} was lost during the call: {exc.code().name}", status=500)
+            return result
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+            if not stream.done():
+                stream.cancel()  # client gone or we stopped early: the runner is told
+
+
+def _not_placed(exc: grpc.aio.AioRpcError, received: bool, connected_before: bool) -> bool:
+    if exc.code() != grpc.StatusCode.UNAVAILABLE or received:
+        return False
+    details = (exc.details() or "").lower()
+    return not connected_before or any(text in details for text in _NEVER_CONNECTED)
+
+
+async def _write_quietly(stream: grpc.aio.StreamStreamCall, msg: pb.ClientMsg) -> None:
+    """A body write fails when the runner already ended the call (e.g. an early NACK); the reads say why."""
+    try:
+        await stream.write(msg)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+        log.debug("body frame not sent: %s", exc)
+
+
+async def _send_body(stream: grpc.aio.StreamStreamCall, body: bytes) -> None:
+    view = memoryview(body)
+    size = len(body)
+    for offset in range(0, size, MAX_DATA_CHUNK):
+        end = offset + MAX_DATA_CHUNK
+        frame = pb.DataFrame(data=bytes(view[offset:end]), eof=end >= size)
+        try:
+            await stream.write(pb.ClientMsg(data=frame))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return

@@ -1,0 +1,111 @@
+"""The store interface the API and the LB use: apps, fns and triggers.
+
+SQLite is the embedded default (`fn_core.store.sqlite`); a shared server database for several LBs
+is another implementation of the same `Store` protocol. Every method is a coroutine so that an
+implementation may talk to a network database without blocking the event loop.
+
+Errors are `fn_core.errors.APIError` subclasses with Fn's messages, so the API can return them
+as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from typing import Protocol
+
+import attrs
+
+from fn_core.errors import APIError, Conflict, NotFound
+from fn_core.models import App, Fn, Trigger
+
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 100
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id() -> str:
+    """A 26-character ULID (48-bit ms time + 80 random bits, Crockford base32): Fn's id shape, sortable by time."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def encode_cursor(name: str, ident: str) -> str:
+    return base64.urlsafe_b64encode(f"{name}\0{ident}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        name, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("\0")
+    except (ValueError, UnicodeDecodeError):
+        raise APIError("invalid cursor", status=400) from None
+    return name, ident
+
+
+@attrs.define
+class Page:
+    """One page of a list: Fn's `{"items": [...], "next_cursor": ...}`."""
+
+    items: list
+    next_cursor: str = ""
+
+
+# Fn's datastore errors (api/models/error.go).
+class AppNotFound(NotFound):
+    message = "App not found"
+
+
+class FnNotFound(NotFound):
+    message = "Fn not found"
+
+
+class TriggerNotFound(NotFound):
+    message = "Trigger not found"
+
+
+class AppExists(Conflict):
+    message = "App already exists"
+
+
+class FnExists(Conflict):
+    message = "Fn with specified name already exists"
+
+
+class TriggerExists(Conflict):
+    message = "Trigger with specified name already exists"
+
+
+class TriggerSourceExists(Conflict):
+    message = "Trigger with specified source already exists"
+
+
+class Store(Protocol):
+    """What the API and the LB need from a datastore. Objects are returned as new copies."""
+
+    async def insert_app(self, app: App) -> App: ...
+    async def update_app(self, app: App) -> App: ...
+    async def get_app(self, app_id: str) -> App: ...
+    async def get_app_by_name(self, name: str) -> App: ...
+    async def delete_app(self, app_id: str) -> None: ...
+    async def list_apps(self, *, name: str = "", cursor: str = "", per_page: int = DEFAULT_PER_PAGE) -> Page: ...
+
+    async def insert_fn(self, fn: Fn) -> Fn: ...
+    async def update_fn(self, fn: Fn) -> Fn: ...
+    async def get_fn(self, fn_id: str) -> Fn: ...
+    async def delete_fn(self, fn_id: str) -> None: ...
+    async def list_fns(
+        self, *, app_id: str = "", name: str = "", cursor: str = "", per_page: int = DEFAULT_PER_PAGE
+    ) -> Page: ...
+
+    async def insert_trigger(self, trigger: Trigger) -> Trigger: ...
+    async def update_trigger(self, trigger: Trigger) -> Trigger: ...
+    async def get_trigger(self, trigger_id: str) -> Trigger: ...
+    async def get_trigger_by_source(self, app_id: str, type: str, source: str) -> Trigger: ...
+    async def delete_trigger(self, trigger_id: str) -> None: ...
+    async def list_triggers(
+        self, *, app_id: str, fn_id: str = "", name: str = "", cursor: str = "", per_page: int = DEFAULT_PER_PAGE
+    ) -> Page: ...
+
+    async def close(self) -> None: ...

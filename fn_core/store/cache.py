@@ -1,0 +1,75 @@
+"""A short-TTL read cache in front of the store, for the invoke path (Fn's 5 s cached data access).
+
+A warm invocation reads its fn, app and trigger from memory: no SQLite, no thread hop. Concurrent
+misses for one key share a single store lookup. "Not found" is cached too (an unknown fn invoked
+in a loop must not hit the store per call); the API node clears the cache on every write it
+makes, other LBs see changes within the TTL, as in Fn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fn_core.errors import APIError
+from fn_core.models import App, Fn, Trigger
+from fn_core.store.base import Store
+
+DEFAULT_TTL_S = 5.0
+
+
+class CachedLookup:
+    def __init__(self, store: Store, ttl_s: float = DEFAULT_TTL_S, max_entries: int = 10000) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        # key -> (expires_at, value or exception); in-flight lookups are futures
+        self._entries: dict[tuple, tuple[float, Any]] = {}
+        self._pending: dict[tuple, asyncio.Future] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def fn(self, fn_id: str) -> Fn:
+        return await self._get(("fn", fn_id), lambda: self.store.get_fn(fn_id))
+
+    async def app(self, app_id: str) -> App:
+        return await self._get(("app", app_id), lambda: self.store.get_app(app_id))
+
+    async def app_by_name(self, name: str) -> App:
+        return await self._get(("app-name", name), lambda: self.store.get_app_by_name(name))
+
+    async def trigger_by_source(self, app_id: str, type: str, source: str) -> Trigger:
+        return await self._get(("trigger", app_id, type, source), lambda: self.store.get_trigger_by_source(app_id, type, source))
+
+    async def _get(self, key: tuple, load: Callable[[], Awaitable[Any]]) -> Any:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            value = entry[1]
+        else:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(self._load(key, load))
+                self._pending[key] = pending
+            value = await asyncio.shield(pending)
+        if isinstance(value, BaseException):
+            raise copy.copy(value).with_traceback(None)  # a fresh raise each time: no growing traceback
+        return value
+
+    async def _load(self, key: tuple, load: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value: Any = await load()
+        except APIError as exc:  # not-found is cached like a value; the caller re-raises it
+            value = exc
+        except Exception as exc:  # a store failure is not cached
+            self._pending.pop(key, None)
+            return exc
+        finally:
+            self._pending.pop(key, None)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # crude bound; a full reload costs one lookup per live key
+        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+        return value

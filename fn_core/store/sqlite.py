@@ -1,0 +1,245 @@
+"""The embedded store: stdlib sqlite3 on one worker thread.
+
+Every statement runs on a single-thread executor so the event loop never blocks on disk and
+sqlite3's connection is only ever used by one thread. The invoke path does not come here per
+call: it reads through `fn_core.store.cache.CachedLookup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from fn_core.models import App, Fn, Trigger, now_rfc3339
+from fn_core.store.base import (
+    AppExists,
+    AppNotFound,
+    FnExists,
+    FnNotFound,
+    Page,
+    TriggerExists,
+    TriggerNotFound,
+    TriggerSourceExists,
+    decode_cursor,
+    encode_cursor,
+    new_id,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fns (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name));
+CREATE TABLE IF NOT EXISTS triggers (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+    source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name), UNIQUE (app_id, type, source));
+"""
+
+
+def _doc(obj: Any) -> str:
+    return json.dumps(attrs.asdict(obj), separators=(",", ":"))
+
+
+class SQLiteStore:
+    """`fn_core.store.base.Store` on a SQLite file (WAL mode)."""
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-store")
+        self._db = self._executor.submit(self._open, path).result()
+
+    @staticmethod
+    def _open(path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        return db
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+
+    async def close(self) -> None:
+        await self._run(lambda db: db.close())
+        self._executor.shutdown(wait=True)
+
+    # --- apps ------------------------------------------------------------------------------
+    async def insert_app(self, app: App) -> App:
+        now = now_rfc3339()
+        app = attrs.evolve(app, id=new_id(), created_at=now, updated_at=now)
+
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO apps VALUES (?, ?, ?)", (app.id, app.name, _doc(app)))
+            except sqlite3.IntegrityError:
+                raise AppExists() from None
+
+        await self._run(insert)
+        return app
+
+    async def update_app(self, app: App) -> App:
+        app = attrs.evolve(app, updated_at=now_rfc3339())
+
+        def update(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE apps SET doc = ? WHERE id = ?", (_doc(app), app.id)).rowcount == 0:
+                raise AppNotFound()
+
+        await self._run(update)
+        return app
+
+    async def get_app(self, app_id: str) -> App:
+        return await self._one(App, "SELECT doc FROM apps WHERE id = ?", (app_id,), AppNotFound)
+
+    async def get_app_by_name(self, name: str) -> App:
+        return await self._one(App, "SELECT doc FROM apps WHERE name = ?", (name,), AppNotFound)
+
+    async def delete_app(self, app_id: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                if db.execute("DELETE FROM apps WHERE id = ?", (app_id,)).rowcount == 0:
+                    raise AppNotFound()
+                db.execute("DELETE FROM triggers WHERE app_id = ?", (app_id,))
+                db.execute("DELETE FROM fns WHERE app_id = ?", (app_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(delete)
+
+    async def list_apps(self, *, name: str = "", cursor: str = "", per_page: int = 30) -> Page:
+        return await self._list(App, "apps", {"name": name}, cursor, per_page)
+
+    # --- fns -------------------------------------------------------------------------------
+    async def insert_fn(self, fn: Fn) -> Fn:
+        now = now_rfc3339()
+        fn = attrs.evolve(fn, id=new_id(), created_at=now, updated_at=now)
+
+        def insert(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM apps WHERE id = ?", (fn.app_id,)).fetchone() is None:
+                raise AppNotFound()
+            try:
+                db.execute("INSERT INTO fns VALUES (?, ?, ?, ?)", (fn.id, fn.app_id, fn.name, _doc(fn)))
+            except sqlite3.IntegrityError:
+                raise FnExists() from None
+
+        await self._run(insert)
+        return fn
+
+    async def update_fn(self, fn: Fn) -> Fn:
+        fn = attrs.evolve(fn, updated_at=now_rfc3339())
+
+        def update(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE fns SET doc = ? WHERE id = ?", (_doc(fn), fn.id)).rowcount == 0:
+                raise FnNotFound()
+
+        await self._run(update)
+        return fn
+
+    async def get_fn(self, fn_id: str) -> Fn:
+        return await self._one(Fn, "SELECT doc FROM fns WHERE id = ?", (fn_id,), FnNotFound)
+
+    async def delete_fn(self, fn_id: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM fns WHERE id = ?", (fn_id,)).rowcount == 0:
+                raise FnNotFound()
+            db.execute("DELETE FROM triggers WHERE fn_id = ?", (fn_id,))
+
+        await self._run(delete)
+
+    async def list_fns(self, *, app_id: str = "", name: str = "", cursor: str = "", per_page: int = 30) -> Page:
+        return await self._list(Fn, "fns", {"app_id": app_id, "name": name}, cursor, per_page)
+
+    # --- triggers --------------------------------------------------------------------------
+    async def insert_trigger(self, trigger: Trigger) -> Trigger:
+        now = now_rfc3339()
+        trigger = attrs.evolve(trigger, id=new_id(), created_at=now, updated_at=now)
+
+        def insert(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM apps WHERE id = ?", (trigger.app_id,)).fetchone() is None:
+                raise AppNotFound()
+            row = db.execute("SELECT app_id FROM fns WHERE id = ?", (trigger.fn_id,)).fetchone()
+            if row is None or row[0] != trigger.app_id:
+                raise FnNotFound()
+            self._check_trigger_unique(db, trigger)
+            db.execute(
+                "INSERT INTO triggers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (trigger.id, trigger.app_id, trigger.fn_id, trigger.name, trigger.type, trigger.source, _doc(trigger)),
+            )
+
+        await self._run(insert)
+        return trigger
+
+    @staticmethod
+    def _check_trigger_unique(db: sqlite3.Connection, t: Trigger) -> None:
+        if db.execute("SELECT 1 FROM triggers WHERE app_id = ? AND name = ? AND id != ?", (t.app_id, t.name, t.id)).fetchone():
+            raise TriggerExists()
+        sql = "SELECT 1 FROM triggers WHERE app_id = ? AND type = ? AND source = ? AND id != ?"
+        if db.execute(sql, (t.app_id, t.type, t.source, t.id)).fetchone():
+            raise TriggerSourceExists()
+
+    async def update_trigger(self, trigger: Trigger) -> Trigger:
+        trigger = attrs.evolve(trigger, updated_at=now_rfc3339())
+
+        def update(db: sqlite3.Connection) -> None:
+            self._check_trigger_unique(db, trigger)
+            sql = "UPDATE triggers SET source = ?, doc = ? WHERE id = ?"
+            if db.execute(sql, (trigger.source, _doc(trigger), trigger.id)).rowcount == 0:
+                raise TriggerNotFound()
+
+        await self._run(update)
+        return trigger
+
+    async def get_trigger(self, trigger_id: str) -> Trigger:
+        return await self._one(Trigger, "SELECT doc FROM triggers WHERE id = ?", (trigger_id,), TriggerNotFound)
+
+    async def get_trigger_by_source(self, app_id: str, type: str, source: str) -> Trigger:
+        sql = "SELECT doc FROM triggers WHERE app_id = ? AND type = ? AND source = ?"
+        return await self._one(Trigger, sql, (app_id, type, source), TriggerNotFound)
+
+    async def delete_trigger(self, trigger_id: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM triggers WHERE id = ?", (trigger_id,)).rowcount == 0:
+                raise TriggerNotFound()
+
+        await self._run(delete)
+
+    async def list_triggers(
+        self, *, app_id: str, fn_id: str = "", name: str = "", cursor: str = "", per_page: int = 30
+    ) -> Page:
+        return await self._list(Trigger, "triggers", {"app_id": app_id, "fn_id": fn_id, "name": name}, cursor, per_page)
+
+    # --- helpers ---------------------------------------------------------------------------
+    async def _one(self, kind: type[T], sql: str, args: tuple, missing: type[Exception]) -> T:
+        row = await self._run(lambda db: db.execute(sql, args).fetchone())
+        if row is None:
+            raise missing()
+        return kind(**json.loads(row[0]))
+
+    async def _list(self, kind: type[T], table: str, filters: dict[str, str], cursor: str, per_page: int) -> Page:
+        """Items ordered by (name, id); the cursor is the last item's (name, id), as Fn pages by name."""
+        where, args = [], []
+        for column, value in filters.items():
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if cursor:
+            name, ident = decode_cursor(cursor)
+            where.append("(name > ? OR (name = ? AND id > ?))")
+            args += [name, name, ident]
+        sql = f"SELECT doc FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY name, id LIMIT ?"
+        rows = await self._run(lambda db: db.execute(sql, (*args, per_page)).fetchall())
+        items = [kind(**json.loads(r[0])) for r in rows]
+        next_cursor = encode_cursor(items[-1].name, items[-1].id) if len(items) == per_page else ""
+        return Page(items=items, next_cursor=next_cursor)
