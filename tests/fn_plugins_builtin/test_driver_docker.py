@@ -1,0 +1,84 @@
+"""The docker driver with a real engine: Fn's hardened options, and plugins reaching `containers.create()`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from fn_core import hookimpl
+from fn_core.config import load_config
+from fn_core.models import Call
+from fn_core.plugins import get_plugin_manager
+from fn_core.runner.agent import container_env
+
+MB = 1024 * 1024
+
+
+class CpuSharesPlugin:
+    """What a third-party plugin does: cpu shares and an env var, both from the call's extensions."""
+
+    @hookimpl
+    def modify_container_options(self, call, extensions, options):
+        if "test-cpu/shares" in extensions:
+            options["cpu_shares"] = int(extensions["test-cpu/shares"])
+            options["environment"]["TEST_CPU_FLAVOUR"] = extensions["test-cpu/flavour"]
+
+
+@pytest.fixture
+async def driver(docker_client, echo_image):
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    config = load_config(env={}, overrides={"container_label_tag": tag, "max_pids": 40, "max_open_files": 300})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("test-cpu", CpuSharesPlugin())])
+    drv = pm.driver.factory(config=config, hook=pm.hook)
+    await drv.start()
+    yield drv
+    for container in docker_client.containers.list(all=True, filters={"label": f"fn-agent-classifier={tag}"}):
+        container.remove(force=True)
+    await drv.close()
+
+
+async def test_modify_container_options_reaches_docker(driver, docker_client, echo_image, tmp_path):
+    call = Call(id="c1", app_id="app1", fn_id="fn1", image=echo_image, memory=64, cpus=250)
+    iofs = tmp_path / "iofs"
+    iofs.mkdir()
+    container_id = await driver.launch(call, {"test-cpu/shares": "512", "test-cpu/flavour": "gouda"}, str(iofs), container_env(call))
+    try:
+        info = docker_client.api.inspect_container(container_id)
+        host, cfg = info["HostConfig"], info["Config"]
+        assert host["CpuShares"] == 512
+        assert "TEST_CPU_FLAVOUR=gouda" in cfg["Env"]
+        # ... and what the driver itself set, the way Fn's driver does
+        assert host["Memory"] == host["MemorySwap"] == 64 * MB
+        assert (host["CpuQuota"], host["CpuPeriod"]) == (25000, 100000)
+        assert host["ReadonlyRootfs"] and host["Init"] and "/tmp" in host["Tmpfs"]
+        assert cfg["User"] == "1000:1000" and host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["PidsLimit"] == 40
+        assert {"Name": "nofile", "Soft": 300, "Hard": 300} in host["Ulimits"]
+        assert cfg["Labels"]["fn-agent-classifier"] == driver.config.container_label_tag
+        assert any(m["Destination"] == "/tmp/iofs" and m["Source"] == str(iofs) for m in info["Mounts"])
+        assert {"FN_LISTENER=unix:/tmp/iofs/lsnr.sock", "FN_FORMAT=http-stream", "FN_APP_ID=app1"} <= set(cfg["Env"])
+        assert info["State"]["Running"]
+    finally:
+        await driver.remove(container_id)
+    assert await driver.exit_status(container_id, 0.1) is None  # gone: nothing to report
+
+
+async def test_leaked_containers_are_removed_on_start(driver, docker_client, echo_image, tmp_path):
+    call = Call(id="c2", app_id="app1", fn_id="fn1", image=echo_image)
+    leaked = await driver.launch(call, {}, str(tmp_path), container_env(call))
+    successor = type(driver)(driver.config, driver.hook)  # a new runner process with the same label tag
+    await successor.start()
+    await successor.close()
+    assert leaked not in {c.id for c in docker_client.containers.list(all=True)}
+
+
+async def test_missing_image_is_a_clear_error(driver, tmp_path):
+    from fn_core.errors import APIError
+
+    call = Call(id="c3", app_id="app1", fn_id="fn1", image="fn-core-test/no-such-image:never")
+    with pytest.raises(APIError) as caught:
+        await driver.launch(call, {}, str(tmp_path), container_env(call))
+    assert "fn-core-test/no-such-image:never" in caught.value.message
+    assert os.path.isdir(tmp_path)
