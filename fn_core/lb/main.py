@@ -67,7 +67,7 @@ async def start_lb(
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
     await runner.setup()
     host = config.host if host is None else host
-    site = web.TCPSite(runner, host, config.port if port is None else port, shutdown_timeout=grace)
+    site = web.TCPSite(runner, host, config.port if port is None else port)
     await site.start()
     bound_port = runner.addresses[0][1]
     pool.start()

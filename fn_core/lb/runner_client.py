@@ -94,7 +94,6 @@ class RunnerClient:
         ``on_start`` is called once with the result when `result_start` arrives (detached calls
         answer the client there and let the rest of the stream run on).
         """
-        connected_before = self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
         stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, request_id),))
         sender: asyncio.Task | None = None
         received = False
@@ -135,7 +134,7 @@ class RunnerClient:
                         )
                     return result
         except grpc.aio.AioRpcError as exc:
-            if _not_placed(exc, received, connected_before):
+            if _not_placed(exc, received):
                 log.debug("runner %s unreachable: %s", self.address, exc.details())
                 return None
             # committed: the runner (or the link to it) was lost mid-call; never re-sent
@@ -148,11 +147,12 @@ class RunnerClient:
                 stream.cancel()  # client gone or we stopped early: the runner is told
 
 
-def _not_placed(exc: grpc.aio.AioRpcError, received: bool, connected_before: bool) -> bool:
+def _not_placed(exc: grpc.aio.AioRpcError, received: bool) -> bool:
+    """Only a runner we never reached is "not placed": a link lost after the TryCall went out may have started it."""
     if exc.code() != grpc.StatusCode.UNAVAILABLE or received:
         return False
     details = (exc.details() or "").lower()
-    return not connected_before or any(text in details for text in _NEVER_CONNECTED)
+    return any(text in details for text in _NEVER_CONNECTED)
 
 
 async def _write_quietly(stream: grpc.aio.StreamStreamCall, msg: pb.ClientMsg) -> None:

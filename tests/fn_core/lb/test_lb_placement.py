@@ -1,0 +1,184 @@
+"""Placement, NACK, retry and commit rules of the LB against fake gRPC runners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+
+from fn_core.testing import free_port
+from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA
+
+
+async def test_invoke_round_trip_builds_fns_call(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    _, session, recorder = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    body = bytes(range(256)) * 100  # 25.6 KB: three frames
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=body, headers={"X-Custom": "v"}) as r:
+        assert r.status == 200
+        assert await r.read() == body
+        assert r.headers["X-Echo"] == "yes"
+        call_id = r.headers["Fn-Call-Id"]
+    call = runner.calls[0]
+    assert call["id"] == call_id
+    assert call["fn_id"] == ids["fn"]["id"] and call["app_name"] == "app1"
+    assert call["config"]["A"] == "app" and call["config"]["B"] == "fn"
+    assert call["config"]["FN_MEMORY"] == "128" and call["config"]["FN_TYPE"] == "sync"
+    assert call["config"]["FN_FN_ID"] == ids["fn"]["id"] and call["config"]["FN_APP_ID"] == ids["app"]["id"]
+    assert call["headers"]["X-Custom"] == ["v"]
+    assert len(runner.tries[0].slot_hash_id) == 64
+    assert runner.metadata[0][REQUEST_ID_METADATA] == call_id
+    frames = runner.frames[0]
+    assert [len(f.data) for f in frames] == [MAX_DATA_CHUNK, MAX_DATA_CHUNK, len(body) - 2 * MAX_DATA_CHUNK]
+    assert [f.eof for f in frames] == [False, False, True]
+    outcome = recorder.outcomes[0][1]
+    assert (outcome.status, outcome.runner, outcome.attempts) == (200, runner.address, 1)
+
+
+async def test_empty_body_is_one_empty_eof_frame(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}") as r:
+        assert r.status == 200 and await r.read() == b""
+    assert [(f.data, f.eof) for f in runner.frames[0]] == [(b"", True)]
+
+
+async def test_nack_moves_the_call_to_the_next_runner(fake_runners, lb_factory, deploy_fn):
+    busy, free = await fake_runners("nack"), await fake_runners("echo")
+    _, session, recorder = await lb_factory([busy.address, free.address], placer="naive")
+    ids = await deploy_fn(session)
+    for i in range(4):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data=f"call {i}") as r:
+            assert r.status == 200 and await r.text() == f"call {i}"
+    assert len(free.calls) == 4
+    assert all(o.runner == free.address for _, o in recorder.outcomes)
+    assert {o.attempts for _, o in recorder.outcomes} == {1, 2}  # naive starts on each runner in turn
+
+
+async def test_unreachable_runner_is_skipped(fake_runners, lb_factory, deploy_fn):
+    live = await fake_runners()
+    dead = f"127.0.0.1:{free_port()}"
+    _, session, recorder = await lb_factory([dead, live.address], placer="naive")
+    ids = await deploy_fn(session)
+    for _ in range(3):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            assert r.status == 200
+    assert len(live.calls) == 3
+
+
+async def test_all_busy_until_placer_timeout_is_503_with_retry_after(fake_runners, lb_factory, deploy_fn):
+    a, b = await fake_runners("nack"), await fake_runners("nack")
+    node, session, recorder = await lb_factory([a.address, b.address], placer_timeout_s=0.3, retry_all_delay_ms=10)
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+        assert r.status == 503
+        assert r.headers["Retry-After"] == "15"
+        assert (await r.json())["message"] == "Timed out - server too busy"
+        assert r.headers["Fn-Call-Id"]
+    assert len(a.calls) >= 2 and len(b.calls) >= 2  # several passes, each re-sent in full
+    assert node.agent.metrics.placement_retries == len(a.calls) + len(b.calls)
+    assert recorder.outcomes[0][1].attempts == len(a.calls) + len(b.calls)
+
+
+async def test_committed_error_is_never_resent(fake_runners, lb_factory, deploy_fn):
+    failing, other = await fake_runners(("error", 502, "function failed")), await fake_runners()
+    _, session, _ = await lb_factory([failing.address, other.address], placer="naive")
+    ids = await deploy_fn(session)
+    for _ in range(2):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            if r.status == 502:
+                assert (await r.json())["message"] == "function failed"
+    assert len(failing.calls) == 1 and len(other.calls) == 1
+
+
+async def test_runner_lost_after_commit_is_5xx_not_a_retry(fake_runners, lb_factory, deploy_fn):
+    doomed, other = await fake_runners("hang"), await fake_runners()
+    _, session, recorder = await lb_factory([doomed.address, other.address], placer="ch")
+    ids = await deploy_fn(session, fn={"name": "fn-doomed"})
+    # make sure ch puts this fn on the doomed runner first
+    first = [doomed, other] if _ch_first(ids["fn"]["id"], 2) == 0 else [other, doomed]
+    first[0].behaviour, first[1].behaviour = "hang", "echo"
+    task = asyncio.create_task(session.post(f"/invoke/{ids['fn']['id']}", data="x"))
+    await asyncio.wait_for(first[0].hanging.wait(), 10)
+    await first[0].stop()
+    r = await asyncio.wait_for(task, 10)
+    assert 500 <= r.status < 600
+    r.release()
+    assert first[1].calls == []
+    assert recorder.outcomes[0][1].attempts == 1
+
+
+async def test_client_gone_cancels_the_runner_stream(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners("hang")
+    node, _, recorder = await lb_factory([runner.address])
+    async with aiohttp.ClientSession(node.url) as setup:
+        ids = await deploy_fn(setup)
+    client = aiohttp.ClientSession(node.url)
+    task = asyncio.create_task(client.post(f"/invoke/{ids['fn']['id']}", data="x"))
+    await asyncio.wait_for(runner.hanging.wait(), 10)
+    task.cancel()
+    await client.close()
+    for _ in range(200):  # bounded: the cancellation travels LB -> gRPC -> fake runner
+        if runner.cancelled and recorder.outcomes:
+            break
+        await asyncio.sleep(0.02)
+    assert runner.cancelled == 1
+    assert recorder.outcomes[0][1].status == 444
+
+
+def _ch_first(fn_id: str, n: int) -> int:
+    from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
+
+    return jump_hash(fn_hash(fn_id), n)
+
+
+async def test_ch_sticks_naive_spreads(fake_runners, lb_factory, deploy_fn):
+    runners = [await fake_runners() for _ in range(3)]
+    _, session, _ = await lb_factory([r.address for r in runners], placer="ch")
+    ids = await deploy_fn(session)
+    for _ in range(6):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            assert r.status == 200
+    assert sorted(len(r.calls) for r in runners) == [0, 0, 6]
+
+
+async def test_status_polling_feeds_a_status_placer(fake_runners, lb_factory, deploy_fn):
+    from fn_core import Placer, hookimpl
+
+    seen: list = []
+
+    class StatusPlacer:
+        @hookimpl
+        def place_call(self, call, runners):
+            seen.append([r.status for r in runners])
+            return list(runners)
+
+    class Plugin:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="status-test", hooks=StatusPlacer(), wants_runner_status=True)]
+
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address], placer="status-test", status_poll_ms=20, plugins=(("sp", Plugin()),))
+    ids = await deploy_fn(session)
+    for _ in range(100):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            assert r.status == 200
+        if seen[-1][0] is not None and seen[-1][0].requests_received >= 1:
+            break
+        await asyncio.sleep(0.02)
+    assert seen[-1][0] is not None and seen[-1][0].requests_received >= 1
+
+
+async def test_detached_is_202(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners(("status", 202, {}))
+    _, session, recorder = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": "detached"}) as r:
+        assert r.status == 202
+        assert r.headers["Fn-Call-Id"]
+    assert runner.calls[0]["type"] == "detached"
+    assert json.loads(runner.tries[0].models_call_json)["config"]["FN_TYPE"] == "sync"
