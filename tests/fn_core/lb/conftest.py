@@ -18,7 +18,7 @@ from fn_core.plugins import get_plugin_manager
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 from fn_core.records import RunnerStatus
-from fn_core.wire import REQUEST_ID_METADATA, status_to_proto
+from fn_core.wire import status_to_proto
 
 
 class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):

@@ -1,0 +1,117 @@
+"""The LB's HTTP surface with a fake runner: triggers, hooks, limits, errors and admin routes."""
+
+from __future__ import annotations
+
+from fn_core import APIError, hookimpl
+
+
+async def test_trigger_maps_headers_both_ways(fake_runners, lb_factory, deploy_fn):
+    headers_out = {"Fn-Http-Status": "201", "Fn-Http-H-X-Made": "here", "Content-Type": "text/plain", "X-Internal": "no"}
+    runner = await fake_runners(("status", 200, headers_out))
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session, trigger_source="/hello")
+    assert ids["trigger"]["annotations"]["fnproject.io/trigger/httpEndpoint"].endswith("/t/app1/hello")
+    async with session.put("/t/app1/hello?q=1", data="x", headers={"X-In": "1", "Content-Type": "text/plain"}) as r:
+        assert r.status == 201
+        assert r.headers["X-Made"] == "here" and r.headers["Content-Type"] == "text/plain"
+        assert "X-Internal" not in r.headers and "Fn-Http-Status" not in r.headers
+        assert r.headers["Fn-Call-Id"]
+    call = runner.calls[0]
+    assert call["headers"]["Fn-Http-H-X-In"] == ["1"]
+    assert call["headers"]["Content-Type"] == ["text/plain"]
+    assert call["headers"]["Fn-Http-Method"] == ["PUT"]
+    assert call["headers"]["Fn-Http-Request-Url"][0].endswith("/t/app1/hello?q=1")
+    assert call["headers"]["Fn-Intent"] == ["httprequest"]
+    assert call["trigger_id"] == ids["trigger"]["id"]
+    async with session.get("/t/app1/nope") as r:
+        assert r.status == 404 and (await r.json())["message"] == "Trigger not found"
+    async with session.get("/t/noapp/hello") as r:
+        assert r.status == 404 and (await r.json())["message"] == "App not found"
+
+
+async def test_trigger_error_status_wins(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners(("error", 504, "Timed out"))
+    _, session, _ = await lb_factory([runner.address])
+    await deploy_fn(session, trigger_source="/slow")
+    async with session.post("/t/app1/slow", data="x") as r:
+        assert r.status == 504 and (await r.json()) == {"message": "Timed out"}
+
+
+async def test_unknown_fn_is_404(fake_runners, lb_factory):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address])
+    async with session.post("/invoke/01NOPE", data="x") as r:
+        assert r.status == 404 and (await r.json()) == {"message": "Fn not found"}
+    assert runner.calls == []
+
+
+async def test_max_request_size_is_413_before_the_body(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address], max_request_size=1000)
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x" * 1001) as r:
+        assert r.status == 413
+        assert (await r.json())["message"] == "Content-Length too large for this server, 1001 > max 1000"
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x" * 1000) as r:
+        assert r.status == 200
+    assert len(runner.calls) == 1
+
+
+class Overrides:
+    def __init__(self) -> None:
+        self.mode = "ok"
+
+    @hookimpl
+    def override_call(self, call, extensions):
+        if self.mode == "reject":
+            raise APIError("no such thing here", status=403)
+        if self.mode == "crash":
+            raise RuntimeError("plugin bug")
+        call.memory = 256
+        extensions["example.com/x"] = "1"
+
+
+class BrokenListener:
+    @hookimpl
+    def call_finished(self, call, outcome):
+        raise RuntimeError("listener bug")
+
+
+async def test_override_call_changes_rejects_or_fails(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    plugin = Overrides()
+    _, session, recorder = await lb_factory([runner.address], plugins=(("ov", plugin), ("broken", BrokenListener())))
+    ids = await deploy_fn(session)
+    url = f"/invoke/{ids['fn']['id']}"
+    async with session.post(url, data="x") as r:
+        assert r.status == 200  # the broken listener did not change the result
+    assert runner.calls[0]["memory"] == 256
+    assert dict(runner.tries[0].extensions) == {"example.com/x": "1"}
+    plugin.mode = "reject"
+    async with session.post(url, data="x") as r:
+        assert r.status == 403 and (await r.json()) == {"message": "no such thing here"}
+    plugin.mode = "crash"
+    async with session.post(url, data="x") as r:
+        assert r.status == 500 and "ov" in (await r.json())["message"]
+    assert len(runner.calls) == 1
+    assert [o.status for _, o in recorder.outcomes] == [200, 403, 500]
+
+
+async def test_admin_routes_and_json_errors(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+        assert r.status == 200
+    async with session.get("/") as r:
+        assert r.status == 200
+    async with session.get("/version") as r:
+        assert "version" in await r.json()
+    async with session.get("/metrics") as r:
+        text = await r.text()
+        assert 'fn_lb_calls_total{status="200"} 1' in text
+        assert "fn_lb_call_duration_seconds_count 1" in text and "fn_lb_placement_retries_total 0" in text
+    async with session.get("/nowhere") as r:
+        assert r.status == 404 and (await r.json()) == {"message": "Path not found"}
+    async with session.get(f"/invoke/{ids['fn']['id']}") as r:
+        assert r.status == 405 and (await r.json()) == {"message": "Method not allowed"}

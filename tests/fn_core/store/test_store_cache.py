@@ -1,0 +1,66 @@
+"""The SQLite store and the invoke-path TTL cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fn_core.models import App, Fn
+from fn_core.store import CachedLookup, SQLiteStore
+from fn_core.store.base import AppExists, FnNotFound
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "fn.db"))
+    yield s
+    await s.close()
+
+
+async def test_crud_and_cascade(store):
+    app = await store.insert_app(App(name="a", config={"k": "v"}))
+    with pytest.raises(AppExists):
+        await store.insert_app(App(name="a"))
+    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="i"))
+    assert (await store.get_fn(fn.id)) == fn
+    await store.delete_app(app.id)
+    with pytest.raises(FnNotFound):
+        await store.get_fn(fn.id)
+
+
+class CountingStore:
+    def __init__(self, inner):
+        self.inner = inner
+        self.lookups = 0
+
+    async def get_fn(self, fn_id):
+        self.lookups += 1
+        await asyncio.sleep(0.01)
+        return await self.inner.get_fn(fn_id)
+
+
+async def test_cache_serves_hits_and_misses_from_memory(store):
+    app = await store.insert_app(App(name="a"))
+    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="i"))
+    counting = CountingStore(store)
+    cache = CachedLookup(counting, ttl_s=60)
+    got = await asyncio.gather(*(cache.fn(fn.id) for _ in range(10)))
+    assert all(g == fn for g in got) and counting.lookups == 1  # concurrent misses shared one lookup
+    for _ in range(3):
+        with pytest.raises(FnNotFound):
+            await cache.fn("missing")
+    assert counting.lookups == 2  # not-found is cached too
+    cache.clear()
+    await cache.fn(fn.id)
+    assert counting.lookups == 3
+
+
+async def test_cache_expires(store):
+    app = await store.insert_app(App(name="a"))
+    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="i"))
+    counting = CountingStore(store)
+    cache = CachedLookup(counting, ttl_s=0.0)
+    await cache.fn(fn.id)
+    await cache.fn(fn.id)
+    assert counting.lookups == 2
