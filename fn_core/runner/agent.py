@@ -192,8 +192,8 @@ class Agent:
         while need > 0 and not self.closing:
             if not self.budget.try_reserve(memory, mcpus):
                 if not (self._evict_for(queue, memory, mcpus) and self.budget.try_reserve(memory, mcpus)):
-                    if self.non_blocking:
-                        self._fail_one_waiter(queue, ServerTooBusy())
+                    if self.non_blocking:  # the newest waiter is refused; older ones keep their turn
+                        self._fail_one_waiter(queue, ServerTooBusy(), newest=True)
                         need -= 1
                         continue
                     self._starved[queue.key] = queue
@@ -235,12 +235,12 @@ class Agent:
             queue.starting -= 1
             self.budget.release(memory, mcpus)
             self._spawn(self._remove_quietly(container_id, iofs_dir))
+            if not isinstance(exc, Exception):
+                raise  # cancelled (shutdown): nobody to tell
             error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
             log.warning("container for call %s failed to start: %s", call.id, error)
             self._fail_one_waiter(queue, error)
             self._after_capacity_change(queue)
-            if not isinstance(exc, Exception):
-                raise
             return
         queue.starting -= 1
         container = HotContainer(
@@ -250,9 +250,9 @@ class Agent:
         queue.containers.add(container)
         self.release(container)
 
-    def _fail_one_waiter(self, queue: SlotQueue, error: BaseException) -> None:
+    def _fail_one_waiter(self, queue: SlotQueue, error: BaseException, *, newest: bool = False) -> None:
         while queue.waiters:
-            waiter = queue.waiters.popleft()
+            waiter = queue.waiters.pop() if newest else queue.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
                 return

@@ -100,3 +100,36 @@ async def test_call_bigger_than_the_runner_is_400(start, rc):
     node = await start(max_total_memory_bytes=256 * 1024 * 1024)
     result = await rc.run(node.address, rc.call(memory=512))
     assert (result.finished.errorCode, result.finished.errorStr) == (400, "Requested CPU/Memory cannot be allocated")
+
+
+async def test_first_message_must_be_try(start, rc):
+    import grpc
+
+    from fn_core.proto import runner_pb2 as pb
+    from fn_core.proto import runner_pb2_grpc
+
+    node = await start()
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stream = runner_pb2_grpc.RunnerProtocolStub(channel).Engage()
+        await stream.write(pb.ClientMsg(data=pb.DataFrame(data=b"x", eof=True)))
+        messages = [msg async for msg in stream]
+    assert [m.WhichOneof("body") for m in messages] == ["finished"]
+    assert messages[0].finished.errorCode == 400 and not messages[0].finished.success
+    assert (await rc.run(node.address, rc.call(), b"fine")).body == b"fine"
+
+
+async def test_idle_containers_are_paused_and_thawed(start, rc, docker_client):
+    import asyncio
+
+    node = await start(freeze_idle_msecs=0)
+    await rc.run(node.address, rc.call(), b"one")
+    [container] = node.agent.containers()
+    for _ in range(200):
+        if container.paused:
+            break
+        await asyncio.sleep(0.01)
+    assert docker_client.api.inspect_container(container.id)["State"]["Paused"]
+    assert (await rc.run(node.address, rc.call(), b"two")).body == b"two"
+    assert [c.id for c in node.agent.containers()] == [container.id]
+    await node.stop()
+    assert rc.containers() == []  # a paused container is removed too

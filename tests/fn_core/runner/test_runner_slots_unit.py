@@ -1,0 +1,84 @@
+"""Slot-queue and budget decisions with a fake driver (fast; the real-Docker tests cover the rest)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fn_core.config import load_config
+from fn_core.errors import CallResourceTooBig, ServerTooBusy
+from fn_core.models import Call, slot_key
+from fn_core.runner.agent import Agent
+from fn_core.runner.resources import MB, Budget
+
+
+class HangingDriver:
+    """Launches never finish: lets a test look at what the agent decided to start."""
+
+    def __init__(self) -> None:
+        self.launched = 0
+
+    async def launch(self, call, extensions, iofs_dir, env):
+        self.launched += 1
+        await asyncio.Event().wait()
+
+    async def remove(self, container_id):
+        pass
+
+
+def make_agent(tmp_path, memory_mb: int, *, non_blocking: bool) -> tuple[Agent, HangingDriver]:
+    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "enable_nb_resource_tracker": non_blocking})
+    driver = HangingDriver()
+    return Agent(config, driver, budget=Budget(total_memory=memory_mb * MB, total_mcpus=4000)), driver
+
+
+def test_budget_reserve_and_release():
+    budget = Budget(total_memory=256 * MB, total_mcpus=1000)
+    assert budget.possible(256 * MB, 1000) and not budget.possible(257 * MB, 0)
+    assert budget.try_reserve(128 * MB, 500) and budget.try_reserve(128 * MB, 500)
+    assert not budget.try_reserve(1, 0)
+    budget.release(128 * MB, 500)
+    assert budget.free_memory == 128 * MB and budget.free_mcpus == 500
+
+
+async def test_one_launch_per_waiting_call(tmp_path):
+    agent, driver = make_agent(tmp_path, 1024, non_blocking=False)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    waiters = [asyncio.create_task(agent.acquire(call, slot_key(call), {})) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    [queue] = agent.queues.values()
+    assert (queue.starting, driver.launched, agent.budget.used_memory) == (3, 3, 3 * 128 * MB)
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert queue.waiting() == 0
+
+
+async def test_non_blocking_mode_nacks_what_does_not_fit(tmp_path):
+    agent, driver = make_agent(tmp_path, 256, non_blocking=True)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    waiters = [asyncio.create_task(agent.acquire(call, slot_key(call), {})) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert driver.launched == 2
+    assert isinstance(waiters[2].exception(), ServerTooBusy)
+    for waiter in waiters[:2]:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def test_blocking_mode_waits_and_too_big_is_400(tmp_path):
+    agent, driver = make_agent(tmp_path, 128, non_blocking=False)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    first = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
+    second = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
+    await asyncio.sleep(0.01)
+    assert driver.launched == 1 and not second.done()  # waits for resources, no NACK
+    with pytest.raises(CallResourceTooBig):
+        big = Call(id="b", fn_id="g", image="img", memory=256)
+        await agent.acquire(big, slot_key(big), {})
+    agent.begin_shutdown()
+    await asyncio.sleep(0)
+    assert isinstance(second.exception(), ServerTooBusy)  # shutting down: waiting calls are NACKed
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
