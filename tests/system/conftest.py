@@ -1,0 +1,153 @@
+"""Real processes on 127.0.0.1: `fn-core lb` + `fn-core runner` subprocesses, real Docker, the fdk echo image.
+
+Every runner process gets its own ``FN_CONTAINER_LABEL_TAG`` (a starting runner removes other
+instances' containers with its tag), and every container carrying one of them is removed at
+the end of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
+from fn_core.testing import free_port
+from fn_core.wire import status_from_proto
+
+FN_CORE = str(Path(sys.executable).parent / "fn-core")
+CLASSIFIER_LABEL = "fn-agent-classifier"
+CALL_LINE = re.compile(r"call finished call_id=(\S+) app_id=\S+ fn_id=(\S+) runner=(\S+) status=(\d+) attempts=(\d+)")
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen([FN_CORE, *args], env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def call_lines(self) -> list[tuple[str, str, str, int, int]]:
+        return [(c, f, r, int(s), int(a)) for c, f, r, s, a in CALL_LINE.findall(self.log())]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._log.close()
+        return self.popen.returncode
+
+
+async def runner_status(address: str):
+    async with grpc.aio.insecure_channel(address) as channel:
+        return status_from_proto(await RunnerProtocolStub(channel).Status(empty_pb2.Empty(), timeout=5))
+
+
+async def wait_runner(proc: Proc, address: str) -> None:
+    for _ in range(300):  # bounded: ~30 s
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"runner exited: {proc.log()}")
+        try:
+            await runner_status(address)
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"runner {address} never answered: {proc.log()}")
+
+
+async def wait_http(proc: Proc, url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            if proc.popen.poll() is not None:
+                raise AssertionError(f"{proc.name} exited: {proc.log()}")
+            try:
+                async with session.get(url + "/version") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{proc.name} never answered: {proc.log()}")
+
+
+@pytest.fixture
+async def platform(tmp_path, docker_client, echo_image):
+    """``await platform.runner(**env)``, ``await platform.lb(runners, placer=..., **env)``, ``platform.serve(...)``."""
+    procs: list[Proc] = []
+    tags: list[str] = []
+    run_id = secrets.token_hex(3)
+    base_env = {"FN_IOFS_PATH": "/tmp/fn-core-sys-iofs", "FN_LOG_LEVEL": "info"}
+
+    def tag() -> str:
+        tags.append(f"fn-core-sys-{run_id}-{len(tags)}")
+        return tags[-1]
+
+    async def runner(**env: str) -> types.SimpleNamespace:
+        port = free_port()
+        proc = Proc(f"runner-{len(procs)}", ["runner", "--host", "127.0.0.1", "--grpc-port", str(port)],
+                    {**base_env, "FN_CONTAINER_LABEL_TAG": tag(), **env}, tmp_path)
+        procs.append(proc)
+        address = f"127.0.0.1:{port}"
+        await wait_runner(proc, address)
+        return types.SimpleNamespace(proc=proc, address=address, status=lambda: runner_status(address))
+
+    async def lb(runners: list[Any], placer: str = "ch", **env: str) -> types.SimpleNamespace:
+        port = free_port()
+        args = ["lb", "--host", "127.0.0.1", "--port", str(port), "--placer", placer, "--db", f"sqlite3://{tmp_path}/lb-{port}.db"]
+        for r in runners:
+            args += ["--runner", r.address]
+        proc = Proc(f"lb-{port}", args, {**base_env, **env}, tmp_path)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        await wait_http(proc, url)
+        return types.SimpleNamespace(proc=proc, url=url)
+
+    async def serve(**env: str) -> types.SimpleNamespace:
+        port = free_port()
+        args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/serve.db"]
+        proc = Proc(f"serve-{port}", args, {**base_env, "FN_CONTAINER_LABEL_TAG": tag(), **env}, tmp_path)
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        await wait_http(proc, url)
+        return types.SimpleNamespace(proc=proc, url=url)
+
+    yield types.SimpleNamespace(runner=runner, lb=lb, serve=serve, image=echo_image)
+    for proc in reversed(procs):  # LBs were started after their runners: stop them first
+        proc.stop()
+    for t in tags:
+        for container in docker_client.containers.list(all=True, filters={"label": f"{CLASSIFIER_LABEL}={t}"}):
+            container.remove(force=True)
+
+
+async def deploy(session: aiohttp.ClientSession, image: str, app: str = "sysapp", **fn: Any) -> dict[str, Any]:
+    async with session.post("/v2/apps", json={"name": app}) as r:
+        assert r.status == 200, await r.text()
+        app_json = await r.json()
+    spec = {"name": "echo", "app_id": app_json["id"], "image": image, **fn}
+    async with session.post("/v2/fns", json=spec) as r:
+        assert r.status == 200, await r.text()
+        return {"app": app_json, "fn": await r.json()}
+
+
+@pytest.fixture
+def deploy_echo():
+    return deploy

@@ -1,0 +1,168 @@
+"""Issue 4's acceptance list with real processes: `fn-core lb` + `fn-core runner`s + Docker + the fdk echo fn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import aiohttp
+
+from fn_core.errors import FunctionResponseTooBig
+from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
+
+TIMEOUT = aiohttp.ClientTimeout(total=120)
+MB = 1024 * 1024
+
+
+async def post(session: aiohttp.ClientSession, path: str, body: bytes | dict | None = None, **kw):
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    async with session.post(path, data=data, **kw) as r:
+        return r.status, r.headers, await r.read()
+
+
+async def test_invoke_acceptance_and_ch_sticks(platform, deploy_echo):
+    runners = [await platform.runner(FN_MAX_RESPONSE_SIZE=str(6 * MB)) for _ in range(2)]
+    lb = await platform.lb(runners, placer="ch", FN_MAX_REQUEST_SIZE=str(MB))
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        ids = await deploy_echo(s, platform.image)
+        fn_id = ids["fn"]["id"]
+        before = [(await r.status()).requests_received for r in runners]
+
+        status, headers, body = await post(s, f"/invoke/{fn_id}", b"hello fn")
+        assert (status, body) == (200, b"hello fn") and headers["Fn-Call-Id"]
+        status, _, body = await post(s, f"/invoke/{fn_id}")
+        assert (status, body) == (200, b"")
+        status, _, body = await post(s, f"/invoke/{fn_id}", {"repeat": 5 * MB, "text": "x"})
+        assert status == 200 and len(body) == 5 * MB and body[:3] == b"xxx"
+        status, _, body = await post(s, f"/invoke/{fn_id}", {"repeat": 7 * MB, "text": "x"})
+        assert status == 502 and json.loads(body) == {"message": FunctionResponseTooBig.message}
+        status, headers, body = await post(s, f"/invoke/{fn_id}", {"fail": "boom"})
+        assert status == 502 and json.loads(body)["message"] and headers["Fn-Call-Id"]
+        status, _, _ = await post(s, f"/invoke/{fn_id}", b"x" * (MB + 1))
+        assert status == 413
+        status, _, body = await post(s, "/invoke/01UNKNOWNFN0000000000000000", b"x")
+        assert (status, json.loads(body)) == (404, {"message": "Fn not found"})
+        async with s.post("/v2/fns", data=b"{bad") as r:
+            assert (r.status, await r.json()) == (400, {"message": "Invalid JSON"})
+
+        after = [(await r.status()).requests_received for r in runners]
+        home = jump_hash(fn_hash(fn_id), 2)
+        assert after[home] - before[home] == 5  # the 413 never reached a runner
+        assert after[1 - home] == before[1 - home]  # ch: one fn, one runner
+
+        async with s.post("/v2/fns", json={"name": "slow", "app_id": ids["app"]["id"], "image": platform.image, "timeout": 1}) as r:
+            slow = await r.json()
+        status, _, body = await post(s, f"/invoke/{slow['id']}", {"sleep_ms": 2500})
+        assert status == 504 and json.loads(body)["message"]
+
+        trigger = {"name": "web", "app_id": ids["app"]["id"], "fn_id": fn_id, "type": "http", "source": "/web"}
+        async with s.post("/v2/triggers", json=trigger) as r:
+            assert r.status == 200
+        async with s.post("/t/sysapp/web", json={"status": 201, "headers": {"X-Made-By": "fdk"}}) as r:
+            assert r.status == 201 and r.headers["X-Made-By"] == "fdk" and r.headers["Fn-Call-Id"]
+        async with s.get("/metrics") as r:
+            assert 'fn_lb_calls_total{status="200"}' in await r.text()
+
+
+async def test_naive_spreads(platform, deploy_echo):
+    runners = [await platform.runner() for _ in range(2)]
+    lb = await platform.lb(runners, placer="naive")
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        for i in range(6):
+            status, _, body = await post(s, f"/invoke/{fn_id}", f"n{i}".encode())
+            assert (status, body) == (200, f"n{i}".encode())
+    received = [(await r.status()).requests_received for r in runners]
+    assert received == [3, 3]
+
+
+async def test_full_runner_nacks_and_the_call_completes_elsewhere(platform, deploy_echo):
+    # room for exactly one 128 MB container per runner, refuse instead of waiting when full
+    env = {"FN_ENABLE_NB_RESOURCE_TRACKER": "1", "FN_MAX_TOTAL_MEMORY_BYTES": str(160 * MB)}
+    runners = [await platform.runner(**env) for _ in range(2)]
+    lb = await platform.lb(runners, placer="ch")
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        home = runners[jump_hash(fn_hash(fn_id), 2)]
+        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[0] == 200  # a hot container on the home runner
+        busy = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000}))
+        for _ in range(200):  # bounded: wait until the home runner's only slot is taken
+            if (await home.status()).active >= 1:
+                break
+            await asyncio.sleep(0.02)
+        status, _, body = await post(s, f"/invoke/{fn_id}", b"second")
+        assert (status, body) == (200, b"second")
+        assert (await busy)[0] == 200
+        async with s.get("/metrics") as r:
+            text = await r.text()
+    assert "fn_lb_placement_retries_total 0" not in text
+    assert (await other.status()).requests_received == 1
+    home_status = await home.status()
+    assert home_status.requests_received == 3 and home_status.requests_handled == 2  # the NACK is not "handled"
+
+
+async def test_killed_runner_no_hang_no_double_run(platform, deploy_echo):
+    runners = [await platform.runner() for _ in range(3)]
+    lb = await platform.lb(runners, placer="naive")
+    victim = runners[0]
+    results: list[tuple[int, int, str]] = []  # (seq, status, call id)
+    killed = asyncio.Event()
+    started_after_kill: set[int] = set()
+
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        for _r in runners:  # warm every runner so the stream is made of hot calls
+            assert (await post(s, f"/invoke/{fn_id}", b"warm"))[0] == 200
+        counter = iter(range(10_000))
+
+        async def worker() -> None:
+            for _ in range(12):
+                seq = next(counter)
+                if killed.is_set():
+                    started_after_kill.add(seq)
+                status, headers, _ = await post(s, f"/invoke/{fn_id}", {"sleep_ms": 300, "seq": seq})
+                results.append((seq, status, headers.get("Fn-Call-Id", "")))
+
+        workers = [asyncio.create_task(worker()) for _ in range(3)]
+        for _ in range(500):  # bounded: kill while the victim is running a call
+            if (await victim.status()).active >= 1:
+                break
+            await asyncio.sleep(0.01)
+        victim.proc.popen.send_signal(signal.SIGKILL)
+        victim.proc.popen.wait(30)
+        killed.set()
+        await asyncio.gather(*workers)
+
+    assert len(results) == 36  # nothing hung
+    assert all(status == 200 for seq, status, _ in results if seq in started_after_kill)
+    assert all(status == 200 or 500 <= status < 600 for _, status, _ in results)
+    lines = [line for line in lb.proc.call_lines() if line[1] == fn_id]
+    ids = [line[0] for line in lines]
+    assert len(ids) == len(set(ids)) == 36 + 3  # every call ended exactly once on the LB
+    by_id = {line[0]: line for line in lines}
+    for seq, _status, call_id in results:
+        if seq in started_after_kill:
+            assert by_id[call_id][2] != victim.address
+    for survivor in runners[1:]:  # each survivor ran exactly the calls the LB says it placed there
+        placed = sum(1 for line in lines if line[2] == survivor.address)
+        assert (await survivor.status()).requests_received == placed
+
+
+async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
+    node = await platform.serve()
+    async with aiohttp.ClientSession(node.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        status, _, body = await post(s, f"/invoke/{fn_id}", b"all in one")
+        assert (status, body) == (200, b"all in one")
+        in_flight = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 1500, "text": "x"}))
+        for _ in range(500):  # bounded: signal only once the LB is running the call
+            async with s.get("/metrics") as r:
+                if "fn_lb_calls_inflight 1" in await r.text():
+                    break
+            await asyncio.sleep(0.01)
+        node.proc.popen.send_signal(signal.SIGTERM)
+        status, _, _ = await in_flight
+        assert status == 200
+    assert node.proc.popen.wait(60) == 0
