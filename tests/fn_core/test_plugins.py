@@ -9,6 +9,7 @@ import pytest
 from fn_core import Placer, hookimpl
 from fn_core.config import load_config
 from fn_core.errors import ConfigError, PluginError
+from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 
 
@@ -51,8 +52,8 @@ def test_third_party_entry_point_is_discovered_and_its_hooks_run(tmp_path, monke
     assert (info.distribution, info.version, info.status) == ("fn-fake", "1.2.3", "active")
     assert info.hooks == ["override_call"]
     extensions = {}
-    pm.hook.override_call(call=None, extensions=extensions)
-    assert extensions == {"seen-by": "fn-fake"}
+    pm.hook.override_call(call=Call(id="c1"), extensions=extensions)
+    assert extensions["seen-by"] == "fn-fake"
 
 
 def test_fn_disable_plugins_blocks_a_plugin(tmp_path, monkeypatch):
@@ -60,8 +61,8 @@ def test_fn_disable_plugins_blocks_a_plugin(tmp_path, monkeypatch):
     pm = get_plugin_manager(load_config(env={"FN_DISABLE_PLUGINS": "fn-fake"}))
     assert infos_by_name(pm)["fn-fake"].status == "disabled"
     extensions = {}
-    pm.hook.override_call(call=None, extensions=extensions)
-    assert extensions == {}
+    pm.hook.override_call(call=Call(id="c1"), extensions=extensions)
+    assert "seen-by" not in extensions
 
 
 def test_a_plugin_that_fails_to_import_is_reported_not_fatal(tmp_path, monkeypatch):
@@ -93,7 +94,7 @@ def test_a_hookimpl_with_an_unknown_argument_stops_startup_naming_the_plugin():
 def test_unknown_placer_lists_the_available_ones():
     with pytest.raises(ConfigError) as err:
         get_plugin_manager(load_config(env={"FN_PLACER": "nope"}), load_entrypoints=False)
-    assert "'nope'" in str(err.value) and "ch, naive" in str(err.value)
+    assert "'nope'" in str(err.value) and "available placers: ch, naive (" in str(err.value)
 
 
 def test_two_plugins_offering_one_placer_name_is_an_error_naming_both():
