@@ -121,3 +121,118 @@ def echo_image(docker_client: Any) -> str:
     from fn_core.images import build_named_function
 
     return build_named_function(docker_client, "echo", "fn-core-test/echo:latest")
+
+
+# --------------------------------------------------------------------------------------------
+# A whole platform in-process: runners + LB on 127.0.0.1, real gRPC, real HTTP, real Docker
+# --------------------------------------------------------------------------------------------
+@attrs.define
+class InvokeResult:
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+@attrs.define
+class Platform:
+    """An LB and ``len(runners)`` runners, started in this process by the same code as the CLI.
+
+    ``deploy`` creates an app and an fn through the v2 API; ``invoke`` calls it through the LB;
+    ``containers`` lists the Docker containers created for an fn (by their ``fn-fn-id`` label).
+    """
+
+    url: str
+    pm: FnPluginManager
+    config: Config
+    lb: Any
+    runners: list[Any]
+    docker: Any
+    session: Any = None
+
+    async def api(self, method: str, path: str, body: Any = None) -> InvokeResult:
+        async with self.session.request(method, self.url + path, json=body) as resp:
+            return InvokeResult(resp.status, resp.headers, await resp.read())
+
+    async def deploy(self, image: str, *, app: str = "app", name: str = "fn", **fn_fields: Any) -> dict[str, Any]:
+        """Create (or reuse) app ``app`` and create fn ``name`` with ``fn_fields``; returns the fn's JSON."""
+        found = (await self.api("GET", f"/v2/apps?name={app}")).json()["items"]
+        app_id = found[0]["id"] if found else (await self.api("POST", "/v2/apps", {"name": app})).json()["id"]
+        created = await self.api("POST", "/v2/fns", {"name": name, "app_id": app_id, "image": image, **fn_fields})
+        assert created.status == 200, created.body
+        return created.json()
+
+    async def invoke(self, fn_id: str, body: bytes | str = b"", headers: dict[str, str] | None = None) -> InvokeResult:
+        data = body.encode() if isinstance(body, str) else body
+        async with self.session.post(f"{self.url}/invoke/{fn_id}", data=data, headers=headers) as resp:
+            return InvokeResult(resp.status, resp.headers, await resp.read())
+
+    def containers(self, fn_id: str) -> list[Any]:
+        tag = self.config.container_label_tag
+        return self.docker.containers.list(all=True, filters={"label": [f"fn-agent-classifier={tag}", f"fn-fn-id={fn_id}"]})
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        await self.lb.stop(grace=5)
+        for runner in self.runners:
+            await runner.stop(grace=5)
+
+
+async def start_platform(
+    tmp_dir: Path,
+    docker_client: Any,
+    *,
+    runners: int = 1,
+    toml: str = "",
+    env: dict[str, str] | None = None,
+    plugins: tuple[object, ...] = (),
+    load_entrypoints: bool = True,
+) -> Platform:
+    """Start runners and an LB on 127.0.0.1 (free ports) with installed plugins (entry points) plus ``plugins``."""
+    import secrets
+
+    import aiohttp
+
+    from fn_core.lb.main import start_lb
+    from fn_core.runner.main import start_runner
+
+    path = Path(tmp_dir) / "fn.toml"
+    path.write_text(toml)
+    base_env = {"FN_CONTAINER_LABEL_TAG": f"fn-core-test-{secrets.token_hex(4)}", "FN_DB_URL": f"sqlite3://{tmp_dir}/fn.db"}
+    config = load_config(path, env={**base_env, **(env or {})}, overrides={"host": "127.0.0.1"})
+    named = [(getattr(p, "__name__", type(p).__name__).rsplit(".", 1)[-1], p) for p in plugins]
+    pm = get_plugin_manager(config, load_entrypoints=load_entrypoints, extra_plugins=named)
+    nodes = []
+    try:
+        for _ in range(runners):
+            nodes.append(await start_runner(config, pm, host="127.0.0.1", port=0))
+        lb = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[n.address for n in nodes])
+    except BaseException:
+        for node in nodes:
+            await node.stop(grace=1)
+        raise
+    platform = Platform(url=lb.url, pm=pm, config=config, lb=lb, runners=nodes, docker=docker_client)
+    platform.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    return platform
+
+
+@pytest.fixture
+async def fn_platform(tmp_path: Path, docker_client: Any) -> Any:
+    """A factory: ``platform = await fn_platform(runners=2, toml=..., env=..., plugins=(...))``; stopped after the test."""
+    started: list[Platform] = []
+
+    async def factory(**kwargs: Any) -> Platform:
+        sub = tmp_path / f"platform{len(started)}"
+        sub.mkdir()
+        platform = await start_platform(sub, docker_client, **kwargs)
+        started.append(platform)
+        return platform
+
+    yield factory
+    for platform in started:
+        await platform.stop()

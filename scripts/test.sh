@@ -8,4 +8,4 @@ if [ ! -x .venv-tox/bin/tox ]; then
     .venv-tox/bin/pip install -q --disable-pip-version-check 'tox>=4.11'
 fi
 # The test env runs last so that pytest's summary is the closing report.
-exec .venv-tox/bin/tox run -e lint,type,proto,py311 "$@"
+exec .venv-tox/bin/tox run -e lint,type,proto,contrib,py311 "$@"

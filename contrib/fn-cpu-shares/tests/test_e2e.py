@@ -1,0 +1,42 @@
+"""As a user runs it: the plugin pip-installed, an LB + runner, real Docker, the fdk echo function."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SHARES = "fnproject.io/cpu-shares"
+
+
+def test_fn_core_plugins_lists_the_installed_distribution():
+    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["cpu-shares"]
+    assert (entry["distribution"], entry["version"], entry["status"]) == ("fn-cpu-shares", "0.1.0", "active")
+    assert {"override_call", "modify_container_options"} <= set(entry["hooks"])
+
+
+async def test_the_annotation_becomes_the_containers_cpu_shares(fn_platform, echo_image, docker_client):
+    platform = await fn_platform()
+    fn = await platform.deploy(echo_image, annotations={SHARES: 512})
+    result = await platform.invoke(fn["id"], "hello")
+    assert (result.status, result.body) == (200, b"hello")
+    (container,) = platform.containers(fn["id"])
+    assert docker_client.api.inspect_container(container.id)["HostConfig"]["CpuShares"] == 512
+
+
+async def test_shares_derived_from_memory_when_configured(fn_platform, echo_image, docker_client):
+    platform = await fn_platform(toml="[plugins.cpu-shares]\nshares_per_mb = 4\n")
+    fn = await platform.deploy(echo_image, memory=256)
+    assert (await platform.invoke(fn["id"], "x")).status == 200
+    (container,) = platform.containers(fn["id"])
+    assert docker_client.api.inspect_container(container.id)["HostConfig"]["CpuShares"] == 1024
+
+
+async def test_a_bad_value_is_a_clear_400_and_no_container_is_created(fn_platform, echo_image):
+    platform = await fn_platform()
+    fn = await platform.deploy(echo_image, annotations={SHARES: "lots"})
+    result = await platform.invoke(fn["id"], "hello")
+    assert result.status == 400
+    assert result.json() == {"message": f"annotation {SHARES} must be an integer cpu-shares value, got 'lots'"}
+    assert platform.containers(fn["id"]) == []
