@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -118,7 +119,8 @@ class InvokeApi:
 
         task = asyncio.create_task(run())
         self.agent.keep(task)
-        await asyncio.wait({task, started_on_runner}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {task, started_on_runner}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not started_on_runner.done():
             placement = task.result()
             error = placement.error or (placement.result.error if placement.result else None)

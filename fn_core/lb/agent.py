@@ -57,7 +57,7 @@ class LBAgent:
         extensions: dict[str, str] = {}
         run_override_call(self.pm.hook.override_call, call, extensions)
         try_call = pb.TryCall(models_call_json=call.to_json(), slot_hash_id=slot_key(call).hex(), extensions=extensions)
-        return extensions, pb.ClientMsg(**{"try": try_call})
+        return extensions, pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
 
     async def place(
         self, call: Call, try_msg: pb.ClientMsg, body: bytes, on_start: Callable[[ExecResult], None] | None = None

@@ -240,6 +240,6 @@ class SQLiteStore:
         sql = f"SELECT doc FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY name, id LIMIT ?"
         rows = await self._run(lambda db: db.execute(sql, (*args, per_page)).fetchall())
-        items = [kind(**json.loads(r[0])) for r in rows]
+        items: list[Any] = [kind(**json.loads(r[0])) for r in rows]
         next_cursor = encode_cursor(items[-1].name, items[-1].id) if len(items) == per_page else ""
         return Page(items=items, next_cursor=next_cursor)
