@@ -11,6 +11,9 @@ Fixtures:
 * ``make_plugin_manager``: ``make_plugin_manager(plugin, ..., toml="...", env={...})`` builds a
   manager with your plugin(s) registered as if installed, and a config from that TOML text.
 * `HookRecorder`: records every hook call (name, kwargs, result) of a plugin manager.
+* `make_call` / `lb_prepare`: a call built exactly as the LB builds it from an app, an fn and a
+  request, and the LB's `override_call` step on it (returns the extensions sent to the runner).
+* ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker).
 """
 
 from __future__ import annotations
@@ -96,6 +99,40 @@ def build_plugin_manager(
         config = load_config(path, env=env or {})
     named = [(getattr(p, "__name__", type(p).__name__).rsplit(".", 1)[-1], p) for p in plugins]
     return get_plugin_manager(config, load_entrypoints=load_entrypoints, extra_plugins=named)
+
+
+def make_call(
+    *,
+    app: Any = None,
+    fn: Any = None,
+    method: str = "POST",
+    url: str = "http://127.0.0.1:8080/invoke/fn",
+    headers: dict[str, str] | None = None,
+    trigger: Any = None,
+) -> Any:
+    """A `Call` built by the LB's own code (Fn's FromHTTPFnRequest) from an app, an fn and a request.
+
+    ``app``/``fn`` default to an app "app" and an fn "fn" with image "fn-core-test/echo"; pass
+    `fn_core.models.App` / `Fn` objects to set config, annotations, memory, ...
+    """
+    from fn_core.lb.call import build_call as lb_build_call
+    from fn_core.lb.call import collect_headers, trigger_headers
+    from fn_core.models import App, Fn
+
+    app = app or App(name="app", id="app-id")
+    fn = fn or Fn(name="fn", app_id=app.id, image="fn-core-test/echo", id="fn-id")
+    items = list((headers or {}).items())
+    mapped = trigger_headers(items, method, url) if trigger is not None else collect_headers(items)
+    return lb_build_call(app, fn, method=method, url=url, headers=mapped, trigger=trigger)
+
+
+def lb_prepare(pm: FnPluginManager, call: Any) -> dict[str, str]:
+    """Run the `override_call` step as the LB does; returns the extensions (APIError propagates)."""
+    from fn_core.lb.hooks import run_override_call
+
+    extensions: dict[str, str] = {}
+    run_override_call(pm.hook.override_call, call, extensions)
+    return extensions
 
 
 @pytest.fixture
