@@ -15,6 +15,7 @@ from aiohttp import web
 
 from fn_core.api.server import make_app
 from fn_core.lb.agent import LBAgent
+from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import RunnerPool
 from fn_core.store import CachedLookup, Store, open_store
 
@@ -54,13 +55,14 @@ async def start_lb(
     host: str | None = None,
     port: int | None = None,
     runner_addresses: list[str] | None = None,
+    local_runners: list[LocalRunner] | None = None,
     store: Store | None = None,
     grace: float = DEFAULT_GRACE_S,
 ) -> LBNode:
-    """Start the API + LB over ``runner_addresses`` (default: the config's pool); port 0 = any free port."""
+    """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the config's pool); port 0 = any free port."""
     own_store = store is None
     store = store if store is not None else open_store(config)
-    pool = RunnerPool(config.runner_addresses if runner_addresses is None else runner_addresses, config, pm)
+    pool = RunnerPool(config.runner_addresses if runner_addresses is None else runner_addresses, config, pm, local_runners)
     agent = LBAgent(config, pm, pool)
     app = make_app(config, store, CachedLookup(store), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
@@ -98,9 +100,10 @@ async def run_lb(config, pm) -> None:
 async def run_serve(config, pm) -> None:
     from fn_core.runner.main import start_runner
 
-    runner = await start_runner(config, pm, host="127.0.0.1", port=0)
+    # the local runner is called in-process: no gRPC server, no socket, no HTTP/2 framing
+    runner = await start_runner(config, pm, listen=False)
     try:
-        node = await start_lb(config, pm, runner_addresses=[runner.address, *config.runner_addresses])
+        node = await start_lb(config, pm, local_runners=[LocalRunner(runner.core)])
     except BaseException:
         await runner.stop()
         raise

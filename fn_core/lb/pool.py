@@ -1,4 +1,5 @@
-"""The static runner pool: one long-lived `RunnerClient` per configured address.
+"""The static runner pool: one long-lived `RunnerClient` per configured address, plus any
+in-process runners (`LocalRunner`, for `fn-core serve`) first.
 
 When the selected placer wants runner status, a background task polls every runner's
 ``Status`` each ``status_poll_ms``, keeps the latest in `RunnerRef.status` and tells the
@@ -9,25 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from fn_core.lb.hooks import run_isolated
 from fn_core.lb.runner_client import RunnerClient, channel_credentials
 from fn_core.records import RunnerRef
 
+if TYPE_CHECKING:
+    from fn_core.lb.local_runner import LocalRunner
+
 log = logging.getLogger(__name__)
 
 
 class RunnerPool:
-    def __init__(self, addresses: list[str], config, pm) -> None:
+    def __init__(self, addresses: list[str], config, pm, local: list[LocalRunner] | None = None) -> None:
         credentials = channel_credentials(config)
         if credentials is None and addresses:
             log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
         self.pm = pm
         self.poll_s = config.status_poll_ms / 1000
         # placers get this same list on every pass; they must not mutate it
-        self.refs: list[RunnerRef] = [
-            RunnerRef(address=a, handle=RunnerClient(a, credentials)) for a in dict.fromkeys(addresses)
-        ]
+        self.refs: list[RunnerRef] = [RunnerRef(address=r.address, handle=r) for r in local or ()]
+        self.refs += [RunnerRef(address=a, handle=RunnerClient(a, credentials)) for a in dict.fromkeys(addresses)]
         self._poller: asyncio.Task | None = None
 
     def start(self) -> None:

@@ -49,6 +49,60 @@ class ExecResult:
     finished: pb.CallFinished | None = None
 
 
+class ReplyReader:
+    """The LB's reading of a runner's reply messages, for every kind of runner handle.
+
+    `feed` each `RunnerMsg` in order until it returns True; `outcome` is then the
+    `ExecResult`, or None for the NACK (a 503 ``finished`` before any ``result_start``).
+    """
+
+    __slots__ = ("on_start", "result", "started", "nacked", "done")
+
+    def __init__(self, on_start: Callable[[ExecResult], None] | None = None) -> None:
+        self.on_start = on_start
+        self.result = ExecResult()
+        self.started = False
+        self.nacked = False
+        self.done = False
+
+    def feed(self, msg: pb.RunnerMsg) -> bool:
+        """Take one message; True once the reply is complete (``finished`` came)."""
+        result = self.result
+        kind = msg.WhichOneof("body")
+        if kind == "data":
+            result.chunks.append(msg.data.data)
+        elif kind == "result_start":
+            self.started = True
+            meta = msg.result_start.http
+            result.status = meta.status_code
+            result.headers = [(h.key, h.value) for h in meta.headers]
+            if self.on_start is not None:
+                self.on_start(result)
+        elif kind == "finished":
+            self.done = True
+            finished = msg.finished
+            if is_nack(finished, self.started):
+                self.nacked = True
+                return True
+            result.finished = finished
+            if not finished.success:
+                result.error = APIError(
+                    finished.errorStr or "internal server error",
+                    status=finished.errorCode or 500,
+                    user_error=finished.errorUser,
+                )
+            return True
+        return False
+
+    def outcome(self) -> ExecResult | None:
+        return None if self.nacked else self.result
+
+    def ended_early(self, runner: str) -> ExecResult:
+        """The runner ended the call without a ``finished``: committed, and an error."""
+        self.result.error = APIError(f"runner {runner} ended the call without a result")
+        return self.result
+
+
 def channel_credentials(config) -> grpc.ChannelCredentials | None:
     """TLS when a CA is configured; mTLS when this node also has a certificate and key."""
     if not config.node_cert_authority:
@@ -97,47 +151,26 @@ class RunnerClient:
         stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, request_id),))
         sender: asyncio.Task | None = None
         received = False
-        result = ExecResult()
+        reply = ReplyReader(on_start)
         try:
             await stream.write(try_msg)
             if len(body) <= MAX_DATA_CHUNK:
                 await _write_quietly(stream, pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)))
             else:  # concurrently with the reads, so neither side can stall the other on flow control
                 sender = asyncio.create_task(_send_body(stream, body))
-            started = False
             while True:
                 msg = await stream.read()
                 if msg is grpc.aio.EOF:
-                    result.error = APIError(f"runner {self.address} ended the call without a result")
-                    return result
+                    return reply.ended_early(self.address)
                 received = True
-                kind = msg.WhichOneof("body")
-                if kind == "data":
-                    result.chunks.append(msg.data.data)
-                elif kind == "result_start":
-                    started = True
-                    meta = msg.result_start.http
-                    result.status = meta.status_code
-                    result.headers = [(h.key, h.value) for h in meta.headers]
-                    if on_start is not None:
-                        on_start(result)
-                elif kind == "finished":
-                    finished = msg.finished
-                    if is_nack(finished, started):
-                        return None
-                    result.finished = finished
-                    if not finished.success:
-                        result.error = APIError(
-                            finished.errorStr or "internal server error",
-                            status=finished.errorCode or 500,
-                            user_error=finished.errorUser,
-                        )
-                    return result
+                if reply.feed(msg):
+                    return reply.outcome()
         except grpc.aio.AioRpcError as exc:
             if _not_placed(exc, received):
                 log.debug("runner %s unreachable: %s", self.address, exc.details())
                 return None
             # committed: the runner (or the link to it) was lost mid-call; never re-sent
+            result = reply.result
             result.error = APIError(f"runner {self.address} was lost during the call: {exc.code().name}", status=500)
             return result
         finally:

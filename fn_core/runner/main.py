@@ -25,11 +25,17 @@ GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.ma
 
 
 class RunnerNode:
-    """A running runner: its bound address, its agent, and a graceful `stop`."""
+    """A running runner: its bound address (if it listens), its agent, and a graceful `stop`.
 
-    def __init__(self, server: grpc.aio.Server, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int) -> None:
+    ``core`` serves the calls; an LB in the same process uses it directly (`LocalRunner`).
+    """
+
+    def __init__(
+        self, server: grpc.aio.Server | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int
+    ) -> None:
         self.server = server
         self.servicer = servicer
+        self.core = servicer.core
         self.agent = agent
         self.driver = driver
         self.host = host
@@ -47,9 +53,10 @@ class RunnerNode:
         self._stopped = True
         self.agent.begin_shutdown()
         deadline = time.monotonic() + grace
-        while self.servicer.active and time.monotonic() < deadline:
+        while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        await self.server.stop(grace=max(0.0, min(1.0, deadline - time.monotonic())))
+        if self.server is not None:
+            await self.server.stop(grace=max(0.0, min(1.0, deadline - time.monotonic())))
         await self.agent.close()
         await self.driver.close()
         log.info("runner %s stopped", self.address)
@@ -72,8 +79,13 @@ def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
-async def start_runner(config: Config, pm: FnPluginManager, *, host: str | None = None, port: int | None = None) -> RunnerNode:
-    """Start driver (removing leaked containers of ours), agent and gRPC server; port 0 = any free port."""
+async def start_runner(
+    config: Config, pm: FnPluginManager, *, host: str | None = None, port: int | None = None, listen: bool = True
+) -> RunnerNode:
+    """Start driver (removing leaked containers of ours), agent and gRPC server; port 0 = any free port.
+
+    ``listen=False``: no gRPC server, for an LB in this process that calls ``node.core`` directly.
+    """
     if pm.driver is None:
         raise ConfigError("no container driver selected (the plugin manager was built with select=False)")
     host = host if host is not None else config.host
@@ -83,6 +95,8 @@ async def start_runner(config: Config, pm: FnPluginManager, *, host: str | None 
     await driver.start()
     agent = Agent(config, driver)
     servicer = RunnerServicer(agent, pm.hook)
+    if not listen:
+        return RunnerNode(None, servicer, agent, driver, host, 0)
     server = grpc.aio.server(options=GRPC_OPTIONS)
     runner_pb2_grpc.add_RunnerProtocolServicer_to_server(servicer, server)
     credentials = _tls_credentials(config)

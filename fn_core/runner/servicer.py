@@ -1,129 +1,76 @@
-"""Fn's RunnerProtocol service: Engage (one call per stream) and Status.
+"""Fn's RunnerProtocol service over gRPC: Engage (one call per stream) and Status.
 
-Engage, as Fn's pure runner does it: the first message must be ``try``; the request body follows
-as data frames up to ``eof``; the answer is ``result_start`` once, body ``data`` frames (<= 10 KiB,
-never eof) and ``finished``. A 503 ``finished`` before any ``result_start`` is the NACK: the LB
-may place the call elsewhere, so it is only sent while nothing was committed.
+The call's semantics (try, body, result_start, data, finished, the NACK) are `RunnerCore`'s;
+this is only the stream they travel on.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import grpc
 
-from fn_core.errors import APIError, BadRequest, ServerTooBusy
-from fn_core.models import Call, now_rfc3339, slot_key
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
-from fn_core.wire import MAX_DATA_CHUNK, status_to_proto
+from fn_core.runner.core import RunnerCore
+from fn_core.wire import status_to_proto
 
 log = logging.getLogger(__name__)
 
 
-def finished_msg(call: Call | None, error: APIError | None, started_ns: int, created: str, ran_ns: int) -> pb.RunnerMsg:
-    now = time.monotonic_ns()
-    done = pb.CallFinished(
-        success=error is None,
-        details=call.id if call else "",
-        createdAt=created,
-        startedAt=created if ran_ns else "",
-        completedAt=now_rfc3339(),
-        schedulerDuration=(ran_ns - started_ns) if ran_ns else 0,
-        executionDuration=(now - ran_ns) if ran_ns else 0,
-        image=call.image if call else "",
-    )
-    if error is not None:
-        done.errorCode, done.errorStr, done.errorUser = error.status, error.message, error.user_error
-    return pb.RunnerMsg(finished=done)
+class _StreamIO:
+    """`CallIO` over one Engage stream."""
 
+    __slots__ = ("context",)
 
-class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
-    def __init__(self, agent: Agent, hook: Any) -> None:
-        self.agent = agent
-        self.hook = hook
-        self.active = 0
-        self.requests_received = 0
-        self.requests_handled = 0
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
 
-    async def Engage(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        self.active += 1
-        self.requests_received += 1
-        nacked = False
-        try:
-            nacked = await self._engage(context)
-        finally:
-            self.active -= 1
-            if not nacked:
-                self.requests_handled += 1
+    async def read_try(self) -> pb.ClientMsg | None:
+        msg = await self.context.read()
+        return None if msg is grpc.aio.EOF else msg
 
-    async def _engage(self, context: grpc.aio.ServicerContext) -> bool:
-        """Serve one call; True when it ended in a NACK (not counted as handled)."""
-        created, started_ns = now_rfc3339(), time.monotonic_ns()
-        first = await context.read()
-        if first is grpc.aio.EOF or first.WhichOneof("body") != "try":
-            await context.write(finished_msg(None, BadRequest("expected a try message first"), started_ns, created, 0))
-            return False
-        try_msg = getattr(first, "try")  # a Python keyword, so not an attribute name
-        call: Call | None = None
-        try:
-            call = Call.from_json(try_msg.models_call_json)
-            key = bytes.fromhex(try_msg.slot_hash_id) if try_msg.slot_hash_id else slot_key(call)
-        except ValueError as exc:
-            await context.write(finished_msg(call, BadRequest(f"invalid call: {exc}"), started_ns, created, 0))
-            return False
-
-        body = await self._read_body(context)
-        if body is None:
-            return False  # the LB went away before sending the whole body
-
-        state = {"started": False, "ran_ns": 0}
-
-        async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
-            state["started"] = True
-            meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in headers])
-            await context.write(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)))
-
-        async def on_data(chunk: bytes) -> None:
-            if not state["ran_ns"]:
-                state["ran_ns"] = time.monotonic_ns()
-            for i in range(0, len(chunk), MAX_DATA_CHUNK):
-                await context.write(pb.RunnerMsg(data=pb.DataFrame(data=chunk[i : i + MAX_DATA_CHUNK])))
-
-        error: APIError | None = None
-        try:
-            await self.agent.run(call, key, dict(try_msg.extensions), body, on_start, on_data)
-        except ServerTooBusy as exc:
-            error = exc
-        except APIError as exc:
-            error = exc
-        except Exception as exc:
-            log.exception("call %s failed inside the runner", call.id)
-            error = APIError(f"internal error: {type(exc).__name__}")
-        if error is not None and not state["started"] and isinstance(error, ServerTooBusy):
-            await context.write(finished_msg(call, error, started_ns, created, 0))
-            return True
-        if error is not None and state["started"] and error.status == 503:
-            error = APIError(error.message, status=500)  # never a late NACK: the call was committed
-        await context.write(finished_msg(call, error, started_ns, created, state["ran_ns"] or started_ns))
-        return False
-
-    @staticmethod
-    async def _read_body(context: grpc.aio.ServicerContext) -> bytes | None:
+    async def read_body(self) -> bytes | None:
         parts: list[bytes] = []
         while True:
-            msg = await context.read()
+            msg = await self.context.read()
             if msg is grpc.aio.EOF:
                 return b"".join(parts)  # a closed send side also ends the body (Fn: any read error = EOF)
             if msg.WhichOneof("body") != "data":
                 continue
+            if msg.data.eof and not parts:
+                return msg.data.data  # the usual small body: one frame, no join
             parts.append(msg.data.data)
             if msg.data.eof:
                 return b"".join(parts)
+
+    async def write(self, msg: pb.RunnerMsg) -> None:
+        await self.context.write(msg)
+
+
+class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
+    def __init__(self, agent: Agent, hook: Any, core: RunnerCore | None = None) -> None:
+        self.core = core or RunnerCore(agent, hook)
+        self.agent = agent
+
+    # the runner's counters, as tests and plugins have always read them here
+    @property
+    def active(self) -> int:
+        return self.core.active
+
+    @property
+    def requests_received(self) -> int:
+        return self.core.requests_received
+
+    @property
+    def requests_handled(self) -> int:
+        return self.core.requests_handled
+
+    async def Engage(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        await self.core.engage(_StreamIO(context))
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
         return status_to_proto(self.live_status())
@@ -136,27 +83,5 @@ class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
         return pb.ConfigStatus()
 
     def live_status(self) -> RunnerStatus:
-        budget = self.agent.budget
-        status = RunnerStatus(
-            active=self.active,
-            requests_received=self.requests_received,
-            requests_handled=self.requests_handled,
-            custom_status={
-                "runner.mem_free_bytes": str(budget.free_memory),
-                "runner.cpu_free_mcpus": str(budget.free_mcpus),
-                "runner.containers": str(len(self.agent.containers())),
-            },
-        )
-        run_status_hooks(self.hook, status)
-        return status
+        return self.core.live_status()
 
-
-def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
-    """Every `runner_status` impl in hook order; one that raises is logged and reported, the others run."""
-    for impl in reversed(hook.runner_status.get_hookimpls()):
-        kwargs = {name: value for name, value in (("status", status), ("runner", None)) if name in impl.argnames}
-        try:
-            impl.function(**kwargs)
-        except Exception as exc:
-            log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
-            status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,72 @@
+"""The LB's handle on a runner in its own process (`fn-core serve`): no gRPC, same semantics.
+
+`LocalRunner` has `RunnerClient`'s interface (`try_exec`, `status`, `close`). The runner side is
+the same `RunnerCore` that serves Engage streams and the LB side reads its reply messages with
+the same `ReplyReader`, so NACK, commit, counters and `runner_status` hooks behave as over gRPC;
+only the socket, the HTTP/2 framing and the serialization are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fn_core.errors import APIError
+from fn_core.lb.runner_client import ExecResult, ReplyReader
+from fn_core.proto import runner_pb2 as pb
+from fn_core.records import RunnerStatus
+from fn_core.runner.core import RunnerCore
+
+log = logging.getLogger(__name__)
+
+#: The address a local runner has in the pool (placers, logs and `CallOutcome.runner` see it).
+LOCAL_ADDRESS = "local"
+
+
+class _LocalIO:
+    """`CallIO` for one call handed over in memory: the reply goes straight into the reader."""
+
+    __slots__ = ("try_msg", "body", "reply")
+
+    def __init__(self, try_msg: pb.ClientMsg, body: bytes, reply: ReplyReader) -> None:
+        self.try_msg = try_msg
+        self.body = body
+        self.reply = reply
+
+    async def read_try(self) -> pb.ClientMsg | None:
+        return self.try_msg
+
+    async def read_body(self) -> bytes | None:
+        return self.body
+
+    async def write(self, msg: pb.RunnerMsg) -> None:
+        self.reply.feed(msg)
+
+
+class LocalRunner:
+    def __init__(self, core: RunnerCore, address: str = LOCAL_ADDRESS) -> None:
+        self.core = core
+        self.address = address
+
+    async def close(self) -> None:
+        """Nothing to close: the runner node is stopped by its owner, after the LB."""
+
+    async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
+        return self.core.live_status()
+
+    async def try_exec(
+        self,
+        try_msg: pb.ClientMsg,
+        body: bytes,
+        request_id: str,
+        on_start: Callable[[ExecResult], None] | None = None,
+    ) -> ExecResult | None:
+        """As `RunnerClient.try_exec`: None = not placed (NACK), else the committed call's result."""
+        reply = ReplyReader(on_start)
+        try:
+            await self.core.engage(_LocalIO(try_msg, body, reply))
+        except Exception as exc:  # as a runner lost mid-call over gRPC: committed, never re-sent
+            log.exception("call %s failed in the local runner", request_id)
+            reply.result.error = APIError(f"runner {self.address} failed during the call: {type(exc).__name__}", status=500)
+            return reply.result
+        return reply.outcome() if reply.done else reply.ended_early(self.address)

@@ -1,0 +1,154 @@
+"""What a runner does with one call, whatever carries it: gRPC Engage or the in-process handle.
+
+The call arrives as Fn's messages (a ``try``, then the body) and leaves as Fn's messages
+(``result_start`` once, ``data`` frames <= 10 KiB, ``finished``), written to a `CallIO`. A 503
+``finished`` before any ``result_start`` is the NACK: the LB may place the call elsewhere, so
+it is only sent while nothing was committed. The counters and `live_status` live here, so a
+runner reports the same whichever way its calls come in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+from fn_core.errors import APIError, BadRequest, ServerTooBusy
+from fn_core.models import Call, now_rfc3339, slot_key
+from fn_core.proto import runner_pb2 as pb
+from fn_core.records import RunnerStatus
+from fn_core.runner.agent import Agent
+from fn_core.wire import MAX_DATA_CHUNK
+
+log = logging.getLogger(__name__)
+
+
+class CallIO(Protocol):
+    """One call's transport as the runner sees it."""
+
+    async def read_try(self) -> pb.ClientMsg | None:
+        """The first message (None: the LB closed the stream)."""
+
+    async def read_body(self) -> bytes | None:
+        """The whole request body (None: the LB went away before sending it)."""
+
+    async def write(self, msg: pb.RunnerMsg) -> None: ...
+
+
+def finished_msg(call: Call | None, error: APIError | None, started_ns: int, created: str, ran_ns: int) -> pb.RunnerMsg:
+    now = time.monotonic_ns()
+    done = pb.CallFinished(
+        success=error is None,
+        details=call.id if call else "",
+        createdAt=created,
+        startedAt=created if ran_ns else "",
+        completedAt=now_rfc3339(),
+        schedulerDuration=(ran_ns - started_ns) if ran_ns else 0,
+        executionDuration=(now - ran_ns) if ran_ns else 0,
+        image=call.image if call else "",
+    )
+    if error is not None:
+        done.errorCode, done.errorStr, done.errorUser = error.status, error.message, error.user_error
+    return pb.RunnerMsg(finished=done)
+
+
+class RunnerCore:
+    def __init__(self, agent: Agent, hook: Any) -> None:
+        self.agent = agent
+        self.hook = hook
+        self.active = 0
+        self.requests_received = 0
+        self.requests_handled = 0
+
+    async def engage(self, io: CallIO) -> None:
+        self.active += 1
+        self.requests_received += 1
+        nacked = False
+        try:
+            nacked = await self._engage(io)
+        finally:
+            self.active -= 1
+            if not nacked:
+                self.requests_handled += 1
+
+    async def _engage(self, io: CallIO) -> bool:
+        """Serve one call; True when it ended in a NACK (not counted as handled)."""
+        created, started_ns = now_rfc3339(), time.monotonic_ns()
+        first = await io.read_try()
+        if first is None or first.WhichOneof("body") != "try":
+            await io.write(finished_msg(None, BadRequest("expected a try message first"), started_ns, created, 0))
+            return False
+        try_msg = getattr(first, "try")  # a Python keyword, so not an attribute name
+        call: Call | None = None
+        try:
+            call = Call.from_json(try_msg.models_call_json)
+            key = bytes.fromhex(try_msg.slot_hash_id) if try_msg.slot_hash_id else slot_key(call)
+        except ValueError as exc:
+            await io.write(finished_msg(call, BadRequest(f"invalid call: {exc}"), started_ns, created, 0))
+            return False
+
+        body = await io.read_body()
+        if body is None:
+            return False  # the LB went away before sending the whole body
+
+        started = False
+        ran_ns = 0
+
+        async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
+            nonlocal started
+            started = True
+            meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in headers])
+            await io.write(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)))
+
+        async def on_data(chunk: bytes) -> None:
+            nonlocal ran_ns
+            if not ran_ns:
+                ran_ns = time.monotonic_ns()
+            if len(chunk) <= MAX_DATA_CHUNK:
+                await io.write(pb.RunnerMsg(data=pb.DataFrame(data=chunk)))
+                return
+            view = memoryview(chunk)
+            for i in range(0, len(chunk), MAX_DATA_CHUNK):
+                await io.write(pb.RunnerMsg(data=pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))))
+
+        error: APIError | None = None
+        try:
+            await self.agent.run(call, key, dict(try_msg.extensions), body, on_start, on_data)
+        except APIError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("call %s failed inside the runner", call.id)
+            error = APIError(f"internal error: {type(exc).__name__}")
+        if error is not None and not started and isinstance(error, ServerTooBusy):
+            await io.write(finished_msg(call, error, started_ns, created, 0))
+            return True
+        if error is not None and started and error.status == 503:
+            error = APIError(error.message, status=500)  # never a late NACK: the call was committed
+        await io.write(finished_msg(call, error, started_ns, created, ran_ns or started_ns))
+        return False
+
+    def live_status(self) -> RunnerStatus:
+        budget = self.agent.budget
+        status = RunnerStatus(
+            active=self.active,
+            requests_received=self.requests_received,
+            requests_handled=self.requests_handled,
+            custom_status={
+                "runner.mem_free_bytes": str(budget.free_memory),
+                "runner.cpu_free_mcpus": str(budget.free_mcpus),
+                "runner.containers": str(len(self.agent.containers())),
+            },
+        )
+        run_status_hooks(self.hook, status)
+        return status
+
+
+def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
+    """Every `runner_status` impl in hook order; one that raises is logged and reported, the others run."""
+    for impl in reversed(hook.runner_status.get_hookimpls()):
+        kwargs = {name: value for name, value in (("status", status), ("runner", None)) if name in impl.argnames}
+        try:
+            impl.function(**kwargs)
+        except Exception as exc:
+            log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
+            status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"

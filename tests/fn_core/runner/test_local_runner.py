@@ -1,0 +1,89 @@
+"""`LocalRunner`: the LB's in-process handle on a runner (`fn-core serve`), on real Docker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from fn_core.config import load_config
+from fn_core.lb.local_runner import LOCAL_ADDRESS, LocalRunner
+from fn_core.lb.main import start_lb
+from fn_core import hookimpl
+from fn_core.plugins import get_plugin_manager
+from fn_core.proto import runner_pb2 as pb
+from fn_core.runner.main import start_runner
+
+MB = 1024 * 1024
+
+
+def try_msg(call) -> pb.ClientMsg:
+    return pb.ClientMsg(**{"try": pb.TryCall(models_call_json=call.to_json())})
+
+
+async def test_call_result_counters_and_status(start, rc):
+    node = await start()
+    local = LocalRunner(node.core)
+    starts = []
+    result = await local.try_exec(try_msg(rc.call()), b"hello local", "r1", on_start=starts.append)
+    assert result is not None and result.error is None and result.finished.success
+    assert (result.status, b"".join(result.chunks)) == (200, b"hello local")
+    assert starts == [result]
+    big = bytes(range(256)) * 4096  # 1 MiB: many data frames
+    result = await local.try_exec(try_msg(rc.call()), big, "r2")
+    assert result is not None and b"".join(result.chunks) == big
+    status = await local.status()
+    assert (status.requests_received, status.requests_handled, status.active) == (2, 2, 0)
+    assert status.custom_status["runner.containers"] == "1"
+    assert len(rc.containers()) == 1
+
+
+async def test_bad_call_is_committed_error_not_nack(start, rc):
+    node = await start()
+    msg = pb.ClientMsg(**{"try": pb.TryCall(models_call_json="{not json")})
+    result = await LocalRunner(node.core).try_exec(msg, b"", "r1")
+    assert result is not None and result.error is not None and result.error.status == 400
+    assert node.core.requests_handled == 1
+
+
+async def test_nack_when_full_in_non_blocking_mode(start, rc):
+    node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True)
+    local = LocalRunner(node.core)
+    call = rc.call(memory=128)
+    busy = asyncio.create_task(local.try_exec(try_msg(call), b'{"sleep_ms": 1500}', "r1"))
+    while not node.agent.containers():
+        await asyncio.sleep(0.01)
+    assert await local.try_exec(try_msg(rc.call(memory=128)), b"second", "r2") is None
+    first = await busy
+    assert first is not None and first.error is None
+    status = await local.status()
+    assert (status.requests_received, status.requests_handled) == (2, 1)  # the NACK is not "handled"
+
+
+async def test_serve_path_places_on_the_local_runner(label_tag, echo_image, tmp_path):
+    outcomes = []
+
+    class Listener:
+        @hookimpl
+        def call_finished(self, call, outcome):
+            outcomes.append(outcome)
+
+    config = load_config(env={}, overrides={"container_label_tag": label_tag, "iofs_path": "/tmp/fn-core-test-iofs", "db_url": f"sqlite3://{tmp_path}/fn.db"})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("listener", Listener())])
+    runner = await start_runner(config, pm, listen=False)
+    assert runner.server is None
+    lb = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[], local_runners=[LocalRunner(runner.core)])
+    try:
+        async with aiohttp.ClientSession(lb.url) as s:
+            async with s.post("/v2/apps", json={"name": "local"}) as r:
+                app = await r.json()
+            async with s.post("/v2/fns", json={"name": "echo", "app_id": app["id"], "image": echo_image}) as r:
+                fn = await r.json()
+            for body in (b"one", b"two"):
+                async with s.post(f"/invoke/{fn['id']}", data=body) as r:
+                    assert (r.status, await r.read()) == (200, body)
+        assert [o.runner for o in outcomes] == [LOCAL_ADDRESS, LOCAL_ADDRESS]
+        assert (runner.core.requests_received, runner.core.requests_handled) == (2, 2)
+    finally:
+        await lb.stop(grace=5)
+        await runner.stop(grace=5)
