@@ -1,0 +1,145 @@
+"""Cold start: create -> ready -> first response, split into parts, beside the end-to-end cold call.
+
+* `direct launch` (the floor): the runner's own Docker driver (`fn_plugins_builtin.driver_docker`)
+  builds the same `containers.create()` options the runner uses; this process times
+  docker create, docker start, start -> `lsnr.sock` ready (1 ms polls, as the runner) and the first
+  POST /call over the socket.
+* `end to end`: a new fn each time (a new slot, so a new container starts) called once through
+  `fn-core lb` -> `fn-core runner`; the runner's split is read from the outside with Docker events
+  (`create` and `start` timeNano of the runner's labelled container) against the client's send time
+  on the same wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import threading
+import time
+
+import docker
+
+from fn_core.config import load_config
+from fn_core.models import Call
+from fn_core.runner.agent import container_env
+from fn_core.runner.uds import wait_ready
+from fn_plugins_builtin.driver_docker import DockerDriver
+
+from .common import CLASSIFIER
+from .loadgen import RawClient, http_request
+from .platform import start_platform
+
+
+class _NoHooks:
+    def modify_container_options(self, **_: object) -> None:
+        pass
+
+
+def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, float]:
+    """One container started the way the runner starts it, each step timed from here (ms)."""
+    config = load_config(env={"FN_CONTAINER_LABEL_TAG": tag, "FN_IOFS_PATH": iofs_root})
+    driver = DockerDriver(config, _NoHooks())
+    call = Call(id="bench-cold", app_id="bench", fn_id="bench-cold", image=image, memory=128)
+    iofs = os.path.join(iofs_root, os.urandom(4).hex())
+    os.makedirs(iofs, mode=0o777)
+    os.chmod(iofs, 0o777)
+    options = driver.container_options(call, iofs, container_env(call))
+    t0 = time.perf_counter()
+    container = client.containers.create(**options)
+    t1 = time.perf_counter()
+    try:
+        container.start()
+        t2 = time.perf_counter()
+        asyncio.run(wait_ready(iofs, 10.0))
+        t3 = time.perf_counter()
+        conn = RawClient(os.path.join(iofs, "lsnr.sock"),
+                         http_request("/call", b"x", {"Fn-Call-Id": "c", "Fn-Deadline": "2099-01-01T00:00:00Z"}))
+        status, _ = conn.call()
+        t4 = time.perf_counter()
+        conn.close()
+        assert status == 200, status
+    finally:
+        container.remove(force=True)
+        shutil.rmtree(iofs, ignore_errors=True)
+    return {"create_ms": (t1 - t0) * 1000, "start_ms": (t2 - t1) * 1000, "ready_ms": (t3 - t2) * 1000,
+            "first_response_ms": (t4 - t3) * 1000, "total_ms": (t4 - t0) * 1000}
+
+
+class EventLog:
+    """Docker `create`/`start` events of containers with a given label, on a thread."""
+
+    def __init__(self, client, label: str) -> None:
+        self.events: list[dict] = []
+        self._stream = client.events(decode=True, filters={"type": "container", "label": label})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ev in self._stream:
+                self.events.append(ev)
+        except Exception:  # closed
+            pass
+
+    def first(self, action: str, since_ns: int) -> int | None:
+        times = [e["timeNano"] for e in self.events if e.get("Action") == action and e["timeNano"] >= since_ns]
+        return min(times) if times else None
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
+
+
+async def run(run_tag: str, image: str, *, runs: int) -> dict[str, object]:
+    client = docker.from_env()
+    iofs_root = f"/tmp/fnb-{run_tag}-d"
+    direct = []
+    try:
+        await asyncio.to_thread(direct_launch, client, image, f"{run_tag}-d", iofs_root)  # warm Docker's caches for this image
+        for _ in range(runs):
+            direct.append(await asyncio.to_thread(direct_launch, client, image, f"{run_tag}-d", iofs_root))
+    finally:
+        shutil.rmtree(iofs_root, ignore_errors=True)
+
+    platform = await start_platform(run_tag, "split", runner_env={"FN_LOG_LEVEL": "warning"})
+    events = EventLog(client, f"{CLASSIFIER}={platform.runner_tags[0]}")
+    e2e = []
+    try:
+        port = int(platform.url.rsplit(":", 1)[1])
+        for i in range(runs + 1):
+            fn_id = await platform.deploy(f"cold{i}", image, memory=128)
+            warm_lookup = RawClient(("127.0.0.1", port), http_request(f"/invoke/{fn_id}", b"x"))
+            sent_ns = time.time_ns()
+            t0 = time.perf_counter()
+            status, _ = await asyncio.to_thread(warm_lookup.call)
+            total_ms = (time.perf_counter() - t0) * 1000
+            warm_lookup.close()
+            assert status == 200, status
+            await asyncio.sleep(0.3)  # let the events arrive
+            created, started = events.first("create", sent_ns), events.first("start", sent_ns)
+            if i == 0 or created is None or started is None:
+                continue  # the first run warms the LB's and runner's code paths
+            e2e.append({"to_create_ms": (created - sent_ns) / 1e6, "create_to_start_ms": (started - created) / 1e6,
+                        "start_to_response_ms": total_ms - (started - sent_ns) / 1e6, "total_ms": total_ms})
+    finally:
+        events.close()
+        await platform.stop()
+        client.close()
+    d, e = _median(direct), _median(e2e)
+    floor = d["create_ms"] + d["start_ms"] + d["ready_ms"]
+    return {
+        "runs": runs,
+        "direct_launch_median": d,
+        "direct_launch_runs": [{k: round(v, 2) for k, v in r.items()} for r in direct],
+        "e2e_median": e,
+        "e2e_runs": [{k: round(v, 2) for k, v in r.items()} for r in e2e],
+        "docker_create_start_ready_ms": round(floor, 2),
+        "e2e_minus_create_start_ready_ms": round(e["total_ms"] - floor, 2),
+        "how": "direct: timed around the runner's own driver options + docker SDK calls; e2e: client send time vs "
+               "Docker events timeNano (create, start) of the runner's labelled container, same wall clock",
+    }

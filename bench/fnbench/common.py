@@ -1,0 +1,176 @@
+"""Shared pieces: percentiles, fn-core processes (start, wait, stop), Docker clean-up, RSS sampling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+FN_CORE = str(Path(sys.executable).parent / "fn-core")
+CLASSIFIER = "fn-agent-classifier"
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    """p50/p90/p99/mean in ms of latencies given in seconds."""
+    if not samples_s:
+        return {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0, "n": 0}
+    ordered = sorted(samples_s)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {"p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99),
+            "mean_ms": round(statistics.fmean(ordered) * 1000, 3), "n": len(ordered)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class FnProc:
+    """One fn-core server process of this run, with its log file."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> FnProc:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([FN_CORE, *self.args], env={**os.environ, **self.env}, stdout=log, stderr=log)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)  # graceful: the runner removes its containers
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+async def wait_http(url: str, procs: list[FnProc], timeout_s: float = 60) -> None:
+    """Wait until the LB answers /version (and none of the processes died)."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            for p in procs:
+                if p.proc is not None and p.proc.poll() is not None:
+                    raise RuntimeError(f"{p.name} exited during start-up (log: {p.log_path})")
+            try:
+                async with s.get(url + "/version") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def wait_tcp(port: int, proc: FnProc, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited during start-up (log: {proc.log_path})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not listen on {port} within {timeout_s}s")
+
+
+def remove_labelled(client, tag_prefix: str) -> int:
+    """Remove this run's containers (label value starts with the run's tag), and only those."""
+    count = 0
+    for c in client.containers.list(all=True, filters={"label": CLASSIFIER}):
+        if c.labels.get(CLASSIFIER, "").startswith(tag_prefix):
+            try:
+                c.remove(force=True)
+                count += 1
+            except Exception:  # already gone (the runner removed it)
+                pass
+    return count
+
+
+# --- memory -------------------------------------------------------------------------------------
+def status_kb(pid: int, key: str) -> int:
+    """A /proc/<pid>/status value in kB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak(pid: int) -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs), so a peak is per scenario."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+@dataclass
+class RssSampler:
+    """Samples VmRSS of named processes every `period_s` in a thread (keeps the loop under test unaffected)."""
+
+    pids: dict[str, int]
+    period_s: float = 0.5
+    samples: list[dict[str, float]] = field(default_factory=list)
+    counter: list[int] = field(default_factory=lambda: [0])  # calls done so far, set by the caller
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            row = {"t_s": round(time.monotonic() - t0, 2), "calls": self.counter[0]}
+            for name, pid in self.pids.items():
+                try:
+                    row[f"{name}_rss_mb"] = round(status_kb(pid, "VmRSS") / 1024, 2)
+                except OSError:
+                    pass
+            self.samples.append(row)
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+
+def rss_mb(pid: int) -> float:
+    return round(status_kb(pid, "VmRSS") / 1024, 2)
+
+
+def hwm_mb(pid: int) -> float:
+    return round(status_kb(pid, "VmHWM") / 1024, 2)

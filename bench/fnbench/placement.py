@@ -1,0 +1,1 @@
+async def run(*a, **k): raise NotImplementedError

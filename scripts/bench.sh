@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmark suite from a fresh machine. Ensures the Docker engine, a venv
+# (.venv-bench: fn-core, the contrib bounded placer, matplotlib), wrk (Debian, when root), then runs
+# bench/run.py, which builds the echo image, starts and stops every process it measures on 127.0.0.1
+# and writes bench/results/<UTC date>/{report.json,*.png,README.md}.
+# Arguments are passed on: `bash scripts/bench.sh --quick`, `--only warm,cold`, `--help`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-docker.sh
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+
+if ! command -v wrk >/dev/null 2>&1; then
+    # Without wrk the suite falls back to its asyncio client (whose own cost it measures and reports).
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q wrk >/dev/null 2>&1 || {
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null 2>&1 &&
+            as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q wrk >/dev/null 2>&1
+    } || echo "bench: wrk unavailable; using the asyncio load generator" >&2
+fi
+
+VENV=.venv-bench
+STAMP=$VENV/.installed
+if [ ! -x $VENV/bin/python ]; then
+    python3 -m venv $VENV
+    $VENV/bin/pip install -q --disable-pip-version-check matplotlib
+fi
+# Reinstall fn-core whenever its sources changed since the last install (the suite measures this tree).
+if [ ! -f $STAMP ] || [ -n "$(find fn_core fn_plugins_builtin contrib/fn-placer-bounded pyproject.toml setup.cfg \
+        -newer $STAMP -type f -not -path '*/__pycache__/*' -not -path '*/build/*' -print -quit)" ]; then
+    $VENV/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps . ./contrib/fn-placer-bounded
+    $VENV/bin/pip install -q --disable-pip-version-check . ./contrib/fn-placer-bounded
+    touch $STAMP
+fi
+exec $VENV/bin/python bench/run.py "$@"
