@@ -4,5 +4,5 @@ test:      ## lint, type check, proto freshness, contrib packages, then the full
 	bash scripts/test.sh
 demo:      ## start `fn-core serve` on embedded defaults, deploy the example function, invoke it
 	bash scripts/demo.sh
-bench:     ## benchmarks (results in bench/out/)
-	bash scripts/bench.sh
+bench:     ## benchmark suite -> bench/results/<UTC date>/ (make bench ARGS="--quick --only warm,cold")
+	bash scripts/bench.sh $(ARGS)

@@ -31,20 +31,21 @@ IMAGE = "fn-core-bench/echo:latest"
 # Sizes: full vs --quick (development).
 SIZES = {
     "full": {"seq_calls": 2000, "duration_s": 10.0, "cold_runs": 10, "memory_calls": 100_000, "placement_calls": 3000,
-             "placement_limit_s": 240.0, "large_calls": 20},
+             "placement_limit_s": 120.0, "large_calls": 20},
     "quick": {"seq_calls": 300, "duration_s": 3.0, "cold_runs": 3, "memory_calls": 5_000, "placement_calls": 300,
               "placement_limit_s": 60.0, "large_calls": 5},
 }
 
 
-async def run_one(name: str, scenarios: dict[str, object], run_tag: str, image: str, size: dict, args: argparse.Namespace) -> None:
+async def run_one(name: str, scenarios: dict[str, object], client, run_tag: str, image: str, size: dict,
+                  args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
     tag = f"{run_tag}{name[:2]}"
     if name == "warm":
         levels = (1, 4, 16)
         scenarios["warm"] = {
-            topo: await warm.run_topology(tag + topo[:2], topo, image, calls=size["seq_calls"],
+            topo: await warm.run_topology(client, tag + topo[:2], topo, image, calls=size["seq_calls"],
                                           duration_s=size["duration_s"], levels=levels, force_asyncio=args.asyncio)
             for topo in ("serve", "split")
         }
@@ -72,7 +73,7 @@ async def run_all(args: argparse.Namespace, run_tag: str, out: Path) -> dict[str
         "suite_version": 1,
         "run_tag": run_tag,
         "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "make bench" + (" ARGS=" + shlex.quote(" ".join(sys.argv[1:])) if sys.argv[1:] else ""),
+        "command": "make bench" + (" ARGS=" + shlex.quote(" ".join(sys.argv[1:])) if sys.argv[1:] else ""),  # = scripts/bench.sh ARGS
         "argv": sys.argv[1:],
         "size": size,
         "machine": machine.describe(),
@@ -88,7 +89,7 @@ async def run_all(args: argparse.Namespace, run_tag: str, out: Path) -> dict[str
         scenarios["load_generator"] = await loadgen.generator_cost(min(size["duration_s"], 5.0), args.asyncio)
         for name in wanted:
             try:
-                await run_one(name, scenarios, run_tag, image, size, args)
+                await run_one(name, scenarios, client, run_tag, image, size, args)
             except Exception as exc:  # one broken scenario must not lose the others' figures
                 traceback.print_exc()
                 scenarios[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -110,7 +111,14 @@ def main() -> None:
     parser.add_argument("--placement-calls", type=int, help="calls per placer in the placement study")
     parser.add_argument("--memory-calls", type=int, help="calls in the memory flatness run")
     parser.add_argument("--out", type=Path, help="output dir [bench/results/<UTC date>]")
+    parser.add_argument("--replot", type=Path, metavar="DIR", help="only redraw the plots and README of DIR/report.json")
     args = parser.parse_args()
+    if args.replot:
+        result = json.loads((args.replot / "report.json").read_text())
+        reading = args.replot / "reading.md"  # an optional hand-written reading, kept across redraws
+        report.write_readme(result, args.replot, plots.make_all(result, args.replot),
+                            reading.read_text() if reading.exists() else "")
+        return
     run_tag = f"fnb{secrets.token_hex(2)}"  # container label prefix of this run (and nothing else)
     out = args.out or Path(__file__).parent / "results" / dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -115,6 +115,37 @@ def remove_labelled(client, tag_prefix: str) -> int:
     return count
 
 
+class StartEvents:
+    """Container start/die events of the given runner tags, with the running count over time."""
+
+    def __init__(self, client, tags: list[str]) -> None:
+        self.tags = tags
+        self.starts = {t: 0 for t in tags}
+        self.running = {t: 0 for t in tags}
+        self.peak_running = 0
+        self._stream = client.events(decode=True, filters={"type": "container", "label": CLASSIFIER})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ev in self._stream:
+                tag = ev.get("Actor", {}).get("Attributes", {}).get(CLASSIFIER)
+                if tag not in self.running:
+                    continue
+                if ev.get("Action") == "start":
+                    self.starts[tag] += 1
+                    self.running[tag] += 1
+                elif ev.get("Action") == "die":
+                    self.running[tag] -= 1
+                self.peak_running = max(self.peak_running, sum(self.running.values()))
+        except Exception:  # the stream was closed
+            pass
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 # --- memory -------------------------------------------------------------------------------------
 def status_kb(pid: int, key: str) -> int:
     """A /proc/<pid>/status value in kB (VmRSS, VmHWM)."""
@@ -132,40 +163,6 @@ def reset_peak(pid: int) -> None:
             f.write("5")
     except OSError:
         pass
-
-
-@dataclass
-class RssSampler:
-    """Samples VmRSS of named processes every `period_s` in a thread (keeps the loop under test unaffected)."""
-
-    pids: dict[str, int]
-    period_s: float = 0.5
-    samples: list[dict[str, float]] = field(default_factory=list)
-    counter: list[int] = field(default_factory=lambda: [0])  # calls done so far, set by the caller
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            row = {"t_s": round(time.monotonic() - t0, 2), "calls": self.counter[0]}
-            for name, pid in self.pids.items():
-                try:
-                    row[f"{name}_rss_mb"] = round(status_kb(pid, "VmRSS") / 1024, 2)
-                except OSError:
-                    pass
-            self.samples.append(row)
-            self._stop.wait(self.period_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
 
 
 def rss_mb(pid: int) -> float:

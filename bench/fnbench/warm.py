@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from . import loadgen
-from .common import percentiles
+from .common import StartEvents, percentiles
 from .loadgen import RawClient, http_request
 from .platform import start_platform
 
@@ -42,7 +42,7 @@ def interleaved(lb_port: int, path: str, sock: str, body: bytes, calls: int) -> 
         direct.close()
 
 
-async def run_topology(run_tag: str, topology: str, image: str, *, calls: int, duration_s: float,
+async def run_topology(client, run_tag: str, topology: str, image: str, *, calls: int, duration_s: float,
                        levels: tuple[int, ...], force_asyncio: bool) -> dict[str, object]:
     platform = await start_platform(run_tag, topology)
     body = b"x" * 16
@@ -68,7 +68,12 @@ async def run_topology(run_tag: str, topology: str, image: str, *, calls: int, d
                 await loadgen.load(platform.url, [path], body, c, duration_s=2.0, force_asyncio=force_asyncio)
                 if len(platform.sockets()) == hot:
                     break
-            e2e = await loadgen.load(platform.url, [path], body, c, duration_s=duration_s, force_asyncio=force_asyncio)
+            events = StartEvents(client, platform.runner_tags)  # containers started while measuring: should be none
+            try:
+                e2e = await loadgen.load(platform.url, [path], body, c, duration_s=duration_s, force_asyncio=force_asyncio)
+            finally:
+                events.close()
+            e2e["containers_started"] = sum(events.starts.values())
             floor_c = await loadgen.run_direct(platform.sockets(), body, c, duration_s=min(duration_s, 5.0))
             by_level[str(c)] = {"e2e": e2e, "floor_direct_uds": floor_c, "hot_containers": len(platform.sockets())}
         result["levels"] = by_level
