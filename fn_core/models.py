@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import attrs
@@ -27,9 +27,21 @@ CALL_TYPE_SYNC = "sync"
 CALL_TYPE_DETACHED = "detached"
 
 
+def utc_seconds(epoch_s: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC; the last one is kept, as calls stamp the same second many times."""
+    global _last_second
+    if _last_second[0] != epoch_s:
+        _last_second = (epoch_s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)))
+    return _last_second[1]
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339() -> str:
-    """Fn's timestamp format: RFC 3339 in UTC with milliseconds."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Fn's timestamp format: RFC 3339 in UTC with milliseconds (three stamps per call: kept cheap)."""
+    ms = time.time_ns() // 1_000_000
+    return f"{utc_seconds(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def parse_milli_cpus(value: object) -> int:

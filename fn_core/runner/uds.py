@@ -11,7 +11,6 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -24,7 +23,7 @@ from fn_core.errors import (
     FunctionInvalidResponse,
     FunctionResponseTooBig,
 )
-from fn_core.models import Call
+from fn_core.models import Call, utc_seconds
 from fn_core.wire import MAX_DATA_CHUNK
 
 SOCKET_NAME = "lsnr.sock"
@@ -69,10 +68,6 @@ async def wait_ready(iofs_dir: str, timeout_s: float, poll_s: float = 0.001) -> 
         raise ContainerInitFail() from None
 
 
-def rfc3339_seconds(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class HotConnection:
     """The keep-alive HTTP connection to one hot container's socket."""
 
@@ -98,9 +93,8 @@ class HotConnection:
         caller must retire the container (``error.retire`` is set for those).
         """
         headers = [(k, v) for k, values in call.headers.items() if k.lower() not in HOP_HEADERS for v in values]
-        deadline = datetime.now(UTC) + timedelta(seconds=call.timeout)
         headers.append(("Fn-Call-Id", call.id))
-        headers.append(("Fn-Deadline", rfc3339_seconds(deadline)))
+        headers.append(("Fn-Deadline", utc_seconds(int(time.time()) + call.timeout) + "Z"))
         try:
             async with self.session.post("http://localhost/call", data=body, headers=headers) as resp:
                 if resp.status == 200:

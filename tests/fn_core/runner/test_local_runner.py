@@ -6,10 +6,10 @@ import asyncio
 
 import aiohttp
 
+from fn_core import hookimpl
 from fn_core.config import load_config
 from fn_core.lb.local_runner import LOCAL_ADDRESS, LocalRunner
 from fn_core.lb.main import start_lb
-from fn_core import hookimpl
 from fn_core.plugins import get_plugin_manager
 from fn_core.proto import runner_pb2 as pb
 from fn_core.runner.main import start_runner
