@@ -12,8 +12,10 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import secrets
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -39,7 +41,7 @@ SIZES = {
 
 async def run_one(name: str, scenarios: dict[str, object], client, run_tag: str, image: str, size: dict,
                   args: argparse.Namespace) -> None:
-    t0 = time.monotonic()
+    t0, load_before = time.monotonic(), os.getloadavg()[0]
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
     tag = f"{run_tag}{name[:2]}"
     if name == "warm":
@@ -58,6 +60,9 @@ async def run_one(name: str, scenarios: dict[str, object], client, run_tag: str,
     elif name == "placement":
         scenarios["placement"] = await placement.run(tag, image, calls=size["placement_calls"],
                                                      limit_s=size["placement_limit_s"])
+    # The 1-min load average around each scenario: a busy (shared) machine shows here.
+    scenarios.setdefault("loadavg_1min", {})[name] = {"before": load_before, "after": os.getloadavg()[0],  # type: ignore[index]
+                                                       "seconds": round(time.monotonic() - t0)}
     print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
 
 
@@ -67,6 +72,12 @@ async def run_all(args: argparse.Namespace, run_tag: str, out: Path) -> dict[str
         size["placement_calls"] = args.placement_calls
     if args.memory_calls:
         size["memory_calls"] = args.memory_calls
+    # SIGTERM / SIGINT cancel the run, so every `finally` stops its processes and removes its containers.
+    # (SIGINT too: a shell's background job starts with SIGINT ignored.)
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     client = docker.from_env()
     image = build_named_function(client, "echo", IMAGE)
     result: dict[str, object] = {

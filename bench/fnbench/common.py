@@ -105,8 +105,9 @@ def wait_tcp(port: int, proc: FnProc, timeout_s: float = 60) -> None:
 def remove_labelled(client, tag_prefix: str) -> int:
     """Remove this run's containers (label value starts with the run's tag), and only those."""
     count = 0
-    for c in client.containers.list(all=True, filters={"label": CLASSIFIER}):
-        if c.labels.get(CLASSIFIER, "").startswith(tag_prefix):
+    # sparse: no inspect per container (one may vanish between the list and the inspect)
+    for c in client.containers.list(all=True, filters={"label": CLASSIFIER}, sparse=True):
+        if (c.attrs.get("Labels") or {}).get(CLASSIFIER, "").startswith(tag_prefix):
             try:
                 c.remove(force=True)
                 count += 1

@@ -45,7 +45,7 @@ class RawClient:
         self.buf = b""
 
     def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
+        chunk = self.sock.recv(1 << 18)
         if not chunk:
             raise ConnectionError("connection closed")
         self.buf += chunk

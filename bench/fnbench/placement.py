@@ -67,9 +67,12 @@ async def drive(url: str, paths: list[str], limit_s: float) -> tuple[list[float]
 
 def reserved_mb(client, tags: list[str]) -> int:
     total = 0
-    for c in client.containers.list(filters={"label": CLASSIFIER}):
-        if c.labels.get(CLASSIFIER) in tags:
-            total += c.attrs["HostConfig"]["Memory"] // (1 << 20)
+    for c in client.containers.list(filters={"label": CLASSIFIER}, sparse=True):
+        if (c.attrs.get("Labels") or {}).get(CLASSIFIER) in tags:
+            try:
+                total += client.api.inspect_container(c.id)["HostConfig"]["Memory"] // (1 << 20)
+            except docker.errors.NotFound:  # evicted meanwhile
+                pass
     return total
 
 

@@ -124,6 +124,10 @@ def write_readme(result: dict, out: Path, pngs: list[str], reading: str = "") ->
             lines.append(f"| {name} | {r['e2e']['p50_ms']} | {r['floor_direct_uds']['p50_ms']} | "
                          f"{lb['before']}/{lb['peak']}/{lb['after']} | {rn['before']}/{rn['peak']}/{rn['after']} |")
         lines.append("")
+    la = sc.get("loadavg_1min")
+    if isinstance(la, dict):
+        lines += ["1-minute load average before / after each scenario (2 cores; above ~3 means something else ran too): "
+                  + ", ".join(f"{k} {v['before']:.1f}/{v['after']:.1f} ({v['seconds']} s)" for k, v in la.items()), ""]
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["## Scenarios that failed", "", *[f"- {k}: {v}" for k, v in errors.items()], ""]
