@@ -86,11 +86,13 @@ class InvokeApi:
                 status = err.status
                 return error_response(err, call.id)
             if call.type == "detached":
-                response, placement = await self._detached(call, try_msg, body, started)
-                status = response.status
-                return response
+                accepted, placement = await self._detached(call, try_msg, body, started)
+                status = accepted.status
+                return accepted
             placement = await agent.place(call, try_msg, body)
-            status, response = _sync_response(call, placement, is_trigger)
+            status, response, chunks = _sync_response(call, placement, is_trigger)
+            if chunks:
+                await _write_chunks(request, response, chunks)
             return response
         except asyncio.CancelledError:  # the client went away: the runner stream was cancelled
             if call.type != "detached":  # a detached call runs on and reports itself
@@ -134,12 +136,13 @@ def _is_detached(request: web.Request) -> bool:
     return request.headers.get("Fn-Invoke-Type", "").lower() == "detached"
 
 
-def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[int, web.Response]:
+def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[int, web.StreamResponse, list[bytes]]:
+    """The response, and the body chunks still to write when there are several (else [])."""
     result = placement.result
     error = placement.error or (result.error if result else None)
     if error is not None or result is None:
         error = error or APIError()
-        return error.status, error_response(error, call.id)
+        return error.status, error_response(error, call.id), []
     status = result.status or 200
     if is_trigger:
         status, headers = trigger_response(status, result.headers)
@@ -147,5 +150,19 @@ def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[
         headers = response_headers(result.headers)
     out = CIMultiDict(headers)
     out[CALL_ID_HEADER] = call.id
-    body = result.chunks[0] if len(result.chunks) == 1 else b"".join(result.chunks)
-    return status, web.Response(status=status, body=body, headers=out)
+    chunks = result.chunks
+    if len(chunks) <= 1:
+        return status, web.Response(status=status, body=chunks[0] if chunks else b"", headers=out), []
+    # a big body goes out frame by frame, not joined: the LB holds it once, and less as it is sent
+    response = web.StreamResponse(status=status, headers=out)
+    response.content_length = sum(len(c) for c in chunks)
+    result.chunks = []
+    return status, response, chunks
+
+
+async def _write_chunks(request: web.Request, response: web.StreamResponse, chunks: list[bytes]) -> None:
+    await response.prepare(request)
+    chunks.reverse()
+    while chunks:
+        await response.write(chunks.pop())  # dropped once written (or buffered by the transport)
+    await response.write_eof()

@@ -82,8 +82,12 @@ async def test_serve_path_places_on_the_local_runner(label_tag, echo_image, tmp_
             for body in (b"one", b"two"):
                 async with s.post(f"/invoke/{fn['id']}", data=body) as r:
                     assert (r.status, await r.read()) == (200, body)
-        assert [o.runner for o in outcomes] == [LOCAL_ADDRESS, LOCAL_ADDRESS]
-        assert (runner.core.requests_received, runner.core.requests_handled) == (2, 2)
+            # a many-frame response is written frame by frame, with its full Content-Length
+            async with s.post(f"/invoke/{fn['id']}", json={"repeat": 300_000, "text": "ab"}) as r:
+                assert (r.status, r.content_length, await r.read()) == (200, 600_000, b"ab" * 300_000)
+                assert r.headers["Fn-Call-Id"] and "Transfer-Encoding" not in r.headers
+        assert [o.runner for o in outcomes] == [LOCAL_ADDRESS] * 3
+        assert (runner.core.requests_received, runner.core.requests_handled) == (3, 3)
     finally:
         await lb.stop(grace=5)
         await runner.stop(grace=5)
