@@ -159,7 +159,7 @@ class Call:
 
     # --- Fn's JSON (TryCall.models_call_json) -------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self, recurse=False)
+        data = {name: getattr(self, name) for name in _CALL_FIELDS}  # attrs.asdict, without its per-call work
         data["cpus"] = format_milli_cpus(self.cpus)
         return _drop_empty(data, keep=("id", "image", "type", "memory", "timeout", "idle_timeout"))
 
@@ -178,23 +178,30 @@ class Call:
         if not data.get("id") or not isinstance(data["id"], str):
             raise ValueError("call JSON has no id")
         kwargs: dict[str, Any] = {}
-        for field in attrs.fields(cls):
-            if field.name not in data or data[field.name] is None:
+        for name, value in data.items():
+            kind = _CALL_FIELD_KINDS.get(name)
+            if kind is None or value is None:
                 continue
-            value = data[field.name]
-            if field.name == "cpus":
+            if kind == "cpus":
                 value = parse_milli_cpus(value)
-            elif field.type in ("int",) and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError(f"call JSON field {field.name!r} must be an integer")
-            elif field.type == "str" and not isinstance(value, str):
-                raise ValueError(f"call JSON field {field.name!r} must be a string")
-            elif field.type.startswith("dict") and not isinstance(value, dict):
-                raise ValueError(f"call JSON field {field.name!r} must be an object")
-            kwargs[field.name] = value
+            elif kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"call JSON field {name!r} must be an integer")
+            elif kind == "str" and not isinstance(value, str):
+                raise ValueError(f"call JSON field {name!r} must be a string")
+            elif kind == "dict" and not isinstance(value, dict):
+                raise ValueError(f"call JSON field {name!r} must be an object")
+            kwargs[name] = value
         headers = kwargs.get("headers", {})
         if any(not isinstance(v, list) for v in headers.values()):
             raise ValueError("call JSON field 'headers' must map names to lists of values")
         return cls(**kwargs)
+
+
+# Worked out once from the class, not per call: the field names and how each is checked in from_json.
+_CALL_FIELDS = tuple(f.name for f in attrs.fields(Call))
+_CALL_FIELD_KINDS = {
+    f.name: "cpus" if f.name == "cpus" else "dict" if str(f.type).startswith("dict") else str(f.type) for f in attrs.fields(Call)
+}
 
 
 def slot_key(call: Call, driver_extension: str = "") -> bytes:

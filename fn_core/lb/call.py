@@ -5,6 +5,7 @@ Also the trigger header mapping both ways (Fn's ``ServeHTTPTrigger`` / ``trigger
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from fn_core.models import CALL_TYPE_DETACHED, CALL_TYPE_SYNC, App, Call, Fn, Trigger, now_rfc3339
@@ -20,6 +21,7 @@ HOP_BY_HOP = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # clients send the same few names on every call
 def canonical_header(name: str) -> str:
     """Go's CanonicalMIMEHeaderKey: "content-type" -> "Content-Type", as Fn's call JSON has it."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))

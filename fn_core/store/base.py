@@ -24,12 +24,15 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# base64's RFC 4648 base32 alphabet -> Crockford's: new_id encodes with the C codec (one per call)
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 
 
 def new_id() -> str:
     """A 26-character ULID (48-bit ms time + 80 random bits, Crockford base32): Fn's id shape, sortable by time."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    value = (time.time_ns() // 1_000_000 << 80) | int.from_bytes(os.urandom(10), "big")
+    # 20 bytes = 32 base32 digits; the 6 leading ones are always zero (the ULID is 130 bits)
+    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode()
 
 
 def encode_cursor(name: str, ident: str) -> str:
