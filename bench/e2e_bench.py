@@ -1,6 +1,6 @@
 """End-to-end warm-call benchmark: HTTP client -> LB -> gRPC Engage -> runner -> hot container, and the floor.
 
-`.venv/bin/python bench/e2e_bench.py [--calls 1000] [--body-bytes 16]`
+`.venv/bin/python bench/e2e_bench.py [--calls 1000] [--body-bytes 16] [--split]`
 
 Starts `fn-core serve` as a subprocess on 127.0.0.1 (the embedded default: API + LB + local
 runner in one process, real Docker), deploys the fdk echo function through the v2 API, warms it,
@@ -87,7 +87,7 @@ async def run_level(session: aiohttp.ClientSession, path: str, body: bytes, clie
     return {"clients": clients, "calls": len(latencies), **percentiles(latencies), "throughput_per_s": round(len(latencies) / wall, 1)}
 
 
-async def main(calls: int, body_bytes: int) -> dict[str, object]:
+async def main(calls: int, body_bytes: int, split: bool = False) -> dict[str, object]:
     client = docker.from_env()
     image = build_named_function(client, "echo", "fn-core-bench/echo:latest")
     run = secrets.token_hex(3)
@@ -98,6 +98,12 @@ async def main(calls: int, body_bytes: int) -> dict[str, object]:
     tmp = tempfile.mkdtemp(prefix="fn-e2e-bench-")
     env = {**os.environ, "FN_CONTAINER_LABEL_TAG": tag, "FN_IOFS_PATH": iofs, "FN_LOG_LEVEL": "warning"}
     args = [FN_CORE, "serve", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp}/fn.db"]
+    runner_proc = None
+    if split:  # `fn-core lb` + a separate `fn-core runner` process, over gRPC
+        grpc_port = free_port()
+        runner_proc = subprocess.Popen([FN_CORE, "runner", "--host", "127.0.0.1", "--grpc-port", str(grpc_port)], env=env)
+        args = [FN_CORE, "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp}/fn.db"]
+        env = {**env, "FN_RUNNER_ADDRESSES": f"127.0.0.1:{grpc_port}"}
     proc = subprocess.Popen(args, env=env)
     body = b"x" * body_bytes
     try:
@@ -146,6 +152,9 @@ async def main(calls: int, body_bytes: int) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        if runner_proc is not None:
+            runner_proc.send_signal(signal.SIGTERM)
+            runner_proc.wait(60)
         for container in client.containers.list(all=True, filters={"label": f"fn-agent-classifier={tag}"}):
             container.remove(force=True)
         client.close()
@@ -158,6 +167,7 @@ async def main(calls: int, body_bytes: int) -> dict[str, object]:
         "lb_c16": levels[1],
         "lb_overhead_p50_ms": round(lb1["p50_ms"] - direct_stats["p50_ms"], 3),
         "ratio_p50": round(lb1["p50_ms"] / direct_stats["p50_ms"], 2),
+        "mode": "lb+runner" if split else "serve",
         "serve_exit_code": code,
     }
 
@@ -166,5 +176,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--body-bytes", type=int, default=16)
+    parser.add_argument("--split", action="store_true", help="fn-core lb + a separate fn-core runner (gRPC) instead of serve")
     a = parser.parse_args()
-    print(json.dumps(asyncio.run(main(a.calls, a.body_bytes)), indent=2))
+    print(json.dumps(asyncio.run(main(a.calls, a.body_bytes, a.split)), indent=2))
