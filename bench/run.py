@@ -91,6 +91,12 @@ async def run_all(args: argparse.Namespace, run_tag: str, out: Path) -> dict[str
         "image": image,
     }
     scenarios: dict[str, object] = {}
+    previous = out / "report.json"
+    if args.only and previous.exists():  # a subset run updates those scenarios of the dir's report, keeps the rest
+        earlier = json.loads(previous.read_text())
+        scenarios.update(earlier.get("scenarios", {}))
+        result["earlier_runs"] = [*earlier.get("earlier_runs", []),
+                                  {k: earlier.get(k) for k in ("command", "started_utc", "machine")}]
     result["scenarios"] = scenarios
     wanted = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(wanted) - set(SCENARIOS)

@@ -124,7 +124,11 @@ def run_wrk(url: str, paths: list[str], body: bytes, connections: int, *, durati
 
 # --- asyncio fallback ----------------------------------------------------------------------------------
 async def _async_client(connect, requests: list[bytes], stats: dict, deadline: float, limit: int) -> None:
-    reader, writer = await connect()
+    try:
+        reader, writer = await connect()
+    except OSError:  # e.g. a container retired between listing its socket and connecting
+        stats["errors"] += 1
+        return
     try:
         while time.monotonic() < deadline and (limit <= 0 or stats["sent"] < limit):
             req = requests[stats["sent"] % len(requests)]
