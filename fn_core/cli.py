@@ -89,7 +89,7 @@ def main(ctx: click.Context, config_file: str | None) -> None:
 
 
 @main.command()
-@server_options(http=True, grpc=True, lb=True, runner=True)
+@server_options(http=True, lb=True, runner=True)
 @click.pass_context
 @fails_cleanly
 def serve(ctx: click.Context, **kwargs: Any) -> None:

@@ -17,7 +17,7 @@ echo "== building the example function image (examples/echo/func.py, no registry
 $FN build-image examples/echo -t fn-core-example/echo:1
 
 echo "== starting fn-core serve on $API"
-FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" --grpc-port 0 \
+FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" \
     --db "sqlite3://$DATA/fn.db" >"$DATA/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$DATA"' EXIT

@@ -91,7 +91,7 @@ async def start_platform(
     if topology == "serve":
         tag, iofs = f"{run_tag}-s", f"/tmp/fnb-{run_tag}-s"  # short: unix socket paths are <= 108 bytes
         env = {**_runner_env(tag, iofs, extra), **(lb_env or {})}
-        lb = FnProc("serve", ["serve", *common, "--port", str(port), "--grpc-port", str(free_port()), *db],
+        lb = FnProc("serve", ["serve", *common, "--port", str(port), *db],
                     env, workdir / "serve.log")
         platform = Platform(url, lb, [lb], [tag], [iofs], workdir)
     else:
