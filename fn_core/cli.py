@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -88,16 +89,19 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj["config_file"] = config_file
 
 
+def _start_server(ctx: click.Context, kwargs: dict[str, Any], module: str, entry: str) -> None:
+    """Config, plugins, then the server's entry point (imported late: `plugins` needs none of them)."""
+    config, pm = _setup(ctx, _overrides(kwargs))
+    _run(getattr(importlib.import_module(module), entry)(config, pm))
+
+
 @main.command()
 @server_options(http=True, lb=True, runner=True)
 @click.pass_context
 @fails_cleanly
 def serve(ctx: click.Context, **kwargs: Any) -> None:
     """All in one process: the v2 API, the LB and a local runner (the embedded default)."""
-    config, pm = _setup(ctx, _overrides(kwargs))
-    from fn_core.lb.main import run_serve
-
-    _run(run_serve(config, pm))
+    _start_server(ctx, kwargs, "fn_core.lb.main", "run_serve")
 
 
 @main.command()
@@ -106,10 +110,7 @@ def serve(ctx: click.Context, **kwargs: Any) -> None:
 @fails_cleanly
 def lb(ctx: click.Context, **kwargs: Any) -> None:
     """The v2 API and the load balancer over a pool of runners (FN_RUNNER_ADDRESSES / --runner)."""
-    config, pm = _setup(ctx, _overrides(kwargs))
-    from fn_core.lb.main import run_lb
-
-    _run(run_lb(config, pm))
+    _start_server(ctx, kwargs, "fn_core.lb.main", "run_lb")
 
 
 @main.command()
@@ -118,10 +119,7 @@ def lb(ctx: click.Context, **kwargs: Any) -> None:
 @fails_cleanly
 def runner(ctx: click.Context, **kwargs: Any) -> None:
     """A pure runner: Fn's gRPC RunnerProtocol, calls run in hot containers."""
-    config, pm = _setup(ctx, _overrides(kwargs))
-    from fn_core.runner.main import run_runner
-
-    _run(run_runner(config, pm))
+    _start_server(ctx, kwargs, "fn_core.runner.main", "run_runner")
 
 
 @main.command()
