@@ -80,6 +80,33 @@ class SlotQueue:
         return sum(1 for f in self.waiters if not f.done())
 
 
+class Relay:
+    """Passes the container's response to the caller until the caller is gone, then drops it."""
+
+    __slots__ = ("_on_start", "_on_data")
+
+    def __init__(self, on_start: OnStart, on_data: OnData) -> None:
+        self._on_start: OnStart | None = on_start
+        self._on_data: OnData | None = on_data
+
+    def detach(self) -> None:
+        self._on_start = self._on_data = None
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        if self._on_start is not None:
+            await self._on_start(status, headers)
+
+    async def data(self, chunk: bytes) -> None:
+        if self._on_data is not None:
+            await self._on_data(chunk)
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    """An abandoned call's outcome has nobody to go to (the container was already settled)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("abandoned call ended with %r", task.exception())
+
+
 def container_env(call: Call) -> dict[str, str]:
     env = dict(call.config)
     env.setdefault("FN_APP_ID", call.app_id)
@@ -113,11 +140,25 @@ class Agent:
     async def run(self, call: Call, key: bytes, extensions: dict[str, str], body: bytes, on_start: OnStart, on_data: OnData) -> None:
         """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed."""
         container = await self.acquire(call, key, extensions)
+        relay = Relay(on_start, on_data)
+        exchange = self._spawn(self._exchange(container, call, body, relay))
+        try:
+            await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            # The caller went away (client gone, LB stream cancelled). Killing the container would
+            # cost a cold start; instead it finishes this request unseen (bounded by the call's
+            # timeout, after which it is killed as usual) and then serves the next call.
+            relay.detach()
+            exchange.add_done_callback(_consume_outcome)
+            raise
+
+    async def _exchange(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
+        """The request to the container, and what its outcome means for the container."""
         try:
             async with asyncio.timeout(call.timeout):
                 if container.pause_task or container.paused:
                     await self._thaw(container)
-                await container.conn.call(call, body, on_start, on_data, self.max_response_size)
+                await container.conn.call(call, body, relay.start, relay.data, self.max_response_size)
         except TimeoutError:
             self.retire(container)  # kill it: a late write must never reach the next call
             raise CallTimeout() from None
@@ -131,7 +172,7 @@ class Agent:
                 self.release(container)
             raise
         except BaseException:
-            self.retire(container)  # cancelled mid-request: the connection state is unknown
+            self.retire(container)  # cancelled mid-request (shutdown): the connection state is unknown
             raise
         self.release(container)
 

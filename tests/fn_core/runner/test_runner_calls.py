@@ -133,3 +133,26 @@ async def test_idle_containers_are_paused_and_thawed(start, rc, docker_client):
     assert [c.id for c in node.agent.containers()] == [container.id]
     await node.stop()
     assert rc.containers() == []  # a paused container is removed too
+
+
+async def test_a_caller_gone_mid_call_leaves_the_container_warm_for_the_next_call(start, rc):
+    import asyncio
+
+    node = await start()
+    assert (await rc.run(node.address, rc.call(), b"warm")).body == b"warm"
+    [container] = node.agent.containers()
+    abandoned = asyncio.create_task(rc.run(node.address, rc.call(), {"sleep_ms": 800, "repeat": 3, "text": "late"}))
+    for _ in range(200):  # bounded: until the runner is running it
+        if node.servicer.active:
+            break
+        await asyncio.sleep(0.01)
+    abandoned.cancel()  # the LB's stream is cancelled: the client went away
+    await asyncio.gather(abandoned, return_exceptions=True)
+    for _ in range(300):  # bounded: the container finishes the abandoned request unseen
+        if container.state == "idle":
+            break
+        await asyncio.sleep(0.01)
+    assert container.state == "idle" and node.agent.containers() == [container]  # kept, not killed
+    after = await rc.run(node.address, rc.call(), b"next")
+    assert after.finished.success and after.body == b"next"  # nothing of the abandoned call leaks in
+    assert node.agent.containers() == [container]  # the same warm container: no cold start
