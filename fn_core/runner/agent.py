@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -137,9 +138,23 @@ class Agent:
     def containers(self) -> list[HotContainer]:
         return [c for q in self.queues.values() for c in q.containers]
 
-    async def run(self, call: Call, key: bytes, extensions: dict[str, str], body: bytes, on_start: OnStart, on_data: OnData) -> None:
-        """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed."""
+    async def run(
+        self,
+        call: Call,
+        key: bytes,
+        extensions: dict[str, str],
+        body: bytes,
+        on_start: OnStart,
+        on_data: OnData,
+        on_committed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed.
+
+        ``on_committed`` is awaited once a container is taken for the call: from then on it runs.
+        """
         container = await self.acquire(call, key, extensions)
+        if on_committed is not None:
+            await on_committed()
         relay = Relay(on_start, on_data)
         exchange = self._spawn(self._exchange(container, call, body, relay))
         try:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Protocol
 
 from fn_core.errors import APIError, BadRequest, ServerTooBusy
-from fn_core.models import Call, now_rfc3339, slot_key
+from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339, slot_key
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
@@ -111,9 +111,18 @@ class RunnerCore:
             for i in range(0, len(chunk), MAX_DATA_CHUNK):
                 await io.write(pb.RunnerMsg(data=pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))))
 
+        on_committed = None
+        if call.type == CALL_TYPE_DETACHED:  # Fn's detached call: 202 as the call starts, the response goes nowhere
+            ack = on_start
+
+            async def on_committed() -> None:
+                await ack(202, [])
+
+            on_start, on_data = _discard_start, _discard_data
+
         error: APIError | None = None
         try:
-            await self.agent.run(call, key, dict(try_msg.extensions), body, on_start, on_data)
+            await self.agent.run(call, key, dict(try_msg.extensions), body, on_start, on_data, on_committed)
         except APIError as exc:
             error = exc
         except Exception as exc:
@@ -152,3 +161,11 @@ def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
         except Exception as exc:
             log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
             status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"
+
+
+async def _discard_start(status: int, headers: list[tuple[str, str]]) -> None:
+    return None
+
+
+async def _discard_data(chunk: bytes) -> None:
+    return None
