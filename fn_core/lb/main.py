@@ -7,9 +7,7 @@ the grace period), wait for detached calls, close the runner channels, close the
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 from aiohttp import web
 
@@ -17,6 +15,7 @@ from fn_core.api.server import make_app
 from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import RunnerPool
+from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -78,21 +77,9 @@ async def start_lb(
     return node
 
 
-async def _wait_for_signal() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 async def run_lb(config, pm) -> None:
     node = await start_lb(config, pm)
-    await _wait_for_signal()
+    await wait_for_stop_signal()
     log.info("LB shutting down: finishing in-flight calls")
     await node.stop()
 
@@ -107,7 +94,7 @@ async def run_serve(config, pm) -> None:
     except BaseException:
         await runner.stop()
         raise
-    await _wait_for_signal()
+    await wait_for_stop_signal()
     log.info("shutting down: LB first, then the local runner")
     await node.stop()
     await runner.stop()

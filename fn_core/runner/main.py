@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 
 import grpc
@@ -17,6 +16,7 @@ from fn_core.proto import runner_pb2_grpc
 from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.servicer import RunnerServicer
+from fn_core.signals import wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,8 @@ async def run_runner(config: Config, pm: FnPluginManager) -> None:
     """`fn-core runner`: serve until SIGTERM/SIGINT, then stop gracefully."""
     node = await start_runner(config, pm, host=config.host, port=config.grpc_port)
     log.info("runner listening on %s (gRPC RunnerProtocol), driver %s", node.address, pm.driver.name if pm.driver else "?")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         log.info("runner %s shutting down: finishing in-flight calls", node.address)
         await node.stop()
