@@ -2,18 +2,22 @@
 
 Fn buffers the function's response on the LB (so a late error can still become a proper
 status); so do we. Lookups come from the TTL cache: a warm call touches no database.
+
+A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE)
+has no call line and no call metric; `InvokeApi.reject` gives it its own line and counter instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from fn_core.errors import APIError, ClientCancelled
+from fn_core.errors import APIError, ClientCancelled, RequestTooLarge
 from fn_core.lb.agent import LBAgent, Placement
 from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
@@ -21,6 +25,10 @@ from fn_core.models import Call
 from fn_core.store.cache import CachedLookup
 
 CALL_ID_HEADER = "Fn-Call-Id"
+INVOKE_PATH_PREFIXES = ("/invoke/", "/t/")
+
+# the logger of the per-call line (fn_plugins_builtin.call_log): operators read both in one place
+calls_log = logging.getLogger("fn_core.calls")
 
 
 def error_response(err: APIError, call_id: str = "") -> web.Response:
@@ -30,10 +38,16 @@ def error_response(err: APIError, call_id: str = "") -> web.Response:
     return web.json_response({"message": err.message}, status=err.status, headers=headers)
 
 
+def body_too_large(max_size: int) -> RequestTooLarge:
+    """A chunked body cut off at FN_MAX_REQUEST_SIZE while it was read."""
+    return RequestTooLarge(f"request body too large for this server, max {max_size}")
+
+
 class InvokeApi:
-    def __init__(self, lookup: CachedLookup, agent: LBAgent) -> None:
+    def __init__(self, lookup: CachedLookup, agent: LBAgent, max_request_size: int = 0) -> None:
         self.lookup = lookup
         self.agent = agent
+        self.max_request_size = max_request_size
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/invoke/{fn_id}", self.invoke)
@@ -42,8 +56,11 @@ class InvokeApi:
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        fn = await self.lookup.fn(request.match_info["fn_id"])
-        app = await self.lookup.app(fn.app_id)
+        try:
+            fn = await self.lookup.fn(request.match_info["fn_id"])
+            app = await self.lookup.app(fn.app_id)
+        except APIError as err:
+            return self.reject(request, err, started)
         call = build_call(
             app,
             fn,
@@ -56,10 +73,13 @@ class InvokeApi:
 
     async def trigger(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        app = await self.lookup.app_by_name(request.match_info["app_name"])
-        source = "/" + request.match_info.get("path", "")
-        trigger = await self.lookup.trigger_by_source(app.id, "http", source)
-        fn = await self.lookup.fn(trigger.fn_id)
+        try:
+            app = await self.lookup.app_by_name(request.match_info["app_name"])
+            source = "/" + request.match_info.get("path", "")
+            trigger = await self.lookup.trigger_by_source(app.id, "http", source)
+            fn = await self.lookup.fn(trigger.fn_id)
+        except APIError as err:
+            return self.reject(request, err, started)
         url = str(request.url)
         call = build_call(
             app,
@@ -76,6 +96,7 @@ class InvokeApi:
         agent = self.agent
         placement = Placement()
         status = 500
+        refused = False
         agent.metrics.inflight += 1
         try:
             try:
@@ -85,6 +106,10 @@ class InvokeApi:
                 placement.error = err
                 status = err.status
                 return error_response(err, call.id)
+            except web.HTTPRequestEntityTooLarge:
+                # nothing has run and the client never sees this call's id: a refusal, like a Content-Length 413
+                refused = True
+                return self.reject(request, body_too_large(self.max_request_size), started)
             if call.type == "detached":
                 accepted, placement = await self._detached(call, try_msg, body, started)
                 status = accepted.status
@@ -101,8 +126,21 @@ class InvokeApi:
             raise
         finally:
             agent.metrics.inflight -= 1
-            if call.type != "detached" or placement.error is not None:
+            if not refused and (call.type != "detached" or placement.error is not None):
                 agent.finished(call, placement, status, started)
+
+    def reject(self, request: web.Request, err: APIError, started: float) -> web.Response:
+        """Count and log an invoke/trigger request refused before a call exists; Fn's error answer, with no call id."""
+        self.agent.metrics.observe_rejection(err.status)
+        calls_log.info(
+            "invoke rejected method=%s path=%s status=%d duration_ms=%.2f error=%r",
+            request.method,
+            request.rel_url.raw_path,  # still percent-encoded: a client's path cannot break the line
+            err.status,
+            (time.monotonic() - started) * 1000,
+            err.message,
+        )
+        return error_response(err)
 
     async def _detached(self, call: Call, try_msg, body: bytes, started: float) -> tuple[web.Response, Placement]:
         """202 as soon as a runner has started the call; the stream runs on in the background."""

@@ -3,17 +3,20 @@
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
 before the body is read (413); a chunked body is cut off at the same limit while it is read.
+An error answer on an invoke or trigger path is counted and logged as a refused invoke
+(`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
 from fn_core import __version__
 from fn_core.api.crud import CrudApi
-from fn_core.api.invoke import InvokeApi, error_response
+from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, body_too_large, error_response
 from fn_core.errors import APIError, RequestTooLarge
 from fn_core.lb.agent import LBAgent
 from fn_core.store.base import Store
@@ -27,26 +30,33 @@ _HTTP_MESSAGES = {404: "Path not found", 405: "Method not allowed"}
 
 def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.Application:
     max_size = config.max_request_size
+    invoke = InvokeApi(lookup, agent, max_size)
+
+    def refuse(request: web.Request, err: APIError) -> web.Response:
+        # only on the error path: a successful request never gets here
+        if request.path.startswith(INVOKE_PATH_PREFIXES):
+            return invoke.reject(request, err, time.monotonic())
+        return error_response(err)
 
     @web.middleware
     async def errors(request: web.Request, handler):
         if max_size and request.content_length is not None and request.content_length > max_size:
             err = RequestTooLarge(f"Content-Length too large for this server, {request.content_length} > max {max_size}")
-            return error_response(err)
+            return refuse(request, err)
         try:
             return await handler(request)
         except APIError as err:
-            return error_response(err)
+            return refuse(request, err)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             if exc.status == 413:
-                return error_response(RequestTooLarge(f"request body too large for this server, max {max_size}"))
-            return error_response(APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status))
+                return refuse(request, body_too_large(max_size))
+            return refuse(request, APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status))
 
     app = web.Application(middlewares=[errors], client_max_size=max_size or UNLIMITED_BODY)
     CrudApi(config, store, lookup).add_routes(app)
-    InvokeApi(lookup, agent).add_routes(app)
+    invoke.add_routes(app)
 
     async def ping(request: web.Request) -> web.Response:
         return web.json_response({"goto": "https://github.com/fnproject/fn", "hello": "world!"})

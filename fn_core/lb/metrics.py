@@ -10,6 +10,7 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 class LBMetrics:
     def __init__(self) -> None:
         self.calls_by_status: dict[int, int] = {}
+        self.rejected_by_status: dict[int, int] = {}
         self.placement_retries = 0
         self.placer_timeouts = 0
         self.inflight = 0
@@ -22,6 +23,9 @@ class LBMetrics:
         self._bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_S, duration_s)] += 1
         self._latency_sum += duration_s
         self._latency_count += 1
+
+    def observe_rejection(self, status: int) -> None:
+        self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
 
     def render(self) -> str:
         lines = [
@@ -49,4 +53,9 @@ class LBMetrics:
         lines.append(f'fn_lb_call_duration_seconds_bucket{{le="+Inf"}} {self._latency_count}')
         lines.append(f"fn_lb_call_duration_seconds_sum {self._latency_sum}")
         lines.append(f"fn_lb_call_duration_seconds_count {self._latency_count}")
+        lines += [
+            "# HELP fn_lb_invoke_rejected_total Invoke/trigger requests refused before a call was created, by HTTP status.",
+            "# TYPE fn_lb_invoke_rejected_total counter",
+        ]
+        lines += [f'fn_lb_invoke_rejected_total{{status="{s}"}} {n}' for s, n in sorted(self.rejected_by_status.items())]
         return "\n".join(lines) + "\n"
