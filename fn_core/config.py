@@ -103,6 +103,10 @@ class Config:
     max_total_memory_bytes: int = setting(0, "FN_MAX_TOTAL_MEMORY_BYTES", "memory budget for containers, 0 = from the machine", validator=_non_negative)
     max_total_cpu_mcpus: int = setting(0, "FN_MAX_TOTAL_CPU_MCPUS", "CPU budget in milli-CPUs, 0 = from the machine", validator=_non_negative)
     enable_nb_resource_tracker: bool = setting(False, "FN_ENABLE_NB_RESOURCE_TRACKER", "when full, refuse (NACK 503) instead of waiting")
+    evict_min_idle_msecs: int = setting(
+        1000, "FN_EVICT_MIN_IDLE_MSECS", "NB mode: evict only containers idle this long, else NACK (0 = any idle one)",
+        validator=_non_negative,
+    )
     freeze_idle_msecs: int = setting(
         -1, "FN_FREEZE_IDLE_MSECS", "pause idle containers after this many ms; negative = never (default: unpause costs ~35 ms)"
     )

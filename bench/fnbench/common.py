@@ -122,6 +122,7 @@ class StartEvents:
     def __init__(self, client, tags: list[str]) -> None:
         self.tags = tags
         self.starts = {t: 0 for t in tags}
+        self.start_times: list[float] = []  # time.monotonic() of each start, to split warm-up from steady state
         self.running = {t: 0 for t in tags}
         self.peak_running = 0
         self._stream = client.events(decode=True, filters={"type": "container", "label": CLASSIFIER})
@@ -136,6 +137,7 @@ class StartEvents:
                     continue
                 if ev.get("Action") == "start":
                     self.starts[tag] += 1
+                    self.start_times.append(time.monotonic())
                     self.running[tag] += 1
                 elif ev.get("Action") == "die":
                     self.running[tag] -= 1

@@ -36,9 +36,13 @@ def zipf_sequence(n: int) -> list[int]:
     return random.Random(SEED).choices(range(FNS), weights=weights, k=n)
 
 
-async def drive(url: str, paths: list[str], limit_s: float) -> tuple[list[float], dict[int, int], float]:
-    """8 keep-alive clients take the next call of the sequence until it is done or the time is up."""
+async def drive(url: str, paths: list[str], limit_s: float) -> tuple[list[float], dict[int, int], float, list[float]]:
+    """8 keep-alive clients take the next call of the sequence until it is done or the time is up.
+
+    Returns latencies, statuses, wall time and the monotonic end time of each successful call.
+    """
     latencies: list[float] = []
+    ok_times: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(paths)
     deadline = time.monotonic() + limit_s
@@ -57,12 +61,25 @@ async def drive(url: str, paths: list[str], limit_s: float) -> tuple[list[float]
                 status = 599
             latencies.append(time.perf_counter() - t0)
             statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                ok_times.append(time.monotonic())
 
     t0 = time.monotonic()
     connector = aiohttp.TCPConnector(limit=CLIENTS)
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(CLIENTS)))
-    return latencies, statuses, time.monotonic() - t0
+    return latencies, statuses, time.monotonic() - t0, ok_times
+
+
+def steady_warm_hit(ok_times: list[float], start_times: list[float]) -> float:
+    """Warm-hit rate after the warm-up: over the calls after the first third, and the starts after it."""
+    if len(ok_times) < 3:
+        return 0.0
+    ok_times = sorted(ok_times)
+    boundary = ok_times[len(ok_times) // 3]
+    calls = sum(1 for t in ok_times if t > boundary)
+    starts = sum(1 for t in start_times if t > boundary)
+    return round((calls - starts) / calls, 4) if calls else 0.0
 
 
 def reserved_mb(client, tags: list[str]) -> int:
@@ -83,7 +100,7 @@ async def run_placer(run_tag: str, image: str, placer: str, calls: int, limit_s:
     try:
         fn_ids = [await platform.deploy(f"f{i:02d}", image, memory=MEMORY_MB) for i in range(FNS)]
         paths = [f"/invoke/{fn_ids[i]}" for i in zipf_sequence(calls)]
-        latencies, statuses, wall = await drive(platform.url, paths, limit_s)
+        latencies, statuses, wall, ok_times = await drive(platform.url, paths, limit_s)
         await asyncio.sleep(0.5)  # the last events
         end_reserved = await asyncio.to_thread(reserved_mb, client, platform.runner_tags)
     finally:
@@ -109,6 +126,7 @@ async def run_placer(run_tag: str, image: str, placer: str, calls: int, limit_s:
         "containers_started": starts,
         "starts_per_runner": list(events.starts.values()),
         "warm_hit_rate": round((ok - starts) / ok, 4) if ok else 0.0,
+        "warm_hit_rate_steady": steady_warm_hit(ok_times, events.start_times),
         "calls_per_runner": list(per_runner.values()),
         "memory_reserved_mb_end": end_reserved,
         "memory_reserved_mb_peak": events.peak_running * MEMORY_MB,

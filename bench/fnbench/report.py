@@ -38,8 +38,10 @@ def targets(sc: dict) -> list[tuple[str, str, str]]:
     p = _get(sc, "placement", "placers")
     if isinstance(p, dict) and "ch" in p and "naive" in p:
         ch, naive = p["ch"], p["naive"]
-        rows.append(("ch warm-hit >= 99% (steady multi-function)", f"{ch['warm_hit_rate'] * 100:.1f}% over {ch['calls']} calls",
-                     _yes(ch["warm_hit_rate"] >= 0.99)))
+        steady = ch.get("warm_hit_rate_steady", ch["warm_hit_rate"])
+        rows.append(("ch warm-hit >= 99% (steady multi-function)",
+                     f"{steady * 100:.1f}% after the first third of the calls; {ch['warm_hit_rate'] * 100:.1f}% over all "
+                     f"{ch['calls']} calls, first starts included", _yes(steady >= 0.99)))
         rows.append(("ch starts <= 1/2 of naive's containers", f"{ch['containers_started']} vs {naive['containers_started']}",
                      _yes(ch["containers_started"] * 2 <= naive["containers_started"])))
     m = sc.get("memory")
@@ -59,6 +61,10 @@ def targets(sc: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _pct(rate: float | None) -> str:
+    return "" if rate is None else f"{rate * 100:.1f}%"
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -76,14 +82,15 @@ def _levels_table(warm: dict) -> list[str]:
 
 
 def _placement_table(p: dict) -> list[str]:
-    lines = ["| placer | calls | req/s | p50 ms | p99 ms | errors | containers started | warm-hit | calls per runner | "
-             "reserved MB end / peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| placer | calls | req/s | p50 ms | p99 ms | errors | containers started | warm-hit | warm-hit steady | "
+             "calls per runner | reserved MB end / peak |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in p["placers"].items():
         lines.append(f"| {name} | {r['calls']} | {r['throughput_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
-                     f"{r['containers_started']} | {r['warm_hit_rate'] * 100:.1f}% | {'/'.join(map(str, r['calls_per_runner']))} | "
+                     f"{r['containers_started']} | {r['warm_hit_rate'] * 100:.1f}% | "
+                     f"{_pct(r.get('warm_hit_rate_steady'))} | {'/'.join(map(str, r['calls_per_runner']))} | "
                      f"{r['memory_reserved_mb_end']} / {r['memory_reserved_mb_peak']} |")
-    lines.append("| Fn Go ch (issue 6) | 3000 | 11.7 | 154 | 2514 | | 36 | 98.8% | 888/0/2175 | |")
-    lines.append("| Fn Go naive (issue 6) | 3000 | 8.3 | 713 | | | 34 | 98.9% | | |")
+    lines.append("| Fn Go ch (issue 6) | 3000 | 11.7 | 154 | 2514 | | 36 | 98.8% | | 888/0/2175 | |")
+    lines.append("| Fn Go naive (issue 6) | 3000 | 8.3 | 713 | | | 34 | 98.9% | | | |")
     return lines
 
 

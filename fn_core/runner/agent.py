@@ -9,7 +9,19 @@ when waiters outnumber idle plus starting containers, and only with its memory/C
 When is a wait worth a launch? A slot with no container, running or starting, launches at once
 (nothing else can serve the call). Otherwise the call first waits for one of the slot's own
 containers (busy, or still starting), at most as long as a cold start takes (ski rental: never
-worse than twice the better choice). A 1 ms function whose container is busy is served in
+worse than twice the better choice). Only calls that have waited that long count towards a
+launch: under a steady stream there is nearly always *some* call waiting a few milliseconds for
+a busy container, and counting those would start a container every cold-start period.
+
+Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
+containers idle for at least FN_EVICT_MIN_IDLE_MSECS and otherwise NACKs, so that the LB places
+the call on another runner. When more functions are busy on one runner than it has room for,
+evicting warm containers trades each one for its function's next cold start, which evicts
+another in turn: a churn that feeds on itself (the placement bench saw 9 busy functions on an
+8-container runner start ~150 containers in 3000 calls). The NACK instead moves the extra function
+to a runner with room, where it stays warm. A call that has already waited that long for a
+runner (by its `created_at`: every runner has refused it) may evict any idle container, so a
+full cluster delays a new function by about that much instead of starving it. A 1 ms function whose container is busy is served in
 milliseconds, whereas a launch costs ~300 ms and, on a full runner, evicts another function's
 warm container, whose next call then pays a cold start too; and a burst of calls to a fn whose
 first container is still starting would otherwise start one container per call. Calls still
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 import os
 import secrets
@@ -57,6 +70,7 @@ class HotContainer:
     mcpus: int
     idle_timeout_s: float
     state: str = "busy"  # busy | idle | retired
+    idle_since: float = 0.0  # loop time it last became idle
     idle_timer: asyncio.TimerHandle | None = None
     freeze_timer: asyncio.TimerHandle | None = None
     pause_task: asyncio.Task[None] | None = None
@@ -67,18 +81,39 @@ class HotContainer:
         return os.path.join(self.iofs_dir, SOCKET_NAME)
 
 
+@attrs.define(eq=False, slots=True)
+class Waiter:
+    """A call waiting for a container of its slot."""
+
+    future: asyncio.Future[HotContainer]
+    launch_at: float  # loop time from which this wait justifies a launch
+    call: Call
+
+    def waiting(self) -> bool:
+        return not self.future.done()
+
+
 @attrs.define(eq=False)
 class SlotQueue:
     key: bytes
     call: Call  # the latest call: what a new container is started from
     extensions: dict[str, str]
     idle: list[HotContainer] = attrs.field(factory=list)  # LIFO
-    waiters: collections.deque[asyncio.Future[HotContainer]] = attrs.field(factory=collections.deque)
+    waiters: collections.deque[Waiter] = attrs.field(factory=collections.deque)
     starting: int = 0
     containers: set[HotContainer] = attrs.field(factory=set)
 
     def waiting(self) -> int:
-        return sum(1 for f in self.waiters if not f.done())
+        return sum(1 for w in self.waiters if w.waiting())
+
+    def overdue(self, now: float) -> int:
+        """Waiting calls that have waited as long as a launch takes (the FIFO's front)."""
+        count = 0
+        for w in self.waiters:
+            if w.launch_at > now:
+                break
+            count += w.waiting()
+        return count
 
 
 class Relay:
@@ -108,6 +143,18 @@ def _consume_outcome(task: asyncio.Task[None]) -> None:
         log.debug("abandoned call ended with %r", task.exception())
 
 
+def _oldest_wait_s(queue: SlotQueue) -> float:
+    """How long the queue's oldest waiting call has existed (since the LB made it), in seconds."""
+    for waiter in queue.waiters:
+        if waiter.waiting():
+            try:
+                created = datetime.datetime.fromisoformat(waiter.call.created_at).timestamp()
+            except ValueError:
+                return 0.0  # no usable stamp: treat it as new
+            return time.time() - created
+    return 0.0
+
+
 def container_env(call: Call) -> dict[str, str]:
     env = dict(call.config)
     env.setdefault("FN_APP_ID", call.app_id)
@@ -124,6 +171,8 @@ class Agent:
         self.driver = driver
         self.budget = budget or budget_from_config(config.max_total_memory_bytes, config.max_total_cpu_mcpus)
         self.non_blocking = config.enable_nb_resource_tracker
+        # blocking mode has no other runner to send a call to: any idle container may be evicted
+        self.evict_min_idle_s = config.evict_min_idle_msecs / 1000 if self.non_blocking else 0.0
         self.max_response_size = config.max_response_size
         self.start_timeout_s = config.hot_start_timeout_msecs / 1000
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
@@ -205,18 +254,19 @@ class Agent:
         if queue.idle:
             return self._take(queue.idle.pop())
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[HotContainer] = loop.create_future()
+        waiter = Waiter(loop.create_future(), loop.time() + self.launch_s, call)
         queue.waiters.append(waiter)
         if queue.containers or queue.starting:
             # its own containers are busy or coming up: waiting for one beats a cold start (module doc)
-            loop.call_later(self.launch_s, self._check_launch, queue)
+            loop.call_at(waiter.launch_at, self._check_launch, queue)
         else:
             self._check_launch(queue)
+        future = waiter.future
         try:
-            return await waiter
+            return await future
         except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())  # handed a container just as we were cancelled
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.release(future.result())  # handed a container just as we were cancelled
             elif waiter in queue.waiters:
                 queue.waiters.remove(waiter)
             raise
@@ -250,8 +300,8 @@ class Agent:
         for queue in self.queues.values():
             while queue.waiters:
                 waiter = queue.waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(ServerTooBusy())
+                if waiter.waiting():
+                    waiter.future.set_exception(ServerTooBusy())
         self._starved.clear()
 
     async def close(self) -> None:
@@ -266,7 +316,11 @@ class Agent:
 
     # --- launching --------------------------------------------------------------------------
     def _check_launch(self, queue: SlotQueue) -> None:
-        need = queue.waiting() - len(queue.idle) - queue.starting
+        if queue.containers or queue.starting:
+            waiting = queue.overdue(asyncio.get_running_loop().time())
+        else:
+            waiting = queue.waiting()  # nothing else can serve them
+        need = waiting - len(queue.idle) - queue.starting
         memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
         while need > 0 and not self.closing:
             if not self.budget.try_reserve(memory, mcpus):
@@ -282,19 +336,24 @@ class Agent:
             self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
 
     def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
-        """Retire idle containers of other slots, oldest idle first, only if that frees enough."""
+        """Retire idle containers of other slots, idle the longest first, only if that frees enough."""
+        min_idle_s = self.evict_min_idle_s
+        if min_idle_s and _oldest_wait_s(queue) >= min_idle_s:
+            min_idle_s = 0.0  # refused everywhere for that long: room now, at some warm container's cost
+        cold_since = asyncio.get_running_loop().time() - min_idle_s
+        candidates = sorted(
+            (c for other in self.queues.values() if other is not queue for c in other.idle
+             if c.idle_since <= cold_since and (c.memory or c.mcpus)),
+            key=lambda c: c.idle_since,
+        )
         chosen: list[HotContainer] = []
         free_mem, free_cpu = self.budget.free_memory, self.budget.free_mcpus
-        for other in self.queues.values():
-            if other is queue:
-                continue
-            for container in other.idle:  # bottom of the stack = idle the longest
-                if free_mem >= memory and free_cpu >= mcpus:
-                    break
-                if container.memory or container.mcpus:
-                    chosen.append(container)
-                    free_mem += container.memory
-                    free_cpu += container.mcpus
+        for container in candidates:
+            if free_mem >= memory and free_cpu >= mcpus:
+                break
+            chosen.append(container)
+            free_mem += container.memory
+            free_cpu += container.mcpus
         if free_mem < memory or free_cpu < mcpus or not chosen:
             return False
         for container in chosen:
@@ -334,8 +393,8 @@ class Agent:
     def _fail_one_waiter(self, queue: SlotQueue, error: BaseException, *, newest: bool = False) -> None:
         while queue.waiters:
             waiter = queue.waiters.pop() if newest else queue.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
+            if waiter.waiting():
+                waiter.future.set_exception(error)
                 return
 
     def _after_capacity_change(self, queue: SlotQueue) -> None:
@@ -363,13 +422,14 @@ class Agent:
         queue = container.queue
         while queue.waiters:
             waiter = queue.waiters.popleft()
-            if not waiter.done():
+            if waiter.waiting():
                 container.state = "busy"
-                waiter.set_result(container)
+                waiter.future.set_result(container)
                 return
-        container.state = "idle"
-        queue.idle.append(container)
         loop = asyncio.get_running_loop()
+        container.state = "idle"
+        container.idle_since = loop.time()
+        queue.idle.append(container)
         container.idle_timer = loop.call_later(container.idle_timeout_s, self._idle_expired, container)
         if self.freeze_s is not None:
             container.freeze_timer = loop.call_later(self.freeze_s, self._freeze, container)

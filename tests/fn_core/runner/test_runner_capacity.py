@@ -53,10 +53,13 @@ async def test_nack_when_full_in_non_blocking_mode(start, rc):
     assert (await busy).finished.success
 
 
-async def test_idle_container_of_another_fn_is_evicted(start, rc):
-    node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True)
+async def test_idle_container_of_another_fn_is_evicted_once_it_has_gone_cold(start, rc):
+    node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True, evict_min_idle_msecs=300)
     await rc.run(node.address, rc.call(fn_id="fn-a", memory=128), b"a")
     [a] = rc.containers()
+    refused = await rc.run(node.address, rc.call(fn_id="fn-b", memory=128), b"b")
+    assert (refused.started, refused.finished.errorCode) == (False, 503)  # fn-a's container is still warm: NACK
+    await asyncio.sleep(0.35)
     result = await rc.run(node.address, rc.call(fn_id="fn-b", memory=128), b"b")
     assert result.finished.success and result.body == b"b"
     assert a.id not in {c.id for c in node.agent.containers()}

@@ -8,7 +8,7 @@ import pytest
 
 from fn_core.config import load_config
 from fn_core.errors import CallResourceTooBig, ServerTooBusy
-from fn_core.models import Call, slot_key
+from fn_core.models import Call, now_rfc3339, slot_key
 from fn_core.runner.agent import Agent, HotContainer, SlotQueue
 from fn_core.runner.resources import MB, Budget
 
@@ -27,8 +27,9 @@ class HangingDriver:
         pass
 
 
-def make_agent(tmp_path, memory_mb: int, *, non_blocking: bool) -> tuple[Agent, HangingDriver]:
-    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "enable_nb_resource_tracker": non_blocking})
+def make_agent(tmp_path, memory_mb: int, *, non_blocking: bool, evict_min_idle_ms: int = 1000) -> tuple[Agent, HangingDriver]:
+    overrides = {"iofs_path": str(tmp_path), "enable_nb_resource_tracker": non_blocking, "evict_min_idle_msecs": evict_min_idle_ms}
+    config = load_config(env={}, overrides=overrides)
     driver = HangingDriver()
     return Agent(config, driver, budget=Budget(total_memory=memory_mb * MB, total_mcpus=4000)), driver
 
@@ -121,5 +122,82 @@ async def test_a_long_wait_still_gets_a_container_launched(tmp_path):
     waiter = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
     await asyncio.sleep(0.15)
     assert driver.launched == 1  # waited a cold start's time in vain: now one is launched
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_calls_that_wait_only_briefly_never_add_up_to_a_launch(tmp_path):
+    """A steady stream keeps *some* call waiting a moment for the busy container: that alone is no reason to launch."""
+    agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    agent.launch_s = 0.06
+    container = slot_with_busy_container(agent, call)
+    for _ in range(6):  # each call waits ~30 ms (half a cold start), and its successor arrives meanwhile
+        waiter = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
+        await asyncio.sleep(0.03)
+        agent.release(container)  # the running call ends; the waiter takes the container
+        container = await waiter
+    await asyncio.sleep(0.1)
+    assert driver.launched == 0
+
+
+class FakeConnection:
+    async def close(self) -> None:
+        pass
+
+
+def idle_container(agent: Agent, fn_id: str, idle_for_s: float) -> HotContainer:
+    """A container of its own slot, idle for that long."""
+    call = Call(id="c-" + fn_id, fn_id=fn_id, image="img", memory=128)
+    key = slot_key(call)
+    queue = agent.queues[key] = SlotQueue(key=key, call=call, extensions={})
+    container = HotContainer(id=fn_id, queue=queue, iofs_dir="/nonexistent", conn=FakeConnection(), memory=128 * MB,
+                             mcpus=0, idle_timeout_s=3600)
+    queue.containers.add(container)
+    assert agent.budget.try_reserve(128 * MB, 0)
+    agent.release(container)
+    container.idle_since -= idle_for_s
+    return container
+
+
+def live(agent: Agent) -> set[str]:
+    return {c.id for c in agent.containers()}
+
+
+async def test_non_blocking_eviction_takes_only_containers_gone_cold_and_otherwise_nacks(tmp_path):
+    agent, driver = make_agent(tmp_path, 256, non_blocking=True, evict_min_idle_ms=500)
+    idle_container(agent, "cold", idle_for_s=2.0)
+    idle_container(agent, "warm", idle_for_s=0.0)
+    new = Call(id="n", fn_id="new", image="img", memory=128, created_at=now_rfc3339())
+    first = asyncio.create_task(agent.acquire(new, slot_key(new), {}))
+    await asyncio.sleep(0.01)
+    assert live(agent) == {"warm"} and driver.launched == 1  # the cold one made room
+    other = Call(id="o", fn_id="other", image="img", memory=128, created_at=now_rfc3339())
+    with pytest.raises(ServerTooBusy):  # only a warm container is left: the LB should try another runner
+        await agent.acquire(other, slot_key(other), {})
+    assert live(agent) == {"warm"} and driver.launched == 1
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+
+
+async def test_a_call_refused_for_long_enough_may_evict_a_warm_container(tmp_path):
+    agent, driver = make_agent(tmp_path, 128, non_blocking=True, evict_min_idle_ms=500)
+    idle_container(agent, "warm", idle_for_s=0.0)
+    stale = Call(id="s", fn_id="new", image="img", memory=128, created_at="2020-01-01T00:00:00.000Z")
+    waiter = asyncio.create_task(agent.acquire(stale, slot_key(stale), {}))
+    await asyncio.sleep(0.01)
+    assert live(agent) == set() and driver.launched == 1  # the warm one gave way: this call waited long enough
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+
+
+async def test_blocking_mode_evicts_the_container_idle_the_longest(tmp_path):
+    agent, driver = make_agent(tmp_path, 256, non_blocking=False)
+    idle_container(agent, "recent", idle_for_s=0.0)
+    idle_container(agent, "oldest", idle_for_s=5.0)
+    new = Call(id="n", fn_id="new", image="img", memory=128, created_at=now_rfc3339())
+    waiter = asyncio.create_task(agent.acquire(new, slot_key(new), {}))
+    await asyncio.sleep(0.01)
+    assert live(agent) == {"recent"} and driver.launched == 1  # no other runner to go to: any idle one may go
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
