@@ -258,7 +258,7 @@ class Agent:
         queue.waiters.append(waiter)
         if queue.containers or queue.starting:
             # its own containers are busy or coming up: waiting for one beats a cold start (module doc)
-            loop.call_at(waiter.launch_at, self._check_launch, queue)
+            loop.call_at(waiter.launch_at, self._check_launch, queue, waiter.launch_at)
         else:
             self._check_launch(queue)
         future = waiter.future
@@ -315,9 +315,11 @@ class Agent:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- launching --------------------------------------------------------------------------
-    def _check_launch(self, queue: SlotQueue) -> None:
+    def _check_launch(self, queue: SlotQueue, due: float = 0.0) -> None:
+        """Launch what the queue's waiting calls justify. ``due``: the launch time a timer was set for
+        (timers may fire a little early by the loop's clock: uvloop's resolution is 1 ms)."""
         if queue.containers or queue.starting:
-            waiting = queue.overdue(asyncio.get_running_loop().time())
+            waiting = queue.overdue(max(asyncio.get_running_loop().time(), due))
         else:
             waiting = queue.waiting()  # nothing else can serve them
         need = waiting - len(queue.idle) - queue.starting

@@ -88,10 +88,12 @@ async def test_full_runner_nacks_and_the_call_completes_elsewhere(platform, depl
         other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
         assert (await post(s, f"/invoke/{fn_id}", b"warm"))[0] == 200  # a hot container on the home runner
         busy = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000}))
-        for _ in range(200):  # bounded: wait until the home runner's only slot is taken
-            if (await home.status()).active >= 1:
+        for _ in range(200):  # bounded: wait until the busy call (the 2nd on home) holds home's only slot
+            status = await home.status()
+            if status.requests_received >= 2 and status.active >= 1:
                 break
             await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # it has arrived; give it the moment to take the container (it sleeps 4 s)
         status, _, body = await post(s, f"/invoke/{fn_id}", b"second")
         assert (status, body) == (200, b"second")
         assert (await busy)[0] == 200
