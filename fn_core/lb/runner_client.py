@@ -129,6 +129,10 @@ class RunnerClient:
         else:
             self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self.stub = RunnerProtocolStub(self.channel)
+        # Streams whose `finished` came but whose status has not yet: held until it comes, because
+        # dropping or cancelling an unfinished call resets the stream, which costs both sides CPU and
+        # left the runner's gRPC core ~20 bytes per call it never gave back (runner RSS +3 MB per 100k calls).
+        self._finishing: set[grpc.aio.StreamStreamCall] = set()
 
     async def close(self) -> None:
         await self.channel.close()
@@ -176,7 +180,12 @@ class RunnerClient:
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
-            if not stream.done():
+            if stream.done():
+                pass
+            elif reply.done:
+                self._finishing.add(stream)  # the status is on its way: let the call end normally
+                stream.add_done_callback(self._finishing.discard)
+            else:
                 stream.cancel()  # client gone or we stopped early: the runner is told
 
 
