@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 import docker
-from fnbench import cold, large, loadgen, machine, memory, placement, plots, report, warm
+from fnbench import cold, grpc_floor, large, loadgen, machine, memory, placement, plots, report, warm
 from fnbench.common import remove_labelled
 
 from fn_core.images import build_named_function
@@ -51,6 +51,9 @@ async def run_one(name: str, scenarios: dict[str, object], client, run_tag: str,
                                           duration_s=size["duration_s"], levels=levels, force_asyncio=args.asyncio)
             for topo in ("serve", "split")
         }
+        # what the split topology's gRPC hop alone costs: a bare Engage exchange, no HTTP, no container
+        scenarios["warm"]["split"]["floor_grpc_engage"] = await asyncio.to_thread(  # type: ignore[index]
+            grpc_floor.measure, {1: size["seq_calls"], 16: size["seq_calls"] * 4})
     elif name == "cold":
         scenarios["cold"] = await cold.run(tag, image, runs=size["cold_runs"])
     elif name == "large":
