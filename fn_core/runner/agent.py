@@ -7,11 +7,21 @@ waiter, so a queue never has both idle containers and waiters. A container is la
 when waiters outnumber idle plus starting containers, and only with its memory/CPU reserved.
 
 When is a wait worth a launch? A slot with no container, running or starting, launches at once
-(nothing else can serve the call). Otherwise the call first waits for one of the slot's own
-containers (busy, or still starting), at most as long as a cold start takes (ski rental: never
-worse than twice the better choice). Only calls that have waited that long count towards a
-launch: under a steady stream there is nearly always *some* call waiting a few milliseconds for
-a busy container, and counting those would start a container every cold-start period.
+(nothing else can serve the call). Otherwise waiting for one of the slot's own containers (busy,
+or still starting) is renting, and a launch (~300 ms, and on a full runner another function's
+warm container) is buying; ski rental says buy once the rent paid reaches the price:
+
+- a single call that has waited as long as a cold start takes gets a launch (a long call holds
+  the container);
+- a backlog, calls waiting one after another for busy containers, gets a launch each time their
+  waits add up to a cold start's time. A 1 ms function under steady load makes every call wait a
+  few ms: no single wait justifies a launch, but their sum does, and the added container ends the
+  backlog. A backlog ends when a container goes idle with nobody waiting. It grows one container at
+  a time, counting afresh once that one is up, and into free room only: its calls are being
+  served, and taking room from another function is what churns.
+
+Counting waiting calls instead (as a first version did) launched on every check under a steady
+stream, whether the waits were long or not.
 
 Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
 containers idle for at least FN_EVICT_MIN_IDLE_MSECS and otherwise NACKs, so that the LB places
@@ -21,11 +31,7 @@ another in turn: a churn that feeds on itself (the placement bench saw 9 busy fu
 8-container runner start ~150 containers in 3000 calls). The NACK instead moves the extra function
 to a runner with room, where it stays warm. A call that has already waited that long for a
 runner (by its `created_at`: every runner has refused it) may evict any idle container, so a
-full cluster delays a new function by about that much instead of starving it. A 1 ms function whose container is busy is served in
-milliseconds, whereas a launch costs ~300 ms and, on a full runner, evicts another function's
-warm container, whose next call then pays a cold start too; and a burst of calls to a fn whose
-first container is still starting would otherwise start one container per call. Calls still
-waiting after that get containers launched (or, full and non-blocking, a NACK) as before.
+full cluster delays a new function by about that much instead of starving it.
 """
 
 from __future__ import annotations
@@ -86,7 +92,8 @@ class Waiter:
     """A call waiting for a container of its slot."""
 
     future: asyncio.Future[HotContainer]
-    launch_at: float  # loop time from which this wait justifies a launch
+    since: float  # loop time it began waiting
+    launch_at: float  # loop time from which this wait alone justifies a launch
     call: Call
 
     def waiting(self) -> bool:
@@ -102,6 +109,8 @@ class SlotQueue:
     waiters: collections.deque[Waiter] = attrs.field(factory=collections.deque)
     starting: int = 0
     containers: set[HotContainer] = attrs.field(factory=set)
+    backlog_wait_s: float = 0.0  # waits served in the current backlog since its last launch (module doc)
+    backlog_from: float = 0.0  # loop time its newest container came up: earlier waits were for that one
 
     def waiting(self) -> int:
         return sum(1 for w in self.waiters if w.waiting())
@@ -254,7 +263,8 @@ class Agent:
         if queue.idle:
             return self._take(queue.idle.pop())
         loop = asyncio.get_running_loop()
-        waiter = Waiter(loop.create_future(), loop.time() + self.launch_s, call)
+        now = loop.time()
+        waiter = Waiter(loop.create_future(), now, now + self.launch_s, call)
         queue.waiters.append(waiter)
         if queue.containers or queue.starting:
             # its own containers are busy or coming up: waiting for one beats a cold start (module doc)
@@ -316,8 +326,8 @@ class Agent:
 
     # --- launching --------------------------------------------------------------------------
     def _check_launch(self, queue: SlotQueue, due: float = 0.0) -> None:
-        """Launch what the queue's waiting calls justify. ``due``: the launch time a timer was set for
-        (timers may fire a little early by the loop's clock: uvloop's resolution is 1 ms)."""
+        """Launch what the queue's waiting calls justify (module doc). ``due``: the launch time a timer
+        was set for (timers may fire a little early by the loop's clock: uvloop's resolution is 1 ms)."""
         if queue.containers or queue.starting:
             waiting = queue.overdue(max(asyncio.get_running_loop().time(), due))
         else:
@@ -335,6 +345,16 @@ class Agent:
                     return
             queue.starting += 1
             need -= 1
+            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
+
+    def _grow(self, queue: SlotQueue) -> None:
+        """One more container for a backlog, into free room only: its calls are being served, so it
+        neither evicts another function's container nor refuses a call (module doc)."""
+        memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
+        if queue.starting:
+            return  # one at a time: the backlog is judged again once that one serves
+        if not self.closing and self.budget.try_reserve(memory, mcpus):
+            queue.starting += 1
             self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
 
     def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
@@ -385,6 +405,7 @@ class Agent:
             self._after_capacity_change(queue)
             return
         queue.starting -= 1
+        queue.backlog_wait_s, queue.backlog_from = 0.0, asyncio.get_running_loop().time()  # earlier waits were for this one
         container = HotContainer(
             id=container_id, queue=queue, iofs_dir=iofs_dir, conn=HotConnection(os.path.join(iofs_dir, SOCKET_NAME)),
             memory=memory, mcpus=mcpus, idle_timeout_s=call.idle_timeout,
@@ -422,13 +443,19 @@ class Agent:
 
     def _make_idle(self, container: HotContainer) -> None:
         queue = container.queue
+        loop = asyncio.get_running_loop()
         while queue.waiters:
             waiter = queue.waiters.popleft()
             if waiter.waiting():
                 container.state = "busy"
                 waiter.future.set_result(container)
+                now = loop.time()
+                queue.backlog_wait_s += now - max(waiter.since, queue.backlog_from)
+                if queue.backlog_wait_s >= self.launch_s:
+                    queue.backlog_wait_s = 0.0
+                    self._grow(queue)
                 return
-        loop = asyncio.get_running_loop()
+        queue.backlog_wait_s = 0.0  # idle with nobody waiting: the backlog is over
         container.state = "idle"
         container.idle_since = loop.time()
         queue.idle.append(container)

@@ -148,19 +148,38 @@ def test_a_long_wait_gets_its_launch_on_uvloop_too(tmp_path):
     uvloop.run(scenario())
 
 
-async def test_calls_that_wait_only_briefly_never_add_up_to_a_launch(tmp_path):
-    """A steady stream keeps *some* call waiting a moment for the busy container: that alone is no reason to launch."""
-    agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
-    call = Call(id="c", fn_id="f", image="img", memory=128)
-    agent.launch_s = 0.06
-    container = slot_with_busy_container(agent, call)
-    for _ in range(6):  # each call waits ~30 ms (half a cold start), and its successor arrives meanwhile
+async def serve_in_turn(agent: Agent, call: Call, container: HotContainer, calls: int, wait_s: float) -> HotContainer:
+    """Calls one after another, each waiting `wait_s` for the busy container (a closed loop of 2 clients)."""
+    for _ in range(calls):
         waiter = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
-        await asyncio.sleep(0.03)
+        await asyncio.sleep(wait_s)
         agent.release(container)  # the running call ends; the waiter takes the container
         container = await waiter
-    await asyncio.sleep(0.1)
-    assert driver.launched == 0
+    return container
+
+
+async def test_a_backlog_gets_a_launch_once_its_waits_add_up_to_a_cold_start(tmp_path):
+    """No single wait is long, but a steady backlog pays their sum: once that reaches a cold start, buy."""
+    agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    agent.launch_s = 0.1
+    container = slot_with_busy_container(agent, call)
+    container = await serve_in_turn(agent, call, container, 2, 0.03)
+    assert driver.launched == 0  # 60 ms of waiting so far: less than a cold start
+    await serve_in_turn(agent, call, container, 2, 0.03)
+    assert driver.launched == 1  # 120 ms: one container more
+
+
+async def test_a_backlog_ends_when_a_container_goes_idle_with_nobody_waiting(tmp_path):
+    agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    agent.launch_s = 0.1
+    container = slot_with_busy_container(agent, call)
+    container = await serve_in_turn(agent, call, container, 2, 0.03)
+    agent.release(container)  # nobody waiting: idle, the backlog is over
+    container = await agent.acquire(call, slot_key(call), {})
+    await serve_in_turn(agent, call, container, 2, 0.03)
+    assert driver.launched == 0  # 60 ms + 60 ms, but in two backlogs
 
 
 class FakeConnection:
