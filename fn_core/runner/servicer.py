@@ -82,6 +82,10 @@ class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
         log.warning("ConfigureRunner called, but this runner takes no remote configuration")
         return pb.ConfigStatus()
 
+    async def StreamLogs(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        # Fn's pure runner answers this without a log streamer configured; neither has ours (yet)
+        await context.abort(grpc.StatusCode.UNKNOWN, "runner not configured with logStreamer")
+
     def live_status(self) -> RunnerStatus:
         return self.core.live_status()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from google.protobuf import empty_pb2
+import pytest
+from google.protobuf import empty_pb2, struct_pb2
 
-from fn_core.proto import runner_pb2_grpc
+from fn_core.proto import runner_pb2, runner_pb2_grpc
 
 MB = 1024 * 1024
 
@@ -109,3 +110,18 @@ async def test_status_counts_calls_and_runs_status_plugins(start, rc):
     assert status.customStatus["docker"] == "ok" and not status.failed
     assert int(status.customStatus["host.mem_available_bytes"]) > 0
     assert int(status.customStatus["runner.containers"]) == 1
+
+
+async def test_the_other_rpcs_answer_as_fns_pure_runner_without_status_image_or_log_streamer(start, rc):
+    node = await start()
+    await rc.run(node.address, rc.call(), b"x")
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = runner_pb2_grpc.RunnerProtocolStub(channel)
+        status2 = await stub.Status2(struct_pb2.Struct())
+        assert (status2.requestsReceived, status2.requestsHandled, status2.active) == (1, 1, 0)
+        assert await stub.ConfigureRunner(runner_pb2.ConfigMsg(config={"k": "v"})) == runner_pb2.ConfigStatus()
+        logs = stub.StreamLogs()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await logs.read()
+    assert refused.value.code() == grpc.StatusCode.UNKNOWN
+    assert refused.value.details() == "runner not configured with logStreamer"
