@@ -350,10 +350,10 @@ class Agent:
     def _grow(self, queue: SlotQueue) -> None:
         """One more container for a backlog, into free room only: its calls are being served, so it
         neither evicts another function's container nor refuses a call (module doc)."""
-        memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
-        if queue.starting:
+        if queue.starting or self.closing:
             return  # one at a time: the backlog is judged again once that one serves
-        if not self.closing and self.budget.try_reserve(memory, mcpus):
+        memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
+        if self.budget.try_reserve(memory, mcpus):
             queue.starting += 1
             self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
 
