@@ -10,6 +10,8 @@ SOCK=/var/run/docker.sock
 LOG=/tmp/fn-core-dockerd.log
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 engine_answers() { timeout 5 docker version >/dev/null 2>&1; }
+# a live dockerd, not the zombie a SIGKILLed one leaves until its parent reaps it
+dockerd_alive() { ps -C dockerd -o stat= 2>/dev/null | grep -qv '^Z'; }
 
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "ensure-docker: dockerd missing, installing Debian's docker.io" >&2
@@ -24,21 +26,41 @@ if [ ! -x /usr/bin/python3.11 ]; then
 fi
 if engine_answers; then exit 0; fi
 
-if pgrep -x dockerd >/dev/null 2>&1; then
-    echo "ensure-docker: dockerd runs but does not answer yet; waiting for it" >&2
-else
-    # No daemon: whatever it left behind (socket, pid file) is stale. dockerd refuses a pid file whose
-    # number a live process now carries, so clear both before starting it.
-    as_root rm -f "$SOCK" /var/run/docker.pid
+# A pid file whose process is gone or a zombie (this machine's init may not reap at once): a daemon
+# that finds it takes the process for alive, e.g. dockerd then waits for its managed containerd's
+# socket and gives up ("timeout waiting for containerd to start").
+clear_stale_pid_file() {
+    local file=$1 pid
+    pid=$(cat "$file" 2>/dev/null) || return 0
+    if ! ps -p "$pid" -o stat= 2>/dev/null | grep -qv '^Z'; then as_root rm -f "$file"; fi
+}
+start_dockerd() {
+    as_root rm -f "$SOCK"  # no daemon: the socket is a dead one's
+    clear_stale_pid_file /var/run/docker.pid
+    clear_stale_pid_file /var/run/docker/containerd/containerd.pid
     echo "ensure-docker: starting dockerd (log: $LOG)" >&2
     as_root sh -c "nohup dockerd >$LOG 2>&1 &"
+}
+
+if dockerd_alive; then
+    echo "ensure-docker: dockerd runs but does not answer yet; waiting for it" >&2
+else
+    start_dockerd
 fi
+starts=1
 for _ in $(seq 1 240); do
     if engine_answers; then exit 0; fi
-    if ! pgrep -x dockerd >/dev/null 2>&1; then
-        echo "ensure-docker: dockerd exited; the end of $LOG:" >&2
-        tail -n 30 "$LOG" >&2 || true
-        exit 1
+    if ! dockerd_alive; then
+        if [ $starts -lt 3 ]; then  # e.g. a zombie containerd was reaped meanwhile: its pid file is stale now
+            echo "ensure-docker: dockerd exited (log: $LOG); starting it again" >&2
+            starts=$((starts + 1))
+            sleep 2
+            start_dockerd
+        else
+            echo "ensure-docker: dockerd exited $starts times; the end of $LOG:" >&2
+            tail -n 30 "$LOG" >&2 || true
+            exit 1
+        fi
     fi
     sleep 0.5
 done
