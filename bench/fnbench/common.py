@@ -41,17 +41,18 @@ def free_port() -> int:
 
 @dataclass
 class FnProc:
-    """One fn-core server process of this run, with its log file."""
+    """One server process of this run (`fn-core ...` unless another command is given), with its log file."""
 
     name: str
     args: list[str]
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    command: tuple[str, ...] = (FN_CORE,)
 
     def start(self) -> FnProc:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([FN_CORE, *self.args], env={**os.environ, **self.env}, stdout=log, stderr=log)
+        self.proc = subprocess.Popen([*self.command, *self.args], env={**os.environ, **self.env}, stdout=log, stderr=log)
         log.close()
         return self
 

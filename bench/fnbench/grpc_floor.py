@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import uvloop
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 
-from .common import free_port, percentiles
+from .common import FnProc, free_port, percentiles, wait_tcp
 
 TRY = pb.ClientMsg(**{"try": pb.TryCall(models_call_json="{}")})  # `try` is a Python keyword
 BODY = b"x" * 16
@@ -82,27 +82,21 @@ async def drive(port: int, calls: int, clients: int) -> dict[str, float]:
 def measure(levels: dict[int, int]) -> dict[str, dict[str, float]]:
     """{clients: calls} -> figures per level, each level in a fresh client process against one server process."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    cmd = [sys.executable, "-m", "fnbench.grpc_floor"]
-    server = subprocess.Popen([*cmd, "server", str(port), "300"], env=env)
-    try:
-        for _ in range(300):  # bounded: up to 30 s for the server to listen
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError("the bare gRPC server exited during start-up") from None
-                time.sleep(0.1)
-        out = {}
-        for clients, calls in levels.items():
-            done = subprocess.run([*cmd, "client", str(port), str(calls), str(clients)], env=env, capture_output=True,
-                                  text=True, timeout=240, check=True)
-            out[str(clients)] = json.loads(done.stdout)
-        return out
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = (sys.executable, "-m", "fnbench.grpc_floor")
+    with tempfile.TemporaryDirectory(prefix="fnb-grpc-floor-") as workdir:
+        server = FnProc("grpc-floor-server", ["server", str(port), "300"], env, Path(workdir) / "server.log",
+                        command=command).start()
+        try:
+            wait_tcp(port, server, timeout_s=30)
+            out = {}
+            for clients, calls in levels.items():
+                done = subprocess.run([*command, "client", str(port), str(calls), str(clients)], env={**os.environ, **env},
+                                      capture_output=True, text=True, timeout=240, check=True)
+                out[str(clients)] = json.loads(done.stdout)
+            return out
+        finally:
+            server.stop(timeout_s=10)
 
 
 if __name__ == "__main__":
