@@ -91,11 +91,17 @@ async def test_blocking_mode_waits_and_too_big_is_400(tmp_path):
     await asyncio.gather(first, return_exceptions=True)
 
 
-def slot_with_busy_container(agent: Agent, call: Call) -> HotContainer:
+class FakeConnection:
+    async def close(self) -> None:
+        pass
+
+
+def slot_with_busy_container(agent: Agent, call: Call, container_id: str = "c1") -> HotContainer:
     """A slot whose one container is serving a call."""
     key = slot_key(call)
     queue = agent.queues[key] = SlotQueue(key=key, call=call, extensions={})
-    busy = HotContainer(id="c1", queue=queue, iofs_dir="/nonexistent", conn=None, memory=128 * MB, mcpus=0, idle_timeout_s=30)
+    busy = HotContainer(id=container_id, queue=queue, iofs_dir="/nonexistent", conn=FakeConnection(), memory=128 * MB,
+                        mcpus=0, idle_timeout_s=3600)
     queue.containers.add(busy)
     assert agent.budget.try_reserve(128 * MB, 0)
     return busy
@@ -182,20 +188,9 @@ async def test_a_backlog_ends_when_a_container_goes_idle_with_nobody_waiting(tmp
     assert driver.launched == 0  # 60 ms + 60 ms, but in two backlogs
 
 
-class FakeConnection:
-    async def close(self) -> None:
-        pass
-
-
 def idle_container(agent: Agent, fn_id: str, idle_for_s: float) -> HotContainer:
     """A container of its own slot, idle for that long."""
-    call = Call(id="c-" + fn_id, fn_id=fn_id, image="img", memory=128)
-    key = slot_key(call)
-    queue = agent.queues[key] = SlotQueue(key=key, call=call, extensions={})
-    container = HotContainer(id=fn_id, queue=queue, iofs_dir="/nonexistent", conn=FakeConnection(), memory=128 * MB,
-                             mcpus=0, idle_timeout_s=3600)
-    queue.containers.add(container)
-    assert agent.budget.try_reserve(128 * MB, 0)
+    container = slot_with_busy_container(agent, Call(id="c-" + fn_id, fn_id=fn_id, image="img", memory=128), fn_id)
     agent.release(container)
     container.idle_since -= idle_for_s
     return container
