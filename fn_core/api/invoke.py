@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from fn_core.errors import APIError, ClientCancelled, RequestTooLarge
+from fn_core.errors import APIError, ClientCancelled
 from fn_core.lb.agent import LBAgent, Placement
 from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
@@ -38,16 +38,10 @@ def error_response(err: APIError, call_id: str = "") -> web.Response:
     return web.json_response({"message": err.message}, status=err.status, headers=headers)
 
 
-def body_too_large(max_size: int) -> RequestTooLarge:
-    """A chunked body cut off at FN_MAX_REQUEST_SIZE while it was read."""
-    return RequestTooLarge(f"request body too large for this server, max {max_size}")
-
-
 class InvokeApi:
-    def __init__(self, lookup: CachedLookup, agent: LBAgent, max_request_size: int = 0) -> None:
+    def __init__(self, lookup: CachedLookup, agent: LBAgent) -> None:
         self.lookup = lookup
         self.agent = agent
-        self.max_request_size = max_request_size
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/invoke/{fn_id}", self.invoke)
@@ -56,11 +50,8 @@ class InvokeApi:
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        try:
-            fn = await self.lookup.fn(request.match_info["fn_id"])
-            app = await self.lookup.app(fn.app_id)
-        except APIError as err:
-            return self.reject(request, err, started)
+        fn = await self.lookup.fn(request.match_info["fn_id"])  # an unknown one is refused by the middleware
+        app = await self.lookup.app(fn.app_id)
         call = build_call(
             app,
             fn,
@@ -73,13 +64,10 @@ class InvokeApi:
 
     async def trigger(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        try:
-            app = await self.lookup.app_by_name(request.match_info["app_name"])
-            source = "/" + request.match_info.get("path", "")
-            trigger = await self.lookup.trigger_by_source(app.id, "http", source)
-            fn = await self.lookup.fn(trigger.fn_id)
-        except APIError as err:
-            return self.reject(request, err, started)
+        app = await self.lookup.app_by_name(request.match_info["app_name"])  # unknown ones: refused by the middleware
+        source = "/" + request.match_info.get("path", "")
+        trigger = await self.lookup.trigger_by_source(app.id, "http", source)
+        fn = await self.lookup.fn(trigger.fn_id)
         url = str(request.url)
         call = build_call(
             app,
@@ -107,9 +95,10 @@ class InvokeApi:
                 status = err.status
                 return error_response(err, call.id)
             except web.HTTPRequestEntityTooLarge:
-                # nothing has run and the client never sees this call's id: a refusal, like a Content-Length 413
+                # nothing has run and the client never sees this call's id: the middleware refuses it, as a
+                # Content-Length 413
                 refused = True
-                return self.reject(request, body_too_large(self.max_request_size), started)
+                raise
             if call.type == "detached":
                 accepted, placement = await self._detached(call, try_msg, body, started)
                 status = accepted.status

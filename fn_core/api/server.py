@@ -16,7 +16,7 @@ from aiohttp import web
 
 from fn_core import __version__
 from fn_core.api.crud import CrudApi
-from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, body_too_large, error_response
+from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
 from fn_core.errors import APIError, RequestTooLarge
 from fn_core.lb.agent import LBAgent
 from fn_core.store.base import Store
@@ -30,29 +30,30 @@ _HTTP_MESSAGES = {404: "Path not found", 405: "Method not allowed"}
 
 def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.Application:
     max_size = config.max_request_size
-    invoke = InvokeApi(lookup, agent, max_size)
+    invoke = InvokeApi(lookup, agent)
 
-    def refuse(request: web.Request, err: APIError) -> web.Response:
+    def refuse(request: web.Request, err: APIError, started: float) -> web.Response:
         # only on the error path: a successful request never gets here
         if request.path.startswith(INVOKE_PATH_PREFIXES):
-            return invoke.reject(request, err, time.monotonic())
+            return invoke.reject(request, err, started)
         return error_response(err)
 
     @web.middleware
     async def errors(request: web.Request, handler):
+        started = time.monotonic()
         if max_size and request.content_length is not None and request.content_length > max_size:
             err = RequestTooLarge(f"Content-Length too large for this server, {request.content_length} > max {max_size}")
-            return refuse(request, err)
+            return refuse(request, err, started)
         try:
             return await handler(request)
         except APIError as err:
-            return refuse(request, err)
+            return refuse(request, err, started)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             if exc.status == 413:
-                return refuse(request, body_too_large(max_size))
-            return refuse(request, APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status))
+                return refuse(request, RequestTooLarge(f"request body too large for this server, max {max_size}"), started)
+            return refuse(request, APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
 
     app = web.Application(middlewares=[errors], client_max_size=max_size or UNLIMITED_BODY)
     CrudApi(config, store, lookup).add_routes(app)
