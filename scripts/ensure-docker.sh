@@ -10,8 +10,9 @@ SOCK=/var/run/docker.sock
 LOG=/tmp/fn-core-dockerd.log
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 engine_answers() { timeout 5 docker version >/dev/null 2>&1; }
-# a live dockerd, not the zombie a SIGKILLed one leaves until its parent reaps it
-dockerd_alive() { ps -C dockerd -o stat= 2>/dev/null | grep -qv '^Z'; }
+# reads `ps -o stat=` lines: true if one is a live process, not the zombie a SIGKILLed one leaves until reaped
+any_live() { grep -qv '^Z'; }
+dockerd_alive() { ps -C dockerd -o stat= 2>/dev/null | any_live; }
 
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "ensure-docker: dockerd missing, installing Debian's docker.io" >&2
@@ -32,7 +33,7 @@ if engine_answers; then exit 0; fi
 clear_stale_pid_file() {
     local file=$1 pid
     pid=$(cat "$file" 2>/dev/null) || return 0
-    if ! ps -p "$pid" -o stat= 2>/dev/null | grep -qv '^Z'; then as_root rm -f "$file"; fi
+    if ! ps -p "$pid" -o stat= 2>/dev/null | any_live; then as_root rm -f "$file"; fi
 }
 start_dockerd() {
     as_root rm -f "$SOCK"  # no daemon: the socket is a dead one's

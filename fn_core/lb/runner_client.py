@@ -180,13 +180,12 @@ class RunnerClient:
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
-            if stream.done():
-                pass
-            elif reply.done:
-                self._finishing.add(stream)  # the status is on its way: let the call end normally
-                stream.add_done_callback(self._finishing.discard)
-            else:
-                stream.cancel()  # client gone or we stopped early: the runner is told
+            if not stream.done():
+                if reply.done:
+                    self._finishing.add(stream)  # the status is on its way: let the call end normally
+                    stream.add_done_callback(self._finishing.discard)
+                else:
+                    stream.cancel()  # client gone or we stopped early: the runner is told
 
 
 def _not_placed(exc: grpc.aio.AioRpcError, received: bool) -> bool:
