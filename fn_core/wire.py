@@ -1,7 +1,11 @@
-"""What both ends of the RunnerProtocol share: frame size, NACK test, status conversion."""
+"""What both ends of the RunnerProtocol share: the offered call, frame size, NACK test, status conversion."""
 
 from __future__ import annotations
 
+import attrs
+
+from fn_core.errors import BadRequest
+from fn_core.models import Call, slot_key
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 
@@ -13,6 +17,41 @@ REQUEST_ID_METADATA = "fn_request_id"
 
 #: The NACK's error code: the runner refused before anything was committed.
 NACK_CODE = 503
+
+
+@attrs.define(eq=False)
+class CallOffer:
+    """What the LB offers a runner for one call (Fn's TryCall): the call, its slot key, the extensions.
+
+    Over gRPC it travels as the TryCall message, built once however many runners are tried; a
+    runner in the LB's own process (`fn-core serve`) gets the record itself, with no JSON either way.
+    """
+
+    call: Call
+    slot_key: bytes
+    extensions: dict[str, str] = attrs.field(factory=dict)
+    _message: pb.ClientMsg | None = attrs.field(default=None, init=False, repr=False)
+
+    def try_message(self) -> pb.ClientMsg:
+        if self._message is None:
+            try_call = pb.TryCall(
+                models_call_json=self.call.to_json(), slot_hash_id=self.slot_key.hex(), extensions=self.extensions
+            )
+            self._message = pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
+        return self._message
+
+    @classmethod
+    def from_message(cls, msg: pb.ClientMsg) -> CallOffer:
+        """A runner's reading of an Engage stream's first message; `BadRequest` when it is no valid TryCall."""
+        if msg.WhichOneof("body") != "try":
+            raise BadRequest("expected a try message first")
+        try_call = getattr(msg, "try")  # a Python keyword, so not an attribute name
+        try:
+            call = Call.from_json(try_call.models_call_json)
+            key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else slot_key(call)
+        except ValueError as exc:
+            raise BadRequest(f"invalid call: {exc}") from None
+        return cls(call, key, dict(try_call.extensions))
 
 
 def is_nack(finished: pb.CallFinished, result_started: bool) -> bool:

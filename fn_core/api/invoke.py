@@ -23,6 +23,7 @@ from fn_core.lb.call import build_call, collect_headers, response_headers, trigg
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call
 from fn_core.store.cache import CachedLookup
+from fn_core.wire import CallOffer
 
 CALL_ID_HEADER = "Fn-Call-Id"
 INVOKE_PATH_PREFIXES = ("/invoke/", "/t/")
@@ -89,7 +90,7 @@ class InvokeApi:
         try:
             try:
                 body = await request.read()
-                _, try_msg = agent.prepare(call)
+                offer = agent.prepare(call)
             except APIError as err:
                 placement.error = err
                 status = err.status
@@ -100,10 +101,10 @@ class InvokeApi:
                 refused = True
                 raise
             if call.type == "detached":
-                accepted, placement = await self._detached(call, try_msg, body, started)
+                accepted, placement = await self._detached(offer, body, started)
                 status = accepted.status
                 return accepted
-            placement = await agent.place(call, try_msg, body)
+            placement = await agent.place(offer, body)
             status, response, chunks = _sync_response(call, placement, is_trigger)
             if chunks:
                 await _write_chunks(request, response, chunks)
@@ -131,8 +132,9 @@ class InvokeApi:
         )
         return error_response(err)
 
-    async def _detached(self, call: Call, try_msg, body: bytes, started: float) -> tuple[web.Response, Placement]:
+    async def _detached(self, offer: CallOffer, body: bytes, started: float) -> tuple[web.Response, Placement]:
         """202 as soon as a runner has started the call; the stream runs on in the background."""
+        call = offer.call
         loop = asyncio.get_running_loop()
         started_on_runner: asyncio.Future[ExecResult] = loop.create_future()
 
@@ -141,7 +143,7 @@ class InvokeApi:
                 started_on_runner.set_result(result)
 
         async def run() -> Placement:
-            placement = await self.agent.place(call, try_msg, body, on_start)
+            placement = await self.agent.place(offer, body, on_start)
             error = placement.error or (placement.result.error if placement.result else None)
             self.agent.finished(call, placement, error.status if error else 202, started)
             return placement

@@ -22,8 +22,8 @@ from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerPool
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call, slot_key
-from fn_core.proto import runner_pb2 as pb
 from fn_core.records import CallOutcome
+from fn_core.wire import CallOffer
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,18 @@ class LBAgent:
         self.closing = False
         self.background: set[asyncio.Task] = set()
 
-    def prepare(self, call: Call) -> tuple[dict[str, str], pb.ClientMsg]:
-        """Run the `override_call` hooks, then build the TryCall (after them: they may change the slot key)."""
+    def prepare(self, call: Call) -> CallOffer:
+        """Run the `override_call` hooks, then take the slot key (after them: they may change it)."""
         extensions: dict[str, str] = {}
         run_override_call(self.pm.hook.override_call, call, extensions)
-        try_call = pb.TryCall(models_call_json=call.to_json(), slot_hash_id=slot_key(call).hex(), extensions=extensions)
-        return extensions, pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
+        return CallOffer(call, slot_key(call), extensions)
 
     async def place(
-        self, call: Call, try_msg: pb.ClientMsg, body: bytes, on_start: Callable[[ExecResult], None] | None = None
+        self, offer: CallOffer, body: bytes, on_start: Callable[[ExecResult], None] | None = None
     ) -> Placement:
         if self.closing:
             return Placement(error=ShuttingDown())
+        call = offer.call
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.placer_timeout_s
         attempts = 0
@@ -76,7 +76,7 @@ class LBAgent:
                 return Placement(error=APIError(f"internal server error (placer {name} failed)"), attempts=attempts)
             for ref in order or ():
                 attempts += 1
-                result = await ref.handle.try_exec(try_msg, body, call.id, on_start)
+                result = await ref.handle.try_exec(offer, body, on_start)
                 if result is not None:
                     return Placement(result=result, runner=ref.address, attempts=attempts)
                 self.metrics.placement_retries += 1

@@ -3,7 +3,8 @@
 `LocalRunner` has `RunnerClient`'s interface (`try_exec`, `status`, `close`). The runner side is
 the same `RunnerCore` that serves Engage streams and the LB side reads its reply messages with
 the same `ReplyReader`, so NACK, commit, counters and `runner_status` hooks behave as over gRPC;
-only the socket, the HTTP/2 framing and the serialization are gone.
+only the socket, the HTTP/2 framing and the serialization are gone (the runner gets the LB's
+`CallOffer` itself, not its TryCall JSON).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fn_core.lb.runner_client import ExecResult, ReplyReader
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.core import RunnerCore
+from fn_core.wire import CallOffer
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +28,15 @@ LOCAL_ADDRESS = "local"
 class _LocalIO:
     """`CallIO` for one call handed over in memory: the reply goes straight into the reader."""
 
-    __slots__ = ("try_msg", "body", "reply")
+    __slots__ = ("offer", "body", "reply")
 
-    def __init__(self, try_msg: pb.ClientMsg, body: bytes, reply: ReplyReader) -> None:
-        self.try_msg = try_msg
+    def __init__(self, offer: CallOffer, body: bytes, reply: ReplyReader) -> None:
+        self.offer = offer
         self.body = body
         self.reply = reply
 
-    async def read_try(self) -> pb.ClientMsg | None:
-        return self.try_msg
+    async def read_offer(self) -> CallOffer | None:
+        return self.offer
 
     async def read_body(self) -> bytes | None:
         return self.body
@@ -56,17 +58,16 @@ class LocalRunner:
 
     async def try_exec(
         self,
-        try_msg: pb.ClientMsg,
+        offer: CallOffer,
         body: bytes,
-        request_id: str,
         on_start: Callable[[ExecResult], None] | None = None,
     ) -> ExecResult | None:
         """As `RunnerClient.try_exec`: None = not placed (NACK), else the committed call's result."""
         reply = ReplyReader(on_start)
         try:
-            await self.core.engage(_LocalIO(try_msg, body, reply))
+            await self.core.engage(_LocalIO(offer, body, reply))
         except Exception as exc:  # as a runner lost mid-call over gRPC: committed, never re-sent
-            log.exception("call %s failed in the local runner", request_id)
+            log.exception("call %s failed in the local runner", offer.call.id)
             reply.result.error = APIError(f"runner {self.address} failed during the call: {type(exc).__name__}", status=500)
             return reply.result
         return reply.outcome() if reply.done else reply.ended_early(self.address)

@@ -20,7 +20,7 @@ from fn_core.errors import APIError
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.records import RunnerStatus
-from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA, is_nack, status_from_proto
+from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA, CallOffer, is_nack, status_from_proto
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,8 @@ class RunnerClient:
 
     async def try_exec(
         self,
-        try_msg: pb.ClientMsg,
+        offer: CallOffer,
         body: bytes,
-        request_id: str,
         on_start: Callable[[ExecResult], None] | None = None,
     ) -> ExecResult | None:
         """Run the call on this runner. None = not placed (try the next one).
@@ -152,12 +151,12 @@ class RunnerClient:
         ``on_start`` is called once with the result when `result_start` arrives (detached calls
         answer the client there and let the rest of the stream run on).
         """
-        stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, request_id),))
+        stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, offer.call.id),))
         sender: asyncio.Task | None = None
         received = False
         reply = ReplyReader(on_start)
         try:
-            await stream.write(try_msg)
+            await stream.write(offer.try_message())
             if len(body) <= MAX_DATA_CHUNK:
                 await _write_quietly(stream, pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)))
             else:  # concurrently with the reads, so neither side can stall the other on flow control

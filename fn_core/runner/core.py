@@ -1,10 +1,10 @@
 """What a runner does with one call, whatever carries it: gRPC Engage or the in-process handle.
 
-The call arrives as Fn's messages (a ``try``, then the body) and leaves as Fn's messages
-(``result_start`` once, ``data`` frames <= 10 KiB, ``finished``), written to a `CallIO`. A 503
-``finished`` before any ``result_start`` is the NACK: the LB may place the call elsewhere, so
-it is only sent while nothing was committed. The counters and `live_status` live here, so a
-runner reports the same whichever way its calls come in.
+The call arrives as a `CallOffer` (over gRPC: Fn's ``try`` message), then its body, and leaves
+as Fn's messages (``result_start`` once, ``data`` frames <= 10 KiB, ``finished``), written to a
+`CallIO`. A 503 ``finished`` before any ``result_start`` is the NACK: the LB may place the call
+elsewhere, so it is only sent while nothing was committed. The counters and `live_status` live
+here, so a runner reports the same whichever way its calls come in.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 from typing import Any, Protocol
 
 from fn_core.errors import APIError, BadRequest, ServerTooBusy
-from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339, slot_key
+from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
-from fn_core.wire import MAX_DATA_CHUNK
+from fn_core.wire import MAX_DATA_CHUNK, CallOffer
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class CallIO(Protocol):
     """One call's transport as the runner sees it."""
 
-    async def read_try(self) -> pb.ClientMsg | None:
-        """The first message (None: the LB closed the stream)."""
+    async def read_offer(self) -> CallOffer | None:
+        """The offered call (None: the LB closed the stream); `BadRequest` when the first message is no TryCall."""
 
     async def read_body(self) -> bytes | None:
         """The whole request body (None: the LB went away before sending it)."""
@@ -74,18 +74,14 @@ class RunnerCore:
     async def _engage(self, io: CallIO) -> bool:
         """Serve one call; True when it ended in a NACK (not counted as handled)."""
         created, started_ns = now_rfc3339(), time.monotonic_ns()
-        first = await io.read_try()
-        if first is None or first.WhichOneof("body") != "try":
-            await io.write(finished_msg(None, BadRequest("expected a try message first"), started_ns, created, 0))
-            return False
-        try_msg = getattr(first, "try")  # a Python keyword, so not an attribute name
-        call: Call | None = None
         try:
-            call = Call.from_json(try_msg.models_call_json)
-            key = bytes.fromhex(try_msg.slot_hash_id) if try_msg.slot_hash_id else slot_key(call)
-        except ValueError as exc:
-            await io.write(finished_msg(call, BadRequest(f"invalid call: {exc}"), started_ns, created, 0))
+            offer = await io.read_offer()
+            if offer is None:
+                raise BadRequest("expected a try message first")
+        except BadRequest as err:
+            await io.write(finished_msg(None, err, started_ns, created, 0))
             return False
+        call = offer.call
 
         body = await io.read_body()
         if body is None:
@@ -122,7 +118,7 @@ class RunnerCore:
 
         error: APIError | None = None
         try:
-            await self.agent.run(call, key, dict(try_msg.extensions), body, on_start, on_data, on_committed)
+            await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed)
         except APIError as exc:
             error = exc
         except Exception as exc:

@@ -16,7 +16,7 @@ from fn_core.proto import runner_pb2_grpc
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
-from fn_core.wire import status_to_proto
+from fn_core.wire import CallOffer, status_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ class _StreamIO:
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         self.context = context
 
-    async def read_try(self) -> pb.ClientMsg | None:
+    async def read_offer(self) -> CallOffer | None:
         msg = await self.context.read()
-        return None if msg is grpc.aio.EOF else msg
+        return None if msg is grpc.aio.EOF else CallOffer.from_message(msg)
 
     async def read_body(self) -> bytes | None:
         parts: list[bytes] = []

@@ -11,26 +11,27 @@ from fn_core.config import load_config
 from fn_core.lb.local_runner import LOCAL_ADDRESS, LocalRunner
 from fn_core.lb.main import start_lb
 from fn_core.plugins import get_plugin_manager
-from fn_core.proto import runner_pb2 as pb
+from fn_core.models import slot_key
 from fn_core.runner.main import start_runner
+from fn_core.wire import CallOffer
 
 MB = 1024 * 1024
 
 
-def try_msg(call) -> pb.ClientMsg:
-    return pb.ClientMsg(**{"try": pb.TryCall(models_call_json=call.to_json())})
+def offer(call) -> CallOffer:
+    return CallOffer(call, slot_key(call))
 
 
 async def test_call_result_counters_and_status(start, rc):
     node = await start()
     local = LocalRunner(node.core)
     starts = []
-    result = await local.try_exec(try_msg(rc.call()), b"hello local", "r1", on_start=starts.append)
+    result = await local.try_exec(offer(rc.call()), b"hello local", on_start=starts.append)
     assert result is not None and result.error is None and result.finished.success
     assert (result.status, b"".join(result.chunks)) == (200, b"hello local")
     assert starts == [result]
     big = bytes(range(256)) * 4096  # 1 MiB: many data frames
-    result = await local.try_exec(try_msg(rc.call()), big, "r2")
+    result = await local.try_exec(offer(rc.call()), big)
     assert result is not None and b"".join(result.chunks) == big
     status = await local.status()
     assert (status.requests_received, status.requests_handled, status.active) == (2, 2, 0)
@@ -38,11 +39,11 @@ async def test_call_result_counters_and_status(start, rc):
     assert len(rc.containers()) == 1
 
 
-async def test_bad_call_is_committed_error_not_nack(start, rc):
-    node = await start()
-    msg = pb.ClientMsg(**{"try": pb.TryCall(models_call_json="{not json")})
-    result = await LocalRunner(node.core).try_exec(msg, b"", "r1")
+async def test_a_call_the_runner_refuses_is_a_committed_error_not_a_nack(start, rc):
+    node = await start(max_total_memory_bytes=256 * MB)
+    result = await LocalRunner(node.core).try_exec(offer(rc.call(memory=512)), b"")
     assert result is not None and result.error is not None and result.error.status == 400
+    assert result.error.message == "Requested CPU/Memory cannot be allocated"
     assert node.core.requests_handled == 1
 
 
@@ -50,10 +51,10 @@ async def test_nack_when_full_in_non_blocking_mode(start, rc):
     node = await start(max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True)
     local = LocalRunner(node.core)
     call = rc.call(memory=128)
-    busy = asyncio.create_task(local.try_exec(try_msg(call), b'{"sleep_ms": 1500}', "r1"))
+    busy = asyncio.create_task(local.try_exec(offer(call), b'{"sleep_ms": 1500}'))
     while not node.agent.containers():
         await asyncio.sleep(0.01)
-    assert await local.try_exec(try_msg(rc.call(memory=128)), b"second", "r2") is None
+    assert await local.try_exec(offer(rc.call(memory=128)), b"second") is None
     first = await busy
     assert first is not None and first.error is None
     status = await local.status()
