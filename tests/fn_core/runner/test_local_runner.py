@@ -10,8 +10,8 @@ from fn_core import hookimpl
 from fn_core.config import load_config
 from fn_core.lb.local_runner import LOCAL_ADDRESS, LocalRunner
 from fn_core.lb.main import start_lb
-from fn_core.plugins import get_plugin_manager
 from fn_core.models import slot_key
+from fn_core.plugins import get_plugin_manager
 from fn_core.runner.main import start_runner
 from fn_core.wire import CallOffer
 

@@ -1,0 +1,144 @@
+"""`HotConnection` against a scripted container socket: framing and connection reuse (fast).
+
+The fdk containers in the real-Docker tests always answer with a Content-Length on a kept-alive
+connection; other http-stream servers may chunk, close, or misbehave. Each case here is a unix
+socket server that answers with exactly the bytes a test gives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fn_core.errors import BadRequest, FunctionFailed, FunctionInvalidResponse
+from fn_core.models import Call
+from fn_core.runner.uds import ContainerBroken, HotConnection
+
+
+class ScriptedContainer:
+    """Reads one request at a time and writes the next scripted answer; counts connections."""
+
+    def __init__(self, answers: list[bytes], close_after: bool = False) -> None:
+        self.answers = answers
+        self.close_after = close_after
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                self.requests.append(head + await reader.readexactly(length))
+                writer.write(self.answers.pop(0))
+                await writer.drain()
+                if self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def container(tmp_path):
+    servers = []
+
+    async def start(answers: list[bytes], close_after: bool = False) -> tuple[ScriptedContainer, HotConnection]:
+        scripted = ScriptedContainer(answers, close_after)
+        path = str(tmp_path / "lsnr.sock")
+        servers.append(await asyncio.start_unix_server(scripted.handle, path))
+        return scripted, HotConnection(path)
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+class Received:
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.headers = status, headers
+
+    async def data(self, chunk: bytes) -> None:
+        self.body += chunk
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+
+
+async def call(conn: HotConnection, body: bytes = b"hi", headers: dict[str, list[str]] | None = None) -> Received:
+    received = Received()
+    await conn.call(Call(id="c1", headers=headers or {}), body, received.start, received.data, 1 << 20)
+    return received
+
+
+async def test_keep_alive_connection_is_reused_and_the_request_is_well_formed(container):
+    scripted, conn = await container([ok(b"one"), ok(b"two")])
+    first = await call(conn, b"hello", {"Content-Type": ["text/plain"], "X-Multi": ["a", "b"], "Connection": ["close"]})
+    second = await call(conn)
+    assert (first.status, first.body, second.body) == (200, b"one", b"two")
+    assert ("Content-Type", "text/plain") in first.headers and not any(k == "Content-Length" for k, _ in first.headers)
+    assert scripted.connections == 1
+    request = scripted.requests[0]
+    assert request.startswith(b"POST /call HTTP/1.1\r\n") and request.endswith(b"\r\n\r\nhello")
+    assert b"X-Multi: a\r\nX-Multi: b\r\n" in request and b"Fn-Call-Id: c1\r\n" in request
+    assert b"Connection" not in request  # hop-by-hop: never forwarded
+    await conn.close()
+
+
+async def test_chunked_response_is_relayed_whole(container):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    _, conn = await container([chunked, ok(b"after")])
+    assert (await call(conn)).body == b"hello world"
+    assert (await call(conn)).body == b"after"
+    await conn.close()
+
+
+async def test_a_connection_the_container_closed_is_opened_again(container):
+    scripted, conn = await container([ok(b"one", b"Connection: close\r\n"), ok(b"two")], close_after=True)
+    assert (await call(conn)).body == b"one"
+    assert (await call(conn)).body == b"two"
+    assert scripted.connections == 2
+    await conn.close()
+
+
+async def test_function_error_keeps_the_connection(container):
+    scripted, conn = await container([b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 4\r\n\r\noops", ok(b"fine")])
+    with pytest.raises(FunctionFailed):
+        await call(conn)
+    assert (await call(conn)).body == b"fine"
+    assert scripted.connections == 1
+    await conn.close()
+
+
+async def test_unexpected_status_retires_and_garbage_is_a_broken_container(container):
+    _, conn = await container([b"HTTP/1.1 418 Teapot\r\nContent-Length: 0\r\n\r\n", b"this is not http\r\n\r\n"])
+    with pytest.raises(FunctionInvalidResponse) as err:
+        await call(conn)
+    assert getattr(err.value, "retire", False)
+    with pytest.raises(ContainerBroken):
+        await call(conn)
+    await conn.close()
+
+
+async def test_header_with_a_line_break_is_refused_before_anything_is_sent(container):
+    scripted, conn = await container([ok(b"never")])
+    with pytest.raises(BadRequest, match="X-Evil"):
+        await call(conn, headers={"X-Evil": ["a\r\nFn-Call-Id: forged"]})
+    with pytest.raises(BadRequest, match="header name"):
+        await call(conn, headers={"Bad Name": ["x"]})
+    assert scripted.requests == [] and scripted.connections == 0
+    await conn.close()
+
+
+async def test_no_listener_is_a_broken_container(tmp_path):
+    with pytest.raises(ContainerBroken):
+        await call(HotConnection(str(tmp_path / "missing.sock")))
