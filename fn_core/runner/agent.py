@@ -126,7 +126,12 @@ class SlotQueue:
 
 
 class Relay:
-    """Passes the container's response to the caller until the caller is gone, then drops it."""
+    """Passes the container's response to the caller until the caller is gone, then drops it.
+
+    The caller is gone when its task was cancelled (`detach`) or when writing to it fails: a
+    cancelled Engage stream refuses writes before the servicer's task sees the cancellation. The
+    rest of the response is still read from the container, which then serves the next call.
+    """
 
     __slots__ = ("_on_start", "_on_data")
 
@@ -139,11 +144,21 @@ class Relay:
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         if self._on_start is not None:
-            await self._on_start(status, headers)
+            try:
+                await self._on_start(status, headers)
+            except Exception as exc:
+                self._caller_lost(exc)
 
     async def data(self, chunk: bytes) -> None:
         if self._on_data is not None:
-            await self._on_data(chunk)
+            try:
+                await self._on_data(chunk)
+            except Exception as exc:
+                self._caller_lost(exc)
+
+    def _caller_lost(self, exc: Exception) -> None:
+        log.debug("caller gone mid-response (%s): the rest is dropped", type(exc).__name__)
+        self.detach()
 
 
 def _consume_outcome(task: asyncio.Task[None]) -> None:

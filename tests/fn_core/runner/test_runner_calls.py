@@ -156,3 +156,32 @@ async def test_a_caller_gone_mid_call_leaves_the_container_warm_for_the_next_cal
     after = await rc.run(node.address, rc.call(), b"next")
     assert after.finished.success and after.body == b"next"  # nothing of the abandoned call leaks in
     assert node.agent.containers() == [container]  # the same warm container: no cold start
+
+
+async def test_a_caller_gone_while_the_response_streams_leaves_the_container_warm(start, rc):
+    import asyncio
+    import json
+
+    import grpc
+
+    from fn_core.proto import runner_pb2 as pb
+    from fn_core.proto import runner_pb2_grpc
+
+    node = await start()
+    assert (await rc.run(node.address, rc.call(), b"warm")).body == b"warm"
+    [container] = node.agent.containers()
+    big = json.dumps({"repeat": 4_000_000, "text": "x"}).encode()  # ~400 data frames: still streaming when cancelled
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stream = runner_pb2_grpc.RunnerProtocolStub(channel).Engage()
+        await stream.write(pb.ClientMsg(**{"try": pb.TryCall(models_call_json=rc.call().to_json())}))
+        await stream.write(pb.ClientMsg(data=pb.DataFrame(data=big, eof=True)))
+        assert (await stream.read()).WhichOneof("body") == "result_start"
+        stream.cancel()  # the LB's client went away while the runner writes the body to it
+    for _ in range(300):  # bounded: the runner drains the container's answer and keeps it
+        if container.state == "idle" and not node.servicer.active:
+            break
+        await asyncio.sleep(0.01)
+    assert container.state == "idle" and node.agent.containers() == [container]  # kept, not killed
+    after = await rc.run(node.address, rc.call(), b"next")
+    assert after.finished.success and after.body == b"next"
+    assert node.agent.containers() == [container]
