@@ -1,10 +1,10 @@
 """The LB's handle on a runner in its own process (`fn-core serve`): no gRPC, same semantics.
 
 `LocalRunner` has `RunnerClient`'s interface (`try_exec`, `status`, `close`). The runner side is
-the same `RunnerCore` that serves Engage streams and the LB side reads its reply messages with
-the same `ReplyReader`, so NACK, commit, counters and `runner_status` hooks behave as over gRPC;
-only the socket, the HTTP/2 framing and the serialization are gone (the runner gets the LB's
-`CallOffer` itself, not its TryCall JSON).
+the same `RunnerCore` that serves Engage streams and its answer goes into the same `ReplyReader`
+that reads a remote runner's messages, so NACK, commit, counters and `runner_status` hooks behave
+as over gRPC; only the socket, the HTTP/2 framing and the serialization are gone (the runner gets
+the LB's `CallOffer` itself, and its answer is not wrapped into messages).
 """
 
 from __future__ import annotations
@@ -41,8 +41,14 @@ class _LocalIO:
     async def read_body(self) -> bytes | None:
         return self.body
 
-    async def write(self, msg: pb.RunnerMsg) -> None:
-        self.reply.feed(msg)
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.reply.result_start(status, headers)
+
+    async def data(self, chunk: bytes) -> None:
+        self.reply.data(chunk)
+
+    async def finish(self, done: pb.CallFinished) -> None:
+        self.reply.finished(done)
 
 
 class LocalRunner:

@@ -67,32 +67,39 @@ class ReplyReader:
 
     def feed(self, msg: pb.RunnerMsg) -> bool:
         """Take one message; True once the reply is complete (``finished`` came)."""
-        result = self.result
         kind = msg.WhichOneof("body")
         if kind == "data":
-            result.chunks.append(msg.data.data)
+            self.data(msg.data.data)
         elif kind == "result_start":
-            self.started = True
             meta = msg.result_start.http
-            result.status = meta.status_code
-            result.headers = [(h.key, h.value) for h in meta.headers]
-            if self.on_start is not None:
-                self.on_start(result)
+            self.result_start(meta.status_code, [(h.key, h.value) for h in meta.headers])
         elif kind == "finished":
-            self.done = True
-            finished = msg.finished
-            if is_nack(finished, self.started):
-                self.nacked = True
-                return True
-            result.finished = finished
-            if not finished.success:
-                result.error = APIError(
-                    finished.errorStr or "internal server error",
-                    status=finished.errorCode or 500,
-                    user_error=finished.errorUser,
-                )
+            self.finished(msg.finished)
             return True
         return False
+
+    # one method per kind of message: an in-process runner calls them directly
+    def result_start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.started = True
+        self.result.status, self.result.headers = status, headers
+        if self.on_start is not None:
+            self.on_start(self.result)
+
+    def data(self, chunk: bytes) -> None:
+        self.result.chunks.append(chunk)
+
+    def finished(self, finished: pb.CallFinished) -> None:
+        self.done = True
+        if is_nack(finished, self.started):
+            self.nacked = True
+            return
+        self.result.finished = finished
+        if not finished.success:
+            self.result.error = APIError(
+                finished.errorStr or "internal server error",
+                status=finished.errorCode or 500,
+                user_error=finished.errorUser,
+            )
 
     def outcome(self) -> ExecResult | None:
         return None if self.nacked else self.result

@@ -18,13 +18,13 @@ from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
-from fn_core.wire import MAX_DATA_CHUNK, CallOffer
+from fn_core.wire import CallOffer
 
 log = logging.getLogger(__name__)
 
 
 class CallIO(Protocol):
-    """One call's transport as the runner sees it."""
+    """One call's transport as the runner sees it: what the LB sent, and Fn's three kinds of answer."""
 
     async def read_offer(self) -> CallOffer | None:
         """The offered call (None: the LB closed the stream); `BadRequest` when the first message is no TryCall."""
@@ -32,10 +32,17 @@ class CallIO(Protocol):
     async def read_body(self) -> bytes | None:
         """The whole request body (None: the LB went away before sending it)."""
 
-    async def write(self, msg: pb.RunnerMsg) -> None: ...
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Fn's ``result_start``: the call is committed from here on."""
+
+    async def data(self, chunk: bytes) -> None:
+        """Part of the response body, of any size (a gRPC stream cuts it into frames of <= 10 KiB)."""
+
+    async def finish(self, done: pb.CallFinished) -> None:
+        """Fn's ``finished``: the last thing a call writes."""
 
 
-def finished_msg(call: Call | None, error: APIError | None, started_ns: int, created: str, ran_ns: int) -> pb.RunnerMsg:
+def finished(call: Call | None, error: APIError | None, started_ns: int, created: str, ran_ns: int) -> pb.CallFinished:
     now = time.monotonic_ns()
     done = pb.CallFinished(
         success=error is None,
@@ -49,7 +56,7 @@ def finished_msg(call: Call | None, error: APIError | None, started_ns: int, cre
     )
     if error is not None:
         done.errorCode, done.errorStr, done.errorUser = error.status, error.message, error.user_error
-    return pb.RunnerMsg(finished=done)
+    return done
 
 
 class RunnerCore:
@@ -79,7 +86,7 @@ class RunnerCore:
             if offer is None:
                 raise BadRequest("expected a try message first")
         except BadRequest as err:
-            await io.write(finished_msg(None, err, started_ns, created, 0))
+            await io.finish(finished(None, err, started_ns, created, 0))
             return False
         call = offer.call
 
@@ -93,19 +100,13 @@ class RunnerCore:
         async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
             nonlocal started
             started = True
-            meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in headers])
-            await io.write(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)))
+            await io.start(status, headers)
 
         async def on_data(chunk: bytes) -> None:
             nonlocal ran_ns
             if not ran_ns:
                 ran_ns = time.monotonic_ns()
-            if len(chunk) <= MAX_DATA_CHUNK:
-                await io.write(pb.RunnerMsg(data=pb.DataFrame(data=chunk)))
-                return
-            view = memoryview(chunk)
-            for i in range(0, len(chunk), MAX_DATA_CHUNK):
-                await io.write(pb.RunnerMsg(data=pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))))
+            await io.data(chunk)
 
         on_committed = None
         if call.type == CALL_TYPE_DETACHED:  # Fn's detached call: 202 as the call starts, the response goes nowhere
@@ -125,11 +126,11 @@ class RunnerCore:
             log.exception("call %s failed inside the runner", call.id)
             error = APIError(f"internal error: {type(exc).__name__}")
         if error is not None and not started and isinstance(error, ServerTooBusy):
-            await io.write(finished_msg(call, error, started_ns, created, 0))
+            await io.finish(finished(call, error, started_ns, created, 0))
             return True
         if error is not None and started and error.status == 503:
             error = APIError(error.message, status=500)  # never a late NACK: the call was committed
-        await io.write(finished_msg(call, error, started_ns, created, ran_ns or started_ns))
+        await io.finish(finished(call, error, started_ns, created, ran_ns or started_ns))
         return False
 
     def live_status(self) -> RunnerStatus:

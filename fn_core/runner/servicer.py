@@ -16,7 +16,7 @@ from fn_core.proto import runner_pb2_grpc
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
-from fn_core.wire import CallOffer, status_to_proto
+from fn_core.wire import MAX_DATA_CHUNK, CallOffer, status_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,20 @@ class _StreamIO:
             if msg.data.eof:
                 return b"".join(parts)
 
-    async def write(self, msg: pb.RunnerMsg) -> None:
-        await self.context.write(msg)
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in headers])
+        await self.context.write(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)))
+
+    async def data(self, chunk: bytes) -> None:
+        if len(chunk) <= MAX_DATA_CHUNK:
+            await self.context.write(pb.RunnerMsg(data=pb.DataFrame(data=chunk)))
+            return
+        view = memoryview(chunk)
+        for i in range(0, len(chunk), MAX_DATA_CHUNK):
+            await self.context.write(pb.RunnerMsg(data=pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))))
+
+    async def finish(self, done: pb.CallFinished) -> None:
+        await self.context.write(pb.RunnerMsg(finished=done))
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
