@@ -3,8 +3,9 @@
 Fn's protocol carries one call per bidi stream: the LB writes ``try`` and one ``data`` frame (eof),
 the runner answers ``result_start``, ``data`` and ``finished``. Here a bare grpc.aio servicer (no
 agent, no container) echoes the body that way, and a bare client (no HTTP front, no placer) drives
-it, both on uvloop as `fn-core lb` and `fn-core runner` are. What the split topology costs beyond
-`serve` cannot be less than this; the report puts it beside the split figures.
+it, both on uvloop and with the gRPC core settings of `fn-core lb` and `fn-core runner`. What the
+split topology costs beyond `serve` cannot be less than this; the report puts it beside the split
+figures.
 
 `python -m fnbench.grpc_floor server PORT SECONDS` / `client PORT CALLS CLIENTS` (JSON on stdout).
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 import uvloop
 
+from fn_core.cli import GRPC_EXPERIMENTS_DEFAULT
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 
@@ -82,7 +84,9 @@ async def drive(port: int, calls: int, clients: int) -> dict[str, float]:
 def measure(levels: dict[int, int]) -> dict[str, dict[str, float]]:
     """{clients: calls} -> figures per level, each level in a fresh client process against one server process."""
     port = free_port()
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    # the gRPC core settings the fn-core server commands start with (see fn_core.cli)
+    experiments = os.environ.get("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS_DEFAULT)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "GRPC_EXPERIMENTS": experiments}
     command = (sys.executable, "-m", "fnbench.grpc_floor")
     with tempfile.TemporaryDirectory(prefix="fnb-grpc-floor-") as workdir:
         server = FnProc("grpc-floor-server", ["server", str(port), "300"], env, Path(workdir) / "server.log",
