@@ -1,10 +1,11 @@
 """What a runner does with one call, whatever carries it: gRPC Engage or the in-process handle.
 
-The call arrives as a `CallOffer` (over gRPC: Fn's ``try`` message), then its body, and leaves
-as Fn's messages (``result_start`` once, ``data`` frames <= 10 KiB, ``finished``), written to a
-`CallIO`. A 503 ``finished`` before any ``result_start`` is the NACK: the LB may place the call
-elsewhere, so it is only sent while nothing was committed. The counters and `live_status` live
-here, so a runner reports the same whichever way its calls come in.
+The call arrives as a `CallOffer` (over gRPC: Fn's ``try`` message), then its body; the answer
+goes out through the `CallIO` as Fn's three kinds (``result_start`` once, ``data``, ``finished``),
+which a gRPC stream sends as messages, data in frames <= 10 KiB. A 503 ``finished`` before any
+``result_start`` is the NACK: the LB may place the call elsewhere, so it is only sent while
+nothing was committed. The counters and `live_status` live here, so a runner reports the same
+whichever way its calls come in.
 """
 
 from __future__ import annotations
