@@ -129,6 +129,14 @@ class FunctionResponseTooBig(APIError):
     user_error = True
 
 
+class SyslogUnavailable(APIError):
+    """The app's syslog_url could not be reached when the container started (Docker's syslog driver)."""
+
+    status = 500
+    message = "Syslog Unavailable"
+    user_error = True
+
+
 class ContainerExited(APIError):
     """The container died during the call; the message says how (exit code N / out of memory)."""
 

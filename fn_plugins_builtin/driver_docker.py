@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from fn_core import Driver, hookimpl
-from fn_core.errors import APIError, ServerTooBusy
+from fn_core.errors import APIError, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus
 
@@ -28,6 +28,22 @@ IOFS_MOUNT = "/tmp/iofs"
 MB = 1024 * 1024
 # Fn's fixed ulimits besides nofile (memlock, sigpending, msgqueue).
 MAX_LOCKED_MEMORY, MAX_PENDING_SIGNALS, MAX_MESSAGE_QUEUE = 65536, 5000, 819200
+
+
+def log_config(call: Call) -> Any:
+    """Where a function's stdout/stderr go, as in Fn: nowhere, unless its app has a ``syslog_url``.
+
+    Then Docker's syslog driver sends each line there (RFC 5424, facility user, tagged
+    ``app_id=...,fn_id=...``). Docker takes one address: of a comma list, the first.
+    """
+    from docker.types import LogConfig
+
+    url = call.syslog_url.split(",")[0].strip()
+    if not url:
+        return LogConfig(type="none")
+    tag = f"app_id={call.app_id},fn_id={call.fn_id}"
+    return LogConfig(type="syslog", config={"syslog-address": url, "syslog-facility": "user",
+                                            "syslog-format": "rfc5424", "tag": tag})
 
 
 class DockerDriver:
@@ -76,7 +92,7 @@ class DockerDriver:
     # --- containers -------------------------------------------------------------------------
     def container_options(self, call: Call, iofs_dir: str, env: dict[str, str]) -> dict[str, Any]:
         """The ``containers.create()`` kwargs for a hot container, before plugins change them."""
-        from docker.types import LogConfig, Mount, Ulimit
+        from docker.types import Mount, Ulimit
 
         cfg = self.config
         options: dict[str, Any] = {
@@ -87,7 +103,7 @@ class DockerDriver:
                        "fn-app-id": call.app_id, "fn-fn-id": call.fn_id},
             "read_only": not cfg.disable_readonly_rootfs,
             "init": True,
-            "log_config": LogConfig(type="none"),  # a pure runner drops function logs (Fn does too, without syslog)
+            "log_config": log_config(call),
             "pids_limit": cfg.max_pids or None,
             "ulimits": [
                 Ulimit(name="nofile", soft=cfg.max_open_files, hard=cfg.max_open_files),
@@ -146,7 +162,11 @@ class DockerDriver:
             container.start()
         except docker.errors.APIError as exc:
             container.remove(force=True)
-            raise APIError(f"could not start the container: {exc.explanation or exc}", status=500) from None
+            reason = str(exc.explanation or exc)
+            if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
+                log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
+                raise SyslogUnavailable() from None
+            raise APIError(f"could not start the container: {reason}", status=500) from None
         return container.id
 
     def _ensure_image(self, image: str, registry_token: str | None) -> None:

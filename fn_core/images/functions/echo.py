@@ -3,12 +3,13 @@
 JSON keys: ``sleep_ms`` (sleep before answering), ``fail`` (raise -> 502), ``exit`` (exit the
 process with that code), ``allocate_mb`` (allocate memory), ``repeat`` + ``text`` (answer with
 ``text * repeat``), ``status`` + ``headers`` (response status and headers), ``env`` (answer with
-the environment as JSON).
+the environment as JSON), ``log`` (write that line to stdout and to stderr first).
 """
 
 import io
 import json
 import os
+import sys
 import time
 
 from fdk import response
@@ -22,6 +23,9 @@ def handler(ctx, data: io.BytesIO | None = None):
         req = None
     if not isinstance(req, dict):
         return response.Response(ctx, response_data=body, headers={"Content-Type": "application/octet-stream"})
+    if req.get("log"):
+        print(f"stdout: {req['log']}", flush=True)
+        print(f"stderr: {req['log']}", file=sys.stderr, flush=True)
     if req.get("sleep_ms"):
         time.sleep(req["sleep_ms"] / 1000)
     if req.get("fail"):
