@@ -105,6 +105,12 @@ class ContainerInitTimeout(APIError):
     user_error = True
 
 
+class DockerPullTimeout(APIError):
+    status = 504
+    message = "Image pull timed out"
+    user_error = True
+
+
 class ContainerInitFail(APIError):
     status = 502
     message = "container failed to initialize, please ensure you are using the latest fdk and check the logs"

@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from fn_core import Driver, hookimpl
-from fn_core.errors import APIError, ServerTooBusy, SyslogUnavailable
+from fn_core.errors import APIError, DockerPullTimeout, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus
 
@@ -46,13 +46,24 @@ def log_config(call: Call) -> Any:
                                             "syslog-format": "rfc5424", "tag": tag})
 
 
+class _ImageMissing(Exception):
+    """The image is not on this engine: the launch pulls it (outside the worker thread, to bound the wait)."""
+
+
+def _consume_pull_error(pull: asyncio.Future[None]) -> None:
+    if not pull.cancelled() and pull.exception() is not None:
+        log.debug("pull ended with %r", pull.exception())
+
+
 class DockerDriver:
     def __init__(self, config: Any, hook: Any) -> None:
         self.config = config
         self.hook = hook
         self.instance = secrets.token_hex(8)
         self.client: Any = None
+        self.pull_client: Any = None
         self._network_use: dict[str, int] = {name: 0 for name in config.docker_networks}
+        self._pulls: dict[str, asyncio.Future[None]] = {}  # image -> the one pull every launch needing it waits on
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -60,6 +71,10 @@ class DockerDriver:
 
         self.client = await asyncio.to_thread(docker.from_env)
         await asyncio.to_thread(self.client.ping)
+        # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
+        # registry that stops answering cannot keep a worker thread (and shutdown) waiting for ever
+        pull_timeout_s = max(1, self.config.hot_pull_timeout_msecs // 1000)
+        self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
         removed = await asyncio.to_thread(self._remove_leaked)
         if removed:
             log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.config.container_label_tag)
@@ -80,8 +95,9 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
-        if self.client is not None:
-            await asyncio.to_thread(self.client.close)
+        for client in (self.client, self.pull_client):
+            if client is not None:
+                await asyncio.to_thread(client.close)
 
     async def ping(self) -> bool:
         try:
@@ -143,15 +159,22 @@ class DockerDriver:
         if network in self._network_use:
             self._network_use[network] += 1
         try:
-            return await asyncio.to_thread(self._create_and_start, options, extensions.get(REGISTRY_TOKEN_EXTENSION))
+            try:
+                return await asyncio.to_thread(self._create_and_start, options)
+            except _ImageMissing:
+                await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
+                return await asyncio.to_thread(self._create_and_start, options)
         finally:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
 
-    def _create_and_start(self, options: dict[str, Any], registry_token: str | None) -> str:
+    def _create_and_start(self, options: dict[str, Any]) -> str:
         import docker.errors
 
-        self._ensure_image(options["image"], registry_token)
+        try:
+            self.client.images.get(options["image"])
+        except docker.errors.ImageNotFound:
+            raise _ImageMissing() from None
         try:
             container = self.client.containers.create(**options)
         except docker.errors.ImageNotFound:
@@ -169,21 +192,35 @@ class DockerDriver:
             raise APIError(f"could not start the container: {reason}", status=500) from None
         return container.id
 
-    def _ensure_image(self, image: str, registry_token: str | None) -> None:
-        import docker.errors
+    async def _pull(self, image: str, registry_token: str | None) -> None:
+        """Pull ``image`` once however many launches need it; each waits at most FN_HOT_PULL_TIMEOUT_MSECS (504).
 
+        A pull that outlives its waiters runs on (bounded by the pull client's read timeout): the
+        next call may find the image there.
+        """
+        pull = self._pulls.get(image)
+        if pull is None:
+            pull = self._pulls[image] = asyncio.ensure_future(asyncio.to_thread(self._pull_image, image, registry_token))
+            pull.add_done_callback(lambda done: self._pulls.pop(image, None) if self._pulls.get(image) is done else None)
+            pull.add_done_callback(_consume_pull_error)  # also when every waiter has timed out
         try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
+            await asyncio.wait_for(asyncio.shield(pull), self.config.hot_pull_timeout_msecs / 1000)
+        except TimeoutError:
+            log.warning("pull of image %s timed out after %d ms", image, self.config.hot_pull_timeout_msecs)
+            raise DockerPullTimeout() from None
+
+    def _pull_image(self, image: str, registry_token: str | None) -> None:
+        import docker.errors
+        import requests.exceptions
+
         auth = {"registrytoken": registry_token} if registry_token else None
         log.info("pulling image %s", image)
         try:
-            self.client.images.pull(image, auth_config=auth)
-        except docker.errors.APIError as exc:
+            self.pull_client.images.pull(image, auth_config=auth)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
             raise APIError(
-                f"image {image!r} is not on this runner and could not be pulled: {exc.explanation or exc}",
+                f"image {image!r} is not on this runner and could not be pulled: {reason or exc}",
                 status=502,
                 user_error=True,
             ) from None
@@ -234,3 +271,4 @@ def _docker_driver(*, config: Any, hook: Any) -> DockerDriver:
 @hookimpl
 def register_drivers():
     return [Driver(name="docker", factory=_docker_driver, description="Docker Engine: hot containers over a unix socket")]
+

@@ -84,3 +84,40 @@ async def test_missing_image_is_a_clear_error(driver, tmp_path):
         await driver.launch(call, {}, str(tmp_path), container_env(call))
     assert "fn-core-test/no-such-image:never" in caught.value.message
     assert os.path.isdir(tmp_path)
+
+
+async def test_a_pull_that_hangs_is_fns_504_and_launches_share_one_pull(docker_client, tmp_path, caplog):
+    """A registry on 127.0.0.1 that takes connections and never answers (Docker trusts loopback registries)."""
+    import asyncio
+
+    from fn_core.errors import DockerPullTimeout
+
+    caplog.set_level("INFO", logger="fn_plugins_builtin.driver_docker")
+    connections = []
+
+    async def hang(reader, writer):
+        connections.append(writer)
+        await reader.read()  # until the daemon gives up
+
+    registry = await asyncio.start_server(hang, "127.0.0.1", 0)
+    image = f"127.0.0.1:{registry.sockets[0].getsockname()[1]}/fn-core-test/hangs:1"
+    config = load_config(env={}, overrides={"container_label_tag": f"fn-core-test-{secrets.token_hex(4)}", "hot_pull_timeout_msecs": 1000})
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    drv = pm.driver.factory(config=config, hook=pm.hook)
+    await drv.start()
+    try:
+        calls = [Call(id=f"c{i}", app_id="app1", fn_id=f"fn{i}", image=image) for i in range(2)]
+        began = asyncio.get_running_loop().time()
+        launches = [drv.launch(call, {}, str(tmp_path), container_env(call)) for call in calls]
+        outcomes = await asyncio.wait_for(asyncio.gather(*launches, return_exceptions=True), timeout=20)
+        waited = asyncio.get_running_loop().time() - began
+        assert [type(o) for o in outcomes] == [DockerPullTimeout, DockerPullTimeout]
+        assert (outcomes[0].status, outcomes[0].message) == (504, "Image pull timed out")
+        assert 1.0 <= waited < 5.0
+        pulls = [r for r in caplog.records if r.getMessage() == f"pulling image {image}"]
+        assert len(pulls) == 1  # two launches (two fns), one pull
+    finally:
+        for writer in connections:
+            writer.close()
+        registry.close()
+        await drv.close()
