@@ -73,7 +73,7 @@ class DockerDriver:
         await asyncio.to_thread(self.client.ping)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
         # registry that stops answering cannot keep a worker thread (and shutdown) waiting for ever
-        pull_timeout_s = max(1, self.config.hot_pull_timeout_msecs // 1000)
+        pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
         self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
         removed = await asyncio.to_thread(self._remove_leaked)
         if removed:
@@ -271,4 +271,3 @@ def _docker_driver(*, config: Any, hook: Any) -> DockerDriver:
 @hookimpl
 def register_drivers():
     return [Driver(name="docker", factory=_docker_driver, description="Docker Engine: hot containers over a unix socket")]
-
