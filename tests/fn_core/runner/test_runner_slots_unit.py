@@ -164,24 +164,25 @@ async def serve_in_turn(agent: Agent, call: Call, container: HotContainer, calls
     return container
 
 
-async def test_a_backlog_gets_a_launch_once_its_waits_add_up_to_a_cold_start(tmp_path):
-    """No single wait is long, but a steady backlog pays their sum: once that reaches a cold start, buy."""
+async def backlog_of_60ms(tmp_path) -> tuple[Agent, HangingDriver, Call, HotContainer]:
+    """A slot whose cold start takes 100 ms, after two calls that each waited 30 ms for its one container."""
     agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
     call = Call(id="c", fn_id="f", image="img", memory=128)
     agent.launch_s = 0.1
     container = slot_with_busy_container(agent, call)
-    container = await serve_in_turn(agent, call, container, 2, 0.03)
+    return agent, driver, call, await serve_in_turn(agent, call, container, 2, 0.03)
+
+
+async def test_a_backlog_gets_a_launch_once_its_waits_add_up_to_a_cold_start(tmp_path):
+    """No single wait is long, but a steady backlog pays their sum: once that reaches a cold start, buy."""
+    agent, driver, call, container = await backlog_of_60ms(tmp_path)
     assert driver.launched == 0  # 60 ms of waiting so far: less than a cold start
     await serve_in_turn(agent, call, container, 2, 0.03)
     assert driver.launched == 1  # 120 ms: one container more
 
 
 async def test_a_backlog_ends_when_a_container_goes_idle_with_nobody_waiting(tmp_path):
-    agent, driver = make_agent(tmp_path, 1024, non_blocking=True)
-    call = Call(id="c", fn_id="f", image="img", memory=128)
-    agent.launch_s = 0.1
-    container = slot_with_busy_container(agent, call)
-    container = await serve_in_turn(agent, call, container, 2, 0.03)
+    agent, driver, call, container = await backlog_of_60ms(tmp_path)
     agent.release(container)  # nobody waiting: idle, the backlog is over
     container = await agent.acquire(call, slot_key(call), {})
     await serve_in_turn(agent, call, container, 2, 0.03)
