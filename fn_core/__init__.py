@@ -2,7 +2,7 @@
 
 Plugin authors need only what this module exports::
 
-    from fn_core import hookimpl, APIError, Call, Placer, Driver, RunnerStatus
+    from fn_core import hookimpl, APIError, Call, Placer, Driver, RunnerPool, RunnerStatus
 
 Everything else in the package is the platform's own machinery.
 """
@@ -21,7 +21,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 from fn_core.errors import APIError  # noqa: E402
 from fn_core.models import Call  # noqa: E402
-from fn_core.records import Driver, Placer, RunnerStatus  # noqa: E402
+from fn_core.records import Driver, Placer, RunnerPool, RunnerStatus  # noqa: E402
 
 __all__ = [
     "APIError",
@@ -30,6 +30,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME",
     "Placer",
+    "RunnerPool",
     "RunnerStatus",
     "__version__",
     "hookimpl",

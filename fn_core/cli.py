@@ -58,6 +58,7 @@ def server_options(*, http: bool = False, grpc: bool = False, lb: bool = False, 
             opts += [
                 click.option("--placer", help="placer name [FN_PLACER, default ch]"),
                 click.option("--runner", "runner_addresses", multiple=True, help="runner host:port, repeatable [FN_RUNNER_ADDRESSES]"),
+                click.option("--runner-pool", help="source of the runner list, by name [FN_RUNNER_POOL, default static]"),
                 click.option("--db", "db_url", help="store URL, sqlite3:///path/fn.db [FN_DB_URL]"),
             ]
         if runner:
@@ -153,7 +154,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
             }
             for i in infos
         ]
-        click.echo(json.dumps({"plugins": rows, "placer": config.placer, "driver": config.driver}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "placer": config.placer, "driver": config.driver, "runner_pool": config.runner_pool}, indent=2))
         return
     header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
     rows_txt = [
@@ -163,7 +164,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
     for row in [header, *rows_txt]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
-    click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}")
+    click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}   runner pool: {config.runner_pool}")
 
 
 @main.command("build-image")

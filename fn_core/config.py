@@ -63,10 +63,17 @@ def _name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name} must name a plugin-provided {attribute.name}, got an empty string")
 
 
+def is_host_port(address: object) -> bool:
+    """A runner address: ``host:port`` with a port in 1..65535."""
+    if not isinstance(address, str):
+        return False
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+
+
 def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
     for address in value:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        if not is_host_port(address):
             raise ConfigError(f"{attribute.name}: {address!r} is not host:port")
 
 
@@ -83,7 +90,13 @@ class Config:
     # --- LB and API -----------------------------------------------------------------------
     placer: str = setting("ch", "FN_PLACER", "placement strategy, by name (`fn-core plugins` lists them)", validator=_name)
     runner_addresses: list[str] = setting(
-        [], "FN_RUNNER_ADDRESSES", "runners of the LB's pool, host:port (comma list)", validator=_addresses
+        [], "FN_RUNNER_ADDRESSES", "runners of the static pool, host:port (comma list)", validator=_addresses
+    )
+    runner_pool: str = setting(
+        "static", "FN_RUNNER_POOL", "source of the runner list, by name (static = runner_addresses)", validator=_name
+    )
+    runner_pool_refresh_ms: int = setting(
+        1000, "FN_RUNNER_POOL_REFRESH_MSECS", "how often a changing runner pool is asked again (ms)", validator=_positive
     )
     db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")

@@ -13,7 +13,7 @@ exception raised by an impl stops the hook and propagates to the caller describe
 
 The hooks, grouped by when they run:
 
-* start-up: `configure`, `register_placers`, `register_drivers`
+* start-up: `configure`, `register_placers`, `register_drivers`, `register_runner_pools`
 * each call on the LB: `override_call`, `place_call`, `call_finished`
 * each container on the runner: `modify_container_options`
 * status: `runner_status`
@@ -28,7 +28,7 @@ from fn_core import hookspec
 if TYPE_CHECKING:
     from fn_core.config import Config
     from fn_core.models import Call
-    from fn_core.records import CallOutcome, Driver, Placer, RunnerRef, RunnerStatus
+    from fn_core.records import CallOutcome, Driver, Placer, RunnerPool, RunnerRef, RunnerStatus
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +106,45 @@ def register_drivers() -> list[Driver]:
     """
 
 
+@hookspec
+def register_runner_pools() -> list[RunnerPool]:
+    """Offer sources of the LB's runner list (Fn's ``RunnerPool``), each under a name.
+
+    When: once, while the plugin manager is built. The LB calls the selected pool's factory
+    when it starts (`runner_pool = "static"`, `FN_RUNNER_POOL`, `--runner-pool`), awaits
+    ``source.addresses()`` for the first list and, when the record says ``refresh=True``,
+    asks again every ``runner_pool_refresh_ms``. A new address gets a channel and joins the
+    list the placer sees; a vanished one leaves it at once, and its channel closes when its
+    in-flight calls have ended (they are never cut or re-sent). The built-in ``static`` pool
+    is `runner_addresses` (`FN_RUNNER_ADDRESSES`, `--runner`).
+    Node: the LB (validated on every node).
+
+    :return: a list of `fn_core.RunnerPool` records (or None).
+
+    The source's ``addresses()`` returns ``host:port`` strings in a stable order: placers
+    such as ``ch`` hash over positions, so add new runners at the end. It runs on the event
+    loop: do blocking work in a thread (``asyncio.to_thread``).
+
+    Errors: as `register_placers` for names. A source whose ``addresses()`` raises or takes
+    over 10 s keeps the last good list and is logged with its pool's name; invalid addresses
+    are skipped with a warning. A ``refresh=False`` pool that fails at start stops the LB.
+
+    Example::
+
+        class FromFile:
+            def __init__(self, config):
+                self.path = config.plugin_settings("file-pool")["path"]
+
+            async def addresses(self):
+                text = await asyncio.to_thread(Path(self.path).read_text)
+                return text.split()
+
+        @hookimpl
+        def register_runner_pools():
+            return [RunnerPool(name="file", factory=FromFile, description="one host:port per line")]
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # each call
 # --------------------------------------------------------------------------------------------
@@ -159,7 +198,7 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
     Node: the LB.
 
     :param call: the call (read it; do not change it here: it has been sent already on a retry).
-    :param runners: the pool's runners in configured order, as `fn_core.records.RunnerRef`
+    :param runners: the runner pool's runners, in its order (in-process runners first), as `fn_core.records.RunnerRef`
         (``address``, and ``status``: the last polled `RunnerStatus` if the placer set
         ``wants_runner_status``, else None). Do not mutate the list.
     :return: the runners to try, in order. Leave out runners you do not want tried in this

@@ -8,8 +8,8 @@ The CLI, the servers and the tests all call it. Order of work:
 4. load third-party plugins from the ``fn_core.plugins`` entry-point group: one that fails to
    import is reported (warning + status "failed") and the platform goes on;
 5. ``check_pending``: a hookimpl that matches no hookspec stops start-up naming its plugin;
-6. collect the named placers and drivers and activate the ones the config selects (an unknown
-   or duplicate name stops start-up with the available names);
+6. collect the named placers, drivers and runner pools and select the ones the config names
+   (an unknown or duplicate name stops start-up with the available names);
 7. replay `configure(config)` to every plugin.
 """
 
@@ -28,7 +28,7 @@ import pluggy
 from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
 from fn_core.config import Config
 from fn_core.errors import ConfigError, PluginError
-from fn_core.records import Driver, Placer
+from fn_core.records import Driver, Placer, RunnerPool
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,17 @@ class PluginInfo:
 
 
 class FnPluginManager(pluggy.PluginManager):
-    """pluggy's manager plus what fn-core composed at start-up: the selected placer and driver."""
+    """pluggy's manager plus what fn-core composed at start-up: the selected placer, driver and runner pool."""
 
     def __init__(self) -> None:
         super().__init__(PROJECT_NAME)
         self.infos: dict[str, PluginInfo] = {}
         self.placers: dict[str, tuple[Placer, str]] = {}
         self.drivers: dict[str, tuple[Driver, str]] = {}
+        self.runner_pools: dict[str, tuple[RunnerPool, str]] = {}
         self.placer: Placer | None = None
         self.driver: Driver | None = None
+        self.runner_pool: RunnerPool | None = None
 
     def plugin_infos(self) -> list[PluginInfo]:
         """Every plugin the factory saw, in registration order, with its live hook list."""
@@ -72,6 +74,8 @@ class FnPluginManager(pluggy.PluginManager):
             info.hooks = sorted(set(info.hooks) | set(_hook_names(placer.hooks)))
         for driver, owner in self.drivers.values():
             self.infos[owner].provides.append(f"driver: {driver.name}")
+        for pool, owner in self.runner_pools.values():
+            self.infos[owner].provides.append(f"runner-pool: {pool.name}")
         infos = [attrs.evolve(info) for info in self.infos.values()]
         for info in self.infos.values():
             info.provides = []
@@ -96,10 +100,10 @@ def get_plugin_manager(
     :param load_entrypoints: load third-party plugins from the ``fn_core.plugins`` group.
     :param extra_plugins: ``(name, plugin)`` pairs registered after the built-ins, as if they had
         been installed (tests and the `fn_core.testing` kit use this).
-    :param select: activate the configured placer and driver (False for listings that must
-        work even when the config names a missing placer).
+    :param select: activate the configured placer, driver and runner pool (False for listings
+        that must work even when the config names a missing one).
     :raises PluginError: a plugin broke the hook contract (the message names it).
-    :raises ConfigError: the selected placer or driver does not exist or is offered twice.
+    :raises ConfigError: a selected placer, driver or runner pool does not exist, or a name is offered twice.
     """
     from fn_plugins_builtin import BUILTIN_PLUGINS
 
@@ -124,10 +128,12 @@ def get_plugin_manager(
 
     _collect_named(pm, "register_placers", Placer, pm.placers)
     _collect_named(pm, "register_drivers", Driver, pm.drivers)
+    _collect_named(pm, "register_runner_pools", RunnerPool, pm.runner_pools)
     if select:
         pm.placer = _select(pm.placers, "placer", config.placer)
         pm.register(pm.placer.hooks, name=f"placer:{pm.placer.name}")
         pm.driver = _select(pm.drivers, "driver", config.driver)
+        pm.runner_pool = _select(pm.runner_pools, "runner pool", config.runner_pool)
     pm.hook.configure.call_historic(kwargs={"config": config})
     return pm
 
@@ -174,9 +180,9 @@ def _load_entrypoints(pm: FnPluginManager) -> None:
             _register(pm, ep.name, ep.load, dist_name, dist.version)
 
 
-def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | type[Driver], into: dict[str, Any]) -> None:
+def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | type[Driver] | type[RunnerPool], into: dict[str, Any]) -> None:
     """Call a registration hook impl by impl, so that every record knows its plugin."""
-    label = kind.__name__.lower()
+    label = {Placer: "placer", Driver: "driver", RunnerPool: "runner pool"}[kind]
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         try:
             records = impl.function() or []

@@ -1,4 +1,4 @@
-"""Records that plugins hand to the platform (placers, drivers) and get from it (runner status)."""
+"""Records that plugins hand to the platform (placers, drivers, runner pools) and get from it (runner status)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,28 @@ class Driver:
     name: str = attrs.field(validator=_valid_name)
     factory: Callable[..., Any]
     description: str = ""
+
+
+@attrs.frozen
+class RunnerPool:
+    """A named source of the LB's runner list, returned by a `register_runner_pools` hookimpl.
+
+    A pool decides *which* runners the LB has; the placer decides, per call, in which order to
+    try them. Fn's ``RunnerPool`` interface, as a plugin.
+
+    :param name: the name operators select it by (`runner_pool = "static"`, `FN_RUNNER_POOL`).
+    :param factory: called once when the LB starts as ``factory(config=...)``; returns the
+        source object (see `fn_core.lb.pool.RunnerSource`: ``async addresses() -> list[str]``
+        and an optional ``async close()``).
+    :param description: one line shown by `fn-core plugins`.
+    :param refresh: True when the list can change: the LB asks the source again every
+        ``runner_pool_refresh_ms`` and adds and retires runners to match. False: it asks once.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    factory: Callable[..., Any]
+    description: str = ""
+    refresh: bool = True
 
 
 @attrs.define

@@ -229,8 +229,13 @@ async def start_platform(
     env: dict[str, str] | None = None,
     plugins: tuple[object, ...] = (),
     load_entrypoints: bool = True,
+    from_pool: bool = False,
 ) -> Platform:
-    """Start runners and an LB on 127.0.0.1 (free ports) with installed plugins (entry points) plus ``plugins``."""
+    """Start runners and an LB on 127.0.0.1 (free ports) with installed plugins (entry points) plus ``plugins``.
+
+    The LB is handed the runners' addresses, unless ``from_pool``: then it takes its runners from
+    the selected runner pool plugin, and the test tells that pool about ``platform.runners``.
+    """
     import secrets
 
     import aiohttp
@@ -248,7 +253,8 @@ async def start_platform(
     try:
         for _ in range(runners):
             nodes.append(await start_runner(config, pm, host="127.0.0.1", port=0))
-        lb = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[n.address for n in nodes])
+        addresses = None if from_pool else [n.address for n in nodes]
+        lb = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=addresses)
     except BaseException:
         for node in nodes:
             await node.stop(grace=1)

@@ -9,6 +9,7 @@ BUILTIN_PLUGINS: list[tuple[str, str]] = [
     ("placer-ch", "fn_plugins_builtin.placer_ch"),
     ("placer-naive", "fn_plugins_builtin.placer_naive"),
     ("driver-docker", "fn_plugins_builtin.driver_docker"),
+    ("pool-static", "fn_plugins_builtin.pool_static"),
     ("status-docker", "fn_plugins_builtin.status_docker"),
     ("call-log", "fn_plugins_builtin.call_log"),
 ]

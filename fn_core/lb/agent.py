@@ -19,7 +19,7 @@ import attrs
 from fn_core.errors import APIError, ServerTooBusy
 from fn_core.lb.hooks import run_isolated, run_override_call
 from fn_core.lb.metrics import LBMetrics
-from fn_core.lb.pool import RunnerPool
+from fn_core.lb.pool import RunnerSet
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call, slot_key
 from fn_core.records import CallOutcome
@@ -43,7 +43,7 @@ class ShuttingDown(ServerTooBusy):
 
 
 class LBAgent:
-    def __init__(self, config, pm, pool: RunnerPool, metrics: LBMetrics | None = None) -> None:
+    def __init__(self, config, pm, pool: RunnerSet, metrics: LBMetrics | None = None) -> None:
         self.pm = pm
         self.pool = pool
         self.metrics = metrics or LBMetrics()

@@ -12,9 +12,10 @@ import logging
 from aiohttp import web
 
 from fn_core.api.server import make_app
+from fn_core.errors import ConfigError, PluginError
 from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
-from fn_core.lb.pool import RunnerPool
+from fn_core.lb.pool import FixedRunners, RunnerSet
 from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
 
@@ -58,23 +59,46 @@ async def start_lb(
     store: Store | None = None,
     grace: float = DEFAULT_GRACE_S,
 ) -> LBNode:
-    """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the config's pool); port 0 = any free port."""
+    """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the selected runner pool); port 0 = any free port."""
     own_store = store is None
     store = store if store is not None else open_store(config)
-    pool = RunnerPool(config.runner_addresses if runner_addresses is None else runner_addresses, config, pm, local_runners)
+    pool = _runner_set(config, pm, runner_addresses, local_runners)
     agent = LBAgent(config, pm, pool)
     app = make_app(config, store, CachedLookup(store), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
-    await runner.setup()
     host = config.host if host is None else host
-    site = web.TCPSite(runner, host, config.port if port is None else port)
-    await site.start()
-    bound_port = runner.addresses[0][1]
-    pool.start()
-    node = LBNode(runner, agent, store, host, bound_port, own_store)
-    log.info("LB listening on %s, placer %s, runners %s", node.url, pm.placer.name if pm.placer else "?", [r.address for r in pool.refs])
+    try:
+        await pool.start()  # the first runner list is in before the first call can arrive
+        await runner.setup()
+        await web.TCPSite(runner, host, config.port if port is None else port).start()
+    except BaseException:
+        await runner.cleanup()
+        await pool.close()
+        if own_store:
+            await store.close()
+        raise
+    node = LBNode(runner, agent, store, host, runner.addresses[0][1], own_store)
+    log.info(
+        "LB listening on %s, placer %s, runner pool %s: %s",
+        node.url, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
+    )
     return node
+
+
+def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:
+    """The selected runner pool's source, or a fixed list when the caller names the runners."""
+    if addresses is not None:
+        return RunnerSet(FixedRunners(addresses), config, pm, local, name="fixed")
+    pool = pm.runner_pool
+    try:
+        source = pool.factory(config=config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        owner = pm.runner_pools[pool.name][1]
+        raise PluginError(f"runner pool {pool.name!r} of plugin {owner!r} failed to start: {type(exc).__name__}: {exc}") from exc
+    return RunnerSet(source, config, pm, local, name=pool.name, refresh=pool.refresh)
 
 
 async def run_lb(config, pm) -> None:

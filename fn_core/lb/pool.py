@@ -1,5 +1,10 @@
-"""The static runner pool: one long-lived `RunnerClient` per configured address, plus any
-in-process runners (`LocalRunner`, for `fn-core serve`) first.
+"""The LB's runners: one long-lived `RunnerClient` per address of the selected runner pool,
+plus any in-process runners (`LocalRunner`, for `fn-core serve`) first.
+
+The pool plugin (`register_runner_pools`) says which addresses there are; `RunnerSet` keeps
+`refs`, the list placers see, in step with it. A new address gets a channel; a vanished one
+leaves `refs` at once (no new call goes there) and its channel closes when the calls already on
+it have ended: a call is never cut or re-sent because its runner left the pool.
 
 When the selected placer wants runner status, a background task polls every runner's
 ``Status`` each ``status_poll_ms``, keeps the latest in `RunnerRef.status` and tells the
@@ -10,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from fn_core.config import is_host_port
+from fn_core.errors import ConfigError
 from fn_core.lb.hooks import run_isolated
 from fn_core.lb.runner_client import RunnerClient, channel_credentials
+from fn_core.models import MAX_TIMEOUT_S
 from fn_core.records import RunnerRef
 
 if TYPE_CHECKING:
@@ -21,23 +29,119 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: how long one ``addresses()`` answer may take before the last good list is kept
+ASK_TIMEOUT_S = 10.0
+#: a runner that left the pool keeps its channel this long at most, for the calls still on it
+RETIRE_GRACE_S = MAX_TIMEOUT_S + 30.0
 
-class RunnerPool:
-    def __init__(self, addresses: list[str], config, pm, local: list[LocalRunner] | None = None) -> None:
-        credentials = channel_credentials(config)
-        if credentials is None and addresses:
-            log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
+
+class RunnerSource(Protocol):
+    """What a `RunnerPool` factory returns. ``close()`` is optional (awaited at LB shutdown)."""
+
+    async def addresses(self) -> list[str]: ...
+
+
+class FixedRunners:
+    """A source for a list known in advance (tests, benchmarks, `start_lb(runner_addresses=...)`)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self._addresses = list(addresses)
+
+    async def addresses(self) -> list[str]:
+        return self._addresses
+
+
+class RunnerSet:
+    def __init__(
+        self,
+        source: RunnerSource,
+        config,
+        pm,
+        local: list[LocalRunner] | None = None,
+        *,
+        name: str = "static",
+        refresh: bool = False,
+    ) -> None:
+        self.source = source
+        self.name = name
         self.pm = pm
+        self.credentials = channel_credentials(config)
         self.poll_s = config.status_poll_ms / 1000
-        # placers get this same list on every pass; they must not mutate it
-        self.refs: list[RunnerRef] = [RunnerRef(address=r.address, handle=r) for r in local or ()]
-        self.refs += [RunnerRef(address=a, handle=RunnerClient(a, credentials)) for a in dict.fromkeys(addresses)]
-        self._poller: asyncio.Task | None = None
+        self.refresh_s = config.runner_pool_refresh_ms / 1000 if refresh else None
+        self._local = [RunnerRef(address=r.address, handle=r) for r in local or ()]
+        # placers get this list on every pass; it is replaced, never mutated, when the pool changes
+        self.refs: list[RunnerRef] = list(self._local)
+        self._tasks: list[asyncio.Task] = []
+        self._retiring: dict[asyncio.Task, RunnerClient] = {}
+        self._skipped: set[str] = set()
+        self._failure: str | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Take the pool's first list, then keep it fresh and poll status, as configured."""
+        if not await self.refresh() and self.refresh_s is None:
+            raise ConfigError(f"runner pool {self.name!r} could not list the runners (see the warning above)")
+        if self.credentials is None and len(self.refs) > len(self._local):
+            log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
+        if self.refresh_s is not None:
+            self._tasks.append(asyncio.create_task(self._refresh_forever(), name="runner-pool-refresh"))
         placer = self.pm.placer
-        if placer is not None and placer.wants_runner_status and self.refs:
-            self._poller = asyncio.create_task(self._poll_forever(), name="runner-status-poller")
+        if placer is not None and placer.wants_runner_status:
+            self._tasks.append(asyncio.create_task(self._poll_forever(), name="runner-status-poller"))
+
+    async def refresh(self) -> bool:
+        """Ask the pool for its runners and bring `refs` in step. False: it failed, nothing changed."""
+        try:
+            listed = await asyncio.wait_for(self.source.addresses(), ASK_TIMEOUT_S)
+            if isinstance(listed, str) or not all(isinstance(a, str) for a in listed):
+                raise TypeError(f"addresses() must return a list of 'host:port' strings, got {listed!r}")
+        except TimeoutError:
+            self._failed(f"no answer within {ASK_TIMEOUT_S:.0f} s")
+            return False
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False
+        if self._failure is not None:
+            log.info("runner pool %r lists its runners again", self.name)
+            self._failure = None
+        wanted = list(dict.fromkeys(a for a in listed if self._acceptable(a)))
+        kept = {ref.address: ref for ref in self.refs[len(self._local) :]}
+        if list(kept) == wanted:
+            return True
+        refs = list(self._local)
+        for address in wanted:
+            ref = kept.pop(address, None) or RunnerRef(address=address, handle=RunnerClient(address, self.credentials))
+            refs.append(ref)
+        added = [a for a in wanted if a not in {r.address for r in self.refs}]
+        self.refs = refs
+        for ref in kept.values():
+            self._retire(ref.handle)
+        log.info("runner pool %r: %d runners, added %s, removed %s", self.name, len(wanted), added, list(kept))
+        return True
+
+    def _failed(self, why: str) -> None:
+        # once per distinct failure, not at every refresh while it lasts
+        level = logging.DEBUG if why == self._failure else logging.WARNING
+        log.log(level, "runner pool %r failed to list its runners; keeping the last list: %s", self.name, why)
+        self._failure = why
+
+    def _acceptable(self, address: str) -> bool:
+        if is_host_port(address) and all(address != ref.address for ref in self._local):
+            return True
+        if address not in self._skipped:  # warn once per bad address, not at every refresh
+            self._skipped.add(address)
+            log.warning("runner pool %r listed %r, which is not host:port; skipped", self.name, address)
+        return False
+
+    def _retire(self, client: RunnerClient) -> None:
+        task = asyncio.create_task(client.close(grace_s=RETIRE_GRACE_S), name=f"retire-runner-{client.address}")
+        self._retiring[task] = client
+        task.add_done_callback(self._retiring.pop)
+
+    async def _refresh_forever(self) -> None:
+        assert self.refresh_s is not None
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
 
     async def _poll_forever(self) -> None:
         while True:
@@ -55,7 +159,16 @@ class RunnerPool:
         run_isolated(self.pm.hook.runner_status, status=status, runner=ref.address)
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-        await asyncio.gather(*(ref.handle.close() for ref in self.refs), return_exceptions=True)
+        """At LB shutdown, after the in-flight calls: stop the tasks and close every channel."""
+        retiring = dict(self._retiring)
+        for task in [*self._tasks, *retiring]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *retiring, return_exceptions=True)
+        handles = [ref.handle for ref in self.refs] + list(retiring.values())
+        await asyncio.gather(*(handle.close() for handle in handles), return_exceptions=True)
+        close_source = getattr(self.source, "close", None)
+        if close_source is not None:
+            try:
+                await close_source()
+            except Exception:
+                log.exception("runner pool %r failed to close", self.name)

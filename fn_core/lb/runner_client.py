@@ -140,9 +140,12 @@ class RunnerClient:
         # dropping or cancelling an unfinished call resets the stream, which costs both sides CPU and
         # left the runner's gRPC core ~20 bytes per call it never gave back (runner RSS +3 MB per 100k calls).
         self._finishing: set[grpc.aio.StreamStreamCall] = set()
+        self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
 
-    async def close(self) -> None:
-        await self.channel.close()
+    async def close(self, grace_s: float | None = None) -> None:
+        """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
+        self.closed = True
+        await self.channel.close(grace_s)
 
     async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
         return status_from_proto(await self.stub.Status(empty_pb2.Empty(), timeout=timeout_s))
@@ -158,6 +161,8 @@ class RunnerClient:
         ``on_start`` is called once with the result when `result_start` arrives (detached calls
         answer the client there and let the rest of the stream run on).
         """
+        if self.closed:
+            return None
         stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, offer.call.id),))
         sender: asyncio.Task | None = None
         received = False

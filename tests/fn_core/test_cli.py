@@ -33,6 +33,8 @@ def test_plugins_json_lists_builtin_placers_and_driver_with_their_hooks():
     assert by_name["placer-ch"]["provides"] == ["placer: ch"]
     assert by_name["placer-naive"]["provides"] == ["placer: naive"]
     assert by_name["driver-docker"]["provides"] == ["driver: docker"]
+    assert by_name["pool-static"]["provides"] == ["runner-pool: static"]
+    assert (report["placer"], report["driver"], report["runner_pool"]) == ("ch", "docker", "static")
     assert "place_call" in by_name["placer-ch"]["hooks"]
     assert by_name["placer-ch"]["distribution"] == "fn-core" and by_name["placer-ch"]["version"] == __version__
 
@@ -51,6 +53,13 @@ def test_lb_with_an_unknown_placer_stops_and_names_the_available_ones(how):
     assert "unknown placer 'nope'" in result.stderr
     available = result.stderr.split("available placers: ")[1].split(" (")[0].split(", ")
     assert {"ch", "naive"} <= set(available)  # installed contrib placers may be listed too
+
+
+def test_lb_with_an_unknown_runner_pool_stops_and_names_the_available_ones():
+    result = run("lb", "--host", "127.0.0.1", "--runner-pool", "consul")
+    assert result.returncode == 2
+    assert "unknown runner pool 'consul'; available runner pools: " in result.stderr
+    assert "static" in result.stderr.split("available runner pools: ")[1].split(" (")[0].split(", ")
 
 
 def test_bad_config_value_is_one_clear_line():

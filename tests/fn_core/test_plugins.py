@@ -41,6 +41,7 @@ def test_builtins_are_listed_with_what_they_provide(fn_plugin_manager):
     assert infos["placer-ch"].provides == ["placer: ch"]
     assert infos["placer-naive"].provides == ["placer: naive"]
     assert infos["driver-docker"].provides == ["driver: docker"]
+    assert infos["pool-static"].provides == ["runner-pool: static"]
     assert "place_call" in infos["placer-ch"].hooks
     assert all(i.status == "active" and i.builtin for i in infos.values())
 
@@ -95,6 +96,12 @@ def test_unknown_placer_lists_the_available_ones():
     with pytest.raises(ConfigError) as err:
         get_plugin_manager(load_config(env={"FN_PLACER": "nope"}), load_entrypoints=False)
     assert "'nope'" in str(err.value) and "available placers: ch, naive (" in str(err.value)
+
+
+def test_unknown_runner_pool_stops_start_up_listing_the_available_ones():
+    with pytest.raises(ConfigError) as err:
+        get_plugin_manager(load_config(env={"FN_RUNNER_POOL": "k8s"}), load_entrypoints=False)
+    assert "unknown runner pool 'k8s'; available runner pools: static (" in str(err.value)
 
 
 def test_two_plugins_offering_one_placer_name_is_an_error_naming_both():

@@ -25,7 +25,8 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
     """Answers each Engage by ``behaviour(call_dict, body) -> action``.
 
     Actions: "echo" (200, body echoed in 4 KiB frames), "nack", ("error", code, msg), "hang"
-    (waits until cancelled), ("status", code, headers) (result_start with that status/headers).
+    (waits until cancelled), "hold" (echoes once `release` is set), ("status", code, headers)
+    (result_start with that status/headers).
     """
 
     def __init__(self, behaviour: Any = "echo") -> None:
@@ -36,6 +37,7 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
         self.metadata: list[dict[str, str]] = []
         self.cancelled = 0
         self.hanging = asyncio.Event()
+        self.release = asyncio.Event()
         self.server: grpc.aio.Server | None = None
         self.address = ""
 
@@ -80,6 +82,13 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
+        if action == "hold":
+            self.hanging.set()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if isinstance(action, tuple) and action[0] == "error":
             yield pb.RunnerMsg(finished=pb.CallFinished(success=False, errorCode=action[1], errorStr=action[2], errorUser=True))
             return
@@ -120,15 +129,16 @@ async def fake_runners():
 
 @pytest.fixture
 async def lb_factory(tmp_path):
-    """Start an in-process LB on 127.0.0.1 over the given runner addresses; returns (node, session, recorder)."""
+    """Start an in-process LB on 127.0.0.1 over the given runner addresses (None: its runner pool); returns (node, session, recorder)."""
     nodes, sessions = [], []
 
-    async def make(addresses: list[str], *, plugins: tuple = (), **overrides: Any):
+    async def make(addresses: list[str] | None, *, plugins: tuple = (), **overrides: Any):
         recorder = Recorder()
         settings = {"db_url": f"sqlite3://{tmp_path}/fn-{len(nodes)}.db", "placer": "ch", "placer_timeout_s": 5.0}
         settings.update(overrides)
         config = load_config(env={}, overrides=settings)
         pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("recorder", recorder), *plugins])
+        # addresses None: the runners come from the selected runner pool plugin
         node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=addresses, grace=5.0)
         session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
         nodes.append(node)

@@ -1,0 +1,164 @@
+"""Runner pool plugins: the LB follows a changing runner list without losing or re-sending calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from fn_core import RunnerPool, hookimpl
+from fn_core.errors import ConfigError
+
+
+class MovingPool:
+    """A runner pool plugin whose list the test changes; ``fail`` makes `addresses` raise."""
+
+    def __init__(self, addresses: list[str], *, refresh: bool = True) -> None:
+        self.listed = list(addresses)
+        self.fail = False
+        self.asked = 0
+        self.refresh = refresh
+
+    async def addresses(self) -> list[str]:
+        self.asked += 1
+        if self.fail:
+            raise OSError("discovery service unreachable")
+        return list(self.listed)
+
+    @hookimpl
+    def register_runner_pools(self):
+        return [RunnerPool(name="moving", factory=lambda config: self, refresh=self.refresh, description="test")]
+
+
+async def until(condition, what: str) -> None:
+    for _ in range(250):  # bounded: 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached in 5 s: {what}")
+
+
+def addresses_of(node) -> list[str]:
+    return [ref.address for ref in node.agent.pool.refs]
+
+
+async def start(lb_factory, pool: MovingPool, **overrides):
+    settings = {"runner_pool": "moving", "runner_pool_refresh_ms": 20, "placer": "naive", **overrides}
+    return await lb_factory(None, plugins=(("moving-pool", pool),), **settings)
+
+
+async def invoke(session, fn_id: str, body: str) -> tuple[int, str]:
+    async with session.post(f"/invoke/{fn_id}", data=body) as r:
+        return r.status, await r.text()
+
+
+async def test_the_lb_adds_and_removes_runners_as_the_pool_changes(fake_runners, lb_factory, deploy_fn):
+    a, b = await fake_runners(), await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, recorder = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    for i in range(3):
+        assert await invoke(session, fn_id, f"a{i}") == (200, f"a{i}")
+    assert (len(a.calls), len(b.calls)) == (3, 0)
+
+    pool.listed = [a.address, b.address]
+    await until(lambda: addresses_of(node) == [a.address, b.address], "b joined")
+    for i in range(4):
+        assert await invoke(session, fn_id, f"ab{i}") == (200, f"ab{i}")
+    assert (len(a.calls), len(b.calls)) == (5, 2)  # naive spreads over both
+
+    pool.listed = [b.address]
+    await until(lambda: addresses_of(node) == [b.address], "a left")
+    for i in range(3):
+        assert await invoke(session, fn_id, f"b{i}") == (200, f"b{i}")
+    assert (len(a.calls), len(b.calls)) == (5, 5)
+    assert all(outcome.attempts == 1 for _, outcome in recorder.outcomes)  # no call tried a runner that had left
+
+
+async def test_a_runner_that_leaves_the_pool_finishes_the_calls_it_has(fake_runners, lb_factory, deploy_fn):
+    a, b = await fake_runners("hold"), await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    in_flight = asyncio.create_task(invoke(session, fn_id, "started on a"))
+    await asyncio.wait_for(a.hanging.wait(), 5)
+
+    pool.listed = [b.address]
+    await until(lambda: addresses_of(node) == [b.address], "a left")
+    assert await invoke(session, fn_id, "new call") == (200, "new call")
+    assert len(b.calls) == 1
+
+    a.release.set()
+    assert await asyncio.wait_for(in_flight, 5) == (200, "started on a")  # not cut, not re-sent
+    assert (len(a.calls), a.cancelled, len(b.calls)) == (1, 0, 1)
+
+
+async def test_a_failing_pool_keeps_the_last_list_and_says_so(fake_runners, lb_factory, deploy_fn, caplog):
+    a = await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    caplog.set_level(logging.INFO, logger="fn_core.lb.pool")
+    pool.fail = True
+    asked = pool.asked
+    await until(lambda: pool.asked >= asked + 2, "two failed refreshes")
+    assert addresses_of(node) == [a.address]
+    assert await invoke(session, fn_id, "still served") == (200, "still served")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["runner pool 'moving' failed to list its runners; keeping the last list: OSError: discovery service unreachable"]
+    pool.fail = False  # said once, not at every refresh; and recovery is told
+    await until(lambda: "runner pool 'moving' lists its runners again" in caplog.text, "recovery logged")
+
+
+async def test_addresses_that_are_not_host_port_are_skipped_with_a_warning(fake_runners, lb_factory, caplog):
+    a = await fake_runners()
+    caplog.set_level(logging.WARNING, logger="fn_core.lb.pool")
+    node, _, _ = await start(lb_factory, MovingPool(["runner-without-port", a.address, a.address]))
+    assert addresses_of(node) == [a.address]
+    assert "runner pool 'moving' listed 'runner-without-port', which is not host:port; skipped" in caplog.text
+
+
+async def test_a_pool_that_never_changes_and_cannot_list_stops_the_lb(lb_factory):
+    pool = MovingPool([], refresh=False)
+    pool.fail = True
+    with pytest.raises(ConfigError, match="runner pool 'moving' could not list the runners"):
+        await start(lb_factory, pool)
+
+
+async def test_an_empty_pool_answers_503_after_the_placer_timeout_then_serves_once_a_runner_joins(
+    fake_runners, lb_factory, deploy_fn
+):
+    pool = MovingPool([])
+    node, session, _ = await start(lb_factory, pool, placer="ch", placer_timeout_s=0.2)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    async with session.post(f"/invoke/{fn_id}", data="nobody") as r:
+        assert r.status == 503 and "Retry-After" in r.headers
+    a = await fake_runners()
+    pool.listed = [a.address]
+    await until(lambda: addresses_of(node) == [a.address], "a joined")
+    assert await invoke(session, fn_id, "somebody") == (200, "somebody")
+
+
+async def test_real_runners_join_and_leave_through_a_pool_plugin(fn_platform, echo_image):
+    """Real gRPC runners, real Docker: the fn moves to the runner that joined once its first runner left."""
+    pool = MovingPool([])
+    platform = await fn_platform(runners=2, plugins=(pool,), from_pool=True,
+                                 env={"FN_RUNNER_POOL": "moving", "FN_RUNNER_POOL_REFRESH_MSECS": "20"})
+    first, second = platform.runners
+    pool.listed = [first.address]
+    await until(lambda: addresses_of(platform.lb) == [first.address], "first joined")
+    fn = await platform.deploy(echo_image)
+    for i in range(3):
+        result = await platform.invoke(fn["id"], f"one-{i}")
+        assert (result.status, result.body) == (200, f"one-{i}".encode())
+
+    pool.listed = [first.address, second.address]
+    await until(lambda: addresses_of(platform.lb) == [first.address, second.address], "second joined")
+    pool.listed = [second.address]
+    await until(lambda: addresses_of(platform.lb) == [second.address], "first left")
+    for i in range(3):
+        result = await platform.invoke(fn["id"], f"two-{i}")
+        assert (result.status, result.body) == (200, f"two-{i}".encode())
+    assert (first.servicer.requests_received, second.servicer.requests_received) == (3, 3)
+    assert len(platform.containers(fn["id"])) == 2  # one hot container on each runner
