@@ -136,6 +136,7 @@ class Config:
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
     docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers (least used is picked)")
+    status_image: str = setting("", "FN_STATUS_IMAGE", "image Status runs as a health check ('' = none); fns may not use it")
 
     # --- plugins' own settings: [plugins.<name>] tables of the config file ----------------
     plugins: dict[str, dict[str, Any]] = setting({}, None, "per-plugin settings tables")

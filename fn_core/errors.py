@@ -62,6 +62,10 @@ class BadRequest(APIError):
     message = "bad request"
 
 
+class InvalidImage(BadRequest):
+    message = "Invalid image"
+
+
 class NotFound(APIError):
     status = 404
     message = "not found"

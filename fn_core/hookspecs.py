@@ -286,7 +286,9 @@ def runner_status(status: RunnerStatus, runner: str | None) -> None:
     ``status-docker`` plugin does this when Docker does not answer). On the LB each time the
     runner pool has polled a runner's status (``runner`` is its address): read it, e.g. to feed
     a load-aware placer. Every impl runs; one that raises is logged with its name, its error is
-    reported in ``custom_status["plugin-error:<name>"]``, and the others still run.
+    reported in ``custom_status["plugin-error:<name>"]``, and the others still run. On a runner
+    with a status image (`FN_STATUS_IMAGE`) the image's call runs after the hooks, unless one of
+    them set ``failed`` (as Fn skips it when its custom health checker fails).
     Node: runner (contribute) and LB (react).
 
     :param status: the mutable `fn_core.RunnerStatus` (``active``, ``failed``,

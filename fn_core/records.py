@@ -79,7 +79,9 @@ class RunnerStatus:
     """A runner's status: Fn's `RunnerStatus` message with Python names.
 
     Counters are live; `custom_status` is where `runner_status` plugins add their entries
-    (both keys and values are strings, as in the proto's `customStatus` map).
+    (both keys and values are strings, as in the proto's `customStatus` map). On a runner with
+    a status image, `id`, `details` and the times are those of the status call, and `failed`,
+    `error_code` and `error_str` say how it went.
     """
 
     active: int = 0
@@ -93,6 +95,10 @@ class RunnerStatus:
     is_network_disabled: bool = False
     cached: bool = False
     custom_status: dict[str, str] = attrs.field(factory=dict)
+    # the status image's call (runners with `status_image`), RFC 3339
+    created_at: str = ""
+    started_at: str = ""
+    completed_at: str = ""
 
 
 @attrs.define

@@ -72,6 +72,9 @@ def status_to_proto(status: RunnerStatus) -> pb.RunnerStatus:
         isNetworkDisabled=status.is_network_disabled,
         cached=status.cached,
         customStatus=status.custom_status,
+        createdAt=status.created_at,
+        startedAt=status.started_at,
+        completedAt=status.completed_at,
     )
 
 
@@ -88,4 +91,7 @@ def status_from_proto(msg: pb.RunnerStatus) -> RunnerStatus:
         is_network_disabled=msg.isNetworkDisabled,
         cached=msg.cached,
         custom_status=dict(msg.customStatus),
+        created_at=msg.createdAt,
+        started_at=msg.startedAt,
+        completed_at=msg.completedAt,
     )

@@ -60,7 +60,7 @@ class LocalRunner:
         """Nothing to close: the runner node is stopped by its owner, after the LB."""
 
     async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
-        return self.core.live_status()
+        return await self.core.status()
 
     async def try_exec(
         self,

@@ -14,11 +14,12 @@ import logging
 import time
 from typing import Any, Protocol
 
-from fn_core.errors import APIError, BadRequest, ServerTooBusy
+from fn_core.errors import APIError, BadRequest, InvalidImage, ServerTooBusy
 from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
+from fn_core.runner.status_image import EMPTY_PAYLOAD, StatusImageCheck
 from fn_core.wire import CallOffer
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,10 @@ def finished(call: Call | None, error: APIError | None, started_ns: int, created
 
 
 class RunnerCore:
-    def __init__(self, agent: Agent, hook: Any) -> None:
+    def __init__(self, agent: Agent, hook: Any, status_image: str = "") -> None:
         self.agent = agent
         self.hook = hook
+        self.status_check = StatusImageCheck(agent, status_image) if status_image else None
         self.active = 0
         self.requests_received = 0
         self.requests_handled = 0
@@ -90,6 +92,9 @@ class RunnerCore:
             await io.finish(finished(None, err, started_ns, created, 0))
             return False
         call = offer.call
+        if self.status_check is not None and call.image == self.status_check.image:
+            await io.finish(finished(call, InvalidImage(), started_ns, created, 0))  # Fn: ErrFnsInvalidImage
+            return False
 
         body = await io.read_body()
         if body is None:
@@ -147,6 +152,14 @@ class RunnerCore:
             },
         )
         run_status_hooks(self.hook, status)
+        return status
+
+    async def status(self, payload: bytes = EMPTY_PAYLOAD) -> RunnerStatus:
+        """`live_status`, then the status image's call (unless a plugin already marked the runner failed)."""
+        status = self.live_status()
+        if self.status_check is not None and not status.failed:
+            result, cached = await self.status_check.run(payload)
+            result.apply_to(status, cached)
         return status
 
 

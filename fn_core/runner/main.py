@@ -94,7 +94,7 @@ async def start_runner(
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
     await driver.start()
     agent = Agent(config, driver)
-    servicer = RunnerServicer(agent, pm.hook)
+    servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0)
     server = grpc.aio.server(options=GRPC_OPTIONS)

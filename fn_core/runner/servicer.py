@@ -1,4 +1,4 @@
-"""Fn's RunnerProtocol service over gRPC: Engage (one call per stream) and Status.
+"""Fn's RunnerProtocol service over gRPC: Engage (one call per stream), Status and Status2.
 
 The call's semantics (try, body, result_start, data, finished, the NACK) are `RunnerCore`'s;
 this is only the stream they travel on.
@@ -10,12 +10,14 @@ import logging
 from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
+from fn_core.runner.status_image import payload_of_struct
 from fn_core.wire import MAX_DATA_CHUNK, CallOffer, status_to_proto
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,8 @@ class _StreamIO:
 
 
 class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
-    def __init__(self, agent: Agent, hook: Any, core: RunnerCore | None = None) -> None:
-        self.core = core or RunnerCore(agent, hook)
+    def __init__(self, agent: Agent, hook: Any, core: RunnerCore | None = None, status_image: str = "") -> None:
+        self.core = core or RunnerCore(agent, hook, status_image)
         self.agent = agent
 
     # the runner's counters, as tests and plugins have always read them here
@@ -85,10 +87,11 @@ class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
         await self.core.engage(_StreamIO(context))
 
     async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
-        return status_to_proto(self.live_status())
+        return status_to_proto(await self.core.status())
 
-    async def Status2(self, request: Any, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
-        return status_to_proto(self.live_status())
+    async def Status2(self, request: struct_pb2.Struct, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
+        # the Struct, as JSON, is the status image's payload
+        return status_to_proto(await self.core.status(payload_of_struct(json_format.MessageToDict(request))))
 
     async def ConfigureRunner(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ConfigStatus:
         log.warning("ConfigureRunner called, but this runner takes no remote configuration")
