@@ -66,7 +66,7 @@ def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.
         return web.json_response({"version": __version__})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=agent.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(text=agent.metrics.render(runners=len(agent.pool.refs)), content_type="text/plain", charset="utf-8")
 
     app.router.add_get("/", ping)
     app.router.add_get("/version", version)

@@ -27,8 +27,11 @@ class LBMetrics:
     def observe_rejection(self, status: int) -> None:
         self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
 
-    def render(self) -> str:
+    def render(self, runners: int = 0) -> str:
         lines = [
+            "# HELP fn_lb_runners Runners in the LB's pool now (in-process runners included).",
+            "# TYPE fn_lb_runners gauge",
+            f"fn_lb_runners {runners}",
             "# HELP fn_lb_calls_total Calls finished on this LB, by HTTP status.",
             "# TYPE fn_lb_calls_total counter",
         ]

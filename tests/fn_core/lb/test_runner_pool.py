@@ -68,11 +68,16 @@ async def test_the_lb_adds_and_removes_runners_as_the_pool_changes(fake_runners,
         assert await invoke(session, fn_id, f"ab{i}") == (200, f"ab{i}")
     assert (len(a.calls), len(b.calls)) == (5, 2)  # naive spreads over both
 
+    async with session.get("/metrics") as r:
+        assert "\nfn_lb_runners 2\n" in await r.text()
+
     pool.listed = [b.address]
     await until(lambda: addresses_of(node) == [b.address], "a left")
     for i in range(3):
         assert await invoke(session, fn_id, f"b{i}") == (200, f"b{i}")
     assert (len(a.calls), len(b.calls)) == (5, 5)
+    async with session.get("/metrics") as r:
+        assert "\nfn_lb_runners 1\n" in await r.text()
     assert all(outcome.attempts == 1 for _, outcome in recorder.outcomes)  # no call tried a runner that had left
 
 
