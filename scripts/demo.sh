@@ -4,11 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
-if [ ! -x .venv-demo/bin/fn-core ]; then
-    python3 -m venv .venv-demo
-    .venv-demo/bin/pip install -q --disable-pip-version-check .
+VENV=.venv-demo
+STAMP=$VENV/.installed
+[ -x $VENV/bin/python ] || python3 -m venv $VENV
+# Reinstall fn-core whenever its sources changed since the last install: the demo runs this tree.
+if [ ! -f $STAMP ] || [ -n "$(find fn_core fn_plugins_builtin pyproject.toml setup.cfg \
+        -newer $STAMP -type f -not -path '*/__pycache__/*' -not -path '*/build/*' -print -quit)" ]; then
+    $VENV/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+    $VENV/bin/pip install -q --disable-pip-version-check .
+    touch $STAMP
 fi
-FN=".venv-demo/bin/fn-core"
+FN="$VENV/bin/fn-core"
 PORT=${FN_PORT:-8080}
 API="http://127.0.0.1:$PORT"
 DATA=$(mktemp -d /tmp/fn-core-demo-XXXX)
