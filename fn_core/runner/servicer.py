@@ -14,7 +14,6 @@ from google.protobuf import json_format, struct_pb2
 
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
-from fn_core.records import RunnerStatus
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
 from fn_core.runner.status_image import payload_of_struct
@@ -100,7 +99,4 @@ class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
     async def StreamLogs(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         # Fn's pure runner answers this without a log streamer configured; neither has ours (yet)
         await context.abort(grpc.StatusCode.UNKNOWN, "runner not configured with logStreamer")
-
-    def live_status(self) -> RunnerStatus:
-        return self.core.live_status()
 
