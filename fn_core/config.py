@@ -11,6 +11,7 @@ A plugin's settings live in the file's ``[plugins.<name>]`` table and are read w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tomllib
@@ -61,6 +62,17 @@ def _one_of(*choices: str) -> Any:
 def _name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value.strip():
         raise ConfigError(f"{attribute.name} must name a plugin-provided {attribute.name}, got an empty string")
+
+
+def _json_object(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        return
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:  # the message gives the position only, never the (secret) text
+        raise ConfigError(f"{attribute.name} is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{attribute.name} must be a JSON object, got a JSON {type(parsed).__name__}")
 
 
 def is_host_port(address: object) -> bool:
@@ -136,6 +148,12 @@ class Config:
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
     docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers (least used is picked)")
+    docker_load_file: str = setting("", "FN_DOCKER_LOAD_FILE", "image tarball (`docker save`) the runner loads at start ('' = none)")
+    # a secret: kept out of repr, and its errors never quote it
+    docker_auth: str = setting(
+        "", "FN_DOCKER_AUTH", "registry credentials, docker config.json JSON ({\"auths\": ...}) ('' = ~/.docker/config.json)",
+        validator=_json_object, repr=False,
+    )
     status_image: str = setting("", "FN_STATUS_IMAGE", "image Status runs as a health check ('' = none); fns may not use it")
 
     # --- plugins' own settings: [plugins.<name>] tables of the config file ----------------
@@ -194,7 +212,8 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
                 raise ValueError
             return {k: dict(v) for k, v in value.items()}
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from None
+        shown = repr(value) if field.repr else "the value"  # secrets are not echoed
+        raise ConfigError(f"{where}: {shown} is not a valid {kind}") from None
     raise ConfigError(f"{where}: unsupported type {kind}")
 
 

@@ -9,13 +9,14 @@ Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` and a per-proc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import socket
 from typing import Any
 
 from fn_core import Driver, hookimpl
-from fn_core.errors import APIError, DockerPullTimeout, ServerTooBusy, SyslogUnavailable
+from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus
 
@@ -25,6 +26,7 @@ CLASSIFIER_LABEL = "fn-agent-classifier"
 INSTANCE_LABEL = "fn-agent-instance"
 REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
 IOFS_MOUNT = "/tmp/iofs"
+AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
 MB = 1024 * 1024
 # Fn's fixed ulimits besides nofile (memlock, sigpending, msgqueue).
 MAX_LOCKED_MEMORY, MAX_PENDING_SIGNALS, MAX_MESSAGE_QUEUE = 65536, 5000, 819200
@@ -46,6 +48,26 @@ def log_config(call: Call) -> Any:
                                             "syslog-format": "rfc5424", "tag": tag})
 
 
+def registry_auths(docker_auth: str) -> Any:
+    """Parse FN_DOCKER_AUTH (docker's config.json, or only its ``auths`` map) once, at start.
+
+    Entries are matched by registry host as the docker CLI matches them (``https://index.docker.io/v1/``
+    and ``docker.io`` are the same). Errors never quote the text: it holds passwords.
+    """
+    import docker.auth
+    import docker.errors
+
+    if not docker_auth:
+        return None
+    try:
+        auths = docker.auth.AuthConfig.load_config(None, json.loads(docker_auth))
+    except (ValueError, TypeError, AttributeError, docker.errors.InvalidConfigFile):
+        raise ConfigError(f"docker_auth (FN_DOCKER_AUTH): not docker auth JSON; {AUTH_FORMAT}") from None
+    if not auths.auths:
+        raise ConfigError(f"docker_auth (FN_DOCKER_AUTH): no registry in it; {AUTH_FORMAT}")
+    return auths
+
+
 class _ImageMissing(Exception):
     """The image is not on this engine: the launch pulls it (outside the worker thread, to bound the wait)."""
 
@@ -62,6 +84,7 @@ class DockerDriver:
         self.instance = secrets.token_hex(8)
         self.client: Any = None
         self.pull_client: Any = None
+        self.registry_auths: Any = None  # docker.auth.AuthConfig from FN_DOCKER_AUTH, or None
         self._network_use: dict[str, int] = {name: 0 for name in config.docker_networks}
         self._pulls: dict[str, asyncio.Future[None]] = {}  # image -> the one pull every launch needing it waits on
 
@@ -69,6 +92,7 @@ class DockerDriver:
     async def start(self) -> None:
         import docker
 
+        self.registry_auths = registry_auths(self.config.docker_auth)  # a bad value stops start-up first
         self.client = await asyncio.to_thread(docker.from_env)
         await asyncio.to_thread(self.client.ping)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
@@ -78,6 +102,23 @@ class DockerDriver:
         removed = await asyncio.to_thread(self._remove_leaked)
         if removed:
             log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.config.container_label_tag)
+        if self.config.docker_load_file:
+            await asyncio.to_thread(self._load_images, self.config.docker_load_file)
+
+    def _load_images(self, path: str) -> None:
+        """Fn's FN_DOCKER_LOAD_FILE: images for a runner that has no registry, loaded before any call."""
+        import docker.errors
+
+        try:
+            with open(path, "rb") as tarball:
+                images = self.client.images.load(tarball)
+        except OSError as exc:
+            raise ConfigError(f"docker_load_file: cannot read {path}: {exc.strerror or exc}") from None
+        except docker.errors.DockerException as exc:  # APIError, or ImageLoadError from the load's own stream
+            reason = getattr(exc, "explanation", None) or exc
+            raise ConfigError(f"docker_load_file: Docker could not load {path}: {reason}") from None
+        tags = sorted(tag for image in images for tag in image.tags) or [image.short_id for image in images]
+        log.info("loaded %d image(s) from %s: %s", len(images), path, ", ".join(tags))
 
     def _remove_leaked(self) -> int:
         import docker.errors
@@ -213,7 +254,7 @@ class DockerDriver:
         import docker.errors
         import requests.exceptions
 
-        auth = {"registrytoken": registry_token} if registry_token else None
+        auth = {"registrytoken": registry_token} if registry_token else self._registry_auth(image)
         log.info("pulling image %s", image)
         try:
             self.pull_client.images.pull(image, auth_config=auth)
@@ -224,6 +265,15 @@ class DockerDriver:
                 status=502,
                 user_error=True,
             ) from None
+
+    def _registry_auth(self, image: str) -> dict[str, Any] | None:
+        """FN_DOCKER_AUTH's entry for the image's registry host; None lets the SDK use ~/.docker/config.json."""
+        import docker.auth
+
+        if self.registry_auths is None:
+            return None
+        registry, _ = docker.auth.resolve_repository_name(image)
+        return self.registry_auths.resolve_authconfig(registry)
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
         return await asyncio.to_thread(self._exit_status, container_id, wait_s)

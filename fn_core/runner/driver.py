@@ -48,4 +48,7 @@ class ContainerDriver(Protocol):
         """True when the engine answers."""
 
     async def close(self) -> None:
-        """Release the engine connection (containers are removed by the agent before this)."""
+        """Release the engine connection (containers are removed by the agent before this).
+
+        Also called when `start` failed part-way: release whatever it had opened.
+        """

@@ -92,7 +92,11 @@ async def start_runner(
     port = port if port is not None else config.grpc_port
     os.makedirs(config.iofs_path, mode=0o755, exist_ok=True)
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
-    await driver.start()
+    try:
+        await driver.start()
+    except BaseException:
+        await driver.close()  # whatever it opened before failing (e.g. a bad FN_DOCKER_LOAD_FILE)
+        raise
     agent = Agent(config, driver)
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:

@@ -52,6 +52,23 @@ def test_bad_values_give_clear_errors(env, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [('{"auths": {"r.example:5000": {"auth": "s3cret', "docker_auth is not valid JSON"), ('["s3cret"]', "must be a JSON object")],
+)
+def test_registry_credentials_are_never_echoed(tmp_path, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(env={"FN_DOCKER_AUTH": value})
+    assert message in str(err.value) and "s3cret" not in str(err.value)
+    path = tmp_path / "fn.toml"
+    path.write_text('[docker_auth]\nauths = "s3cret"\n')  # a table where a JSON string belongs
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "not a valid str" in str(err.value) and "s3cret" not in str(err.value)
+    good = load_config(env={"FN_DOCKER_AUTH": '{"auths": {"r.example:5000": {"auth": "czNjcmV0OnMzY3JldA=="}}}'})
+    assert "czNjcmV0" not in repr(good)
+
+
 def test_unknown_file_keys_warn_or_fail_in_strict_mode(tmp_path, caplog):
     path = tmp_path / "fn.toml"
     path.write_text("prot = 1\n")
