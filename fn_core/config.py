@@ -148,6 +148,7 @@ class Config:
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
     docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers (least used is picked)")
+    image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")
     docker_load_file: str = setting("", "FN_DOCKER_LOAD_FILE", "image tarball (`docker save`) the runner loads at start ('' = none)")
     # a secret: kept out of repr, and its errors never quote it
     docker_auth: str = setting(

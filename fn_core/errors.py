@@ -66,6 +66,13 @@ class InvalidImage(BadRequest):
     message = "Invalid image"
 
 
+class ImageWithVolume(BadRequest):
+    """The image declares a VOLUME: state that would outlive calls (allowed with FN_IMAGE_ENABLE_VOLUME)."""
+
+    message = "Image has Volume definition"
+    user_error = True
+
+
 class NotFound(APIError):
     status = 404
     message = "not found"

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from fn_core import Driver, hookimpl
-from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ServerTooBusy, SyslogUnavailable
+from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVolume, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus
 
@@ -213,9 +213,11 @@ class DockerDriver:
         import docker.errors
 
         try:
-            self.client.images.get(options["image"])
+            image = self.client.images.get(options["image"])
         except docker.errors.ImageNotFound:
             raise _ImageMissing() from None
+        if (image.attrs.get("Config") or {}).get("Volumes") and not self.config.image_enable_volume:
+            raise ImageWithVolume()
         try:
             container = self.client.containers.create(**options)
         except docker.errors.ImageNotFound:

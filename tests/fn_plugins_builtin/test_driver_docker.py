@@ -121,3 +121,36 @@ async def test_a_pull_that_hangs_is_fns_504_and_launches_share_one_pull(docker_c
             writer.close()
         registry.close()
         await drv.close()
+
+
+@pytest.fixture
+def volume_image(docker_client, echo_image):
+    """The echo function with a VOLUME: Fn refuses such images unless the operator allows them."""
+    import io
+    import tarfile
+
+    tag = f"fn-core-test/volume-echo:{secrets.token_hex(4)}"
+    dockerfile = f"FROM {echo_image}\nVOLUME /data\n".encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    buf.seek(0)
+    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
+    yield tag
+    docker_client.images.remove(tag, noprune=False)
+
+
+async def test_an_image_with_a_volume_is_fns_400_unless_allowed(volume_image, fn_platform):
+    # volume_image first: it is removed after the platforms (and their containers) have stopped
+    refused = await fn_platform()
+    fn = await refused.deploy(volume_image, name="vol")
+    answer = await refused.invoke(fn["id"], "x")
+    assert (answer.status, answer.json()) == (400, {"message": "Image has Volume definition"})
+    assert refused.containers(fn["id"]) == []
+
+    allowed = await fn_platform(env={"FN_IMAGE_ENABLE_VOLUME": "true"})
+    fn = await allowed.deploy(volume_image, name="vol")
+    answer = await allowed.invoke(fn["id"], "kept")
+    assert (answer.status, answer.body) == (200, b"kept")
