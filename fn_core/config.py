@@ -89,6 +89,44 @@ def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str
             raise ConfigError(f"{attribute.name}: {address!r} is not host:port")
 
 
+# RFC 9110 token characters: what an HTTP header name may be made of
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_header_name(name: str) -> bool:
+    return bool(name) and all(c in _TOKEN_CHARS for c in name)
+
+
+def _header_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not _is_header_name(value):
+        raise ConfigError(f"{attribute.name}: {value!r} is not an HTTP header name")
+
+
+def _header_names(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for name in value:
+        if not _is_header_name(name):
+            raise ConfigError(f"{attribute.name}: {name!r} is not an HTTP header name")
+
+
+def _is_origin(origin: str) -> bool:
+    """scheme://host[:port], as browsers send it in Origin: no path, not even a trailing slash."""
+    scheme, sep, host = origin.partition("://")
+    return bool(
+        sep and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
+        and host and host.isprintable() and not any(c in "/?#* " for c in host)
+    )
+
+
+def _origins(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    if "*" in value and len(value) > 1:
+        raise ConfigError(f"{attribute.name}: * (any origin) must be the only entry, got {','.join(value)}")
+    for origin in value:
+        if origin != "*" and not _is_origin(origin):
+            raise ConfigError(
+                f"{attribute.name}: {origin!r} is not an origin: scheme://host[:port] with no path, e.g. https://ui.example.com, or *"
+            )
+
+
 @attrs.frozen
 class Config:
     # --- every server ---------------------------------------------------------------------
@@ -112,6 +150,16 @@ class Config:
     )
     db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
+    api_cors_origins: list[str] = setting(
+        [], "FN_API_CORS_ORIGINS", "CORS on /v2: browser origins allowed, * = any; none = CORS off (comma list)", validator=_origins
+    )
+    api_cors_headers: list[str] = setting(
+        [], "FN_API_CORS_HEADERS", "CORS: request headers allowed besides Origin, Content-Length, Content-Type (comma list)",
+        validator=_header_names,
+    )
+    rid_header: str = setting(
+        "", "FN_RID_HEADER", "request id header: the request's value, or a new id, sent back in it ('' = none)", validator=_header_name
+    )
     max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
     placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)
     retry_all_delay_ms: int = setting(10, "FN_RETRY_ALL_DELAY_MSECS", "pause after every runner refused a call (ms)", validator=_non_negative)

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled
 from fn_core.lb.agent import LBAgent, Placement
 from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
@@ -40,9 +41,10 @@ def error_response(err: APIError, call_id: str = "") -> web.Response:
 
 
 class InvokeApi:
-    def __init__(self, lookup: CachedLookup, agent: LBAgent) -> None:
+    def __init__(self, lookup: CachedLookup, agent: LBAgent, request_ids: RequestIds | None = None) -> None:
         self.lookup = lookup
         self.agent = agent
+        self.request_ids = request_ids  # FN_RID_HEADER: None when unset
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/invoke/{fn_id}", self.invoke)
@@ -122,13 +124,15 @@ class InvokeApi:
     def reject(self, request: web.Request, err: APIError, started: float) -> web.Response:
         """Count and log an invoke/trigger request refused before a call exists; Fn's error answer, with no call id."""
         self.agent.metrics.observe_rejection(err.status)
+        rid = "" if self.request_ids is None else f" rid={_log_value(self.request_ids.of(request))}"
         calls_log.info(
-            "invoke rejected method=%s path=%s status=%d duration_ms=%.2f error=%r",
+            "invoke rejected method=%s path=%s status=%d duration_ms=%.2f error=%r%s",
             request.method,
             request.rel_url.raw_path,  # still percent-encoded: a client's path cannot break the line
             err.status,
             (time.monotonic() - started) * 1000,
             err.message,
+            rid,
         )
         return error_response(err)
 
@@ -159,6 +163,11 @@ class InvokeApi:
                 return error_response(error, call.id), Placement()  # finished() already ran in the task
         started_on_runner.cancel()
         return web.Response(status=202, headers={CALL_ID_HEADER: call.id}), Placement()
+
+
+def _log_value(value: str) -> str:
+    """A client's value as one field of a log line: as is when it is one printable word, else quoted."""
+    return value if value.isprintable() and " " not in value else repr(value)
 
 
 def _is_detached(request: web.Request) -> bool:

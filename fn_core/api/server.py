@@ -5,6 +5,8 @@ wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Con
 before the body is read (413); a chunked body is cut off at the same limit while it is read.
 An error answer on an invoke or trigger path is counted and logged as a refused invoke
 (`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
+Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`)
+and the request id header (`fn_core.api.request_id`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 from aiohttp import web
 
 from fn_core import __version__
+from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
+from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestTooLarge
 from fn_core.lb.agent import LBAgent
 from fn_core.store.base import Store
@@ -30,7 +34,8 @@ _HTTP_MESSAGES = {404: "Path not found", 405: "Method not allowed"}
 
 def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.Application:
     max_size = config.max_request_size
-    invoke = InvokeApi(lookup, agent)
+    request_ids = RequestIds(config.rid_header) if config.rid_header else None
+    invoke = InvokeApi(lookup, agent, request_ids)
 
     def refuse(request: web.Request, err: APIError, started: float) -> web.Response:
         # only on the error path: a successful request never gets here
@@ -55,7 +60,12 @@ def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.
                 return refuse(request, RequestTooLarge(f"request body too large for this server, max {max_size}"), started)
             return refuse(request, APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
 
-    app = web.Application(middlewares=[errors], client_max_size=max_size or UNLIMITED_BODY)
+    # CORS outside `errors`, so that the error answers it makes get CORS headers too; off = not in the chain
+    cors = cors_middleware(config.api_cors_origins, config.api_cors_headers, [config.rid_header] if config.rid_header else [])
+    middlewares = [errors] if cors is None else [cors, errors]
+    app = web.Application(middlewares=middlewares, client_max_size=max_size or UNLIMITED_BODY)
+    if request_ids is not None:
+        request_ids.install(app)
     CrudApi(config, store, lookup).add_routes(app)
     invoke.add_routes(app)
 

@@ -1,0 +1,127 @@
+"""FN_RID_HEADER: the request id is the client's header or a new id, and comes back in the same header.
+
+The API tests run a real LB with no runners; the invoke and trigger tests run real functions in Docker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+
+from fn_core.config import load_config
+from fn_core.errors import ConfigError
+from fn_core.lb.main import start_lb
+from fn_core.plugins import get_plugin_manager
+
+RID = "X-Request-Id"
+
+
+@pytest.fixture
+async def start(tmp_path):
+    started = []
+
+    async def factory(env: dict[str, str]) -> aiohttp.ClientSession:
+        config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db"})
+        node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[])
+        session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
+        started.append((node, session))
+        return session
+
+    yield factory
+    for node, session in started:
+        await session.close()
+        await node.stop()
+
+
+async def send(session, method, path, **kwargs):
+    async with session.request(method, path, **kwargs) as r:
+        return r.status, r.headers
+
+
+def is_generated(rid: str) -> bool:
+    return len(rid) == 26 and rid.isalnum()  # a ULID, as Fn's ids
+
+
+async def test_api_answers_echo_the_request_id_or_a_new_one(start):
+    api = await start({"FN_RID_HEADER": RID})
+    status, headers = await send(api, "POST", "/v2/apps", json={"name": "a"}, headers={RID: "rid-create-1"})
+    assert status == 200 and headers[RID] == "rid-create-1"
+    status, headers = await send(api, "GET", "/v2/apps/01NOPE", headers={"x-request-id": "rid-404"})  # any case
+    assert status == 404 and headers[RID] == "rid-404"
+    status, headers = await send(api, "PATCH", "/v2/apps", headers={RID: "rid-405"})
+    assert status == 405 and headers[RID] == "rid-405"
+    ids = []
+    for _ in range(2):
+        status, headers = await send(api, "GET", "/v2/apps")
+        assert status == 200 and is_generated(headers[RID])
+        ids.append(headers[RID])
+    assert ids[0] != ids[1]
+    status, headers = await send(api, "GET", "/version", headers={RID: ""})  # empty = absent, as in Fn
+    assert status == 200 and is_generated(headers[RID])
+
+
+async def test_no_header_when_unset(start):
+    api = await start({})
+    for method, path in [("GET", "/v2/apps"), ("GET", "/v2/apps/01NOPE"), ("POST", "/invoke/01NOPE")]:
+        status, headers = await send(api, method, path, headers={RID: "rid-1"})
+        assert status in (200, 404) and RID not in headers
+
+
+async def test_a_refused_invoke_echoes_and_logs_the_request_id(start, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.calls")
+    api = await start({"FN_RID_HEADER": RID})
+    status, headers = await send(api, "POST", "/invoke/01NOPE", headers={RID: "rid-refused"})
+    assert status == 404 and headers[RID] == "rid-refused"
+    status, headers = await send(api, "GET", "/t/noapp/x")
+    assert status == 404 and is_generated(headers[RID])
+    generated = headers[RID]
+    status, headers = await send(api, "GET", "/t/noapp/y", headers={RID: "two words"})
+    assert status == 404 and headers[RID] == "two words"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("invoke rejected")]
+    assert lines[0].startswith("invoke rejected method=POST path=/invoke/01NOPE status=404 ")
+    assert lines[0].endswith(" error='Fn not found' rid=rid-refused")
+    assert lines[1].endswith(f" rid={generated}")  # the id the client got back
+    assert lines[2].endswith(" rid='two words'")  # quoted: a client's value cannot fake other fields
+
+
+async def test_with_cors_a_browser_may_read_the_request_id(start):
+    api = await start({"FN_RID_HEADER": RID, "FN_API_CORS_ORIGINS": "*"})
+    status, headers = await send(api, "GET", "/v2/apps", headers={"Origin": "https://ui.example.com", RID: "rid-ui"})
+    assert status == 200 and headers[RID] == "rid-ui" and headers["Access-Control-Expose-Headers"] == RID
+    preflight = {"Origin": "https://ui.example.com", "Access-Control-Request-Method": "GET", RID: "rid-pre"}
+    status, headers = await send(api, "OPTIONS", "/v2/apps", headers=preflight)
+    assert status == 204 and headers[RID] == "rid-pre"
+
+
+def test_a_bad_header_name_is_a_clear_error():
+    with pytest.raises(ConfigError, match="rid_header: 'X Request Id' is not an HTTP header name"):
+        load_config(env={"FN_RID_HEADER": "X Request Id"})
+
+
+async def test_invoke_and_trigger_answers_echo_the_request_id(fn_platform, echo_image, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.calls")
+    platform = await fn_platform(env={"FN_RID_HEADER": RID})
+    fn = await platform.deploy(echo_image)
+    trigger = {"name": "t", "app_id": fn["app_id"], "fn_id": fn["id"], "type": "http", "source": "/echo"}
+    assert (await platform.api("POST", "/v2/triggers", trigger)).status == 200
+
+    result = await platform.invoke(fn["id"], "hello", headers={RID: "rid-invoke-1"})
+    assert (result.status, result.body) == (200, b"hello")
+    assert result.headers[RID] == "rid-invoke-1" and result.headers["Fn-Call-Id"] != "rid-invoke-1"
+
+    result = await platform.invoke(fn["id"], "hello")
+    assert result.status == 200 and is_generated(result.headers[RID])
+    assert result.headers[RID] != result.headers["Fn-Call-Id"]  # the request's id, not the call's
+
+    big = b"x" * 100_000  # many data frames: the LB streams this answer from its handler
+    result = await platform.invoke(fn["id"], big, headers={RID: "rid-big"})
+    assert (result.status, len(result.body)) == (200, len(big)) and result.headers[RID] == "rid-big"
+
+    async with platform.session.post(f"{platform.url}/t/app/echo", data=b"hi", headers={RID: "rid-trigger"}) as r:
+        assert (r.status, await r.read()) == (200, b"hi") and r.headers[RID] == "rid-trigger"
+    async with platform.session.get(f"{platform.url}/t/app/echo") as r:
+        assert r.status == 200 and is_generated(r.headers[RID])
+
+    assert len([r for r in caplog.records if r.getMessage().startswith("call finished")]) == 5  # all ran as calls
