@@ -225,7 +225,7 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
 
     :param call: the call as it was placed (after `override_call`).
     :param outcome: `fn_core.records.CallOutcome`: HTTP status, error message, runner address,
-        number of placement attempts, duration.
+        number of placement attempts, duration, and the request id (`FN_RID_HEADER`).
     :return: ignored.
 
     Errors: exceptions are logged and swallowed: a listener never changes the call's result.

@@ -123,6 +123,7 @@ class CallOutcome:
     :param runner: address of the runner that ran the call ("" if none / on the runner itself).
     :param attempts: how many runners were tried (NACKs and unreachable runners included).
     :param duration_s: wall time from the request arriving to the call ending, in seconds.
+    :param request_id: the request's id under ``FN_RID_HEADER`` (the client's or a new one), "" when unset.
     """
 
     status: int
@@ -130,3 +131,4 @@ class CallOutcome:
     runner: str = ""
     attempts: int = 0
     duration_s: float = 0.0
+    request_id: str = ""

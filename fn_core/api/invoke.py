@@ -88,6 +88,7 @@ class InvokeApi:
         placement = Placement()
         status = 500
         refused = False
+        rid = self.request_ids.of(request) if self.request_ids is not None else ""
         agent.metrics.inflight += 1
         try:
             try:
@@ -103,7 +104,7 @@ class InvokeApi:
                 refused = True
                 raise
             if call.type == "detached":
-                accepted, placement = await self._detached(offer, body, started)
+                accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
                 return accepted
             placement = await agent.place(offer, body)
@@ -119,7 +120,7 @@ class InvokeApi:
         finally:
             agent.metrics.inflight -= 1
             if not refused and (call.type != "detached" or placement.error is not None):
-                agent.finished(call, placement, status, started)
+                agent.finished(call, placement, status, started, rid)
 
     def reject(self, request: web.Request, err: APIError, started: float) -> web.Response:
         """Count and log an invoke/trigger request refused before a call exists; Fn's error answer, with no call id."""
@@ -136,7 +137,7 @@ class InvokeApi:
         )
         return error_response(err)
 
-    async def _detached(self, offer: CallOffer, body: bytes, started: float) -> tuple[web.Response, Placement]:
+    async def _detached(self, offer: CallOffer, body: bytes, started: float, rid: str) -> tuple[web.Response, Placement]:
         """202 as soon as a runner has started the call; the stream runs on in the background."""
         call = offer.call
         loop = asyncio.get_running_loop()
@@ -149,7 +150,7 @@ class InvokeApi:
         async def run() -> Placement:
             placement = await self.agent.place(offer, body, on_start)
             error = placement.error or (placement.result.error if placement.result else None)
-            self.agent.finished(call, placement, error.status if error else 202, started)
+            self.agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement
 
         task = asyncio.create_task(run())

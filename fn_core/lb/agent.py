@@ -88,7 +88,7 @@ class LBAgent:
                 return Placement(error=ServerTooBusy(), attempts=attempts)
             await asyncio.sleep(min(self.retry_delay_s, remaining))
 
-    def finished(self, call: Call, placement: Placement, status: int, started: float) -> None:
+    def finished(self, call: Call, placement: Placement, status: int, started: float, request_id: str = "") -> None:
         """Metrics and the `call_finished` listeners (each isolated: a listener never changes the result)."""
         duration = time.monotonic() - started
         self.metrics.observe_call(status, duration)
@@ -99,6 +99,7 @@ class LBAgent:
             runner=placement.runner,
             attempts=placement.attempts,
             duration_s=duration,
+            request_id=request_id,
         )
         run_isolated(self.pm.hook.call_finished, call=call, outcome=outcome)
 

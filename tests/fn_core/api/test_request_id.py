@@ -113,6 +113,7 @@ async def test_invoke_and_trigger_answers_echo_the_request_id(fn_platform, echo_
 
     result = await platform.invoke(fn["id"], "hello")
     assert result.status == 200 and is_generated(result.headers[RID])
+    generated = result.headers[RID]
     assert result.headers[RID] != result.headers["Fn-Call-Id"]  # the request's id, not the call's
 
     big = b"x" * 100_000  # many data frames: the LB streams this answer from its handler
@@ -124,4 +125,7 @@ async def test_invoke_and_trigger_answers_echo_the_request_id(fn_platform, echo_
     async with platform.session.get(f"{platform.url}/t/app/echo") as r:
         assert r.status == 200 and is_generated(r.headers[RID])
 
-    assert len([r for r in caplog.records if r.getMessage().startswith("call finished")]) == 5  # all ran as calls
+    finished = [r.getMessage() for r in caplog.records if r.getMessage().startswith("call finished")]
+    assert len(finished) == 5  # all ran as calls, and each line names its request, as the client sent it or got it
+    assert finished[0].endswith(" rid=rid-invoke-1") and finished[1].endswith(f" rid={generated}")
+    assert finished[3].endswith(" rid=rid-trigger")
