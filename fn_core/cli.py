@@ -1,4 +1,4 @@
-"""The `fn-core` command: serve | lb | runner | plugins | version."""
+"""The `fn-core` command: serve | lb | api | runner | plugins | build-image | version."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def server_options(*, http: bool = False, grpc: bool = False, lb: bool = False, runner: bool = False) -> Callable[..., Any]:
+def server_options(
+    *, http: bool = False, grpc: bool = False, lb: bool = False, runner: bool = False, store: bool = False
+) -> Callable[..., Any]:
     """The flags of the server commands; each overrides its config key / FN_* variable."""
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,8 +61,10 @@ def server_options(*, http: bool = False, grpc: bool = False, lb: bool = False, 
                 click.option("--placer", help="placer name [FN_PLACER, default ch]"),
                 click.option("--runner", "runner_addresses", multiple=True, help="runner host:port, repeatable [FN_RUNNER_ADDRESSES]"),
                 click.option("--runner-pool", help="source of the runner list, by name [FN_RUNNER_POOL, default static]"),
-                click.option("--db", "db_url", help="store URL, sqlite3:///path/fn.db [FN_DB_URL]"),
+                click.option("--runner-api-url", help="read apps and fns from this API node (fn-core api) [FN_RUNNER_API_URL]"),
             ]
+        if store:
+            opts.append(click.option("--db", "db_url", help="store URL, sqlite3:///path/fn.db [FN_DB_URL]"))
         if runner:
             opts.append(click.option("--driver", help="container driver name [FN_DRIVER, default docker]"))
         for opt in reversed(opts):
@@ -106,7 +110,7 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], module: str, entry
 
 
 @main.command()
-@server_options(http=True, lb=True, runner=True)
+@server_options(http=True, lb=True, runner=True, store=True)
 @click.pass_context
 @fails_cleanly
 def serve(ctx: click.Context, **kwargs: Any) -> None:
@@ -115,12 +119,24 @@ def serve(ctx: click.Context, **kwargs: Any) -> None:
 
 
 @main.command()
-@server_options(http=True, lb=True)
+@server_options(http=True, lb=True, store=True)
 @click.pass_context
 @fails_cleanly
 def lb(ctx: click.Context, **kwargs: Any) -> None:
-    """The v2 API and the load balancer over a pool of runners (FN_RUNNER_ADDRESSES / --runner)."""
+    """The v2 API and the load balancer over a pool of runners (FN_RUNNER_ADDRESSES / --runner).
+
+    With --runner-api-url, an LB among several: it reads apps and fns from that API node and serves no v2 API.
+    """
     _start_server(ctx, kwargs, "fn_core.lb.main", "run_lb")
+
+
+@main.command()
+@server_options(http=True, store=True)
+@click.pass_context
+@fails_cleanly
+def api(ctx: click.Context, **kwargs: Any) -> None:
+    """An API node: the v2 API over the store, for LBs started with --runner-api-url (no invoke here)."""
+    _start_server(ctx, kwargs, "fn_core.lb.main", "run_api")
 
 
 @main.command()

@@ -75,6 +75,12 @@ def _json_object(_: object, attribute: attrs.Attribute[str], value: str) -> None
         raise ConfigError(f"{attribute.name} must be a JSON object, got a JSON {type(parsed).__name__}")
 
 
+def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    scheme, sep, rest = value.partition("://")
+    if value and not (sep and scheme in ("http", "https") and rest.split("/", 1)[0]):
+        raise ConfigError(f"{attribute.name}: {value!r} is not an http(s) URL, e.g. http://fn-api:8080")
+
+
 def is_host_port(address: object) -> bool:
     """A runner address: ``host:port`` with a port in 1..65535."""
     if not isinstance(address, str):
@@ -149,6 +155,9 @@ class Config:
         1000, "FN_RUNNER_POOL_REFRESH_MSECS", "how often a changing runner pool is asked again (ms)", validator=_positive
     )
     db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
+    runner_api_url: str = setting(
+        "", "FN_RUNNER_API_URL", "LB: read apps and fns from this API node (fn-core api) instead of a db_url store", validator=_http_url
+    )
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
     api_cors_origins: list[str] = setting(
         [], "FN_API_CORS_ORIGINS", "CORS on /v2: browser origins allowed, * = any; none = CORS off (comma list)", validator=_origins

@@ -104,6 +104,17 @@ class ServerTooBusy(APIError):
         self.headers.setdefault("Retry-After", "15")
 
 
+class ServiceUnavailable(APIError):
+    """The platform cannot serve the call now (e.g. the API node is unreachable); the client may retry."""
+
+    status = 503
+    message = "Service temporarily unavailable"
+
+    def __init__(self, message: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.headers.setdefault("Retry-After", "5")
+
+
 class CallTimeout(APIError):
     status = 504
     message = "Timed out"

@@ -1,4 +1,7 @@
-"""The LB node's aiohttp application: v2 CRUD, invoke, triggers, `/`, `/version`, `/metrics`.
+"""The HTTP application of the API and LB nodes: v2 CRUD, invoke, triggers, `/`, `/version`, `/metrics`.
+
+`fn-core serve` and `fn-core lb` serve all of it; `fn-core api` (Fn's API node) only the v2 API;
+an LB with ``FN_RUNNER_API_URL`` only invoke and triggers (its apps and fns are the API node's).
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
@@ -32,14 +35,16 @@ UNLIMITED_BODY = 1 << 40  # aiohttp needs a number; "no limit" as in Fn's defaul
 _HTTP_MESSAGES = {404: "Path not found", 405: "Method not allowed"}
 
 
-def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.Application:
+def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent | None) -> web.Application:
+    """The node's routes: v2 CRUD when it owns a ``store`` (not an LB reading from an API node), invoke
+    and triggers when it places calls (an ``agent``; not on an API node)."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
-    invoke = InvokeApi(lookup, agent, request_ids)
+    invoke = InvokeApi(lookup, agent, request_ids) if agent is not None else None
 
     def refuse(request: web.Request, err: APIError, started: float) -> web.Response:
         # only on the error path: a successful request never gets here
-        if request.path.startswith(INVOKE_PATH_PREFIXES):
+        if invoke is not None and request.path.startswith(INVOKE_PATH_PREFIXES):
             return invoke.reject(request, err, started)
         return error_response(err)
 
@@ -66,8 +71,10 @@ def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.
     app = web.Application(middlewares=middlewares, client_max_size=max_size or UNLIMITED_BODY)
     if request_ids is not None:
         request_ids.install(app)
-    CrudApi(config, store, lookup).add_routes(app)
-    invoke.add_routes(app)
+    if store is not None:
+        CrudApi(config, store, lookup).add_routes(app)
+    if invoke is not None:
+        invoke.add_routes(app)
 
     async def ping(request: web.Request) -> web.Response:
         return web.json_response({"goto": "https://github.com/fnproject/fn", "hello": "world!"})
@@ -75,10 +82,14 @@ def make_app(config, store: Store, lookup: CachedLookup, agent: LBAgent) -> web.
     async def version(request: web.Request) -> web.Response:
         return web.json_response({"version": __version__})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=agent.metrics.render(runners=len(agent.pool.refs)), content_type="text/plain", charset="utf-8")
-
     app.router.add_get("/", ping)
     app.router.add_get("/version", version)
-    app.router.add_get("/metrics", metrics)
+    if agent is not None:
+        placing = agent
+
+        async def metrics(request: web.Request) -> web.Response:
+            text = placing.metrics.render(runners=len(placing.pool.refs))
+            return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+        app.router.add_get("/metrics", metrics)
     return app

@@ -1,4 +1,7 @@
-"""Starting and stopping the LB node (`fn-core lb`) and the all-in-one node (`fn-core serve`).
+"""Starting and stopping the HTTP nodes: LB (`fn-core lb`), all-in-one (`fn-core serve`) and API (`fn-core api`).
+
+Several LBs share one set of apps and fns through an API node: each LB started with
+``FN_RUNNER_API_URL`` reads them from it (`fn_core.store.api_node`) instead of opening a database.
 
 Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight calls finish (up to
 the grace period), wait for detached calls, close the runner channels, close the store; for
@@ -18,6 +21,8 @@ from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import FixedRunners, RunnerSet
 from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
+from fn_core.store.api_node import ApiNodeStore
+from fn_core.store.base import Lookups
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +30,11 @@ DEFAULT_GRACE_S = 30.0
 
 
 class LBNode:
-    """A running LB: `url`, `agent` (its pool and metrics) and a graceful `stop`."""
+    """A running LB or API node: `url`, `agent` (its pool and metrics; None on an API node) and a graceful `stop`."""
 
-    def __init__(self, runner: web.AppRunner, agent: LBAgent, store: Store, host: str, port: int, own_store: bool) -> None:
+    def __init__(
+        self, runner: web.AppRunner, agent: LBAgent | None, store: Lookups, host: str, port: int, own_store: bool
+    ) -> None:
         self.runner = runner
         self.agent = agent
         self.store = store
@@ -42,10 +49,11 @@ class LBNode:
 
     async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
         await self.runner.cleanup()  # stops listening, then waits for in-flight requests
-        await self.agent.close(grace)
+        if self.agent is not None:
+            await self.agent.close(grace)
         if self._own_store:
             await self.store.close()
-        log.info("LB %s stopped", self.url)
+        log.info("%s %s stopped", "LB" if self.agent is not None else "API node", self.url)
 
 
 async def start_lb(
@@ -61,10 +69,16 @@ async def start_lb(
 ) -> LBNode:
     """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the selected runner pool); port 0 = any free port."""
     own_store = store is None
-    store = store if store is not None else open_store(config)
+    lookups: Lookups
+    if store is None and config.runner_api_url:
+        if config.db_url:  # two sources of apps and fns: say which one wins rather than pick silently
+            raise ConfigError("set runner_api_url (read apps and fns from an API node) or db_url (this node's own store), not both")
+        lookups = ApiNodeStore(config.runner_api_url)
+    else:
+        lookups = store = store if store is not None else open_store(config)
     pool = _runner_set(config, pm, runner_addresses, local_runners)
     agent = LBAgent(config, pm, pool)
-    app = make_app(config, store, CachedLookup(store), agent)
+    app = make_app(config, store, CachedLookup(lookups), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
     host = config.host if host is None else host
@@ -76,13 +90,31 @@ async def start_lb(
         await runner.cleanup()
         await pool.close()
         if own_store:
-            await store.close()
+            await lookups.close()
         raise
-    node = LBNode(runner, agent, store, host, runner.addresses[0][1], own_store)
+    node = LBNode(runner, agent, lookups, host, runner.addresses[0][1], own_store)
     log.info(
-        "LB listening on %s, placer %s, runner pool %s: %s",
+        "LB listening on %s, placer %s, runner pool %s: %s; apps and fns from %s",
         node.url, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
+        f"the API node {config.runner_api_url}" if store is None else "its store",
     )
+    return node
+
+
+async def start_api(config, *, host: str | None = None, port: int | None = None) -> LBNode:
+    """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
+    store = open_store(config)
+    runner = web.AppRunner(make_app(config, store, CachedLookup(store), None), access_log=None)
+    host = config.host if host is None else host
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, config.port if port is None else port).start()
+    except BaseException:
+        await runner.cleanup()
+        await store.close()
+        raise
+    node = LBNode(runner, None, store, host, runner.addresses[0][1], own_store=True)
+    log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
 
 
@@ -105,6 +137,12 @@ async def run_lb(config, pm) -> None:
     node = await start_lb(config, pm)
     await wait_for_stop_signal()
     log.info("LB shutting down: finishing in-flight calls")
+    await node.stop()
+
+
+async def run_api(config, pm) -> None:
+    node = await start_api(config)
+    await wait_for_stop_signal()
     await node.stop()
 
 

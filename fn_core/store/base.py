@@ -1,7 +1,8 @@
 """The store interface the API and the LB use: apps, fns and triggers.
 
-SQLite is the embedded default (`fn_core.store.sqlite`); a shared server database for several LBs
-is another implementation of the same `Store` protocol. Every method is a coroutine so that an
+SQLite is the embedded default (`fn_core.store.sqlite`). Several LBs share one store through an
+API node: they read the `Lookups` (the invoke path's part of `Store`) from it over HTTP
+(`fn_core.store.api_node`). Every method is a coroutine so that an
 implementation may talk to a network database without blocking the event loop.
 
 Errors are `fn_core.errors.APIError` subclasses with Fn's messages, so the API can return them
@@ -82,6 +83,16 @@ class TriggerExists(Conflict):
 
 class TriggerSourceExists(Conflict):
     message = "Trigger with specified source already exists"
+
+
+class Lookups(Protocol):
+    """The reads of the invoke path (`CachedLookup` is in front of them): every `Store` has them."""
+
+    async def get_fn(self, fn_id: str) -> Fn: ...
+    async def get_app(self, app_id: str) -> App: ...
+    async def get_app_by_name(self, name: str) -> App: ...
+    async def get_trigger_by_source(self, app_id: str, type: str, source: str) -> Trigger: ...
+    async def close(self) -> None: ...
 
 
 class Store(Protocol):

@@ -16,13 +16,13 @@ from typing import Any
 
 from fn_core.errors import APIError
 from fn_core.models import App, Fn, Trigger
-from fn_core.store.base import Store
+from fn_core.store.base import Lookups
 
 DEFAULT_TTL_S = 5.0
 
 
 class CachedLookup:
-    def __init__(self, store: Store, ttl_s: float = DEFAULT_TTL_S, max_entries: int = 10000) -> None:
+    def __init__(self, store: Lookups, ttl_s: float = DEFAULT_TTL_S, max_entries: int = 10000) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -62,10 +62,11 @@ class CachedLookup:
     async def _load(self, key: tuple, load: Callable[[], Awaitable[Any]]) -> Any:
         try:
             value: Any = await load()
-        except APIError as exc:  # not-found is cached like a value; the caller re-raises it
-            value = exc
+        except APIError as exc:
+            if exc.status >= 500:  # a store that failed (e.g. an unreachable API node): ask again next time
+                return exc
+            value = exc  # not-found is cached like a value; the caller re-raises it
         except Exception as exc:  # a store failure is not cached
-            self._pending.pop(key, None)
             return exc
         finally:
             self._pending.pop(key, None)

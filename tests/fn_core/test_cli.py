@@ -98,3 +98,56 @@ def test_server_commands_start_grpc_without_event_engine_endpoints_unless_the_op
     monkeypatch.setenv("GRPC_EXPERIMENTS", "")  # the operator's value, even empty, wins
     assert CliRunner().invoke(cli.main, ["runner"]).exit_code == 0
     assert seen == [cli.GRPC_EXPERIMENTS_DEFAULT, cli.GRPC_EXPERIMENTS_DEFAULT, ""]
+
+
+def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
+    """`fn-core api` owns the apps; `fn-core lb --runner-api-url` finds them there; both stop cleanly on SIGTERM."""
+    import signal
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def http(method, url, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def wait_up(url):
+        for _ in range(200):  # bounded: 20 s
+            try:
+                return http("GET", url)
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"{url} never answered")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
+    api_port, lb_port = free_port(), free_port()
+    api = subprocess.Popen([fn_core_command(), "api", "--host", "127.0.0.1", "--port", str(api_port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+                           env=env, stderr=subprocess.PIPE, text=True)
+    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(lb_port), "--runner-api-url", f"http://127.0.0.1:{api_port}"],
+                          env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{api_port}/version")
+        wait_up(f"http://127.0.0.1:{lb_port}/version")
+        status, app = http("POST", f"http://127.0.0.1:{api_port}/v2/apps", {"name": "shop"})
+        assert status == 200, app
+        assert http("GET", f"http://127.0.0.1:{lb_port}/t/shop/nothing-here") == (404, {"message": "Trigger not found"})
+        assert http("GET", f"http://127.0.0.1:{lb_port}/t/elsewhere/x") == (404, {"message": "App not found"})
+        assert http("GET", f"http://127.0.0.1:{lb_port}/v2/apps") == (404, {"message": "Path not found"})
+        assert http("POST", f"http://127.0.0.1:{api_port}/invoke/{app['id']}")[0] == 404
+    finally:
+        for proc in (lb, api):
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=30)[1] for proc in (lb, api)]
+    assert (lb.returncode, api.returncode) == (0, 0), outputs
+    assert f"apps and fns from the API node http://127.0.0.1:{api_port}" in outputs[0]

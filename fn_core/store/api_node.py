@@ -1,0 +1,98 @@
+"""Read-only `Lookups` over an API node's v2 HTTP API: how LB nodes share one set of apps and fns.
+
+Fn's topology for several LBs: one API node owns the database, and every LB node reads the
+apps, fns and triggers it needs from that node (``FN_RUNNER_API_URL``), through the same 5 s
+cache as the embedded store. The LB opens no database and serves no v2 CRUD routes.
+It reads only Fn's public API, plus the internal trigger-by-source route Fn's API nodes also
+serve, so an LB can read from our API node or from Fn's.
+
+When the API node cannot be reached, a call the cache cannot answer fails with 503 (Retry-After).
+Only "not found" answers are cached; failures are not.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import aiohttp
+import attrs
+
+from fn_core.errors import APIError, ServiceUnavailable
+from fn_core.models import App, Fn, Trigger
+from fn_core.store.base import AppNotFound, FnNotFound, TriggerNotFound
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 10.0
+
+
+class ApiNodeStore:
+    """The `Lookups` of an LB node whose apps, fns and triggers live on the API node at ``base_url``."""
+
+    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
+        self._failing = False  # an outage is logged once as a warning, and its end once
+
+    # --- reads: what the invoke path needs ------------------------------------------------
+    async def get_fn(self, fn_id: str) -> Fn:
+        return self._model(Fn, await self._get(f"/v2/fns/{quote(fn_id, safe='')}", FnNotFound))
+
+    async def get_app(self, app_id: str) -> App:
+        return self._model(App, await self._get(f"/v2/apps/{quote(app_id, safe='')}", AppNotFound))
+
+    async def get_app_by_name(self, name: str) -> App:
+        page = await self._get("/v2/apps", AppNotFound, params={"name": name})
+        for item in page.get("items", []):
+            if item.get("name") == name:
+                return self._model(App, item)
+        raise AppNotFound()
+
+    async def get_trigger_by_source(self, app_id: str, type: str, source: str) -> Trigger:
+        path = f"/v2/runner/apps/{quote(app_id, safe='')}/triggerBySource/{quote(type, safe='')}{quote(source)}"
+        return self._model(Trigger, await self._get(path, TriggerNotFound))
+
+    def _model(self, cls: Any, data: Any) -> Any:
+        """The model from Fn's JSON, ignoring fields this version does not know (a newer API node)."""
+        try:
+            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
+        except TypeError:  # not an object, or a required field missing: not what an API node answers
+            self._unavailable(f"answered a {cls.__name__} this LB cannot read: {str(data)[:200]}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _get(self, path: str, not_found: type[APIError], params: dict[str, str] | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        url = self.base_url + path
+        try:
+            async with self._session.get(url, params=params) as resp:
+                status = resp.status
+                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            self._unavailable(f"{type(exc).__name__}: {exc}")
+        message = body.get("message", "") if isinstance(body, dict) else ""
+        found = status == 200
+        if not found and not (status == 404 and message == not_found.message):
+            # anything else (a 404 "Path not found" too) means the URL is not an API node, or it is failing
+            self._unavailable(f"GET {path} answered {status} {message!r}")
+        if self._failing:
+            self._failing = False
+            log.info("API node %s answers again", self.base_url)
+        if not found:
+            raise not_found()
+        return body
+
+    def _unavailable(self, reason: str) -> NoReturn:
+        if not self._failing:
+            self._failing = True
+            log.warning("API node %s (FN_RUNNER_API_URL) unavailable: %s", self.base_url, reason)
+        else:
+            log.debug("API node %s still unavailable: %s", self.base_url, reason)
+        # the caller sees no internal address: the operator has it in the log
+        raise ServiceUnavailable("Service temporarily unavailable: function definitions cannot be read")

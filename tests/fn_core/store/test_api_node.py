@@ -1,0 +1,125 @@
+"""Several LBs, one API node (Fn's FN_RUNNER_API_URL): real HTTP between the nodes, a real runner and Docker."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import aiohttp
+import pytest
+
+from fn_core.config import load_config
+from fn_core.errors import ConfigError
+from fn_core.lb.main import start_api, start_lb
+from fn_core.plugins import get_plugin_manager
+from fn_core.runner.main import start_runner
+
+
+async def request(session, method: str, url: str, **kwargs):
+    async with session.request(method, url, **kwargs) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+@pytest.fixture
+async def cluster(tmp_path, docker_client):
+    """An API node, one runner and two LBs reading from the API node; stopped after the test."""
+    api_config = load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/api.db"}, overrides={"host": "127.0.0.1"})
+    api = await start_api(api_config, port=0)
+    config = load_config(
+        env={"FN_RUNNER_API_URL": api.url, "FN_CONTAINER_LABEL_TAG": f"fn-core-test-{secrets.token_hex(4)}"},
+        overrides={"host": "127.0.0.1"},
+    )
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    runner = await start_runner(config, pm, host="127.0.0.1", port=0)
+    lbs = [await start_lb(config, pm, port=0, runner_addresses=[runner.address]) for _ in range(2)]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    nodes = {"api": api, "lbs": lbs, "runner": runner, "session": session, "api_config": api_config}
+    yield nodes
+    await session.close()
+    for lb in lbs:
+        await lb.stop(grace=5)
+    await runner.stop(grace=5)
+    await nodes["api"].stop(grace=1)
+
+
+async def deploy(session, api_url: str, image: str) -> dict:
+    status, _, body = await request(session, "POST", f"{api_url}/v2/apps", json={"name": "shared"})
+    assert status == 200, body
+    app = (await (await session.get(f"{api_url}/v2/apps?name=shared")).json())["items"][0]
+    status, _, body = await request(session, "POST", f"{api_url}/v2/fns", json={"name": "echo", "app_id": app["id"], "image": image})
+    assert status == 200, body
+    fn = __import__("json").loads(body)
+    trigger = {"name": "t", "app_id": app["id"], "fn_id": fn["id"], "type": "http", "source": "/say/hi"}
+    assert (await request(session, "POST", f"{api_url}/v2/triggers", json=trigger))[0] == 200
+    return fn
+
+
+async def test_every_lb_serves_the_fns_created_on_the_api_node(cluster, echo_image):
+    session, api, lbs = cluster["session"], cluster["api"], cluster["lbs"]
+    fn = await deploy(session, api.url, echo_image)
+
+    for lb in lbs:
+        status, headers, body = await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=f"via {lb.port}")
+        assert (status, body) == (200, f"via {lb.port}".encode())
+        status, _, body = await request(session, "POST", f"{lb.url}/t/shared/say/hi", data=b"trigger")
+        assert (status, body) == (200, b"trigger")
+        status, _, body = await request(session, "POST", f"{lb.url}/invoke/01NOSUCHFN00000000000000000")
+        assert (status, body) == (404, b'{"message": "Fn not found"}')
+        status, _, body = await request(session, "GET", f"{lb.url}/t/nosuchapp/x")
+        assert (status, body) == (404, b'{"message": "App not found"}')
+        # apps and fns are changed on the API node only: an LB among several has no v2 API
+        status, _, body = await request(session, "POST", f"{lb.url}/v2/apps", json={"name": "elsewhere"})
+        assert (status, body) == (404, b'{"message": "Path not found"}')
+    # ... and the API node runs no calls
+    status, _, _ = await request(session, "POST", f"{api.url}/invoke/{fn['id']}")
+    assert status == 404
+    status, _, body = await request(session, "GET", f"{api.url}/v2/apps?name=elsewhere")
+    assert b"elsewhere" not in body
+
+
+async def test_an_unreachable_api_node_is_a_503_and_cached_fns_keep_running(cluster, echo_image, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.store.api_node")
+    session, api, lb = cluster["session"], cluster["api"], cluster["lbs"][0]
+    fn = await deploy(session, api.url, echo_image)
+    assert (await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b"warm"))[0] == 200
+    port = api.port
+    await api.stop(grace=1)
+
+    status, _, body = await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b"still")
+    assert (status, body) == (200, b"still")  # read within the 5 s cache: the outage does not stop it
+    for _ in range(2):
+        status, headers, body = await request(session, "POST", f"{lb.url}/invoke/01NOTCACHED000000000000000")
+        assert status == 503 and headers["Retry-After"]
+        assert body == b'{"message": "Service temporarily unavailable: function definitions cannot be read"}'
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and api.url in warnings[0]  # the operator gets the address, once per outage
+
+    cluster["api"] = await start_api(cluster["api_config"], port=port)  # back, same address
+    status, _, body = await request(session, "POST", f"{lb.url}/invoke/01NOTCACHED000000000000000")
+    assert (status, body) == (404, b'{"message": "Fn not found"}')  # not cached while it was failing
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_url_that_is_not_an_api_node_is_a_503_naming_what_it_answered(cluster, caplog):
+    session, lb = cluster["session"], cluster["lbs"][0]
+    config = load_config(env={"FN_RUNNER_API_URL": lb.url}, overrides={"host": "127.0.0.1"})  # an LB: no v2 API
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    confused = await start_lb(config, pm, port=0, runner_addresses=[cluster["runner"].address])
+    try:
+        status, _, _ = await request(session, "POST", f"{confused.url}/invoke/01SOMEFN0000000000000000000")
+        assert status == 503
+        assert "answered 404 'Path not found'" in caplog.text
+    finally:
+        await confused.stop(grace=1)
+
+
+def test_runner_api_url_settings_are_checked():
+    with pytest.raises(ConfigError, match="is not an http"):
+        load_config(env={"FN_RUNNER_API_URL": "fn-api:8080"})
+
+
+async def test_an_lb_with_both_an_api_node_and_a_database_refuses_to_start(tmp_path):
+    config = load_config(env={"FN_RUNNER_API_URL": "http://127.0.0.1:9", "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db"})
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    with pytest.raises(ConfigError, match="not both"):
+        await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
