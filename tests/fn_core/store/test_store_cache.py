@@ -64,3 +64,30 @@ async def test_cache_expires(store):
     await cache.fn(fn.id)
     await cache.fn(fn.id)
     assert counting.lookups == 2
+
+
+async def test_a_failing_store_is_asked_again_but_not_found_is_cached():
+    from fn_core.errors import ServiceUnavailable
+
+    class FlakyStore:
+        def __init__(self):
+            self.asked = 0
+            self.down = True
+
+        async def get_fn(self, fn_id):
+            self.asked += 1
+            if self.down:
+                raise ServiceUnavailable()
+            raise FnNotFound()
+
+    flaky = FlakyStore()
+    lookup = CachedLookup(flaky)
+    for _ in range(2):
+        with pytest.raises(ServiceUnavailable):
+            await lookup.fn("f1")
+    assert flaky.asked == 2  # an outage is not remembered for the TTL
+    flaky.down = False
+    for _ in range(2):
+        with pytest.raises(FnNotFound):
+            await lookup.fn("f1")
+    assert flaky.asked == 3  # "not found" is
