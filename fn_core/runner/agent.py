@@ -270,13 +270,25 @@ class Agent:
         memory, mcpus = call_needs(call.memory, call.tmpfs_size, call.cpus)
         if not self.budget.possible(memory, mcpus):
             raise CallResourceTooBig()
-        queue = self.queues.get(key)
-        if queue is None:
-            queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions)
-        else:
-            queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
-        if queue.idle:
-            return self._take(queue.idle.pop())
+        while True:
+            queue = self.queues.get(key)  # again after a dead container: retiring it may have dropped the queue
+            if queue is None:
+                queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions)
+            else:
+                queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
+            if not queue.idle:
+                break
+            container = self._take(queue.idle.pop())
+            if container.conn.open:
+                return container
+            try:  # its connection closed while idle: still there? (checked before the call is committed)
+                alive = await container.conn.reopen()
+            except BaseException:
+                self.release(container)
+                raise
+            if alive:
+                return container
+            self._gone_while_idle(container)
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = Waiter(loop.create_future(), now, now + self.launch_s, call)
@@ -502,6 +514,21 @@ class Agent:
             container.paused = False
 
     # --- clean-up ---------------------------------------------------------------------------
+    def _gone_while_idle(self, container: HotContainer) -> None:
+        """An idle container that died (OOM, killed, its process exited): the call takes another one
+        instead of failing with a 502, as Fn's first call after idle did (fn#1470)."""
+        self.retire(container, remove=False)
+        self._spawn(self._report_gone(container))
+
+    async def _report_gone(self, container: HotContainer) -> None:
+        status = await self.driver.exit_status(container.id, wait_s=2.0)
+        how = "is gone" if status is None else (
+            "was killed for memory" if status.oom_killed else f"exited with code {status.code}"
+        )
+        log.warning("hot container %s of fn %s %s while idle: retired, calls go to another", container.id[:12],
+                    container.queue.call.fn_id, how)
+        await self._remove_quietly(container.id, container.iofs_dir)
+
     async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
         status = await self.driver.exit_status(container.id, wait_s=2.0)
         self._spawn(self._dispose(container, True))

@@ -94,6 +94,20 @@ class HotConnection:
     async def close(self) -> None:
         self._drop()
 
+    @property
+    def open(self) -> bool:
+        """The keep-alive connection is up: what a warm call checks, with no await."""
+        protocol = self._protocol
+        return protocol is not None and protocol.is_connected() and not protocol.should_close
+
+    async def reopen(self) -> bool:
+        """Connect again (fdk closes a connection idle for 75 s). False: the socket refuses, the container has died."""
+        try:
+            await self._connection()
+        except OSError:
+            return False
+        return True
+
     def _drop(self) -> None:
         if self._protocol is not None:
             self._protocol.close()
@@ -101,7 +115,7 @@ class HotConnection:
 
     async def _connection(self) -> ResponseHandler:
         protocol = self._protocol
-        if protocol is not None and protocol.is_connected() and not protocol.should_close:
+        if protocol is not None and self.open:
             return protocol
         self._drop()  # closed by the container, or left with unread bytes: start clean
         loop = asyncio.get_running_loop()

@@ -185,3 +185,52 @@ async def test_a_caller_gone_while_the_response_streams_leaves_the_container_war
     after = await rc.run(node.address, rc.call(), b"next")
     assert after.finished.success and after.body == b"next"
     assert node.agent.containers() == [container]
+
+
+async def _until(condition, what: str) -> None:
+    import asyncio
+
+    for _ in range(250):  # bounded: 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached in 5 s: {what}")
+
+
+async def test_a_container_that_died_while_idle_is_replaced_not_a_502(start, rc, docker_client, caplog):
+    """Fn's first call after idle got a 502 from a dead hot container (fn#1470); here it takes a fresh one."""
+    import docker.errors
+
+    caplog.set_level("WARNING", logger="fn_core.runner.agent")
+    node = await start()
+    assert (await rc.run(node.address, rc.call(), b"first")).body == b"first"
+    [hot] = node.agent.containers()
+    docker_client.containers.get(hot.id).kill()  # OOM killer, a crash in a background thread, an operator...
+    await _until(lambda: not hot.conn.open, "the runner sees the connection drop")
+
+    result = await rc.run(node.address, rc.call(), b"second")
+
+    assert result.finished.success and result.body == b"second"
+    [fresh] = node.agent.containers()
+    assert fresh.id != hot.id
+
+    def removed() -> bool:
+        try:
+            docker_client.containers.get(hot.id)
+        except docker.errors.NotFound:
+            return True
+        return False
+
+    await _until(removed, "the dead container is removed")
+    assert f"hot container {hot.id[:12]} of fn {rc.call().fn_id} exited with code 137 while idle" in caplog.text
+
+
+async def test_a_closed_keep_alive_connection_to_a_live_container_is_reopened(start, rc):
+    """fdk closes a connection idle for 75 s: the container is fine, so the next call uses it."""
+    node = await start()
+    assert (await rc.run(node.address, rc.call(), b"first")).body == b"first"
+    [hot] = node.agent.containers()
+    await hot.conn.close()
+
+    assert (await rc.run(node.address, rc.call(), b"second")).body == b"second"
+    assert node.agent.containers() == [hot] and hot.conn.open

@@ -92,6 +92,8 @@ async def test_blocking_mode_waits_and_too_big_is_400(tmp_path):
 
 
 class FakeConnection:
+    open = True  # a live container's keep-alive connection
+
     async def close(self) -> None:
         pass
 
