@@ -14,6 +14,7 @@ Fixtures:
 * `make_call` / `lb_prepare`: a call built exactly as the LB builds it from an app, an fn and a
   request, and the LB's `override_call` step on it (returns the extensions sent to the runner).
 * ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker).
+* `wait_until`: await a condition that something running in the background will make true (bounded).
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ from fn_core.config import Config, load_config
 from fn_core.plugins import FnPluginManager, get_plugin_manager
 
 TEST_LABEL = "fn-core.test"
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` every 20 ms; fail the test naming ``what`` after ``timeout_s`` (a bounded wait)."""
+    import asyncio
+
+    for _ in range(max(1, int(timeout_s / 0.02))):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not reached in {timeout_s:g} s: {what}")
 
 
 def free_port() -> int:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fn_core.testing import wait_until
+
 BUSY_CALL = json.dumps({"sleep_ms": 3000})
 
 
@@ -15,24 +17,16 @@ def test_fn_core_plugins_lists_the_placer():
     assert (entry["distribution"], entry["version"], entry["provides"]) == ("fn-placer-bounded", "0.1.0", ["placer: ch-bounded"])
 
 
-async def until(condition, tries=250):
-    for _ in range(tries):  # bounded: 5 s
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in 5 s")
-
-
 async def second_call_lands_on(platform, echo_image):
     """Warm fn A on its home runner, keep that runner busy, then place one more call of A."""
     fn = await platform.deploy(echo_image)
     assert (await platform.invoke(fn["id"], "warm")).status == 200
     home = next(r for r in platform.runners if r.servicer.requests_received == 1)
     home_ref = next(ref for ref in platform.lb.agent.pool.refs if ref.address == home.address)
-    await until(lambda: home_ref.status is None or home_ref.status.active == 0)  # a poll taken during "warm" is stale
+    await wait_until(lambda: home_ref.status is None or home_ref.status.active == 0, "the LB no longer sees the warm-up call (a poll taken during it is stale)")
     busy = asyncio.create_task(platform.invoke(fn["id"], BUSY_CALL))
     # until the runner is busy (and, for ch-bounded, the LB's status poll saw it)
-    await until(lambda: home.servicer.active and (home_ref.status is None or home_ref.status.active))
+    await wait_until(lambda: home.servicer.active and (home_ref.status is None or home_ref.status.active), "the home runner reports its call as active")
     if platform.pm.placer.wants_runner_status:
         assert home_ref.status.active == 1
     result = await platform.invoke(fn["id"], "second")

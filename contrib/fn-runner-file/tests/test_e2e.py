@@ -1,24 +1,17 @@
 """The pip-installed file pool, selected by config, drives a real LB over real runners and Docker."""
 
-import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from fn_core.testing import wait_until
 
 
 def test_fn_core_plugins_lists_the_pool():
     result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
     entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["runner-file"]
     assert (entry["distribution"], entry["version"], entry["provides"]) == ("fn-runner-file", "0.1.0", ["runner-pool: file"])
-
-
-async def until(condition, what):
-    for _ in range(250):  # bounded: 5 s
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached in 5 s: {what}")
 
 
 async def test_the_lb_follows_the_file(fn_platform, echo_image, tmp_path):
@@ -33,12 +26,12 @@ async def test_the_lb_follows_the_file(fn_platform, echo_image, tmp_path):
 
     assert pool() == []  # no file yet: no runners, the LB waits for the file
     runners_file.write_text(f"# the runners\n{first.address}\n")
-    await until(lambda: pool() == [first.address], "the file's runner joined")
+    await wait_until(lambda: pool() == [first.address], "the file's runner joined")
     fn = await platform.deploy(echo_image)
     assert (await platform.invoke(fn["id"], "one")).body == b"one"
 
     runners_file.write_text(f"{second.address}  # first is being drained\n")
-    await until(lambda: pool() == [second.address], "the file's change was followed")
+    await wait_until(lambda: pool() == [second.address], "the file's change was followed")
     result = await platform.invoke(fn["id"], "two")
     assert (result.status, result.body) == (200, b"two")
     assert (first.servicer.requests_received, second.servicer.requests_received) == (1, 1)

@@ -5,13 +5,10 @@ A real LB on 127.0.0.1 with no runners: CRUD only, and invoke paths that are ref
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
-from fn_core.lb.main import start_lb
-from fn_core.plugins import get_plugin_manager
 
 UI = "https://ui.example.com"
 OTHER = "https://evil.example.net"
@@ -23,23 +20,6 @@ CORS_HEADERS = (
     "Access-Control-Max-Age",
     "Access-Control-Expose-Headers",
 )
-
-
-@pytest.fixture
-async def start(tmp_path):
-    started = []
-
-    async def factory(env: dict[str, str]) -> aiohttp.ClientSession:
-        config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db", "max_request_size": MAX})
-        node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[])
-        session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
-        started.append((node, session))
-        return session
-
-    yield factory
-    for node, session in started:
-        await session.close()
-        await node.stop()
 
 
 async def send(session, method, path, **kwargs):
@@ -69,7 +49,7 @@ async def test_preflight_from_an_allowed_origin_is_answered_204(start):
 
 
 async def test_answers_to_an_allowed_origin_carry_cors_headers_errors_included(start):
-    api = await start({"FN_API_CORS_ORIGINS": UI})
+    api = await start({"FN_API_CORS_ORIGINS": UI}, max_request_size=MAX)
     origin = {"Origin": UI}
 
     status, headers, _ = await send(api, "POST", "/v2/apps", json={"name": "a"}, headers=origin)

@@ -7,32 +7,12 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 import pytest
 
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
-from fn_core.lb.main import start_lb
-from fn_core.plugins import get_plugin_manager
 
 RID = "X-Request-Id"
-
-
-@pytest.fixture
-async def start(tmp_path):
-    started = []
-
-    async def factory(env: dict[str, str]) -> aiohttp.ClientSession:
-        config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db"})
-        node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[])
-        session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
-        started.append((node, session))
-        return session
-
-    yield factory
-    for node, session in started:
-        await session.close()
-        await node.stop()
 
 
 async def send(session, method, path, **kwargs):

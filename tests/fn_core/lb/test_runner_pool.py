@@ -9,6 +9,7 @@ import pytest
 
 from fn_core import RunnerPool, hookimpl
 from fn_core.errors import ConfigError
+from fn_core.testing import wait_until
 
 
 class MovingPool:
@@ -29,14 +30,6 @@ class MovingPool:
     @hookimpl
     def register_runner_pools(self):
         return [RunnerPool(name="moving", factory=lambda config: self, refresh=self.refresh, description="test")]
-
-
-async def until(condition, what: str) -> None:
-    for _ in range(250):  # bounded: 5 s
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached in 5 s: {what}")
 
 
 def addresses_of(node) -> list[str]:
@@ -63,7 +56,7 @@ async def test_the_lb_adds_and_removes_runners_as_the_pool_changes(fake_runners,
     assert (len(a.calls), len(b.calls)) == (3, 0)
 
     pool.listed = [a.address, b.address]
-    await until(lambda: addresses_of(node) == [a.address, b.address], "b joined")
+    await wait_until(lambda: addresses_of(node) == [a.address, b.address], "b joined")
     for i in range(4):
         assert await invoke(session, fn_id, f"ab{i}") == (200, f"ab{i}")
     assert (len(a.calls), len(b.calls)) == (5, 2)  # naive spreads over both
@@ -72,7 +65,7 @@ async def test_the_lb_adds_and_removes_runners_as_the_pool_changes(fake_runners,
         assert "\nfn_lb_runners 2\n" in await r.text()
 
     pool.listed = [b.address]
-    await until(lambda: addresses_of(node) == [b.address], "a left")
+    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
     for i in range(3):
         assert await invoke(session, fn_id, f"b{i}") == (200, f"b{i}")
     assert (len(a.calls), len(b.calls)) == (5, 5)
@@ -90,7 +83,7 @@ async def test_a_runner_that_leaves_the_pool_finishes_the_calls_it_has(fake_runn
     await asyncio.wait_for(a.hanging.wait(), 5)
 
     pool.listed = [b.address]
-    await until(lambda: addresses_of(node) == [b.address], "a left")
+    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
     assert await invoke(session, fn_id, "new call") == (200, "new call")
     assert len(b.calls) == 1
 
@@ -107,13 +100,13 @@ async def test_a_failing_pool_keeps_the_last_list_and_says_so(fake_runners, lb_f
     caplog.set_level(logging.INFO, logger="fn_core.lb.pool")
     pool.fail = True
     asked = pool.asked
-    await until(lambda: pool.asked >= asked + 2, "two failed refreshes")
+    await wait_until(lambda: pool.asked >= asked + 2, "two failed refreshes")
     assert addresses_of(node) == [a.address]
     assert await invoke(session, fn_id, "still served") == (200, "still served")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ["runner pool 'moving' failed to list its runners; keeping the last list: OSError: discovery service unreachable"]
     pool.fail = False  # said once, not at every refresh; and recovery is told
-    await until(lambda: "runner pool 'moving' lists its runners again" in caplog.text, "recovery logged")
+    await wait_until(lambda: "runner pool 'moving' lists its runners again" in caplog.text, "recovery logged")
 
 
 async def test_addresses_that_are_not_host_port_are_skipped_with_a_warning(fake_runners, lb_factory, caplog):
@@ -141,7 +134,7 @@ async def test_an_empty_pool_answers_503_after_the_placer_timeout_then_serves_on
         assert r.status == 503 and "Retry-After" in r.headers
     a = await fake_runners()
     pool.listed = [a.address]
-    await until(lambda: addresses_of(node) == [a.address], "a joined")
+    await wait_until(lambda: addresses_of(node) == [a.address], "a joined")
     assert await invoke(session, fn_id, "somebody") == (200, "somebody")
 
 
@@ -152,16 +145,16 @@ async def test_real_runners_join_and_leave_through_a_pool_plugin(fn_platform, ec
                                  env={"FN_RUNNER_POOL": "moving", "FN_RUNNER_POOL_REFRESH_MSECS": "20"})
     first, second = platform.runners
     pool.listed = [first.address]
-    await until(lambda: addresses_of(platform.lb) == [first.address], "first joined")
+    await wait_until(lambda: addresses_of(platform.lb) == [first.address], "first joined")
     fn = await platform.deploy(echo_image)
     for i in range(3):
         result = await platform.invoke(fn["id"], f"one-{i}")
         assert (result.status, result.body) == (200, f"one-{i}".encode())
 
     pool.listed = [first.address, second.address]
-    await until(lambda: addresses_of(platform.lb) == [first.address, second.address], "second joined")
+    await wait_until(lambda: addresses_of(platform.lb) == [first.address, second.address], "second joined")
     pool.listed = [second.address]
-    await until(lambda: addresses_of(platform.lb) == [second.address], "first left")
+    await wait_until(lambda: addresses_of(platform.lb) == [second.address], "first left")
     for i in range(3):
         result = await platform.invoke(fn["id"], f"two-{i}")
         assert (result.status, result.body) == (200, f"two-{i}".encode())

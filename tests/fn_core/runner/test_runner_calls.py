@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fn_core.testing import wait_until
+
 
 async def test_echo(start, rc, echo_image):
     node = await start()
@@ -187,16 +189,6 @@ async def test_a_caller_gone_while_the_response_streams_leaves_the_container_war
     assert node.agent.containers() == [container]
 
 
-async def _until(condition, what: str) -> None:
-    import asyncio
-
-    for _ in range(250):  # bounded: 5 s
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not reached in 5 s: {what}")
-
-
 async def test_a_container_that_died_while_idle_is_replaced_not_a_502(start, rc, docker_client, caplog):
     """Fn's first call after idle got a 502 from a dead hot container (fn#1470); here it takes a fresh one."""
     import docker.errors
@@ -206,7 +198,7 @@ async def test_a_container_that_died_while_idle_is_replaced_not_a_502(start, rc,
     assert (await rc.run(node.address, rc.call(), b"first")).body == b"first"
     [hot] = node.agent.containers()
     docker_client.containers.get(hot.id).kill()  # OOM killer, a crash in a background thread, an operator...
-    await _until(lambda: not hot.conn.open, "the runner sees the connection drop")
+    await wait_until(lambda: not hot.conn.open, "the runner sees the connection drop")
 
     result = await rc.run(node.address, rc.call(), b"second")
 
@@ -221,7 +213,7 @@ async def test_a_container_that_died_while_idle_is_replaced_not_a_502(start, rc,
             return True
         return False
 
-    await _until(removed, "the dead container is removed")
+    await wait_until(removed, "the dead container is removed")
     assert f"hot container {hot.id[:12]} of fn {rc.call().fn_id} exited with code 137 while idle" in caplog.text
 
 

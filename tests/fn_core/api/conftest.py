@@ -1,0 +1,28 @@
+"""An LB node with no runners on 127.0.0.1, for tests of the HTTP API itself."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from fn_core.config import load_config
+from fn_core.lb.main import start_lb
+from fn_core.plugins import get_plugin_manager
+
+
+@pytest.fixture
+async def start(tmp_path):
+    """``session = await start(env, **overrides)``: a client session on a new LB with its own store; stopped after the test."""
+    started = []
+
+    async def factory(env: dict[str, str], **overrides) -> aiohttp.ClientSession:
+        config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db", **overrides})
+        node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[])
+        session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
+        started.append((node, session))
+        return session
+
+    yield factory
+    for node, session in started:
+        await session.close()
+        await node.stop()
