@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib
 import json
@@ -22,10 +23,28 @@ from fn_core.plugins import FnPluginManager, get_plugin_manager
 
 def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True) -> tuple[Config, FnPluginManager]:
     config = load_config(ctx.obj.get("config_file"), overrides=overrides)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     return config, get_plugin_manager(config, select=select)
+
+
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """``FN_LOG_FORMAT=json``: one object per line, with the keys of Fn's JSON logs (time, level, msg) plus the logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:

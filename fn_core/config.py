@@ -140,6 +140,7 @@ class Config:
     port: int = setting(8080, "FN_PORT", "HTTP port of the API/LB (serve, lb)", validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting("info", "FN_LOG_LEVEL", "debug | info | warning | error", validator=_one_of(*LOG_LEVELS))
+    log_format: str = setting("text", "FN_LOG_FORMAT", "text | json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))
     disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
     strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys are errors, not warnings")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fn_core import __version__
+from fn_core.testing import free_port
 
 
 def fn_core_command():
@@ -103,15 +104,9 @@ def test_server_commands_start_grpc_without_event_engine_endpoints_unless_the_op
 def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     """`fn-core api` owns the apps; `fn-core lb --runner-api-url` finds them there; both stop cleanly on SIGTERM."""
     import signal
-    import socket
     import time
     import urllib.error
     import urllib.request
-
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
     def http(method, url, body=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -151,3 +146,32 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
         outputs = [proc.communicate(timeout=30)[1] for proc in (lb, api)]
     assert (lb.returncode, api.returncode) == (0, 0), outputs
     assert f"apps and fns from the API node http://127.0.0.1:{api_port}" in outputs[0]
+
+
+def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, "FN_LOG_FORMAT": "json"}
+    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+                          env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):  # bounded: 20 s
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/invoke/01NOSUCHFN", data=b"", timeout=5)
+            except urllib.error.HTTPError as err:
+                assert err.code == 404
+                break
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        lb.send_signal(signal.SIGTERM)
+        _, stderr = lb.communicate(timeout=30)
+    assert lb.returncode == 0, stderr
+    entries = [json.loads(line) for line in stderr.splitlines()]  # every line is one JSON object
+    assert all({"time", "level", "logger", "msg"} <= entry.keys() for entry in entries)
+    refused = [e for e in entries if e["logger"] == "fn_core.calls"]
+    assert refused and refused[0]["level"] == "info" and "status=404" in refused[0]["msg"]
