@@ -68,6 +68,11 @@ def format_milli_cpus(milli: int) -> str:
     return f"{milli}m" if milli else ""
 
 
+# Annotations the API adds to what it answers (never stored): where to invoke the fn / the trigger.
+INVOKE_ENDPOINT = "fnproject.io/fn/invokeEndpoint"
+HTTP_ENDPOINT = "fnproject.io/trigger/httpEndpoint"
+
+
 @attrs.define
 class App:
     name: str

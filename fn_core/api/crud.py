@@ -8,11 +8,8 @@ from aiohttp import web
 
 from fn_core.api import validation as v
 from fn_core.errors import APIError, BadRequest
-from fn_core.models import Fn, Trigger
+from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
-
-INVOKE_ENDPOINT = "fnproject.io/fn/invokeEndpoint"
-HTTP_ENDPOINT = "fnproject.io/trigger/httpEndpoint"
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -20,12 +20,13 @@ import aiohttp
 import attrs
 
 from fn_core.errors import APIError, ServiceUnavailable
-from fn_core.models import App, Fn, Trigger
+from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import AppNotFound, FnNotFound, TriggerNotFound
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
+OUTPUT_ANNOTATIONS = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
 
 
 class ApiNodeStore:
@@ -46,7 +47,10 @@ class ApiNodeStore:
 
     async def get_app_by_name(self, name: str) -> App:
         page = await self._get("/v2/apps", AppNotFound, params={"name": name})
-        for item in page.get("items", []):
+        items = page.get("items") if isinstance(page, dict) else None
+        if not isinstance(items, list):
+            self._unavailable(f"answered a list of apps this LB cannot read: {str(page)[:200]}")
+        for item in items:
             if item.get("name") == name:
                 return self._model(App, item)
         raise AppNotFound()
@@ -56,9 +60,15 @@ class ApiNodeStore:
         return self._model(Trigger, await self._get(path, TriggerNotFound))
 
     def _model(self, cls: Any, data: Any) -> Any:
-        """The model from Fn's JSON, ignoring fields this version does not know (a newer API node)."""
+        """The model as the API node stores it, from its JSON: fields this version does not know (a newer
+        API node) are left out, and so are the annotations the API adds on output. Those hold the address
+        the API node was asked at, and annotations are part of the slot key: kept, they would give this
+        fn other hot containers than an LB with its own store gives it."""
         try:
-            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
+            fields = {f.name: data[f.name] for f in attrs.fields(cls) if f.name in data}
+            if isinstance(fields.get("annotations"), dict):
+                fields["annotations"] = {k: v for k, v in fields["annotations"].items() if k not in OUTPUT_ANNOTATIONS}
+            return cls(**fields)
         except TypeError:  # not an object, or a required field missing: not what an API node answers
             self._unavailable(f"answered a {cls.__name__} this LB cannot read: {str(data)[:200]}")
 

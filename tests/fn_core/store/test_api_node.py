@@ -123,3 +123,25 @@ async def test_an_lb_with_both_an_api_node_and_a_database_refuses_to_start(tmp_p
     pm = get_plugin_manager(config, load_entrypoints=False)
     with pytest.raises(ConfigError, match="not both"):
         await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
+
+
+async def test_an_fn_read_from_the_api_node_is_the_stored_fn(cluster, echo_image):
+    """Same slot key as on a node with the store: the API's output-only annotations are not taken in."""
+    from fn_core.models import slot_key
+    from fn_core.store import SQLiteStore
+    from fn_core.store.api_node import ApiNodeStore
+    from fn_core.testing import make_call
+
+    api, session = cluster["api"], cluster["session"]
+    fn = await deploy(session, api.url, echo_image)
+    await request(session, "PUT", f"{api.url}/v2/fns/{fn['id']}", json={"annotations": {"team": "blue"}})
+    remote = ApiNodeStore(api.url)
+    local = SQLiteStore(cluster["api_config"].db_path)
+    try:
+        via_api, stored = await remote.get_fn(fn["id"]), await local.get_fn(fn["id"])
+        app_via_api, app_stored = await remote.get_app(fn["app_id"]), await local.get_app(fn["app_id"])
+    finally:
+        await remote.close()
+        await local.close()
+    assert via_api == stored and via_api.annotations == {"team": "blue"}
+    assert slot_key(make_call(app=app_via_api, fn=via_api)) == slot_key(make_call(app=app_stored, fn=stored))
