@@ -271,10 +271,14 @@ class DockerDriver:
     def _registry_auth(self, image: str) -> dict[str, Any] | None:
         """FN_DOCKER_AUTH's entry for the image's registry host; None lets the SDK use ~/.docker/config.json."""
         import docker.auth
+        import docker.errors
 
         if self.registry_auths is None:
             return None
-        registry, _ = docker.auth.resolve_repository_name(image)
+        try:
+            registry, _ = docker.auth.resolve_repository_name(image)
+        except docker.errors.InvalidRepository:
+            return None  # the pull itself then says what is wrong with the name
         return self.registry_auths.resolve_authconfig(registry)
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
