@@ -35,6 +35,7 @@ class APIError(FnCoreError):
     status: int = 500
     message: str = "internal server error"
     user_error: bool = False
+    retry_after_s: int | None = None  # a class that may be retried sets it: sent as Retry-After
 
     def __init__(
         self,
@@ -51,6 +52,8 @@ class APIError(FnCoreError):
         if user_error is not None:
             self.user_error = user_error
         self.headers = dict(headers or {})
+        if self.retry_after_s is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after_s))
         super().__init__(self.message)
 
     def __repr__(self) -> str:
@@ -98,10 +101,7 @@ class ServerTooBusy(APIError):
 
     status = 503
     message = "Timed out - server too busy"
-
-    def __init__(self, message: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.headers.setdefault("Retry-After", "15")
+    retry_after_s = 15
 
 
 class ServiceUnavailable(APIError):
@@ -109,10 +109,7 @@ class ServiceUnavailable(APIError):
 
     status = 503
     message = "Service temporarily unavailable"
-
-    def __init__(self, message: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.headers.setdefault("Retry-After", "5")
+    retry_after_s = 5
 
 
 class CallTimeout(APIError):

@@ -3,8 +3,12 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -101,29 +105,28 @@ def test_server_commands_start_grpc_without_event_engine_endpoints_unless_the_op
     assert seen == [cli.GRPC_EXPERIMENTS_DEFAULT, cli.GRPC_EXPERIMENTS_DEFAULT, ""]
 
 
+def http(method, url, body=None):
+    """(status, JSON body) of one request to a server process; raises OSError while it is not listening."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def wait_up(url):
+    for _ in range(200):  # bounded: 20 s
+        try:
+            return http("GET", url)
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
 def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     """`fn-core api` owns the apps; `fn-core lb --runner-api-url` finds them there; both stop cleanly on SIGTERM."""
-    import signal
-    import time
-    import urllib.error
-    import urllib.request
-
-    def http(method, url, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
-
-    def wait_up(url):
-        for _ in range(200):  # bounded: 20 s
-            try:
-                return http("GET", url)
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"{url} never answered")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
     api_port, lb_port = free_port(), free_port()
@@ -149,24 +152,13 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
 
 
 def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
-    import signal
-    import time
-    import urllib.error
-    import urllib.request
-
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, "FN_LOG_FORMAT": "json"}
     lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
                           env=env, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(200):  # bounded: 20 s
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/invoke/01NOSUCHFN", data=b"", timeout=5)
-            except urllib.error.HTTPError as err:
-                assert err.code == 404
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_up(f"http://127.0.0.1:{port}/version")
+        assert http("POST", f"http://127.0.0.1:{port}/invoke/01NOSUCHFN")[0] == 404
     finally:
         lb.send_signal(signal.SIGTERM)
         _, stderr = lb.communicate(timeout=30)
