@@ -7,7 +7,6 @@ import functools
 import importlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +93,7 @@ def server_options(
 
 
 def _run(main_coro: Any) -> None:
-    """Run a server on uvloop: a faster event loop under the same asyncio API (grpc.aio works on it)."""
+    """Run a server on uvloop: a faster event loop under the same asyncio API."""
     import uvloop
 
     uvloop.run(main_coro)
@@ -114,17 +113,9 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj["config_file"] = config_file
 
 
-#: gRPC core experiments turned off unless the operator sets ``GRPC_EXPERIMENTS`` (even empty):
-#: grpcio's EventEngine TCP client and listener cost ~20 % more CPU per Engage exchange than its
-#: older endpoints on a 2-core VM (bare exchange: 0.74 -> 0.59 ms client CPU, 1650 -> 1950/s).
-GRPC_EXPERIMENTS_DEFAULT = "-event_engine_client,-event_engine_listener"
-
-
 def _start_server(ctx: click.Context, kwargs: dict[str, Any], module: str, entry: str) -> None:
     """Config, plugins, then the server's entry point (imported late: `plugins` needs none of them)."""
     config, pm = _setup(ctx, _overrides(kwargs))
-    # read once, when gRPC's core starts: so before the server module imports grpc
-    os.environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS_DEFAULT)
     _run(getattr(importlib.import_module(module), entry)(config, pm))
 
 

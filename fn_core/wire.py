@@ -15,6 +15,13 @@ MAX_DATA_CHUNK = 10 * 1024
 #: gRPC metadata key carrying the request id (Fn's `fn_request_id`).
 REQUEST_ID_METADATA = "fn_request_id"
 
+#: The service's method paths (the proto has no package line).
+ENGAGE = "/RunnerProtocol/Engage"
+STATUS = "/RunnerProtocol/Status"
+STATUS2 = "/RunnerProtocol/Status2"
+CONFIGURE_RUNNER = "/RunnerProtocol/ConfigureRunner"
+STREAM_LOGS = "/RunnerProtocol/StreamLogs"
+
 #: The NACK's error code: the runner refused before anything was committed.
 NACK_CODE = 503
 
@@ -30,14 +37,16 @@ class CallOffer:
     call: Call
     slot_key: bytes
     extensions: dict[str, str] = attrs.field(factory=dict)
-    _message: pb.ClientMsg | None = attrs.field(default=None, init=False, repr=False)
+    _message: bytes | None = attrs.field(default=None, init=False, repr=False)
 
-    def try_message(self) -> pb.ClientMsg:
+    def try_bytes(self) -> bytes:
+        """The serialized TryCall message, built once however many runners are tried."""
         if self._message is None:
             try_call = pb.TryCall(
                 models_call_json=self.call.to_json(), slot_hash_id=self.slot_key.hex(), extensions=self.extensions
             )
-            self._message = pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
+            message = pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
+            self._message = message.SerializeToString()
         return self._message
 
     @classmethod

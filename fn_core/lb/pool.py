@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from fn_core.config import is_host_port
 from fn_core.errors import ConfigError
 from fn_core.lb.hooks import run_isolated
-from fn_core.lb.runner_client import RunnerClient, channel_credentials
+from fn_core.lb.runner_client import RunnerClient, client_ssl_context
 from fn_core.models import MAX_TIMEOUT_S
 from fn_core.records import RunnerRef
 
@@ -65,7 +65,7 @@ class RunnerSet:
         self.source = source
         self.name = name
         self.pm = pm
-        self.credentials = channel_credentials(config)
+        self.ssl_context = client_ssl_context(config)
         self.poll_s = config.status_poll_ms / 1000
         self.refresh_s = config.runner_pool_refresh_ms / 1000 if refresh else None
         self._local = [RunnerRef(address=r.address, handle=r) for r in local or ()]
@@ -80,7 +80,7 @@ class RunnerSet:
         """Take the pool's first list, then keep it fresh and poll status, as configured."""
         if not await self.refresh() and self.refresh_s is None:
             raise ConfigError(f"runner pool {self.name!r} could not list the runners (see the warning above)")
-        if self.credentials is None and len(self.refs) > len(self._local):
+        if self.ssl_context is None and len(self.refs) > len(self._local):
             log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
         if self.refresh_s is not None:
             self._tasks.append(asyncio.create_task(self._refresh_forever(), name="runner-pool-refresh"))
@@ -109,7 +109,7 @@ class RunnerSet:
             return True
         refs = list(self._local)
         for address in wanted:
-            ref = kept.pop(address, None) or RunnerRef(address=address, handle=RunnerClient(address, self.credentials))
+            ref = kept.pop(address, None) or RunnerRef(address=address, handle=RunnerClient(address, self.ssl_context))
             refs.append(ref)
         added = [a for a in wanted if a not in {r.address for r in self.refs}]
         self.refs = refs

@@ -1,41 +1,27 @@
-"""The LB's client of one runner: a long-lived grpc.aio channel and the Engage exchange.
+"""The LB's client of one runner: a long-lived channel (`fn_core.transport`) and the Engage exchange.
 
 `RunnerClient.try_exec` is Fn's ``TryExec``: it returns None when the call was *not placed*
-(NACK: a 503 `finished` before any `result_start`, or the runner could not be reached before it
-took the TryCall), so the placer may try another runner; otherwise the call is committed and
-an `ExecResult` comes back, success or error, and must never be re-sent.
+(NACK: a 503 `finished` before any `result_start`; no connection to the runner; or the runner
+refused the stream unprocessed), so the placer may try another runner; otherwise the call is
+committed and an `ExecResult` comes back, success or error, and must never be re-sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
 import attrs
-import grpc
-from google.protobuf import empty_pb2
 
-from fn_core.errors import APIError
+from fn_core.errors import APIError, ConfigError
 from fn_core.proto import runner_pb2 as pb
-from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.records import RunnerStatus
-from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA, CallOffer, is_nack, status_from_proto
+from fn_core.transport import Channel, ClientStream, RpcError, StreamRefused, Unreachable
+from fn_core.wire import ENGAGE, MAX_DATA_CHUNK, REQUEST_ID_METADATA, STATUS, CallOffer, is_nack, status_from_proto
 
 log = logging.getLogger(__name__)
-
-CHANNEL_OPTIONS = [
-    # a killed runner should be re-dialled soon after it comes back, not after minutes of backoff
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30000),
-    ("grpc.keepalive_timeout_ms", 10000),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-]
-
-# gRPC's UNAVAILABLE texts that mean "never connected", as opposed to "connection lost mid-call".
-_NEVER_CONNECTED = ("failed to connect", "connection refused", "dns resolution failed", "name resolution")
 
 
 @attrs.define
@@ -110,36 +96,24 @@ class ReplyReader:
         return self.result
 
 
-def channel_credentials(config) -> grpc.ChannelCredentials | None:
+def client_ssl_context(config) -> ssl.SSLContext | None:
     """TLS when a CA is configured; mTLS when this node also has a certificate and key."""
     if not config.node_cert_authority:
         return None
-
-    def read(path: str) -> bytes | None:
-        if not path:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(config.node_cert_authority),
-        private_key=read(config.node_cert_key),
-        certificate_chain=read(config.node_cert),
-    )
+    try:
+        context = ssl.create_default_context(cafile=config.node_cert_authority)
+        if config.node_cert or config.node_cert_key:
+            context.load_cert_chain(config.node_cert, config.node_cert_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS files for the runner channels: {exc}") from None
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 class RunnerClient:
-    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.address = address
-        if credentials is None:
-            self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        else:
-            self.channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-        self.stub = RunnerProtocolStub(self.channel)
-        # Streams whose `finished` came but whose status has not yet: held until it comes, because
-        # dropping or cancelling an unfinished call resets the stream, which costs both sides CPU and
-        # left the runner's gRPC core ~20 bytes per call it never gave back (runner RSS +3 MB per 100k calls).
-        self._finishing: set[grpc.aio.StreamStreamCall] = set()
+        self.channel = Channel(address, ssl_context)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
 
     async def close(self, grace_s: float | None = None) -> None:
@@ -148,7 +122,8 @@ class RunnerClient:
         await self.channel.close(grace_s)
 
     async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
-        return status_from_proto(await self.stub.Status(empty_pb2.Empty(), timeout=timeout_s))
+        answer = await self.channel.unary(STATUS, b"", timeout_s)
+        return status_from_proto(pb.RunnerStatus.FromString(answer))
 
     async def try_exec(
         self,
@@ -163,65 +138,49 @@ class RunnerClient:
         """
         if self.closed:
             return None
-        stream = self.stub.Engage(metadata=((REQUEST_ID_METADATA, offer.call.id),))
+        try:
+            stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),))
+        except Unreachable as exc:
+            log.debug("runner %s unreachable: %s", self.address, exc)
+            return None
         sender: asyncio.Task | None = None
-        received = False
         reply = ReplyReader(on_start)
         try:
-            await stream.write(offer.try_message())
+            await stream.send_message(offer.try_bytes())
             if len(body) <= MAX_DATA_CHUNK:
-                await _write_quietly(stream, pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)))
+                await stream.send_message(_data_frame(body, True), end_stream=True)
             else:  # concurrently with the reads, so neither side can stall the other on flow control
                 sender = asyncio.create_task(_send_body(stream, body))
             while True:
-                msg = await stream.read()
-                if msg is grpc.aio.EOF:
+                raw = await stream.read_message()
+                if raw is None:
                     return reply.ended_early(self.address)
-                received = True
-                if reply.feed(msg):
+                if reply.feed(pb.RunnerMsg.FromString(raw)):
                     return reply.outcome()
-        except grpc.aio.AioRpcError as exc:
-            if _not_placed(exc, received):
-                log.debug("runner %s unreachable: %s", self.address, exc.details())
-                return None
+        except StreamRefused as exc:
+            log.debug("runner %s did not take the call: %s", self.address, exc)
+            return None  # the runner says it never processed the stream: not placed
+        except RpcError as exc:
             # committed: the runner (or the link to it) was lost mid-call; never re-sent
             result = reply.result
-            result.error = APIError(f"runner {self.address} was lost during the call: {exc.code().name}", status=500)
+            result.error = APIError(f"runner {self.address} was lost during the call: {exc}", status=500)
             return result
         finally:
             if sender is not None and not sender.done():
                 sender.cancel()
-            if not stream.done():
-                if reply.done:
-                    self._finishing.add(stream)  # the status is on its way: let the call end normally
-                    stream.add_done_callback(self._finishing.discard)
-                else:
-                    stream.cancel()  # client gone or we stopped early: the runner is told
+            stream.close()  # after `finished` a no-op; before it (client gone, we stopped) the runner is told
 
 
-def _not_placed(exc: grpc.aio.AioRpcError, received: bool) -> bool:
-    """Only a runner we never reached is "not placed": a link lost after the TryCall went out may have started it."""
-    if exc.code() != grpc.StatusCode.UNAVAILABLE or received:
-        return False
-    details = (exc.details() or "").lower()
-    return any(text in details for text in _NEVER_CONNECTED)
+def _data_frame(chunk: bytes, eof: bool) -> bytes:
+    return pb.ClientMsg(data=pb.DataFrame(data=chunk, eof=eof)).SerializeToString()
 
 
-async def _write_quietly(stream: grpc.aio.StreamStreamCall, msg: pb.ClientMsg) -> None:
-    """A body write fails when the runner already ended the call (e.g. an early NACK); the reads say why."""
-    try:
-        await stream.write(msg)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-        log.debug("body frame not sent: %s", exc)
-
-
-async def _send_body(stream: grpc.aio.StreamStreamCall, body: bytes) -> None:
+async def _send_body(stream: ClientStream, body: bytes) -> None:
     view = memoryview(body)
     size = len(body)
-    for offset in range(0, size, MAX_DATA_CHUNK):
-        end = offset + MAX_DATA_CHUNK
-        frame = pb.DataFrame(data=bytes(view[offset:end]), eof=end >= size)
-        try:
-            await stream.write(pb.ClientMsg(data=frame))
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return
+    try:
+        for offset in range(0, size, MAX_DATA_CHUNK):
+            end = offset + MAX_DATA_CHUNK
+            await stream.send_message(_data_frame(bytes(view[offset:end]), end >= size), end_stream=end >= size)
+    except RpcError as exc:  # the runner already ended the call (e.g. an early NACK); the reads say why
+        log.debug("body frame not sent: %s", exc)

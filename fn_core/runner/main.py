@@ -1,27 +1,23 @@
-"""Start and stop a runner node: driver, agent and the grpc.aio server (`fn-core runner`, and in-process for `serve`)."""
+"""Start and stop a runner node: driver, agent and the gRPC server (`fn-core runner`, and in-process for `serve`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import ssl
 import time
-
-import grpc
 
 from fn_core.config import Config
 from fn_core.errors import ConfigError
 from fn_core.plugins import FnPluginManager
-from fn_core.proto import runner_pb2_grpc
 from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.servicer import RunnerServicer
 from fn_core.signals import wait_for_stop_signal
+from fn_core.transport import GrpcServer
 
 log = logging.getLogger(__name__)
-
-# Response frames are <= 10 KiB, but a TryCall may carry a large call JSON (config, headers).
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
 
 
 class RunnerNode:
@@ -31,7 +27,7 @@ class RunnerNode:
     """
 
     def __init__(
-        self, server: grpc.aio.Server | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int
+        self, server: GrpcServer | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int
     ) -> None:
         self.server = server
         self.servicer = servicer
@@ -56,27 +52,26 @@ class RunnerNode:
         while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self.server is not None:
-            await self.server.stop(grace=max(0.0, min(1.0, deadline - time.monotonic())))
+            await self.server.stop(max(0.0, min(1.0, deadline - time.monotonic())))
         await self.agent.close()
         await self.driver.close()
         log.info("runner %s stopped", self.address)
 
 
-def _tls_credentials(config: Config) -> grpc.ServerCredentials | None:
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """TLS with the node's certificate; with a CA, clients must present a certificate it signed (mTLS)."""
     if not (config.node_cert or config.node_cert_key or config.node_cert_authority):
         return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        with open(config.node_cert, "rb") as f:
-            cert = f.read()
-        with open(config.node_cert_key, "rb") as f:
-            key = f.read()
-        ca = None
+        context.load_cert_chain(config.node_cert, config.node_cert_key or None)
         if config.node_cert_authority:
-            with open(config.node_cert_authority, "rb") as f:
-                ca = f.read()
-    except OSError as exc:
+            context.load_verify_locations(cafile=config.node_cert_authority)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"TLS files for the runner: {exc}") from None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 async def start_runner(
@@ -101,15 +96,14 @@ async def start_runner(
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0)
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    runner_pb2_grpc.add_RunnerProtocolServicer_to_server(servicer, server)
-    credentials = _tls_credentials(config)
-    target = f"{host}:{port}"
-    bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
-    if not bound:
+    try:
+        server = GrpcServer(servicer.handlers(), _tls_context(config))
+        bound = await server.start(host, port)
+    except (OSError, ConfigError) as exc:
         await driver.close()
-        raise ConfigError(f"the runner could not bind {target}")
-    await server.start()
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
     return RunnerNode(server, servicer, agent, driver, host, bound)
 
 

@@ -1,4 +1,4 @@
-"""Fn's RunnerProtocol service over gRPC: Engage (one call per stream), Status and Status2.
+"""Fn's RunnerProtocol service: Engage (one call per stream), Status and Status2, as `fn_core.transport` handlers.
 
 The call's semantics (try, body, result_start, data, finished, the NACK) are `RunnerCore`'s;
 this is only the stream they travel on.
@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import grpc
 from google.protobuf import json_format, struct_pb2
 
 from fn_core.proto import runner_pb2 as pb
-from fn_core.proto import runner_pb2_grpc
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
 from fn_core.runner.status_image import payload_of_struct
-from fn_core.wire import MAX_DATA_CHUNK, CallOffer, status_to_proto
+from fn_core.transport import RpcError, ServerStream
+from fn_core.transport.errors import Status
+from fn_core.transport.server import Handler, unary
+from fn_core.wire import CONFIGURE_RUNNER, ENGAGE, MAX_DATA_CHUNK, STATUS, STATUS2, STREAM_LOGS, CallOffer, status_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,22 @@ log = logging.getLogger(__name__)
 class _StreamIO:
     """`CallIO` over one Engage stream."""
 
-    __slots__ = ("context",)
+    __slots__ = ("stream",)
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
-        self.context = context
+    def __init__(self, stream: ServerStream) -> None:
+        self.stream = stream
 
     async def read_offer(self) -> CallOffer | None:
-        msg = await self.context.read()
-        return None if msg is grpc.aio.EOF else CallOffer.from_message(msg)
+        raw = await self.stream.read_message()
+        return None if raw is None else CallOffer.from_message(pb.ClientMsg.FromString(raw))
 
     async def read_body(self) -> bytes | None:
         parts: list[bytes] = []
         while True:
-            msg = await self.context.read()
-            if msg is grpc.aio.EOF:
+            raw = await self.stream.read_message()
+            if raw is None:
                 return b"".join(parts)  # a closed send side also ends the body (Fn: any read error = EOF)
+            msg = pb.ClientMsg.FromString(raw)
             if msg.WhichOneof("body") != "data":
                 continue
             if msg.data.eof and not parts:
@@ -50,21 +52,22 @@ class _StreamIO:
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in headers])
-        await self.context.write(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)))
+        await self.stream.send(pb.RunnerMsg(result_start=pb.CallResultStart(http=meta)).SerializeToString())
 
     async def data(self, chunk: bytes) -> None:
         if len(chunk) <= MAX_DATA_CHUNK:
-            await self.context.write(pb.RunnerMsg(data=pb.DataFrame(data=chunk)))
+            await self.stream.send(pb.RunnerMsg(data=pb.DataFrame(data=chunk)).SerializeToString())
             return
         view = memoryview(chunk)
         for i in range(0, len(chunk), MAX_DATA_CHUNK):
-            await self.context.write(pb.RunnerMsg(data=pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))))
+            frame = pb.DataFrame(data=bytes(view[i : i + MAX_DATA_CHUNK]))
+            await self.stream.send(pb.RunnerMsg(data=frame).SerializeToString())
 
     async def finish(self, done: pb.CallFinished) -> None:
-        await self.context.write(pb.RunnerMsg(finished=done))
+        await self.stream.send(pb.RunnerMsg(finished=done).SerializeToString())
 
 
-class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
+class RunnerServicer:
     def __init__(self, agent: Agent, hook: Any, core: RunnerCore | None = None, status_image: str = "") -> None:
         self.core = core or RunnerCore(agent, hook, status_image)
         self.agent = agent
@@ -82,21 +85,31 @@ class RunnerServicer(runner_pb2_grpc.RunnerProtocolServicer):
     def requests_handled(self) -> int:
         return self.core.requests_handled
 
-    async def Engage(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
-        await self.core.engage(_StreamIO(context))
+    def handlers(self) -> dict[str, Handler]:
+        """The methods by path, for a `GrpcServer`."""
+        return {
+            ENGAGE: self.engage,
+            STATUS: unary(self.status),
+            STATUS2: unary(self.status2),
+            CONFIGURE_RUNNER: unary(self.configure_runner),
+            STREAM_LOGS: self.stream_logs,
+        }
 
-    async def Status(self, request: Any, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
-        return status_to_proto(await self.core.status())
+    async def engage(self, stream: ServerStream) -> None:
+        await self.core.engage(_StreamIO(stream))
 
-    async def Status2(self, request: struct_pb2.Struct, context: grpc.aio.ServicerContext) -> pb.RunnerStatus:
+    async def status(self, request: bytes) -> bytes:
+        return status_to_proto(await self.core.status()).SerializeToString()
+
+    async def status2(self, request: bytes) -> bytes:
         # the Struct, as JSON, is the status image's payload
-        return status_to_proto(await self.core.status(payload_of_struct(json_format.MessageToDict(request))))
+        payload = payload_of_struct(json_format.MessageToDict(struct_pb2.Struct.FromString(request)))
+        return status_to_proto(await self.core.status(payload)).SerializeToString()
 
-    async def ConfigureRunner(self, request: Any, context: grpc.aio.ServicerContext) -> pb.ConfigStatus:
+    async def configure_runner(self, request: bytes) -> bytes:
         log.warning("ConfigureRunner called, but this runner takes no remote configuration")
-        return pb.ConfigStatus()
+        return pb.ConfigStatus().SerializeToString()
 
-    async def StreamLogs(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+    async def stream_logs(self, stream: ServerStream) -> None:
         # Fn's pure runner answers this without a log streamer configured; neither has ours (yet)
-        await context.abort(grpc.StatusCode.UNKNOWN, "runner not configured with logStreamer")
-
+        raise RpcError(Status.UNKNOWN, "runner not configured with logStreamer")

@@ -48,7 +48,10 @@ async def engage(address: str, call_json: str, body: bytes = b"", *, slot: str =
         await stream.write(pb.ClientMsg(**{"try": pb.TryCall(models_call_json=call_json, slot_hash_id=slot, extensions=extensions or {})}))
         chunks = [body[i : i + MAX_DATA_CHUNK] for i in range(0, len(body), MAX_DATA_CHUNK)] or [b""]
         for i, chunk in enumerate(chunks):
-            await stream.write(pb.ClientMsg(data=pb.DataFrame(data=chunk, eof=i == len(chunks) - 1)))
+            try:
+                await stream.write(pb.ClientMsg(data=pb.DataFrame(data=chunk, eof=i == len(chunks) - 1)))
+            except grpc.aio.AioRpcError:
+                break  # the runner already answered (a refused call ends before its body is read)
         result = Result()
         parts = []
         async for msg in stream:

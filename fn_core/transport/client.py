@@ -1,0 +1,275 @@
+"""The calling end: a `Channel` to one address, one HTTP/2 connection, a stream per call.
+
+A channel connects on first use, shares one connection attempt among concurrent callers, and
+after a failed attempt fails calls at once for a short, growing backoff (100 ms up to 2 s), as a
+grpcio channel does: a dead runner costs a placer nothing. While calls are in flight and the peer
+has been silent for `KEEPALIVE_S`, a PING checks the link; a peer that does not answer within
+`KEEPALIVE_TIMEOUT_S` is dropped, so no call waits forever on a host that vanished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import struct
+from collections.abc import Iterable
+
+from fn_core.transport import h2
+from fn_core.transport.errors import RpcError, Status, StreamRefused, Unreachable
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 30.0
+KEEPALIVE_TIMEOUT_S = 10.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
+#: a connection opens new streams below this id; past it, the channel dials a fresh one
+LAST_STREAM_ID = 2**31 - 1025
+
+
+class ClientStream(h2.H2Stream):
+    """One call as the caller sees it: `send_message`, `read_message` until None, then `close`."""
+
+    __slots__ = ("_response_started", "_half_closed")
+    conn: ClientConnection
+
+    def __init__(self, conn: ClientConnection, stream_id: int) -> None:
+        super().__init__(conn, stream_id)
+        self._response_started = False
+        self._half_closed = False
+
+    async def send_message(self, message: bytes, end_stream: bool = False) -> None:
+        await super().send_message(message, end_stream)
+        if end_stream:
+            self._half_closed = True
+
+    def done_writing(self) -> None:
+        if not self._half_closed:
+            self._half_closed = True
+            self.conn.write(h2.frame(h2.DATA, h2.END_STREAM, self.id))
+
+    def response_headers(self, headers: dict[bytes, bytes], end_stream: bool) -> None:
+        if not self._response_started:
+            self._response_started = True
+            status = headers.get(b":status", b"")
+            if status != b"200":
+                self.fail(RpcError(Status.UNKNOWN, f"HTTP status {status.decode(errors='replace') or 'missing'}"))
+                self.close()
+                return
+            if not end_stream:
+                return  # the trailers come later; else this was a "trailers-only" answer
+        elif not end_stream:
+            self.fail(RpcError(Status.INTERNAL, "a second header block that does not end the stream"))
+            self.close()
+            return
+        self._take_status(headers)
+
+    def _take_status(self, trailers: dict[bytes, bytes]) -> None:
+        raw = trailers.get(b"grpc-status")
+        code = int(raw) if raw is not None and raw.isdigit() else Status.UNKNOWN
+        if code != Status.OK:
+            message = h2.percent_decode(trailers.get(b"grpc-message", b"")) if raw is not None else "no grpc-status"
+            self.error = RpcError(code, message)
+        self.end_of_input()
+        self.conn.forget(self.id)
+
+    def data_received(self, payload: bytes, end_stream: bool) -> None:
+        super().data_received(payload, False)
+        if end_stream:  # gRPC ends a stream with trailers, never with DATA
+            self.fail(RpcError(Status.INTERNAL, "stream ended without a status"))
+            self.conn.forget(self.id)
+
+    def close(self) -> None:
+        """Leave the stream: a call not ended on both sides is reset (the peer stops working on it)."""
+        conn = self.conn
+        if (self.id in conn.streams or not self._half_closed) and conn.lost is None:
+            conn.reset_stream(self.id, h2.CANCEL)
+        self._half_closed = True
+        conn.forget(self.id)
+        self.fail(RpcError(Status.CANCELLED, "cancelled by the caller"))
+
+
+class ClientConnection(h2.H2Connection):
+    is_client = True
+
+    def __init__(self, authority: str) -> None:
+        super().__init__()
+        self.authority = authority
+        self.next_stream_id = 1
+        self.ready: asyncio.Future[None] = self.loop.create_future()  # the peer's SETTINGS came
+        self._first_block = True
+        self._keepalive: asyncio.Task[None] | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.lost is None and self.goaway_received is None and self.next_stream_id < LAST_STREAM_ID
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.write(
+            h2.PREFACE
+            + h2.settings_frame({h2.SETTINGS_ENABLE_PUSH: 0, h2.SETTINGS_INITIAL_WINDOW_SIZE: h2.RECEIVE_WINDOW})
+            + h2.window_update(0, h2.RECEIVE_WINDOW - h2.DEFAULT_WINDOW)
+        )
+        self._keepalive = self.loop.create_task(self._keep_alive())
+
+    def _on_settings(self, payload: bytes) -> None:
+        super()._on_settings(payload)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def open_stream(self, header_block: bytes) -> ClientStream:
+        stream_id = self.next_stream_id
+        self.next_stream_id += 2
+        stream = ClientStream(self, stream_id)
+        self.streams[stream_id] = stream
+        if self._first_block:
+            self._first_block = False
+            header_block = h2.HPACK_TABLE_SIZE_ZERO + header_block
+        self.write(h2.frame(h2.HEADERS, h2.END_HEADERS, stream_id, header_block))
+        return stream
+
+    def forget(self, stream_id: int) -> None:
+        """The stream is over; a connection the peer is closing (GOAWAY) closes with its last stream."""
+        self.streams.pop(stream_id, None)
+        if self.goaway_received is not None and not self.streams:
+            self.close()
+
+    def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if isinstance(stream, ClientStream):
+            stream.response_headers(headers, end_stream)
+
+    def _on_goaway(self, last_id: int, code: int, debug: bytes) -> None:
+        super()._on_goaway(last_id, code, debug)
+        if code != h2.NO_ERROR:
+            log.info("runner connection %s: GOAWAY code %#x %s", self.authority, code, debug[:200].decode(errors="replace"))
+        for stream_id in [i for i in self.streams if i > last_id]:
+            self.streams.pop(stream_id).fail(StreamRefused(f"{self.authority} did not take the call (GOAWAY)"))
+        if not self.streams:
+            self.close()
+
+    def _connection_ended(self, error: RpcError) -> None:
+        super()._connection_ended(error)
+        if not self.ready.done():
+            self.ready.set_exception(error)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_S)
+            if not self.streams or self.loop.time() - self.last_received < KEEPALIVE_S:
+                continue
+            sent = self.loop.time()
+            self.write(h2.frame(h2.PING, 0, 0, struct.pack(">Q", 0)))
+            await asyncio.sleep(KEEPALIVE_TIMEOUT_S)
+            if self.last_received < sent and self.transport is not None:
+                log.warning("runner connection %s: no answer to a PING in %.0f s; dropping it", self.authority, KEEPALIVE_TIMEOUT_S)
+                self.transport.abort()
+
+
+class Channel:
+    """Calls to one ``host:port``: over TLS when an `ssl.SSLContext` is given (ALPN ``h2``)."""
+
+    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 5.0) -> None:
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self._host, self._port = host.strip("[]"), int(port)
+        self._ssl = ssl_context
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: ClientConnection | None = None
+        self._draining: set[ClientConnection] = set()
+        self._connecting: asyncio.Future[ClientConnection] | None = None
+        self._retry_at = 0.0
+        self._backoff_s = BACKOFF_MIN_S
+        self._last_failure = ""
+        scheme = b"\x87" if ssl_context is not None else b"\x86"  # :scheme https / http
+        self._head = b"\x83" + scheme + h2.hpack_literal(1, address.encode()) + h2.HPACK_CONTENT_TYPE_GRPC
+        self._head += h2.hpack_literal(b"te", b"trailers")
+        self._blocks: dict[str, bytes] = {}
+
+    async def open(self, path: str, metadata: Iterable[tuple[str, str]] = ()) -> ClientStream:
+        """A new call on ``path`` (``/Service/Method``); `Unreachable` when there is no connection."""
+        conn = self._conn
+        if conn is None or not conn.usable:
+            conn = await self._connection()
+        block = self._blocks.get(path)
+        if block is None:
+            block = self._blocks[path] = self._head + h2.hpack_literal(4, path.encode())
+        if metadata:
+            block += b"".join(h2.hpack_literal(k.encode(), v.encode()) for k, v in metadata)
+        return conn.open_stream(block)
+
+    async def unary(self, path: str, request: bytes, timeout_s: float) -> bytes:
+        """One request message, one response message."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                stream = await self.open(path)
+                try:
+                    await stream.send_message(request, end_stream=True)
+                    response = await stream.read_message()
+                    while await stream.read_message() is not None:
+                        pass
+                finally:
+                    stream.close()
+        except TimeoutError:
+            raise RpcError(Status.DEADLINE_EXCEEDED, f"{path} on {self.address}: no answer in {timeout_s} s") from None
+        if response is None:
+            raise RpcError(Status.INTERNAL, f"{path} on {self.address}: no response message")
+        return response
+
+    async def _connection(self) -> ClientConnection:
+        if self._conn is not None:
+            old, self._conn = self._conn, None
+            if old.lost is None:  # GOAWAY or out of stream ids: its calls finish, new ones go on a new connection
+                self._draining.add(old)
+        self._draining = {c for c in self._draining if c.lost is None}
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            raise Unreachable(f"failed to connect to {self.address} (retrying soon): {self._last_failure}")
+        if self._connecting is None:
+            self._connecting = loop.create_task(self._connect())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        conn: ClientConnection | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: ClientConnection(self.address),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
+                await conn.ready
+        except (OSError, TimeoutError, RpcError) as exc:
+            if conn is not None and conn.transport is not None:
+                conn.transport.abort()
+            self._last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._retry_at = loop.time() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)
+            raise Unreachable(f"failed to connect to {self.address}: {self._last_failure}") from None
+        self._backoff_s = BACKOFF_MIN_S
+        self._retry_at = 0.0
+        self._conn = conn
+        return conn
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Close the connections; with ``grace_s``, the calls on them may end first (up to that long)."""
+        conns = [c for c in (self._conn, *self._draining) if c is not None]
+        self._conn = None
+        self._draining.clear()
+        if grace_s:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace_s
+            while any(c.streams and c.lost is None for c in conns) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        for conn in conns:
+            conn.close()

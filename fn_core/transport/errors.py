@@ -1,0 +1,46 @@
+"""gRPC status codes and the errors a call over `fn_core.transport` ends with."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    DEADLINE_EXCEEDED = 4
+    RESOURCE_EXHAUSTED = 8
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNIMPLEMENTED = 12
+
+
+class RpcError(Exception):
+    """A call that ended with a non-OK gRPC status, or whose stream or connection broke."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{_name(code)}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Unreachable(RpcError):
+    """No connection to the peer: nothing of the call left this node."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Status.UNAVAILABLE, message)
+
+
+class StreamRefused(RpcError):
+    """The peer said it never processed the stream (REFUSED_STREAM, or GOAWAY below its id)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Status.UNAVAILABLE, message)
+
+
+def _name(code: int) -> str:
+    try:
+        return Status(code).name
+    except ValueError:
+        return f"status {code}"

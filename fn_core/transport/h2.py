@@ -1,0 +1,440 @@
+"""One HTTP/2 connection carrying gRPC streams: framing, flow control and the frames both ends share.
+
+`H2Connection` is the asyncio protocol; `client.py` and `server.py` add what only one end does
+(opening streams, answering them). Frames we write within one turn of the event loop go out in a
+single send: a runner's ``result_start``, ``data``, ``finished`` and trailers usually cost one syscall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from typing import Any
+from urllib.parse import unquote
+
+import hpack
+
+from fn_core.transport.errors import RpcError, Status
+
+log = logging.getLogger(__name__)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+# frame types (RFC 9113 section 6)
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+# flags
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+# settings
+SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
+SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 4, 5
+# error codes
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x3, 0x7, 0x8, 0x9
+
+DEFAULT_WINDOW = 65535
+MAX_WINDOW = 2**31 - 1
+#: what we let a peer send before we credit it: big, because we credit data as it arrives
+RECEIVE_WINDOW = 4 * 1024 * 1024
+#: one gRPC message, in either direction (a TryCall may carry a large call JSON)
+MAX_MESSAGE = 64 * 1024 * 1024
+
+_FRAME_HEAD = struct.Struct(">IBI")  # 24-bit length and 8-bit type packed in the first word
+_MESSAGE_HEAD = struct.Struct(">BI")  # gRPC: compressed flag, length
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return _FRAME_HEAD.pack((len(payload) << 8) | kind, flags, stream_id) + payload
+
+
+def settings_frame(pairs: dict[int, int]) -> bytes:
+    return frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs.items()))
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    return frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", increment))
+
+
+# HPACK, encoding side: indexed static entries and literals "without indexing", never the dynamic
+# table, so a header block can be built once and sent on every stream and every connection.
+def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = [first | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def hpack_string(value: bytes) -> bytes:
+    return _hpack_int(len(value), 7, 0) + value
+
+
+def hpack_literal(name: bytes | int, value: bytes) -> bytes:
+    """A literal field without indexing; ``name`` is a static-table index or the name itself."""
+    if isinstance(name, int):
+        return _hpack_int(name, 4, 0) + hpack_string(value)
+    return b"\x00" + hpack_string(name) + hpack_string(value)
+
+
+#: first in the first header block of every connection: "our dynamic table is empty" (size 0), so
+#: a peer that shrank its table size never finds us out of step
+HPACK_TABLE_SIZE_ZERO = b"\x20"
+HPACK_CONTENT_TYPE_GRPC = hpack_literal(31, b"application/grpc")
+
+
+def percent_decode(value: bytes) -> str:
+    return unquote(value.decode("utf-8", "replace"))
+
+
+class H2Connection(asyncio.Protocol):
+    """Both ends: the frame reader, flow control, SETTINGS, PING, GOAWAY and RST_STREAM.
+
+    Subclasses implement `_on_headers` (a complete header block for a stream) and
+    `_connection_ended` (what the streams learn when it is gone), and may extend `_on_settings`.
+    """
+
+    is_client = False
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, H2Stream] = {}
+        self.decoder = hpack.Decoder()
+        self.send_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
+        self.peer_initial_window = DEFAULT_WINDOW
+        self.peer_max_frame = 16384
+        self.peer_settings_seen = False
+        self.goaway_received: int | None = None  # the peer's last stream id, once it sent GOAWAY
+        self.lost: RpcError | None = None
+        self.last_received = 0.0
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._paused = False
+        self._waiters: list[asyncio.Future[None]] = []  # writers waiting for window or a drained transport
+        self._unacked = 0  # connection-level bytes received and not yet credited back
+        self._header_block: tuple[int, int, bytearray] | None = None  # (stream, flags, fragments) until END_HEADERS
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Queue bytes; everything queued in this turn of the loop is sent in one go."""
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
+        self._out.clear()
+
+    async def wait_for_room(self) -> None:
+        """Until the peer grants window or the transport drains (or the connection ends)."""
+        if self.lost is not None:
+            raise self.lost
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+        if self.lost is not None:
+            raise self.lost
+
+    def _wake_writers(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake_writers()
+
+    # -- reading ---------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = self.loop.time()
+        buffer = self._buffer
+        buffer += data
+        pos, size = 0, len(buffer)
+        try:
+            while size - pos >= 9:
+                head, flags, stream_id = _FRAME_HEAD.unpack_from(buffer, pos)
+                length = head >> 8
+                if size - pos - 9 < length:
+                    break
+                payload = bytes(buffer[pos + 9 : pos + 9 + length])
+                pos += 9 + length
+                self._on_frame(head & 0xFF, flags, stream_id & 0x7FFFFFFF, payload)
+        except _ConnectionError as exc:
+            self.abort(exc.code, str(exc))
+            return
+        del buffer[:pos]
+
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._header_block is not None and kind != CONTINUATION:
+            raise _ConnectionError(PROTOCOL_ERROR, "header block interrupted")
+        if kind == DATA:
+            self._on_data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            if flags & PADDED:
+                payload = _unpad(payload)
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self._header_fragment(stream_id, flags, payload)
+        elif kind == CONTINUATION:
+            if self._header_block is None or self._header_block[0] != stream_id:
+                raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+            self._header_block[2].extend(payload)
+            if flags & END_HEADERS:
+                _, first_flags, block = self._header_block
+                self._header_block = None
+                self._decode_headers(stream_id, first_flags, bytes(block))
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._on_settings(payload)
+        elif kind == WINDOW_UPDATE:
+            self._on_window_update(stream_id, payload)
+        elif kind == PING:
+            if not flags & ACK:
+                self.write(frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            stream = self.streams.pop(stream_id, None)
+            if stream is not None:
+                code = struct.unpack(">I", payload)[0]
+                stream.reset_by_peer(code)
+        elif kind == GOAWAY:
+            last_id, code = struct.unpack_from(">II", payload)
+            self._on_goaway(last_id & 0x7FFFFFFF, code, payload[8:])
+        elif kind == PUSH_PROMISE:
+            raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE, but push is disabled")
+        # PRIORITY and unknown frame types are ignored, as the RFC asks
+
+    def _header_fragment(self, stream_id: int, flags: int, fragment: bytes) -> None:
+        if flags & END_HEADERS:
+            self._decode_headers(stream_id, flags, fragment)
+        else:
+            self._header_block = (stream_id, flags, bytearray(fragment))
+
+    def _decode_headers(self, stream_id: int, flags: int, block: bytes) -> None:
+        try:
+            headers = self.decoder.decode(block, raw=True)
+        except hpack.HPACKError as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        self._on_headers(stream_id, dict(headers), bool(flags & END_STREAM))
+
+    def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        # credited at once: each side keeps whole messages in memory anyway, bounded by MAX_MESSAGE
+        self._unacked += len(payload)
+        if self._unacked >= RECEIVE_WINDOW // 2:
+            self.write(window_update(0, self._unacked))
+            self._unacked = 0
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return  # a stream we already ended: its late frames only count against the window
+        if flags & PADDED:
+            payload = _unpad(payload)
+        stream.data_received(payload, bool(flags & END_STREAM))
+
+    def _on_settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
+                delta, self.peer_initial_window = value - self.peer_initial_window, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                self.peer_max_frame = value
+        self.write(frame(SETTINGS, ACK, 0))
+        self.peer_settings_seen = True
+        self._wake_writers()
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+        if stream_id == 0:
+            self.send_window += increment
+        else:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                return
+            stream.send_window += increment
+        self._wake_writers()
+
+    def _on_goaway(self, last_id: int, code: int, debug: bytes) -> None:
+        self.goaway_received = last_id
+
+    # -- ending ----------------------------------------------------------------------------
+    def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
+        self.streams.pop(stream_id, None)
+        self.write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", code)))
+
+    def abort(self, code: int, why: str) -> None:
+        """A connection error: tell the peer why and close."""
+        log.warning("HTTP/2 connection error (%#x): %s", code, why)
+        self.close(code, why)
+
+    def close(self, code: int = NO_ERROR, why: str = "", last_stream_id: int = 0) -> None:
+        """GOAWAY, then close once what is queued has been sent."""
+        if self.transport is None:
+            return
+        self.write(frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + why.encode()[:200]))
+        self._flush()
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RpcError(Status.UNAVAILABLE, f"connection lost: {exc or 'closed by the peer'}")
+        self.transport = None
+        self._out.clear()
+        self._connection_ended(self.lost)
+        self._wake_writers()
+
+    def _connection_ended(self, error: RpcError) -> None:
+        for stream in list(self.streams.values()):
+            stream.fail(error)
+        self.streams.clear()
+
+
+class H2Stream:
+    """One gRPC call's stream: incoming messages in order, outgoing messages under flow control."""
+
+    __slots__ = ("conn", "id", "send_window", "ended", "error", "_messages", "_partial", "_waiter", "_unacked")
+
+    def __init__(self, conn: H2Connection, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.send_window = conn.peer_initial_window
+        self.ended = False  # the peer will send nothing more
+        self.error: RpcError | None = None
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._partial = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._unacked = 0
+
+    # -- incoming --------------------------------------------------------------------------
+    def data_received(self, payload: bytes, end_stream: bool) -> None:
+        self._unacked += len(payload)
+        if self._unacked >= RECEIVE_WINDOW // 2 and not end_stream:
+            self.conn.write(window_update(self.id, self._unacked))
+            self._unacked = 0
+        if self._partial:
+            self._partial += payload
+            consumed = self._split(self._partial)
+            del self._partial[:consumed]
+        else:
+            consumed = self._split(payload)
+            if consumed < len(payload):
+                self._partial += payload[consumed:]
+        if end_stream:
+            self.end_of_input()
+        else:
+            self._wake()
+
+    def _split(self, data: bytes | bytearray) -> int:
+        """Take the whole gRPC messages off the front of ``data``; returns how many bytes they took."""
+        pos, size = 0, len(data)
+        while size - pos >= 5:
+            compressed, length = _MESSAGE_HEAD.unpack_from(data, pos)
+            if compressed:
+                self.fail_locally(Status.INTERNAL, "compressed message, but no compression was offered")
+                return size
+            if length > MAX_MESSAGE:
+                self.fail_locally(Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is over {MAX_MESSAGE}")
+                return size
+            if size - pos - 5 < length:
+                break
+            self._messages.append(bytes(data[pos + 5 : pos + 5 + length]))
+            pos += 5 + length
+        return pos
+
+    def end_of_input(self) -> None:
+        if self._partial and self.error is None:
+            self.error = RpcError(Status.INTERNAL, "stream ended inside a message")
+        self.ended = True
+        self._wake()
+
+    def fail(self, error: RpcError) -> None:
+        if self.error is None:
+            self.error = error
+        self.ended = True
+        self._wake()
+
+    def fail_locally(self, code: int, message: str) -> None:
+        """We end the stream (bad input): the peer gets RST_STREAM, our reader the error."""
+        self.fail(RpcError(code, message))
+        self.conn.reset_stream(self.id, PROTOCOL_ERROR)
+
+    def reset_by_peer(self, code: int) -> None:
+        self.fail(RpcError(Status.CANCELLED if code == CANCEL else Status.INTERNAL, f"stream reset by the peer (code {code})"))
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def read_message(self) -> bytes | None:
+        """The next message; None when the peer ended its side cleanly; `RpcError` when the stream broke."""
+        while not self._messages:
+            if self.ended:
+                if self.error is not None:
+                    raise self.error
+                return None
+            self._waiter = self.conn.loop.create_future()
+            await self._waiter
+        return self._messages.popleft()
+
+    # -- outgoing --------------------------------------------------------------------------
+    async def send_message(self, message: bytes, end_stream: bool = False) -> None:
+        """One gRPC message, in as many DATA frames as the peer's frame size and windows allow."""
+        conn = self.conn
+        data = _MESSAGE_HEAD.pack(0, len(message)) + message
+        size = len(data)
+        if size <= conn.send_window and size <= self.send_window and size <= conn.peer_max_frame and not conn._paused:
+            conn.send_window -= size
+            self.send_window -= size
+            conn.write(frame(DATA, END_STREAM if end_stream else 0, self.id, data))
+            return
+        view, pos = memoryview(data), 0
+        while pos < size:
+            room = min(conn.send_window, self.send_window, conn.peer_max_frame, size - pos)
+            if self.error is not None:
+                raise self.error
+            if room <= 0 or conn._paused:
+                await conn.wait_for_room()
+                continue
+            conn.send_window -= room
+            self.send_window -= room
+            last = pos + room >= size
+            conn.write(frame(DATA, END_STREAM if end_stream and last else 0, self.id, bytes(view[pos : pos + room])))
+            pos += room
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _unpad(payload: bytes) -> bytes:
+    pad = payload[0]
+    if pad >= len(payload):
+        raise _ConnectionError(PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1 : len(payload) - pad]

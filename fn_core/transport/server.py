@@ -1,0 +1,207 @@
+"""The answering end: a `GrpcServer` runs one handler task per incoming stream.
+
+A handler is ``async def handler(stream: ServerStream) -> None``: it reads the request messages,
+sends response messages and may `ServerStream.end` with a status; raising `RpcError` ends the
+call with that status, any other exception with UNKNOWN, and returning with OK. A call the peer
+cancels (RST_STREAM, or the connection dropped) has its task cancelled, as grpc.aio does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import struct
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from fn_core.transport import h2
+from fn_core.transport.errors import RpcError, Status
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["ServerStream"], Awaitable[None]]
+
+_RESPONSE_HEAD = b"\x88" + h2.HPACK_CONTENT_TYPE_GRPC  # :status 200, content-type
+_TRAILERS_OK = h2.hpack_literal(b"grpc-status", b"0")
+
+
+class ServerStream(h2.H2Stream):
+    """One incoming call: its request ``headers``, `read_message` until None, `send`, `end`."""
+
+    __slots__ = ("headers", "task", "_head_sent", "closed")
+
+    def __init__(self, conn: ServerConnection, stream_id: int, headers: dict[bytes, bytes]) -> None:
+        super().__init__(conn, stream_id)
+        self.headers = headers
+        self.task: asyncio.Task[None] | None = None
+        self._head_sent = False
+        self.closed = False  # we sent the status
+
+    def metadata(self, key: str) -> str | None:
+        value = self.headers.get(key.encode())
+        return None if value is None else value.decode("utf-8", "replace")
+
+    async def send(self, message: bytes) -> None:
+        if self.closed:
+            raise RpcError(Status.INTERNAL, "the call already ended")
+        if self.error is not None and self.error.code == Status.CANCELLED:
+            raise self.error
+        if not self._head_sent:
+            self._head_sent = True
+            self.conn.write(h2.frame(h2.HEADERS, h2.END_HEADERS, self.id, _RESPONSE_HEAD))
+        await self.send_message(message)
+
+    def end(self, code: int = Status.OK, message: str = "") -> None:
+        """The status, in trailers: the call is over for both sides."""
+        if self.closed:
+            return
+        self.closed = True
+        conn = self.conn
+        block = _TRAILERS_OK if code == Status.OK else h2.hpack_literal(b"grpc-status", str(int(code)).encode())
+        if message:
+            block += h2.hpack_literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+        if not self._head_sent:  # "trailers-only": one header block carries status and trailers
+            block = _RESPONSE_HEAD + block
+        conn.write(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, self.id, block))
+        if conn.streams.pop(self.id, None) is not None and not self.ended and conn.lost is None:
+            conn.reset_stream(self.id, h2.NO_ERROR)  # "stop sending": we will not read the rest
+        self.ended = True
+
+    def reset_by_peer(self, code: int) -> None:
+        super().reset_by_peer(code)
+        self.closed = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class ServerConnection(h2.H2Connection):
+    def __init__(self, server: GrpcServer) -> None:
+        super().__init__()
+        self.server = server
+        self.last_stream_id = 0
+        self.draining = False
+        self._preface_seen = False
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        self.write(
+            h2.settings_frame({h2.SETTINGS_INITIAL_WINDOW_SIZE: h2.RECEIVE_WINDOW})
+            + h2.window_update(0, h2.RECEIVE_WINDOW - h2.DEFAULT_WINDOW)
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self._preface_seen:
+            self._buffer += data
+            if len(self._buffer) < len(h2.PREFACE):
+                return
+            if not self._buffer.startswith(h2.PREFACE):
+                self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client (no connection preface)")
+                return
+            self._preface_seen = True
+            data = bytes(self._buffer[len(h2.PREFACE) :])
+            self._buffer.clear()
+        super().data_received(data)
+
+    def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:  # the client's trailers: its side is over
+            stream.end_of_input()
+            return
+        if stream_id % 2 == 0 or stream_id <= self.last_stream_id:
+            return  # not a new client stream: one we already ended
+        self.last_stream_id = stream_id
+        if self.draining:
+            self.reset_stream(stream_id, h2.REFUSED_STREAM)
+            return
+        stream = ServerStream(self, stream_id, headers)
+        self.streams[stream_id] = stream
+        if end_stream:
+            stream.end_of_input()
+        handler = self.server.handlers.get(headers.get(b":path", b"").decode("ascii", "replace"))
+        if handler is None or headers.get(b":method") != b"POST":
+            stream.end(Status.UNIMPLEMENTED, f"unknown method {headers.get(b':path', b'').decode(errors='replace')}")
+            return
+        stream.task = self.loop.create_task(self.server.run(handler, stream))
+
+    def goaway(self) -> None:
+        """No new calls here; those already started run on."""
+        self.draining = True
+        self.write(h2.frame(h2.GOAWAY, 0, 0, struct.pack(">II", self.last_stream_id, h2.NO_ERROR)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        super().connection_lost(exc)
+
+    def _connection_ended(self, error: RpcError) -> None:
+        for stream in list(self.streams.values()):
+            if isinstance(stream, ServerStream):
+                stream.reset_by_peer(h2.CANCEL)
+        self.streams.clear()
+
+
+class GrpcServer:
+    """Serves ``handlers`` (``{"/Service/Method": handler}``) on one address."""
+
+    def __init__(self, handlers: dict[str, Handler], ssl_context: ssl.SSLContext | None = None) -> None:
+        self.handlers = handlers
+        self.ssl_context = ssl_context
+        self.connections: set[ServerConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (``port`` 0 = any free one). `OSError` when it cannot bind."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ServerConnection(self), host, port, ssl=self.ssl_context)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def run(self, handler: Handler, stream: ServerStream) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await handler(stream)
+        except RpcError as exc:
+            stream.end(exc.code, exc.message)
+        except asyncio.CancelledError:
+            pass  # the peer reset the call (nothing more to send) or we are stopping (reset below)
+        except Exception as exc:
+            log.exception("gRPC handler for %s failed", stream.metadata(":path"))
+            stream.end(Status.UNKNOWN, f"Unexpected {type(exc).__name__}: {exc}")
+        else:
+            stream.end()
+        finally:
+            self.tasks.discard(task)
+            if not stream.closed:
+                stream.conn.reset_stream(stream.id, h2.CANCEL)
+
+    async def stop(self, grace_s: float | None) -> None:
+        """Stop listening, refuse new calls, give those running ``grace_s`` seconds, then cancel them."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.goaway()
+        if self.tasks and grace_s:
+            await asyncio.wait(set(self.tasks), timeout=grace_s)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=1.0)
+        for conn in list(self.connections):
+            conn.close(last_stream_id=conn.last_stream_id)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+def unary(fn: Callable[[bytes], Awaitable[bytes]]) -> Handler:
+    """A handler for a method with one request and one response message."""
+
+    async def handle(stream: ServerStream) -> None:
+        request = await stream.read_message()
+        if request is None:
+            raise RpcError(Status.INTERNAL, "no request message")
+        await stream.send(await fn(request))
+
+    return handle
