@@ -3,10 +3,10 @@
 Starts a runner in-process (127.0.0.1, any port), warms one hot container of the echo function,
 then alternates the two measurements call by call (so drift hits both alike):
 
-* ``engage``: one Engage stream on a kept-open gRPC channel (as the LB does): try + eof frame,
-  result_start, data, finished.
+* ``engage``: one Engage stream on a kept-open channel (`fn_core.transport`, as the LB does):
+  try + eof frame, result_start, data, finished.
 * ``grpc_floor``: an Engage stream the runner ends at once (a bad call JSON -> 400): what the
-  grpc.aio streaming itself costs, client and server both in this process, with no container work.
+  gRPC streaming itself costs, client and server both in this process, with no container work.
 * ``direct``: POST /call straight to the same container's socket over a keep-alive aiohttp
   connection: the floor the runner cannot beat.
 
@@ -26,23 +26,32 @@ import uuid
 
 import aiohttp
 import docker
-import grpc
 
 from fn_core.config import load_config
 from fn_core.images import build_named_function
 from fn_core.models import Call, slot_key
 from fn_core.plugins import get_plugin_manager
 from fn_core.proto import runner_pb2 as pb
-from fn_core.proto import runner_pb2_grpc
 from fn_core.runner.main import start_runner
+from fn_core.transport import Channel
+from fn_core.wire import ENGAGE
 
 
-async def engage_once(stub: runner_pb2_grpc.RunnerProtocolStub, call_json: str, slot: str, body: bytes) -> bytes:
-    stream = stub.Engage()
-    await stream.write(pb.ClientMsg(**{"try": pb.TryCall(models_call_json=call_json, slot_hash_id=slot)}))
-    await stream.write(pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)))
+async def exchange(channel: Channel, call_json: str, slot: str, body: bytes) -> list[pb.RunnerMsg]:
+    stream = await channel.open(ENGAGE)
+    try_call = pb.TryCall(models_call_json=call_json, slot_hash_id=slot)
+    await stream.send_message(pb.ClientMsg(**{"try": try_call}).SerializeToString())
+    await stream.send_message(pb.ClientMsg(data=pb.DataFrame(data=body, eof=True)).SerializeToString(), end_stream=True)
+    replies = []
+    while (raw := await stream.read_message()) is not None:
+        replies.append(pb.RunnerMsg.FromString(raw))
+    stream.close()
+    return replies
+
+
+async def engage_once(channel: Channel, call_json: str, slot: str, body: bytes) -> bytes:
     out = []
-    async for msg in stream:
+    for msg in await exchange(channel, call_json, slot, body):
         kind = msg.WhichOneof("body")
         if kind == "data":
             out.append(msg.data.data)
@@ -51,12 +60,8 @@ async def engage_once(stub: runner_pb2_grpc.RunnerProtocolStub, call_json: str, 
     return b"".join(out)
 
 
-async def grpc_floor_once(stub: runner_pb2_grpc.RunnerProtocolStub) -> None:
-    stream = stub.Engage()
-    await stream.write(pb.ClientMsg(**{"try": pb.TryCall(models_call_json="{}")}))
-    await stream.write(pb.ClientMsg(data=pb.DataFrame(eof=True)))
-    async for _ in stream:
-        pass
+async def grpc_floor_once(channel: Channel) -> None:
+    await exchange(channel, "{}", "", b"")
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -77,34 +82,34 @@ async def main(calls: int, body_bytes: int) -> dict[str, object]:
     call = Call(id=uuid.uuid4().hex, app_id="bench", fn_id="echo", image=image, timeout=30, idle_timeout=300)
     call_json, slot = call.to_json(), slot_key(call).hex()
     try:
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            stub = runner_pb2_grpc.RunnerProtocolStub(channel)
-            assert await engage_once(stub, call_json, slot, body) == body  # cold start: not measured
-            [container] = node.agent.containers()
-            direct = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=container.socket_path, limit=1))
-            headers = {"Fn-Call-Id": call.id, "Fn-Deadline": "2099-01-01T00:00:00Z"}
+        channel = Channel(node.address)
+        assert await engage_once(channel, call_json, slot, body) == body  # cold start: not measured
+        [container] = node.agent.containers()
+        direct = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=container.socket_path, limit=1))
+        headers = {"Fn-Call-Id": call.id, "Fn-Deadline": "2099-01-01T00:00:00Z"}
 
-            async def direct_once() -> bytes:
-                async with direct.post("http://localhost/call", data=body, headers=headers) as resp:
-                    return await resp.read()
+        async def direct_once() -> bytes:
+            async with direct.post("http://localhost/call", data=body, headers=headers) as resp:
+                return await resp.read()
 
-            for _ in range(50):  # warm both paths (module import, connections, caches)
-                await engage_once(stub, call_json, slot, body)
-                await direct_once()
-            via_engage, via_socket, floor = [], [], []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                await engage_once(stub, call_json, slot, body)
-                t1 = time.perf_counter()
-                await direct_once()
-                t2 = time.perf_counter()
-                await grpc_floor_once(stub)
-                t3 = time.perf_counter()
-                via_engage.append(t1 - t0)
-                via_socket.append(t2 - t1)
-                floor.append(t3 - t2)
-            await direct.close()
-            assert len(node.agent.containers()) == 1  # every call ran in the one warm container
+        for _ in range(50):  # warm both paths (module import, connections, caches)
+            await engage_once(channel, call_json, slot, body)
+            await direct_once()
+        via_engage, via_socket, floor = [], [], []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await engage_once(channel, call_json, slot, body)
+            t1 = time.perf_counter()
+            await direct_once()
+            t2 = time.perf_counter()
+            await grpc_floor_once(channel)
+            t3 = time.perf_counter()
+            via_engage.append(t1 - t0)
+            via_socket.append(t2 - t1)
+            floor.append(t3 - t2)
+        await direct.close()
+        await channel.close()
+        assert len(node.agent.containers()) == 1  # every call ran in the one warm container
     finally:
         await node.stop(grace=5)
         client.close()

@@ -32,11 +32,13 @@ def targets(sc: dict) -> list[tuple[str, str, str]]:
             rows.append((f">= 1400 req/s at 16 clients, no error ({topo})",
                          f"{c16['throughput_per_s']} req/s, {c16['errors']} errors (p50 {c16['p50_ms']} ms, p99 {c16['p99_ms']} ms)",
                          _yes(c16["throughput_per_s"] >= 1400 and c16["errors"] == 0)))
-        g = w.get("floor_grpc_engage")
-        if isinstance(g, dict) and "1" in g and "16" in g:
-            rows.append(("(split's floor: a bare Engage exchange between two processes, no HTTP, no container)",
-                         f"p50 {g['1']['p50_ms']} ms sequential; {g['16']['throughput_per_s']} req/s at 16 clients",
-                         "bounds split"))
+        floors = w.get("floor_grpc_engage")
+        for stack, what in (("transport", "fn_core.transport, what split speaks"), ("grpcio", "grpc.aio, for comparison")):
+            g = floors.get(stack) if isinstance(floors, dict) else None
+            if isinstance(g, dict) and "1" in g and "16" in g:
+                rows.append((f"(split's floor: a bare Engage exchange between two processes over {what}; no HTTP, no container)",
+                             f"p50 {g['1']['p50_ms']} ms sequential; {g['16']['throughput_per_s']} req/s at 16 clients",
+                             "bounds split" if stack == "transport" else "-"))
     c = sc.get("cold")
     if isinstance(c, dict) and "e2e_median" in c:
         rows.append(("cold call <= docker create+start+ready + 30 ms",

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import hpack
 
-from fn_core.transport.errors import RpcError, Status
+from fn_core.transport.errors import RpcError, Status, StreamRefused
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,10 @@ class H2Stream:
         self.conn.reset_stream(self.id, PROTOCOL_ERROR)
 
     def reset_by_peer(self, code: int) -> None:
-        self.fail(RpcError(Status.CANCELLED if code == CANCEL else Status.INTERNAL, f"stream reset by the peer (code {code})"))
+        if code == REFUSED_STREAM:  # e.g. a server that is stopping: it never started the call
+            self.fail(StreamRefused("the peer refused the stream unprocessed (REFUSED_STREAM)"))
+        else:
+            self.fail(RpcError(Status.CANCELLED if code == CANCEL else Status.INTERNAL, f"stream reset by the peer (code {code})"))
 
     def _wake(self) -> None:
         waiter = self._waiter
