@@ -126,7 +126,7 @@ class ClientConnection(h2.H2Connection):
         if self._first_block:
             self._first_block = False
             header_block = h2.HPACK_TABLE_SIZE_ZERO + header_block
-        self.write(h2.frame(h2.HEADERS, h2.END_HEADERS, stream_id, header_block))
+        self.write_headers(stream_id, header_block)
         return stream
 
     def forget(self, stream_id: int) -> None:
@@ -188,11 +188,14 @@ class Channel:
         self._head = b"\x83" + scheme + h2.hpack_literal(1, address.encode()) + h2.HPACK_CONTENT_TYPE_GRPC
         self._head += h2.hpack_literal(b"te", b"trailers")
         self._blocks: dict[str, bytes] = {}
+        self._closed = False
 
     async def open(self, path: str, metadata: Iterable[tuple[str, str]] = ()) -> ClientStream:
         """A new call on ``path`` (``/Service/Method``); `Unreachable` when there is no connection."""
         conn = self._conn
         if conn is None or not conn.usable:
+            if self._closed:
+                raise Unreachable(f"the channel to {self.address} is closed")
             conn = await self._connection()
         block = self._blocks.get(path)
         if block is None:
@@ -256,6 +259,9 @@ class Channel:
             self._retry_at = loop.time() + self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)
             raise Unreachable(f"failed to connect to {self.address}: {self._last_failure}") from None
+        if self._closed:  # closed while we were dialling: nobody will close this connection later
+            conn.close()
+            raise Unreachable(f"the channel to {self.address} is closed")
         self._backoff_s = BACKOFF_MIN_S
         self._retry_at = 0.0
         self._conn = conn
@@ -263,6 +269,7 @@ class Channel:
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close the connections; with ``grace_s``, the calls on them may end first (up to that long)."""
+        self._closed = True
         conns = [c for c in (self._conn, *self._draining) if c is not None]
         self._conn = None
         self._draining.clear()

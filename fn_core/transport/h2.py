@@ -33,9 +33,14 @@ PRIORITY_FLAG = 0x20
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 4, 5
 # error codes
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x0, 0x1, 0x3, 0x7, 0x8, 0x9
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
 
 DEFAULT_WINDOW = 65535
+#: the largest frame we accept (we never raise SETTINGS_MAX_FRAME_SIZE above the default)
+MAX_FRAME = 16384
+#: frame types whose payload has a fixed size (RFC 9113 section 6)
+_FIXED_SIZE = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 MAX_WINDOW = 2**31 - 1
 #: what we let a peer send before we credit it: big, because we credit data as it arrives
 RECEIVE_WINDOW = 4 * 1024 * 1024
@@ -124,6 +129,18 @@ class H2Connection(asyncio.Protocol):
         self._header_block: tuple[int, int, bytearray] | None = None  # (stream, flags, fragments) until END_HEADERS
 
     # -- writing ---------------------------------------------------------------------------
+    def write_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
+        """A header block: one HEADERS frame, or HEADERS + CONTINUATIONs past the peer's frame size."""
+        flags = END_STREAM if end_stream else 0
+        limit = self.peer_max_frame
+        if len(block) <= limit:
+            self.write(frame(HEADERS, flags | END_HEADERS, stream_id, block))
+            return
+        chunks = [block[i : i + limit] for i in range(0, len(block), limit)]
+        self.write(frame(HEADERS, flags, stream_id, chunks[0]))
+        for i, chunk in enumerate(chunks[1:], start=2):
+            self.write(frame(CONTINUATION, END_HEADERS if i == len(chunks) else 0, stream_id, chunk))
+
     def write(self, data: bytes) -> None:
         """Queue bytes; everything queued in this turn of the loop is sent in one go."""
         self._out.append(data)
@@ -173,6 +190,8 @@ class H2Connection(asyncio.Protocol):
             while size - pos >= 9:
                 head, flags, stream_id = _FRAME_HEAD.unpack_from(buffer, pos)
                 length = head >> 8
+                if length > MAX_FRAME:  # also what a peer that is no HTTP/2 at all looks like
+                    raise _ConnectionError(FRAME_SIZE_ERROR, f"a frame of {length} bytes (at most {MAX_FRAME})")
                 if size - pos - 9 < length:
                     break
                 payload = bytes(buffer[pos + 9 : pos + 9 + length])
@@ -181,11 +200,20 @@ class H2Connection(asyncio.Protocol):
         except _ConnectionError as exc:
             self.abort(exc.code, str(exc))
             return
+        except (struct.error, IndexError) as exc:  # a frame shorter than its type requires
+            self.abort(PROTOCOL_ERROR, f"malformed frame: {exc}")
+            return
         del buffer[:pos]
 
     def _on_frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if not self.peer_settings_seen and kind != SETTINGS:
+            raise _ConnectionError(PROTOCOL_ERROR, "the peer's first frame is not SETTINGS")
         if self._header_block is not None and kind != CONTINUATION:
             raise _ConnectionError(PROTOCOL_ERROR, "header block interrupted")
+        if _FIXED_SIZE.get(kind, len(payload)) != len(payload) or (kind == GOAWAY and len(payload) < 8):
+            raise _ConnectionError(FRAME_SIZE_ERROR, f"a frame of type {kind} with {len(payload)} bytes")
+        if kind == SETTINGS and (len(payload) % 6 or (flags & ACK and payload)):
+            raise _ConnectionError(FRAME_SIZE_ERROR, f"a SETTINGS frame of {len(payload)} bytes")
         if kind == DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == HEADERS:
@@ -368,12 +396,16 @@ class H2Stream:
             self.error = RpcError(Status.INTERNAL, "stream ended inside a message")
         self.ended = True
         self._wake()
+        if self.conn._waiters:  # a send of ours waiting for window on a stream the peer has finished
+            self.conn._wake_writers()
 
     def fail(self, error: RpcError) -> None:
         if self.error is None:
             self.error = error
         self.ended = True
         self._wake()
+        if self.conn._waiters:
+            self.conn._wake_writers()
 
     def fail_locally(self, code: int, message: str) -> None:
         """We end the stream (bad input): the peer gets RST_STREAM, our reader the error."""
@@ -420,6 +452,8 @@ class H2Stream:
             room = min(conn.send_window, self.send_window, conn.peer_max_frame, size - pos)
             if self.error is not None:
                 raise self.error
+            if self.id not in conn.streams:
+                return  # the peer has ended the call (it answered without reading all of ours): the reads say how
             if room <= 0 or conn._paused:
                 await conn.wait_for_room()
                 continue

@@ -49,7 +49,7 @@ class ServerStream(h2.H2Stream):
             raise self.error
         if not self._head_sent:
             self._head_sent = True
-            self.conn.write(h2.frame(h2.HEADERS, h2.END_HEADERS, self.id, _RESPONSE_HEAD))
+            self.conn.write_headers(self.id, _RESPONSE_HEAD)
         await self.send_message(message)
 
     def end(self, code: int = Status.OK, message: str = "") -> None:
@@ -63,7 +63,7 @@ class ServerStream(h2.H2Stream):
             block += h2.hpack_literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
         if not self._head_sent:  # "trailers-only": one header block carries status and trailers
             block = _RESPONSE_HEAD + block
-        conn.write(h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, self.id, block))
+        conn.write_headers(self.id, block, end_stream=True)
         if conn.streams.pop(self.id, None) is not None and not self.ended and conn.lost is None:
             conn.reset_stream(self.id, h2.NO_ERROR)  # "stop sending": we will not read the rest
         self.ended = True

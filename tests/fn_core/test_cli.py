@@ -78,33 +78,6 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == __version__
 
 
-def test_server_commands_start_grpc_without_event_engine_endpoints_unless_the_operator_says(monkeypatch):
-    """gRPC reads GRPC_EXPERIMENTS once, when its core starts: the CLI sets it before the server module loads.
-
-    In-process, with the server's main coroutine not run: a child process's later os.environ is not visible.
-    """
-    from click.testing import CliRunner
-
-    from fn_core import cli
-
-    seen = []
-
-    def run_server(main_coro):  # instead of uvloop.run: note what gRPC would start with
-        seen.append(os.environ.get("GRPC_EXPERIMENTS"))
-        main_coro.close()
-
-    monkeypatch.setattr(cli, "_run", run_server)
-    monkeypatch.setenv("GRPC_EXPERIMENTS", "x")  # so the variable is restored afterwards
-    monkeypatch.delenv("GRPC_EXPERIMENTS")
-    for command in ("runner", "lb"):
-        result = CliRunner().invoke(cli.main, [command])
-        assert result.exit_code == 0, result.output
-        os.environ.pop("GRPC_EXPERIMENTS")
-    monkeypatch.setenv("GRPC_EXPERIMENTS", "")  # the operator's value, even empty, wins
-    assert CliRunner().invoke(cli.main, ["runner"]).exit_code == 0
-    assert seen == [cli.GRPC_EXPERIMENTS_DEFAULT, cli.GRPC_EXPERIMENTS_DEFAULT, ""]
-
-
 def http(method, url, body=None):
     """(status, JSON body) of one request to a server process; raises OSError while it is not listening."""
     data = json.dumps(body).encode() if body is not None else None

@@ -1,0 +1,519 @@
+"""Our `Channel` against our `GrpcServer`, and against raw TCP servers that misbehave on purpose.
+
+What a caller relies on: each call gets its own answer however many share the connection; a call
+the caller leaves is cancelled on the server; a stopping server finishes what it started and
+takes nothing new; "not placed" (`Unreachable`, `StreamRefused`) is told apart from a call that
+broke after it was sent (a plain `RpcError`); and no call waits forever on a silent peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fn_core.testing import wait_until
+from fn_core.transport import GrpcServer, RpcError, ServerStream, StreamRefused, Unreachable, client
+from fn_core.transport.errors import Status
+from fn_core.transport.server import unary
+
+PATH = "/test.Svc/Call"
+
+# raw HTTP/2, for the servers that are not ours
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # all a server must send to finish the handshake
+HEADERS, RST_STREAM, PING, GOAWAY = 0x1, 0x3, 0x6, 0x7
+PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM = 0x1, 0x6, 0x7
+
+
+def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
+    """One frame from the client: (type, flags, stream id, payload)."""
+    head = await reader.readexactly(9)
+    length = int.from_bytes(head[:3], "big")
+    stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+    return head[3], head[4], stream_id, await reader.readexactly(length)
+
+
+class Hang:
+    """A handler that takes the request, optionally answers once, and then waits to be cancelled."""
+
+    def __init__(self, first_answer: bytes | None = None) -> None:
+        self.first_answer = first_answer
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def __call__(self, stream: ServerStream) -> None:
+        await stream.read_message()
+        if self.first_answer is not None:
+            await stream.send(self.first_answer)
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+# -- our client, our server ------------------------------------------------------------------------
+async def test_200_concurrent_calls_on_one_channel_each_get_their_own_answer(our_server, channels):
+    calls = 200
+    arrived = 0
+    all_arrived = asyncio.Event()
+
+    async def handler(stream: ServerStream) -> None:
+        nonlocal arrived
+        request = await stream.read_message()
+        assert request is not None
+        arrived += 1
+        if arrived == calls:
+            all_arrived.set()
+        await all_arrived.wait()  # every call is in flight at once before any answers
+        await stream.send(request + b"|" + request)
+
+    server, address = await our_server({PATH: handler})
+    channel = channels(address)
+
+    async def call(i: int) -> tuple[bytes | None, bytes | None]:
+        stream = await channel.open(PATH)
+        # sizes from a few bytes to ~50 KiB: the bigger ones span several DATA frames, interleaved
+        await stream.send_message(f"{i}:".encode() + bytes([i % 256]) * (i * 257), end_stream=True)
+        answer, end = await stream.read_message(), await stream.read_message()
+        stream.close()
+        return answer, end
+
+    async with asyncio.timeout(15):
+        results = await asyncio.gather(*(call(i) for i in range(calls)))
+    for i, (answer, end) in enumerate(results):
+        request = f"{i}:".encode() + bytes([i % 256]) * (i * 257)
+        assert answer == request + b"|" + request, f"call {i} got another call's answer"
+        assert end is None
+    assert len(server.connections) == 1
+
+
+async def test_metadata_and_a_unary_call(our_server, channels):
+    seen: list[str | None] = []
+
+    async def handler(stream: ServerStream) -> None:
+        seen.append(stream.metadata("x-request-id"))
+        request = await stream.read_message()
+        assert request is not None
+        await stream.send(request.upper())
+
+    async def reverse(request: bytes) -> bytes:
+        return request[::-1]
+
+    _, address = await our_server({PATH: handler, "/test.Svc/Unary": unary(reverse)})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH, metadata=(("x-request-id", "abc-1"),))
+        await stream.send_message(b"hello", end_stream=True)
+        assert await stream.read_message() == b"HELLO"
+        assert await stream.read_message() is None
+        stream.close()
+        assert await channel.unary("/test.Svc/Unary", b"abc", timeout_s=5) == b"cba"
+    assert seen == ["abc-1"]
+
+
+async def test_a_large_exchange_does_not_hold_up_a_small_call_on_the_same_connection(our_server, channels):
+    big = bytes(range(256)) * (6 * 4096)  # 6 MiB: more than the 4 MiB windows each way
+    small_done = asyncio.Event()
+
+    async def echo(stream: ServerStream) -> None:
+        while (message := await stream.read_message()) is not None:
+            await stream.send(message)
+
+    _, address = await our_server({PATH: echo})
+    channel = channels(address)
+
+    async def call(request: bytes) -> list[bytes]:
+        stream = await channel.open(PATH)
+        await stream.send_message(request)
+        answers = [await stream.read_message()]
+        if request != big:
+            small_done.set()
+        else:
+            await small_done.wait()  # the big call's second round waits for the small call to finish
+            await stream.send_message(request)
+            answers.append(await stream.read_message())
+        stream.done_writing()
+        assert await stream.read_message() is None
+        stream.close()
+        return [a for a in answers if a is not None]
+
+    async with asyncio.timeout(10):
+        big_answers, small_answers = await asyncio.gather(call(big), call(b"small"))
+    assert small_answers == [b"small"]
+    assert len(big_answers) == 2 and big_answers[0] == big and big_answers[1] == big
+
+
+async def test_the_channel_reconnects_when_the_server_is_back(our_server, channels):
+    async def hello(request: bytes) -> bytes:
+        return b"hello " + request
+
+    server, address = await our_server({PATH: unary(hello)})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        assert await channel.unary(PATH, b"1", timeout_s=5) == b"hello 1"
+        await server.stop(0)
+        with pytest.raises((Unreachable, StreamRefused)):  # GOAWAY still on its way, or already seen
+            await channel.unary(PATH, b"2", timeout_s=5)
+        again = GrpcServer({PATH: unary(hello)})
+        await again.start("127.0.0.1", int(address.rpartition(":")[2]))
+        try:
+            while True:  # each failed dial backs off (100 ms, doubling): poll until one connects
+                try:
+                    answer = await channel.unary(PATH, b"3", timeout_s=5)
+                    break
+                except (Unreachable, StreamRefused):
+                    await asyncio.sleep(0.05)
+        finally:
+            await again.stop(0)
+    assert answer == b"hello 3"
+
+
+async def test_a_message_then_ok_gives_the_message_then_the_end(our_server, channels):
+    async def one_answer(stream: ServerStream) -> None:
+        await stream.read_message()
+        await stream.send(b"the only answer")  # and return: status OK
+
+    async def no_answer(stream: ServerStream) -> None:
+        await stream.read_message()  # "trailers-only" OK
+
+    _, address = await our_server({PATH: one_answer, "/test.Svc/Nothing": no_answer})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"q", end_stream=True)
+        assert await stream.read_message() == b"the only answer"
+        assert await stream.read_message() is None
+        assert await stream.read_message() is None  # stays ended
+        stream.close()
+        empty = await channel.open("/test.Svc/Nothing")
+        await empty.send_message(b"q", end_stream=True)
+        assert await empty.read_message() is None
+        empty.close()
+
+
+async def test_status_codes_and_messages_reach_our_client(our_server, channels):
+    message = "zu groß: 100% (%41) ✗"
+
+    async def refuse(stream: ServerStream) -> None:
+        raise RpcError(Status.RESOURCE_EXHAUSTED, message)
+
+    async def crash(stream: ServerStream) -> None:
+        raise KeyError("lost")
+
+    _, address = await our_server({PATH: refuse, "/test.Svc/Crash": crash})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        with pytest.raises(RpcError) as refused:
+            await channel.unary(PATH, b"x", timeout_s=5)
+        with pytest.raises(RpcError) as crashed:
+            await channel.unary("/test.Svc/Crash", b"x", timeout_s=5)
+        with pytest.raises(RpcError) as unknown:
+            await channel.unary("/test.Svc/Missing", b"x", timeout_s=5)
+    assert (refused.value.code, refused.value.message) == (Status.RESOURCE_EXHAUSTED, message)
+    assert crashed.value.code == Status.UNKNOWN and "KeyError" in crashed.value.message
+    assert unknown.value.code == Status.UNIMPLEMENTED and "/test.Svc/Missing" in unknown.value.message
+    for error in (refused.value, crashed.value, unknown.value):
+        assert not isinstance(error, (Unreachable, StreamRefused)), "the server answered these calls"
+
+
+async def test_closing_a_stream_mid_call_cancels_the_handler(our_server, channels):
+    hang = Hang()
+    server, address = await our_server({PATH: hang})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x")
+        await hang.started.wait()
+        stream.close()
+        await hang.cancelled.wait()
+        await wait_until(lambda: not server.tasks, "the handler task ended")
+        # the connection is still good for the next call
+        other = await channel.open("/test.Svc/Missing")
+        other.done_writing()
+        with pytest.raises(RpcError) as failure:
+            await other.read_message()
+        assert failure.value.code == Status.UNIMPLEMENTED
+
+
+async def test_closing_the_channel_mid_call_cancels_the_handler(our_server, channels):
+    hang = Hang()
+    _, address = await our_server({PATH: hang})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x")
+        await hang.started.wait()
+        await channel.close()
+        await hang.cancelled.wait()
+        with pytest.raises(RpcError):
+            await stream.read_message()
+
+
+async def test_a_unary_deadline_cancels_the_handler(our_server, channels):
+    hang = Hang()
+    _, address = await our_server({PATH: hang})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        with pytest.raises(RpcError) as failure:
+            await channel.unary(PATH, b"x", timeout_s=0.3)
+        assert failure.value.code == Status.DEADLINE_EXCEEDED
+        await hang.cancelled.wait()
+
+
+async def test_stop_with_grace_finishes_a_running_call_and_takes_no_new_one(our_server, channels):
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[bytes] = []
+
+    async def slow(stream: ServerStream) -> None:
+        request = await stream.read_message()
+        assert request is not None
+        started.set()
+        await release.wait()
+        await stream.send(b"done " + request)
+        finished.append(request)
+
+    server, address = await our_server({PATH: slow})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        running = await channel.open(PATH)
+        await running.send_message(b"a", end_stream=True)
+        await started.wait()
+        stopping = asyncio.create_task(server.stop(5))
+        # a call after stop began is "not placed": refused on the old connection, or no new one
+        with pytest.raises((Unreachable, StreamRefused)):
+            late = await channel.open(PATH)
+            await late.send_message(b"b", end_stream=True)
+            await late.read_message()
+        release.set()
+        assert await running.read_message() == b"done a"
+        assert await running.read_message() is None
+        running.close()
+        await stopping
+        with pytest.raises(Unreachable):  # stopped: nothing listens any more
+            await channel.open(PATH)
+    assert finished == [b"a"]
+
+
+@pytest.mark.parametrize("how", ["connection dropped", "stop without grace"])
+async def test_a_server_dying_mid_call_fails_the_call_as_committed(our_server, channels, how):
+    hang = Hang(first_answer=b"partial")
+    server, address = await our_server({PATH: hang})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        await hang.started.wait()
+        if how == "connection dropped":
+            for conn in list(server.connections):
+                assert conn.transport is not None
+                conn.transport.abort()
+        else:
+            await server.stop(0)
+        assert await stream.read_message() == b"partial"
+        with pytest.raises(RpcError) as failure:
+            await stream.read_message()
+        await hang.cancelled.wait()
+    # the server had the call: it must not look "not placed", or a placer would run it twice
+    assert not isinstance(failure.value, (StreamRefused, Unreachable))
+    assert failure.value.code != Status.OK
+
+
+async def test_a_send_blocked_on_flow_control_ends_when_the_server_ends_the_call(our_server, channels):
+    """A server may answer without reading the whole request; the caller's send must not hang then."""
+
+    async def answer_without_reading(stream: ServerStream) -> None:
+        await stream.send(b"early answer")
+
+    _, address = await our_server({PATH: answer_without_reading})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        # more than the server's 4 MiB windows: the send waits for WINDOW_UPDATEs that will never come
+        sending = asyncio.create_task(stream.send_message(b"x" * (6 << 20), end_stream=True))
+        assert await stream.read_message() == b"early answer"
+        assert await stream.read_message() is None
+        # the call is over: the send returns or raises, but does not wait forever
+        done, _ = await asyncio.wait({sending}, timeout=2)
+        if not done:
+            sending.cancel()
+        stream.close()
+    assert done, "send_message still waits for flow-control window on a call that has ended"
+
+
+# -- connecting ------------------------------------------------------------------------------------
+async def test_connection_refused_is_unreachable_and_the_retry_waits_for_the_backoff(channels, free_port):
+    channel = channels(f"127.0.0.1:{free_port()}")
+    async with asyncio.timeout(5):
+        with pytest.raises(Unreachable) as first:
+            await channel.open(PATH)
+        with pytest.raises(Unreachable) as second:
+            await channel.open(PATH)
+    assert "ConnectionRefused" in first.value.message or "refused" in first.value.message.lower()
+    assert "retrying" in second.value.message
+
+
+async def test_no_new_dial_within_the_backoff(raw_server, channels):
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # accepts, then closes before any SETTINGS: the handshake fails
+
+    server = await raw_server(hang_up)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        with pytest.raises(Unreachable):
+            await channel.open(PATH)
+        assert server.accepted == 1
+        with pytest.raises(Unreachable) as again:
+            await channel.open(PATH)
+        assert server.accepted == 1, "a call within the backoff dialled again"
+        assert "retrying" in again.value.message
+        while server.accepted < 2:  # once the backoff (100 ms) is over, a call dials again
+            with pytest.raises(Unreachable):
+                await channel.open(PATH)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_channel_closed_while_connecting_keeps_no_connection(raw_server, channels):
+    """`Channel.close` while a call is still connecting: that call fails and the new connection is closed."""
+    accepted, release, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await release.wait()
+        writer.write(EMPTY_SETTINGS)  # the handshake completes only after the channel was closed
+        while await reader.read(65536):
+            pass
+        ended.set()
+
+    server = await raw_server(slow_handshake)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        opening = asyncio.create_task(channel.open(PATH))
+        await accepted.wait()
+        await channel.close()
+        release.set()
+        finished, _ = await asyncio.wait({opening}, timeout=2)
+        connection_ended = await _within(ended.wait(), 2)
+    if not finished:
+        opening.cancel()
+    assert connection_ended, "the connection that was being made when the channel closed stays open"
+    assert finished and isinstance(opening.exception(), RpcError), "a call went out on a closed channel"
+
+
+async def _within(awaitable, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
+
+
+# -- peers that misbehave --------------------------------------------------------------------------
+async def test_keepalive_drops_a_peer_that_stops_answering(raw_server, channels, monkeypatch):
+    monkeypatch.setattr(client, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.2)
+    kinds: list[int] = []
+
+    async def settings_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)  # the handshake completes; then nothing, not even a PING ack
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kinds.append((await read_frame(reader))[0])
+
+    server = await raw_server(settings_then_silence)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        with pytest.raises(RpcError) as failure:
+            await stream.read_message()
+    assert not isinstance(failure.value, StreamRefused)
+    assert PING in kinds and HEADERS in kinds
+
+
+async def test_a_refused_stream_is_stream_refused(raw_server, channels):
+    async def refuse_every_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, stream_id, _ = await read_frame(reader)
+            if kind == HEADERS:
+                writer.write(raw_frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
+
+    server = await raw_server(refuse_every_stream)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        with pytest.raises(StreamRefused):
+            await stream.read_message()
+
+
+async def test_a_malformed_frame_fails_the_call_and_the_connection(raw_server, channels):
+    """An RST_STREAM whose payload is 2 bytes, not 4: a connection error (RFC 9113 6.4 names FRAME_SIZE_ERROR;
+    PROTOCOL_ERROR will do). The peer gets a GOAWAY with that code, and the call on the stream fails
+    instead of waiting forever."""
+    goaway_codes: list[int] = []
+
+    async def short_rst_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, stream_id, payload = await read_frame(reader)
+            if kind == HEADERS:
+                writer.write(raw_frame(RST_STREAM, 0, stream_id, b"\x00\x08"))
+            elif kind == GOAWAY:
+                goaway_codes.append(int.from_bytes(payload[4:8], "big"))
+
+    server = await raw_server(short_rst_stream)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        reading = asyncio.create_task(stream.read_message())
+        finished, _ = await asyncio.wait({reading}, timeout=2)
+        if not finished:
+            reading.cancel()
+        assert finished, "the call on the stream with the malformed RST_STREAM waits forever"
+        assert isinstance(reading.exception(), RpcError)
+        await wait_until(lambda: bool(goaway_codes), "the peer got a GOAWAY", timeout_s=2)
+    assert goaway_codes[0] in (PROTOCOL_ERROR, FRAME_SIZE_ERROR)
+
+
+async def test_a_peer_that_is_not_http2_and_hangs_up_is_unreachable(raw_server, channels):
+    async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        writer.close()
+
+    server = await raw_server(http1)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        with pytest.raises(Unreachable):
+            await channel.open(PATH)
+
+
+async def test_a_peer_that_is_not_http2_and_stays_connected_is_unreachable_at_once(raw_server, channels):
+    """Its first bytes are no SETTINGS frame (RFC 9113 3.4) and read as a frame far over the 16 KiB max
+    frame size (4.2): a connection error on the spot, not a wait for the connect timeout."""
+
+    async def http1_keepalive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await asyncio.Event().wait()  # keeps the connection open
+
+    server = await raw_server(http1_keepalive)
+    channel = channels(server.address, connect_timeout_s=30)
+    opening = asyncio.create_task(channel.open(PATH))
+    finished, _ = await asyncio.wait({opening}, timeout=2)
+    if not finished:
+        opening.cancel()
+    assert finished, "the call waits for the connect timeout on a peer that answered with HTTP/1.1"
+    assert isinstance(opening.exception(), Unreachable)
