@@ -1,1 +1,23 @@
 # Fixtures come from fn_core.testing (a pytest11 plugin); this file keeps the tests' rootdir.
+
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA and one certificate for 127.0.0.1 signed by it, as the node settings name them
+    (both ends use the one certificate, as Fn's node certs are used)."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
+        "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
+    return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}

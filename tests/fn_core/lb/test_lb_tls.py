@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import grpc
 
 from fn_core.proto import runner_pb2_grpc
 
 
-def make_pki(d) -> dict[str, str]:
-    """A CA and one certificate for 127.0.0.1 (used by both ends, as Fn's node certs are)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
-        "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
-    return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}
-
-
-async def test_invoke_over_mtls(tmp_path, fake_runners, lb_factory, deploy_fn):
-    pki = make_pki(tmp_path)
+async def test_invoke_over_mtls(pki, fake_runners, lb_factory, deploy_fn):
     read = lambda p: open(p, "rb").read()  # noqa: E731
     runner = await fake_runners()
     await runner.server.stop(None)  # re-serve the fake on a TLS port that requires client certificates

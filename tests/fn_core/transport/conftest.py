@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -120,23 +119,3 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
     yield start
     for server in servers:
         await server.stop()
-
-
-def make_pki(d: Any) -> dict[str, str]:
-    """A CA and one certificate for 127.0.0.1 signed by it (both ends use it, as Fn's node certs do)."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
-        "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
-    return {"cert": f"{d}/node.pem", "key": f"{d}/node.key", "ca": f"{d}/ca.pem"}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_pki(tmp_path_factory.mktemp("pki"))

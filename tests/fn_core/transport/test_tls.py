@@ -15,17 +15,17 @@ PATH = "/test.Svc/Reverse"
 
 
 def server_context(pki: dict[str, str]) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["ca"])
-    context.load_cert_chain(pki["cert"], pki["key"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["node_cert_authority"])
+    context.load_cert_chain(pki["node_cert"], pki["node_cert_key"])
     context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(["h2"])
     return context
 
 
 def client_context(pki: dict[str, str], *, with_cert: bool = True, trust_ca: bool = True) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=pki["ca"] if trust_ca else None)
+    context = ssl.create_default_context(cafile=pki["node_cert_authority"] if trust_ca else None)
     if with_cert:
-        context.load_cert_chain(pki["cert"], pki["key"])
+        context.load_cert_chain(pki["node_cert"], pki["node_cert_key"])
     context.set_alpn_protocols(["h2"])
     return context
 
@@ -77,7 +77,7 @@ async def test_a_grpcio_mtls_client_calls_our_server(pki, our_server):
     calls: list[bytes] = []
     _, address = await our_server(reverse_server(calls), server_context(pki))
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(pki["ca"]), private_key=read(pki["key"]), certificate_chain=read(pki["cert"])
+        root_certificates=read(pki["node_cert_authority"]), private_key=read(pki["node_cert_key"]), certificate_chain=read(pki["node_cert"])
     )
     async with asyncio.timeout(10), grpc.aio.secure_channel(address, credentials) as channel:
         assert await channel.unary_unary(PATH)(b"secret") == b"terces"
@@ -92,7 +92,7 @@ async def test_our_mtls_channel_calls_a_grpcio_server(pki, channels):
         [grpc.method_handlers_generic_handler("test.Svc", {"Reverse": grpc.unary_unary_rpc_method_handler(reverse)})]
     )
     credentials = grpc.ssl_server_credentials(
-        [(read(pki["key"]), read(pki["cert"]))], root_certificates=read(pki["ca"]), require_client_auth=True
+        [(read(pki["node_cert_key"]), read(pki["node_cert"]))], root_certificates=read(pki["node_cert_authority"]), require_client_auth=True
     )
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
