@@ -86,6 +86,7 @@ async def start_runner(
     host = host if host is not None else config.host
     port = port if port is not None else config.grpc_port
     os.makedirs(config.iofs_path, mode=0o755, exist_ok=True)
+    tls = _tls_context(config) if listen else None  # bad TLS files stop start-up before anything runs
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
     try:
         await driver.start()
@@ -96,13 +97,11 @@ async def start_runner(
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0)
+    server = GrpcServer(servicer.handlers(), tls)
     try:
-        server = GrpcServer(servicer.handlers(), _tls_context(config))
         bound = await server.start(host, port)
-    except (OSError, ConfigError) as exc:
+    except OSError as exc:
         await driver.close()
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
     return RunnerNode(server, servicer, agent, driver, host, bound)
 

@@ -90,8 +90,6 @@ class ClientStream(h2.H2Stream):
 
 
 class ClientConnection(h2.H2Connection):
-    is_client = True
-
     def __init__(self, authority: str) -> None:
         super().__init__()
         self.authority = authority

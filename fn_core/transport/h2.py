@@ -102,11 +102,9 @@ def percent_decode(value: bytes) -> str:
 class H2Connection(asyncio.Protocol):
     """Both ends: the frame reader, flow control, SETTINGS, PING, GOAWAY and RST_STREAM.
 
-    Subclasses implement `_on_headers` (a complete header block for a stream) and
-    `_connection_ended` (what the streams learn when it is gone), and may extend `_on_settings`.
+    Subclasses implement `_on_headers` (a complete header block for a stream) and may extend
+    `_on_settings`, `_on_goaway` and `_connection_ended` (what the streams learn when it is gone).
     """
-
-    is_client = False
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -115,7 +113,7 @@ class H2Connection(asyncio.Protocol):
         self.decoder = hpack.Decoder()
         self.send_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
         self.peer_initial_window = DEFAULT_WINDOW
-        self.peer_max_frame = 16384
+        self.peer_max_frame = MAX_FRAME  # the protocol's default until the peer's SETTINGS say otherwise
         self.peer_settings_seen = False
         self.goaway_received: int | None = None  # the peer's last stream id, once it sent GOAWAY
         self.lost: RpcError | None = None
