@@ -8,8 +8,9 @@ only what the RunnerProtocol needs, on a plain asyncio protocol, at about a fift
 * one HTTP/2 connection per runner, many concurrent calls as streams on it (both ends);
 * length-prefixed, uncompressed gRPC messages; status in trailers (``grpc-status``/``grpc-message``);
 * flow control both ways, SETTINGS, PING, GOAWAY, RST_STREAM, CONTINUATION, TLS with ALPN ``h2``;
-* request headers we send never use HPACK's dynamic table (they are literals, built once per
-  channel); headers we receive go through the ``hpack`` decoder, Huffman and dynamic table included.
+* header blocks we send never use HPACK's dynamic table (they are literals, built once per
+  channel); blocks we receive are read in one pass when they are like ours, and by the ``hpack``
+  package's decoder otherwise (Huffman and dynamic table included): `hpack_codec`.
 
 It speaks the wire format every gRPC implementation speaks: the test suite drives our runner with
 grpcio's client and points our LB at grpcio servers, with and without mTLS.

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from fn_core.transport import h2
 from fn_core.transport.errors import RpcError, Status, StreamRefused, Unreachable
+from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, HPACK_TABLE_SIZE_ZERO, hpack_literal
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class ClientConnection(h2.H2Connection):
         self.streams[stream_id] = stream
         if self._first_block:
             self._first_block = False
-            header_block = h2.HPACK_TABLE_SIZE_ZERO + header_block
+            header_block = HPACK_TABLE_SIZE_ZERO + header_block
         self.write_headers(stream_id, header_block)
         return stream
 
@@ -183,8 +184,8 @@ class Channel:
         self._backoff_s = BACKOFF_MIN_S
         self._last_failure = ""
         scheme = b"\x87" if ssl_context is not None else b"\x86"  # :scheme https / http
-        self._head = b"\x83" + scheme + h2.hpack_literal(1, address.encode()) + h2.HPACK_CONTENT_TYPE_GRPC
-        self._head += h2.hpack_literal(b"te", b"trailers")
+        self._head = b"\x83" + scheme + hpack_literal(1, address.encode()) + HPACK_CONTENT_TYPE_GRPC
+        self._head += hpack_literal(b"te", b"trailers")
         self._blocks: dict[str, bytes] = {}
         self._closed = False
 
@@ -197,9 +198,9 @@ class Channel:
             conn = await self._connection()
         block = self._blocks.get(path)
         if block is None:
-            block = self._blocks[path] = self._head + h2.hpack_literal(4, path.encode())
+            block = self._blocks[path] = self._head + hpack_literal(4, path.encode())
         if metadata:
-            block += b"".join(h2.hpack_literal(k.encode(), v.encode()) for k, v in metadata)
+            block += b"".join(hpack_literal(k.encode(), v.encode()) for k, v in metadata)
         return conn.open_stream(block)
 
     async def unary(self, path: str, request: bytes, timeout_s: float) -> bytes:

@@ -14,9 +14,8 @@ import struct
 from typing import Any
 from urllib.parse import unquote
 
-import hpack
-
 from fn_core.transport.errors import RpcError, Status, StreamRefused
+from fn_core.transport.hpack_codec import HeaderDecoder, HeaderError
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +62,6 @@ def window_update(stream_id: int, increment: int) -> bytes:
     return frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", increment))
 
 
-# HPACK, encoding side: indexed static entries and literals "without indexing", never the dynamic
-# table, so a header block can be built once and sent on every stream and every connection.
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = [first | limit]
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def hpack_string(value: bytes) -> bytes:
-    return _hpack_int(len(value), 7, 0) + value
-
-
-def hpack_literal(name: bytes | int, value: bytes) -> bytes:
-    """A literal field without indexing; ``name`` is a static-table index or the name itself."""
-    if isinstance(name, int):
-        return _hpack_int(name, 4, 0) + hpack_string(value)
-    return b"\x00" + hpack_string(name) + hpack_string(value)
-
-
-#: first in the first header block of every connection: "our dynamic table is empty" (size 0), so
-#: a peer that shrank its table size never finds us out of step
-HPACK_TABLE_SIZE_ZERO = b"\x20"
-HPACK_CONTENT_TYPE_GRPC = hpack_literal(31, b"application/grpc")
-
-
 def percent_decode(value: bytes) -> str:
     return unquote(value.decode("utf-8", "replace"))
 
@@ -110,7 +77,7 @@ class H2Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
-        self.decoder = hpack.Decoder()
+        self.decoder = HeaderDecoder()
         self.send_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = MAX_FRAME  # the protocol's default until the peer's SETTINGS say otherwise
@@ -256,10 +223,10 @@ class H2Connection(asyncio.Protocol):
 
     def _decode_headers(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
-            headers = self.decoder.decode(block, raw=True)
-        except hpack.HPACKError as exc:
+            headers = self.decoder.decode(block)
+        except HeaderError as exc:
             raise _ConnectionError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        self._on_headers(stream_id, dict(headers), bool(flags & END_STREAM))
+        self._on_headers(stream_id, headers, bool(flags & END_STREAM))
 
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
         raise NotImplementedError

@@ -17,13 +17,14 @@ from urllib.parse import quote
 
 from fn_core.transport import h2
 from fn_core.transport.errors import RpcError, Status
+from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[["ServerStream"], Awaitable[None]]
 
-_RESPONSE_HEAD = b"\x88" + h2.HPACK_CONTENT_TYPE_GRPC  # :status 200, content-type
-_TRAILERS_OK = h2.hpack_literal(b"grpc-status", b"0")
+_RESPONSE_HEAD = b"\x88" + HPACK_CONTENT_TYPE_GRPC  # :status 200, content-type
+_TRAILERS_OK = hpack_literal(b"grpc-status", b"0")
 
 
 class ServerStream(h2.H2Stream):
@@ -58,9 +59,9 @@ class ServerStream(h2.H2Stream):
             return
         self.closed = True
         conn = self.conn
-        block = _TRAILERS_OK if code == Status.OK else h2.hpack_literal(b"grpc-status", str(int(code)).encode())
+        block = _TRAILERS_OK if code == Status.OK else hpack_literal(b"grpc-status", str(int(code)).encode())
         if message:
-            block += h2.hpack_literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+            block += hpack_literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
         if not self._head_sent:  # "trailers-only": one header block carries status and trailers
             block = _RESPONSE_HEAD + block
         conn.write_headers(self.id, block, end_stream=True)
