@@ -56,6 +56,8 @@ from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
 from fn_core.runner.uds import LISTENER_ENV, SOCKET_NAME, ContainerBroken, HotConnection, OnData, OnStart, wait_ready
 
+OnEnd = Callable[[Exception | None], Awaitable[None]]
+
 log = logging.getLogger(__name__)
 
 INITIAL_LAUNCH_ESTIMATE_S = 0.3  # docker create + start + fdk ready, measured on a 2-core machine
@@ -133,14 +135,24 @@ class Relay:
     rest of the response is still read from the container, which then serves the next call.
     """
 
-    __slots__ = ("_on_start", "_on_data")
+    __slots__ = ("_on_start", "_on_data", "_on_end")
 
-    def __init__(self, on_start: OnStart, on_data: OnData) -> None:
+    def __init__(self, on_start: OnStart, on_data: OnData, on_end: OnEnd | None = None) -> None:
         self._on_start: OnStart | None = on_start
         self._on_data: OnData | None = on_data
+        self._on_end: OnEnd | None = on_end
 
     def detach(self) -> None:
-        self._on_start = self._on_data = None
+        self._on_start = self._on_data = self._on_end = None
+
+    async def end(self, error: Exception | None) -> None:
+        on_end = self._on_end
+        if on_end is not None:
+            self._on_end = None
+            try:
+                await on_end(error)
+            except Exception as exc:
+                self._caller_lost(exc)
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         if self._on_start is not None:
@@ -220,15 +232,21 @@ class Agent:
         on_start: OnStart,
         on_data: OnData,
         on_committed: Callable[[], Awaitable[None]] | None = None,
+        on_end: OnEnd | None = None,
     ) -> None:
         """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed.
 
         ``on_committed`` is awaited once a container is taken for the call: from then on it runs.
+        ``on_end`` is awaited with the exchange's outcome (None, or the exception then raised
+        here) once the container is settled, in the same turn of the loop as the response's
+        last part, so that a caller's final message can leave with it (one send, one wake-up
+        of the LB); it is not called for a caller that was cancelled, nor when no container
+        was taken.
         """
         container = await self.acquire(call, key, extensions)
         if on_committed is not None:
             await on_committed()
-        relay = Relay(on_start, on_data)
+        relay = Relay(on_start, on_data, on_end)
         exchange = self._spawn(self._exchange(container, call, body, relay))
         try:
             await asyncio.shield(exchange)
@@ -241,6 +259,14 @@ class Agent:
             raise
 
     async def _exchange(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
+        try:
+            await self._request(container, call, body, relay)
+        except Exception as exc:
+            await relay.end(exc)
+            raise
+        await relay.end(None)
+
+    async def _request(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
         """The request to the container, and what its outcome means for the container."""
         try:
             async with asyncio.timeout(call.timeout):

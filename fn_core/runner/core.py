@@ -102,6 +102,7 @@ class RunnerCore:
 
         started = False
         ran_ns = 0
+        nacked: bool | None = None  # set once `finished` is sent
 
         async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
             nonlocal started
@@ -123,14 +124,31 @@ class RunnerCore:
 
             on_start, on_data = _discard_start, _discard_data
 
-        error: APIError | None = None
+        async def on_end(outcome: Exception | None) -> None:
+            nonlocal nacked
+            nacked = False  # a failed send below still ends the call: never a second `finished`
+            nacked = await self._finish(io, call, outcome, started, started_ns, created, ran_ns)
+
+        outcome: Exception | None = None
         try:
-            await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed)
-        except APIError as exc:
-            error = exc
+            await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed, on_end)
         except Exception as exc:
-            log.exception("call %s failed inside the runner", call.id)
-            error = APIError(f"internal error: {type(exc).__name__}")
+            outcome = exc
+        if nacked is not None:
+            return nacked  # `finished` left with the response (on_end)
+        return await self._finish(io, call, outcome, started, started_ns, created, ran_ns)
+
+    @staticmethod
+    async def _finish(
+        io: CallIO, call: Call, outcome: Exception | None, started: bool, started_ns: int, created: str, ran_ns: int
+    ) -> bool:
+        """Send `finished` for the call's outcome; True when it is the NACK."""
+        error: APIError | None = None
+        if isinstance(outcome, APIError):
+            error = outcome
+        elif outcome is not None:
+            log.error("call %s failed inside the runner", call.id, exc_info=outcome)
+            error = APIError(f"internal error: {type(outcome).__name__}")
         if error is not None and not started and isinstance(error, ServerTooBusy):
             await io.finish(finished(call, error, started_ns, created, 0))
             return True

@@ -65,6 +65,7 @@ class _StreamIO:
 
     async def finish(self, done: pb.CallFinished) -> None:
         await self.stream.send(pb.RunnerMsg(finished=done).SerializeToString())
+        self.stream.end()  # `finished` is the last word: the status goes in the same send
 
 
 class RunnerServicer:
