@@ -120,7 +120,8 @@ class InvokeApi:
         finally:
             agent.metrics.inflight -= 1
             if not refused and (call.type != "detached" or placement.error is not None):
-                agent.finished(call, placement, status, started, rid)
+                # once the answer is written (aiohttp writes it in this same turn): not part of the client's wait
+                asyncio.get_running_loop().call_soon(agent.finished, call, placement, status, started, rid)
 
     def reject(self, request: web.Request, err: APIError, started: float) -> web.Response:
         """Count and log an invoke/trigger request refused before a call exists; Fn's error answer, with no call id."""
