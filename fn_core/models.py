@@ -7,6 +7,7 @@ JSON in `TryCall.models_call_json` (Fn's `models.Call`, so an Fn runner understa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -27,15 +28,10 @@ CALL_TYPE_SYNC = "sync"
 CALL_TYPE_DETACHED = "detached"
 
 
+@functools.lru_cache(maxsize=8)  # calls stamp the same few seconds (now, now + timeout) many times
 def utc_seconds(epoch_s: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS`` in UTC; the last one is kept, as calls stamp the same second many times."""
-    global _last_second
-    if _last_second[0] != epoch_s:
-        _last_second = (epoch_s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)))
-    return _last_second[1]
-
-
-_last_second: tuple[int, str] = (-1, "")
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s))
 
 
 def now_rfc3339() -> str:
@@ -164,12 +160,19 @@ class Call:
 
     # --- Fn's JSON (TryCall.models_call_json) -------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in _CALL_FIELDS}  # attrs.asdict, without its per-call work
-        data["cpus"] = format_milli_cpus(self.cpus)
-        return _drop_empty(data, keep=("id", "image", "type", "memory", "timeout", "idle_timeout"))
+        # one pass (every call is encoded once on the LB): empty strings and maps are left out, numbers kept
+        data: dict[str, Any] = {}
+        for name in _CALL_FIELDS:
+            value = getattr(self, name)
+            if value or value.__class__ is int or name in _CALL_ALWAYS:
+                data[name] = value
+        cpus = format_milli_cpus(self.cpus)
+        if cpus:
+            data["cpus"] = cpus
+        return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), separators=(",", ":"))
+        return _COMPACT_JSON.encode(self.to_json_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Call:
@@ -203,7 +206,9 @@ class Call:
 
 
 # Worked out once from the class, not per call: the field names and how each is checked in from_json.
-_CALL_FIELDS = tuple(f.name for f in attrs.fields(Call))
+_CALL_FIELDS = tuple(f.name for f in attrs.fields(Call) if f.name != "cpus")  # cpus: "100m" in JSON
+_CALL_ALWAYS = frozenset(("id", "image", "type"))
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _CALL_FIELD_KINDS = {
     f.name: "cpus" if f.name == "cpus" else "dict" if str(f.type).startswith("dict") else str(f.type) for f in attrs.fields(Call)
 }

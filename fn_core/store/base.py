@@ -25,15 +25,16 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# base64's RFC 4648 base32 alphabet -> Crockford's: new_id encodes with the C codec (one per call)
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+_DIGIT_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # 10 bits -> 2 digits (one id per call)
+_PAIR_SHIFTS = range(110, -1, -10)
 
 
 def new_id() -> str:
     """A 26-character ULID (48-bit ms time + 80 random bits, Crockford base32): Fn's id shape, sortable by time."""
     value = (time.time_ns() // 1_000_000 << 80) | int.from_bytes(os.urandom(10), "big")
-    # 20 bytes = 32 base32 digits; the 6 leading ones are always zero (the ULID is 130 bits)
-    return base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD).decode()
+    # 128 bits = 26 digits: 3 bits, 5 bits, then twelve pairs of digits
+    head = _CROCKFORD[value >> 125] + _CROCKFORD[(value >> 120) & 31]
+    return head + "".join([_DIGIT_PAIRS[(value >> shift) & 0x3FF] for shift in _PAIR_SHIFTS])
 
 
 def encode_cursor(name: str, ident: str) -> str:

@@ -15,6 +15,13 @@ def test_call_json_uses_fns_field_names_and_round_trips():
     assert Call.from_json(call.to_json()) == call
 
 
+def test_call_json_leaves_out_empty_strings_and_maps_and_keeps_numbers():
+    data = json.loads(Call(id="c1", image="img:1").to_json())
+    assert {"id", "image", "type", "memory", "timeout", "idle_timeout", "tmpfs_size"} <= set(data)
+    assert data["tmpfs_size"] == 0 and data["type"] == "sync"
+    assert not {"cpus", "config", "headers", "annotations", "url", "syslog_url", "error"} & set(data)
+
+
 def test_go_style_json_from_an_fn_lb_is_understood():
     text = '{"id":"c1","image":"i","type":"sync","memory":128,"timeout":30,"idle_timeout":30,"cpus":"0.25","unknown":1}'
     call = Call.from_json(text)
