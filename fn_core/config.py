@@ -183,6 +183,10 @@ class Config:
     # --- runner ---------------------------------------------------------------------------
     driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)
     max_response_size: int = setting(0, "FN_MAX_RESPONSE_SIZE", "function response limit in bytes, 0 = none (502)", validator=_non_negative)
+    max_hdr_response_size: int = setting(
+        0, "FN_MAX_HDR_RESPONSE_SIZE", "function response header limit in bytes (at most 128 headers); 0 = 8190 bytes a line (502)",
+        validator=_non_negative,
+    )
     max_total_memory_bytes: int = setting(0, "FN_MAX_TOTAL_MEMORY_BYTES", "memory budget for containers, 0 = from the machine", validator=_non_negative)
     max_total_cpu_mcpus: int = setting(0, "FN_MAX_TOTAL_CPU_MCPUS", "CPU budget in milli-CPUs, 0 = from the machine", validator=_non_negative)
     enable_nb_resource_tracker: bool = setting(False, "FN_ENABLE_NB_RESOURCE_TRACKER", "when full, refuse (NACK 503) instead of waiting")

@@ -154,6 +154,12 @@ class FunctionResponseTooBig(APIError):
     user_error = True
 
 
+class FunctionResponseHeaderTooBig(APIError):
+    status = 502
+    message = "function response header too large"
+    user_error = True
+
+
 class SyslogUnavailable(APIError):
     """The app's syslog_url could not be reached when the container started (Docker's syslog driver)."""
 

@@ -54,7 +54,16 @@ from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerE
 from fn_core.models import Call
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
-from fn_core.runner.uds import LISTENER_ENV, SOCKET_NAME, ContainerBroken, HotConnection, OnData, OnStart, wait_ready
+from fn_core.runner.uds import (
+    LISTENER_ENV,
+    SOCKET_NAME,
+    ContainerBroken,
+    HotConnection,
+    OnData,
+    OnStart,
+    ResponseLimits,
+    wait_ready,
+)
 
 OnEnd = Callable[[Exception | None], Awaitable[None]]
 
@@ -209,7 +218,7 @@ class Agent:
         self.non_blocking = config.enable_nb_resource_tracker
         # blocking mode has no other runner to send a call to: any idle container may be evicted
         self.evict_min_idle_s = config.evict_min_idle_msecs / 1000 if self.non_blocking else 0.0
-        self.max_response_size = config.max_response_size
+        self.response_limits = ResponseLimits(config.max_response_size, config.max_hdr_response_size)
         self.start_timeout_s = config.hot_start_timeout_msecs / 1000
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
         self.iofs_path = config.iofs_path
@@ -272,7 +281,7 @@ class Agent:
             async with asyncio.timeout(call.timeout):
                 if container.pause_task or container.paused:
                     await self._thaw(container)
-                await container.conn.call(call, body, relay.start, relay.data, self.max_response_size)
+                await container.conn.call(call, body, relay.start, relay.data, self.response_limits)
         except TimeoutError:
             self.retire(container)  # kill it: a late write must never reach the next call
             raise CallTimeout() from None

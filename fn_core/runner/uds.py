@@ -14,8 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import attrs
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import HttpProcessingError, RawResponseMessage
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from fn_core.errors import (
     APIError,
@@ -25,6 +27,7 @@ from fn_core.errors import (
     ContainerInitTimeout,
     FunctionFailed,
     FunctionInvalidResponse,
+    FunctionResponseHeaderTooBig,
     FunctionResponseTooBig,
 )
 from fn_core.models import Call, utc_seconds
@@ -43,6 +46,21 @@ HOP_HEADERS = frozenset(
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 READ_BUFSIZE = 64 * 1024
 COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
+
+#: aiohttp's parser bounds a response head by line and by count; FN_MAX_HDR_RESPONSE_SIZE sets the line bound
+DEFAULT_HEADER_LINE = 8190
+MAX_RESPONSE_HEADERS = 128
+
+
+@attrs.frozen
+class ResponseLimits:
+    """What a function's response may be: body bytes (FN_MAX_RESPONSE_SIZE) and header bytes
+    (FN_MAX_HDR_RESPONSE_SIZE, the whole head; at most `MAX_RESPONSE_HEADERS` headers). 0 = no
+    body limit / aiohttp's parser defaults for the head (8190 bytes a line)."""
+
+    body: int = 0
+    headers: int = 0
+
 
 OnStart = Callable[[int, list[tuple[str, str]]], Awaitable[None]]
 OnData = Callable[[bytes], Awaitable[None]]
@@ -123,18 +141,25 @@ class HotConnection:
         self._protocol = protocol
         return protocol
 
-    async def call(self, call: Call, body: bytes, on_start: OnStart, on_data: OnData, max_response_size: int) -> None:
+    async def call(self, call: Call, body: bytes, on_start: OnStart, on_data: OnData, limits: ResponseLimits) -> None:
         """POST /call; stream a 200 to ``on_start``/``on_data``; map other statuses to Fn's errors.
 
         Raises `ContainerBroken` on transport errors and `APIError` subclasses for function outcomes.
-        `FunctionInvalidResponse` and `FunctionResponseTooBig` leave the connection unusable: the
-        caller must retire the container (``error.retire`` is set for those).
+        `FunctionInvalidResponse`, `FunctionResponseTooBig` and `FunctionResponseHeaderTooBig` leave
+        the connection unusable: the caller must retire the container (``error.retire`` is set).
         """
         head = request_head(call, len(body))  # a bad header is refused before anything is sent
         clean = False
+        line_limit = limits.headers or DEFAULT_HEADER_LINE
         try:
             protocol = await self._connection()
-            protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False)
+            protocol.set_response_params(
+                read_bufsize=READ_BUFSIZE,
+                auto_decompress=False,
+                max_line_size=line_limit,
+                max_field_size=line_limit,
+                max_headers=MAX_RESPONSE_HEADERS,
+            )
             transport = protocol.transport
             assert transport is not None
             if len(body) <= COALESCE_BYTES:
@@ -143,12 +168,18 @@ class HotConnection:
                 transport.write(head)
                 transport.write(body)  # no copy of a big body
             message, payload = await protocol.read()
+            if limits.headers and _head_size(message) > limits.headers:
+                raise _retire(FunctionResponseHeaderTooBig())
             if message.code == 200:
-                await self._stream(message, payload, on_start, on_data, max_response_size)
+                await self._stream(message, payload, on_start, on_data, limits.body)
             else:
                 await payload.read()  # drain, so the keep-alive connection stays usable
             clean = not protocol.should_close
-        except (aiohttp.ClientError, HttpProcessingError, OSError) as exc:
+        except HttpProcessingError as exc:
+            if _head_over_limit(exc):
+                raise _retire(FunctionResponseHeaderTooBig()) from None
+            raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
         finally:
             if not clean:
@@ -202,6 +233,18 @@ def request_head(call: Call, length: int) -> bytes:
     deadline = utc_seconds(int(time.time()) + call.timeout)
     lines.append(f"Fn-Call-Id: {call.id}\r\nFn-Deadline: {deadline}Z\r\n\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")  # as aiohttp decoded them on the LB
+
+
+def _head_size(message: RawResponseMessage) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in message.raw_headers)  # "name: value\r\n"
+
+
+def _head_over_limit(exc: HttpProcessingError) -> bool:
+    """The parser gave up on the head's size: a line too long, or too many headers."""
+    cause = exc.__cause__  # aiohttp re-raises the parser's error as a plain HttpProcessingError
+    if isinstance(cause, LineTooLong):
+        return True
+    return isinstance(cause, BadHttpMessage) and "Too many headers" in str(cause.message)
 
 
 def _retire(error: APIError) -> APIError:

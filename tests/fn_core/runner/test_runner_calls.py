@@ -89,6 +89,19 @@ async def test_response_too_large(start, rc):
     assert (await rc.run(node.address, rc.call(), b"small")).body == b"small"
 
 
+async def test_response_header_too_large(start, rc):
+    node = await start()
+    result = await rc.run(node.address, rc.call(), {"headers": {"X-Big": "v" * 9000}})
+    assert (result.finished.success, result.finished.errorCode) == (False, 502)
+    assert result.finished.errorStr == "function response header too large"
+    assert (await rc.run(node.address, rc.call(), b"next call")).body == b"next call"  # on a fresh container
+    await node.stop()
+
+    node = await start(max_hdr_response_size=64 * 1024)  # FN_MAX_HDR_RESPONSE_SIZE
+    result = await rc.run(node.address, rc.call(), {"headers": {"X-Big": "v" * 20000}})
+    assert result.finished.success and result.headers["x-big"] == "v" * 20000
+
+
 async def test_garbage_call_json_is_a_clean_error(start, rc):
     node = await start()
     for garbage in ("not json", "[]", '{"id": 5}', '{"id": "x", "memory": "lots"}'):

@@ -11,9 +11,9 @@ import asyncio
 
 import pytest
 
-from fn_core.errors import BadRequest, FunctionFailed, FunctionInvalidResponse
+from fn_core.errors import BadRequest, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
 from fn_core.models import Call
-from fn_core.runner.uds import ContainerBroken, HotConnection
+from fn_core.runner.uds import ContainerBroken, HotConnection, ResponseLimits
 
 
 class ScriptedContainer:
@@ -74,10 +74,42 @@ def ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
 
 
-async def call(conn: HotConnection, body: bytes = b"hi", headers: dict[str, list[str]] | None = None) -> Received:
+async def call(
+    conn: HotConnection, body: bytes = b"hi", headers: dict[str, list[str]] | None = None, header_limit: int = 0
+) -> Received:
     received = Received()
-    await conn.call(Call(id="c1", headers=headers or {}), body, received.start, received.data, 1 << 20)
+    limits = ResponseLimits(body=1 << 20, headers=header_limit)
+    await conn.call(Call(id="c1", headers=headers or {}), body, received.start, received.data, limits)
     return received
+
+
+def header_lines(count: int, size: int) -> bytes:
+    return b"".join(b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("extra", "limit"),
+    [
+        (header_lines(1, 9000), 0),  # one line over the default 8190 bytes
+        (header_lines(200, 10), 0),  # more than 128 headers
+        (header_lines(1, 9000), 4096),  # over the configured line bound
+        (header_lines(3, 600), 1500),  # each line fits, the head as a whole does not
+    ],
+)
+async def test_a_response_head_over_the_limit_is_fns_header_error_and_retires_the_container(container, extra, limit):
+    _, conn = await container([ok(b"big", extra), ok(b"next")])
+    with pytest.raises(FunctionResponseHeaderTooBig) as caught:
+        await call(conn, header_limit=limit)
+    assert (caught.value.status, caught.value.message) == (502, "function response header too large")
+    assert caught.value.retire  # type: ignore[attr-defined]
+    assert not conn.open
+
+
+async def test_a_configured_header_limit_lets_big_heads_through(container):
+    _, conn = await container([ok(b"fine", header_lines(2, 20000))])
+    received = await call(conn, header_limit=64 * 1024)
+    assert received.body == b"fine"
+    assert dict(received.headers)["X-H1"] == "v" * 20000
 
 
 async def test_keep_alive_connection_is_reused_and_the_request_is_well_formed(container):
