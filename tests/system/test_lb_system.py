@@ -9,6 +9,7 @@ import signal
 import aiohttp
 
 from fn_core.errors import FunctionResponseTooBig
+from fn_core.testing import wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
@@ -140,7 +141,12 @@ async def test_killed_runner_no_hang_no_double_run(platform, deploy_echo):
     assert len(results) == 36  # nothing hung
     assert all(status == 200 for seq, status, _ in results if seq in started_after_kill)
     assert all(status == 200 or 500 <= status < 600 for _, status, _ in results)
-    lines = [line for line in lb.proc.call_lines() if line[1] == fn_id]
+    def fn_lines() -> list[tuple[str, str, str, int, int]]:
+        return [line for line in lb.proc.call_lines() if line[1] == fn_id]
+
+    # the LB logs a call just after answering it: its last lines may land a moment after our last answer
+    await wait_until(lambda: len(fn_lines()) >= 36 + 3, "a call line for every call")
+    lines = fn_lines()
     ids = [line[0] for line in lines]
     assert len(ids) == len(set(ids)) == 36 + 3  # every call ended exactly once on the LB
     by_id = {line[0]: line for line in lines}
