@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from fn_core.api import validation as v
+from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
@@ -22,26 +23,32 @@ class CrudApi:
         self.store = store
         self.lookup = lookup
 
-    def add_routes(self, app: web.Application) -> None:
+    def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
+        """The v2 routes; with ``metrics``, each counted under its path template."""
         r = app.router
-        r.add_get("/v2/apps", self.list_apps)
-        r.add_post("/v2/apps", self.create_app)
-        r.add_get("/v2/apps/{app_id}", self.get_app)
-        r.add_put("/v2/apps/{app_id}", self.update_app)
-        r.add_delete("/v2/apps/{app_id}", self.delete_app)
-        r.add_get("/v2/fns", self.list_fns)
-        r.add_post("/v2/fns", self.create_fn)
-        r.add_get("/v2/fns/{fn_id}", self.get_fn)
-        r.add_put("/v2/fns/{fn_id}", self.update_fn)
-        r.add_delete("/v2/fns/{fn_id}", self.delete_fn)
-        r.add_get("/v2/triggers", self.list_triggers)
-        r.add_post("/v2/triggers", self.create_trigger)
-        r.add_get("/v2/triggers/{trigger_id}", self.get_trigger)
-        r.add_put("/v2/triggers/{trigger_id}", self.update_trigger)
-        r.add_delete("/v2/triggers/{trigger_id}", self.delete_trigger)
-        for path in ("/v2/fns/{fn_id}/calls", "/v2/fns/{fn_id}/calls/{call_id}", "/v2/fns/{fn_id}/calls/{call_id}/log"):
-            r.add_get(path, self.gone)
-        r.add_get("/v2/runner/apps/{app_id}/triggerBySource/{trigger_type}/{source:.*}", self.trigger_by_source)
+        routes = [
+            (r.add_get, "/v2/apps", self.list_apps),
+            (r.add_post, "/v2/apps", self.create_app),
+            (r.add_get, "/v2/apps/{app_id}", self.get_app),
+            (r.add_put, "/v2/apps/{app_id}", self.update_app),
+            (r.add_delete, "/v2/apps/{app_id}", self.delete_app),
+            (r.add_get, "/v2/fns", self.list_fns),
+            (r.add_post, "/v2/fns", self.create_fn),
+            (r.add_get, "/v2/fns/{fn_id}", self.get_fn),
+            (r.add_put, "/v2/fns/{fn_id}", self.update_fn),
+            (r.add_delete, "/v2/fns/{fn_id}", self.delete_fn),
+            (r.add_get, "/v2/triggers", self.list_triggers),
+            (r.add_post, "/v2/triggers", self.create_trigger),
+            (r.add_get, "/v2/triggers/{trigger_id}", self.get_trigger),
+            (r.add_put, "/v2/triggers/{trigger_id}", self.update_trigger),
+            (r.add_delete, "/v2/triggers/{trigger_id}", self.delete_trigger),
+            (r.add_get, "/v2/fns/{fn_id}/calls", self.gone),
+            (r.add_get, "/v2/fns/{fn_id}/calls/{call_id}", self.gone),
+            (r.add_get, "/v2/fns/{fn_id}/calls/{call_id}/log", self.gone),
+            (r.add_get, "/v2/runner/apps/{app_id}/triggerBySource/{trigger_type}/{source:.*}", self.trigger_by_source),
+        ]
+        for add, path, handler in routes:
+            add(path, handler if metrics is None else metrics.counted(path, handler))
 
     # --- helpers ---------------------------------------------------------------------------
     @staticmethod

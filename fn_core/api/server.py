@@ -1,7 +1,9 @@
 """The HTTP application of the API and LB nodes: v2 CRUD, invoke, triggers, `/`, `/version`, `/metrics`.
 
-`fn-core serve` and `fn-core lb` serve all of it; `fn-core api` (Fn's API node) only the v2 API;
-an LB with ``FN_RUNNER_API_URL`` only invoke and triggers (its apps and fns are the API node's).
+`fn-core serve` and `fn-core lb` serve all of it; `fn-core api` (Fn's API node) the v2 API and
+`/metrics`; an LB with ``FN_RUNNER_API_URL`` invoke, triggers and `/metrics` (its apps and fns are
+the API node's). `/metrics` has the LB's call metrics where calls are placed and the v2 API's
+request metrics (`fn_core.api.metrics`) where apps and fns are stored.
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
@@ -23,6 +25,7 @@ from fn_core import __version__
 from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
+from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestTooLarge
 from fn_core.lb.agent import LBAgent
@@ -71,8 +74,9 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
     app = web.Application(middlewares=middlewares, client_max_size=max_size or UNLIMITED_BODY)
     if request_ids is not None:
         request_ids.install(app)
+    api_metrics = ApiMetrics() if store is not None else None
     if store is not None:
-        CrudApi(config, store, lookup).add_routes(app)
+        CrudApi(config, store, lookup).add_routes(app, api_metrics)
     if invoke is not None:
         invoke.add_routes(app)
 
@@ -84,12 +88,12 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
 
     app.router.add_get("/", ping)
     app.router.add_get("/version", version)
-    if agent is not None:
-        placing = agent
+    if agent is not None or api_metrics is not None:
 
         async def metrics(request: web.Request) -> web.Response:
-            text = placing.metrics.render(runners=len(placing.pool.refs))
-            return web.Response(text=text, content_type="text/plain", charset="utf-8")
+            parts = [] if agent is None else [agent.metrics.render(runners=len(agent.pool.refs))]
+            parts += [] if api_metrics is None else [api_metrics.render()]
+            return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
 
         app.router.add_get("/metrics", metrics)
     return app

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import bisect
-
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+from fn_core.metrics import Histogram
 
 
 class LBMetrics:
@@ -14,15 +12,11 @@ class LBMetrics:
         self.placement_retries = 0
         self.placer_timeouts = 0
         self.inflight = 0
-        self._bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        self._latency_sum = 0.0
-        self._latency_count = 0
+        self.durations = Histogram()
 
     def observe_call(self, status: int, duration_s: float) -> None:
         self.calls_by_status[status] = self.calls_by_status.get(status, 0) + 1
-        self._bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_S, duration_s)] += 1
-        self._latency_sum += duration_s
-        self._latency_count += 1
+        self.durations.observe(duration_s)
 
     def observe_rejection(self, status: int) -> None:
         self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
@@ -49,13 +43,7 @@ class LBMetrics:
             "# HELP fn_lb_call_duration_seconds Wall time of calls on the LB.",
             "# TYPE fn_lb_call_duration_seconds histogram",
         ]
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS_S, self._bucket_counts, strict=False):
-            cumulative += count
-            lines.append(f'fn_lb_call_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'fn_lb_call_duration_seconds_bucket{{le="+Inf"}} {self._latency_count}')
-        lines.append(f"fn_lb_call_duration_seconds_sum {self._latency_sum}")
-        lines.append(f"fn_lb_call_duration_seconds_count {self._latency_count}")
+        lines += self.durations.samples("fn_lb_call_duration_seconds")
         lines += [
             "# HELP fn_lb_invoke_rejected_total Invoke/trigger requests refused before a call was created, by HTTP status.",
             "# TYPE fn_lb_invoke_rejected_total counter",

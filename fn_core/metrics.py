@@ -1,0 +1,37 @@
+"""What the nodes' Prometheus metrics share: a latency histogram in the text exposition format."""
+
+from __future__ import annotations
+
+import bisect
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Histogram:
+    """Observations in `LATENCY_BUCKETS_S`, rendered as ``name_bucket``/``_sum``/``_count`` samples."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value_s: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, value_s)] += 1
+        self.total += value_s
+        self.count += 1
+
+    def samples(self, name: str, labels: str = "") -> list[str]:
+        """The sample lines; ``labels`` (e.g. ``route="/v2/apps"``) go before ``le``."""
+        prefix = f"{labels}," if labels else ""
+        lines = []
+        cumulative = 0
+        for bound, count in zip(LATENCY_BUCKETS_S, self.counts, strict=False):
+            cumulative += count
+            lines.append(f'{name}_bucket{{{prefix}le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_bucket{{{prefix}le="+Inf"}} {self.count}')
+        braces = f"{{{labels}}}" if labels else ""
+        lines.append(f"{name}_sum{braces} {self.total}")
+        lines.append(f"{name}_count{braces} {self.count}")
+        return lines

@@ -1,0 +1,55 @@
+"""/metrics of the v2 API: requests by method, route and status, and latency by route, on API and LB nodes."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from fn_core.config import load_config
+from fn_core.lb.main import start_api
+
+from .test_invoke_rejections import metrics, request
+
+REQUESTS = "fn_api_requests_total"
+
+
+@pytest.fixture
+async def api_node(tmp_path):
+    """A real API node (`fn-core api`) on 127.0.0.1 with its own store, and a client session on it."""
+    config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db"})
+    node = await start_api(config, host="127.0.0.1", port=0)
+    session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
+    yield session
+    await session.close()
+    await node.stop()
+
+
+async def test_the_api_node_counts_requests_by_route_and_status(api_node):
+    asked = [
+        ("POST", "/v2/apps", {"name": "shop"}, 200),
+        ("GET", "/v2/apps/01NOSUCHAPP", None, 404),
+        ("GET", "/v2/apps/01NOSUCHAPP", None, 404),
+        ("POST", "/v2/apps", {"name": "bad name!"}, 400),
+        ("GET", "/v2/apps", None, 200),
+    ]
+    for method, path, body, status in asked:
+        assert (await request(api_node, method, path, json=body))[0] == status
+
+    samples = await metrics(api_node)
+    assert samples[f'{REQUESTS}{{method="POST",route="/v2/apps",status="200"}}'] == 1
+    assert samples[f'{REQUESTS}{{method="POST",route="/v2/apps",status="400"}}'] == 1
+    assert samples[f'{REQUESTS}{{method="GET",route="/v2/apps/{{app_id}}",status="404"}}'] == 2
+    assert samples[f'{REQUESTS}{{method="GET",route="/v2/apps",status="200"}}'] == 1
+    assert samples['fn_api_request_duration_seconds_count{route="/v2/apps"}'] == 3
+    assert samples['fn_api_request_duration_seconds_bucket{route="/v2/apps/{app_id}",le="+Inf"}'] == 2
+    assert not any(name.startswith("fn_lb_") for name in samples)  # an API node places no calls
+
+
+async def test_an_lb_with_a_store_has_both_call_and_api_metrics(start):
+    session = await start({})
+    assert (await request(session, "POST", "/v2/apps", json={"name": "shop"}))[0] == 200
+    assert (await request(session, "POST", "/invoke/01NOSUCHFN"))[0] == 404
+    samples = await metrics(session)
+    assert samples[f'{REQUESTS}{{method="POST",route="/v2/apps",status="200"}}'] == 1
+    assert samples['fn_lb_invoke_rejected_total{status="404"}'] == 1
+    assert not any('route="/invoke' in name for name in samples)  # invoke has the LB's own metrics
