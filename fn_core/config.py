@@ -171,6 +171,10 @@ class Config:
         "", "FN_RID_HEADER", "request id header: the request's value, or a new id, sent back in it ('' = none)", validator=_header_name
     )
     max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
+    max_request_header_size: int = setting(
+        0, "FN_MAX_REQUEST_HEADER_SIZE", "bytes a request header line may have (at most 128 headers); 0 = 8190 (400)",
+        validator=_non_negative,
+    )
     placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)
     retry_all_delay_ms: int = setting(10, "FN_RETRY_ALL_DELAY_MSECS", "pause after every runner refused a call (ms)", validator=_non_negative)
     status_poll_ms: int = setting(

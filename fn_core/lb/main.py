@@ -80,7 +80,7 @@ async def start_lb(
     agent = LBAgent(config, pm, pool)
     app = make_app(config, store, CachedLookup(lookups), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace, **_header_limits(config))
     host = config.host if host is None else host
     try:
         await pool.start()  # the first runner list is in before the first call can arrive
@@ -104,7 +104,7 @@ async def start_lb(
 async def start_api(config, *, host: str | None = None, port: int | None = None) -> LBNode:
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
     store = open_store(config)
-    runner = web.AppRunner(make_app(config, store, CachedLookup(store), None), access_log=None)
+    runner = web.AppRunner(make_app(config, store, CachedLookup(store), None), access_log=None, **_header_limits(config))
     host = config.host if host is None else host
     try:
         await runner.setup()
@@ -116,6 +116,12 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     node = LBNode(runner, None, store, host, runner.addresses[0][1], own_store=True)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
+
+
+def _header_limits(config) -> dict[str, int]:
+    """FN_MAX_REQUEST_HEADER_SIZE for aiohttp's parser, which bounds each line (and 128 headers), not the whole head."""
+    size = config.max_request_header_size
+    return {"max_line_size": size, "max_field_size": size} if size else {}
 
 
 def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:

@@ -57,6 +57,22 @@ async def test_max_request_size_is_413_before_the_body(fake_runners, lb_factory,
     assert len(runner.calls) == 1
 
 
+async def test_request_header_lines_are_bounded_and_fn_max_request_header_size_raises_the_bound(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    big = {"Authorization": "Bearer " + "t" * 12000}  # a long token, as some identity providers issue
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x", headers=big) as r:
+        assert r.status == 400  # aiohttp's parser: 8190 bytes a line
+    assert runner.calls == []
+
+    _, session, _ = await lb_factory([runner.address], max_request_header_size=16384)
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x", headers=big) as r:
+        assert r.status == 200
+    assert len(runner.calls) == 1
+
+
 class Overrides:
     def __init__(self) -> None:
         self.mode = "ok"
