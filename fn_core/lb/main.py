@@ -11,6 +11,7 @@ the grace period), wait for detached calls, close the runner channels, close the
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -118,7 +119,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     return node
 
 
-def _header_limits(config) -> dict[str, int]:
+def _header_limits(config) -> dict[str, Any]:
     """FN_MAX_REQUEST_HEADER_SIZE for aiohttp's parser, which bounds each line (and 128 headers), not the whole head."""
     size = config.max_request_header_size
     return {"max_line_size": size, "max_field_size": size} if size else {}
