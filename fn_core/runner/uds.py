@@ -12,6 +12,7 @@ import re
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import attrs
@@ -48,8 +49,12 @@ READ_BUFSIZE = 64 * 1024
 COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
 
 #: aiohttp's parser bounds a response head by line and by count; FN_MAX_HDR_RESPONSE_SIZE sets the line bound
-DEFAULT_HEADER_LINE = 8190
 MAX_RESPONSE_HEADERS = 128
+
+
+def _parser_limits(limits: ResponseLimits) -> dict[str, Any]:
+    line = {"max_line_size": limits.headers, "max_field_size": limits.headers} if limits.headers else {}
+    return {**line, "max_headers": MAX_RESPONSE_HEADERS}
 
 
 @attrs.frozen
@@ -60,6 +65,8 @@ class ResponseLimits:
 
     body: int = 0
     headers: int = 0
+    #: for aiohttp's response parser, worked out once (a parser is made per call)
+    parser: dict[str, Any] = attrs.field(init=False, default=attrs.Factory(_parser_limits, takes_self=True))
 
 
 OnStart = Callable[[int, list[tuple[str, str]]], Awaitable[None]]
@@ -150,16 +157,9 @@ class HotConnection:
         """
         head = request_head(call, len(body))  # a bad header is refused before anything is sent
         clean = False
-        line_limit = limits.headers or DEFAULT_HEADER_LINE
         try:
             protocol = await self._connection()
-            protocol.set_response_params(
-                read_bufsize=READ_BUFSIZE,
-                auto_decompress=False,
-                max_line_size=line_limit,
-                max_field_size=line_limit,
-                max_headers=MAX_RESPONSE_HEADERS,
-            )
+            protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False, **limits.parser)
             transport = protocol.transport
             assert transport is not None
             if len(body) <= COALESCE_BYTES:
