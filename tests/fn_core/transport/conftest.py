@@ -13,8 +13,36 @@ from typing import Any
 import grpc
 import pytest
 
-from fn_core.transport import Channel, GrpcServer
+from fn_core.transport import Channel, GrpcServer, StreamRefused, Unreachable
 from fn_core.transport.server import Handler
+
+
+async def run_through_graceful_stop(
+    channel: Channel, path: str, started: asyncio.Event, release: asyncio.Event,
+    stop: Callable[[], Awaitable[None]], *, after_goaway: bool = False,
+) -> None:
+    """A graceful stop as our channel must see it, whichever server stops.
+
+    The running call (request ``b"a"``; its handler sets ``started`` and waits for ``release``)
+    still gets its answer ``b"done a"`` and its end; a call opened once ``stop()`` has begun is
+    not placed (refused, or no connection). ``after_goaway``: the late call waits until our side
+    has the server's GOAWAY (grpcio sends it a moment after its stop begins).
+    """
+    running = await channel.open(path)
+    await running.send_message(b"a", end_stream=True)
+    await started.wait()
+    stopping = asyncio.create_task(stop())
+    while after_goaway and running.conn.goaway_received is None:
+        await asyncio.sleep(0.01)
+    with pytest.raises((Unreachable, StreamRefused)):
+        late = await channel.open(path)
+        await late.send_message(b"b", end_stream=True)
+        await late.read_message()
+    release.set()
+    assert await running.read_message() == b"done a"
+    assert await running.read_message() is None
+    running.close()
+    await stopping
 
 
 @pytest.fixture

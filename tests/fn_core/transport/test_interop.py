@@ -13,9 +13,11 @@ import hashlib
 import grpc
 import pytest
 
-from fn_core.transport import RpcError, StreamRefused, Unreachable
+from fn_core.transport import RpcError
 from fn_core.transport.errors import Status
 from fn_core.transport.server import ServerStream, unary
+
+from .conftest import run_through_graceful_stop
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -252,20 +254,7 @@ async def test_a_stopping_grpcio_server_finishes_our_running_call_and_takes_no_n
     channel = channels(f"127.0.0.1:{port}")
     try:
         async with asyncio.timeout(10):
-            running = await channel.open(BIDI)
-            await running.send_message(b"a", end_stream=True)
-            await started.wait()
-            stopping = asyncio.create_task(server.stop(grace=5))  # GOAWAY, then waits for running calls
-            while running.conn.goaway_received is None:
-                await asyncio.sleep(0.01)
-            with pytest.raises((Unreachable, StreamRefused)):
-                late = await channel.open(BIDI)
-                await late.send_message(b"b", end_stream=True)
-                await late.read_message()
-            release.set()
-            assert await running.read_message() == b"done a"
-            assert await running.read_message() is None
-            running.close()
-            await stopping
+            # grpcio's stop(grace): GOAWAY, then it waits for running calls
+            await run_through_graceful_stop(channel, BIDI, started, release, lambda: server.stop(grace=5), after_goaway=True)
     finally:
         await server.stop(None)

@@ -17,6 +17,8 @@ from fn_core.transport import GrpcServer, RpcError, ServerStream, StreamRefused,
 from fn_core.transport.errors import Status
 from fn_core.transport.server import unary
 
+from .conftest import run_through_graceful_stop
+
 PATH = "/test.Svc/Call"
 
 # raw HTTP/2, for the servers that are not ours
@@ -282,20 +284,8 @@ async def test_stop_with_grace_finishes_a_running_call_and_takes_no_new_one(our_
     server, address = await our_server({PATH: slow})
     channel = channels(address)
     async with asyncio.timeout(10):
-        running = await channel.open(PATH)
-        await running.send_message(b"a", end_stream=True)
-        await started.wait()
-        stopping = asyncio.create_task(server.stop(5))
-        # a call after stop began is "not placed": refused on the old connection, or no new one
-        with pytest.raises((Unreachable, StreamRefused)):
-            late = await channel.open(PATH)
-            await late.send_message(b"b", end_stream=True)
-            await late.read_message()
-        release.set()
-        assert await running.read_message() == b"done a"
-        assert await running.read_message() is None
-        running.close()
-        await stopping
+        # the late call goes at once: refused on the old connection (REFUSED_STREAM), or no new one
+        await run_through_graceful_stop(channel, PATH, started, release, lambda: server.stop(5))
         with pytest.raises(Unreachable):  # stopped: nothing listens any more
             await channel.open(PATH)
     assert finished == [b"a"]
