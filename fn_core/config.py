@@ -205,15 +205,21 @@ class Config:
     hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)
     container_label_tag: str = setting("fn-core", "FN_CONTAINER_LABEL_TAG", "label value marking our containers (leak clean-up)")
     iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
+    iofs_docker_path: str = setting(
+        "", "FN_IOFS_DOCKER_PATH", "iofs_path as the Docker engine sees it, for a runner in a container ('' = the same)"
+    )
     max_pids: int = setting(50, "FN_MAX_PIDS", "pids limit per container", validator=_non_negative)
     max_open_files: int = setting(350, "FN_MAX_OPEN_FILES", "nofile ulimit per container", validator=_non_negative)
+    max_locked_memory: int = setting(65536, "FN_MAX_LOCKED_MEMORY", "memlock ulimit per container (bytes)", validator=_non_negative)
+    max_pending_signals: int = setting(5000, "FN_MAX_PENDING_SIGNALS", "sigpending ulimit per container", validator=_non_negative)
+    max_message_queue: int = setting(819200, "FN_MAX_MESSAGE_QUEUE", "msgqueue ulimit per container (bytes)", validator=_non_negative)
     max_fs_size_mb: int = setting(0, "FN_MAX_FS_SIZE_MB", "container storage size limit, 0 = none", validator=_non_negative)
     max_tmpfs_inodes: int = setting(0, "FN_MAX_TMPFS_INODES", "nr_inodes of the /tmp tmpfs, 0 = default", validator=_non_negative)
     disable_readonly_rootfs: bool = setting(False, "FN_DISABLE_READONLY_ROOTFS", "give containers a writable root fs")
     disable_unprivileged_containers: bool = setting(
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
-    docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers (least used is picked)")
+    docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
     image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")
     docker_load_file: str = setting("", "FN_DOCKER_LOAD_FILE", "image tarball (`docker save`) the runner loads at start ('' = none)")
     # a secret: kept out of repr, and its errors never quote it
@@ -270,7 +276,8 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
             return str(value)
         if kind == "list[str]":
             if isinstance(value, str):
-                return [part.strip() for part in value.split(",") if part.strip()]
+                # commas or spaces: Fn's FN_DOCKER_NETWORKS is space-separated, its other lists comma-separated
+                return value.replace(",", " ").split()
             if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
                 return list(value)
             raise ValueError

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import socket
 from typing import Any
@@ -28,8 +29,6 @@ REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
 IOFS_MOUNT = "/tmp/iofs"
 AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
 MB = 1024 * 1024
-# Fn's fixed ulimits besides nofile (memlock, sigpending, msgqueue).
-MAX_LOCKED_MEMORY, MAX_PENDING_SIGNALS, MAX_MESSAGE_QUEUE = 65536, 5000, 819200
 
 
 def log_config(call: Call) -> Any:
@@ -147,6 +146,14 @@ class DockerDriver:
             return False
 
     # --- containers -------------------------------------------------------------------------
+    def engine_path(self, iofs_dir: str) -> str:
+        """``iofs_dir`` as the engine sees it: a runner in a container has FN_IOFS_PATH mounted from the
+        host's FN_IOFS_DOCKER_PATH, and a bind mount names the host's path."""
+        host_root = self.config.iofs_docker_path
+        if not host_root:
+            return iofs_dir
+        return os.path.join(host_root, os.path.relpath(iofs_dir, self.config.iofs_path))
+
     def container_options(self, call: Call, iofs_dir: str, env: dict[str, str]) -> dict[str, Any]:
         """The ``containers.create()`` kwargs for a hot container, before plugins change them."""
         from docker.types import Mount, Ulimit
@@ -164,11 +171,11 @@ class DockerDriver:
             "pids_limit": cfg.max_pids or None,
             "ulimits": [
                 Ulimit(name="nofile", soft=cfg.max_open_files, hard=cfg.max_open_files),
-                Ulimit(name="memlock", soft=MAX_LOCKED_MEMORY, hard=MAX_LOCKED_MEMORY),
-                Ulimit(name="sigpending", soft=MAX_PENDING_SIGNALS, hard=MAX_PENDING_SIGNALS),
-                Ulimit(name="msgqueue", soft=MAX_MESSAGE_QUEUE, hard=MAX_MESSAGE_QUEUE),
+                Ulimit(name="memlock", soft=cfg.max_locked_memory, hard=cfg.max_locked_memory),
+                Ulimit(name="sigpending", soft=cfg.max_pending_signals, hard=cfg.max_pending_signals),
+                Ulimit(name="msgqueue", soft=cfg.max_message_queue, hard=cfg.max_message_queue),
             ],
-            "mounts": [Mount(target=IOFS_MOUNT, source=iofs_dir, type="bind")],
+            "mounts": [Mount(target=IOFS_MOUNT, source=self.engine_path(iofs_dir), type="bind")],
         }
         if call.memory > 0:  # swap disabled: memory == memory+swap
             options["mem_limit"] = options["memswap_limit"] = call.memory * MB

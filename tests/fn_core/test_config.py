@@ -27,6 +27,8 @@ def test_env_lists_and_bools():
     config = load_config(env={"FN_RUNNER_ADDRESSES": "10.0.0.1:9190, r2:9191", "FN_ENABLE_NB_RESOURCE_TRACKER": "1"})
     assert config.runner_addresses == ["10.0.0.1:9190", "r2:9191"]
     assert config.enable_nb_resource_tracker is True
+    # Fn separates FN_DOCKER_NETWORKS by spaces
+    assert load_config(env={"FN_DOCKER_NETWORKS": "net-a  net-b"}).docker_networks == ["net-a", "net-b"]
 
 
 def test_config_file_from_fn_config(tmp_path):

@@ -29,7 +29,10 @@ class CpuSharesPlugin:
 @pytest.fixture
 async def driver(docker_client, echo_image):
     tag = f"fn-core-test-{secrets.token_hex(4)}"
-    config = load_config(env={}, overrides={"container_label_tag": tag, "max_pids": 40, "max_open_files": 300})
+    config = load_config(env={}, overrides={
+        "container_label_tag": tag, "max_pids": 40, "max_open_files": 300,
+        "max_locked_memory": 32768, "max_pending_signals": 4000, "max_message_queue": 409600,
+    })
     pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("test-cpu", CpuSharesPlugin())])
     drv = pm.driver.factory(config=config, hook=pm.hook)
     await drv.start()
@@ -56,6 +59,8 @@ async def test_modify_container_options_reaches_docker(driver, docker_client, ec
         assert cfg["User"] == "1000:1000" and host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
         assert host["PidsLimit"] == 40
         assert {"Name": "nofile", "Soft": 300, "Hard": 300} in host["Ulimits"]
+        for name, limit in (("memlock", 32768), ("sigpending", 4000), ("msgqueue", 409600)):
+            assert {"Name": name, "Soft": limit, "Hard": limit} in host["Ulimits"]
         assert cfg["Labels"]["fn-agent-classifier"] == driver.config.container_label_tag
         assert any(m["Destination"] == "/tmp/iofs" and m["Source"] == str(iofs) for m in info["Mounts"])
         assert {"FN_LISTENER=unix:/tmp/iofs/lsnr.sock", "FN_FORMAT=http-stream", "FN_APP_ID=app1"} <= set(cfg["Env"])
@@ -154,3 +159,19 @@ async def test_an_image_with_a_volume_is_fns_400_unless_allowed(volume_image, fn
     fn = await allowed.deploy(volume_image, name="vol")
     answer = await allowed.invoke(fn["id"], "kept")
     assert (answer.status, answer.body) == (200, b"kept")
+
+
+async def test_iofs_docker_path_names_the_socket_dir_as_the_engine_sees_it(fn_platform, docker_client, echo_image, tmp_path):
+    """A runner in a container sees FN_IOFS_PATH; the engine (on the host) knows that dir as FN_IOFS_DOCKER_PATH.
+    Here the runner's view is a symlink to the engine's dir: the bind mounts must name the engine's path."""
+    engine_dir = tmp_path / "engine-iofs"
+    engine_dir.mkdir()
+    runner_view = tmp_path / "runner-iofs"
+    runner_view.symlink_to(engine_dir)
+    platform = await fn_platform(env={"FN_IOFS_PATH": str(runner_view), "FN_IOFS_DOCKER_PATH": str(engine_dir)})
+    fn = await platform.deploy(echo_image)
+    answer = await platform.invoke(fn["id"], "through the engine's path")
+    assert (answer.status, answer.body) == (200, b"through the engine's path")
+    [container] = platform.containers(fn["id"])
+    [mount] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/tmp/iofs"]
+    assert os.path.dirname(mount["Source"]) == str(engine_dir)
