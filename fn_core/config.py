@@ -221,6 +221,13 @@ class Config:
     )
     docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
     image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")
+    image_clean_max_size: int = setting(
+        0, "FN_IMAGE_CLEAN_MAX_SIZE", "keep the images this runner ran under this many bytes, removing unused ones (0 = keep all)",
+        validator=_non_negative,
+    )
+    image_clean_exempt_tags: list[str] = setting(
+        [], "FN_IMAGE_CLEAN_EXEMPT_TAGS", "images (name:tag) the cleaner never removes (space or comma list)"
+    )
     docker_load_file: str = setting("", "FN_DOCKER_LOAD_FILE", "image tarball (`docker save`) the runner loads at start ('' = none)")
     # a secret: kept out of repr, and its errors never quote it
     docker_auth: str = setting(

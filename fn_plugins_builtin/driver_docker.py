@@ -20,6 +20,7 @@ from fn_core import Driver, hookimpl
 from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVolume, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus
+from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class DockerDriver:
         self.registry_auths: Any = None  # docker.auth.AuthConfig from FN_DOCKER_AUTH, or None
         self._network_use: dict[str, int] = {name: 0 for name in config.docker_networks}
         self._pulls: dict[str, asyncio.Future[None]] = {}  # image -> the one pull every launch needing it waits on
+        # FN_IMAGE_CLEAN_MAX_SIZE: which image each container of ours runs, and the images' sizes and uses
+        self.images = ImageCache(config.image_clean_max_size, config.image_clean_exempt_tags) if config.image_clean_max_size else None
+        self._container_images: dict[str, str] = {}
+        self._cleaning: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,6 +140,8 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
+        if self._cleaning is not None:
+            await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
         for client in (self.client, self.pull_client):
             if client is not None:
                 await asyncio.to_thread(client.close)
@@ -208,15 +215,20 @@ class DockerDriver:
             self._network_use[network] += 1
         try:
             try:
-                return await asyncio.to_thread(self._create_and_start, options)
+                container_id, image = await asyncio.to_thread(self._create_and_start, options)
             except _ImageMissing:
                 await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                return await asyncio.to_thread(self._create_and_start, options)
+                container_id, image = await asyncio.to_thread(self._create_and_start, options)
+            if self.images is not None:
+                self._container_images[container_id] = image.id
+                self.images.busy(image.id, int(image.attrs.get("Size") or 0), image.tags)
+                self._clean_images()
+            return container_id
         finally:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
 
-    def _create_and_start(self, options: dict[str, Any]) -> str:
+    def _create_and_start(self, options: dict[str, Any]) -> tuple[str, Any]:
         import docker.errors
 
         try:
@@ -240,7 +252,7 @@ class DockerDriver:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
             raise APIError(f"could not start the container: {reason}", status=500) from None
-        return container.id
+        return container.id, image
 
     async def _pull(self, image: str, registry_token: str | None) -> None:
         """Pull ``image`` once however many launches need it; each waits at most FN_HOT_PULL_TIMEOUT_MSECS (504).
@@ -308,6 +320,10 @@ class DockerDriver:
 
     async def remove(self, container_id: str) -> None:
         await asyncio.to_thread(self._remove, container_id)
+        image_id = self._container_images.pop(container_id, None)
+        if self.images is not None and image_id is not None:
+            self.images.free(image_id)
+            self._clean_images()
 
     def _remove(self, container_id: str) -> None:
         import docker.errors
@@ -319,6 +335,44 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # "removal already in progress" is fine
                 raise
+
+    # --- image cache (FN_IMAGE_CLEAN_MAX_SIZE) ---------------------------------------------------
+    def _clean_images(self) -> None:
+        """Remove what the image budget says, in the background; one clean-up at a time (the next one
+        runs when a container goes, and sees what this one left)."""
+        assert self.images is not None
+        if self._cleaning is not None and not self._cleaning.done():
+            return
+        victims = self.images.victims()
+        if victims:
+            self._cleaning = asyncio.ensure_future(self._remove_images(victims))
+
+    async def _remove_images(self, victims: list[CachedImage]) -> None:
+        assert self.images is not None
+        for image in victims:
+            if image.in_use:  # a launch took it again meanwhile
+                continue
+            removed = await asyncio.to_thread(self._remove_image, image)
+            if removed:
+                self.images.removed(image.id)
+                log.info("removed image %s (%d MB) to keep the runner's images under %d MB", ", ".join(image.tags) or image.id[:19],
+                         image.size // MB, self.images.max_size // MB)
+            else:
+                self.images.kept(image.id)
+
+    def _remove_image(self, image: CachedImage) -> bool:
+        """Untag it (the last untag deletes it); never forced: an image a container uses stays. False: kept."""
+        import docker.errors
+
+        try:
+            for ref in image.tags or (image.id,):
+                self.client.images.remove(ref, noprune=False)
+        except docker.errors.NotFound:
+            return True  # removed by someone else: gone all the same
+        except docker.errors.APIError as exc:
+            log.debug("image %s kept: %s", image.id[:19], exc.explanation or exc)
+            return False
+        return True
 
     async def pause(self, container_id: str) -> None:
         await asyncio.to_thread(self.client.api.pause, container_id)
