@@ -17,12 +17,13 @@ import click
 from fn_core import __version__
 from fn_core.config import Config, load_config
 from fn_core.errors import FnCoreError
+from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
 
 
 def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True) -> tuple[Config, FnPluginManager]:
     config = load_config(ctx.obj.get("config_file"), overrides=overrides)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = log_handler(config.log_dest, config.log_prefix)
     handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     return config, get_plugin_manager(config, select=select)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,46 @@ def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> Non
 def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be positive, got {value}")
+
+
+# Seconds, as a float. A setting annotated `Duration` is read by `_coerce` in Go's duration syntax too, as Fn
+# reads its timeouts (FN_HTTP_IDLE_TIMEOUT=1m30s)
+Duration = float
+# A list that Fn reads space-separated (FN_DOCKER_NETWORKS, FN_IMAGE_CLEAN_EXEMPT_TAGS): spaces or commas
+# separate its items. Other lists are comma-separated, so that a value with a space in it is refused, not split.
+Words = list[str]
+
+_GO_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}  # in ns
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_GO_PART = rf"({_NUMBER})(ns|us|µs|μs|ms|s|m|h)"  # ms before m and s: the first alternative that fits wins
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number, a decimal string ("30", "2.5") or a Go duration ("1m30s", "500ms", "2h"); never negative.
+
+    Raises ValueError for anything else (a sign, units Go does not know, inf, nan, an empty string).
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 <= value < float("inf"):
+            raise ValueError(value)
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(value)
+    text = value.strip()
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    if not re.fullmatch(f"(?:{_GO_PART})+", text):
+        raise ValueError(value)
+    return sum(float(number) * _GO_UNITS[unit] for number, unit in re.findall(_GO_PART, text)) / 10**9
+
+
+def _log_dest(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from fn_core.log_dest import FORMS, parse_log_dest
+
+    try:
+        parse_log_dest(value)
+    except ValueError:
+        raise ConfigError(f"{attribute.name} {value!r}: expected {FORMS}") from None
 
 
 def _one_of(*choices: str) -> Any:
@@ -139,8 +180,13 @@ class Config:
     host: str = setting("0.0.0.0", "FN_HOST", "address the HTTP and gRPC servers bind")
     port: int = setting(8080, "FN_PORT", "HTTP port of the API/LB (serve, lb)", validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
-    log_level: str = setting("info", "FN_LOG_LEVEL", "debug | info | warning | error", validator=_one_of(*LOG_LEVELS))
-    log_format: str = setting("text", "FN_LOG_FORMAT", "text | json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))
+    log_level: str = setting("info", "FN_LOG_LEVEL", "debug, info, warning or error", validator=_one_of(*LOG_LEVELS))
+    log_format: str = setting("text", "FN_LOG_FORMAT", "text or json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))
+    log_dest: str = setting(
+        "stderr", "FN_LOG_DEST", "where log lines go: stderr, file:///path, or syslog at udp://host:port or tcp://host:port",
+        validator=_log_dest,
+    )
+    log_prefix: str = setting("", "FN_LOG_PREFIX", "syslog tag of the log lines ('' = fn-core)")
     disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
     strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys are errors, not warnings")
 
@@ -175,8 +221,25 @@ class Config:
         0, "FN_MAX_REQUEST_HEADER_SIZE", "bytes a request header line may have (at most 128 headers); 0 = 8190 (400)",
         validator=_non_negative,
     )
+    http_idle_timeout_s: Duration = setting(
+        0.0, "FN_HTTP_IDLE_TIMEOUT",
+        "close a keep-alive connection idle this long (s, or Go's 1m30s, 500ms); 0 = aiohttp's 75 s, not Fn's none, so idle sockets don't pile up",
+        validator=_non_negative,
+    )
+    request_body_read_timeout_s: Duration = setting(
+        0.0, "FN_REQUEST_BODY_READ_TIMEOUT",
+        "limit on reading a request body (s, or Go's 1m30s, 500ms); 0 = none (408, and the connection is closed)",
+        validator=_non_negative,
+    )
     placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)
     retry_all_delay_ms: int = setting(10, "FN_RETRY_ALL_DELAY_MSECS", "pause after every runner refused a call (ms)", validator=_non_negative)
+    detached_placer_timeout_s: float = setting(
+        30.0, "FN_DETACHED_PLACER_TIMEOUT", "how long a detached call may wait for a runner (s; then 503)", validator=_positive
+    )
+    execution_headroom_msecs: int = setting(
+        360000, "FN_EXECUTION_HEADROOM", "a detached call's stream ends at most this long (ms) after placement + fn timeout",
+        validator=_non_negative,
+    )
     status_poll_ms: int = setting(
         500, "FN_RUNNER_STATUS_POLL_MSECS", "runner Status poll period, for placers that want it (ms)", validator=_positive
     )
@@ -219,13 +282,13 @@ class Config:
     disable_unprivileged_containers: bool = setting(
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
-    docker_networks: list[str] = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
+    docker_networks: Words = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
     image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")
     image_clean_max_size: int = setting(
         0, "FN_IMAGE_CLEAN_MAX_SIZE", "keep the images this runner ran under this many bytes, removing unused ones (0 = keep all)",
         validator=_non_negative,
     )
-    image_clean_exempt_tags: list[str] = setting(
+    image_clean_exempt_tags: Words = setting(
         [], "FN_IMAGE_CLEAN_EXEMPT_TAGS", "images (name:tag) the cleaner never removes (space or comma list)"
     )
     docker_load_file: str = setting("", "FN_DOCKER_LOAD_FILE", "image tarball (`docker save`) the runner loads at start ('' = none)")
@@ -277,14 +340,17 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "Duration":
+            return parse_duration(value)
         if kind == "str":
             if not isinstance(value, (str, int, float)):
                 raise ValueError
             return str(value)
-        if kind == "list[str]":
+        if kind in ("list[str]", "Words"):
             if isinstance(value, str):
-                # commas or spaces: Fn's FN_DOCKER_NETWORKS is space-separated, its other lists comma-separated
-                return value.replace(",", " ").split()
+                if kind == "Words":
+                    return value.replace(",", " ").split()
+                return [part.strip() for part in value.split(",") if part.strip()]
             if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
                 return list(value)
             raise ValueError
@@ -294,7 +360,8 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
             return {k: dict(v) for k, v in value.items()}
     except (TypeError, ValueError):
         shown = repr(value) if field.repr else "the value"  # secrets are not echoed
-        raise ConfigError(f"{where}: {shown} is not a valid {kind}") from None
+        what = "duration: seconds (30, 2.5) or Go's 1m30s, 500ms" if kind == "Duration" else kind
+        raise ConfigError(f"{where}: {shown} is not a valid {what}") from None
     raise ConfigError(f"{where}: unsupported type {kind}")
 
 

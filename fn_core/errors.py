@@ -91,6 +91,13 @@ class RequestTooLarge(APIError):
     message = "Content-Length too large for this server"
 
 
+class RequestBodyTimeout(APIError):
+    """The client did not send the whole body within FN_REQUEST_BODY_READ_TIMEOUT; the connection is closed."""
+
+    status = 408
+    message = "Timed out reading the request body"
+
+
 class CallResourceTooBig(APIError):
     status = 400
     message = "Requested CPU/Memory cannot be allocated"

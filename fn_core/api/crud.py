@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from fn_core.api import validation as v
+from fn_core.api.body import body_reader
 from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
@@ -22,6 +23,7 @@ class CrudApi:
         self.config = config
         self.store = store
         self.lookup = lookup
+        self.read_body = body_reader(config.request_body_read_timeout_s)
 
     def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
         """The v2 routes; with ``metrics``, each counted under its path template."""
@@ -51,9 +53,8 @@ class CrudApi:
             add(path, handler if metrics is None else metrics.counted(path, handler))
 
     # --- helpers ---------------------------------------------------------------------------
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        return v.parse_body(await request.read())
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        return v.parse_body(await self.read_body(request))
 
     @staticmethod
     def _paging(request: web.Request) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Fn buffers the function's response on the LB (so a late error can still become a proper
 status); so do we. Lookups come from the TTL cache: a warm call touches no database.
 
-A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE)
-has no call line and no call metric; `InvokeApi.reject` gives it its own line and counter instead.
+A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE
+or not sent within FN_REQUEST_BODY_READ_TIMEOUT) has no call line and no call metric; `InvokeApi.reject`
+gives it its own line and counter instead.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from fn_core.api.body import BodyReader
 from fn_core.api.request_id import RequestIds
-from fn_core.errors import APIError, ClientCancelled
+from fn_core.errors import APIError, CallTimeout, ClientCancelled, RequestBodyTimeout
 from fn_core.lb.agent import LBAgent, Placement
 from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
@@ -41,10 +43,17 @@ def error_response(err: APIError, call_id: str = "") -> web.Response:
 
 
 class InvokeApi:
-    def __init__(self, lookup: CachedLookup, agent: LBAgent, request_ids: RequestIds | None = None) -> None:
+    def __init__(
+        self,
+        lookup: CachedLookup,
+        agent: LBAgent,
+        request_ids: RequestIds | None = None,
+        read_body: BodyReader = web.BaseRequest.read,
+    ) -> None:
         self.lookup = lookup
         self.agent = agent
         self.request_ids = request_ids  # FN_RID_HEADER: None when unset
+        self.read_body = read_body  # bounded by FN_REQUEST_BODY_READ_TIMEOUT when set (`fn_core.api.body`)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/invoke/{fn_id}", self.invoke)
@@ -92,17 +101,17 @@ class InvokeApi:
         agent.metrics.inflight += 1
         try:
             try:
-                body = await request.read()
+                body = await self.read_body(request)
                 offer = agent.prepare(call)
+            except (web.HTTPRequestEntityTooLarge, RequestBodyTimeout):
+                # the body did not come whole (too large, too slow): nothing has run and the client never sees
+                # this call's id; the middleware refuses it, as a Content-Length 413
+                refused = True
+                raise
             except APIError as err:
                 placement.error = err
                 status = err.status
                 return error_response(err, call.id)
-            except web.HTTPRequestEntityTooLarge:
-                # nothing has run and the client never sees this call's id: the middleware refuses it, as a
-                # Content-Length 413
-                refused = True
-                raise
             if call.type == "detached":
                 accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
@@ -148,8 +157,17 @@ class InvokeApi:
             if not started_on_runner.done():
                 started_on_runner.set_result(result)
 
+        agent = self.agent
+        # Fn's bounds: a runner within the detached placer timeout (else 503), and the whole stream
+        # within that + the fn's timeout + FN_EXECUTION_HEADROOM, so a stuck runner cannot hold it for ever
+        bound_s = agent.detached_placer_timeout_s + call.timeout + agent.execution_headroom_s
+
         async def run() -> Placement:
-            placement = await self.agent.place(offer, body, on_start)
+            try:
+                async with asyncio.timeout(bound_s):
+                    placement = await agent.place(offer, body, on_start, agent.detached_placer_timeout_s)
+            except TimeoutError:
+                placement = Placement(error=CallTimeout())
             error = placement.error or (placement.result.error if placement.result else None)
             self.agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement

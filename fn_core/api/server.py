@@ -8,6 +8,7 @@ request metrics (`fn_core.api.metrics`) where apps and fns are stored.
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
 before the body is read (413); a chunked body is cut off at the same limit while it is read.
+A body not sent whole within ``FN_REQUEST_BODY_READ_TIMEOUT`` is 408, and its connection is closed.
 An error answer on an invoke or trigger path is counted and logged as a refused invoke
 (`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
 Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`)
@@ -22,12 +23,13 @@ import time
 from aiohttp import web
 
 from fn_core import __version__
+from fn_core.api.body import body_reader
 from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
 from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
-from fn_core.errors import APIError, RequestTooLarge
+from fn_core.errors import APIError, RequestBodyTimeout, RequestTooLarge
 from fn_core.lb.agent import LBAgent
 from fn_core.store.base import Store
 from fn_core.store.cache import CachedLookup
@@ -43,7 +45,8 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
     and triggers when it places calls (an ``agent``; not on an API node)."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
-    invoke = InvokeApi(lookup, agent, request_ids) if agent is not None else None
+    read_body = body_reader(config.request_body_read_timeout_s)
+    invoke = InvokeApi(lookup, agent, request_ids, read_body) if agent is not None else None
 
     def refuse(request: web.Request, err: APIError, started: float) -> web.Response:
         # only on the error path: a successful request never gets here
@@ -59,6 +62,12 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
             return refuse(request, err, started)
         try:
             return await handler(request)
+        except RequestBodyTimeout as err:
+            # the rest of the body is never read: no next request on this connection (aiohttp drains what
+            # comes for at most lingering_time, bounded by the same timeout in fn_core.lb.main, then closes)
+            response = refuse(request, err, started)
+            response.force_close()
+            return response
         except APIError as err:
             return refuse(request, err, started)
         except web.HTTPException as exc:

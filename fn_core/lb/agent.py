@@ -48,6 +48,8 @@ class LBAgent:
         self.pool = pool
         self.metrics = metrics or LBMetrics()
         self.placer_timeout_s = config.placer_timeout_s
+        self.detached_placer_timeout_s = config.detached_placer_timeout_s
+        self.execution_headroom_s = config.execution_headroom_msecs / 1000
         self.retry_delay_s = config.retry_all_delay_ms / 1000
         self.closing = False
         self.background: set[asyncio.Task] = set()
@@ -59,13 +61,18 @@ class LBAgent:
         return CallOffer(call, slot_key(call), extensions)
 
     async def place(
-        self, offer: CallOffer, body: bytes, on_start: Callable[[ExecResult], None] | None = None
+        self,
+        offer: CallOffer,
+        body: bytes,
+        on_start: Callable[[ExecResult], None] | None = None,
+        timeout_s: float | None = None,
     ) -> Placement:
+        """Place the call (and run it): ``timeout_s`` bounds the search for a runner (default: the placer timeout)."""
         if self.closing:
             return Placement(error=ShuttingDown())
         call = offer.call
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.placer_timeout_s
+        deadline = loop.time() + (self.placer_timeout_s if timeout_s is None else timeout_s)
         attempts = 0
         while True:
             try:

@@ -81,7 +81,9 @@ async def start_lb(
     agent = LBAgent(config, pm, pool)
     app = make_app(config, store, CachedLookup(lookups), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=grace, **_header_limits(config))
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=grace, **_header_limits(config), **_timeouts(config)
+    )
     host = config.host if host is None else host
     try:
         await pool.start()  # the first runner list is in before the first call can arrive
@@ -105,7 +107,8 @@ async def start_lb(
 async def start_api(config, *, host: str | None = None, port: int | None = None) -> LBNode:
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
     store = open_store(config)
-    runner = web.AppRunner(make_app(config, store, CachedLookup(store), None), access_log=None, **_header_limits(config))
+    app = make_app(config, store, CachedLookup(store), None)
+    runner = web.AppRunner(app, access_log=None, **_header_limits(config), **_timeouts(config))
     host = config.host if host is None else host
     try:
         await runner.setup()
@@ -123,6 +126,21 @@ def _header_limits(config) -> dict[str, Any]:
     """FN_MAX_REQUEST_HEADER_SIZE for aiohttp's parser, which bounds each line (and 128 headers), not the whole head."""
     size = config.max_request_header_size
     return {"max_line_size": size, "max_field_size": size} if size else {}
+
+
+AIOHTTP_LINGERING_S = 10.0  # aiohttp's default lingering_time
+
+
+def _timeouts(config) -> dict[str, Any]:
+    """FN_HTTP_IDLE_TIMEOUT as aiohttp's keep-alive timeout (0: aiohttp's 75 s). FN_REQUEST_BODY_READ_TIMEOUT
+    also bounds aiohttp's lingering read of a body a handler left unread (after a 408, a 413, ...) before it
+    closes the connection: reading the request takes no longer than that, as in Go."""
+    out: dict[str, Any] = {}
+    if config.http_idle_timeout_s:
+        out["keepalive_timeout"] = config.http_idle_timeout_s
+    if config.request_body_read_timeout_s:
+        out["lingering_time"] = min(config.request_body_read_timeout_s, AIOHTTP_LINGERING_S)
+    return out
 
 
 def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:

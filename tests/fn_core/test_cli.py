@@ -140,3 +140,59 @@ def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
     assert all({"time", "level", "logger", "msg"} <= entry.keys() for entry in entries)
     refused = [e for e in entries if e["logger"] == "fn_core.calls"]
     assert refused and refused[0]["level"] == "info" and "status=404" in refused[0]["msg"]
+
+
+def _lb_refusing_one_call(tmp_path, env_extra):
+    """Start `fn-core lb`, make it log one refused invoke, stop it; returns (returncode, stderr)."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env_extra}
+    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+                          env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        assert http("POST", f"http://127.0.0.1:{port}/invoke/01NOSUCHFN")[0] == 404
+    finally:
+        lb.send_signal(signal.SIGTERM)
+        _, stderr = lb.communicate(timeout=30)
+    return lb.returncode, stderr
+
+
+def test_fn_log_dest_file_takes_the_log_lines(tmp_path):
+    log_file = tmp_path / "logs" / "lb.log"
+    log_file.parent.mkdir()
+    code, stderr = _lb_refusing_one_call(tmp_path, {"FN_LOG_DEST": f"file://{log_file}"})
+    assert code == 0, stderr
+    written = log_file.read_text()
+    assert "invoke rejected" in written and "status=404" in written
+    assert "invoke rejected" not in stderr
+
+
+def test_fn_log_dest_syslog_over_udp_tags_lines_with_fn_log_prefix(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        address = f"udp://127.0.0.1:{collector.getsockname()[1]}"
+        code, stderr = _lb_refusing_one_call(tmp_path, {"FN_LOG_DEST": address, "FN_LOG_PREFIX": "edge-lb"})
+        assert code == 0, stderr
+        lines = []
+        while not any("invoke rejected" in line for line in lines):
+            lines.append(collector.recv(65536).decode())  # bounded by the socket timeout
+    rejected = next(line for line in lines if "invoke rejected" in line)
+    assert rejected.startswith("<14>edge-lb: ")  # facility user, level info: RFC 3164's priority, then the tag
+    assert "status=404" in rejected
+
+
+@pytest.mark.parametrize("value", ["ftp://logs.example", "udp://", "file://host/x", "tcp://h:notaport"])
+def test_a_bad_fn_log_dest_stops_start_up_with_one_clear_line(tmp_path, value):
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": value})
+    assert result.returncode == 2
+    assert "log_dest" in result.stderr and "udp://host:port" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_syslog_that_refuses_stops_start_up_and_says_so(tmp_path):
+    refusing = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": refusing})
+    assert result.returncode == 2
+    assert f"log_dest {refusing!r}" in result.stderr and "refused" in result.stderr.lower()

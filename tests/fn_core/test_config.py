@@ -105,3 +105,30 @@ def test_readme_documents_every_setting():
         env = field.metadata.get("env")
         if env:
             assert f"| `{field.name}` | `{env}` |" in readme, f"README's config reference lacks {field.name}"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("30", 30.0), ("2.5", 2.5), ("0", 0.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0), ("250us", 0.00025),
+     ("10µs", 0.00001), ("1h2m3.5s", 3723.5), ("1.5m", 90.0), (" 45s ", 45.0)],
+)
+def test_http_timeouts_take_seconds_or_go_durations(value, seconds):
+    config = load_config(env={"FN_HTTP_IDLE_TIMEOUT": value, "FN_REQUEST_BODY_READ_TIMEOUT": value})
+    assert config.http_idle_timeout_s == config.request_body_read_timeout_s == pytest.approx(seconds)
+
+
+def test_http_timeouts_from_the_config_file(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text('http_idle_timeout_s = 20\nrequest_body_read_timeout_s = "1m"\n')
+    config = load_config(path, env={})
+    assert (config.http_idle_timeout_s, config.request_body_read_timeout_s) == (20.0, 60.0)
+    assert (Config().http_idle_timeout_s, Config().request_body_read_timeout_s) == (0.0, 0.0)  # default: no limit of ours
+
+
+@pytest.mark.parametrize("value", ["bad", "-1", "-1s", "1d", "30 s", "s", "", "inf", "nan", "1e3"])
+def test_a_bad_http_timeout_names_the_variable_and_the_value(value):
+    with pytest.raises(ConfigError) as err:
+        load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": value})
+    assert f"request_body_read_timeout_s (from $FN_REQUEST_BODY_READ_TIMEOUT): {value!r} is not a valid duration" in str(err.value)
+    with pytest.raises(ConfigError, match="must not be negative"):
+        Config(http_idle_timeout_s=-1.0)

@@ -25,8 +25,8 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
     """Answers each Engage by ``behaviour(call_dict, body) -> action``.
 
     Actions: "echo" (200, body echoed in 4 KiB frames), "nack", ("error", code, msg), "hang"
-    (waits until cancelled), "hold" (echoes once `release` is set), ("status", code, headers)
-    (result_start with that status/headers).
+    (waits until cancelled), "start-hang" (result_start, then waits until cancelled), "hold"
+    (echoes once `release` is set), ("status", code, headers) (result_start with that status/headers).
     """
 
     def __init__(self, behaviour: Any = "echo") -> None:
@@ -75,7 +75,9 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
         if action == "nack":
             yield pb.RunnerMsg(finished=pb.CallFinished(success=False, errorCode=503, errorStr="Timed out - server too busy"))
             return
-        if action == "hang":
+        if action == "start-hang":
+            yield pb.RunnerMsg(result_start=pb.CallResultStart(http=pb.HttpRespMeta(status_code=202)))
+        if action in ("hang", "start-hang"):
             self.hanging.set()
             try:
                 await asyncio.sleep(3600)

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from fn_core.testing import free_port
+from fn_core.testing import free_port, wait_until
 from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA
 
 
@@ -182,3 +182,27 @@ async def test_detached_is_202(fake_runners, lb_factory, deploy_fn):
         assert r.headers["Fn-Call-Id"]
     assert runner.calls[0]["type"] == "detached"
     assert json.loads(runner.tries[0].models_call_json)["config"]["FN_TYPE"] == "sync"
+
+
+async def test_a_detached_call_waits_for_a_runner_only_the_detached_placer_timeout(fake_runners, lb_factory, deploy_fn):
+    busy = await fake_runners("nack")
+    _, session, recorder = await lb_factory([busy.address], placer_timeout_s=60.0, detached_placer_timeout_s=0.3)
+    ids = await deploy_fn(session)
+    began = asyncio.get_running_loop().time()
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": "detached"}) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "15"
+        assert (await r.json())["message"] == "Timed out - server too busy"
+    assert asyncio.get_running_loop().time() - began < 10  # not the sync calls' 60 s
+    assert recorder.outcomes[0][1].status == 503
+
+
+async def test_a_detached_stream_is_cut_after_placement_fn_timeout_and_headroom(fake_runners, lb_factory, deploy_fn):
+    stuck = await fake_runners("start-hang")  # started (202 to the client), then never finishes
+    _, session, recorder = await lb_factory([stuck.address], detached_placer_timeout_s=0.2, execution_headroom_msecs=300)
+    ids = await deploy_fn(session, fn={"timeout": 1})
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": "detached"}) as r:
+        assert r.status == 202
+    await wait_until(lambda: stuck.cancelled == 1, "the runner's stream cancelled", timeout_s=15)  # after 0.2 + 1 + 0.3 s
+    await wait_until(lambda: bool(recorder.outcomes), "the call reported")
+    outcome = recorder.outcomes[0][1]
+    assert (outcome.status, outcome.error) == (504, "Timed out")

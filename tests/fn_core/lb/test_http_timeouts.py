@@ -1,0 +1,191 @@
+"""FN_HTTP_IDLE_TIMEOUT and FN_REQUEST_BODY_READ_TIMEOUT on real nodes on 127.0.0.1, seen from a raw socket.
+
+No runner is needed for the refusals: the body is read before a call is placed. Waits are bounded and
+generous (a timeout of 0.3 s may take up to 5 s to show on a slow machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from fn_core.config import load_config
+from fn_core.lb.main import _timeouts, start_api
+
+SHORT = 0.3  # the timeout under test
+PATIENCE = 5.0  # how long a test waits for something that must happen
+
+
+@pytest.fixture
+async def connect():
+    """``reader, writer = await connect(url)``: a raw connection, kept open from our side until the test ends
+    (a writer that is garbage collected closes it, which would hide whether the server closed it)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_connection(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), PATIENCE)
+        writers.append(writer)
+        return reader, writer
+
+    yield open_connection
+    for writer in writers:
+        writer.close()
+
+
+def head(method: str, path: str, content_length: int | None = None) -> bytes:
+    length = "" if content_length is None else f"Content-Length: {content_length}\r\nContent-Type: application/json\r\n"
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{length}\r\n".encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)
+    status_line, *lines = raw.decode().rstrip("\r\n").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), PATIENCE)
+    return int(status_line.split()[1]), headers, body
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """True once the server has closed the connection (EOF or reset) within ``seconds``; False if it is still open."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), seconds)
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    assert data == b"", f"unexpected bytes from the server: {data!r}"
+    return True
+
+
+async def metrics(session) -> dict[str, float]:
+    async with session.get("/metrics") as r:
+        text = await r.text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+
+
+@pytest.fixture
+async def api_node(tmp_path):
+    """``url = await api_node(**overrides)``: an API node (fn-core api) on 127.0.0.1, stopped after the test."""
+    nodes = []
+
+    async def make(**overrides) -> str:
+        config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/api.db", **overrides})
+        nodes.append(await start_api(config, host="127.0.0.1", port=0))
+        return nodes[-1].url
+
+    yield make
+    for node in nodes:
+        await node.stop(grace=1.0)
+
+
+# --- FN_HTTP_IDLE_TIMEOUT --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lb", "api"])
+async def test_an_idle_keep_alive_connection_is_closed_after_fn_http_idle_timeout(kind, lb_factory, api_node, connect):
+    url = (await lb_factory([], http_idle_timeout_s=SHORT))[0].url if kind == "lb" else await api_node(http_idle_timeout_s=SHORT)
+    reader, writer = await connect(url)
+    writer.write(head("GET", "/version"))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers.get("connection", "keep-alive").lower() != "close"  # kept alive, at first
+    idle_since = time.monotonic()
+    assert await closed_within(reader, PATIENCE), "the idle connection was not closed"
+    assert time.monotonic() - idle_since >= SHORT * 0.5  # by the idle timer, not at once
+
+
+async def test_an_idle_connection_stays_open_within_a_long_fn_http_idle_timeout(lb_factory, connect):
+    node, _, _ = await lb_factory([], http_idle_timeout_s=30.0)
+    reader, writer = await connect(node.url)
+    writer.write(head("GET", "/version"))
+    assert (await read_response(reader))[0] == 200
+    assert not await closed_within(reader, 1.0)
+    writer.write(head("GET", "/version"))  # the same connection serves the next request
+    assert (await read_response(reader))[0] == 200
+
+
+async def test_a_request_head_that_never_completes_is_cut_off_by_the_idle_timeout(lb_factory, connect):
+    node, _, _ = await lb_factory([], http_idle_timeout_s=SHORT)
+    reader, writer = await connect(node.url)
+    writer.write(b"GET /version HTTP/1.1\r\nHost: test\r\n")  # slowloris: the head never ends
+    assert await closed_within(reader, PATIENCE)
+
+
+def test_unset_timeouts_keep_aiohttps_defaults():
+    assert _timeouts(load_config(env={})) == {}  # keep-alive 75 s, lingering 10 s
+    config = load_config(env={"FN_HTTP_IDLE_TIMEOUT": "1m30s", "FN_REQUEST_BODY_READ_TIMEOUT": "500ms"})
+    assert _timeouts(config) == {"keepalive_timeout": 90.0, "lingering_time": 0.5}
+    assert _timeouts(load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": "1h"}))["lingering_time"] == 10.0
+
+
+# --- FN_REQUEST_BODY_READ_TIMEOUT --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def send_slow_body(connect):
+    """``status, headers, json_body, reader = await send_slow_body(url, method, path)``: announce 100 bytes of
+    body, send 10 and stall."""
+
+    async def send(url: str, method: str, path: str) -> tuple[int, dict[str, str], dict, asyncio.StreamReader]:
+        reader, writer = await connect(url)
+        writer.write(head(method, path, content_length=100) + b'{"name": "')
+        status, headers, body = await read_response(reader)
+        return status, headers, json.loads(body), reader
+
+    return send
+
+
+@pytest.mark.parametrize("route", ["invoke", "trigger"])
+async def test_a_slow_body_on_invoke_is_408_a_rejected_invoke_and_the_connection_closes(route, lb_factory, deploy_fn, send_slow_body):
+    node, session, recorder = await lb_factory([], request_body_read_timeout_s=SHORT)  # no runners: none is needed
+    ids = await deploy_fn(session, trigger_source="/hello")
+    path = f"/invoke/{ids['fn']['id']}" if route == "invoke" else "/t/app1/hello"
+    status, headers, body, reader = await send_slow_body(node.url, "POST", path)
+    assert status == 408
+    assert body["message"].startswith("Timed out reading the request body") and list(body) == ["message"]
+    assert "fn-call-id" not in headers and headers["connection"].lower() == "close"
+    assert await closed_within(reader, PATIENCE), "the connection was left open after the 408"
+    samples = await metrics(session)
+    assert samples['fn_lb_invoke_rejected_total{status="408"}'] == 1
+    assert not [name for name in samples if name.startswith("fn_lb_calls_total")]  # not a call: none ran
+    assert recorder.outcomes == []
+
+
+async def test_a_slow_body_on_the_v2_api_is_408_and_nothing_is_created(lb_factory, api_node, send_slow_body):
+    node, session, _ = await lb_factory([], request_body_read_timeout_s=SHORT)
+    status, headers, body, reader = await send_slow_body(node.url, "POST", "/v2/apps")
+    assert status == 408 and body["message"].startswith("Timed out reading the request body")
+    assert headers["connection"].lower() == "close"
+    assert await closed_within(reader, PATIENCE)
+    async with session.get("/v2/apps") as r:
+        assert (await r.json())["items"] == []
+    samples = await metrics(session)
+    assert samples['fn_api_requests_total{method="POST",route="/v2/apps",status="408"}'] == 1
+    assert not [name for name in samples if name.startswith("fn_lb_invoke_rejected_total")]  # /v2 is no invoke
+    # the same on an API node
+    status, _, _, reader = await send_slow_body(await api_node(request_body_read_timeout_s=SHORT), "PUT", "/v2/apps/01NOPE")
+    assert status == 408 and await closed_within(reader, PATIENCE)
+
+
+async def test_bodies_sent_within_the_timeout_still_work(fake_runners, lb_factory, connect):
+    runner = await fake_runners("echo")
+    node, session, _ = await lb_factory([runner.address], request_body_read_timeout_s=3.0)
+    async with session.post("/v2/apps", json={"name": "app1"}) as r:
+        assert r.status == 200
+        app = await r.json()
+    async with session.post("/v2/fns", json={"name": "fn1", "app_id": app["id"], "image": "example/echo:1"}) as r:
+        assert r.status == 200
+        fn = await r.json()
+    reader, writer = await connect(node.url)
+    writer.write(head("POST", f"/invoke/{fn['id']}", content_length=10) + b"hello")
+    await asyncio.sleep(0.2)  # a pause well within the limit
+    writer.write(b"world")
+    status, headers, body = await read_response(reader)
+    assert (status, body) == (200, b"helloworld") and headers["fn-call-id"]
+    writer.write(head("GET", "/version"))  # kept alive
+    assert (await read_response(reader))[0] == 200
+    assert len(runner.calls) == 1
