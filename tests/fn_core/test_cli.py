@@ -124,24 +124,6 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     assert f"apps and fns from the API node http://127.0.0.1:{api_port}" in outputs[0]
 
 
-def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, "FN_LOG_FORMAT": "json"}
-    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
-                          env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/version")
-        assert http("POST", f"http://127.0.0.1:{port}/invoke/01NOSUCHFN")[0] == 404
-    finally:
-        lb.send_signal(signal.SIGTERM)
-        _, stderr = lb.communicate(timeout=30)
-    assert lb.returncode == 0, stderr
-    entries = [json.loads(line) for line in stderr.splitlines()]  # every line is one JSON object
-    assert all({"time", "level", "logger", "msg"} <= entry.keys() for entry in entries)
-    refused = [e for e in entries if e["logger"] == "fn_core.calls"]
-    assert refused and refused[0]["level"] == "info" and "status=404" in refused[0]["msg"]
-
-
 def _lb_refusing_one_call(tmp_path, env_extra):
     """Start `fn-core lb`, make it log one refused invoke, stop it; returns (returncode, stderr)."""
     port = free_port()
@@ -155,6 +137,15 @@ def _lb_refusing_one_call(tmp_path, env_extra):
         lb.send_signal(signal.SIGTERM)
         _, stderr = lb.communicate(timeout=30)
     return lb.returncode, stderr
+
+
+def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
+    code, stderr = _lb_refusing_one_call(tmp_path, {"FN_LOG_FORMAT": "json"})
+    assert code == 0, stderr
+    entries = [json.loads(line) for line in stderr.splitlines()]  # every line is one JSON object
+    assert all({"time", "level", "logger", "msg"} <= entry.keys() for entry in entries)
+    refused = [e for e in entries if e["logger"] == "fn_core.calls"]
+    assert refused and refused[0]["level"] == "info" and "status=404" in refused[0]["msg"]
 
 
 def test_fn_log_dest_file_takes_the_log_lines(tmp_path):
