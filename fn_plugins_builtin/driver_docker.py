@@ -319,11 +319,13 @@ class DockerDriver:
         return ExitStatus(code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")))
 
     async def remove(self, container_id: str) -> None:
-        await asyncio.to_thread(self._remove, container_id)
-        image_id = self._container_images.pop(container_id, None)
-        if self.images is not None and image_id is not None:
-            self.images.free(image_id)
-            self._clean_images()
+        try:
+            await asyncio.to_thread(self._remove, container_id)
+        finally:  # even when the engine failed: this container counts no more as a user of its image
+            image_id = self._container_images.pop(container_id, None)
+            if self.images is not None and image_id is not None:
+                self.images.free(image_id)
+                self._clean_images()
 
     def _remove(self, container_id: str) -> None:
         import docker.errors
