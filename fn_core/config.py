@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from fn_core.errors import ConfigError
+from fn_core.log_dest import FORMS, parse_log_dest
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,6 @@ def parse_duration(value: object) -> float:
 
 
 def _log_dest(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    from fn_core.log_dest import FORMS, parse_log_dest
-
     try:
         parse_log_dest(value)
     except ValueError:

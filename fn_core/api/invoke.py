@@ -169,11 +169,11 @@ class InvokeApi:
             except TimeoutError:
                 placement = Placement(error=CallTimeout())
             error = placement.error or (placement.result.error if placement.result else None)
-            self.agent.finished(call, placement, error.status if error else 202, started, rid)
+            agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement
 
         task = asyncio.create_task(run())
-        self.agent.keep(task)
+        agent.keep(task)
         waiting: set[asyncio.Future[Any]] = {task, started_on_runner}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not started_on_runner.done():
