@@ -159,20 +159,30 @@ class Call:
     completed_at: str = ""
 
     # --- Fn's JSON (TryCall.models_call_json) -------------------------------------------------
-    def to_json_dict(self) -> dict[str, Any]:
-        # one pass (every call is encoded once on the LB): empty strings and maps are left out, numbers kept
+    def to_json_dict(self, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Fn's JSON fields (of `names`, default all): empty strings and maps are left out, numbers kept."""
         data: dict[str, Any] = {}
-        for name in _CALL_FIELDS:
+        for name in _CALL_FIELDS if names is None else names:
+            if name == "cpus":  # milli-CPUs: "100m" in Fn's JSON, left out when 0
+                if self.cpus:
+                    data["cpus"] = format_milli_cpus(self.cpus)
+                continue
             value = getattr(self, name)
             if value or value.__class__ is int or name in _CALL_ALWAYS:
                 data[name] = value
-        cpus = format_milli_cpus(self.cpus)
-        if cpus:
-            data["cpus"] = cpus
         return data
 
-    def to_json(self) -> str:
-        return _COMPACT_JSON.encode(self.to_json_dict())
+    def to_json(self, shared: str = "") -> str:
+        """The call's JSON. ``shared``: `shared_json` of a call of the same fn version, so that only
+        the `PER_CALL_FIELDS` are encoded again (the LB sends one JSON per call)."""
+        if not shared:
+            return _COMPACT_JSON.encode(self.to_json_dict())
+        return f"{_COMPACT_JSON.encode(self.to_json_dict(PER_CALL_FIELDS))[:-1]},{shared}}}"
+
+    def shared_json(self) -> str:
+        """The JSON members of every field but the `PER_CALL_FIELDS` (no braces): the same for
+        every call of one fn version, until a plugin changes a call."""
+        return _COMPACT_JSON.encode(self.to_json_dict(_SHARED_FIELDS))[1:-1]
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Call:
@@ -206,8 +216,12 @@ class Call:
 
 
 # Worked out once from the class, not per call: the field names and how each is checked in from_json.
-_CALL_FIELDS = tuple(f.name for f in attrs.fields(Call) if f.name != "cpus")  # cpus: "100m" in JSON
+_CALL_FIELDS = tuple(f.name for f in attrs.fields(Call))
 _CALL_ALWAYS = frozenset(("id", "image", "type"))
+#: what differs between the calls of one fn version; the rest comes from its app and fn
+PER_CALL_FIELDS = ("id", "trigger_id", "type", "headers", "method", "url", "status", "error", "created_at",
+                   "started_at", "completed_at")
+_SHARED_FIELDS = tuple(name for name in _CALL_FIELDS if name not in PER_CALL_FIELDS)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _CALL_FIELD_KINDS = {
     f.name: "cpus" if f.name == "cpus" else "dict" if str(f.type).startswith("dict") else str(f.type) for f in attrs.fields(Call)

@@ -37,13 +37,17 @@ class CallOffer:
     call: Call
     slot_key: bytes
     extensions: dict[str, str] = attrs.field(factory=dict)
+    #: `Call.shared_json` of the call's fn version, when no plugin changed the call ("": encode it all)
+    shared_json: str = attrs.field(default="", repr=False)
     _message: bytes | None = attrs.field(default=None, init=False, repr=False)
 
     def try_bytes(self) -> bytes:
         """The serialized TryCall message, built once however many runners are tried."""
         if self._message is None:
             try_call = pb.TryCall(
-                models_call_json=self.call.to_json(), slot_hash_id=self.slot_key.hex(), extensions=self.extensions
+                models_call_json=self.call.to_json(self.shared_json),
+                slot_hash_id=self.slot_key.hex(),
+                extensions=self.extensions,
             )
             message = pb.ClientMsg(**{"try": try_call})  # type: ignore[arg-type]  # "try" is a Python keyword
             self._message = message.SerializeToString()

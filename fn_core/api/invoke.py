@@ -22,7 +22,7 @@ from fn_core.api.body import BodyReader
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, CallTimeout, ClientCancelled, RequestBodyTimeout
 from fn_core.lb.agent import LBAgent, Placement
-from fn_core.lb.call import build_call, collect_headers, response_headers, trigger_headers, trigger_response
+from fn_core.lb.call import CallTemplate, CallTemplates, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call
 from fn_core.store.cache import CachedLookup
@@ -54,6 +54,7 @@ class InvokeApi:
         self.agent = agent
         self.request_ids = request_ids  # FN_RID_HEADER: None when unset
         self.read_body = read_body  # bounded by FN_REQUEST_BODY_READ_TIMEOUT when set (`fn_core.api.body`)
+        self.templates = CallTemplates()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/invoke/{fn_id}", self.invoke)
@@ -63,36 +64,34 @@ class InvokeApi:
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         fn = await self.lookup.fn(request.match_info["fn_id"])  # an unknown one is refused by the middleware
-        app = await self.lookup.app(fn.app_id)
-        call = build_call(
-            app,
-            fn,
+        template = self.templates.get(await self.lookup.app(fn.app_id), fn)
+        call = template.new_call(
             method=request.method,
             url=str(request.url),
             headers=collect_headers(request.headers.items()),
             detached=_is_detached(request),
         )
-        return await self._run(request, call, started, is_trigger=False)
+        return await self._run(request, call, template, started, is_trigger=False)
 
     async def trigger(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         app = await self.lookup.app_by_name(request.match_info["app_name"])  # unknown ones: refused by the middleware
         source = "/" + request.match_info.get("path", "")
         trigger = await self.lookup.trigger_by_source(app.id, "http", source)
-        fn = await self.lookup.fn(trigger.fn_id)
+        template = self.templates.get(app, await self.lookup.fn(trigger.fn_id))
         url = str(request.url)
-        call = build_call(
-            app,
-            fn,
+        call = template.new_call(
             method=request.method,
             url=url,
             headers=trigger_headers(request.headers.items(), request.method, url),
             detached=_is_detached(request),
             trigger=trigger,
         )
-        return await self._run(request, call, started, is_trigger=True)
+        return await self._run(request, call, template, started, is_trigger=True)
 
-    async def _run(self, request: web.Request, call: Call, started: float, *, is_trigger: bool) -> web.StreamResponse:
+    async def _run(
+        self, request: web.Request, call: Call, template: CallTemplate, started: float, *, is_trigger: bool
+    ) -> web.StreamResponse:
         agent = self.agent
         placement = Placement()
         status = 500
@@ -102,7 +101,7 @@ class InvokeApi:
         try:
             try:
                 body = await self.read_body(request)
-                offer = agent.prepare(call)
+                offer = agent.prepare(call, template)
             except (web.HTTPRequestEntityTooLarge, RequestBodyTimeout):
                 # the body did not come whole (too large, too slow): nothing has run and the client never sees
                 # this call's id; the middleware refuses it, as a Content-Length 413

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import attrs
 
 from fn_core.errors import APIError, ServerTooBusy
+from fn_core.lb.call import CallTemplate
 from fn_core.lb.hooks import run_isolated, run_override_call
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
@@ -54,10 +55,17 @@ class LBAgent:
         self.closing = False
         self.background: set[asyncio.Task] = set()
 
-    def prepare(self, call: Call) -> CallOffer:
-        """Run the `override_call` hooks, then take the slot key (after them: they may change it)."""
+    def prepare(self, call: Call, template: CallTemplate | None = None) -> CallOffer:
+        """Run the `override_call` hooks, then take the slot key (after them: they may change it).
+
+        A call made from ``template`` with no such hook installed is the template's call: its slot
+        key and most of its JSON are the template's, worked out once per fn version.
+        """
+        hook = self.pm.hook.override_call
+        if template is not None and not hook.get_hookimpls():
+            return CallOffer(call, template.slot_key, shared_json=template.shared_json)
         extensions: dict[str, str] = {}
-        run_override_call(self.pm.hook.override_call, call, extensions)
+        run_override_call(hook, call, extensions)
         return CallOffer(call, slot_key(call), extensions)
 
     async def place(

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from typing import Any
 
-from fn_core.models import CALL_TYPE_DETACHED, CALL_TYPE_SYNC, App, Call, Fn, Trigger, now_rfc3339
+import attrs
+
+from fn_core.models import CALL_TYPE_DETACHED, CALL_TYPE_SYNC, App, Call, Fn, Trigger, now_rfc3339, slot_key
 from fn_core.store.base import new_id
 
 HTTP_HEADER_PREFIX = "Fn-Http-H-"
@@ -48,6 +51,76 @@ def trigger_headers(items: Iterable[tuple[str, str]], method: str, url: str) -> 
     return headers
 
 
+@attrs.frozen(eq=False)
+class CallTemplate:
+    """What every call of one fn version shares, worked out once per app and fn record: the fields
+    that come from them, the slot key and their JSON (`Call.shared_json`). The LB makes each call
+    from it; a call no `override_call` plugin changed keeps the template's slot key and JSON."""
+
+    app: App
+    fn: Fn
+    config: dict[str, str]
+    annotations: dict[str, Any]
+    slot_key: bytes
+    shared_json: str
+
+    @classmethod
+    def of(cls, app: App, fn: Fn) -> CallTemplate:
+        config = {**app.config, **fn.config}
+        config.update(FN_APP_ID=app.id, FN_FN_ID=fn.id, FN_MEMORY=str(fn.memory), FN_TYPE=CALL_TYPE_SYNC)
+        annotations = {**app.annotations, **fn.annotations}
+        blank = cls(app, fn, config, annotations, b"", "")
+        sample = blank.new_call(method="", url="", headers={})
+        return cls(app, fn, config, annotations, slot_key(sample), sample.shared_json())
+
+    def new_call(
+        self,
+        *,
+        method: str,
+        url: str,
+        headers: dict[str, list[str]],
+        detached: bool = False,
+        trigger: Trigger | None = None,
+    ) -> Call:
+        """A new call (id, time) of this fn for one request: Fn's ``FromHTTPFnRequest``."""
+        app, fn = self.app, self.fn
+        return Call(
+            id=new_id(),
+            app_id=app.id,
+            app_name=app.name,
+            fn_id=fn.id,
+            trigger_id=trigger.id if trigger else "",
+            image=fn.image,
+            type=CALL_TYPE_DETACHED if detached else CALL_TYPE_SYNC,
+            memory=fn.memory,
+            timeout=fn.timeout,
+            idle_timeout=fn.idle_timeout,
+            config=dict(self.config),  # copies: plugins may change a call's maps in place
+            annotations=dict(self.annotations),
+            headers=headers,
+            method=method,
+            url=url,
+            syslog_url=app.syslog_url,
+            created_at=now_rfc3339(),
+        )
+
+
+class CallTemplates:
+    """The LB's `CallTemplate` per fn, made again whenever the lookup cache hands out a new app or fn record."""
+
+    def __init__(self, max_entries: int = 10000) -> None:
+        self.max_entries = max_entries
+        self._by_fn: dict[str, CallTemplate] = {}
+
+    def get(self, app: App, fn: Fn) -> CallTemplate:
+        template = self._by_fn.get(fn.id)
+        if template is None or template.fn is not fn or template.app is not app:
+            if len(self._by_fn) >= self.max_entries:
+                self._by_fn.clear()  # crude bound, as the lookup cache's
+            template = self._by_fn[fn.id] = CallTemplate.of(app, fn)
+        return template
+
+
 def build_call(
     app: App,
     fn: Fn,
@@ -58,27 +131,8 @@ def build_call(
     detached: bool = False,
     trigger: Trigger | None = None,
 ) -> Call:
-    config = {**app.config, **fn.config}
-    config.update(FN_APP_ID=app.id, FN_FN_ID=fn.id, FN_MEMORY=str(fn.memory), FN_TYPE=CALL_TYPE_SYNC)
-    return Call(
-        id=new_id(),
-        app_id=app.id,
-        app_name=app.name,
-        fn_id=fn.id,
-        trigger_id=trigger.id if trigger else "",
-        image=fn.image,
-        type=CALL_TYPE_DETACHED if detached else CALL_TYPE_SYNC,
-        memory=fn.memory,
-        timeout=fn.timeout,
-        idle_timeout=fn.idle_timeout,
-        config=config,
-        annotations={**app.annotations, **fn.annotations},
-        headers=headers,
-        method=method,
-        url=url,
-        syslog_url=app.syslog_url,
-        created_at=now_rfc3339(),
-    )
+    """One call of ``fn`` with no template kept (tests, one-offs)."""
+    return CallTemplate.of(app, fn).new_call(method=method, url=url, headers=headers, detached=detached, trigger=trigger)
 
 
 def response_headers(runner_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 import pytest
 
 from fn_core.models import Call, parse_milli_cpus, slot_key
@@ -49,3 +50,11 @@ def test_slot_key_changes_with_what_the_container_is_started_with():
                     Call(id="1", app_id="a", fn_id="f", image="i", config={"A": "1"}, memory=256),
                     Call(id="1", app_id="a", fn_id="f", image="i2", config={"A": "1"})):
         assert slot_key(changed) != slot_key(base)
+
+
+def test_call_json_from_a_shared_part_is_the_same_call():
+    shared_by_fn = Call(id="1", app_id="a", fn_id="f", image="i", cpus=250, config={"A": "1"}, annotations={"x/y": [1]})
+    call = attrs.evolve(shared_by_fn, id="2", headers={"X": ["y"]}, url="http://h/invoke/f", created_at="now")
+    text = call.to_json(shared_by_fn.shared_json())
+    assert json.loads(text) == json.loads(call.to_json())
+    assert Call.from_json(text) == call

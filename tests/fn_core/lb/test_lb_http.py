@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fn_core import APIError, hookimpl
+from fn_core.models import Call, slot_key
 
 
 async def test_trigger_maps_headers_both_ways(fake_runners, lb_factory, deploy_fn):
@@ -91,6 +92,26 @@ class BrokenListener:
     @hookimpl
     def call_finished(self, call, outcome):
         raise RuntimeError("listener bug")
+
+
+async def test_an_fn_update_reaches_the_next_call_with_a_new_slot_key(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    url = f"/invoke/{ids['fn']['id']}"
+    for _ in range(2):
+        async with session.post(url, data="x") as r:
+            assert r.status == 200
+    async with session.put(f"/v2/fns/{ids['fn']['id']}", json={"config": {"B": "updated"}, "memory": 256}) as r:
+        assert r.status == 200, await r.text()
+    async with session.post(url, data="x") as r:
+        assert r.status == 200
+    first, second, after = runner.tries
+    assert first.slot_hash_id == second.slot_hash_id != after.slot_hash_id
+    sent = [Call.from_json(t.models_call_json) for t in runner.tries]
+    assert [slot_key(c).hex() for c in sent] == [t.slot_hash_id for t in runner.tries]
+    assert (sent[2].config["B"], sent[2].memory) == ("updated", 256) and sent[0].config["B"] == "fn"
+    assert len({c.id for c in sent}) == 3
 
 
 async def test_override_call_changes_rejects_or_fails(fake_runners, lb_factory, deploy_fn):

@@ -1,0 +1,48 @@
+"""The LB's per-fn call template: a call made from it is the call built field by field, JSON and slot key included."""
+
+import json
+
+from fn_core.lb.call import CallTemplate, CallTemplates
+from fn_core.models import App, Fn, Trigger, slot_key
+from fn_core.proto import runner_pb2 as pb
+from fn_core.wire import CallOffer
+
+
+def _records() -> tuple[App, Fn]:
+    app = App(id="app1", name="a", config={"A": "app", "B": "app"}, annotations={"x/a": 1}, syslog_url="tcp://l:514")
+    fn = Fn(id="fn1", app_id="app1", name="f", image="img:1", memory=256, config={"B": "fn"}, annotations={"x/f": {"k": [1]}})
+    return app, fn
+
+
+def test_a_templated_call_sends_the_same_json_and_slot_key_as_one_encoded_whole():
+    template = CallTemplate.of(*_records())
+    trigger = Trigger(id="t1", app_id="app1", fn_id="fn1", name="t", type="http", source="/x")
+    call = template.new_call(method="PUT", url="http://h/t/a/x", headers={"Content-Type": ["text/plain"]},
+                             detached=True, trigger=trigger)
+    assert call.config == {"A": "app", "B": "fn", "FN_APP_ID": "app1", "FN_FN_ID": "fn1", "FN_MEMORY": "256", "FN_TYPE": "sync"}
+    assert (call.type, call.trigger_id, call.syslog_url) == ("detached", "t1", "tcp://l:514")
+    fast = CallOffer(call, template.slot_key, shared_json=template.shared_json)
+    whole = CallOffer(call, slot_key(call))
+    assert fast.slot_key == whole.slot_key
+    assert json.loads(_call_json(fast)) == json.loads(_call_json(whole)) == call.to_json_dict()
+
+
+def test_each_call_gets_its_own_id_and_maps_a_plugin_may_change():
+    template = CallTemplate.of(*_records())
+    first = template.new_call(method="POST", url="u", headers={})
+    first.config["B"] = "changed by a plugin"
+    second = template.new_call(method="POST", url="u", headers={})
+    assert first.id != second.id and second.config["B"] == "fn"
+
+
+def test_templates_follow_the_records_the_lookup_cache_hands_out():
+    templates = CallTemplates()
+    app, fn = _records()
+    template = templates.get(app, fn)
+    assert templates.get(app, fn) is template
+    updated = Fn(id="fn1", app_id="app1", name="f", image="img:2")  # a new record after the cache's TTL
+    assert templates.get(app, updated).slot_key != template.slot_key
+
+
+def _call_json(offer: CallOffer) -> str:
+    return getattr(pb.ClientMsg.FromString(offer.try_bytes()), "try").models_call_json
