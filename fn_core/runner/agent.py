@@ -247,10 +247,12 @@ class Agent:
 
         ``on_committed`` is awaited once a container is taken for the call: from then on it runs.
         ``on_end`` is awaited with the exchange's outcome (None, or the exception then raised
-        here) once the container is settled, in the same turn of the loop as the response's
-        last part, so that a caller's final message can leave with it (one send, one wake-up
-        of the LB); it is not called for a caller that was cancelled, nor when no container
-        was taken.
+        here) in the same turn of the loop as the response's last part, so that a caller's final
+        message can leave with it (one send, one wake-up of the LB): after a success before the
+        container is released (the answer does not wait for the bookkeeping, and the container
+        is idle again before the runner reads its next request, unless the send waits for flow
+        control), after an error once the container is settled. It is not called for a caller
+        that was cancelled, nor when no container was taken.
         """
         container = await self.acquire(call, key, extensions)
         if on_committed is not None:
@@ -273,7 +275,6 @@ class Agent:
         except Exception as exc:
             await relay.end(exc)
             raise
-        await relay.end(None)
 
     async def _request(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
         """The request to the container, and what its outcome means for the container."""
@@ -297,7 +298,10 @@ class Agent:
         except BaseException:
             self.retire(container)  # cancelled mid-request (shutdown): the connection state is unknown
             raise
-        self.release(container)
+        try:
+            await relay.end(None)  # the caller's answer is complete: it leaves before the bookkeeping below
+        finally:
+            self.release(container)
 
     async def acquire(self, call: Call, key: bytes, extensions: dict[str, str]) -> HotContainer:
         if self.closing:

@@ -128,9 +128,10 @@ class H2Connection(asyncio.Protocol):
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is queued now, rather than at the end of this turn of the loop."""
         self._flush_scheduled = False
         if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out) if len(self._out) > 1 else self._out[0])
@@ -306,7 +307,7 @@ class H2Connection(asyncio.Protocol):
         if self.transport is None:
             return
         self.write(frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + why.encode()[:200]))
-        self._flush()
+        self.flush()
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
