@@ -1,5 +1,8 @@
 """Building the call model from an fn and an HTTP request: Fn's ``FromHTTPFnRequest``.
 
+What the calls of one fn version share (its fields, slot key and their JSON) is worked out once, in
+a `CallTemplate`; each request adds only its id, time, method, URL and headers.
+
 Also the trigger header mapping both ways (Fn's ``ServeHTTPTrigger`` / ``triggerResponseWriter``).
 """
 
