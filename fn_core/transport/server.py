@@ -68,7 +68,11 @@ class ServerStream(h2.H2Stream):
         if conn.streams.pop(self.id, None) is not None and not self.ended and conn.lost is None:
             conn.reset_stream(self.id, h2.NO_ERROR)  # "stop sending": we will not read the rest
         self.ended = True
-        conn.flush()  # the call's last frames go now: what the handler does after them is not the peer's wait
+        if not conn.streams:
+            # the only call on the connection: nothing will join its last frames this turn, so they go now
+            # and what the handler does after them is not the peer's wait (with calls in flight, frames of
+            # several calls leave in one write at the end of the turn)
+            conn.flush()
 
     def reset_by_peer(self, code: int) -> None:
         super().reset_by_peer(code)
