@@ -111,6 +111,8 @@ def match_calls(events, steps: list[tuple[str, str]], client_fd: int) -> list[li
 
 
 def summarise(calls: list[list[float]], steps: list[tuple[str, str]]) -> dict[str, object]:
+    if not calls:
+        raise SystemExit(f"no whole call {' '.join(p for p, _ in steps)} in the trace (is perf allowed to trace every process?)")
     names = segment_names(steps)
     p50 = {name: round(statistics.median(c[i + 1] - c[i] for c in calls), 1) for i, name in enumerate(names)}
     by_node: dict[str, float] = {}
