@@ -60,9 +60,7 @@ async def main(topology: str, clients: list[int], duration_s: float) -> None:
     build_named_function(docker.from_env(), "echo", IMAGE)
     platform = await start_platform(f"cpu{os.getpid() % 1000}", topology)
     try:
-        fn_id = await platform.deploy("echo", IMAGE)
-        for _ in range(300):
-            await platform.call(fn_id, b"warm")
+        fn_id = await platform.deploy_warm(IMAGE)
         path, body = f"/invoke/{fn_id}", b"0123456789abcdef"
         for count in clients:
             run_wrk(platform.url, [path], body, count, duration_s=2)  # warm-up: as many hot containers as clients

@@ -141,9 +141,7 @@ async def main(topology: str, seconds: float, out: str | None) -> None:
     build_named_function(docker.from_env(), "echo", IMAGE)
     platform = await start_platform(f"crit{os.getpid() % 1000}", topology)
     try:
-        fn_id = await platform.deploy("echo", IMAGE)
-        for _ in range(300):
-            await platform.call(fn_id, b"warm")
+        fn_id = await platform.deploy_warm(IMAGE)
         [sock] = platform.sockets()
         port = int(platform.url.rsplit(":", 1)[1])
         via = RawClient(("127.0.0.1", port), http_request(f"/invoke/{fn_id}", BODY))

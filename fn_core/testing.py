@@ -127,15 +127,14 @@ def make_call(
     ``app``/``fn`` default to an app "app" and an fn "fn" with image "fn-core-test/echo"; pass
     `fn_core.models.App` / `Fn` objects to set config, annotations, memory, ...
     """
-    from fn_core.lb.call import build_call as lb_build_call
-    from fn_core.lb.call import collect_headers, trigger_headers
+    from fn_core.lb.call import CallTemplate, collect_headers, trigger_headers
     from fn_core.models import App, Fn
 
     app = app or App(name="app", id="app-id")
     fn = fn or Fn(name="fn", app_id=app.id, image="fn-core-test/echo", id="fn-id")
     items = list((headers or {}).items())
     mapped = trigger_headers(items, method, url) if trigger is not None else collect_headers(items)
-    return lb_build_call(app, fn, method=method, url=url, headers=mapped, trigger=trigger)
+    return CallTemplate.of(app, fn).new_call(method=method, url=url, headers=mapped, trigger=trigger)
 
 
 def lb_prepare(pm: FnPluginManager, call: Any) -> dict[str, str]:

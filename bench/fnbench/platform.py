@@ -48,6 +48,13 @@ class Platform:
         self.fns[name] = body["id"]
         return body["id"]
 
+    async def deploy_warm(self, image: str, calls: int = 300) -> str:
+        """Deploy the echo fn from `image` and call it `calls` times: its container hot, both nodes warm."""
+        fn_id = await self.deploy("echo", image)
+        for _ in range(calls):
+            await self.call(fn_id, b"warm")
+        return fn_id
+
     async def call(self, fn_id: str, body: bytes = b"x") -> tuple[int, bytes]:
         assert self.session is not None
         async with self.session.post(f"/invoke/{fn_id}", data=body) as r:

@@ -124,20 +124,6 @@ class CallTemplates:
         return template
 
 
-def build_call(
-    app: App,
-    fn: Fn,
-    *,
-    method: str,
-    url: str,
-    headers: dict[str, list[str]],
-    detached: bool = False,
-    trigger: Trigger | None = None,
-) -> Call:
-    """One call of ``fn`` with no template kept (tests, one-offs)."""
-    return CallTemplate.of(app, fn).new_call(method=method, url=url, headers=headers, detached=detached, trigger=trigger)
-
-
 def response_headers(runner_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """/invoke: the function's headers as the runner sent them, less hop-by-hop ones."""
     return [(k, v) for k, v in runner_headers if k.lower() not in HOP_BY_HOP]
