@@ -109,7 +109,9 @@ class CallTemplate:
 
 
 class CallTemplates:
-    """The LB's `CallTemplate` per fn, made again whenever the lookup cache hands out a new app or fn record."""
+    """The LB's `CallTemplate` per fn, made again when the lookup cache hands out an app or fn record that
+    differs from the template's (the same record, or an equal one, e.g. the app read by name for a trigger,
+    keeps it)."""
 
     def __init__(self, max_entries: int = 10000) -> None:
         self.max_entries = max_entries
@@ -117,11 +119,15 @@ class CallTemplates:
 
     def get(self, app: App, fn: Fn) -> CallTemplate:
         template = self._by_fn.get(fn.id)
-        if template is None or template.fn is not fn or template.app is not app:
+        if template is None or not (_same(template.fn, fn) and _same(template.app, app)):
             if len(self._by_fn) >= self.max_entries:
                 self._by_fn.clear()  # crude bound, as the lookup cache's
             template = self._by_fn[fn.id] = CallTemplate.of(app, fn)
         return template
+
+
+def _same(held: App | Fn, given: App | Fn) -> bool:
+    return held is given or held == given  # identity first: the usual case, and no field-by-field compare
 
 
 def response_headers(runner_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -2,6 +2,8 @@
 
 import json
 
+import attrs
+
 from fn_core.lb.call import CallTemplate, CallTemplates
 from fn_core.models import App, Fn, Trigger, slot_key
 from fn_core.proto import runner_pb2 as pb
@@ -40,6 +42,8 @@ def test_templates_follow_the_records_the_lookup_cache_hands_out():
     app, fn = _records()
     template = templates.get(app, fn)
     assert templates.get(app, fn) is template
+    same_app_read_by_name = App(**attrs.asdict(app, recurse=False))
+    assert templates.get(same_app_read_by_name, fn) is template
     updated = Fn(id="fn1", app_id="app1", name="f", image="img:2")  # a new record after the cache's TTL
     assert templates.get(app, updated).slot_key != template.slot_key
 
