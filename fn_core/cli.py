@@ -1,4 +1,4 @@
-"""The `fn-core` command: serve | lb | api | runner | plugins | build-image | version."""
+"""The `fn-core` command: serve | lb | api | runner | start | plugins | build-image | version."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from typing import Any
 import click
 
 from fn_core import __version__
-from fn_core.config import Config, load_config
+from fn_core.config import NODE_TYPES, Config, load_config, variables_without_effect
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
+
+log = logging.getLogger("fn_core")
 
 
 def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True) -> tuple[Config, FnPluginManager]:
@@ -114,9 +116,28 @@ def main(ctx: click.Context, config_file: str | None) -> None:
     ctx.obj["config_file"] = config_file
 
 
-def _start_server(ctx: click.Context, kwargs: dict[str, Any], module: str, entry: str) -> None:
-    """Config, plugins, then the server's entry point (imported late: `plugins` needs none of them)."""
+#: each server command's entry point (imported late: `plugins` and `version` need none of them)
+SERVER_ENTRY_POINTS = {
+    "serve": ("fn_core.lb.main", "run_serve"),
+    "lb": ("fn_core.lb.main", "run_lb"),
+    "api": ("fn_core.lb.main", "run_api"),
+    "runner": ("fn_core.runner.main", "run_runner"),
+}
+
+
+def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | None = None) -> None:
+    """Config, plugins, then the server's entry point. ``command`` None: the node FN_NODE_TYPE names (`start`)."""
     config, pm = _setup(ctx, _overrides(kwargs))
+    if command is None:
+        command = NODE_TYPES[config.node_type or "full"]
+    elif config.node_type and NODE_TYPES[config.node_type] != command:
+        raise FnCoreError(
+            f"FN_NODE_TYPE={config.node_type} is `fn-core {NODE_TYPES[config.node_type]}`, not `fn-core {command}`: "
+            "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
+        )
+    for line in variables_without_effect():
+        log.warning(line)
+    module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))
 
 
@@ -126,7 +147,7 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], module: str, entry
 @fails_cleanly
 def serve(ctx: click.Context, **kwargs: Any) -> None:
     """All in one process: the v2 API, the LB and a local runner (the embedded default)."""
-    _start_server(ctx, kwargs, "fn_core.lb.main", "run_serve")
+    _start_server(ctx, kwargs, "serve")
 
 
 @main.command()
@@ -138,7 +159,7 @@ def lb(ctx: click.Context, **kwargs: Any) -> None:
 
     With --runner-api-url, an LB among several: it reads apps and fns from that API node and serves no v2 API.
     """
-    _start_server(ctx, kwargs, "fn_core.lb.main", "run_lb")
+    _start_server(ctx, kwargs, "lb")
 
 
 @main.command()
@@ -147,7 +168,7 @@ def lb(ctx: click.Context, **kwargs: Any) -> None:
 @fails_cleanly
 def api(ctx: click.Context, **kwargs: Any) -> None:
     """An API node: the v2 API over the store, for LBs started with --runner-api-url (no invoke here)."""
-    _start_server(ctx, kwargs, "fn_core.lb.main", "run_api")
+    _start_server(ctx, kwargs, "api")
 
 
 @main.command()
@@ -156,7 +177,15 @@ def api(ctx: click.Context, **kwargs: Any) -> None:
 @fails_cleanly
 def runner(ctx: click.Context, **kwargs: Any) -> None:
     """A pure runner: Fn's gRPC RunnerProtocol, calls run in hot containers."""
-    _start_server(ctx, kwargs, "fn_core.runner.main", "run_runner")
+    _start_server(ctx, kwargs, "runner")
+
+
+@main.command()
+@click.pass_context
+@fails_cleanly
+def start(ctx: click.Context) -> None:
+    """The node FN_NODE_TYPE names (full, api, lb or pure-runner; default full), configured by FN_* and the config file only, as Fn's fnserver."""
+    _start_server(ctx, {})
 
 
 @main.command()

@@ -29,6 +29,37 @@ log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+#: Fn's node types (FN_NODE_TYPE) and the `fn-core` command that runs each
+NODE_TYPES = {"full": "serve", "api": "api", "lb": "lb", "pure-runner": "runner"}
+
+#: Fn's variables that fn-core reads nowhere, with why. One that is set is named at start-up, so that
+#: nobody takes it to be in force; every other FN_* of Fn's keeps its meaning here (the settings below).
+FN_VARIABLES_WITHOUT_EFFECT = {
+    "FN_REQUEST_HEADER_READ_TIMEOUT": "not implemented: a request head only has to come within FN_HTTP_IDLE_TIMEOUT",
+    "FN_RESPONSE_WRITE_TIMEOUT": "not implemented",
+    "FN_ZIPKIN_URL": "fn-core has no tracing",
+    "FN_JAEGER_URL": "fn-core has no tracing",
+    "FN_PROCESS_COLLECTOR_LIST": "/metrics has no process collector",
+    "FN_MAX_LOG_SIZE_BYTES": "a function's output is dropped, or sent by Docker's syslog driver to its app's syslog_url",
+    "FN_DISABLE_DEBUG_USER_LOGS": "a function's output is dropped, or sent by Docker's syslog driver to its app's syslog_url",
+    "FN_IOFS_TMPFS": "the socket directories are plain directories under FN_IOFS_PATH",
+    "FN_IOFS_OPTS": "the socket directories are plain directories under FN_IOFS_PATH",
+    "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
+    "FN_HOT_LAUNCHER_TIMEOUT_MSECS": "a function's queue on a runner goes as soon as it has no container and no waiting call",
+    "FN_EXPERIMENTAL_PREFORK_POOL_SIZE": "there is no prefork pool",
+    "FN_EXPERIMENTAL_PREFORK_IMAGE": "there is no prefork pool",
+    "FN_EXPERIMENTAL_PREFORK_CMD": "there is no prefork pool",
+    "FN_EXPERIMENTAL_PREFORK_USE_ONCE": "there is no prefork pool",
+    "FN_EXPERIMENTAL_PREFORK_NETWORKS": "there is no prefork pool",
+}
+
+
+def variables_without_effect(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each of Fn's variables that is set in ``env`` but has no effect in fn-core."""
+    env = os.environ if env is None else env
+    return [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
+            if env.get(name, "") != ""]
+
 
 def setting(default: Any, env: str | None, help: str, **kwargs: Any) -> Any:
     """An attrs field with its environment variable name and its help text."""
@@ -97,6 +128,11 @@ def _one_of(*choices: str) -> Any:
             raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
 
     return check
+
+
+def _node_type(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and value not in NODE_TYPES:
+        raise ConfigError(f"{attribute.name} must be one of {', '.join(NODE_TYPES)} (or unset), got {value!r}")
 
 
 def _name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -188,6 +224,10 @@ class Config:
     log_prefix: str = setting("", "FN_LOG_PREFIX", "syslog tag of the log lines ('' = fn-core)")
     disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
     strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys are errors, not warnings")
+    node_type: str = setting(
+        "", "FN_NODE_TYPE", "the node `fn-core start` runs: full (serve), api, lb or pure-runner (runner); "
+        "the other commands refuse to start as another node", validator=_node_type,
+    )
 
     # --- LB and API -----------------------------------------------------------------------
     placer: str = setting("ch", "FN_PLACER", "placement strategy, by name (`fn-core plugins` lists them)", validator=_name)

@@ -187,3 +187,40 @@ def test_a_syslog_that_refuses_stops_start_up_and_says_so(tmp_path):
     result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": refusing})
     assert result.returncode == 2
     assert f"log_dest {refusing!r}" in result.stderr and "refused" in result.stderr.lower()
+
+
+def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_effect(tmp_path):
+    """Fn's way to pick a node: `fn-core start` with FN_NODE_TYPE=api is an API node (v2 API, no invoke);
+    an Fn variable fn-core does not read is named at start-up rather than silently ignored."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FN_")},
+        "FN_NODE_TYPE": "api", "FN_HOST": "127.0.0.1", "FN_PORT": str(port), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db",
+        "FN_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans",
+    }
+    node = subprocess.Popen([fn_core_command(), "start"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        status, app = http("POST", f"http://127.0.0.1:{port}/v2/apps", {"name": "shop"})
+        assert status == 200, app
+        assert http("POST", f"http://127.0.0.1:{port}/invoke/{app['id']}") == (404, {"message": "Path not found"})
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, stderr = node.communicate(timeout=30)
+    assert node.returncode == 0, stderr
+    assert "FN_ZIPKIN_URL is set, but has no effect in fn-core: fn-core has no tracing" in stderr
+
+
+def test_a_command_that_is_not_the_fn_node_type_stops_and_says_which_command_is():
+    result = run("serve", "--host", "127.0.0.1", env={"FN_NODE_TYPE": "pure-runner"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "fn-core: error: FN_NODE_TYPE=pure-runner is `fn-core runner`, not `fn-core serve`: "
+        "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
+    )
+
+
+def test_an_unknown_fn_node_type_is_refused_with_the_valid_ones():
+    result = run("start", env={"FN_NODE_TYPE": "master"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "fn-core: error: node_type must be one of full, api, lb, pure-runner (or unset), got 'master'"
