@@ -240,3 +240,40 @@ async def test_blocking_mode_evicts_the_container_idle_the_longest(tmp_path):
     assert live(agent) == {"recent"} and driver.launched == 1  # no other runner to go to: any idle one may go
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
+
+
+class PausingDriver(HangingDriver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused: list[str] = []
+        self.removed: list[str] = []
+
+    async def pause(self, container_id):
+        self.paused.append(container_id)
+
+    async def remove(self, container_id):
+        self.removed.append(container_id)
+
+
+async def test_an_idle_container_used_again_is_paused_and_reaped_counting_from_its_last_call(tmp_path):
+    """The idle checks armed when it first went idle fire while it is busy or freshly idle again:
+    they wait on, and pausing and reaping still come FN_FREEZE_IDLE_MSECS and its idle timeout after the last call."""
+    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "freeze_idle_msecs": 300})
+    driver = PausingDriver()
+    agent = Agent(config, driver, budget=Budget(total_memory=1024 * MB, total_mcpus=4000))
+    call = Call(id="c", fn_id="f", image="img", memory=128)
+    container = slot_with_busy_container(agent, call)
+    container.idle_timeout_s = 0.9
+    agent.release(container)  # idle at t0: a pause check for t0 + 0.3, a reap check for t0 + 0.9
+    await asyncio.sleep(0.15)
+    assert await agent.acquire(call, slot_key(call), {}) is container  # busy across t0 + 0.3
+    await asyncio.sleep(0.3)
+    agent.release(container)  # idle again at t1 = t0 + 0.45
+    await asyncio.sleep(0.15)
+    assert driver.paused == []  # t1 + 0.15: not idle for 0.3 s yet
+    await asyncio.sleep(0.3)
+    assert driver.paused == [container.id]  # t1 + 0.45
+    await asyncio.sleep(0.15)
+    assert container.state == "idle"  # t1 + 0.6 = t0 + 1.05: the reap check of t0 + 0.9 waited on
+    await asyncio.sleep(0.5)
+    assert container.state == "retired" and driver.removed == [container.id]  # t1 + 1.1
