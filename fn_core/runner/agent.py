@@ -188,6 +188,14 @@ def _consume_outcome(task: asyncio.Task[None]) -> None:
         log.debug("abandoned call ended with %r", task.exception())
 
 
+def _idle_until(container: HotContainer, idle_s: float, fired_for: float) -> float | None:
+    """When the container will have been idle ``idle_s``, if that is still to come (it was used after its
+    check was armed); None once it has. ``fired_for``: the time the check was set for (uvloop may fire a
+    timer up to 1 ms early by the loop's clock)."""
+    due = container.idle_since + idle_s
+    return due if max(asyncio.get_running_loop().time(), fired_for) < due else None
+
+
 def _oldest_wait_s(queue: SlotQueue) -> float:
     """How long the queue's oldest waiting call has existed (since the LB made it), in seconds."""
     for waiter in queue.waiters:
@@ -537,10 +545,8 @@ class Agent:
         container.idle_timer = None
         if container.state != "idle":
             return  # busy: armed again when it next goes idle; retired: nothing to do
-        due = container.idle_since + container.idle_timeout_s
-        loop = asyncio.get_running_loop()
-        if max(loop.time(), fired_for) < due:  # idle again since: wait out its new idle time
-            container.idle_timer = loop.call_at(due, self._idle_check, container, due)
+        if (due := _idle_until(container, container.idle_timeout_s, fired_for)) is not None:
+            container.idle_timer = asyncio.get_running_loop().call_at(due, self._idle_check, container, due)
             return
         log.debug("container %s idle for %ss: removing", container.id[:12], container.idle_timeout_s)
         self.retire(container)
@@ -549,10 +555,8 @@ class Agent:
         container.freeze_timer = None
         if container.state != "idle" or container.pause_task is not None or self.freeze_s is None:
             return
-        due = container.idle_since + self.freeze_s
-        loop = asyncio.get_running_loop()
-        if max(loop.time(), fired_for) < due:
-            container.freeze_timer = loop.call_at(due, self._freeze_check, container, due)
+        if (due := _idle_until(container, self.freeze_s, fired_for)) is not None:
+            container.freeze_timer = asyncio.get_running_loop().call_at(due, self._freeze_check, container, due)
             return
         container.pause_task = self._spawn(self._pause(container))
 
