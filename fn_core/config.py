@@ -35,8 +35,6 @@ NODE_TYPES = {"full": "serve", "api": "api", "lb": "lb", "pure-runner": "runner"
 #: Fn's variables that fn-core reads nowhere, with why. One that is set is named at start-up, so that
 #: nobody takes it to be in force; every other FN_* of Fn's keeps its meaning here (the settings below).
 FN_VARIABLES_WITHOUT_EFFECT = {
-    "FN_REQUEST_HEADER_READ_TIMEOUT": "not implemented: a request head only has to come within FN_HTTP_IDLE_TIMEOUT",
-    "FN_RESPONSE_WRITE_TIMEOUT": "not implemented",
     "FN_ZIPKIN_URL": "fn-core has no tracing",
     "FN_JAEGER_URL": "fn-core has no tracing",
     "FN_PROCESS_COLLECTOR_LIST": "/metrics has no process collector",
@@ -257,7 +255,17 @@ class Config:
     )
     max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
     max_request_header_size: int = setting(
-        0, "FN_MAX_REQUEST_HEADER_SIZE", "bytes a request header line may have (at most 128 headers); 0 = 8190 (400)",
+        0, "FN_MAX_REQUEST_HEADER_SIZE", "bytes the whole request head may have (431, and the connection is closed); 0 = Go's 1 MiB",
+        validator=_non_negative,
+    )
+    request_header_read_timeout_s: Duration = setting(
+        0.0, "FN_REQUEST_HEADER_READ_TIMEOUT",
+        "limit on reading a request head, from its first byte (s, or Go's 1m30s, 500ms); 0 = none (408, and the connection is closed)",
+        validator=_non_negative,
+    )
+    response_write_timeout_s: Duration = setting(
+        0.0, "FN_RESPONSE_WRITE_TIMEOUT",
+        "limit from the end of a request's head to the end of its response (s, or Go's 1m30s); 0 = none (the connection is cut)",
         validator=_non_negative,
     )
     http_idle_timeout_s: Duration = setting(

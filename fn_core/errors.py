@@ -98,6 +98,20 @@ class RequestBodyTimeout(APIError):
     message = "Timed out reading the request body"
 
 
+class RequestHeadTimeout(APIError):
+    """The client did not send a whole request head within FN_REQUEST_HEADER_READ_TIMEOUT; the connection is closed."""
+
+    status = 408
+    message = "Timed out reading the request head"
+
+
+class RequestHeadTooLarge(APIError):
+    """The request head (request line and headers) is over FN_MAX_REQUEST_HEADER_SIZE; the connection is closed."""
+
+    status = 431
+    message = "Request Header Fields Too Large"
+
+
 class CallResourceTooBig(APIError):
     status = 400
     message = "Requested CPU/Memory cannot be allocated"

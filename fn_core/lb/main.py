@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fn_core.api.connection import ConnectionLimits, FnAppRunner
 from fn_core.api.server import make_app
 from fn_core.errors import ConfigError, PluginError
 from fn_core.lb.agent import LBAgent
@@ -81,8 +82,9 @@ async def start_lb(
     agent = LBAgent(config, pm, pool)
     app = make_app(config, store, CachedLookup(lookups), agent)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=grace, **_header_limits(config), **_timeouts(config)
+    runner = FnAppRunner(
+        app, ConnectionLimits.from_config(config), handler_cancellation=True, access_log=None, shutdown_timeout=grace,
+        **_timeouts(config),
     )
     host = config.host if host is None else host
     try:
@@ -108,7 +110,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
     store = open_store(config)
     app = make_app(config, store, CachedLookup(store), None)
-    runner = web.AppRunner(app, access_log=None, **_header_limits(config), **_timeouts(config))
+    runner = FnAppRunner(app, ConnectionLimits.from_config(config), access_log=None, **_timeouts(config))
     host = config.host if host is None else host
     try:
         await runner.setup()
@@ -120,12 +122,6 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     node = LBNode(runner, None, store, host, runner.addresses[0][1], own_store=True)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
-
-
-def _header_limits(config) -> dict[str, Any]:
-    """FN_MAX_REQUEST_HEADER_SIZE for aiohttp's parser, which bounds each line (and 128 headers), not the whole head."""
-    size = config.max_request_header_size
-    return {"max_line_size": size, "max_field_size": size} if size else {}
 
 
 AIOHTTP_LINGERING_S = 10.0  # aiohttp's default lingering_time

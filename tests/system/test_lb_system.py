@@ -174,3 +174,34 @@ async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
         status, _, _ = await in_flight
         assert status == 200
     assert node.proc.popen.wait(60) == 0
+
+
+async def test_fn_http_limits_on_a_real_lb_and_runner(platform, deploy_echo):
+    """FN_RESPONSE_WRITE_TIMEOUT, FN_REQUEST_HEADER_READ_TIMEOUT and FN_MAX_REQUEST_HEADER_SIZE read by `fn-core lb`."""
+    runner = await platform.runner()
+    lb = await platform.lb(
+        [runner], FN_RESPONSE_WRITE_TIMEOUT="1500ms", FN_REQUEST_HEADER_READ_TIMEOUT="500ms", FN_MAX_REQUEST_HEADER_SIZE="4096"
+    )
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")  # the cold start is within the limit
+
+        try:  # a function slower than the write timeout: the connection is cut, no answer comes
+            answer = await post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000})
+        except aiohttp.ServerDisconnectedError:
+            answer = None
+        assert answer is None, f"answered despite FN_RESPONSE_WRITE_TIMEOUT: {answer}"
+        assert "its response was not written within 1.5 s" in lb.proc.log()
+        assert (await post(s, f"/invoke/{fn_id}", b"after"))[::2] == (200, b"after")  # the LB serves on
+
+        status, _, body = await post(s, f"/invoke/{fn_id}", b"x", headers={"X-Token": "t" * 5000})
+        assert (status, json.loads(body)) == (431, {"message": "Request Header Fields Too Large: a line of the head is over 4096 bytes"})
+
+    host, port = lb.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /invoke/{fn_id} HTTP/1.1\r\nHost: x\r\n".encode())  # a head that never ends
+    answer = await asyncio.wait_for(reader.read(), 10)  # the whole answer, up to the close
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 408 Request Timeout\r\n")
+    assert answer.endswith(b'{"message": "Timed out reading the request head: not all of it came within 0.5 s"}')
+    assert (await runner.status()).requests_received == 3  # warm, slow, after: nothing refused reached the runner

@@ -1,4 +1,5 @@
-"""FN_HTTP_IDLE_TIMEOUT and FN_REQUEST_BODY_READ_TIMEOUT on real nodes on 127.0.0.1, seen from a raw socket.
+"""FN_HTTP_IDLE_TIMEOUT, FN_REQUEST_HEADER_READ_TIMEOUT, FN_REQUEST_BODY_READ_TIMEOUT and FN_RESPONSE_WRITE_TIMEOUT
+on real nodes on 127.0.0.1, seen from a raw socket.
 
 No runner is needed for the refusals: the body is read before a call is placed. Waits are bounded and
 generous (a timeout of 0.3 s may take up to 5 s to show on a slow machine).
@@ -120,6 +121,102 @@ def test_unset_timeouts_keep_aiohttps_defaults():
     config = load_config(env={"FN_HTTP_IDLE_TIMEOUT": "1m30s", "FN_REQUEST_BODY_READ_TIMEOUT": "500ms"})
     assert _timeouts(config) == {"keepalive_timeout": 90.0, "lingering_time": 0.5}
     assert _timeouts(load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": "1h"}))["lingering_time"] == 10.0
+
+
+# --- FN_REQUEST_HEADER_READ_TIMEOUT ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["lb", "api"])
+async def test_a_request_head_not_whole_within_fn_request_header_read_timeout_is_408_and_the_connection_closes(
+    kind, lb_factory, api_node, connect
+):
+    url = (await lb_factory([], request_header_read_timeout_s=SHORT))[0].url if kind == "lb" else await api_node(
+        request_header_read_timeout_s=SHORT
+    )
+    reader, writer = await connect(url)
+    started = time.monotonic()
+    writer.write(b"GET /version HTTP/1.1\r\nHost: test\r\n")  # slowloris: the head never ends
+    status, _, body = await read_response(reader)
+    assert status == 408
+    assert json.loads(body) == {"message": f"Timed out reading the request head: not all of it came within {SHORT:g} s"}
+    assert time.monotonic() - started >= SHORT * 0.5
+    assert await closed_within(reader, PATIENCE)
+
+
+async def test_a_connection_that_sends_nothing_is_closed_unanswered_after_the_header_read_timeout(lb_factory, connect):
+    node, _, _ = await lb_factory([], request_header_read_timeout_s=SHORT)
+    reader, _ = await connect(node.url)
+    assert await closed_within(reader, PATIENCE)  # read(1) gave b"": no answer, as Go's server
+
+
+async def test_the_header_read_timeout_counts_from_the_first_byte_of_each_later_request(lb_factory, connect):
+    node, session, _ = await lb_factory([], request_header_read_timeout_s=SHORT, http_idle_timeout_s=30.0)
+    reader, writer = await connect(node.url)
+    writer.write(head("GET", "/version"))
+    assert (await read_response(reader))[0] == 200
+    assert not await closed_within(reader, SHORT * 4)  # idle between requests: FN_HTTP_IDLE_TIMEOUT's wait, not this one
+    first, rest = head("GET", "/version")[:10], head("GET", "/version")[10:]
+    writer.write(first)
+    await asyncio.sleep(SHORT / 3)  # a head in two parts, whole within the limit
+    writer.write(rest)
+    assert (await read_response(reader))[0] == 200
+    writer.write(first)  # and one that stops half-way
+    status, _, body = await read_response(reader)
+    assert status == 408 and json.loads(body)["message"].startswith("Timed out reading the request head")
+
+
+async def test_a_slow_head_on_invoke_reaches_no_runner(fake_runners, lb_factory, deploy_fn, connect):
+    runner = await fake_runners("echo")
+    node, session, recorder = await lb_factory([runner.address], request_header_read_timeout_s=SHORT)
+    ids = await deploy_fn(session)
+    reader, writer = await connect(node.url)
+    writer.write(head("POST", f"/invoke/{ids['fn']['id']}", content_length=2)[:-4])  # all but the blank line
+    assert (await read_response(reader))[0] == 408
+    assert runner.calls == [] and recorder.outcomes == []
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"ok") as r:  # a new connection is served
+        assert r.status == 200 and await r.read() == b"ok"
+
+
+# --- FN_RESPONSE_WRITE_TIMEOUT -------------------------------------------------------------------------------
+
+
+async def test_a_response_not_written_within_fn_response_write_timeout_cuts_the_connection_and_ends_the_call(
+    fake_runners, lb_factory, deploy_fn, connect
+):
+    runner = await fake_runners(lambda call, body: "hang" if body == b"slow" else "echo")
+    # with a head timeout too: neither may fire while the other request's stages run
+    node, session, recorder = await lb_factory([runner.address], response_write_timeout_s=SHORT, request_header_read_timeout_s=SHORT)
+    ids = await deploy_fn(session)
+    path = f"/invoke/{ids['fn']['id']}"
+    reader, writer = await connect(node.url)
+    writer.write(head("POST", path, content_length=4) + b"slow")
+    started = time.monotonic()
+    assert await closed_within(reader, PATIENCE), "the connection outlived FN_RESPONSE_WRITE_TIMEOUT"
+    assert time.monotonic() - started >= SHORT * 0.5
+    await asyncio.wait_for(_until(lambda: runner.cancelled == 1), PATIENCE)  # the call ends with its client
+    # quick answers on a kept-alive connection: each request has its own clock
+    reader, writer = await connect(node.url)
+    for _ in range(3):
+        writer.write(head("POST", path, content_length=4) + b"fast")
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"fast")
+        await asyncio.sleep(SHORT * 0.6)  # together longer than the limit
+    assert not await closed_within(reader, SHORT * 2)  # idle is not writing: FN_HTTP_IDLE_TIMEOUT's business
+    for _ in range(3):  # aiohttp's client: head and body in separate writes, a connection kept in its pool
+        async with session.post(path, data=b"fast") as r:
+            assert (r.status, await r.read()) == (200, b"fast")
+        await asyncio.sleep(SHORT * 1.5)
+
+
+async def _until(check) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+def test_the_head_and_write_timeouts_read_go_durations():
+    config = load_config(env={"FN_REQUEST_HEADER_READ_TIMEOUT": "1m30s", "FN_RESPONSE_WRITE_TIMEOUT": "500ms"})
+    assert (config.request_header_read_timeout_s, config.response_write_timeout_s) == (90.0, 0.5)
+    assert (load_config(env={}).request_header_read_timeout_s, load_config(env={}).response_write_timeout_s) == (0.0, 0.0)
 
 
 # --- FN_REQUEST_BODY_READ_TIMEOUT --------------------------------------------------------------------------

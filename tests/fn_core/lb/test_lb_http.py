@@ -58,20 +58,27 @@ async def test_max_request_size_is_413_before_the_body(fake_runners, lb_factory,
     assert len(runner.calls) == 1
 
 
-async def test_request_header_lines_are_bounded_and_fn_max_request_header_size_raises_the_bound(fake_runners, lb_factory, deploy_fn):
+async def test_a_request_head_is_bounded_as_a_whole_by_fn_max_request_header_size_with_431(fake_runners, lb_factory, deploy_fn):
     runner = await fake_runners()
     big = {"Authorization": "Bearer " + "t" * 12000}  # a long token, as some identity providers issue
     _, session, _ = await lb_factory([runner.address])
     ids = await deploy_fn(session)
     async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x", headers=big) as r:
-        assert r.status == 400  # aiohttp's parser: 8190 bytes a line
-    assert runner.calls == []
+        assert r.status == 200  # Fn's default is Go's: 1 MiB for the whole head
+    assert len(runner.calls) == 1
 
-    _, session, _ = await lb_factory([runner.address], max_request_header_size=16384)
+    _, session, _ = await lb_factory([runner.address], max_request_header_size=8192)
     ids = await deploy_fn(session)
     async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x", headers=big) as r:
-        assert r.status == 200
-    assert len(runner.calls) == 1
+        assert r.status == 431
+        assert (await r.json()) == {"message": "Request Header Fields Too Large: a line of the head is over 8192 bytes"}
+    # many headers, each short, add up to the same bound
+    many = {f"X-Part-{i}": "v" * 200 for i in range(60)}
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x", headers=many) as r:
+        assert r.status == 431 and (await r.json())["message"].startswith("Request Header Fields Too Large")
+    assert len(runner.calls) == 1  # neither reached a runner
+    async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x") as r:
+        assert r.status == 200  # the node serves on
 
 
 class Overrides:

@@ -1,0 +1,232 @@
+"""The HTTP/1.1 connections of the LB and API nodes: aiohttp's, with the bounds Go's server has and aiohttp's lacks.
+
+- ``FN_MAX_REQUEST_HEADER_SIZE`` (Go's MaxHeaderBytes; default, as Fn's, 1 MiB) bounds the whole request head,
+  request line and headers together, not each line: over it, 431 and the connection is closed. A head
+  counts from its first byte; one that arrives whole in one read is bounded by aiohttp's per-line checks,
+  set to the same size (and `MAX_REQUEST_HEADERS` headers), which answer 431 too.
+- ``FN_REQUEST_HEADER_READ_TIMEOUT`` (Go's ReadHeaderTimeout): a request head must come whole within this
+  long, counted from the connection's start for its first request and from the first byte of each later
+  one (the wait before that byte is ``FN_HTTP_IDLE_TIMEOUT``'s). A head begun and not finished in time
+  gets 408 and the connection is closed; a new connection that sent nothing at all is closed unanswered,
+  as Go does.
+- ``FN_RESPONSE_WRITE_TIMEOUT`` (Go's WriteTimeout): a response must be written within this long of the end
+  of its request's head, the handler's time included. Then the connection is cut unanswered, as Go's
+  failed write leaves it; on the LB that ends the call like a client that went away.
+- aiohttp's own refusals (a malformed request, a handler's unexpected exception) are Fn's
+  ``{"message": ...}`` JSON, not aiohttp's plain text.
+
+With both timeouts off (the default) a request costs one byte count more than aiohttp's own handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+
+from fn_core.errors import APIError, RequestHeadTimeout, RequestHeadTooLarge
+
+log = logging.getLogger(__name__)
+
+#: Go's http.DefaultMaxHeaderBytes: Fn's default for FN_MAX_REQUEST_HEADER_SIZE
+DEFAULT_MAX_HEAD_BYTES = 1 << 20
+#: aiohttp's parser also counts headers (Go does not): a bound no real client meets, answered with 431 too
+MAX_REQUEST_HEADERS = 1000
+
+
+@attrs.frozen
+class ConnectionLimits:
+    """What a client connection may take: head bytes, and seconds for the head and for the response (0 = none)."""
+
+    head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    head_timeout_s: float = 0.0
+    write_timeout_s: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> ConnectionLimits:
+        return cls(
+            head_bytes=config.max_request_header_size or DEFAULT_MAX_HEAD_BYTES,
+            head_timeout_s=config.request_header_read_timeout_s,
+            write_timeout_s=config.response_write_timeout_s,
+        )
+
+    def parser_limits(self) -> dict[str, Any]:
+        """aiohttp's per-line and per-count bounds, no tighter than the whole head's."""
+        return {"max_line_size": self.head_bytes, "max_field_size": self.head_bytes, "max_headers": MAX_REQUEST_HEADERS}
+
+
+class FnConnection(RequestHandler):
+    """One client connection: aiohttp's request handling, plus the head and write bounds of `ConnectionLimits`."""
+
+    def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._head_bytes = 0  # bytes of the request head being read (0: none begun)
+        self._body: StreamReader | None = None  # the last request's body: bytes go there until its end
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # an error answer is queued; nothing more is read
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._limits.head_timeout_s:  # Go counts the first head from the accept
+            self._head_timer = self._loop.call_later(self._limits.head_timeout_s, self._head_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        body = self._body
+        in_head = body is None or body.is_eof()
+        if in_head and data:  # aiohttp itself feeds b"" to parse what it held back
+            if self._head_timer is None and self._limits.head_timeout_s:
+                self._head_timer = self._loop.call_later(self._limits.head_timeout_s, self._head_too_slow)
+            self._head_bytes += len(data)
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:  # a head is complete (or refused by the parser)
+            if self._head_bytes > self._limits.head_bytes and self._over_limit(self._request_count - requests):
+                return
+            self._head_bytes = 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            self._body = self._messages[-1][1] if self._messages else None
+            if self._limits.write_timeout_s and self._write_timer is None:
+                self._arm_write_timer()
+        elif in_head and self._head_bytes > self._limits.head_bytes:
+            self._refuse(self._head_too_large())
+
+    def _over_limit(self, new: int) -> bool:
+        """The bytes counted include a body that came in the same read: measure the ``new`` heads themselves.
+        A head over the limit is answered with 431 in its request's place."""
+        for index in range(len(self._messages) - new, len(self._messages)):
+            message = self._messages[index][0]
+            if isinstance(message, RawRequestMessage) and _head_size(message) > self._limits.head_bytes:
+                while len(self._messages) > index:  # it and what follows it are never handled
+                    self._messages.pop()
+                self._refuse(self._head_too_large())
+                return True
+        return False
+
+    def _head_too_large(self) -> RequestHeadTooLarge:
+        return RequestHeadTooLarge(f"Request Header Fields Too Large: the head is over {self._limits.head_bytes} bytes")
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> Any:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+                if self._messages:  # a pipelined request waited: its clock starts now (Go reads it only now)
+                    self._arm_write_timer()
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """Fn's JSON for every refusal aiohttp itself makes and for ours (an `APIError`); the connection is closed after it."""
+        if request.writer.output_size > 0:  # as aiohttp: a response begun cannot become an error answer
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        if isinstance(exc, APIError):
+            err = exc
+        elif status == 500:  # a handler's bug: aiohttp's log line and traceback, Fn's answer
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            err = APIError("internal server error")
+        elif isinstance(exc, LineTooLong):
+            err = RequestHeadTooLarge(f"Request Header Fields Too Large: a line of the head is over {self._limits.head_bytes} bytes")
+        elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc.message):
+            err = RequestHeadTooLarge(f"Request Header Fields Too Large: more than {MAX_REQUEST_HEADERS} headers")
+        else:  # a malformed request: say what the parser found
+            phrase = HTTPStatus(status).phrase
+            err = APIError(f"{phrase}: {message}" if message else phrase, status=status)
+        if status != 500:  # the client's fault: one line, not aiohttp's traceback
+            log.info("refused a request from %s: %d %s", request.remote, err.status, err.message)
+        response = web.json_response({"message": err.message}, status=err.status, headers=err.headers)
+        response.force_close()
+        return response
+
+    def _refuse(self, err: APIError) -> None:
+        """Answer ``err`` after any request still in progress here, then close; read nothing more."""
+        self._refused = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._messages.append((_ErrInfo(status=err.status, exc=err, message=err.message), EMPTY_PAYLOAD))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._refused or self.transport is None:
+            return
+        if not self._head_bytes:  # a connection that never sent a byte: closed unanswered
+            log.debug("closed a connection that sent no request within %g s", self._limits.head_timeout_s)
+            self.force_close()
+            return
+        timeout = self._limits.head_timeout_s
+        self._refuse(RequestHeadTimeout(f"Timed out reading the request head: not all of it came within {timeout:g} s"))
+
+    def _arm_write_timer(self) -> None:
+        self._write_timer = self._loop.call_later(self._limits.write_timeout_s, self._write_too_slow)
+
+    def _write_too_slow(self) -> None:
+        self._write_timer = None
+        transport = self.transport
+        if transport is not None:
+            log.info("cut a connection: its response was not written within %g s (FN_RESPONSE_WRITE_TIMEOUT)",
+                     self._limits.write_timeout_s)
+            transport.abort()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """Bytes of the request line and headers as sent (a separator of one space assumed)."""
+    line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers) + 2
+
+
+class FnServer(web.Server):
+    """aiohttp's low-level server making `FnConnection`s: built from the one an `aiohttp.web.AppRunner` makes."""
+
+    def __init__(self, made: web.Server, limits: ConnectionLimits) -> None:
+        # a Server keeps its connection arguments to itself; a subclass may read them
+        super().__init__(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+        self.limits = limits
+
+    def __call__(self) -> FnConnection:
+        return FnConnection(self, self.limits, loop=self._loop, **self._kwargs)
+
+
+class FnAppRunner(web.AppRunner):
+    """An `aiohttp.web.AppRunner` whose connections are `FnConnection`s with ``limits``."""
+
+    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs, **limits.parser_limits())
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        return FnServer(await super()._make_server(), self.limits)
