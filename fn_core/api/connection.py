@@ -66,6 +66,8 @@ class ConnectionLimits:
 class FnConnection(RequestHandler):
     """One client connection: aiohttp's request handling, plus the head and write bounds of `ConnectionLimits`."""
 
+    __slots__ = ("_limits", "_head_bytes", "_body", "_head_timer", "_write_timer", "_refused")
+
     def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
@@ -122,16 +124,6 @@ class FnConnection(RequestHandler):
 
     def _head_too_large(self) -> RequestHeadTooLarge:
         return RequestHeadTooLarge(f"Request Header Fields Too Large: the head is over {self._limits.head_bytes} bytes")
-
-    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> Any:
-        try:
-            return await super().finish_response(request, resp, start_time)
-        finally:
-            if self._write_timer is not None:
-                self._write_timer.cancel()
-                self._write_timer = None
-                if self._messages:  # a pipelined request waited: its clock starts now (Go reads it only now)
-                    self._arm_write_timer()
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -197,6 +189,23 @@ class FnConnection(RequestHandler):
         self._head_timer = self._write_timer = None
 
 
+class WriteBoundedConnection(FnConnection):
+    """A connection under FN_RESPONSE_WRITE_TIMEOUT: the clock a head's end starts stops when its response is written
+    (a class of its own, so that without the timeout a response takes no extra step)."""
+
+    __slots__ = ()
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None) -> Any:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+                if self._messages:  # a pipelined request waited: its clock starts now (Go reads it only now)
+                    self._arm_write_timer()
+
+
 def _head_size(message: RawRequestMessage) -> int:
     """Bytes of the request line and headers as sent (a separator of one space assumed)."""
     line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
@@ -218,7 +227,8 @@ class FnServer(web.Server):
         self.limits = limits
 
     def __call__(self) -> FnConnection:
-        return FnConnection(self, self.limits, loop=self._loop, **self._kwargs)
+        kind = WriteBoundedConnection if self.limits.write_timeout_s else FnConnection
+        return kind(self, self.limits, loop=self._loop, **self._kwargs)
 
 
 class FnAppRunner(web.AppRunner):
