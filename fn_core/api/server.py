@@ -9,6 +9,8 @@ Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
 before the body is read (413); a chunked body is cut off at the same limit while it is read.
 A body not sent whole within ``FN_REQUEST_BODY_READ_TIMEOUT`` is 408, and its connection is closed.
+What is bounded before a request reaches these routes (the head's size and time, the response's write
+time) and aiohttp's refusals of malformed requests are the connection's: `fn_core.api.connection`.
 An error answer on an invoke or trigger path is counted and logged as a refused invoke
 (`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
 Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`)

@@ -1,0 +1,72 @@
+"""fn_core.api.connection on 127.0.0.1: what a client gets when aiohttp itself refuses a request, or a handler fails.
+
+The head and write bounds through real LB and API nodes are in tests/fn_core/lb/test_http_timeouts.py,
+test_lb_http.py and tests/system/test_lb_system.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from fn_core.api.connection import ConnectionLimits, FnAppRunner
+
+
+@pytest.fixture
+async def serve_app():
+    """``port = await serve_app(app, limits)``: the app behind `FnAppRunner` on 127.0.0.1, cleaned up after the test."""
+    runners: list[FnAppRunner] = []
+
+    async def start(app: web.Application, limits: ConnectionLimits = ConnectionLimits()) -> int:
+        runner = FnAppRunner(app, limits, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner.addresses[0][1]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_a_handlers_bug_is_fns_500_json_and_its_traceback_is_logged(serve_app, caplog):
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug in a handler")
+
+    app = web.Application()
+    app.router.add_get("/boom", boom)
+    port = await serve_app(app)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/boom") as r:
+        assert r.status == 500 and r.content_type == "application/json"
+        assert await r.json() == {"message": "internal server error"}
+    assert "a bug in a handler" in caplog.text  # the operator sees the traceback; the client does not
+
+
+async def test_a_malformed_request_is_400_json_saying_what_was_wrong_and_the_connection_closes(serve_app):
+    port = await serve_app(web.Application())
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost test\r\n\r\n")  # a header line without its colon
+    answer = await asyncio.wait_for(reader.read(), 5)  # all of it, up to the close
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["message"].startswith("Bad Request: Invalid header token")
+
+
+async def test_refusals_are_one_log_line_each_not_a_traceback(serve_app, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.api.connection")
+    port = await serve_app(web.Application(), ConnectionLimits(head_bytes=1024))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 2000 + b"\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert b" 431 Request Header Fields Too Large\r\n" in answer
+    refusals = [r for r in caplog.records if r.name == "fn_core.api.connection"]
+    assert [r.getMessage().split(": ", 1)[0] for r in refusals] == ["refused a request from 127.0.0.1"]
+    assert not [r for r in caplog.records if r.exc_info]
