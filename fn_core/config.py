@@ -260,7 +260,7 @@ class Config:
     )
     request_header_read_timeout_s: Duration = setting(
         0.0, "FN_REQUEST_HEADER_READ_TIMEOUT",
-        "limit on reading a request head, from its first byte (s, or Go's 1m30s, 500ms); 0 = none (408, and the connection is closed)",
+        "limit on reading a request head (s, or Go's 1m30s, 500ms; 408, and the connection is closed); 0 = FN_REQUEST_BODY_READ_TIMEOUT's, as Go",
         validator=_non_negative,
     )
     response_write_timeout_s: Duration = setting(

@@ -6,7 +6,8 @@
   set to the same size (and `MAX_REQUEST_HEADERS` headers), which answer 431 too.
 - ``FN_REQUEST_HEADER_READ_TIMEOUT`` (Go's ReadHeaderTimeout): a request head must come whole within this
   long, counted from the connection's start for its first request and from the first byte of each later
-  one (the wait before that byte is ``FN_HTTP_IDLE_TIMEOUT``'s). A head begun and not finished in time
+  one (the wait before that byte is ``FN_HTTP_IDLE_TIMEOUT``'s); unset, ``FN_REQUEST_BODY_READ_TIMEOUT``'s,
+  as Go falls back to its ReadTimeout. A head begun and not finished in time
   gets 408 and the connection is closed; a new connection that sent nothing at all is closed unanswered,
   as Go does.
 - ``FN_RESPONSE_WRITE_TIMEOUT`` (Go's WriteTimeout): a response must be written within this long of the end
@@ -54,7 +55,8 @@ class ConnectionLimits:
     def from_config(cls, config: Any) -> ConnectionLimits:
         return cls(
             head_bytes=config.max_request_header_size or DEFAULT_MAX_HEAD_BYTES,
-            head_timeout_s=config.request_header_read_timeout_s,
+            # Go: "If ReadHeaderTimeout is zero, the value of ReadTimeout is used" (Fn's FN_REQUEST_BODY_READ_TIMEOUT)
+            head_timeout_s=config.request_header_read_timeout_s or config.request_body_read_timeout_s,
             write_timeout_s=config.response_write_timeout_s,
         )
 

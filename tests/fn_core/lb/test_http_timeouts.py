@@ -143,6 +143,14 @@ async def test_a_request_head_not_whole_within_fn_request_header_read_timeout_is
     assert await closed_within(reader, PATIENCE)
 
 
+async def test_without_a_head_timeout_the_body_timeout_bounds_the_head_too_as_in_go(lb_factory, connect):
+    node, _, _ = await lb_factory([], request_body_read_timeout_s=SHORT)
+    reader, writer = await connect(node.url)
+    writer.write(b"GET /version HTTP/1.1\r\nHost: test\r\n")
+    status, _, body = await read_response(reader)
+    assert status == 408 and json.loads(body)["message"].startswith("Timed out reading the request head")
+
+
 async def test_a_connection_that_sends_nothing_is_closed_unanswered_after_the_header_read_timeout(lb_factory, connect):
     node, _, _ = await lb_factory([], request_header_read_timeout_s=SHORT)
     reader, _ = await connect(node.url)
