@@ -1,15 +1,15 @@
 """The HTTP/1.1 connections of the LB and API nodes: aiohttp's, with the bounds Go's server has and aiohttp's lacks.
 
 - ``FN_MAX_REQUEST_HEADER_SIZE`` (Go's MaxHeaderBytes; default, as Fn's, 1 MiB) bounds the whole request head,
-  request line and headers together, not each line: over it, 431 and the connection is closed. A head
-  counts from its first byte; one that arrives whole in one read is bounded by aiohttp's per-line checks,
-  set to the same size (and `MAX_REQUEST_HEADERS` headers), which answer 431 too.
+  request line and headers together, not each line: over it, 431 and the connection is closed. A head still
+  coming is refused as soon as its bytes pass the bound; one that came with its body in one read is measured
+  itself. aiohttp's per-line checks, set to the same size (and at most `MAX_REQUEST_HEADERS` headers), answer
+  431 too.
 - ``FN_REQUEST_HEADER_READ_TIMEOUT`` (Go's ReadHeaderTimeout): a request head must come whole within this
   long, counted from the connection's start for its first request and from the first byte of each later
-  one (the wait before that byte is ``FN_HTTP_IDLE_TIMEOUT``'s); unset, ``FN_REQUEST_BODY_READ_TIMEOUT``'s,
-  as Go falls back to its ReadTimeout. A head begun and not finished in time
-  gets 408 and the connection is closed; a new connection that sent nothing at all is closed unanswered,
-  as Go does.
+  one (the wait before that byte is ``FN_HTTP_IDLE_TIMEOUT``'s). Unset, ``FN_REQUEST_BODY_READ_TIMEOUT``
+  applies, as Go falls back to its ReadTimeout. A head begun and not finished in time gets 408 and the
+  connection is closed; a new connection that sent nothing at all is closed unanswered, as Go does.
 - ``FN_RESPONSE_WRITE_TIMEOUT`` (Go's WriteTimeout): a response must be written within this long of the end
   of its request's head, the handler's time included. Then the connection is cut unanswered, as Go's
   failed write leaves it; on the LB that ends the call like a client that went away.
