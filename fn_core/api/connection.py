@@ -28,12 +28,13 @@ from typing import Any
 
 import attrs
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from fn_core.errors import APIError, RequestHeadTimeout, RequestHeadTooLarge
+from fn_core.http_heads import headers_size, too_many_headers
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class FnConnection(RequestHandler):
             err = APIError("internal server error")
         elif isinstance(exc, LineTooLong):
             err = RequestHeadTooLarge(f"Request Header Fields Too Large: a line of the head is over {self._limits.head_bytes} bytes")
-        elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc.message):
+        elif too_many_headers(exc):
             err = RequestHeadTooLarge(f"Request Header Fields Too Large: more than {MAX_REQUEST_HEADERS} headers")
         else:  # a malformed request: say what the parser found
             phrase = HTTPStatus(status).phrase
@@ -209,9 +210,8 @@ class WriteBoundedConnection(FnConnection):
 
 
 def _head_size(message: RawRequestMessage) -> int:
-    """Bytes of the request line and headers as sent (a separator of one space assumed)."""
-    line = len(message.method) + len(message.path) + len(" HTTP/1.1\r\n") + 1
-    return line + sum(len(name) + len(value) + 4 for name, value in message.raw_headers) + 2
+    """Bytes of the request line, headers and blank line as sent (a separator of one space assumed)."""
+    return len(message.method) + 1 + len(message.path) + len(" HTTP/1.1\r\n") + headers_size(message.raw_headers) + 2
 
 
 class FnServer(web.Server):

@@ -18,7 +18,6 @@ import aiohttp
 import attrs
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http import HttpProcessingError, RawResponseMessage
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from fn_core.errors import (
     APIError,
@@ -31,6 +30,7 @@ from fn_core.errors import (
     FunctionResponseHeaderTooBig,
     FunctionResponseTooBig,
 )
+from fn_core.http_heads import head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
 
 SOCKET_NAME = "lsnr.sock"
@@ -168,7 +168,7 @@ class HotConnection:
                 transport.write(head)
                 transport.write(body)  # no copy of a big body
             message, payload = await protocol.read()
-            if limits.headers and _head_size(message) > limits.headers:
+            if limits.headers and headers_size(message.raw_headers) > limits.headers:
                 raise _retire(FunctionResponseHeaderTooBig())
             if message.code == 200:
                 await self._stream(message, payload, on_start, on_data, limits.body)
@@ -176,7 +176,7 @@ class HotConnection:
                 await payload.read()  # drain, so the keep-alive connection stays usable
             clean = not protocol.should_close
         except HttpProcessingError as exc:
-            if _head_over_limit(exc):
+            if head_too_large(exc.__cause__):  # aiohttp re-raises the parser's error as a plain HttpProcessingError
                 raise _retire(FunctionResponseHeaderTooBig()) from None
             raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -233,18 +233,6 @@ def request_head(call: Call, length: int) -> bytes:
     deadline = utc_seconds(int(time.time()) + call.timeout)
     lines.append(f"Fn-Call-Id: {call.id}\r\nFn-Deadline: {deadline}Z\r\n\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")  # as aiohttp decoded them on the LB
-
-
-def _head_size(message: RawResponseMessage) -> int:
-    return sum(len(name) + len(value) + 4 for name, value in message.raw_headers)  # "name: value\r\n"
-
-
-def _head_over_limit(exc: HttpProcessingError) -> bool:
-    """The parser gave up on the head's size: a line too long, or too many headers."""
-    cause = exc.__cause__  # aiohttp re-raises the parser's error as a plain HttpProcessingError
-    if isinstance(cause, LineTooLong):
-        return True
-    return isinstance(cause, BadHttpMessage) and "Too many headers" in str(cause.message)
 
 
 def _retire(error: APIError) -> APIError:
