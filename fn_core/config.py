@@ -38,8 +38,6 @@ FN_VARIABLES_WITHOUT_EFFECT = {
     "FN_ZIPKIN_URL": "fn-core has no tracing",
     "FN_JAEGER_URL": "fn-core has no tracing",
     "FN_PROCESS_COLLECTOR_LIST": "/metrics has no process collector",
-    "FN_MAX_LOG_SIZE_BYTES": "a function's output is dropped, or sent by Docker's syslog driver to its app's syslog_url",
-    "FN_DISABLE_DEBUG_USER_LOGS": "a function's output is dropped, or sent by Docker's syslog driver to its app's syslog_url",
     "FN_IOFS_TMPFS": "the socket directories are plain directories under FN_IOFS_PATH",
     "FN_IOFS_OPTS": "the socket directories are plain directories under FN_IOFS_PATH",
     "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
@@ -310,6 +308,13 @@ class Config:
     )
     freeze_idle_msecs: int = setting(
         -1, "FN_FREEZE_IDLE_MSECS", "pause idle containers after this many ms; negative = never (default: unpause costs ~35 ms)"
+    )
+    max_log_size_bytes: int = setting(
+        1024 * 1024, "FN_MAX_LOG_SIZE_BYTES", "serve: bytes of a call's stdout/stderr logged at debug, the rest dropped (0 = no limit)",
+        validator=_non_negative,
+    )
+    disable_debug_user_logs: bool = setting(
+        False, "FN_DISABLE_DEBUG_USER_LOGS", "serve: do not log functions' stdout/stderr at debug"
     )
     hot_start_timeout_msecs: int = setting(5000, "FN_HOT_START_TIMEOUT_MSECS", "container start -> socket ready limit (504)", validator=_positive)
     hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)

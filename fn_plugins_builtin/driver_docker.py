@@ -19,7 +19,8 @@ from typing import Any
 from fn_core import Driver, hookimpl
 from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVolume, ServerTooBusy, SyslogUnavailable
 from fn_core.models import Call
-from fn_core.runner.driver import ExitStatus
+from fn_core.runner.driver import ExitStatus, OutputSink
+from fn_plugins_builtin.docker_attach import attach_socket, read_output
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class DockerDriver:
         # FN_IMAGE_CLEAN_MAX_SIZE: which image each container of ours runs, and the images' sizes and uses
         self.images = ImageCache(config.image_clean_max_size, config.image_clean_exempt_tags) if config.image_clean_max_size else None
         self._container_images: dict[str, str] = {}
+        self._outputs: dict[str, asyncio.BaseTransport] = {}  # container id -> its attach stream, for `launch(output=)`
         self._cleaning: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -140,6 +142,9 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
+        for attached in self._outputs.values():  # the agent removed its containers; any left end here
+            attached.close()
+        self._outputs.clear()
         if self._cleaning is not None:
             await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
         for client in (self.client, self.pull_client):
@@ -207,18 +212,27 @@ class DockerDriver:
             options["security_opt"] = ["no-new-privileges"]
         return options
 
-    async def launch(self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str]) -> str:
+    async def launch(
+        self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None = None
+    ) -> str:
         options = self.container_options(call, iofs_dir, env)
         self.hook.modify_container_options(call=call, extensions=dict(extensions), options=options)
         network = options.get("network")
         if network in self._network_use:
             self._network_use[network] += 1
+        attach = output is not None
         try:
             try:
-                container_id, image = await asyncio.to_thread(self._create_and_start, options)
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, attach)
             except _ImageMissing:
                 await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                container_id, image = await asyncio.to_thread(self._create_and_start, options)
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, attach)
+            if sock is not None and output is not None:
+                try:
+                    self._outputs[container_id] = await read_output(sock, output)
+                except BaseException:
+                    sock.close()
+                    raise
             if self.images is not None:
                 self._container_images[container_id] = image.id
                 self.images.busy(image.id, int(image.attrs.get("Size") or 0), image.tags)
@@ -228,7 +242,8 @@ class DockerDriver:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
 
-    def _create_and_start(self, options: dict[str, Any]) -> tuple[str, Any]:
+    def _create_and_start(self, options: dict[str, Any], attach: bool) -> tuple[str, Any, socket.socket | None]:
+        """Create and start the container; with ``attach``, its stdout/stderr socket, made before it starts."""
         import docker.errors
 
         try:
@@ -243,16 +258,21 @@ class DockerDriver:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
             raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
+        sock = None
         try:
+            if attach:
+                sock = attach_socket(self.client, container.id)
             container.start()
         except docker.errors.APIError as exc:
+            if sock is not None:
+                sock.close()
             container.remove(force=True)
             reason = str(exc.explanation or exc)
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
             raise APIError(f"could not start the container: {reason}", status=500) from None
-        return container.id, image
+        return container.id, image, sock
 
     async def _pull(self, image: str, registry_token: str | None) -> None:
         """Pull ``image`` once however many launches need it; each waits at most FN_HOT_PULL_TIMEOUT_MSECS (504).
@@ -319,6 +339,9 @@ class DockerDriver:
         return ExitStatus(code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")))
 
     async def remove(self, container_id: str) -> None:
+        attached = self._outputs.pop(container_id, None)
+        if attached is not None:
+            attached.close()  # the sink is told its output ended
         try:
             await asyncio.to_thread(self._remove, container_id)
         finally:  # even when the engine failed: this container counts no more as a user of its image

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import inspect
 import logging
 import os
 import secrets
@@ -53,6 +54,7 @@ from fn_core.config import Config
 from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
 from fn_core.models import Call
 from fn_core.runner.driver import ContainerDriver
+from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
 from fn_core.runner.uds import (
     LISTENER_ENV,
@@ -86,6 +88,7 @@ class HotContainer:
     memory: int
     mcpus: int
     idle_timeout_s: float
+    output: FunctionOutput | None = None  # where its stdout/stderr go (`fn-core serve`), else nowhere
     state: str = "busy"  # busy | idle | retired
     idle_since: float = 0.0  # loop time it last became idle
     idle_timer: asyncio.TimerHandle | None = None
@@ -220,7 +223,10 @@ def container_env(call: Call) -> dict[str, str]:
 
 
 class Agent:
-    def __init__(self, config: Config, driver: ContainerDriver, budget: Budget | None = None) -> None:
+    def __init__(
+        self, config: Config, driver: ContainerDriver, budget: Budget | None = None, *, function_output: bool = False
+    ) -> None:
+        """``function_output``: log what containers write (`fn_core.runner.output`; `fn-core serve`)."""
         self.driver = driver
         self.budget = budget or budget_from_config(config.max_total_memory_bytes, config.max_total_cpu_mcpus)
         self.non_blocking = config.enable_nb_resource_tracker
@@ -235,6 +241,12 @@ class Agent:
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
         self._tasks: set[asyncio.Task[Any]] = set()
         self.launch_s = INITIAL_LAUNCH_ESTIMATE_S  # moving average of create -> ready
+        if function_output and "output" not in inspect.signature(driver.launch).parameters:
+            log.warning("driver %s cannot hand over its containers' output: functions' stdout/stderr are not logged",
+                        type(driver).__name__)
+            function_output = False
+        #: bytes of output logged per call (FN_MAX_LOG_SIZE_BYTES), or None: output not logged
+        self.output_limit: int | None = config.max_log_size_bytes if function_output else None
 
     # --- public -----------------------------------------------------------------------------
     def containers(self) -> list[HotContainer]:
@@ -286,6 +298,8 @@ class Agent:
 
     async def _request(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
         """The request to the container, and what its outcome means for the container."""
+        if container.output is not None:
+            container.output.begin_call(call.id)
         try:
             async with asyncio.timeout(call.timeout):
                 if container.pause_task or container.paused:
@@ -460,11 +474,16 @@ class Agent:
     async def _launch(self, queue: SlotQueue, call: Call, extensions: dict[str, str], memory: int, mcpus: int) -> None:
         iofs_dir = os.path.join(self.iofs_path, secrets.token_hex(4))
         container_id = ""
+        output: FunctionOutput | None = None
         try:
             os.makedirs(iofs_dir, mode=0o777)
             os.chmod(iofs_dir, 0o777)  # the container runs as uid 1000 and must bind its socket here
             began = time.monotonic()
-            container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))
+            if self.output_limit is None:
+                container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))
+            else:
+                output = FunctionOutput(call, self.output_limit)
+                container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call), output=output)
             await wait_ready(iofs_dir, self.start_timeout_s)
             self.launch_s = moving_average(self.launch_s, time.monotonic() - began)
         except BaseException as exc:
@@ -482,7 +501,7 @@ class Agent:
         queue.backlog_wait_s, queue.backlog_from = 0.0, asyncio.get_running_loop().time()  # earlier waits were for this one
         container = HotContainer(
             id=container_id, queue=queue, iofs_dir=iofs_dir, conn=HotConnection(os.path.join(iofs_dir, SOCKET_NAME)),
-            memory=memory, mcpus=mcpus, idle_timeout_s=call.idle_timeout,
+            memory=memory, mcpus=mcpus, idle_timeout_s=call.idle_timeout, output=output,
         )
         queue.containers.add(container)
         self.release(container)

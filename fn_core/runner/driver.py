@@ -15,6 +15,16 @@ import attrs
 from fn_core.models import Call
 
 
+class OutputSink(Protocol):
+    """Where a driver hands a container's stdout and stderr (`fn_core.runner.output.FunctionOutput`)."""
+
+    def write(self, stream: str, data: bytes) -> None:
+        """Bytes the container wrote to ``stream`` ("stdout" or "stderr"); called on the event loop."""
+
+    def close(self) -> None:
+        """The container's output ended (it stopped, or was removed)."""
+
+
 @attrs.frozen
 class ExitStatus:
     """How a container ended: its exit code and whether the kernel's OOM killer ended it."""
@@ -27,10 +37,15 @@ class ContainerDriver(Protocol):
     async def start(self) -> None:
         """Get ready (connect to the engine) and remove containers leaked by an earlier crash of ours."""
 
-    async def launch(self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str]) -> str:
+    async def launch(
+        self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None = None
+    ) -> str:
         """Create and start a hot container for ``call``; return its id.
 
         ``iofs_dir`` is the fresh host dir to mount at /tmp/iofs; ``env`` the full environment.
+        ``output``, when given, gets everything the container writes to stdout and stderr from its
+        first byte on, until `remove` (`fn-core serve` logs it at debug). A driver that cannot do
+        that leaves the parameter out: the agent then says so once at start-up and passes none.
         Raises `fn_core.errors.APIError` for outcomes the caller should see (bad image, 503 ...).
         """
 

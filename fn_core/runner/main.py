@@ -11,6 +11,7 @@ import time
 from fn_core.config import Config
 from fn_core.errors import ConfigError
 from fn_core.plugins import FnPluginManager
+from fn_core.runner import output
 from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.servicer import RunnerServicer
@@ -93,7 +94,8 @@ async def start_runner(
     except BaseException:
         await driver.close()  # whatever it opened before failing (e.g. a bad FN_DOCKER_LOAD_FILE)
         raise
-    agent = Agent(config, driver)
+    # Fn's full mode logs functions' output; a pure runner drops it (an app's syslog_url keeps it)
+    agent = Agent(config, driver, function_output=output.wanted(serve=not listen, disabled=config.disable_debug_user_logs))
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0)

@@ -176,6 +176,20 @@ async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
     assert node.proc.popen.wait(60) == 0
 
 
+async def test_serve_at_debug_logs_what_functions_print(platform, deploy_echo):
+    """As Fn's full mode: each line a function writes is a debug line of `fn-core serve`, with its call's id."""
+    node = await platform.serve(FN_LOG_LEVEL="debug", FN_MAX_LOG_SIZE_BYTES="4096")
+    async with aiohttp.ClientSession(node.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        status, headers, _ = await post(s, f"/invoke/{fn_id}", {"log": "hello from the function"})
+        assert status == 200
+    call_id = headers["Fn-Call-Id"]
+    expected = [f"DEBUG fn_core.function: function output call_id={call_id} app_id=", f"fn_id={fn_id} stream=stdout: stdout: hello",
+                f"fn_id={fn_id} stream=stderr: stderr: hello"]
+    await wait_until(lambda: all(part in node.proc.log() for part in expected), "the function's two lines in serve's log",
+                     timeout_s=10)
+
+
 async def test_fn_http_limits_on_a_real_lb_and_runner(platform, deploy_echo):
     """FN_RESPONSE_WRITE_TIMEOUT, FN_REQUEST_HEADER_READ_TIMEOUT and FN_MAX_REQUEST_HEADER_SIZE read by `fn-core lb`."""
     runner = await platform.runner()

@@ -91,15 +91,18 @@ def label_tag(docker_client: Any) -> Any:
 
 @pytest.fixture
 async def start(label_tag: str, echo_image: str) -> Any:
-    """``await start(**config_overrides, plugins=[...])`` -> a started RunnerNode, stopped after the test."""
+    """``await start(**config_overrides, plugins=[...])`` -> a started RunnerNode, stopped after the test.
+
+    ``listen=False``: the runner of `fn-core serve` (no gRPC server; call ``node.core`` through `LocalRunner`).
+    """
     nodes = []
 
-    async def _start(plugins: list[tuple[str, object]] = (), **overrides: Any) -> Any:
+    async def _start(plugins: list[tuple[str, object]] = (), listen: bool = True, **overrides: Any) -> Any:
         overrides.setdefault("container_label_tag", label_tag)
         overrides.setdefault("iofs_path", "/tmp/fn-core-test-iofs")
         config = load_config(env={}, overrides=overrides)
         pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=plugins)
-        node = await start_runner(config, pm, host="127.0.0.1", port=0)
+        node = await start_runner(config, pm, host="127.0.0.1", port=0, listen=listen)
         nodes.append(node)
         return node
 

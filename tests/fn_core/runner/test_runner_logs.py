@@ -1,8 +1,40 @@
-"""Function output: dropped by default, as in Fn; sent to the app's syslog_url through Docker's syslog driver."""
+"""Function output, as in Fn: logged at debug by `fn-core serve`, dropped by a pure runner, and sent to the
+app's syslog_url through Docker's syslog driver when it has one."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from fn_core.lb.local_runner import LocalRunner
+from fn_core.models import slot_key
+from fn_core.wire import CallOffer
+
+FUNCTION_LOGGER = "fn_core.function"
+
+
+def output_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == FUNCTION_LOGGER]
+
+
+def said(lines: list[str]) -> set[str]:
+    """What the function wrote, of each line (the text after ``stream=...: ``)."""
+    return {line.split(" stream=", 1)[1].split(": ", 1)[1] for line in lines}
+
+
+async def wait_lines(caplog, count: int, seconds: float = 5.0) -> list[str]:
+    """The function's log lines once there are ``count`` (they come on their own stream, apart from the answer)."""
+    for _ in range(int(seconds / 0.02)):  # bounded
+        if len(output_lines(caplog)) >= count:
+            break
+        await asyncio.sleep(0.02)
+    return output_lines(caplog)
+
+
+async def serve_call(node, call, body: bytes):
+    result = await LocalRunner(node.core).try_exec(CallOffer(call, slot_key(call)), body)
+    assert result is not None and result.error is None, result
+    return result
 
 
 class SyslogServer(asyncio.DatagramProtocol):
@@ -51,3 +83,53 @@ async def test_unreachable_syslog_is_fns_syslog_unavailable_error(start, rc):
     assert (result.finished.success, result.finished.errorCode, result.finished.errorStr) == (False, 500, "Syslog Unavailable")
     assert rc.containers() == []  # the failed container was removed
     assert (await rc.run(node.address, rc.call(), b"fine")).body == b"fine"  # other apps are unaffected
+
+
+async def test_serve_logs_function_output_at_debug_with_its_call(start, rc, caplog):
+    caplog.set_level(logging.DEBUG, logger=FUNCTION_LOGGER)
+    node = await start(listen=False)  # the runner of `fn-core serve`
+    first, second = rc.call(), rc.call()
+    await serve_call(node, first, b'{"log": "hello serve"}')
+    lines = await wait_lines(caplog, 2)
+    tail = f"app_id={first.app_id} fn_id={first.fn_id}"
+    assert sorted(lines) == sorted([
+        f"function output call_id={first.id} {tail} stream=stdout: stdout: hello serve",
+        f"function output call_id={first.id} {tail} stream=stderr: stderr: hello serve",
+    ])
+    await serve_call(node, second, b'{"log": "again"}')  # the same hot container: its lines name the new call
+    lines = await wait_lines(caplog, 4)
+    assert f"function output call_id={second.id} {tail} stream=stdout: stdout: again" in lines
+    assert len(rc.containers()) == 1
+
+
+async def test_serve_output_stops_at_max_log_size_per_call(start, rc, caplog):
+    caplog.set_level(logging.DEBUG, logger=FUNCTION_LOGGER)
+    node = await start(listen=False, max_log_size_bytes=30)
+    call = rc.call()
+    await serve_call(node, call, b'{"log": "0123456789abcdefghijklmnopqrst"}')  # "stdout: " + 30 bytes: over 30
+    lines = await wait_lines(caplog, 2)
+    # whichever stream came first (they are two pipes): 29 bytes of it and the newline, then the notice
+    assert lines[0].endswith(("stream=stdout: stdout: 0123456789abcdefghijk", "stream=stderr: stderr: 0123456789abcdefghijk"))
+    assert lines[1] == (f"function output call_id={call.id} app_id={call.app_id} fn_id={call.fn_id}: "
+                        "over FN_MAX_LOG_SIZE_BYTES (30), the rest of this call's output is dropped")
+    # the other stream's line is over the allowance too; it travels apart from the answer, so give it time to
+    # arrive (and be dropped) while this call is still the container's last one
+    await asyncio.sleep(0.5)
+    short = rc.call()
+    await serve_call(node, short, b'{"log": "ok"}')  # each call has its own allowance: 2 x 11 bytes fit
+    lines = await wait_lines(caplog, 4)
+    assert said(lines[2:]) == {"stdout: ok", "stderr: ok"} and all(f"call_id={short.id}" in line for line in lines[2:])
+    assert len(lines) == 4  # the first call's other line was dropped
+
+
+async def test_no_function_output_in_the_log_of_a_pure_runner_or_when_disabled(start, rc, caplog):
+    caplog.set_level(logging.DEBUG, logger=FUNCTION_LOGGER)
+    pure = await start()
+    assert (await rc.run(pure.address, rc.call(), {"log": "not logged"})).finished.success
+    disabled = await start(listen=False, disable_debug_user_logs=True)
+    await serve_call(disabled, rc.call(), b'{"log": "not logged either"}')
+    serve = await start(listen=False)  # the control: a serve runner beside them does log
+    await serve_call(serve, rc.call(), b'{"log": "logged"}')
+    lines = await wait_lines(caplog, 2)
+    await asyncio.sleep(0.5)  # time for any stray line of the others to arrive too
+    assert len(output_lines(caplog)) == 2 and said(output_lines(caplog)) == {"stdout: logged", "stderr: logged"}, lines

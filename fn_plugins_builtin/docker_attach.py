@@ -1,0 +1,65 @@
+"""A container's stdout and stderr read on the event loop, through Docker's attach stream.
+
+The attachment is made with the SDK (blocking: in the launch's worker thread) after the container is
+created and before it starts, so that no byte is missed and none is waiting to be read when the
+socket changes hands. From then on the socket belongs to the event loop: no thread per container.
+Docker frames the stream of a container without a TTY: 8 bytes (stream, 0, 0, 0, size as a
+big-endian uint32), then the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+from fn_core.runner.driver import OutputSink
+
+STREAMS = {1: "stdout", 2: "stderr"}
+HEADER_BYTES = 8
+
+
+def attach_socket(client: Any, container_id: str) -> socket.socket:
+    """Attach to the (created, not yet started) container's stdout and stderr; a socket of our own."""
+    params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
+    raw = client.api.attach_socket(container_id, params=params)
+    # a duplicate, so that the SDK's response objects may close theirs whenever they are collected
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+    raw.close()
+    sock.setblocking(False)
+    return sock
+
+
+class AttachedOutput(asyncio.Protocol):
+    """Reads the attach stream to its end, whatever the sink does with it: a stream left unread would
+    stall the function at its next write once the pipe is full."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self._buffer = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= HEADER_BYTES:
+            end = start + HEADER_BYTES + int.from_bytes(buffer[start + 4:start + HEADER_BYTES], "big")
+            if len(buffer) < end:
+                break
+            self.sink.write(STREAMS.get(buffer[start], "stdout"), bytes(buffer[start + HEADER_BYTES:end]))
+            start = end
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink.close()
+
+
+async def read_output(sock: socket.socket, sink: OutputSink) -> asyncio.BaseTransport:
+    """Hand the attached socket to the event loop; closing the returned transport ends the reading."""
+    transport, _ = await asyncio.get_running_loop().create_unix_connection(lambda: AttachedOutput(sink), sock=sock)
+    return transport

@@ -1,0 +1,34 @@
+"""`AttachedOutput`: Docker's framed attach stream of a container without a TTY, split back into its streams."""
+
+from __future__ import annotations
+
+from fn_plugins_builtin.docker_attach import AttachedOutput
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, bytes]] = []
+        self.closed = False
+
+    def write(self, stream: str, data: bytes) -> None:
+        self.writes.append((stream, data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def test_frames_in_any_cut_reach_the_sink_in_order():
+    stream = frame(1, b"out one\n") + frame(2, b"err\n") + frame(1, b"") + frame(1, b"x" * 70_000)
+    for cut in (1, 3, 8, 9, 1000, len(stream)):
+        sink = Sink()
+        proto = AttachedOutput(sink)
+        for i in range(0, len(stream), cut):
+            proto.data_received(stream[i:i + cut])
+        assert sink.writes == [("stdout", b"out one\n"), ("stderr", b"err\n"), ("stdout", b""), ("stdout", b"x" * 70_000)]
+        assert not proto._buffer  # nothing held once every frame is whole
+    proto.connection_lost(None)
+    assert sink.closed
