@@ -259,9 +259,13 @@ class DockerDriver:
         except docker.errors.APIError as exc:
             raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
         sock = None
-        try:
-            if attach:
+        if attach:
+            try:
                 sock = attach_socket(self.client, container.id)
+            except Exception as exc:
+                container.remove(force=True)
+                raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
+        try:
             container.start()
         except docker.errors.APIError as exc:
             if sock is not None:

@@ -277,3 +277,16 @@ async def test_an_idle_container_used_again_is_paused_and_reaped_counting_from_i
     assert container.state == "idle"  # t1 + 0.6 = t0 + 1.05: the reap check of t0 + 0.9 waited on
     await asyncio.sleep(0.5)
     assert container.state == "retired" and driver.removed == [container.id]  # t1 + 1.1
+
+
+def test_a_driver_that_cannot_hand_over_output_is_named_at_start_and_output_stays_off(tmp_path, caplog):
+    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "max_log_size_bytes": 500})
+    agent = Agent(config, HangingDriver(), function_output=True)  # its launch() has no ``output``
+    assert agent.output_limit is None
+    assert "driver HangingDriver cannot hand over its containers' output" in caplog.text
+
+    class OutputDriver(HangingDriver):
+        async def launch(self, call, extensions, iofs_dir, env, output=None):
+            await super().launch(call, extensions, iofs_dir, env)
+
+    assert Agent(config, OutputDriver(), function_output=True).output_limit == 500
