@@ -38,10 +38,6 @@ class AttachedOutput(asyncio.Protocol):
     def __init__(self, sink: OutputSink) -> None:
         self.sink = sink
         self._buffer = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
