@@ -78,3 +78,28 @@ def test_huffman_and_the_dynamic_table_keep_their_meaning_between_our_blocks():
 def test_a_malformed_block_is_a_header_error(block: bytes):
     with pytest.raises(HeaderError):
         HeaderDecoder().decode(block)
+
+
+def test_blocks_read_again_from_memory_mean_what_they_say_each_time():
+    decoder = HeaderDecoder()
+    reference = hpack.Decoder()
+    response = b"\x88" + HPACK_CONTENT_TYPE_GRPC
+    blocks = [our_request_block(str(n).encode()) for n in range(40)]  # only the last-but-one field differs
+    blocks += [response, response, hpack_literal(b"grpc-status", b"0")] * 3
+    blocks += [our_request_block(b"x")[:-len(hpack_literal(b"x-long", LONG))]]  # the request id is now last
+    blocks += [b"\x83\x86" + hpack_literal(4, b"/RunnerProtocol/Status")]  # shares only the first two fields
+    for block in blocks:
+        assert decoder.decode(block) == dict(reference.decode(block, raw=True))
+
+
+def test_a_callers_change_to_its_headers_does_not_reach_the_next_block():
+    decoder = HeaderDecoder()
+    block = our_request_block(b"1")
+    decoder.decode(block)  # learnt
+    first = decoder.decode(block)
+    first[b":path"] = b"/changed"
+    first.pop(b"te")
+    again = decoder.decode(block)
+    assert again[b":path"] == b"/RunnerProtocol/Engage" and again[b"te"] == b"trailers"
+    other = decoder.decode(our_request_block(b"2"))  # from the remembered head
+    assert other[b":path"] == b"/RunnerProtocol/Engage" and other[b"fn_request_id"] == b"2"
