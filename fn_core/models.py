@@ -197,21 +197,17 @@ class Call:
             raise ValueError("call JSON has no id")
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
-            kind = _CALL_FIELD_KINDS.get(name)
+            kind = _CALL_FIELD_TYPES.get(name)
             if kind is None or value is None:
                 continue
-            if kind == "cpus":
-                value = parse_milli_cpus(value)
-            elif kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError(f"call JSON field {name!r} must be an integer")
-            elif kind == "str" and not isinstance(value, str):
-                raise ValueError(f"call JSON field {name!r} must be a string")
-            elif kind == "dict" and not isinstance(value, dict):
-                raise ValueError(f"call JSON field {name!r} must be an object")
+            if value.__class__ is not kind:  # as the LB sends it, each field already has its type
+                value = _checked_field(name, kind, value)
             kwargs[name] = value
-        headers = kwargs.get("headers", {})
-        if any(not isinstance(v, list) for v in headers.values()):
-            raise ValueError("call JSON field 'headers' must map names to lists of values")
+        headers = kwargs.get("headers")
+        if headers:
+            for values in headers.values():
+                if values.__class__ is not list:
+                    raise ValueError("call JSON field 'headers' must map names to lists of values")
         return cls(**kwargs)
 
 
@@ -223,9 +219,28 @@ PER_CALL_FIELDS = ("id", "trigger_id", "type", "headers", "method", "url", "stat
                    "started_at", "completed_at")
 _SHARED_FIELDS = tuple(name for name in _CALL_FIELDS if name not in PER_CALL_FIELDS)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-_CALL_FIELD_KINDS = {
-    f.name: "cpus" if f.name == "cpus" else "dict" if str(f.type).startswith("dict") else str(f.type) for f in attrs.fields(Call)
+_CALL_FIELD_TYPES: dict[str, type] = {
+    f.name: dict if str(f.type).startswith("dict") else {"str": str, "int": int}[str(f.type)] for f in attrs.fields(Call)
 }
+
+
+class _MilliCpus:
+    """`cpus`' kind in `_CALL_FIELD_TYPES`: no JSON value has it, so "100m" or "0.1" is always converted."""
+
+
+_CALL_FIELD_TYPES["cpus"] = _MilliCpus
+
+
+def _checked_field(name: str, kind: type, value: Any) -> Any:
+    """A call JSON value whose type is not the field's exact type: converted (cpus), or refused."""
+    if kind is _MilliCpus:
+        return parse_milli_cpus(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is not int and isinstance(value, kind):
+        return value
+    noun = {int: "an integer", str: "a string", dict: "an object"}[kind]
+    raise ValueError(f"call JSON field {name!r} must be {noun}")
 
 
 def slot_key(call: Call, driver_extension: str = "") -> bytes:

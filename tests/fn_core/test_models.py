@@ -29,7 +29,11 @@ def test_go_style_json_from_an_fn_lb_is_understood():
     assert call.cpus == 250 and call.id == "c1"
 
 
-@pytest.mark.parametrize("garbage", ["", "nope", "[]", '{"image": "x"}', '{"id": "c", "memory": "lots"}', '{"id":"c","headers":{"a":"b"}}'])
+@pytest.mark.parametrize("garbage", [
+    "", "nope", "[]", '{"image": "x"}', '{"id": "c", "memory": "lots"}', '{"id":"c","headers":{"a":"b"}}',
+    '{"id":"c","memory":true}', '{"id":"c","timeout":1.5}', '{"id":"c","image":7}', '{"id":"c","config":[]}',
+    '{"id":"c","cpus":"-1"}', '{"id":"c","cpus":[1]}',
+])
 def test_garbage_call_json_raises_value_error(garbage):
     with pytest.raises(ValueError):
         Call.from_json(garbage)
