@@ -115,6 +115,7 @@ class HotConnection:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self._protocol: ResponseHandler | None = None
+        self._limits: ResponseLimits | None = None  # what the connection's response parser was made for
 
     async def close(self) -> None:
         self._drop()
@@ -137,6 +138,7 @@ class HotConnection:
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
+            self._limits = None
 
     async def _connection(self) -> ResponseHandler:
         protocol = self._protocol
@@ -159,7 +161,9 @@ class HotConnection:
         clean = False
         try:
             protocol = await self._connection()
-            protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False, **limits.parser)
+            if limits is not self._limits:  # one parser reads every response of a keep-alive connection
+                protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False, **limits.parser)
+                self._limits = limits
             transport = protocol.transport
             assert transport is not None
             if len(body) <= COALESCE_BYTES:
