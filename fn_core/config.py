@@ -38,8 +38,6 @@ FN_VARIABLES_WITHOUT_EFFECT = {
     "FN_ZIPKIN_URL": "fn-core has no tracing",
     "FN_JAEGER_URL": "fn-core has no tracing",
     "FN_PROCESS_COLLECTOR_LIST": "/metrics has no process collector",
-    "FN_IOFS_TMPFS": "the socket directories are plain directories under FN_IOFS_PATH",
-    "FN_IOFS_OPTS": "the socket directories are plain directories under FN_IOFS_PATH",
     "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
     "FN_HOT_LAUNCHER_TIMEOUT_MSECS": "a function's queue on a runner goes as soon as it has no container and no waiting call",
     "FN_EXPERIMENTAL_PREFORK_POOL_SIZE": "there is no prefork pool",
@@ -320,6 +318,10 @@ class Config:
     hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)
     container_label_tag: str = setting("fn-core", "FN_CONTAINER_LABEL_TAG", "label value marking our containers (leak clean-up)")
     iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
+    iofs_tmpfs: bool = setting(
+        False, "FN_IOFS_TMPFS", "mount a tmpfs (noexec, nosuid, nodev) on each container's socket dir; needs root"
+    )
+    iofs_opts: str = setting("", "FN_IOFS_OPTS", "mount options of those tmpfs, e.g. size=1m,nr_inodes=64 ('' = the kernel's)")
     iofs_docker_path: str = setting(
         "", "FN_IOFS_DOCKER_PATH", "iofs_path as the Docker engine sees it, for a runner in a container ('' = the same)"
     )

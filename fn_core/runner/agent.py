@@ -42,8 +42,6 @@ import datetime
 import inspect
 import logging
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +52,7 @@ from fn_core.config import Config
 from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
 from fn_core.models import Call
 from fn_core.runner.driver import ContainerDriver
+from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
 from fn_core.runner.uds import (
@@ -235,7 +234,7 @@ class Agent:
         self.response_limits = ResponseLimits(config.max_response_size, config.max_hdr_response_size)
         self.start_timeout_s = config.hot_start_timeout_msecs / 1000
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
-        self.iofs_path = config.iofs_path
+        self.socket_dirs = SocketDirs.from_config(config)
         self.queues: dict[bytes, SlotQueue] = {}
         self.closing = False
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
@@ -472,12 +471,11 @@ class Agent:
         return True
 
     async def _launch(self, queue: SlotQueue, call: Call, extensions: dict[str, str], memory: int, mcpus: int) -> None:
-        iofs_dir = os.path.join(self.iofs_path, secrets.token_hex(4))
+        iofs_dir = ""
         container_id = ""
         output: FunctionOutput | None = None
         try:
-            os.makedirs(iofs_dir, mode=0o777)
-            os.chmod(iofs_dir, 0o777)  # the container runs as uid 1000 and must bind its socket here
+            iofs_dir = self.socket_dirs.make()
             began = time.monotonic()
             if self.output_limit is None:
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))
@@ -629,7 +627,8 @@ class Agent:
                 await self.driver.remove(container_id)
         except Exception:
             log.exception("could not remove container %s", container_id[:12])
-        shutil.rmtree(iofs_dir, ignore_errors=True)
+        if iofs_dir:
+            self.socket_dirs.remove(iofs_dir)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

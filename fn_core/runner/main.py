@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 
@@ -14,6 +13,7 @@ from fn_core.plugins import FnPluginManager
 from fn_core.runner import output
 from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
+from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.servicer import RunnerServicer
 from fn_core.signals import wait_for_stop_signal
 from fn_core.transport import GrpcServer
@@ -86,7 +86,7 @@ async def start_runner(
         raise ConfigError("no container driver selected (the plugin manager was built with select=False)")
     host = host if host is not None else config.host
     port = port if port is not None else config.grpc_port
-    os.makedirs(config.iofs_path, mode=0o755, exist_ok=True)
+    SocketDirs.from_config(config).check()  # FN_IOFS_TMPFS that cannot work stops start-up, with why
     tls = _tls_context(config) if listen else None  # bad TLS files stop start-up before anything runs
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
     try:

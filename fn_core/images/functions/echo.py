@@ -3,7 +3,8 @@
 JSON keys: ``sleep_ms`` (sleep before answering), ``fail`` (raise -> 502), ``exit`` (exit the
 process with that code), ``allocate_mb`` (allocate memory), ``repeat`` + ``text`` (answer with
 ``text * repeat``), ``status`` + ``headers`` (response status and headers), ``env`` (answer with
-the environment as JSON), ``log`` (write that line to stdout and to stderr first).
+the environment as JSON), ``log`` (write that line to stdout and to stderr first), ``fill`` +
+``fill_kb`` (write that many KiB to the file ``fill`` names; answer with the bytes written and the error).
 """
 
 import io
@@ -36,7 +37,9 @@ def handler(ctx, data: io.BytesIO | None = None):
         hog = bytearray(int(req["allocate_mb"]) * 1024 * 1024)
         for i in range(0, len(hog), 4096):
             hog[i] = 1
-    if req.get("env"):
+    if req.get("fill"):
+        payload = json.dumps(_fill(req["fill"], int(req.get("fill_kb", 1))))
+    elif req.get("env"):
         payload = json.dumps(dict(os.environ), sort_keys=True)
     elif req.get("repeat"):
         payload = str(req.get("text", "x")) * int(req["repeat"])
@@ -50,3 +53,17 @@ def handler(ctx, data: io.BytesIO | None = None):
         headers=dict(req.get("headers", {}), **{"Content-Type": "application/json"}),
         status_code=int(req.get("status", 200)),
     )
+
+
+def _fill(path: str, kib: int) -> dict:
+    written, error, fd = 0, "", -1
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for _ in range(kib):
+            written += os.write(fd, b"x" * 1024)
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return {"written": written, "error": error}

@@ -1,0 +1,80 @@
+"""A container's socket dir (bound into it at /tmp/iofs, writable): a plain dir on the runner's disk by default,
+a bounded tmpfs of its own with FN_IOFS_TMPFS and FN_IOFS_OPTS (Fn's iofs_linux.go). Real runner, Docker, gRPC."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+import attrs
+import pytest
+
+from fn_core.errors import ConfigError
+
+KIB = 1024
+
+
+@attrs.frozen
+class Mount:
+    fstype: str
+    options: frozenset[str]  # the mount's own (nosuid, ...) and the file system's (size=...)
+
+
+def mounts() -> dict[str, Mount]:
+    """This process's mount table (the runner's, and the Docker engine's on this host), by mount point."""
+    table = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            tail = fields[fields.index("-") + 1 :]  # fstype, source, super options
+            table[fields[4]] = Mount(tail[0], frozenset(fields[5].split(",")) | frozenset(tail[2].split(",")))
+    return table
+
+
+@pytest.fixture
+def iofs_root():
+    """A root of our own: the other tests' runners share the default one. (Ask for it before `start`, so
+    that it is cleaned up after the runner has stopped.)"""
+    root = f"/tmp/fn-core-test-iofs-{secrets.token_hex(3)}"
+    yield root
+    for path in mounts():  # never leave a mount behind, even when the test failed
+        if path.startswith(root + "/"):
+            os.system(f"umount -l {path}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_by_default_a_function_can_write_to_its_socket_dir_on_the_runners_disk(iofs_root, start, rc):
+    node = await start(iofs_path=iofs_root)
+    result = await rc.run(node.address, rc.call(), {"fill": "/tmp/iofs/junk", "fill_kb": 512})
+    assert result.finished.success, result.finished
+    assert result.json() == {"written": 512 * KIB, "error": ""}
+    [container] = node.agent.containers()
+    assert os.path.getsize(os.path.join(container.iofs_dir, "junk")) == 512 * KIB  # on the host
+    assert container.iofs_dir not in mounts()
+
+
+async def test_with_iofs_tmpfs_what_a_function_writes_there_is_bounded_and_goes_with_its_container(iofs_root, start, rc):
+    node = await start(iofs_path=iofs_root, iofs_tmpfs=True, iofs_opts="size=256k")
+    result = await rc.run(node.address, rc.call(), {"fill": "/tmp/iofs/junk", "fill_kb": 1024})
+    assert result.finished.success, result.finished
+    answer = result.json()
+    assert answer["error"] == "No space left on device"
+    assert answer["written"] <= 256 * KIB
+    [container] = node.agent.containers()
+    mount = mounts()[container.iofs_dir]
+    assert mount.fstype == "tmpfs"
+    assert {"nosuid", "nodev", "noexec", "size=256k"} <= mount.options
+    # the socket still works: the container serves its next call from the same dir
+    again = await rc.run(node.address, rc.call(), b"still here")
+    assert again.body == b"still here" and [c.id for c in node.agent.containers()] == [container.id]
+
+    await node.stop(grace=5)
+    assert not [path for path in mounts() if path.startswith(iofs_root + "/")]
+    assert os.listdir(iofs_root) == []
+
+
+async def test_options_the_kernel_refuses_stop_the_runner_at_start_up(iofs_root, start):
+    with pytest.raises(ConfigError, match="FN_IOFS_TMPFS.*FN_IOFS_OPTS 'size=lots'"):
+        await start(iofs_path=iofs_root, iofs_tmpfs=True, iofs_opts="size=lots")
+    assert os.listdir(iofs_root) == []  # the trial dir is gone too
