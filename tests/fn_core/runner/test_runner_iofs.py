@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from fn_core.errors import ConfigError
+from fn_core.runner.iofs import SocketDirs
 
 KIB = 1024
 
@@ -38,9 +39,10 @@ def iofs_root():
     that it is cleaned up after the runner has stopped.)"""
     root = f"/tmp/fn-core-test-iofs-{secrets.token_hex(3)}"
     yield root
+    dirs = SocketDirs(root, tmpfs=True)
     for path in mounts():  # never leave a mount behind, even when the test failed
         if path.startswith(root + "/"):
-            os.system(f"umount -l {path}")
+            dirs.remove(path)
     shutil.rmtree(root, ignore_errors=True)
 
 
