@@ -37,7 +37,6 @@ NODE_TYPES = {"full": "serve", "api": "api", "lb": "lb", "pure-runner": "runner"
 FN_VARIABLES_WITHOUT_EFFECT = {
     "FN_ZIPKIN_URL": "fn-core has no tracing",
     "FN_JAEGER_URL": "fn-core has no tracing",
-    "FN_PROCESS_COLLECTOR_LIST": "/metrics has no process collector",
     "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
     "FN_HOT_LAUNCHER_TIMEOUT_MSECS": "a function's queue on a runner goes as soon as it has no container and no waiting call",
     "FN_EXPERIMENTAL_PREFORK_POOL_SIZE": "there is no prefork pool",
@@ -248,6 +247,10 @@ class Config:
     )
     rid_header: str = setting(
         "", "FN_RID_HEADER", "request id header: the request's value, or a new id, sent back in it ('' = none)", validator=_header_name
+    )
+    process_collector_list: str = setting(
+        "dockerd docker-containerd", "FN_PROCESS_COLLECTOR_LIST",
+        "commands whose CPU, memory and fds /metrics shows as <command>_process_*, beside the node's fn_process_* (space list; '' = none)",
     )
     max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
     max_request_header_size: int = setting(

@@ -1,5 +1,7 @@
 # Fixtures come from fn_core.testing (a pytest11 plugin); this file keeps the tests' rootdir.
 
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -21,3 +23,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     run("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
         "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
     return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}
+
+
+@pytest.fixture
+def sleeper(tmp_path):
+    """``start()`` runs a copy of ``sleep`` under a name no other process has; every one started is killed after the test."""
+    name = f"fn-test-sleeper-{os.getpid()}"
+    program = tmp_path / name
+    shutil.copy(shutil.which("sleep"), program)
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen([str(program), "60"])
+        started.append(process)
+        return process
+
+    start.name = name  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()

@@ -2,8 +2,9 @@
 
 `fn-core serve` and `fn-core lb` serve all of it; `fn-core api` (Fn's API node) the v2 API and
 `/metrics`; an LB with ``FN_RUNNER_API_URL`` invoke, triggers and `/metrics` (its apps and fns are
-the API node's). `/metrics` has the LB's call metrics where calls are placed and the v2 API's
-request metrics (`fn_core.api.metrics`) where apps and fns are stored.
+the API node's). `/metrics` has the LB's call metrics where calls are placed, the v2 API's
+request metrics (`fn_core.api.metrics`) where apps and fns are stored, and always the process metrics of
+the node and of the commands of ``FN_PROCESS_COLLECTOR_LIST`` (`fn_core.process_metrics`).
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
@@ -19,6 +20,7 @@ and the request id header (`fn_core.api.request_id`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -33,6 +35,7 @@ from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestBodyTimeout, RequestTooLarge
 from fn_core.lb.agent import LBAgent
+from fn_core.process_metrics import ProcessMetrics
 from fn_core.store.base import Store
 from fn_core.store.cache import CachedLookup
 
@@ -100,10 +103,12 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
     app.router.add_get("/", ping)
     app.router.add_get("/version", version)
     if agent is not None or api_metrics is not None:
+        process_metrics = ProcessMetrics.from_config(config)
 
         async def metrics(request: web.Request) -> web.Response:
             parts = [] if agent is None else [agent.metrics.render(runners=len(agent.pool.refs))]
             parts += [] if api_metrics is None else [api_metrics.render()]
+            parts.append(await asyncio.to_thread(process_metrics.render))  # /proc reads: off the event loop
             return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
 
         app.router.add_get("/metrics", metrics)

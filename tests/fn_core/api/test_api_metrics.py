@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 
@@ -53,3 +55,26 @@ async def test_an_lb_with_a_store_has_both_call_and_api_metrics(start):
     assert samples[f'{REQUESTS}{{method="POST",route="/v2/apps",status="200"}}'] == 1
     assert samples['fn_lb_invoke_rejected_total{status="404"}'] == 1
     assert not any('route="/invoke' in name for name in samples)  # invoke has the LB's own metrics
+
+
+async def test_metrics_show_the_nodes_process_and_the_listed_commands(start, sleeper):
+    """Fn's process collectors: ``fn_process_*`` for the node, ``<command>_process_*`` for each command of
+    FN_PROCESS_COLLECTOR_LIST that runs; the default list has dockerd, which this suite runs."""
+    process = sleeper()
+    listed = await start({"FN_PROCESS_COLLECTOR_LIST": f"{sleeper.name} no-such-command"})
+    samples = await metrics(listed)
+    prefix = sleeper.name.replace("-", "_")
+    assert samples["fn_process_resident_memory_bytes"] > 0
+    assert samples["fn_process_open_fds"] > 0
+    assert samples[f"{prefix}_process_resident_memory_bytes"] > 0
+    assert abs(samples[f"{prefix}_process_start_time_seconds"] - time.time()) < 30
+    assert not any(name.startswith(("dockerd_", "no_such_command")) for name in samples)
+    process.kill()
+    process.wait()
+    assert not any(name.startswith(prefix) for name in await metrics(listed))
+
+    by_default = await start({})
+    samples = await metrics(by_default)
+    assert samples["dockerd_process_cpu_seconds_total"] > 0
+    assert samples["dockerd_process_resident_memory_bytes"] > 0
+    assert not any(name.startswith(prefix) for name in samples)  # not in the default list
