@@ -9,8 +9,9 @@ an operator sees the node's and the Docker engine's CPU, memory and file descrip
     dockerd_process_cpu_seconds_total 12.3
 
 A command is the first process whose ``argv[0]`` has that base name; its pid is remembered, and checked
-again at each scrape (a restarted dockerd is found anew). A command not running, or a figure this node
-may not read (another user's fds), is left out rather than reported as zero, as Prometheus' collector does.
+again at each scrape (a restarted dockerd is found anew). A command not running (or not in this node's pid
+namespace), or a figure this node may not read (another user's fds), has no sample, not a zero: as in Fn,
+whose collector then reports nothing for it. A name never found costs a scan of ``/proc`` at each scrape.
 Everything is read from ``/proc`` (Linux), in a thread: a scrape never holds the event loop.
 """
 
