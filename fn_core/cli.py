@@ -135,7 +135,7 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | Non
             f"FN_NODE_TYPE={config.node_type} is `fn-core {NODE_TYPES[config.node_type]}`, not `fn-core {command}`: "
             "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
         )
-    for line in variables_without_effect():
+    for line in variables_without_effect(command=command):
         log.warning(line)
     module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))

@@ -47,11 +47,23 @@ FN_VARIABLES_WITHOUT_EFFECT = {
 }
 
 
-def variables_without_effect(env: Mapping[str, str] | None = None) -> list[str]:
-    """One line for each of Fn's variables that is set in ``env`` but has no effect in fn-core."""
+#: Variables that work on some nodes but not on the one a `fn-core` command starts, with why.
+FN_VARIABLES_WITHOUT_EFFECT_ON = {
+    "runner": {
+        "FN_PROCESS_COLLECTOR_LIST": "a runner has no HTTP port, so no /metrics; an LB or serve node on its host shows them",
+    },
+}
+
+
+def variables_without_effect(env: Mapping[str, str] | None = None, command: str = "") -> list[str]:
+    """One line for each of Fn's variables that is set in ``env`` but has no effect in fn-core, or on the
+    node that ``command`` (`fn-core serve`, `runner`, ...) starts."""
     env = os.environ if env is None else env
-    return [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
-            if env.get(name, "") != ""]
+    lines = [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
+             if env.get(name, "") != ""]
+    lines += [f"{name} is set, but has no effect on `fn-core {command}`: {why}"
+              for name, why in FN_VARIABLES_WITHOUT_EFFECT_ON.get(command, {}).items() if env.get(name, "") != ""]
+    return lines
 
 
 def setting(default: Any, env: str | None, help: str, **kwargs: Any) -> Any:
