@@ -22,14 +22,16 @@ from fnbench.loadgen import run_wrk
 from fnbench.platform import start_platform
 
 from fn_core.images import build_named_function
+from fn_core.process_metrics import read_process
 
 IMAGE = "fn-core-bench/echo:latest"
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
+    figures = read_process(pid)  # what /metrics reports as *_process_cpu_seconds_total
+    if figures is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return figures["process_cpu_seconds_total"]
 
 
 def process_tree(pid: int) -> list[int]:

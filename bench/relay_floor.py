@@ -22,12 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import docker
 from fnbench.common import free_port, percentiles
-from fnbench.loadgen import RawClient, http_request
+from fnbench.loadgen import RawClient, alternate, http_request
 from fnbench.platform import start_platform
 from fnbench.warm import DIRECT_HEADERS
 
@@ -36,20 +35,6 @@ from fn_core.images import build_named_function
 IMAGE = "fn-core-bench/echo:latest"
 RELAY = Path(__file__).parent / "fnbench" / "relay.py"
 BODY = b"x" * 16
-
-
-def measure(clients: dict[str, RawClient], calls: int) -> dict[str, list[float]]:
-    for _ in range(300):  # warm every connection and code path
-        for name, client in clients.items():
-            assert client.call() == (200, BODY), name
-    latencies: dict[str, list[float]] = {name: [] for name in clients}
-    for _ in range(calls):
-        for name, client in clients.items():
-            t0 = time.perf_counter()
-            status, out = client.call()
-            latencies[name].append(time.perf_counter() - t0)
-            assert status == 200 and out == BODY, (name, status)
-    return latencies
 
 
 async def main(topology: str, calls: int) -> None:
@@ -74,7 +59,7 @@ async def main(topology: str, calls: int) -> None:
             "relay2": RawClient(("127.0.0.1", outer), direct),
             topology: RawClient(("127.0.0.1", int(platform.url.rsplit(":", 1)[1])), http_request(f"/invoke/{fn_id}", BODY)),
         }
-        latencies = await asyncio.to_thread(measure, clients, calls)
+        latencies = await asyncio.to_thread(alternate, clients, BODY, calls, 300)
         floor = percentiles(latencies["floor_direct_uds"])["p50_ms"]
         report = {}
         for name, samples in latencies.items():

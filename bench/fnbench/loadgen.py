@@ -79,6 +79,22 @@ class RawClient:
         self.sock.close()
 
 
+def alternate(clients: dict[str, RawClient], body: bytes, calls: int, warm: int = 200) -> dict[str, list[float]]:
+    """Each client in turn, call for call, so the machine's drift hits all alike: latencies (s) by name.
+    Every answer must be 200 with ``body`` (the echo function); ``warm`` rounds first are not timed."""
+    for _ in range(warm):  # warm every connection and code path
+        for name, client in clients.items():
+            assert client.call() == (200, body), name
+    latencies: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(calls):
+        for name, client in clients.items():
+            t0 = time.perf_counter()
+            status, out = client.call()
+            latencies[name].append(time.perf_counter() - t0)
+            assert status == 200 and out == body, (name, status)
+    return latencies
+
+
 # --- wrk ------------------------------------------------------------------------------------------
 WRK_LUA = """
 wrk.method = "POST"

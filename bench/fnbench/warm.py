@@ -10,36 +10,24 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from . import loadgen
 from .common import StartEvents, percentiles
-from .loadgen import RawClient, http_request
+from .loadgen import RawClient, alternate, http_request
 from .platform import start_platform
 
 DIRECT_HEADERS = {"Fn-Call-Id": "bench", "Fn-Deadline": "2099-01-01T00:00:00Z"}
 
 
 def interleaved(lb_port: int, path: str, sock: str, body: bytes, calls: int) -> tuple[list[float], list[float]]:
-    via_lb = RawClient(("127.0.0.1", lb_port), http_request(path, body))
-    direct = RawClient(sock, http_request("/call", body, DIRECT_HEADERS))
+    clients = {"lb": RawClient(("127.0.0.1", lb_port), http_request(path, body)),
+               "floor": RawClient(sock, http_request("/call", body, DIRECT_HEADERS))}
     try:
-        for _ in range(200):  # warm both connections and both code paths
-            assert via_lb.call() == (200, body) and direct.call() == (200, body)
-        lb_lat, floor = [], []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            status, out = via_lb.call()
-            t1 = time.perf_counter()
-            assert status == 200 and out == body, status
-            status, out = direct.call()
-            floor.append(time.perf_counter() - t1)
-            assert status == 200 and out == body, status
-            lb_lat.append(t1 - t0)
-        return lb_lat, floor
+        latencies = alternate(clients, body, calls)
+        return latencies["lb"], latencies["floor"]
     finally:
-        via_lb.close()
-        direct.close()
+        for client in clients.values():
+            client.close()
 
 
 async def run_topology(client, run_tag: str, topology: str, image: str, *, calls: int, duration_s: float,
