@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -36,7 +37,13 @@ def sleeper(tmp_path):
     def start() -> subprocess.Popen:
         process = subprocess.Popen([str(program), "60"])
         started.append(process)
-        return process
+        # Popen returns once exec has begun, which can be before the kernel has set the new argv: wait for it
+        for _ in range(200):
+            with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+                if f.read().startswith(str(program).encode()):
+                    return process
+            time.sleep(0.005)
+        raise AssertionError(f"{program} never showed its argv in /proc")
 
     start.name = name  # type: ignore[attr-defined]
     yield start
