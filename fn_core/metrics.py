@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
+from typing import Any
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -35,3 +37,18 @@ class Histogram:
         lines.append(f"{name}_sum{braces} {self.total}")
         lines.append(f"{name}_count{braces} {self.count}")
         return lines
+
+
+#: a metric family: name, type (counter, gauge, histogram), help text, sample lines
+Family = tuple[str, str, str, list[str]]
+
+
+def exposition(families: list[Family]) -> str:
+    """The families in the text format: each one's HELP and TYPE lines, then its samples."""
+    lines = [line for name, kind, text, samples in families for line in (f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples)]
+    return "\n".join(lines) + "\n"
+
+
+def by_label(name: str, label: str, counts: Mapping[Any, int]) -> list[str]:
+    """A sample per ``counts`` entry, the key as the value of ``label``."""
+    return [f'{name}{{{label}="{key}"}} {value}' for key, value in counts.items()]

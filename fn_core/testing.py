@@ -45,6 +45,13 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
     raise AssertionError(f"not reached in {timeout_s:g} s: {what}")
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus text (a node's `/metrics`) as samples by name and labels, e.g.
+    ``{'fn_runner_calls_total{result="success"}': 3.0}``."""
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fn_core.metrics import Histogram
+from fn_core.metrics import Family, Histogram, by_label, exposition
 
 
 class LBMetrics:
@@ -22,31 +22,18 @@ class LBMetrics:
         self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
 
     def render(self, runners: int = 0) -> str:
-        lines = [
-            "# HELP fn_lb_runners Runners in the LB's pool now (in-process runners included).",
-            "# TYPE fn_lb_runners gauge",
-            f"fn_lb_runners {runners}",
-            "# HELP fn_lb_calls_total Calls finished on this LB, by HTTP status.",
-            "# TYPE fn_lb_calls_total counter",
+        families: list[Family] = [
+            ("fn_lb_runners", "gauge", "Runners in the LB's pool now (in-process runners included).", [f"fn_lb_runners {runners}"]),
+            ("fn_lb_calls_total", "counter", "Calls finished on this LB, by HTTP status.",
+             by_label("fn_lb_calls_total", "status", dict(sorted(self.calls_by_status.items())))),
+            ("fn_lb_placement_retries_total", "counter", "Runners that refused (NACK) or could not be reached.",
+             [f"fn_lb_placement_retries_total {self.placement_retries}"]),
+            ("fn_lb_placer_timeouts_total", "counter", "Calls that found no runner within the placer timeout.",
+             [f"fn_lb_placer_timeouts_total {self.placer_timeouts}"]),
+            ("fn_lb_calls_inflight", "gauge", "Calls being placed or run now.", [f"fn_lb_calls_inflight {self.inflight}"]),
+            ("fn_lb_call_duration_seconds", "histogram", "Wall time of calls on the LB.",
+             self.durations.samples("fn_lb_call_duration_seconds")),
+            ("fn_lb_invoke_rejected_total", "counter", "Invoke/trigger requests refused before a call was created, by HTTP status.",
+             by_label("fn_lb_invoke_rejected_total", "status", dict(sorted(self.rejected_by_status.items())))),
         ]
-        lines += [f'fn_lb_calls_total{{status="{s}"}} {n}' for s, n in sorted(self.calls_by_status.items())]
-        lines += [
-            "# HELP fn_lb_placement_retries_total Runners that refused (NACK) or could not be reached.",
-            "# TYPE fn_lb_placement_retries_total counter",
-            f"fn_lb_placement_retries_total {self.placement_retries}",
-            "# HELP fn_lb_placer_timeouts_total Calls that found no runner within the placer timeout.",
-            "# TYPE fn_lb_placer_timeouts_total counter",
-            f"fn_lb_placer_timeouts_total {self.placer_timeouts}",
-            "# HELP fn_lb_calls_inflight Calls being placed or run now.",
-            "# TYPE fn_lb_calls_inflight gauge",
-            f"fn_lb_calls_inflight {self.inflight}",
-            "# HELP fn_lb_call_duration_seconds Wall time of calls on the LB.",
-            "# TYPE fn_lb_call_duration_seconds histogram",
-        ]
-        lines += self.durations.samples("fn_lb_call_duration_seconds")
-        lines += [
-            "# HELP fn_lb_invoke_rejected_total Invoke/trigger requests refused before a call was created, by HTTP status.",
-            "# TYPE fn_lb_invoke_rejected_total counter",
-        ]
-        lines += [f'fn_lb_invoke_rejected_total{{status="{s}"}} {n}' for s, n in sorted(self.rejected_by_status.items())]
-        return "\n".join(lines) + "\n"
+        return exposition(families)

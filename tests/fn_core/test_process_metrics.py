@@ -8,11 +8,7 @@ import time
 
 from fn_core.config import load_config
 from fn_core.process_metrics import CommandProcess, ProcessMetrics, command_names, metric_namespace, read_process
-
-
-def samples(text: str) -> dict[str, float]:
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+from fn_core.testing import metric_samples
 
 
 def test_the_own_process_figures_match_what_the_process_itself_sees():
@@ -54,7 +50,7 @@ def test_render_names_each_command_metric_safe_and_leaves_out_commands_not_runni
     metrics = ProcessMetrics([CommandProcess(sleeper.name), CommandProcess("no-such-command-anywhere")])
     process = sleeper()
     text = metrics.render()
-    found = samples(text)
+    found = metric_samples(text)
     prefix = metric_namespace(sleeper.name)
     assert prefix == sleeper.name.replace("-", "_")
     for metric in ("cpu_seconds_total", "open_fds", "max_fds", "virtual_memory_bytes", "resident_memory_bytes",
@@ -65,7 +61,7 @@ def test_render_names_each_command_metric_safe_and_leaves_out_commands_not_runni
     assert not any(name.startswith("no_such_command") for name in found)
     process.kill()
     process.wait()
-    assert not any(name.startswith(prefix) for name in samples(metrics.render()))
+    assert not any(name.startswith(prefix) for name in metric_samples(metrics.render()))
 
 
 def test_the_list_is_fns_whitespace_separated_names_with_its_default_and_empty_for_none():

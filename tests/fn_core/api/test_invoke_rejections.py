@@ -13,6 +13,7 @@ import pytest
 from fn_core.config import load_config
 from fn_core.lb.main import start_lb
 from fn_core.plugins import get_plugin_manager
+from fn_core.testing import metric_samples
 
 MAX = 1000  # FN_MAX_REQUEST_SIZE of the LB under test
 REJECTED = "fn_lb_invoke_rejected_total"
@@ -41,9 +42,7 @@ async def metrics(session) -> dict[str, float]:
     """The /metrics samples by name and labels, e.g. {'fn_lb_invoke_rejected_total{status="404"}': 1.0}."""
     async with session.get("/metrics") as r:
         assert r.status == 200
-        text = await r.text()
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+        return metric_samples(await r.text())
 
 
 def rejection_lines(caplog) -> list[str]:
