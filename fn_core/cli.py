@@ -135,7 +135,7 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | Non
             f"FN_NODE_TYPE={config.node_type} is `fn-core {NODE_TYPES[config.node_type]}`, not `fn-core {command}`: "
             "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
         )
-    for line in variables_without_effect(command=command):
+    for line in variables_without_effect():
         log.warning(line)
     module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))
@@ -172,11 +172,11 @@ def api(ctx: click.Context, **kwargs: Any) -> None:
 
 
 @main.command()
-@server_options(grpc=True, runner=True)
+@server_options(http=True, grpc=True, runner=True)
 @click.pass_context
 @fails_cleanly
 def runner(ctx: click.Context, **kwargs: Any) -> None:
-    """A pure runner: Fn's gRPC RunnerProtocol, calls run in hot containers."""
+    """A pure runner: Fn's gRPC RunnerProtocol, calls run in hot containers; /metrics on FN_PORT."""
     _start_server(ctx, kwargs, "runner")
 
 

@@ -47,23 +47,11 @@ FN_VARIABLES_WITHOUT_EFFECT = {
 }
 
 
-#: Variables that work on some nodes but not on the one a `fn-core` command starts, with why.
-FN_VARIABLES_WITHOUT_EFFECT_ON = {
-    "runner": {
-        "FN_PROCESS_COLLECTOR_LIST": "a runner has no HTTP port, so no /metrics; an LB or serve node on its host shows them",
-    },
-}
-
-
-def variables_without_effect(env: Mapping[str, str] | None = None, command: str = "") -> list[str]:
-    """One line for each of Fn's variables that is set in ``env`` but has no effect in fn-core, or on the
-    node that ``command`` (`fn-core serve`, `runner`, ...) starts."""
+def variables_without_effect(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line for each of Fn's variables that is set in ``env`` but has no effect in fn-core."""
     env = os.environ if env is None else env
-    lines = [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
-             if env.get(name, "") != ""]
-    lines += [f"{name} is set, but has no effect on `fn-core {command}`: {why}"
-              for name, why in FN_VARIABLES_WITHOUT_EFFECT_ON.get(command, {}).items() if env.get(name, "") != ""]
-    return lines
+    return [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
+            if env.get(name, "") != ""]
 
 
 def setting(default: Any, env: str | None, help: str, **kwargs: Any) -> Any:
@@ -218,7 +206,7 @@ def _origins(_: object, attribute: attrs.Attribute[list[str]], value: list[str])
 class Config:
     # --- every server ---------------------------------------------------------------------
     host: str = setting("0.0.0.0", "FN_HOST", "address the HTTP and gRPC servers bind")
-    port: int = setting(8080, "FN_PORT", "HTTP port of the API/LB (serve, lb)", validator=_port)
+    port: int = setting(8080, "FN_PORT", "HTTP port: the API/LB (serve, lb, api); a runner's /, /version and /metrics", validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting("info", "FN_LOG_LEVEL", "debug, info, warning or error", validator=_one_of(*LOG_LEVELS))
     log_format: str = setting("text", "FN_LOG_FORMAT", "text or json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))

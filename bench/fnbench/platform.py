@@ -105,7 +105,7 @@ async def start_platform(
         procs, tags, dirs = [], [], []
         for i in range(runners):
             tag, iofs, grpc_port = f"{run_tag}-r{i}", f"/tmp/fnb-{run_tag}-r{i}", free_port()
-            procs.append(FnProc(f"runner{i}", ["runner", *common, "--grpc-port", str(grpc_port)],
+            procs.append(FnProc(f"runner{i}", ["runner", *common, "--grpc-port", str(grpc_port), "--port", "0"],
                                 _runner_env(tag, iofs, extra), workdir / f"runner{i}.log"))
             tags.append(tag)
             dirs.append(iofs)

@@ -242,3 +242,34 @@ class FnAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return FnServer(await super()._make_server(), self.limits)
+
+
+AIOHTTP_LINGERING_S = 10.0  # aiohttp's default lingering_time
+
+
+def http_timeouts(config: Any) -> dict[str, Any]:
+    """FN_HTTP_IDLE_TIMEOUT as aiohttp's keep-alive timeout (0: aiohttp's 75 s). FN_REQUEST_BODY_READ_TIMEOUT
+    also bounds aiohttp's lingering read of a body a handler left unread (after a 408, a 413, ...) before it
+    closes the connection: reading the request takes no longer than that, as in Go."""
+    out: dict[str, Any] = {}
+    if config.http_idle_timeout_s:
+        out["keepalive_timeout"] = config.http_idle_timeout_s
+    if config.request_body_read_timeout_s:
+        out["lingering_time"] = min(config.request_body_read_timeout_s, AIOHTTP_LINGERING_S)
+    return out
+
+
+def app_runner(app: web.Application, config: Any, **kwargs: Any) -> FnAppRunner:
+    """The runner of a node's HTTP server, with the connection bounds and timeouts its config sets."""
+    return FnAppRunner(app, ConnectionLimits.from_config(config), access_log=None, **http_timeouts(config), **kwargs)
+
+
+async def serve_app(runner: FnAppRunner, host: str, port: int) -> int:
+    """Set up ``runner`` and listen on host:port (0 = any free port); the bound port. On failure it is cleaned up."""
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner.addresses[0][1]

@@ -3,8 +3,9 @@
 `fn-core serve` and `fn-core lb` serve all of it; `fn-core api` (Fn's API node) the v2 API and
 `/metrics`; an LB with ``FN_RUNNER_API_URL`` invoke, triggers and `/metrics` (its apps and fns are
 the API node's). `/metrics` has the LB's call metrics where calls are placed, the v2 API's
-request metrics (`fn_core.api.metrics`) where apps and fns are stored, and always the process metrics of
-the node and of the commands of ``FN_PROCESS_COLLECTOR_LIST`` (`fn_core.process_metrics`).
+request metrics (`fn_core.api.metrics`) where apps and fns are stored, the local runner's (`fn-core
+serve`), and always the process metrics of the node and of the commands of ``FN_PROCESS_COLLECTOR_LIST``
+(`fn_core.api.admin`).
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
@@ -20,13 +21,13 @@ and the request id header (`fn_core.api.request_id`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from aiohttp import web
 
-from fn_core import __version__
+from fn_core.api.admin import HTTP_MESSAGES, MetricsSource, add_admin_routes
 from fn_core.api.body import body_reader
 from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
@@ -35,19 +36,20 @@ from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestBodyTimeout, RequestTooLarge
 from fn_core.lb.agent import LBAgent
-from fn_core.process_metrics import ProcessMetrics
 from fn_core.store.base import Store
 from fn_core.store.cache import CachedLookup
 
 log = logging.getLogger(__name__)
 
 UNLIMITED_BODY = 1 << 40  # aiohttp needs a number; "no limit" as in Fn's default
-_HTTP_MESSAGES = {404: "Path not found", 405: "Method not allowed"}
 
 
-def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent | None) -> web.Application:
+def make_app(
+    config, store: Store | None, lookup: CachedLookup, agent: LBAgent | None, metrics: Sequence[MetricsSource] = ()
+) -> web.Application:
     """The node's routes: v2 CRUD when it owns a ``store`` (not an LB reading from an API node), invoke
-    and triggers when it places calls (an ``agent``; not on an API node)."""
+    and triggers when it places calls (an ``agent``; not on an API node). ``metrics``: more parts of
+    `/metrics` (the local runner's)."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
     read_body = body_reader(config.request_body_read_timeout_s)
@@ -80,7 +82,7 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
                 raise
             if exc.status == 413:
                 return refuse(request, RequestTooLarge(f"request body too large for this server, max {max_size}"), started)
-            return refuse(request, APIError(_HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
+            return refuse(request, APIError(HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
 
     # CORS outside `errors`, so that the error answers it makes get CORS headers too; off = not in the chain
     cors = cors_middleware(config.api_cors_origins, config.api_cors_headers, [config.rid_header] if config.rid_header else [])
@@ -94,22 +96,10 @@ def make_app(config, store: Store | None, lookup: CachedLookup, agent: LBAgent |
     if invoke is not None:
         invoke.add_routes(app)
 
-    async def ping(request: web.Request) -> web.Response:
-        return web.json_response({"goto": "https://github.com/fnproject/fn", "hello": "world!"})
-
-    async def version(request: web.Request) -> web.Response:
-        return web.json_response({"version": __version__})
-
-    app.router.add_get("/", ping)
-    app.router.add_get("/version", version)
-    if agent is not None or api_metrics is not None:
-        process_metrics = ProcessMetrics.from_config(config)
-
-        async def metrics(request: web.Request) -> web.Response:
-            parts = [] if agent is None else [agent.metrics.render(runners=len(agent.pool.refs))]
-            parts += [] if api_metrics is None else [api_metrics.render()]
-            parts.append(await asyncio.to_thread(process_metrics.render))  # /proc reads: off the event loop
-            return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
-
-        app.router.add_get("/metrics", metrics)
+    sources: list[MetricsSource] = []
+    if agent is not None:
+        sources.append(lambda: agent.metrics.render(runners=len(agent.pool.refs)))
+    if api_metrics is not None:
+        sources.append(api_metrics.render)
+    add_admin_routes(app, config, [*sources, *metrics])
     return app

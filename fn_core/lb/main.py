@@ -11,11 +11,10 @@ the grace period), wait for detached calls, close the runner channels, close the
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 
-from fn_core.api.connection import ConnectionLimits, FnAppRunner
+from fn_core.api.connection import app_runner, serve_app
 from fn_core.api.server import make_app
 from fn_core.errors import ConfigError, PluginError
 from fn_core.lb.agent import LBAgent
@@ -80,24 +79,20 @@ async def start_lb(
         lookups = store = store if store is not None else open_store(config)
     pool = _runner_set(config, pm, runner_addresses, local_runners)
     agent = LBAgent(config, pm, pool)
-    app = make_app(config, store, CachedLookup(lookups), agent)
+    app = make_app(config, store, CachedLookup(lookups), agent, [local.core.render_metrics for local in local_runners or ()])
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
-    runner = FnAppRunner(
-        app, ConnectionLimits.from_config(config), handler_cancellation=True, access_log=None, shutdown_timeout=grace,
-        **_timeouts(config),
-    )
+    runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=grace)
     host = config.host if host is None else host
     try:
         await pool.start()  # the first runner list is in before the first call can arrive
-        await runner.setup()
-        await web.TCPSite(runner, host, config.port if port is None else port).start()
+        bound = await serve_app(runner, host, config.port if port is None else port)
     except BaseException:
         await runner.cleanup()
         await pool.close()
         if own_store:
             await lookups.close()
         raise
-    node = LBNode(runner, agent, lookups, host, runner.addresses[0][1], own_store)
+    node = LBNode(runner, agent, lookups, host, bound, own_store)
     log.info(
         "LB listening on %s, placer %s, runner pool %s: %s; apps and fns from %s",
         node.url, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
@@ -110,33 +105,16 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
     store = open_store(config)
     app = make_app(config, store, CachedLookup(store), None)
-    runner = FnAppRunner(app, ConnectionLimits.from_config(config), access_log=None, **_timeouts(config))
+    runner = app_runner(app, config)
     host = config.host if host is None else host
     try:
-        await runner.setup()
-        await web.TCPSite(runner, host, config.port if port is None else port).start()
+        bound = await serve_app(runner, host, config.port if port is None else port)
     except BaseException:
-        await runner.cleanup()
         await store.close()
         raise
-    node = LBNode(runner, None, store, host, runner.addresses[0][1], own_store=True)
+    node = LBNode(runner, None, store, host, bound, own_store=True)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
-
-
-AIOHTTP_LINGERING_S = 10.0  # aiohttp's default lingering_time
-
-
-def _timeouts(config) -> dict[str, Any]:
-    """FN_HTTP_IDLE_TIMEOUT as aiohttp's keep-alive timeout (0: aiohttp's 75 s). FN_REQUEST_BODY_READ_TIMEOUT
-    also bounds aiohttp's lingering read of a body a handler left unread (after a 408, a 413, ...) before it
-    closes the connection: reading the request takes no longer than that, as in Go."""
-    out: dict[str, Any] = {}
-    if config.http_idle_timeout_s:
-        out["keepalive_timeout"] = config.http_idle_timeout_s
-    if config.request_body_read_timeout_s:
-        out["lingering_time"] = min(config.request_body_read_timeout_s, AIOHTTP_LINGERING_S)
-    return out
 
 
 def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:

@@ -51,8 +51,9 @@ import attrs
 from fn_core.config import Config
 from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
 from fn_core.models import Call
-from fn_core.runner.driver import ContainerDriver
+from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
+from fn_core.runner.metrics import RunnerMetrics
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
 from fn_core.runner.uds import (
@@ -246,10 +247,22 @@ class Agent:
             function_output = False
         #: bytes of output logged per call (FN_MAX_LOG_SIZE_BYTES), or None: output not logged
         self.output_limit: int | None = config.max_log_size_bytes if function_output else None
+        self.metrics = RunnerMetrics()
 
     # --- public -----------------------------------------------------------------------------
     def containers(self) -> list[HotContainer]:
         return [c for q in self.queues.values() for c in q.containers]
+
+    def container_states(self) -> dict[str, int]:
+        """Containers now by state: starting, busy, idle, paused (idle and frozen)."""
+        states = {"starting": sum(q.starting for q in self.queues.values()), "busy": 0, "idle": 0, "paused": 0}
+        for container in self.containers():
+            state = "paused" if container.state == "idle" and container.paused else container.state
+            states[state] += 1
+        return states
+
+    def calls_waiting(self) -> int:
+        return sum(q.waiting() for q in self.queues.values())
 
     async def run(
         self,
@@ -305,19 +318,19 @@ class Agent:
                     await self._thaw(container)
                 await container.conn.call(call, body, relay.start, relay.data, self.response_limits)
         except TimeoutError:
-            self.retire(container)  # kill it: a late write must never reach the next call
+            self.retire(container, "call_timeout")  # kill it: a late write must never reach the next call
             raise CallTimeout() from None
         except ContainerBroken as exc:
-            self.retire(container, remove=False)
+            self.retire(container, "exited", remove=False)
             raise await self._why_broken(container, exc) from None
         except APIError as exc:
             if getattr(exc, "retire", False):
-                self.retire(container)
+                self.retire(container, "bad_response")
             else:
                 self.release(container)
             raise
         except BaseException:
-            self.retire(container)  # cancelled mid-request (shutdown): the connection state is unknown
+            self.retire(container, "cancelled")  # cancelled mid-request (shutdown): the connection state is unknown
             raise
         try:
             await relay.end(None)  # the caller's answer is complete: it leaves before the bookkeeping below
@@ -371,14 +384,16 @@ class Agent:
     def release(self, container: HotContainer) -> None:
         """The call is over and the container healthy: hand it on or park it idle."""
         if self.closing or container.state == "retired":
-            self.retire(container)
+            self.retire(container, "shutdown")  # a no-op for a container already retired
             return
         self._make_idle(container)
 
-    def retire(self, container: HotContainer, *, remove: bool = True) -> None:
-        """Take a container out of service now (its resources free at once); removal runs in background."""
+    def retire(self, container: HotContainer, reason: str, *, remove: bool = True) -> None:
+        """Take a container out of service now (its resources free at once); removal runs in background.
+        ``reason``: one of `fn_core.runner.metrics.RETIRE_REASONS`, counted in /metrics."""
         if container.state == "retired":
             return
+        self.metrics.observe_retired(reason)
         queue = container.queue
         if container.state == "idle":
             queue.idle.remove(container)
@@ -406,7 +421,7 @@ class Agent:
         self.begin_shutdown()
         while True:
             for container in self.containers():
-                self.retire(container)
+                self.retire(container, "shutdown")
             if not self._tasks:
                 return
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -467,7 +482,7 @@ class Agent:
             return False
         for container in chosen:
             log.debug("evicting idle container %s for slot %s", container.id[:12], queue.key.hex()[:12])
-            self.retire(container)
+            self.retire(container, "evicted")
         return True
 
     async def _launch(self, queue: SlotQueue, call: Call, extensions: dict[str, str], memory: int, mcpus: int) -> None:
@@ -482,9 +497,13 @@ class Agent:
             else:
                 output = FunctionOutput(call, self.output_limit)
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call), output=output)
+            self.metrics.observe_driver("launch", time.monotonic() - began)
             await wait_ready(iofs_dir, self.start_timeout_s)
-            self.launch_s = moving_average(self.launch_s, time.monotonic() - began)
+            launch_s = time.monotonic() - began
+            self.launch_s = moving_average(self.launch_s, launch_s)
+            self.metrics.observe_launch(True, launch_s)
         except BaseException as exc:
+            self.metrics.observe_launch(False, 0.0)
             queue.starting -= 1
             self.budget.release(memory, mcpus)
             self._spawn(self._remove_quietly(container_id, iofs_dir))
@@ -566,7 +585,7 @@ class Agent:
             container.idle_timer = asyncio.get_running_loop().call_at(due, self._idle_check, container, due)
             return
         log.debug("container %s idle for %ss: removing", container.id[:12], container.idle_timeout_s)
-        self.retire(container)
+        self.retire(container, "idle_timeout")
 
     def _freeze_check(self, container: HotContainer, fired_for: float) -> None:
         container.freeze_timer = None
@@ -578,7 +597,9 @@ class Agent:
         container.pause_task = self._spawn(self._pause(container))
 
     async def _pause(self, container: HotContainer) -> None:
+        began = time.monotonic()
         await self.driver.pause(container.id)
+        self.metrics.observe_driver("pause", time.monotonic() - began)
         container.paused = True
 
     async def _thaw(self, container: HotContainer) -> None:
@@ -586,18 +607,21 @@ class Agent:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
         if container.paused:
+            began = time.monotonic()
             await self.driver.unpause(container.id)
+            self.metrics.observe_driver("unpause", time.monotonic() - began)
             container.paused = False
 
     # --- clean-up ---------------------------------------------------------------------------
     def _gone_while_idle(self, container: HotContainer) -> None:
         """An idle container that died (OOM, killed, its process exited): the call takes another one
         instead of failing with a 502, as Fn's first call after idle did (fn#1470)."""
-        self.retire(container, remove=False)
+        self.retire(container, "exited", remove=False)
         self._spawn(self._report_gone(container))
 
     async def _report_gone(self, container: HotContainer) -> None:
         status = await self.driver.exit_status(container.id, wait_s=2.0)
+        self._count_exit(status)
         how = "is gone" if status is None else (
             "was killed for memory" if status.oom_killed else f"exited with code {status.code}"
         )
@@ -607,12 +631,17 @@ class Agent:
 
     async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
         status = await self.driver.exit_status(container.id, wait_s=2.0)
+        self._count_exit(status)
         self._spawn(self._dispose(container, True))
         if status is None:
             return APIError(f"error receiving function response: {cause}", status=502, user_error=True)
         if status.oom_killed or status.code == 137:
             return ContainerExited("container out of memory")
         return ContainerExited(f"container exit code {status.code}")
+
+    def _count_exit(self, status: ExitStatus | None) -> None:
+        if status is not None:
+            self.metrics.observe_exit(status.code, status.oom_killed)
 
     async def _dispose(self, container: HotContainer, remove: bool) -> None:
         await container.conn.close()
@@ -624,7 +653,9 @@ class Agent:
     async def _remove_quietly(self, container_id: str, iofs_dir: str) -> None:
         try:
             if container_id:
+                began = time.monotonic()
                 await self.driver.remove(container_id)
+                self.metrics.observe_driver("remove", time.monotonic() - began)
         except Exception:
             log.exception("could not remove container %s", container_id[:12])
         if iofs_dir:

@@ -64,6 +64,7 @@ def finished(call: Call | None, error: APIError | None, started_ns: int, created
 class RunnerCore:
     def __init__(self, agent: Agent, hook: Any, status_image: str = "") -> None:
         self.agent = agent
+        self.metrics = agent.metrics
         self.hook = hook
         self.status_check = StatusImageCheck(agent, status_image) if status_image else None
         self.active = 0
@@ -89,11 +90,14 @@ class RunnerCore:
             if offer is None:
                 raise BadRequest("expected a try message first")
         except BadRequest as err:
+            self._count(err, started_ns)
             await io.finish(finished(None, err, started_ns, created, 0))
             return False
         call = offer.call
         if self.status_check is not None and call.image == self.status_check.image:
-            await io.finish(finished(call, InvalidImage(), started_ns, created, 0))  # Fn: ErrFnsInvalidImage
+            error = InvalidImage()  # Fn: ErrFnsInvalidImage
+            self._count(error, started_ns)
+            await io.finish(finished(call, error, started_ns, created, 0))
             return False
 
         body = await io.read_body()
@@ -138,9 +142,8 @@ class RunnerCore:
             return nacked  # `finished` left with the response (on_end)
         return await self._finish(io, call, outcome, started, started_ns, created, ran_ns)
 
-    @staticmethod
     async def _finish(
-        io: CallIO, call: Call, outcome: Exception | None, started: bool, started_ns: int, created: str, ran_ns: int
+        self, io: CallIO, call: Call, outcome: Exception | None, started: bool, started_ns: int, created: str, ran_ns: int
     ) -> bool:
         """Send `finished` for the call's outcome; True when it is the NACK."""
         error: APIError | None = None
@@ -150,12 +153,21 @@ class RunnerCore:
             log.error("call %s failed inside the runner", call.id, exc_info=outcome)
             error = APIError(f"internal error: {type(outcome).__name__}")
         if error is not None and not started and isinstance(error, ServerTooBusy):
+            self.metrics.observe_refusal()
             await io.finish(finished(call, error, started_ns, created, 0))
             return True
         if error is not None and started and error.status == 503:
             error = APIError(error.message, status=500)  # never a late NACK: the call was committed
+        self._count(error, started_ns)
         await io.finish(finished(call, error, started_ns, created, ran_ns or started_ns))
         return False
+
+    def _count(self, error: APIError | None, started_ns: int) -> None:
+        self.metrics.observe_call(None if error is None else error.status, (time.monotonic_ns() - started_ns) / 1e9)
+
+    def render_metrics(self) -> str:
+        """This runner's part of `/metrics` (`fn_core.runner.metrics`)."""
+        return self.metrics.render(self.agent, running=self.active)
 
     def live_status(self) -> RunnerStatus:
         budget = self.agent.budget
@@ -174,6 +186,7 @@ class RunnerCore:
 
     async def status(self, payload: bytes = EMPTY_PAYLOAD) -> RunnerStatus:
         """`live_status`, then the status image's call (unless a plugin already marked the runner failed)."""
+        self.metrics.status_requests += 1
         status = self.live_status()
         if self.status_check is not None and not status.failed:
             result, cached = await self.status_check.run(payload)

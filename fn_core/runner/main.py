@@ -1,4 +1,5 @@
-"""Start and stop a runner node: driver, agent and the gRPC server (`fn-core runner`, and in-process for `serve`)."""
+"""Start and stop a runner node: driver, agent, the gRPC server and, as Fn's pure runner, an HTTP port for
+`/`, `/version` and `/metrics` (`fn-core runner`; in-process for `serve`, whose own HTTP port shows them)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import ssl
 import time
 
+from fn_core.api.admin import admin_app
+from fn_core.api.connection import FnAppRunner, app_runner, serve_app
 from fn_core.config import Config
 from fn_core.errors import ConfigError
 from fn_core.plugins import FnPluginManager
@@ -25,12 +28,15 @@ class RunnerNode:
     """A running runner: its bound address (if it listens), its agent, and a graceful `stop`.
 
     ``core`` serves the calls; an LB in the same process uses it directly (`LocalRunner`).
+    ``http``/``http_port``: its HTTP server (`/metrics`), if it was started with one.
     """
 
     def __init__(
         self, server: GrpcServer | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int
     ) -> None:
         self.server = server
+        self.http: FnAppRunner | None = None
+        self.http_port = 0
         self.servicer = servicer
         self.core = servicer.core
         self.agent = agent
@@ -56,6 +62,8 @@ class RunnerNode:
             await self.server.stop(max(0.0, min(1.0, deadline - time.monotonic())))
         await self.agent.close()
         await self.driver.close()
+        if self.http is not None:  # last: /metrics shows the drain until the end
+            await self.http.cleanup()
         log.info("runner %s stopped", self.address)
 
 
@@ -76,11 +84,19 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def start_runner(
-    config: Config, pm: FnPluginManager, *, host: str | None = None, port: int | None = None, listen: bool = True
+    config: Config,
+    pm: FnPluginManager,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    http_port: int | None = None,
+    listen: bool = True,
 ) -> RunnerNode:
     """Start driver (removing leaked containers of ours), agent and gRPC server; port 0 = any free port.
 
-    ``listen=False``: no gRPC server, for an LB in this process that calls ``node.core`` directly.
+    ``http_port``: also serve `/`, `/version` and `/metrics` over HTTP there (None: no HTTP server;
+    `fn-core runner` passes ``FN_PORT``). ``listen=False``: no servers at all, for an LB in this process
+    that calls ``node.core`` directly.
     """
     if pm.driver is None:
         raise ConfigError("no container driver selected (the plugin manager was built with select=False)")
@@ -105,13 +121,23 @@ async def start_runner(
     except OSError as exc:
         await driver.close()
         raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
-    return RunnerNode(server, servicer, agent, driver, host, bound)
+    node = RunnerNode(server, servicer, agent, driver, host, bound)
+    if http_port is not None:
+        http = app_runner(admin_app(config, [servicer.core.render_metrics]), config)
+        try:
+            node.http_port = await serve_app(http, host, http_port)
+        except OSError as exc:
+            await node.stop(grace=0)
+            raise ConfigError(f"the runner could not bind {host}:{http_port} for HTTP (FN_PORT: /metrics): {exc}") from None
+        node.http = http
+    return node
 
 
 async def run_runner(config: Config, pm: FnPluginManager) -> None:
     """`fn-core runner`: serve until SIGTERM/SIGINT, then stop gracefully."""
-    node = await start_runner(config, pm, host=config.host, port=config.grpc_port)
-    log.info("runner listening on %s (gRPC RunnerProtocol), driver %s", node.address, pm.driver.name if pm.driver else "?")
+    node = await start_runner(config, pm, host=config.host, port=config.grpc_port, http_port=config.port)
+    log.info("runner listening on %s (gRPC RunnerProtocol) and on %s:%d (HTTP: /metrics), driver %s",
+             node.address, node.host, node.http_port, pm.driver.name if pm.driver else "?")
     try:
         await wait_for_stop_signal()
     finally:

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -224,3 +225,14 @@ def test_an_unknown_fn_node_type_is_refused_with_the_valid_ones():
     result = run("start", env={"FN_NODE_TYPE": "master"})
     assert result.returncode == 2
     assert result.stderr.strip() == "fn-core: error: node_type must be one of full, api, lb, pure-runner (or unset), got 'master'"
+
+
+def test_a_runner_whose_http_port_is_taken_stops_with_one_clear_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("runner", "--host", "127.0.0.1", "--grpc-port", "0", "--port", str(port),
+                     env={"FN_CONTAINER_LABEL_TAG": f"fn-core-test-cli-{os.getpid()}"})
+    assert result.returncode == 2
+    assert f"fn-core: error: the runner could not bind 127.0.0.1:{port} for HTTP (FN_PORT: /metrics):" in result.stderr

@@ -102,13 +102,14 @@ async def platform(tmp_path, docker_client, echo_image):
         return tags[-1]
 
     async def runner(**env: str) -> types.SimpleNamespace:
-        port = free_port()
-        proc = Proc(f"runner-{len(procs)}", ["runner", "--host", "127.0.0.1", "--grpc-port", str(port)],
+        port, http_port = free_port(), free_port()
+        proc = Proc(f"runner-{len(procs)}", ["runner", "--host", "127.0.0.1", "--grpc-port", str(port), "--port", str(http_port)],
                     {**base_env, "FN_CONTAINER_LABEL_TAG": tag(), **env}, tmp_path)
         procs.append(proc)
         address = f"127.0.0.1:{port}"
         await wait_runner(proc, address)
-        return types.SimpleNamespace(proc=proc, address=address, status=lambda: runner_status(address))
+        return types.SimpleNamespace(proc=proc, address=address, url=f"http://127.0.0.1:{http_port}",
+                                     status=lambda: runner_status(address))
 
     async def lb(runners: list[Any], placer: str = "ch", **env: str) -> types.SimpleNamespace:
         port = free_port()

@@ -9,7 +9,7 @@ import signal
 import aiohttp
 
 from fn_core.errors import FunctionResponseTooBig
-from fn_core.testing import wait_until
+from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
@@ -20,6 +20,12 @@ async def post(session: aiohttp.ClientSession, path: str, body: bytes | dict | N
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     async with session.post(path, data=data, **kw) as r:
         return r.status, r.headers, await r.read()
+
+
+async def scrape(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession(url, timeout=TIMEOUT) as session, session.get("/metrics") as r:
+        assert r.status == 200
+        return metric_samples(await r.text())
 
 
 async def test_invoke_acceptance_and_ch_sticks(platform, deploy_echo):
@@ -51,6 +57,14 @@ async def test_invoke_acceptance_and_ch_sticks(platform, deploy_echo):
         home = jump_hash(fn_hash(fn_id), 2)
         assert after[home] - before[home] == 5  # the 413 never reached a runner
         assert after[1 - home] == before[1 - home]  # ch: one fn, one runner
+        # each runner's HTTP port (FN_PORT) shows the same in /metrics, and why the home runner replaced a container
+        home_runner, other_runner = await scrape(runners[home].url), await scrape(runners[1 - home].url)
+        assert [home_runner[f'fn_runner_calls_total{{result="{r}"}}'] for r in ("success", "error")] == [3, 2]
+        assert home_runner['fn_runner_call_errors_total{status="502"}'] == 2
+        assert home_runner['fn_runner_containers_retired_total{reason="bad_response"}'] == 1  # the 7 MB answer
+        assert home_runner['fn_runner_container_launches_total{result="ok"}'] == 2
+        assert other_runner['fn_runner_calls_total{result="success"}'] == 0
+        assert other_runner["fn_process_resident_memory_bytes"] > 0
 
         async with s.post("/v2/fns", json={"name": "slow", "app_id": ids["app"]["id"], "image": platform.image, "timeout": 1}) as r:
             slow = await r.json()

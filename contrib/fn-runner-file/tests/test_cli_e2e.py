@@ -38,7 +38,7 @@ async def test_lb_process_follows_the_runners_file(tmp_path, docker_client, echo
     config = tmp_path / "fn.toml"
     config.write_text(f'runner_pool = "file"\nrunner_pool_refresh_ms = 50\n[plugins.runner-file]\npath = "{runners_file}"\n')
     tag = f"fn-runner-file-{secrets.token_hex(3)}"
-    runner = spawn(["runner", "--host", "127.0.0.1", "--grpc-port", str(grpc_port)], tmp_path / "runner.log",
+    runner = spawn(["runner", "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--port", "0"], tmp_path / "runner.log",
                    FN_CONTAINER_LABEL_TAG=tag, FN_IOFS_PATH="/tmp/fn-core-test-iofs")
     lb = spawn(["--config", str(config), "lb", "--host", "127.0.0.1", "--port", str(lb_port), "--db", f"sqlite3://{tmp_path}/fn.db"],
                tmp_path / "lb.log")

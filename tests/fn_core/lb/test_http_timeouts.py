@@ -13,8 +13,10 @@ import time
 
 import pytest
 
+from fn_core.api.connection import http_timeouts
 from fn_core.config import load_config
-from fn_core.lb.main import _timeouts, start_api
+from fn_core.lb.main import start_api
+from fn_core.testing import metric_samples
 
 SHORT = 0.3  # the timeout under test
 PATIENCE = 5.0  # how long a test waits for something that must happen
@@ -64,9 +66,7 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
 
 async def metrics(session) -> dict[str, float]:
     async with session.get("/metrics") as r:
-        text = await r.text()
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
+        return metric_samples(await r.text())
 
 
 @pytest.fixture
@@ -117,10 +117,10 @@ async def test_a_request_head_that_never_completes_is_cut_off_by_the_idle_timeou
 
 
 def test_unset_timeouts_keep_aiohttps_defaults():
-    assert _timeouts(load_config(env={})) == {}  # keep-alive 75 s, lingering 10 s
+    assert http_timeouts(load_config(env={})) == {}  # keep-alive 75 s, lingering 10 s
     config = load_config(env={"FN_HTTP_IDLE_TIMEOUT": "1m30s", "FN_REQUEST_BODY_READ_TIMEOUT": "500ms"})
-    assert _timeouts(config) == {"keepalive_timeout": 90.0, "lingering_time": 0.5}
-    assert _timeouts(load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": "1h"}))["lingering_time"] == 10.0
+    assert http_timeouts(config) == {"keepalive_timeout": 90.0, "lingering_time": 0.5}
+    assert http_timeouts(load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": "1h"}))["lingering_time"] == 10.0
 
 
 # --- FN_REQUEST_HEADER_READ_TIMEOUT ------------------------------------------------------------------------

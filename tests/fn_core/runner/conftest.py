@@ -94,15 +94,16 @@ async def start(label_tag: str, echo_image: str) -> Any:
     """``await start(**config_overrides, plugins=[...])`` -> a started RunnerNode, stopped after the test.
 
     ``listen=False``: the runner of `fn-core serve` (no gRPC server; call ``node.core`` through `LocalRunner`).
+    ``http=True``: with its HTTP port (`/metrics`) as `fn-core runner` has, on any free port (``node.http_port``).
     """
     nodes = []
 
-    async def _start(plugins: list[tuple[str, object]] = (), listen: bool = True, **overrides: Any) -> Any:
+    async def _start(plugins: list[tuple[str, object]] = (), listen: bool = True, http: bool = False, **overrides: Any) -> Any:
         overrides.setdefault("container_label_tag", label_tag)
         overrides.setdefault("iofs_path", "/tmp/fn-core-test-iofs")
         config = load_config(env={}, overrides=overrides)
         pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=plugins)
-        node = await start_runner(config, pm, host="127.0.0.1", port=0, listen=listen)
+        node = await start_runner(config, pm, host="127.0.0.1", port=0, http_port=0 if http else None, listen=listen)
         nodes.append(node)
         return node
 

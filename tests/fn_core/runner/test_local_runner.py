@@ -13,6 +13,7 @@ from fn_core.lb.main import start_lb
 from fn_core.models import slot_key
 from fn_core.plugins import get_plugin_manager
 from fn_core.runner.main import start_runner
+from fn_core.testing import metric_samples
 from fn_core.wire import CallOffer
 
 MB = 1024 * 1024
@@ -87,6 +88,10 @@ async def test_serve_path_places_on_the_local_runner(label_tag, echo_image, tmp_
             async with s.post(f"/invoke/{fn['id']}", json={"repeat": 300_000, "text": "ab"}) as r:
                 assert (r.status, r.content_length, await r.read()) == (200, 600_000, b"ab" * 300_000)
                 assert r.headers["Fn-Call-Id"] and "Transfer-Encoding" not in r.headers
+            async with s.get("/metrics") as r:  # serve's /metrics has its local runner's beside the LB's
+                samples = metric_samples(await r.text())
+            assert samples['fn_runner_calls_total{result="success"}'] == 3  # counted before its answer leaves
+            assert samples['fn_runner_container_launches_total{result="ok"}'] == 1
         assert [o.runner for o in outcomes] == [LOCAL_ADDRESS] * 3
         assert (runner.core.requests_received, runner.core.requests_handled) == (3, 3)
     finally:

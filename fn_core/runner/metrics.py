@@ -1,0 +1,109 @@
+"""The runner's Prometheus metrics: what its calls ended as, and what its containers cost and why they went.
+
+Counted where things happen (`RunnerCore` for calls, `Agent` for containers and driver operations) as
+plain integers and histograms; the gauges (calls running and waiting, containers by state, free memory
+and CPU) are read from the agent when `/metrics` is scraped, so a warm call pays for two counts only.
+A runner serves them on its HTTP port (``FN_PORT``); `fn-core serve` shows its local runner's beside
+the LB's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fn_core.metrics import Family, Histogram, by_label, exposition
+
+if TYPE_CHECKING:
+    from fn_core.runner.agent import Agent
+
+#: why a container was taken out of service (`Agent.retire`)
+RETIRE_REASONS = (
+    "idle_timeout",  # idle for its fn's idle_timeout
+    "evicted",  # idle, and its room was needed by another fn's call
+    "call_timeout",  # a call ran past its timeout: killed, a late write must never reach the next call
+    "exited",  # its process died (during a call, or while idle)
+    "bad_response",  # it answered in a way that leaves the connection unusable (too big, malformed)
+    "cancelled",  # a call was cancelled mid-request (runner shutting down)
+    "shutdown",  # the runner is stopping
+)
+
+
+class RunnerMetrics:
+    def __init__(self) -> None:
+        self.calls_by_result: dict[str, int] = {"success": 0, "error": 0, "refused": 0}
+        self.errors_by_status: dict[int, int] = {}
+        self.call_durations = Histogram()
+        self.launches_by_result: dict[str, int] = {"ok": 0, "failed": 0}
+        self.launch_durations = Histogram()
+        self.retired_by_reason: dict[str, int] = dict.fromkeys(RETIRE_REASONS, 0)
+        self.exits_by_code: dict[str, int] = {}
+        self.driver_durations: dict[str, Histogram] = {}
+        self.status_requests = 0
+
+    def observe_call(self, error_status: int | None, duration_s: float) -> None:
+        """A call answered (``error_status`` None: it succeeded); a NACK is `observe_refusal`."""
+        if error_status is None:
+            self.calls_by_result["success"] += 1
+        else:
+            self.calls_by_result["error"] += 1
+            self.errors_by_status[error_status] = self.errors_by_status.get(error_status, 0) + 1
+        self.call_durations.observe(duration_s)
+
+    def observe_refusal(self) -> None:
+        self.calls_by_result["refused"] += 1
+
+    def observe_launch(self, ok: bool, duration_s: float) -> None:
+        self.launches_by_result["ok" if ok else "failed"] += 1
+        if ok:
+            self.launch_durations.observe(duration_s)
+
+    def observe_retired(self, reason: str) -> None:
+        self.retired_by_reason[reason] += 1
+
+    def observe_exit(self, code: int, oom_killed: bool) -> None:
+        label = "oom" if oom_killed else str(code)
+        self.exits_by_code[label] = self.exits_by_code.get(label, 0) + 1
+
+    def observe_driver(self, operation: str, duration_s: float) -> None:
+        histogram = self.driver_durations.get(operation)
+        if histogram is None:
+            histogram = self.driver_durations[operation] = Histogram()
+        histogram.observe(duration_s)
+
+    def render(self, agent: Agent, running: int) -> str:
+        """The text exposition; ``running``: calls being served now (the runner's `active`)."""
+        driver = [line for operation, histogram in sorted(self.driver_durations.items())
+                  for line in histogram.samples("fn_runner_driver_seconds", f'operation="{operation}"')]
+        families: list[Family] = [
+            ("fn_runner_calls_total", "counter",
+             "Calls this runner answered: success, error, or refused (the NACK: not run, the LB may place it elsewhere).",
+             by_label("fn_runner_calls_total", "result", self.calls_by_result)),
+            ("fn_runner_call_errors_total", "counter", "Calls that ended in an error, by the error's HTTP status.",
+             by_label("fn_runner_call_errors_total", "status", dict(sorted(self.errors_by_status.items())))),
+            ("fn_runner_call_duration_seconds", "histogram", "Time from a call's offer to its finished message (refusals left out).",
+             self.call_durations.samples("fn_runner_call_duration_seconds")),
+            ("fn_runner_calls_running", "gauge", "Calls on this runner now: waiting for a container or running in one.",
+             [f"fn_runner_calls_running {running}"]),
+            ("fn_runner_calls_waiting", "gauge", "Calls waiting for a container of their function now.",
+             [f"fn_runner_calls_waiting {agent.calls_waiting()}"]),
+            ("fn_runner_containers", "gauge", "Hot containers now, by state (paused: idle and frozen).",
+             by_label("fn_runner_containers", "state", agent.container_states())),
+            ("fn_runner_container_launches_total", "counter", "Containers launched (create, start, socket ready), by result.",
+             by_label("fn_runner_container_launches_total", "result", self.launches_by_result)),
+            ("fn_runner_container_launch_seconds", "histogram",
+             "Time from launching a container to its socket being ready (a cold start's runner part).",
+             self.launch_durations.samples("fn_runner_container_launch_seconds")),
+            ("fn_runner_containers_retired_total", "counter", "Containers taken out of service, by reason.",
+             by_label("fn_runner_containers_retired_total", "reason", self.retired_by_reason)),
+            ("fn_runner_container_exits_total", "counter", "Containers found dead, by exit code (oom: killed for memory).",
+             by_label("fn_runner_container_exits_total", "code", dict(sorted(self.exits_by_code.items())))),
+            ("fn_runner_driver_seconds", "histogram", "Time the container driver (Docker) took, by operation.", driver),
+            ("fn_runner_memory_free_bytes", "gauge",
+             "Memory not reserved by containers (FN_MAX_TOTAL_MEMORY_BYTES or the host's).",
+             [f"fn_runner_memory_free_bytes {agent.budget.free_memory}"]),
+            ("fn_runner_cpu_free_mcpus", "gauge", "CPU not reserved by containers, in milli-CPUs.",
+             [f"fn_runner_cpu_free_mcpus {agent.budget.free_mcpus}"]),
+            ("fn_runner_status_requests_total", "counter", "Status requests answered (the LB's health polls).",
+             [f"fn_runner_status_requests_total {self.status_requests}"]),
+        ]
+        return exposition(families)

@@ -1,0 +1,106 @@
+"""A runner's HTTP port, as Fn's pure runner has: `/`, `/version` and `/metrics` with what its calls ended
+as and what its containers did, read over real HTTP from a real runner driven over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from fn_core import __version__
+from fn_core.testing import metric_samples, wait_until
+
+MB = 1024 * 1024
+
+
+async def scrape(node) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{node.http_port}/metrics") as r:
+        assert (r.status, r.content_type) == (200, "text/plain")
+        return metric_samples(await r.text())
+
+
+async def test_metrics_count_calls_by_result_and_containers_by_fate(start, rc):
+    node = await start(http=True, freeze_idle_msecs=-1)
+    assert (await rc.run(node.address, rc.call(), b"one")).finished.success
+    assert (await rc.run(node.address, rc.call(), b"two")).finished.success
+    assert (await rc.run(node.address, rc.call(), {"fail": "boom"})).finished.errorCode == 502  # container kept
+    assert (await rc.run(node.address, rc.call(timeout=1), {"sleep_ms": 2500})).finished.errorCode == 504  # killed
+    assert (await rc.run(node.address, rc.call(), {"exit": 3})).finished.errorStr == "container exit code 3"
+    await wait_until(lambda: node.agent.containers() == [] and not node.agent._tasks, "the dead container removed")
+
+    samples = await scrape(node)
+    assert [samples[f'fn_runner_calls_total{{result="{r}"}}'] for r in ("success", "error", "refused")] == [2, 3, 0]
+    assert samples['fn_runner_call_errors_total{status="502"}'] == 2
+    assert samples['fn_runner_call_errors_total{status="504"}'] == 1
+    assert samples["fn_runner_call_duration_seconds_count"] == 5
+    assert samples['fn_runner_call_duration_seconds_bucket{le="0.5"}'] <= 4 < samples['fn_runner_call_duration_seconds_bucket{le="2.5"}']
+    # one container for the first four calls (the timeout killed it), a second one for the crash
+    assert samples['fn_runner_container_launches_total{result="ok"}'] == 2
+    assert samples["fn_runner_container_launch_seconds_count"] == 2
+    assert 0 < samples["fn_runner_container_launch_seconds_sum"] < 20
+    assert samples['fn_runner_containers_retired_total{reason="call_timeout"}'] == 1
+    assert samples['fn_runner_containers_retired_total{reason="exited"}'] == 1
+    assert samples['fn_runner_containers_retired_total{reason="idle_timeout"}'] == 0
+    assert samples['fn_runner_container_exits_total{code="3"}'] == 1
+    assert samples['fn_runner_driver_seconds_count{operation="launch"}'] == 2
+    assert samples['fn_runner_driver_seconds_count{operation="remove"}'] == 2
+    assert [samples[f'fn_runner_containers{{state="{s}"}}'] for s in ("starting", "busy", "idle", "paused")] == [0, 0, 0, 0]
+    assert (samples["fn_runner_calls_running"], samples["fn_runner_calls_waiting"]) == (0, 0)
+    # Prometheus' process figures of the runner itself, as on every fn-core HTTP node
+    assert samples["fn_process_resident_memory_bytes"] > 0
+
+
+async def test_refusals_evictions_and_idle_containers_show(start, rc):
+    node = await start(http=True, freeze_idle_msecs=-1, max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True,
+                       evict_min_idle_msecs=300)
+    assert (await rc.run(node.address, rc.call(fn_id="fn-a", memory=128), b"a")).finished.success
+    refused = await rc.run(node.address, rc.call(fn_id="fn-b", memory=128), b"b")
+    assert (refused.started, refused.finished.errorCode) == (False, 503)  # fn-a's container is still warm: NACK
+    samples = await scrape(node)
+    assert samples['fn_runner_calls_total{result="refused"}'] == 1
+    assert samples['fn_runner_containers{state="idle"}'] == 1
+    assert samples["fn_runner_memory_free_bytes"] == 0
+
+    await asyncio.sleep(0.35)
+    assert (await rc.run(node.address, rc.call(fn_id="fn-b", memory=128), b"b")).finished.success
+    samples = await scrape(node)
+    assert samples['fn_runner_containers_retired_total{reason="evicted"}'] == 1
+    assert samples['fn_runner_calls_total{result="success"}'] == 2
+    assert samples['fn_runner_containers{state="idle"}'] == 1
+
+
+async def test_paused_containers_and_status_polls_show(start, rc):
+    node = await start(http=True, freeze_idle_msecs=0)
+    assert (await rc.run(node.address, rc.call(), b"x")).finished.success
+    await wait_until(lambda: all(c.paused for c in node.agent.containers()), "the idle container paused")
+    await node.servicer.status(b"")
+    samples = await scrape(node)
+    assert samples['fn_runner_containers{state="paused"}'] == 1
+    assert samples['fn_runner_containers{state="idle"}'] == 0
+    assert samples['fn_runner_driver_seconds_count{operation="pause"}'] == 1
+    assert samples["fn_runner_status_requests_total"] == 1
+
+
+async def test_the_http_port_answers_ping_version_and_json_errors(start):
+    node = await start(http=True)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{node.http_port}") as session:
+        async with session.get("/") as r:
+            assert r.status == 200 and (await r.json())["hello"] == "world!"
+        async with session.get("/version") as r:
+            assert (r.status, await r.json()) == (200, {"version": __version__})
+        async with session.get("/v2/apps") as r:  # a runner serves no API
+            assert (r.status, await r.json()) == (404, {"message": "Path not found"})
+        async with session.post("/metrics") as r:
+            assert (r.status, await r.json()) == (405, {"message": "Method not allowed"})
+    await node.stop()
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(f"http://127.0.0.1:{node.http_port}/metrics") as r:
+                raise AssertionError(f"a stopped runner still answers: {r.status}")
+        except aiohttp.ClientConnectionError:
+            pass
+
+
+async def test_a_runner_without_an_http_port_starts_none(start):
+    node = await start()  # what `serve` and library users get unless they ask for one
+    assert (node.http, node.http_port) == (None, 0)
