@@ -307,6 +307,10 @@ class Config:
         1000, "FN_EVICT_MIN_IDLE_MSECS", "NB mode: evict only containers idle this long, else NACK (0 = any idle one)",
         validator=_non_negative,
     )
+    max_calls_per_container: int = setting(
+        0, "FN_MAX_CALLS_PER_CONTAINER", "retire a hot container after this many calls, to contain leaks (0 = no limit)",
+        validator=_non_negative,
+    )
     freeze_idle_msecs: int = setting(
         -1, "FN_FREEZE_IDLE_MSECS", "pause idle containers after this many ms; negative = never (default: unpause costs ~35 ms)"
     )

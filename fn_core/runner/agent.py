@@ -90,6 +90,7 @@ class HotContainer:
     idle_timeout_s: float
     output: FunctionOutput | None = None  # where its stdout/stderr go (`fn-core serve`), else nowhere
     state: str = "busy"  # busy | idle | retired
+    calls: int = 0  # calls sent to it
     idle_since: float = 0.0  # loop time it last became idle
     idle_timer: asyncio.TimerHandle | None = None
     freeze_timer: asyncio.TimerHandle | None = None
@@ -232,6 +233,7 @@ class Agent:
         self.non_blocking = config.enable_nb_resource_tracker
         # blocking mode has no other runner to send a call to: any idle container may be evicted
         self.evict_min_idle_s = config.evict_min_idle_msecs / 1000 if self.non_blocking else 0.0
+        self.max_calls = config.max_calls_per_container  # 0: no limit
         self.response_limits = ResponseLimits(config.max_response_size, config.max_hdr_response_size)
         self.start_timeout_s = config.hot_start_timeout_msecs / 1000
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
@@ -310,6 +312,7 @@ class Agent:
 
     async def _request(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:
         """The request to the container, and what its outcome means for the container."""
+        container.calls += 1
         if container.output is not None:
             container.output.begin_call(call.id)
         try:
@@ -385,6 +388,9 @@ class Agent:
         """The call is over and the container healthy: hand it on or park it idle."""
         if self.closing or container.state == "retired":
             self.retire(container, "shutdown")  # a no-op for a container already retired
+            return
+        if self.max_calls and container.calls >= self.max_calls:
+            self.retire(container, "recycled")  # a waiting call gets a new container (`_after_capacity_change`)
             return
         self._make_idle(container)
 

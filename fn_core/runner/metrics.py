@@ -21,6 +21,7 @@ RETIRE_REASONS = (
     "idle_timeout",  # idle for its fn's idle_timeout
     "evicted",  # idle, and its room was needed by another fn's call
     "call_timeout",  # a call ran past its timeout: killed, a late write must never reach the next call
+    "recycled",  # it served FN_MAX_CALLS_PER_CONTAINER calls
     "exited",  # its process died (during a call, or while idle)
     "bad_response",  # it answered in a way that leaves the connection unusable (too big, malformed)
     "cancelled",  # a call was cancelled mid-request (runner shutting down)

@@ -104,3 +104,20 @@ async def test_the_http_port_answers_ping_version_and_json_errors(start):
 async def test_a_runner_without_an_http_port_starts_none(start):
     node = await start()  # what `serve` and library users get unless they ask for one
     assert (node.http, node.http_port) == (None, 0)
+
+
+async def test_a_container_is_recycled_after_max_calls(start, rc):
+    """FN_MAX_CALLS_PER_CONTAINER: a leaking function starts afresh every N calls; no call fails for it."""
+    node = await start(http=True, max_calls_per_container=2)
+    in_service = []
+    for i in range(5):
+        result = await rc.run(node.address, rc.call(), f"call {i}".encode())
+        assert result.finished.success and result.body == f"call {i}".encode()
+        in_service.append([c.id for c in node.agent.containers()])
+    # calls 1-2 in one container, retired as the 2nd is answered; 3-4 in a second; 5 in a third
+    assert [len(ids) for ids in in_service] == [1, 0, 1, 0, 1]
+    assert len({in_service[0][0], in_service[2][0], in_service[4][0]}) == 3
+    samples = await scrape(node)
+    assert samples['fn_runner_containers_retired_total{reason="recycled"}'] == 2
+    assert samples['fn_runner_container_launches_total{result="ok"}'] == 3
+    await wait_until(lambda: len(rc.containers()) == 1, "the two recycled containers removed from Docker")
