@@ -53,7 +53,7 @@ from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerE
 from fn_core.models import Call
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
-from fn_core.runner.metrics import RunnerMetrics
+from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import Budget, budget_from_config, call_needs
 from fn_core.runner.uds import (
@@ -394,9 +394,9 @@ class Agent:
             return
         self._make_idle(container)
 
-    def retire(self, container: HotContainer, reason: str, *, remove: bool = True) -> None:
+    def retire(self, container: HotContainer, reason: RetireReason, *, remove: bool = True) -> None:
         """Take a container out of service now (its resources free at once); removal runs in background.
-        ``reason``: one of `fn_core.runner.metrics.RETIRE_REASONS`, counted in /metrics."""
+        ``reason`` is counted in /metrics."""
         if container.state == "retired":
             return
         self.metrics.observe_retired(reason)
@@ -509,12 +509,12 @@ class Agent:
             self.launch_s = moving_average(self.launch_s, launch_s)
             self.metrics.observe_launch(True, launch_s)
         except BaseException as exc:
-            self.metrics.observe_launch(False, 0.0)
             queue.starting -= 1
             self.budget.release(memory, mcpus)
             self._spawn(self._remove_quietly(container_id, iofs_dir))
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown): nobody to tell
+            self.metrics.observe_launch(False, 0.0)
             error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
             log.warning("container for call %s failed to start: %s", call.id, error)
             self._fail_one_waiter(queue, error)

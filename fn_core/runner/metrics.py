@@ -9,24 +9,20 @@ the LB's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from fn_core.metrics import Family, Histogram, by_label, exposition
 
 if TYPE_CHECKING:
     from fn_core.runner.agent import Agent
 
-#: why a container was taken out of service (`Agent.retire`)
-RETIRE_REASONS = (
-    "idle_timeout",  # idle for its fn's idle_timeout
-    "evicted",  # idle, and its room was needed by another fn's call
-    "call_timeout",  # a call ran past its timeout: killed, a late write must never reach the next call
-    "recycled",  # it served FN_MAX_CALLS_PER_CONTAINER calls
-    "exited",  # its process died (during a call, or while idle)
-    "bad_response",  # it answered in a way that leaves the connection unusable (too big, malformed)
-    "cancelled",  # a call was cancelled mid-request (runner shutting down)
-    "shutdown",  # the runner is stopping
-)
+#: why a container was taken out of service (`Agent.retire`):
+#: idle for its fn's idle_timeout | idle, and its room was needed by another fn's call | a call ran past its
+#: timeout (killed: a late write must never reach the next call) | it served FN_MAX_CALLS_PER_CONTAINER calls |
+#: its process died (during a call, or while idle) | it answered in a way that leaves the connection unusable
+#: (too big, malformed) | a call was cancelled mid-request (the runner shutting down) | the runner is stopping
+RetireReason = Literal["idle_timeout", "evicted", "call_timeout", "recycled", "exited", "bad_response", "cancelled", "shutdown"]
+RETIRE_REASONS: tuple[RetireReason, ...] = get_args(RetireReason)
 
 
 class RunnerMetrics:
@@ -58,7 +54,7 @@ class RunnerMetrics:
         if ok:
             self.launch_durations.observe(duration_s)
 
-    def observe_retired(self, reason: str) -> None:
+    def observe_retired(self, reason: RetireReason) -> None:
         self.retired_by_reason[reason] += 1
 
     def observe_exit(self, code: int, oom_killed: bool) -> None:

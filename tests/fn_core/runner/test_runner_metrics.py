@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import attrs
 
 from fn_core import __version__
 from fn_core.testing import metric_samples, wait_until
@@ -121,3 +122,14 @@ async def test_a_container_is_recycled_after_max_calls(start, rc):
     assert samples['fn_runner_containers_retired_total{reason="recycled"}'] == 2
     assert samples['fn_runner_container_launches_total{result="ok"}'] == 3
     await wait_until(lambda: len(rc.containers()) == 1, "the two recycled containers removed from Docker")
+
+
+async def test_a_launch_that_fails_is_counted(start, rc):
+    node = await start(http=True, hot_pull_timeout_msecs=2000)
+    call = attrs.evolve(rc.call(), image="fn-core-test/no-such-image:never")
+    result = await rc.run(node.address, call, b"x")
+    assert not result.finished.success and result.finished.errorCode in (502, 504)  # no registry here: either
+    samples = await scrape(node)
+    assert samples['fn_runner_container_launches_total{result="failed"}'] == 1
+    assert samples['fn_runner_container_launches_total{result="ok"}'] == 0
+    assert samples[f'fn_runner_call_errors_total{{status="{result.finished.errorCode}"}}'] == 1
