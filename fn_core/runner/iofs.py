@@ -7,20 +7,13 @@ the options of ``FN_IOFS_OPTS`` (e.g. ``size=1m,nr_inodes=64``): what a function
 and goes with the container. Mounting needs root (CAP_SYS_ADMIN), and the Docker engine must see the
 runner's mounts (the same mount namespace, as a runner on the host has), else containers would get the
 empty directory underneath. `SocketDirs.check` tries both options and rights once, at start-up.
-
-A directory's name starts with the runner's ``FN_CONTAINER_LABEL_TAG``, the tag its containers carry. A runner
-that was killed leaves its directories (and with ``FN_IOFS_TMPFS`` their mounts) behind; the next runner with
-the same tag unmounts and deletes them at start-up, as its driver removes the containers they were for.
-Directories of runners with other tags under the same ``FN_IOFS_PATH`` are left alone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
-import re
 import secrets
 import shutil
 
@@ -31,30 +24,24 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 TMPFS_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
-log = logging.getLogger(__name__)
-
 
 class SocketDirs:
     """Makes and removes the socket directories of one runner, under ``root``."""
 
-    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "", owner: str = "fn-core") -> None:
+    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "") -> None:
         self.root = root
         self.tmpfs = tmpfs
         self.opts = opts
-        self.prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)[:64] or "_"  # the owner's tag, made file-name safe
-        self._ours = re.compile(re.escape(self.prefix) + r"-[0-9a-f]{8}")
         self._libc: ctypes.CDLL | None = None
 
     @classmethod
     def from_config(cls, config) -> SocketDirs:
-        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts, owner=config.container_label_tag)
+        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts)
 
     def check(self) -> None:
-        """Sweep what a killed runner with our tag left (module doc), then make and remove one directory, so
-        that a runner that cannot mount its tmpfs stops at start-up with the reason (`ConfigError`), not at
-        its first cold start."""
+        """Make and remove one directory, so that a runner that cannot mount its tmpfs stops at start-up
+        with the reason (`ConfigError`), not at its first cold start."""
         os.makedirs(self.root, mode=0o755, exist_ok=True)
-        self.sweep()
         if not self.tmpfs:
             return
         try:
@@ -67,21 +54,9 @@ class SocketDirs:
             raise ConfigError(f"FN_IOFS_TMPFS: cannot mount a tmpfs under {self.root}: {why}") from None
         self.remove(path)
 
-    def sweep(self) -> int:
-        """Unmount and delete every directory of ours under the root; how many there were."""
-        mounted = _mount_points()
-        left = [os.path.join(self.root, name) for name in os.listdir(self.root) if self._ours.fullmatch(name)]
-        for path in left:
-            if path in mounted:  # whatever FN_IOFS_TMPFS was when it was made
-                self._unmount(path)
-            shutil.rmtree(path, ignore_errors=True)
-        if left:
-            log.info("removed %d socket dir(s) left under %s by an earlier runner tagged %s", len(left), self.root, self.prefix)
-        return len(left)
-
     def make(self) -> str:
         """A new directory, 0777 (the container's user must bind its socket there); with tmpfs, mounted."""
-        path = os.path.join(self.root, f"{self.prefix}-{secrets.token_hex(4)}")
+        path = os.path.join(self.root, secrets.token_hex(4))
         os.makedirs(path, mode=0o777)
         try:
             if self.tmpfs:
@@ -112,12 +87,3 @@ class SocketDirs:
         if self._libc is None:
             self._libc = ctypes.CDLL(None, use_errno=True)
         return self._libc
-
-
-def _mount_points() -> set[str]:
-    """The mount points this process sees (field 5 of /proc/self/mountinfo; spaces there are octal escapes)."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return {line.split()[4].replace("\\040", " ") for line in f}
-    except OSError:
-        return set()
