@@ -290,7 +290,8 @@ class DockerDriver:
             pull.add_done_callback(lambda done: self._pulls.pop(image, None) if self._pulls.get(image) is done else None)
             pull.add_done_callback(_consume_pull_error)  # also when every waiter has timed out
         try:
-            await asyncio.wait_for(asyncio.shield(pull), self.config.hot_pull_timeout_msecs / 1000)
+            async with asyncio.timeout(self.config.hot_pull_timeout_msecs / 1000):  # not wait_for, which on 3.11 can drop a cancel
+                await asyncio.shield(pull)
         except TimeoutError:
             log.warning("pull of image %s timed out after %d ms", image, self.config.hot_pull_timeout_msecs)
             raise DockerPullTimeout() from None

@@ -91,7 +91,10 @@ class RunnerSet:
     async def refresh(self) -> bool:
         """Ask the pool for its runners and bring `refs` in step. False: it failed, nothing changed."""
         try:
-            listed = await asyncio.wait_for(self.source.addresses(), ASK_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that lands as the answer does,
+            # and the refresh task would then run on and keep the LB from stopping
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                listed = await self.source.addresses()
             if isinstance(listed, str) or not all(isinstance(a, str) for a in listed):
                 raise TypeError(f"addresses() must return a list of 'host:port' strings, got {listed!r}")
         except TimeoutError:

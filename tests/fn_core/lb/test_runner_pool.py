@@ -160,3 +160,29 @@ async def test_real_runners_join_and_leave_through_a_pool_plugin(fn_platform, ec
         assert (result.status, result.body) == (200, f"two-{i}".encode())
     assert (first.servicer.requests_received, second.servicer.requests_received) == (3, 3)
     assert len(platform.containers(fn["id"])) == 2  # one hot container on each runner
+
+
+class AnswersAsTheLBStops(MovingPool):
+    """After its first list, each answer waits for the test to give it."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.pending: asyncio.Future | None = None
+
+    async def addresses(self) -> list[str]:
+        if self.asked:
+            self.pending = asyncio.get_running_loop().create_future()
+            return await self.pending
+        return await super().addresses()
+
+
+async def test_the_lb_stops_when_its_pool_answers_in_the_same_moment(lb_factory):
+    """The pool's answer and the LB's shutdown land in one loop step: the refresh must still end, not run on
+    and keep the LB from exiting (asyncio.wait_for on Python 3.11 returned the answer and dropped the cancel)."""
+    pool = AnswersAsTheLBStops()
+    node, _, _ = await start(lb_factory, pool)
+    await wait_until(lambda: pool.pending is not None, "the pool was asked again")
+    pool.pending.set_result([])
+    async with asyncio.timeout(10):  # a bound on the test, not a timing: it hung for ever
+        await node.agent.pool.close()
+    assert all(task.done() for task in node.agent.pool._tasks)
