@@ -7,12 +7,19 @@ the options of ``FN_IOFS_OPTS`` (e.g. ``size=1m,nr_inodes=64``): what a function
 and goes with the container. Mounting needs root (CAP_SYS_ADMIN), and the Docker engine must see the
 runner's mounts (the same mount namespace, as a runner on the host has), else containers would get the
 empty directory underneath. `SocketDirs.check` tries both options and rights once, at start-up.
+
+Next to each directory ``<root>/<8 hex>`` lies ``<root>/<8 hex>.owner``, which holds the runner's
+``FN_CONTAINER_LABEL_TAG``: the tag its containers carry. A runner that was killed leaves its directories (with
+``FN_IOFS_TMPFS`` their mounts) behind; the next runner with the same tag unmounts and deletes them at start-up,
+as its driver removes the containers they were for. Those of runners with other tags are left alone. The tag is
+in a file of its own, not in the directory's name, because the socket's path must stay short (AF_UNIX: 108 bytes).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -23,25 +30,33 @@ from fn_core.errors import ConfigError
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 TMPFS_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+OWNER_SUFFIX = ".owner"
+
+log = logging.getLogger(__name__)
 
 
 class SocketDirs:
     """Makes and removes the socket directories of one runner, under ``root``."""
 
-    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "") -> None:
+    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "", owner: str = "fn-core") -> None:
         self.root = root
         self.tmpfs = tmpfs
         self.opts = opts
+        self.owner = owner
         self._libc: ctypes.CDLL | None = None
 
     @classmethod
     def from_config(cls, config) -> SocketDirs:
-        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts)
+        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts, owner=config.container_label_tag)
 
     def check(self) -> None:
-        """Make and remove one directory, so that a runner that cannot mount its tmpfs stops at start-up
-        with the reason (`ConfigError`), not at its first cold start."""
+        """Sweep what a killed runner with our tag left (module doc); then make and remove one directory, so
+        that a runner that cannot mount its tmpfs stops at start-up with the reason (`ConfigError`), not at
+        its first cold start."""
         os.makedirs(self.root, mode=0o755, exist_ok=True)
+        swept = self.sweep()
+        if swept:
+            log.info("removed %d socket dir(s) under %s left by an earlier runner tagged %r", swept, self.root, self.owner)
         if not self.tmpfs:
             return
         try:
@@ -54,24 +69,54 @@ class SocketDirs:
             raise ConfigError(f"FN_IOFS_TMPFS: cannot mount a tmpfs under {self.root}: {why}") from None
         self.remove(path)
 
+    def sweep(self) -> int:
+        """Unmount and delete every directory under the root whose owner file names our tag; how many."""
+        swept = 0
+        for name in os.listdir(self.root):
+            if not name.endswith(OWNER_SUFFIX):
+                continue
+            path = os.path.join(self.root, name.removesuffix(OWNER_SUFFIX))
+            try:
+                with open(path + OWNER_SUFFIX) as f:
+                    if f.read() != self.owner:
+                        continue
+            except OSError:  # gone meanwhile
+                continue
+            self._unmount(path)  # whatever FN_IOFS_TMPFS was when it was made
+            if self.remove(path):
+                swept += 1
+            else:
+                log.warning("could not remove the socket dir %s left by an earlier runner (still mounted?)", path)
+        return swept
+
     def make(self) -> str:
         """A new directory, 0777 (the container's user must bind its socket there); with tmpfs, mounted."""
         path = os.path.join(self.root, secrets.token_hex(4))
-        os.makedirs(path, mode=0o777)
+        with open(path + OWNER_SUFFIX, "x") as f:  # first: a runner killed at any step leaves nothing unowned
+            f.write(self.owner)
         try:
+            os.makedirs(path, mode=0o777)
             if self.tmpfs:
                 self._mount(path)
             os.chmod(path, 0o777)  # after the mount: the tmpfs's own root is what the container sees
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
+            self.remove(path)
             raise
         return path
 
-    def remove(self, path: str) -> None:
-        """Unmount (lazily: a late reader cannot block it) and delete; quiet, as it runs on every clean-up path."""
+    def remove(self, path: str) -> bool:
+        """Unmount (lazily: a late reader cannot block it) and delete; quiet, as it runs on every clean-up path.
+        False if the directory is still there (its owner file stays, for the next runner's sweep)."""
         if self.tmpfs:
             self._unmount(path)
         shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):
+            return False
+        try:
+            os.unlink(path + OWNER_SUFFIX)
+        except FileNotFoundError:
+            pass
+        return True
 
     def _mount(self, path: str) -> None:
         libc = self._c()

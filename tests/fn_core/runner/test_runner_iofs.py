@@ -80,3 +80,21 @@ async def test_options_the_kernel_refuses_stop_the_runner_at_start_up(iofs_root,
     with pytest.raises(ConfigError, match="FN_IOFS_TMPFS.*FN_IOFS_OPTS 'size=lots'"):
         await start(iofs_path=iofs_root, iofs_tmpfs=True, iofs_opts="size=lots")
     assert os.listdir(iofs_root) == []  # the trial dir is gone too
+
+
+async def test_a_runner_sweeps_the_socket_dirs_a_killed_runner_with_its_tag_left(iofs_root, start, rc, label_tag):
+    """A runner killed with -9 leaves its containers' tmpfs mounts; the next one with its tag removes them
+    (as its driver removes the containers), and leaves those of runners with other tags alone."""
+    crashed = await start(iofs_path=iofs_root, iofs_tmpfs=True)
+    assert (await rc.run(crashed.address, rc.call(), {"fill": "/tmp/iofs/junk", "fill_kb": 4})).finished.success
+    [container] = crashed.agent.containers()
+    left = container.iofs_dir
+    other = SocketDirs(iofs_root, tmpfs=True, owner=f"{label_tag}-other").make()  # a live runner's, tagged otherwise
+    assert {left, other} <= set(mounts())
+
+    # `crashed` is never told: the next runner with its tag starts as after a kill -9
+    await start(iofs_path=iofs_root, iofs_tmpfs=True)
+    assert left not in mounts() and not os.path.exists(left) and not os.path.exists(left + ".owner")
+    assert other in mounts()
+    assert sorted(os.listdir(iofs_root)) == [os.path.basename(other), os.path.basename(other) + ".owner"]
+    assert container.id not in {c.id for c in rc.containers()}  # and its driver removed the container
