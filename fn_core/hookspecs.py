@@ -15,6 +15,7 @@ The hooks, grouped by when they run:
 
 * start-up: `configure`, `register_placers`, `register_drivers`, `register_runner_pools`
 * each call on the LB: `override_call`, `place_call`, `call_finished`
+* each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
 * status: `runner_status`
 """
@@ -28,6 +29,7 @@ from fn_core import hookspec
 if TYPE_CHECKING:
     from fn_core.config import Config
     from fn_core.models import Call
+    from fn_core.plugins import FnPluginManager
     from fn_core.records import CallOutcome, Driver, Placer, RunnerPool, RunnerRef, RunnerStatus
 
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 # start-up
 # --------------------------------------------------------------------------------------------
 @hookspec(historic=True)
-def configure(config: Config) -> None:
+def configure(config: Config, plugin_manager: FnPluginManager) -> None:
     """Give every plugin the platform's configuration, once, at start-up.
 
     When: right after the plugin manager is built and the placer and driver are selected,
@@ -45,6 +47,10 @@ def configure(config: Config) -> None:
     :param config: the validated `fn_core.config.Config`. A plugin's own settings are the
         config file's ``[plugins.<name>]`` table: ``config.plugin_settings("<name>")`` returns
         it as a dict (empty when absent).
+    :param plugin_manager: the `fn_core.plugins.FnPluginManager` being built. A plugin that is
+        only wanted under some setting registers its working object here (as pytest's plugins
+        do in ``pytest_configure``): the object's hooks then run for this manager alone, with
+        no state at module level. The built-in ``trace-zipkin`` does so when ``zipkin_url`` is set.
     :return: ignored.
 
     Errors: raise `fn_core.errors.ConfigError` to stop start-up with your message (say which
@@ -56,6 +62,11 @@ def configure(config: Config) -> None:
         def configure(config):
             global RATIO
             RATIO = int(config.plugin_settings("cpu-shares").get("shares_per_mb", 0))
+
+        @hookimpl
+        def configure(config, plugin_manager):
+            if config.plugin_settings("audit").get("enabled"):
+                plugin_manager.register(AuditLog(config), name="audit:log")
     """
 
 
@@ -235,6 +246,32 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
         @hookimpl
         def call_finished(call, outcome):
             BILLING[call.app_id] += outcome.duration_s * call.memory
+    """
+
+
+@hookspec
+def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
+    """Be told that a call this runner ran has ended: per-container accounting, tracing.
+
+    When: once per call the runner took (not after a NACK, which the LB places elsewhere), after
+    Fn's ``finished`` message has gone to the LB: the LB's answer never waits for it. Every impl
+    runs; an impl that raises is logged with its name and the others still run.
+    Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
+
+    :param call: the call as the LB sent it (its ``headers`` are the client's request headers).
+    :param outcome: `fn_core.records.CallOutcome`: the status the LB was sent (the function's on
+        success, the error's otherwise), the error message ("" on success), and ``duration_s``
+        from the call's arrival at the runner to its end (waiting for a container included);
+        ``runner``, ``attempts`` and ``request_id`` are empty here.
+    :return: ignored.
+
+    Errors: exceptions are logged and swallowed.
+
+    Example::
+
+        @hookimpl
+        def runner_call_finished(call, outcome):
+            SECONDS_BY_APP[call.app_id] += outcome.duration_s
     """
 
 

@@ -134,7 +134,7 @@ def get_plugin_manager(
         pm.register(pm.placer.hooks, name=f"placer:{pm.placer.name}")
         pm.driver = _select(pm.drivers, "driver", config.driver)
         pm.runner_pool = _select(pm.runner_pools, "runner pool", config.runner_pool)
-    pm.hook.configure.call_historic(kwargs={"config": config})
+    pm.hook.configure.call_historic(kwargs={"config": config, "plugin_manager": pm})
     return pm
 
 

@@ -146,7 +146,7 @@ def make_call(
 
 def lb_prepare(pm: FnPluginManager, call: Any) -> dict[str, str]:
     """Run the `override_call` step as the LB does; returns the extensions (APIError propagates)."""
-    from fn_core.lb.hooks import run_override_call
+    from fn_core.hook_calls import run_override_call
 
     extensions: dict[str, str] = {}
     run_override_call(pm.hook.override_call, call, extensions)

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from aiohttp import web
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +51,37 @@ def sleeper(tmp_path):
     for process in started:
         process.kill()
         process.wait()
+
+
+class ZipkinCollector:
+    """Zipkin's ``/api/v2/spans``, in miniature: each POST's JSON list is kept; ``status`` is what it answers."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.spans: list[dict] = []
+        self.status = 202
+
+    async def take(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/json"
+        if self.status == 202:
+            self.spans.extend(await request.json())
+        return web.Response(status=self.status)
+
+    def of_call(self, call_id: str) -> dict[str, dict]:
+        """The spans tagged with this call id, by the service that sent them."""
+        return {s["localEndpoint"]["serviceName"]: s for s in self.spans if s["tags"].get("fn.call_id") == call_id}
+
+
+@pytest.fixture
+async def zipkin_collector():
+    """A Zipkin collector on 127.0.0.1 (its ``url`` is for FN_ZIPKIN_URL) for this test."""
+    kept = ZipkinCollector()
+    app = web.Application()
+    app.router.add_post("/api/v2/spans", kept.take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    kept.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v2/spans"
+    yield kept
+    await runner.cleanup()

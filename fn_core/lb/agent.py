@@ -17,8 +17,8 @@ from collections.abc import Callable
 import attrs
 
 from fn_core.errors import APIError, ServerTooBusy
+from fn_core.hook_calls import run_isolated, run_override_call
 from fn_core.lb.call import CallTemplate
-from fn_core.lb.hooks import run_isolated, run_override_call
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
 from fn_core.lb.runner_client import ExecResult

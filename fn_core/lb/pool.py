@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fn_core.config import is_host_port
 from fn_core.errors import ConfigError
-from fn_core.lb.hooks import run_isolated
+from fn_core.hook_calls import run_isolated
 from fn_core.lb.runner_client import RunnerClient, client_ssl_context
 from fn_core.models import MAX_TIMEOUT_S
 from fn_core.records import RunnerRef

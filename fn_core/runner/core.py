@@ -10,14 +10,16 @@ whichever way its calls come in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Protocol
 
 from fn_core.errors import APIError, BadRequest, InvalidImage, ServerTooBusy
+from fn_core.hook_calls import run_isolated
 from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
-from fn_core.records import RunnerStatus
+from fn_core.records import CallOutcome, RunnerStatus
 from fn_core.runner.agent import Agent
 from fn_core.runner.status_image import EMPTY_PAYLOAD, StatusImageCheck
 from fn_core.wire import CallOffer
@@ -70,6 +72,8 @@ class RunnerCore:
         self.active = 0
         self.requests_received = 0
         self.requests_handled = 0
+        # read once: with no listener (the usual case) a call makes no outcome record at all
+        self.listened = bool(hook.runner_call_finished.get_hookimpls())
 
     async def engage(self, io: CallIO) -> None:
         self.active += 1
@@ -104,13 +108,13 @@ class RunnerCore:
         if body is None:
             return False  # the LB went away before sending the whole body
 
-        started = False
+        started = 0  # the status sent in `result_start`, once it is
         ran_ns = 0
         nacked: bool | None = None  # set once `finished` is sent
 
         async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
             nonlocal started
-            started = True
+            started = status
             await io.start(status, headers)
 
         async def on_data(chunk: bytes) -> None:
@@ -143,9 +147,9 @@ class RunnerCore:
         return await self._finish(io, call, outcome, started, started_ns, created, ran_ns)
 
     async def _finish(
-        self, io: CallIO, call: Call, outcome: Exception | None, started: bool, started_ns: int, created: str, ran_ns: int
+        self, io: CallIO, call: Call, outcome: Exception | None, started: int, started_ns: int, created: str, ran_ns: int
     ) -> bool:
-        """Send `finished` for the call's outcome; True when it is the NACK."""
+        """Send `finished` for the call's outcome (``started``: the status sent, 0 if none); True when it is the NACK."""
         error: APIError | None = None
         if isinstance(outcome, APIError):
             error = outcome
@@ -160,7 +164,16 @@ class RunnerCore:
             error = APIError(error.message, status=500)  # never a late NACK: the call was committed
         self._count(error, started_ns)
         await io.finish(finished(call, error, started_ns, created, ran_ns or started_ns))
+        if self.listened:
+            status = error.status if error is not None else started or 200
+            outcome_record = CallOutcome(
+                status=status, error=error.message if error else "", duration_s=(time.monotonic_ns() - started_ns) / 1e9
+            )
+            asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome_record)
         return False
+
+    def _tell_listeners(self, call: Call, outcome: CallOutcome) -> None:
+        run_isolated(self.hook.runner_call_finished, call=call, outcome=outcome)
 
     def _count(self, error: APIError | None, started_ns: int) -> None:
         self.metrics.observe_call(None if error is None else error.status, (time.monotonic_ns() - started_ns) / 1e9)

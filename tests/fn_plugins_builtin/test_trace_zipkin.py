@@ -1,0 +1,119 @@
+"""FN_ZIPKIN_URL: each call's LB and runner spans reach a Zipkin collector, in the client's trace.
+
+The collector is `zipkin_collector` (tests/conftest.py), a real HTTP server on 127.0.0.1; the platform
+is a real LB and runner over gRPC, with real Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from fn_core.testing import wait_until
+from fn_plugins_builtin.trace_zipkin import Parent, lb_span_id, parent_of
+
+TRACE = "463ac35c9f6413ad48485a3953bb6124"
+CLIENT_SPAN = "a2fb4a1d1a96d312"
+
+
+async def test_a_calls_lb_and_runner_spans_reach_zipkin_in_the_clients_trace(fn_platform, echo_image, zipkin_collector):
+    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url})
+    fn = await platform.deploy(echo_image)
+    headers = {"X-B3-TraceId": TRACE, "X-B3-SpanId": CLIENT_SPAN, "X-B3-Sampled": "1"}
+    result = await platform.invoke(fn["id"], b"traced", headers=headers)
+    assert (result.status, result.body) == (200, b"traced")
+    call_id = result.headers["Fn-Call-Id"]
+
+    await wait_until(lambda: len(zipkin_collector.of_call(call_id)) == 2, "both spans reached the collector", timeout_s=10)
+    spans = zipkin_collector.of_call(call_id)
+    lb, runner = spans["fn-core-lb"], spans["fn-core-runner"]
+    assert lb["traceId"] == runner["traceId"] == TRACE
+    assert lb["parentId"] == CLIENT_SPAN  # the client's span is the LB's parent ...
+    assert runner["parentId"] == lb["id"]  # ... and the LB's the runner's
+    assert lb["kind"] == runner["kind"] == "SERVER"
+    assert lb["name"] == runner["name"].replace("run", "invoke") == f"invoke {fn['id']}"
+    assert lb["tags"]["http.status_code"] == runner["tags"]["http.status_code"] == "200"
+    assert lb["tags"]["fn.runner"] == platform.runners[0].address and lb["tags"]["fn.attempts"] == "1"
+    assert runner["tags"]["fn.image"] == echo_image and "error" not in lb["tags"]
+    # the runner's part lies within the LB's
+    assert lb["timestamp"] <= runner["timestamp"] and runner["duration"] <= lb["duration"]
+
+
+async def test_unsampled_calls_make_no_span_and_untraced_ones_start_a_trace(fn_platform, echo_image, zipkin_collector):
+    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url})
+    fn = await platform.deploy(echo_image)
+    unsampled = await platform.invoke(fn["id"], b"not me", headers={"X-B3-Sampled": "0", "X-B3-TraceId": TRACE,
+                                                                     "X-B3-SpanId": CLIENT_SPAN})
+    untraced = await platform.invoke(fn["id"], b"new trace")
+    assert unsampled.status == untraced.status == 200
+    await wait_until(lambda: len(zipkin_collector.of_call(untraced.headers["Fn-Call-Id"])) == 2, "spans arrived", timeout_s=10)
+    assert zipkin_collector.of_call(unsampled.headers["Fn-Call-Id"]) == {}
+    spans = zipkin_collector.of_call(untraced.headers["Fn-Call-Id"])
+    assert "parentId" not in spans["fn-core-lb"]  # a root span
+    assert spans["fn-core-runner"]["traceId"] == spans["fn-core-lb"]["traceId"] != TRACE
+
+
+async def test_an_error_is_tagged_and_a_collector_outage_costs_no_call(fn_platform, echo_image, zipkin_collector, caplog):
+    caplog.set_level(logging.INFO, logger="fn_plugins_builtin.trace_zipkin")
+    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url})
+    fn = await platform.deploy(echo_image)
+    failed = await platform.invoke(fn["id"], b'{"fail": "boom"}')
+    assert failed.status == 502
+    await wait_until(lambda: len(zipkin_collector.of_call(failed.headers["Fn-Call-Id"])) == 2, "spans arrived", timeout_s=10)
+    for span in zipkin_collector.of_call(failed.headers["Fn-Call-Id"]).values():
+        assert span["tags"]["http.status_code"] == "502" and span["tags"]["error"]
+
+    zipkin_collector.status = 500
+    lost = await platform.invoke(fn["id"], b"while Zipkin is down")
+    assert lost.status == 200
+    await wait_until(lambda: "did not take" in caplog.text, "the outage was logged", timeout_s=10)
+    zipkin_collector.status = 202
+    ok = await platform.invoke(fn["id"], b"after the outage")
+    assert ok.status == 200
+    await wait_until(lambda: len(zipkin_collector.of_call(ok.headers["Fn-Call-Id"])) == 2, "spans flow again", timeout_s=10)
+    assert zipkin_collector.of_call(lost.headers["Fn-Call-Id"]) == {}  # lost with the outage, and said so
+    assert caplog.text.count("did not take") == 1 and "HTTP 500" in caplog.text  # once per outage, not per batch
+    assert "takes spans again" in caplog.text
+
+
+async def test_without_zipkin_url_the_exporter_is_not_there(make_plugin_manager):
+    pm = make_plugin_manager()
+    assert pm.get_plugin("trace-zipkin:exporter") is None
+    assert not pm.hook.runner_call_finished.get_hookimpls()  # so a runner makes no outcome record per call
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-B3-Traceid": [TRACE], "X-B3-Spanid": [CLIENT_SPAN]}, Parent(TRACE, CLIENT_SPAN)),
+        ({"X-B3-Traceid": [TRACE[16:]], "X-B3-Spanid": [CLIENT_SPAN], "X-B3-Sampled": ["0"]}, Parent(TRACE[16:], CLIENT_SPAN, False)),
+        ({"B3": [f"{TRACE}-{CLIENT_SPAN}-1"]}, Parent(TRACE, CLIENT_SPAN)),
+        ({"Traceparent": [f"00-{TRACE}-{CLIENT_SPAN}-00"]}, Parent(TRACE, CLIENT_SPAN, False)),
+        ({"Fn-Http-H-Traceparent": [f"00-{TRACE}-{CLIENT_SPAN}-01"]}, Parent(TRACE, CLIENT_SPAN)),  # a trigger's
+    ],
+)
+def test_the_clients_trace_context_is_read_from_b3_or_w3c_headers(headers, expected):
+    assert parent_of("call-1", headers) == expected
+
+
+@pytest.mark.parametrize("bad", [{"X-B3-Traceid": ["not-hex"], "X-B3-Spanid": [CLIENT_SPAN]}, {"Traceparent": ["00-0-0-01"]}, {}])
+def test_a_missing_or_malformed_context_starts_a_trace_of_the_calls_own(bad):
+    parent = parent_of("call-1", bad)
+    assert parent == Parent(parent_of("call-1", {}).trace_id) and len(parent.trace_id) == 32
+    assert parent.trace_id != parent_of("call-2", {}).trace_id and lb_span_id("call-1") != lb_span_id("call-2")
+
+
+async def test_spans_left_at_shutdown_are_sent(zipkin_collector):
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.trace_zipkin import ZipkinExporter
+
+    exporter = ZipkinExporter(zipkin_collector.url)
+    exporter.call_finished(Call(id="call-9", app_id="a", fn_id="f"), CallOutcome(status=200, duration_s=0.001))
+    await asyncio.sleep(0)
+    exporter._task.cancel()  # as the node's loop ends, before the next flush
+    with pytest.raises(asyncio.CancelledError):
+        await exporter._task
+    assert [s["id"] for s in zipkin_collector.spans] == [lb_span_id("call-9")]

@@ -1,0 +1,27 @@
+"""FN_ZIPKIN_URL across processes: `fn-core lb` and `fn-core runner` each send their span of a call."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from fn_core.testing import wait_until
+
+TIMEOUT = aiohttp.ClientTimeout(total=60)
+
+
+async def test_an_lb_and_a_runner_process_each_send_their_span_of_a_call(platform, deploy_echo, zipkin_collector):
+    runner = await platform.runner(FN_ZIPKIN_URL=zipkin_collector.url)
+    lb = await platform.lb([runner], FN_ZIPKIN_URL=zipkin_collector.url)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        async with s.post(f"/invoke/{fn_id}", data=b"traced", headers={"traceparent": traceparent}) as r:
+            assert (r.status, await r.read()) == (200, b"traced")
+            call_id = r.headers["Fn-Call-Id"]
+
+    await wait_until(lambda: len(zipkin_collector.of_call(call_id)) == 2, "a span from each process", timeout_s=15)
+    spans = zipkin_collector.of_call(call_id)
+    lb_span, runner_span = spans["fn-core-lb"], spans["fn-core-runner"]
+    assert lb_span["traceId"] == runner_span["traceId"] == "0af7651916cd43dd8448eb211c80319c"
+    assert (lb_span["parentId"], runner_span["parentId"]) == ("b7ad6b7169203331", lb_span["id"])
+    assert lb_span["tags"]["fn.runner"] == runner.address
