@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 import attrs
 
 from fn_core import hookimpl
@@ -144,8 +145,6 @@ class ZipkinExporter:
             self._wake.set()
 
     async def _send_forever(self) -> None:
-        import aiohttp
-
         assert self._wake is not None
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S)) as session:
             try:
@@ -161,9 +160,7 @@ class ZipkinExporter:
                 await self._send(session)  # at shutdown: what is left goes out once more
                 raise
 
-    async def _send(self, session) -> None:
-        import aiohttp
-
+    async def _send(self, session: aiohttp.ClientSession) -> None:
         while self.pending:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
             try:
