@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ FLUSH_S = 0.5  # how long a finished span may wait for its batch
 MAX_BATCH = 200
 MAX_PENDING = 10_000  # beyond this, with the collector down or slow, new spans are dropped (and counted)
 POST_TIMEOUT_S = 5.0
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 @hookimpl
@@ -87,7 +89,7 @@ def _derived(call_id: str, role: str, digits: int) -> str:
 
 def _hex(value: str, *lengths: int) -> bool:
     """Lowercase hex of one of these lengths, not all zeros (an id of zeros is invalid in B3 and W3C alike)."""
-    return len(value) in lengths and all(c in "0123456789abcdef" for c in value) and value.strip("0") != ""
+    return len(value) in lengths and _HEX.fullmatch(value) is not None and value.strip("0") != ""
 
 
 class ZipkinExporter:
