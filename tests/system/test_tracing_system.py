@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from fn_core.testing import wait_until
@@ -25,3 +27,17 @@ async def test_an_lb_and_a_runner_process_each_send_their_span_of_a_call(platfor
     assert lb_span["traceId"] == runner_span["traceId"] == "0af7651916cd43dd8448eb211c80319c"
     assert (lb_span["parentId"], runner_span["parentId"]) == ("b7ad6b7169203331", lb_span["id"])
     assert lb_span["tags"]["fn.runner"] == runner.address
+
+
+async def test_spans_still_waiting_for_their_batch_are_sent_as_the_nodes_stop(platform, deploy_echo, zipkin_collector):
+    runner = await platform.runner(FN_ZIPKIN_URL=zipkin_collector.url)
+    lb = await platform.lb([runner], FN_ZIPKIN_URL=zipkin_collector.url)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"last call") as r:
+            assert r.status == 200
+            call_id = r.headers["Fn-Call-Id"]
+    # SIGTERM at once, before the next batch is due; in threads, so that the collector (on this loop) can answer
+    codes = await asyncio.gather(asyncio.to_thread(lb.proc.stop), asyncio.to_thread(runner.proc.stop))
+    assert codes == [0, 0], lb.proc.log() + runner.proc.log()
+    assert set(zipkin_collector.of_call(call_id)) == {"fn-core-lb", "fn-core-runner"}
