@@ -8,8 +8,10 @@ The trace a call joins is the client's: B3 headers (``X-B3-TraceId``, ``X-B3-Spa
 ``X-B3-Sampled``, or the single ``b3``) or W3C ``traceparent``, on ``/invoke`` and on triggers
 alike. A call without them starts a trace of its own. Nothing extra crosses the LB -> runner
 stream: the runner reads the same headers from the call, and both nodes derive the call's span
-ids from its id, so the runner's span is the child of the LB's wherever each is recorded. A
-client that sends ``X-B3-Sampled: 0`` (or a ``traceparent`` not sampled) gets no span.
+ids from its id, so the runner's span is the child of the LB's wherever each is recorded. (Sending
+the LB's span id as a call extension instead would cost every call the LB's call template: see
+`LBAgent.prepare`. The price: a runner behind an LB that records no span names a parent that never
+arrives.) A client that sends ``X-B3-Sampled: 0`` (or a ``traceparent`` not sampled) gets no span.
 """
 
 from __future__ import annotations
