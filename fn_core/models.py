@@ -182,7 +182,7 @@ class Call:
     def shared_json(self) -> str:
         """The JSON members of every field but the `PER_CALL_FIELDS` (no braces): the same for
         every call of one fn version, until a plugin changes a call."""
-        return _COMPACT_JSON.encode(self.to_json_dict(_SHARED_FIELDS))[1:-1]
+        return _COMPACT_JSON.encode(self.to_json_dict(SHARED_FIELDS))[1:-1]
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Call:
@@ -217,7 +217,8 @@ _CALL_ALWAYS = frozenset(("id", "image", "type"))
 #: what differs between the calls of one fn version; the rest comes from its app and fn
 PER_CALL_FIELDS = ("id", "trigger_id", "type", "headers", "method", "url", "status", "error", "created_at",
                    "started_at", "completed_at")
-_SHARED_FIELDS = tuple(name for name in _CALL_FIELDS if name not in PER_CALL_FIELDS)
+#: the rest: all that the slot key and `Call.shared_json` are made of
+SHARED_FIELDS = tuple(name for name in _CALL_FIELDS if name not in PER_CALL_FIELDS)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _CALL_FIELD_TYPES: dict[str, type] = {
     f.name: dict if str(f.type).startswith("dict") else {"str": str, "int": int}[str(f.type)] for f in attrs.fields(Call)

@@ -58,14 +58,16 @@ class LBAgent:
     def prepare(self, call: Call, template: CallTemplate | None = None) -> CallOffer:
         """Run the `override_call` hooks, then take the slot key (after them: they may change it).
 
-        A call made from ``template`` with no such hook installed is the template's call: its slot
-        key and most of its JSON are the template's, worked out once per fn version.
+        A call made from ``template`` that no such hook changed is the template's call: its slot key
+        and most of its JSON are the template's, worked out once per fn version.
         """
         hook = self.pm.hook.override_call
         if template is not None and not hook.get_hookimpls():
             return CallOffer(call, template.slot_key, shared_json=template.shared_json)
         extensions: dict[str, str] = {}
         run_override_call(hook, call, extensions)
+        if template is not None and template.unchanged(call):
+            return CallOffer(call, template.slot_key, extensions, shared_json=template.shared_json)
         return CallOffer(call, slot_key(call), extensions)
 
     async def place(

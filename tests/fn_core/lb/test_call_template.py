@@ -50,3 +50,31 @@ def test_templates_follow_the_records_the_lookup_cache_hands_out():
 
 def _call_json(offer: CallOffer) -> str:
     return getattr(pb.ClientMsg.FromString(offer.try_bytes()), "try").models_call_json
+
+
+def test_a_call_an_override_call_plugin_read_but_left_alone_keeps_the_templates_key_and_json():
+    from fn_core import hookimpl
+    from fn_core.config import Config
+    from fn_core.lb.agent import LBAgent
+    from fn_core.testing import build_plugin_manager
+
+    class ReadsOnly:  # as cpu-shares: reads an annotation, writes an extension
+        @hookimpl
+        def override_call(self, call, extensions):
+            extensions["reads-only/seen"] = str(call.annotations["x/a"])
+
+    class RaisesMemory:
+        @hookimpl
+        def override_call(self, call):
+            call.memory = 512
+
+    template = CallTemplate.of(*_records())
+    for plugin, kept in ((ReadsOnly(), True), (RaisesMemory(), False)):
+        agent = LBAgent(Config(), build_plugin_manager(plugin), pool=None)  # prepare needs no runner
+        call = template.new_call(method="POST", url="u", headers={})
+        offer = agent.prepare(call, template)
+        whole = CallOffer(call, slot_key(call), offer.extensions)
+        assert offer.slot_key == whole.slot_key and (offer.slot_key == template.slot_key) is kept
+        assert (offer.shared_json == template.shared_json) is kept
+        assert json.loads(_call_json(offer)) == json.loads(_call_json(whole)) == call.to_json_dict()
+    assert offer.extensions == {} and json.loads(_call_json(offer))["memory"] == 512
