@@ -68,6 +68,11 @@ class FnPluginManager(pluggy.PluginManager):
             plugin = self.get_plugin(name)
             if plugin is not None:
                 info.hooks = sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
+        for name, obj in self.list_name_plugin():  # objects a plugin registered in `configure`, as "<plugin>:<what>"
+            owner, _, _ = name.partition(":")
+            if owner in self.infos and name != owner:
+                info = self.infos[owner]
+                info.hooks = sorted(set(info.hooks) | {caller.name for caller in self.get_hookcallers(obj) or []})
         for placer, owner in self.placers.values():
             info = self.infos[owner]
             info.provides.append(f"placer: {placer.name}")

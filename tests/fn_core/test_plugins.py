@@ -11,6 +11,7 @@ from fn_core.config import load_config
 from fn_core.errors import ConfigError, PluginError
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
+from fn_core.records import CallOutcome
 
 
 def make_dist(tmp_path, monkeypatch, dist, module, source, ep_name=None):
@@ -133,6 +134,30 @@ def test_configure_reaches_plugins_with_their_own_settings(tmp_path):
 
     get_plugin_manager(load_config(cfg, env={}), load_entrypoints=False, extra_plugins=[("recorder", Recorder())])
     assert seen == {"greeting": "hello"}
+
+
+def test_a_plugin_can_register_its_object_in_configure_and_is_listed_with_its_hooks(tmp_path):
+    """pytest's idiom: a plugin wanted only under a setting registers an object of its own at configure."""
+    cfg = tmp_path / "fn.toml"
+    seen = []
+
+    class AuditLog:
+        @hookimpl
+        def call_finished(self, call, outcome):
+            seen.append((call.id, outcome.status))
+
+    class Audit:
+        @hookimpl
+        def configure(self, config, plugin_manager):
+            if config.plugin_settings("audit").get("enabled"):
+                plugin_manager.register(AuditLog(), name="audit:log")
+
+    for enabled in (False, True):
+        cfg.write_text(f"[plugins.audit]\nenabled = {str(enabled).lower()}\n")
+        pm = get_plugin_manager(load_config(cfg, env={}), load_entrypoints=False, extra_plugins=[("audit", Audit())])
+        pm.hook.call_finished(call=Call(id=f"c-{enabled}"), outcome=CallOutcome(status=200))
+        assert infos_by_name(pm)["audit"].hooks == (["call_finished", "configure"] if enabled else ["configure"])
+    assert seen == [("c-True", 200)]  # one manager's object; the other manager has none
 
 
 def test_a_plugin_class_instead_of_an_instance_is_refused_with_its_name():
