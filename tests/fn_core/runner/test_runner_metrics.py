@@ -1,5 +1,5 @@
 """A runner's HTTP port, as Fn's pure runner has: `/`, `/version` and `/metrics` with what its calls ended
-as and what its containers did, read over real HTTP from a real runner driven over real gRPC."""
+as and what its containers did (and `/debug/stacks`), read over real HTTP from a real runner driven over real gRPC."""
 
 from __future__ import annotations
 
@@ -133,3 +133,15 @@ async def test_a_launch_that_fails_is_counted(start, rc):
     assert samples['fn_runner_container_launches_total{result="failed"}'] == 1
     assert samples['fn_runner_container_launches_total{result="ok"}'] == 0
     assert samples[f'fn_runner_call_errors_total{{status="{result.finished.errorCode}"}}'] == 1
+
+
+async def test_the_http_port_shows_where_the_runner_waits(start, rc):
+    """/debug/stacks: a call in its container shows as a task waiting on the container's socket."""
+    node = await start(http=True)
+    slow = asyncio.create_task(rc.run(node.address, rc.call(), {"sleep_ms": 1500}))
+    await wait_until(lambda: node.agent.container_states()["busy"] == 1, "the call is in its container", timeout_s=15)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{node.http_port}/debug/stacks") as r:
+        assert r.status == 200
+        dump = await r.text()
+    assert (await slow).finished.success
+    assert "in _exchange" in dump and "fn_core/runner/uds.py" in dump
