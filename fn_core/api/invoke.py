@@ -97,6 +97,9 @@ class InvokeApi:
         status = 500
         refused = False
         rid = self.request_ids.of(request) if self.request_ids is not None else ""
+        task = asyncio.current_task()
+        if task is not None:  # aiohttp runs each request in a task of its own: named, /debug/stacks says whose
+            task.set_name(f"invoke {call.id}")
         agent.metrics.inflight += 1
         try:
             try:

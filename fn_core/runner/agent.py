@@ -292,7 +292,7 @@ class Agent:
         if on_committed is not None:
             await on_committed()
         relay = Relay(on_start, on_data, on_end)
-        exchange = self._spawn(self._exchange(container, call, body, relay))
+        exchange = self._spawn(self._exchange(container, call, body, relay), f"call {call.id}")
         try:
             await asyncio.shield(exchange)
         except asyncio.CancelledError:
@@ -409,7 +409,7 @@ class Agent:
                 timer.cancel()
         queue.containers.discard(container)
         self.budget.release(container.memory, container.mcpus)
-        self._spawn(self._dispose(container, remove))
+        self._spawn(self._dispose(container, remove), "remove container")
         self._after_capacity_change(queue)
 
     def begin_shutdown(self) -> None:
@@ -453,7 +453,7 @@ class Agent:
                     return
             queue.starting += 1
             need -= 1
-            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
+            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus), f"launch {queue.call.fn_id}")
 
     def _grow(self, queue: SlotQueue) -> None:
         """One more container for a backlog, into free room only: its calls are being served, so it
@@ -463,7 +463,7 @@ class Agent:
         memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
         if self.budget.try_reserve(memory, mcpus):
             queue.starting += 1
-            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus))
+            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus), f"launch {queue.call.fn_id}")
 
     def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
         """Retire idle containers of other slots, idle the longest first, only if that frees enough."""
@@ -511,7 +511,7 @@ class Agent:
         except BaseException as exc:
             queue.starting -= 1
             self.budget.release(memory, mcpus)
-            self._spawn(self._remove_quietly(container_id, iofs_dir))
+            self._spawn(self._remove_quietly(container_id, iofs_dir), "remove container")
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown): nobody to tell
             self.metrics.observe_launch(False, 0.0)
@@ -600,7 +600,7 @@ class Agent:
         if (due := _idle_until(container, self.freeze_s, fired_for)) is not None:
             container.freeze_timer = asyncio.get_running_loop().call_at(due, self._freeze_check, container, due)
             return
-        container.pause_task = self._spawn(self._pause(container))
+        container.pause_task = self._spawn(self._pause(container), "pause container")
 
     async def _pause(self, container: HotContainer) -> None:
         began = time.monotonic()
@@ -623,7 +623,7 @@ class Agent:
         """An idle container that died (OOM, killed, its process exited): the call takes another one
         instead of failing with a 502, as Fn's first call after idle did (fn#1470)."""
         self.retire(container, "exited", remove=False)
-        self._spawn(self._report_gone(container))
+        self._spawn(self._report_gone(container), "container gone")
 
     async def _report_gone(self, container: HotContainer) -> None:
         status = await self.driver.exit_status(container.id, wait_s=2.0)
@@ -638,7 +638,7 @@ class Agent:
     async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
         status = await self.driver.exit_status(container.id, wait_s=2.0)
         self._count_exit(status)
-        self._spawn(self._dispose(container, True))
+        self._spawn(self._dispose(container, True), "remove container")
         if status is None:
             return APIError(f"error receiving function response: {cause}", status=502, user_error=True)
         if status.oom_killed or status.code == 137:
@@ -667,8 +667,8 @@ class Agent:
         if iofs_dir:
             self.socket_dirs.remove(iofs_dir)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)  # named: /debug/stacks shows what each is
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -144,4 +144,4 @@ async def test_the_http_port_shows_where_the_runner_waits(start, rc):
         assert r.status == 200
         dump = await r.text()
     assert (await slow).finished.success
-    assert "in _exchange" in dump and "fn_core/runner/uds.py" in dump
+    assert "task 'call " in dump and "in _exchange" in dump and "fn_core/runner/uds.py" in dump
