@@ -38,11 +38,6 @@ FN_VARIABLES_WITHOUT_EFFECT = {
     "FN_JAEGER_URL": "fn-core sends traces to Zipkin only: set FN_ZIPKIN_URL (a Jaeger collector takes Zipkin's format on its port 9411)",
     "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
     "FN_HOT_LAUNCHER_TIMEOUT_MSECS": "a function's queue on a runner goes as soon as it has no container and no waiting call",
-    "FN_EXPERIMENTAL_PREFORK_POOL_SIZE": "there is no prefork pool",
-    "FN_EXPERIMENTAL_PREFORK_IMAGE": "there is no prefork pool",
-    "FN_EXPERIMENTAL_PREFORK_CMD": "there is no prefork pool",
-    "FN_EXPERIMENTAL_PREFORK_USE_ONCE": "there is no prefork pool",
-    "FN_EXPERIMENTAL_PREFORK_NETWORKS": "there is no prefork pool",
 }
 
 
@@ -347,6 +342,14 @@ class Config:
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
     docker_networks: Words = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
+    prefork_pool_size: int = setting(
+        0, "FN_EXPERIMENTAL_PREFORK_POOL_SIZE",
+        "idle donor containers whose network namespaces new hot containers join: faster cold starts (0 = none)", validator=_non_negative,
+    )
+    prefork_image: str = setting("busybox", "FN_EXPERIMENTAL_PREFORK_IMAGE", "image of the donors (on the engine, or pullable)")
+    prefork_cmd: str = setting("tail -f /dev/null", "FN_EXPERIMENTAL_PREFORK_CMD", "what a donor runs: anything that waits for ever")
+    prefork_use_once: bool = setting(False, "FN_EXPERIMENTAL_PREFORK_USE_ONCE", "a donor serves one container, then is replaced")
+    prefork_networks: Words = setting([], "FN_EXPERIMENTAL_PREFORK_NETWORKS", "networks of the donors (space or comma list; '' = Docker's default)")
     image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")
     image_clean_max_size: int = setting(
         0, "FN_IMAGE_CLEAN_MAX_SIZE", "keep the images this runner ran under this many bytes, removing unused ones (0 = keep all)",

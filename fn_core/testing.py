@@ -208,6 +208,7 @@ class Platform:
     runners: list[Any]
     docker: Any
     session: Any = None
+    stopped: bool = False
 
     async def api(self, method: str, path: str, body: Any = None) -> InvokeResult:
         async with self.session.request(method, self.url + path, json=body) as resp:
@@ -231,6 +232,10 @@ class Platform:
         return self.docker.containers.list(all=True, filters={"label": [f"fn-agent-classifier={tag}", f"fn-fn-id={fn_id}"]})
 
     async def stop(self) -> None:
+        """Stop the LB, then the runners (a test may stop it itself; the fixture's stop is then a no-op)."""
+        if self.stopped:
+            return
+        self.stopped = True
         if self.session is not None:
             await self.session.close()
         await self.lb.stop(grace=5)

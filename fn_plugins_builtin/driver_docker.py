@@ -22,6 +22,7 @@ from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink
 from fn_plugins_builtin.docker_attach import attach_socket, read_output
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
+from fn_plugins_builtin.prefork import PreforkPool
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class DockerDriver:
         self._container_images: dict[str, str] = {}
         self._outputs: dict[str, asyncio.BaseTransport] = {}  # container id -> its attach stream, for `launch(output=)`
         self._cleaning: asyncio.Task[None] | None = None
+        labels = {CLASSIFIER_LABEL: config.container_label_tag, INSTANCE_LABEL: self.instance}
+        self.prefork = PreforkPool(config, labels) if config.prefork_pool_size else None
+        self._refilling: asyncio.Task[None] | None = None
+        self._discarding: set[asyncio.Future[None]] = set()
+        self._closing = False
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,6 +116,48 @@ class DockerDriver:
             log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.config.container_label_tag)
         if self.config.docker_load_file:
             await asyncio.to_thread(self._load_images, self.config.docker_load_file)
+        if self.prefork is not None:  # a donor that cannot be made stops start-up, with why
+            if not await asyncio.to_thread(self._image_present, self.prefork.image):
+                try:
+                    await self._pull(self.prefork.image, None)
+                except APIError as exc:
+                    raise ConfigError(f"FN_EXPERIMENTAL_PREFORK_IMAGE: {exc.message}") from None
+            await self._refill(at_start=True)
+            log.info("prefork pool: %d donor container(s) of %s lend their network namespaces to new containers%s",
+                     self.prefork.size, self.prefork.image, ", each once" if self.prefork.use_once else "")
+
+    def _image_present(self, image: str) -> bool:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    async def _refill(self, at_start: bool = False) -> None:
+        """Make donors up to the pool's size, one at a time. At start-up a failure stops it (ConfigError);
+        later it is logged, and the pool stays smaller until the next container goes."""
+        pool = self.prefork
+        assert pool is not None
+        while pool.missing() > 0 and not self._closing:
+            pool.making += 1
+            try:
+                donor = await asyncio.to_thread(pool.make, self.client)
+            except ConfigError as exc:
+                if at_start:
+                    raise
+                log.warning("prefork pool: %s", exc)
+                return
+            finally:
+                pool.making -= 1
+            pool.free.append(donor)
+
+    def _refill_soon(self) -> None:
+        if self._closing:
+            return
+        if self._refilling is None or self._refilling.done():
+            self._refilling = asyncio.get_running_loop().create_task(self._refill(), name="prefork refill")
 
     def _load_images(self, path: str) -> None:
         """Fn's FN_DOCKER_LOAD_FILE: images for a runner that has no registry, loaded before any call."""
@@ -147,6 +195,13 @@ class DockerDriver:
         self._outputs.clear()
         if self._cleaning is not None:
             await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
+        if self.prefork is not None:
+            self._closing = True
+            await asyncio.gather(*self._discarding, return_exceptions=True)
+            if self._refilling is not None:  # not cancelled: a donor being made in a thread would be left behind
+                await asyncio.gather(self._refilling, return_exceptions=True)
+            donors, self.prefork.free = self.prefork.all(), []
+            await asyncio.gather(*(asyncio.to_thread(PreforkPool.remove, self.client, d) for d in donors))
         for client in (self.client, self.pull_client):
             if client is not None:
                 await asyncio.to_thread(client.close)
@@ -166,8 +221,9 @@ class DockerDriver:
             return iofs_dir
         return os.path.join(host_root, os.path.relpath(iofs_dir, self.config.iofs_path))
 
-    def container_options(self, call: Call, iofs_dir: str, env: dict[str, str]) -> dict[str, Any]:
-        """The ``containers.create()`` kwargs for a hot container, before plugins change them."""
+    def container_options(self, call: Call, iofs_dir: str, env: dict[str, str], donor: str | None = None) -> dict[str, Any]:
+        """The ``containers.create()`` kwargs for a hot container, before plugins change them; with
+        ``donor``, in that prefork donor's network namespace."""
         from docker.types import Mount, Ulimit
 
         cfg = self.config
@@ -201,7 +257,9 @@ class DockerDriver:
             if cfg.max_tmpfs_inodes:
                 tmpfs.append(f"nr_inodes={cfg.max_tmpfs_inodes}")
             options["tmpfs"] = {"/tmp": ",".join(tmpfs)}
-        if self._network_use:
+        if donor is not None:  # its network, and its hostname: Docker sets neither for a joined namespace
+            options["network_mode"] = f"container:{donor}"
+        elif self._network_use:
             network = min(self._network_use, key=self._network_use.__getitem__)
             options["network"] = network
         else:
@@ -215,7 +273,47 @@ class DockerDriver:
     async def launch(
         self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None = None
     ) -> str:
-        options = self.container_options(call, iofs_dir, env)
+        pool = self.prefork
+        donor = pool.take() if pool is not None else None
+        if donor is None:
+            return await self._launch(call, extensions, iofs_dir, env, output, None)
+        assert pool is not None
+        try:
+            container_id = await self._launch(call, extensions, iofs_dir, env, output, donor)
+        except APIError:
+            if await asyncio.to_thread(self._running, donor):
+                pool.give_back(donor)
+                raise
+            # the donor died (killed by hand, say): it leaves the pool, and this container gets a network of its own
+            log.warning("prefork donor %s is not running: replaced", donor[:12])
+            pool.drop(donor)
+            self._discard_donor(donor)
+            return await self._launch(call, extensions, iofs_dir, env, output, None)
+        except BaseException:
+            pool.give_back(donor)
+            raise
+        pool.lend(donor, container_id)
+        return container_id
+
+    def _running(self, container_id: str) -> bool:
+        import docker.errors
+
+        try:
+            return bool(self.client.api.inspect_container(container_id)["State"].get("Running"))
+        except docker.errors.NotFound:
+            return False
+
+    def _discard_donor(self, donor: str) -> None:
+        """Remove a donor no container may join any more, and make its replacement (both in the background)."""
+        removal = asyncio.ensure_future(asyncio.to_thread(PreforkPool.remove, self.client, donor))
+        self._discarding.add(removal)
+        removal.add_done_callback(self._discarding.discard)
+        removal.add_done_callback(lambda done: self._refill_soon())
+
+    async def _launch(
+        self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None, donor: str | None
+    ) -> str:
+        options = self.container_options(call, iofs_dir, env, donor)
         self.hook.modify_container_options(call=call, extensions=dict(extensions), options=options)
         network = options.get("network")
         if network in self._network_use:
@@ -354,6 +452,10 @@ class DockerDriver:
             if self.images is not None and image_id is not None:
                 self.images.free(image_id)
                 self._clean_images()
+            if self.prefork is not None:
+                used = self.prefork.returned(container_id)  # its donor, free again, or (use-once) to replace
+                if used is not None:
+                    self._discard_donor(used)
 
     def _remove(self, container_id: str) -> None:
         import docker.errors
