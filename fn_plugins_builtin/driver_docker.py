@@ -445,15 +445,18 @@ class DockerDriver:
         attached = self._outputs.pop(container_id, None)
         if attached is not None:
             attached.close()  # the sink is told its output ended
+        removed = False
         try:
             await asyncio.to_thread(self._remove, container_id)
+            removed = True
         finally:  # even when the engine failed: this container counts no more as a user of its image
             image_id = self._container_images.pop(container_id, None)
             if self.images is not None and image_id is not None:
                 self.images.free(image_id)
                 self._clean_images()
             if self.prefork is not None:
-                used = self.prefork.returned(container_id)  # its donor, free again, or (use-once) to replace
+                # its donor is free again; replaced instead with use-once, or if the container may still be there
+                used = self.prefork.returned(container_id, reusable=removed)
                 if used is not None:
                     self._discard_donor(used)
 

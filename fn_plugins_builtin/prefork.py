@@ -64,10 +64,11 @@ class PreforkPool:
         """The donor went bad (its container would not start in it): it leaves the pool."""
         self.held.discard(donor)
 
-    def returned(self, container_id: str) -> str | None:
-        """The container is gone: its donor is free again; with use-once, the donor to remove instead."""
+    def returned(self, container_id: str, reusable: bool = True) -> str | None:
+        """The container is gone: its donor is free again, or (use-once, or not ``reusable``: the engine may
+        still have the container) the donor to remove instead."""
         donor = self.lent.pop(container_id, None)
-        if donor is not None and not self.use_once:
+        if donor is not None and reusable and not self.use_once:
             self.free.append(donor)
             return None
         return donor

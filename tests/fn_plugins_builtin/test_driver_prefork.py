@@ -105,3 +105,26 @@ def test_the_settings_keep_fns_names():
     config = load_config(env=prefork_env("busybox", size=3, FN_EXPERIMENTAL_PREFORK_NETWORKS="a b"))
     assert (config.prefork_pool_size, config.prefork_image, config.prefork_networks) == (3, "busybox", ["a", "b"])
     assert load_config(env={}).prefork_cmd == "tail -f /dev/null"
+
+
+def test_the_pools_accounting_lends_each_donor_to_one_container_at_a_time():
+    from fn_plugins_builtin.prefork import PreforkPool
+
+    config = load_config(env=prefork_env("busybox", size=2))
+    pool = PreforkPool(config, {})
+    pool.free = ["d1", "d2"]
+    a, b = pool.take(), pool.take()
+    assert {a, b} == {"d1", "d2"} and pool.take() is None and pool.missing() == 0
+    pool.lend(a, "c1")
+    pool.give_back(b)  # its launch failed for a reason of its own
+    assert pool.free == [b] and pool.lent == {"c1": a}
+    assert pool.returned("c1") is None and sorted(pool.free) == ["d1", "d2"]  # free again
+    c = pool.take()
+    pool.lend(c, "c2")
+    assert pool.returned("c2", reusable=False) == c and pool.missing() == 1  # the engine may still have c2: replace c
+    pool.drop(pool.take())  # a donor that died
+    assert pool.missing() == 2 and pool.all() == []
+    once = PreforkPool(load_config(env=prefork_env("busybox", FN_EXPERIMENTAL_PREFORK_USE_ONCE="1")), {})
+    once.free = ["d"]
+    once.lend(once.take(), "c")
+    assert once.returned("c") == "d" and once.free == []
