@@ -55,7 +55,8 @@ async def test_use_once_replaces_a_donor_after_its_container(fn_platform, echo_i
     [container] = platform.containers(fn["id"])
     assert network_mode(platform, container) == f"container:{first.id}"
 
-    await wait_until(lambda: [d.id for d in donors(platform)] not in ([], [first.id]), "a new donor replaced the used one")
+    await wait_until(lambda: len(ids := [d.id for d in donors(platform)]) == 1 and ids != [first.id],
+                     "a new donor replaced the used one", timeout_s=10)
     [second] = donors(platform)
     await wait_until(lambda: second.id in platform.runners[0].driver.prefork.free, "the new donor is free")
     assert (await platform.invoke(fn["id"], b"two")).status == 200
