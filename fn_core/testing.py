@@ -229,7 +229,10 @@ class Platform:
 
     def containers(self, fn_id: str) -> list[Any]:
         tag = self.config.container_label_tag
-        return self.docker.containers.list(all=True, filters={"label": [f"fn-agent-classifier={tag}", f"fn-fn-id={fn_id}"]})
+        # ignore_removed: one that goes between the engine's list and the SDK's inspect of it is left out, not an error
+        return self.docker.containers.list(
+            all=True, filters={"label": [f"fn-agent-classifier={tag}", f"fn-fn-id={fn_id}"]}, ignore_removed=True
+        )
 
     async def stop(self) -> None:
         """Stop the LB, then the runners (a test may stop it itself; the fixture's stop is then a no-op)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from fn_core.config import load_config
@@ -21,9 +22,18 @@ def prefork_env(image: str, size: int = 1, **more: str) -> dict[str, str]:
             "FN_EXPERIMENTAL_PREFORK_CMD": WAIT_FOR_EVER, **more}
 
 
-def donors(platform) -> list:
+@attrs.frozen
+class Donor:
+    id: str
+    state: str
+
+
+def donors(platform) -> list[Donor]:
+    """The runner's donors, from one list call (the SDK's `containers.list` inspects each after listing, and
+    fails on one removed in between)."""
     tag = platform.config.container_label_tag
-    return platform.docker.containers.list(all=True, filters={"label": [f"fn-agent-classifier={tag}", "fn-prefork=1"]})
+    listed = platform.docker.api.containers(all=True, filters={"label": [f"fn-agent-classifier={tag}", "fn-prefork=1"]})
+    return [Donor(c["Id"], c["State"]) for c in listed]
 
 
 def network_mode(platform, container) -> str:
@@ -33,7 +43,7 @@ def network_mode(platform, container) -> str:
 async def test_a_cold_container_joins_a_donor_and_the_donor_serves_the_next_one(fn_platform, echo_image):
     platform = await fn_platform(env=prefork_env(echo_image, FN_MAX_CALLS_PER_CONTAINER="1"))
     [donor] = donors(platform)
-    assert donor.status == "running"
+    assert donor.state == "running"
     fn = await platform.deploy(echo_image)
 
     result = await platform.invoke(fn["id"], b"through a donor's network")
@@ -77,14 +87,14 @@ async def test_with_every_donor_lent_a_container_gets_its_own_network(fn_platfor
 async def test_a_dead_donor_is_replaced_and_costs_no_call(fn_platform, echo_image, caplog):
     platform = await fn_platform(env=prefork_env(echo_image))
     [donor] = donors(platform)
-    donor.kill()
+    platform.docker.api.kill(donor.id)
     fn = await platform.deploy(echo_image)
     result = await platform.invoke(fn["id"], b"still answered")
     assert (result.status, result.body) == (200, b"still answered")
     [container] = platform.containers(fn["id"])
     assert network_mode(platform, container) == "default"
     assert "is not running: replaced" in caplog.text
-    await wait_until(lambda: [d.id for d in donors(platform) if d.status == "running"] not in ([], [donor.id]),
+    await wait_until(lambda: [d.id for d in donors(platform) if d.state == "running"] not in ([], [donor.id]),
                      "a running donor replaced the dead one", timeout_s=10)
 
 
