@@ -63,3 +63,16 @@ def run_override_call(hook: Any, call: Any, extensions: dict[str, str]) -> None:
         name = _plugin_name(_failed_impl(hook, exc))
         log.error("plugin %r failed in override_call", name, exc_info=exc)
         raise APIError(f"internal server error (plugin {name} failed)", status=500) from exc
+
+
+def plugin_metrics(hook: Any) -> str:
+    """`metric_families` of every plugin, in the text format; one that raises is logged and left out."""
+    from fn_core.metrics import Family, exposition
+
+    families: list[Family] = []
+    for impl in reversed(hook.metric_families.get_hookimpls()):
+        try:
+            families.extend(impl.function() or [])
+        except Exception as exc:
+            log.error("plugin %r failed in metric_families; its figures are left out", impl.plugin_name, exc_info=exc)
+    return exposition(families) if families else ""

@@ -18,6 +18,7 @@ The hooks, grouped by when they run:
 * each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
 * status: `runner_status`
+* each scrape of `/metrics`: `metric_families`
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fn_core import hookspec
 
 if TYPE_CHECKING:
     from fn_core.config import Config
+    from fn_core.metrics import Family
     from fn_core.models import Call
     from fn_core.plugins import FnPluginManager
     from fn_core.records import CallOutcome, Driver, Placer, RunnerPool, RunnerRef, RunnerStatus
@@ -341,4 +343,31 @@ def runner_status(status: RunnerStatus, runner: str | None) -> None:
         def runner_status(status, runner):
             if runner is None:
                 status.custom_status["disk-free-gb"] = str(shutil.disk_usage("/").free // 2**30)
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+@hookspec
+def metric_families() -> list[Family] | None:
+    """Add your plugin's figures to the node's Prometheus `/metrics`.
+
+    When: at every scrape of `/metrics`, on the event loop (keep it quick: return counters you
+    keep, do no I/O). Every impl runs; one that raises is logged with its name and the scrape goes
+    on without its families.
+    Node: every node with an HTTP port and plugins: the LB (and the all-in-one node, whose
+    `/metrics` is its runner's too) and the runner (`fn-core runner`'s ``FN_PORT``).
+
+    :return: a list of `fn_core.metrics.Family` tuples ``(name, type, help, sample lines)`` in the
+        text exposition format (`fn_core.metrics.by_label` and `Histogram.samples` make the
+        lines), or None. Prefix the names with your plugin's, as ``fn_trace_`` for trace-zipkin.
+
+    Errors: isolated per impl, see above.
+
+    Example::
+
+        @hookimpl
+        def metric_families():
+            return [("audit_lines_total", "counter", "lines written to the audit log", [f"audit_lines_total {LINES}"])]
     """

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_S = 0.5  # how long a finished span may wait for its batch
 MAX_BATCH = 200
-MAX_PENDING = 10_000  # beyond this, with the collector down or slow, new spans are dropped (and counted)
+MAX_PENDING = 10_000  # beyond this, with the collector down or slow, new spans are dropped (fn_trace_spans_dropped_total)
 POST_TIMEOUT_S = 5.0
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -105,6 +105,14 @@ class ZipkinExporter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+
+    @hookimpl
+    def metric_families(self):
+        return [
+            ("fn_trace_spans_sent_total", "counter", "spans Zipkin took", [f"fn_trace_spans_sent_total {self.sent}"]),
+            ("fn_trace_spans_dropped_total", "counter", "spans dropped: Zipkin down or slow, or too many waiting",
+             [f"fn_trace_spans_dropped_total {self.dropped}"]),
+        ]
 
     @hookimpl
     def call_finished(self, call, outcome):

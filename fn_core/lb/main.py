@@ -10,13 +10,16 @@ the grace period), wait for detached calls, close the runner channels, close the
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from aiohttp import web
 
+from fn_core.api.admin import MetricsSource
 from fn_core.api.connection import app_runner, serve_app
 from fn_core.api.server import make_app
 from fn_core.errors import ConfigError, PluginError
+from fn_core.hook_calls import plugin_metrics
 from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import FixedRunners, RunnerSet
@@ -79,7 +82,9 @@ async def start_lb(
         lookups = store = store if store is not None else open_store(config)
     pool = _runner_set(config, pm, runner_addresses, local_runners)
     agent = LBAgent(config, pm, pool)
-    app = make_app(config, store, CachedLookup(lookups), agent, [local.core.render_metrics for local in local_runners or ()])
+    metrics: list[MetricsSource] = [local.core.render_metrics for local in local_runners or ()]
+    metrics.append(functools.partial(plugin_metrics, pm.hook))
+    app = make_app(config, store, CachedLookup(lookups), agent, metrics)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
     runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=grace)
     host = config.host if host is None else host

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -12,6 +13,7 @@ from fn_core.api.admin import admin_app
 from fn_core.api.connection import FnAppRunner, app_runner, serve_app
 from fn_core.config import Config
 from fn_core.errors import ConfigError
+from fn_core.hook_calls import plugin_metrics
 from fn_core.plugins import FnPluginManager
 from fn_core.runner import output
 from fn_core.runner.agent import Agent
@@ -123,7 +125,7 @@ async def start_runner(
         raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
     node = RunnerNode(server, servicer, agent, driver, host, bound)
     if http_port is not None:
-        http = app_runner(admin_app(config, [servicer.core.render_metrics]), config)
+        http = app_runner(admin_app(config, [servicer.core.render_metrics, functools.partial(plugin_metrics, pm.hook)]), config)
         try:
             node.http_port = await serve_app(http, host, http_port)
         except OSError as exc:

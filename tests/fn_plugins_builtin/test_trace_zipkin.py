@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from fn_core.testing import wait_until
+from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.trace_zipkin import Parent, lb_span_id, parent_of
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
@@ -39,6 +39,8 @@ async def test_a_calls_lb_and_runner_spans_reach_zipkin_in_the_clients_trace(fn_
     assert runner["tags"]["fn.image"] == echo_image and "error" not in lb["tags"]
     # the runner's part lies within the LB's
     assert lb["timestamp"] <= runner["timestamp"] and runner["duration"] <= lb["duration"]
+    scraped = metric_samples((await platform.api("GET", "/metrics")).body.decode())
+    assert scraped["fn_trace_spans_sent_total"] >= 2 and scraped["fn_trace_spans_dropped_total"] == 0
 
 
 async def test_unsampled_calls_make_no_span_and_untraced_ones_start_a_trace(fn_platform, echo_image, zipkin_collector):
@@ -75,6 +77,7 @@ async def test_an_error_is_tagged_and_a_collector_outage_costs_no_call(fn_platfo
     await wait_until(lambda: len(zipkin_collector.of_call(ok.headers["Fn-Call-Id"])) == 2, "spans flow again", timeout_s=10)
     assert zipkin_collector.of_call(lost.headers["Fn-Call-Id"]) == {}  # lost with the outage, and said so
     assert caplog.text.count("did not take") == 1 and "HTTP 500" in caplog.text  # once per outage, not per batch
+    assert metric_samples((await platform.api("GET", "/metrics")).body.decode())["fn_trace_spans_dropped_total"] == 2
     assert "takes spans again" in caplog.text
 
 
