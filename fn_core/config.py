@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,6 +137,15 @@ def _json_object(_: object, attribute: attrs.Attribute[str], value: str) -> None
         raise ConfigError(f"{attribute.name} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
         raise ConfigError(f"{attribute.name} must be a JSON object, got a JSON {type(parsed).__name__}")
+
+
+def _command(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{attribute.name} must be a shell-quoted command, got {value!r}: {exc}") from None
+    if not words:
+        raise ConfigError(f"{attribute.name} must not be empty")
 
 
 def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -347,7 +357,9 @@ class Config:
         "idle donor containers whose network namespaces new hot containers join: faster cold starts (0 = none)", validator=_non_negative,
     )
     prefork_image: str = setting("busybox", "FN_EXPERIMENTAL_PREFORK_IMAGE", "image of the donors (on the engine, or pullable)")
-    prefork_cmd: str = setting("tail -f /dev/null", "FN_EXPERIMENTAL_PREFORK_CMD", "what a donor runs: anything that waits for ever")
+    prefork_cmd: str = setting(
+        "tail -f /dev/null", "FN_EXPERIMENTAL_PREFORK_CMD", "what a donor runs: anything that waits for ever", validator=_command
+    )
     prefork_use_once: bool = setting(False, "FN_EXPERIMENTAL_PREFORK_USE_ONCE", "a donor serves one container, then is replaced")
     prefork_networks: Words = setting([], "FN_EXPERIMENTAL_PREFORK_NETWORKS", "networks of the donors (space or comma list; '' = Docker's default)")
     image_enable_volume: bool = setting(False, "FN_IMAGE_ENABLE_VOLUME", "run images that declare a VOLUME (else 400)")

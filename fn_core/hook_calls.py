@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from fn_core.errors import APIError
+from fn_core.metrics import Family, exposition
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ def run_override_call(hook: Any, call: Any, extensions: dict[str, str]) -> None:
 
 def plugin_metrics(hook: Any) -> str:
     """`metric_families` of every plugin, in the text format; one that raises is logged and left out."""
-    from fn_core.metrics import Family, exposition
-
     families: list[Family] = []
     for impl in reversed(hook.metric_families.get_hookimpls()):
         try:

@@ -116,6 +116,8 @@ def test_the_settings_keep_fns_names():
     config = load_config(env=prefork_env("busybox", size=3, FN_EXPERIMENTAL_PREFORK_NETWORKS="a b"))
     assert (config.prefork_pool_size, config.prefork_image, config.prefork_networks) == (3, "busybox", ["a", "b"])
     assert load_config(env={}).prefork_cmd == "tail -f /dev/null"
+    with pytest.raises(ConfigError, match="prefork_cmd must be a shell-quoted command"):
+        load_config(env={"FN_EXPERIMENTAL_PREFORK_CMD": "sh -c 'unclosed"})
 
 
 def test_the_pools_accounting_lends_each_donor_to_one_container_at_a_time():
