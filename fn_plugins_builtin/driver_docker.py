@@ -123,6 +123,9 @@ class DockerDriver:
                 except APIError as exc:
                     raise ConfigError(f"FN_EXPERIMENTAL_PREFORK_IMAGE: {exc.message}") from None
             await self._refill(at_start=True)
+            if self.config.docker_networks and not self.prefork.networks:
+                log.warning("FN_DOCKER_NETWORKS is set but FN_EXPERIMENTAL_PREFORK_NETWORKS is not: a container that joins "
+                            "a donor is on the donors' network (Docker's default), not on %s", " ".join(self.config.docker_networks))
             log.info("prefork pool: %d donor container(s) of %s lend their network namespaces to new containers%s",
                      self.prefork.size, self.prefork.image, ", each once" if self.prefork.use_once else "")
 
