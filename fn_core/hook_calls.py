@@ -1,9 +1,10 @@
-"""Calling per-call hooks so that a failure names its plugin, and listeners stay isolated.
+"""Calling hooks so that a failure names its plugin, and listeners stay isolated.
 
-The normal path is one ordinary pluggy call (so hook monitoring, e.g. the test kit's
-`HookRecorder`, sees it). pluggy stops at the first exception; we find whose impl raised from
-the traceback, log it with the plugin's name and, for listener hooks, run the impls that had
-not run yet one by one.
+Per-call hooks: the normal path is one ordinary pluggy call (so hook monitoring, e.g. the test
+kit's `HookRecorder`, sees it). pluggy stops at the first exception; we find whose impl raised
+from the traceback, log it with the plugin's name and, for listener hooks, run the impls that had
+not run yet one by one. The status and metrics hooks, whose impls each add their own part, call
+every impl by itself (`run_status_hooks`, `plugin_metrics`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from fn_core.errors import APIError
 from fn_core.metrics import Family, exposition
+from fn_core.records import RunnerStatus
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,14 @@ def plugin_metrics(hook: Any) -> str:
         except Exception as exc:
             log.error("plugin %r failed in metric_families; its figures are left out", impl.plugin_name, exc_info=exc)
     return exposition(families) if families else ""
+
+
+def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
+    """Every `runner_status` impl in hook order; one that raises is logged and reported, the others run."""
+    for impl in reversed(hook.runner_status.get_hookimpls()):
+        kwargs = {name: value for name, value in (("status", status), ("runner", None)) if name in impl.argnames}
+        try:
+            impl.function(**kwargs)
+        except Exception as exc:
+            log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
+            status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"

@@ -116,25 +116,23 @@ class ZipkinExporter:
 
     @hookimpl
     def call_finished(self, call, outcome):
-        tags = {"fn.call_id": call.id, "fn.app_id": call.app_id, "fn.fn_id": call.fn_id,
-                "http.status_code": str(outcome.status), "fn.runner": outcome.runner, "fn.attempts": str(outcome.attempts)}
-        self._record(call, "lb", lb_span_id(call.id), None, f"invoke {call.fn_id}", outcome, tags)
+        extra = {"fn.runner": outcome.runner, "fn.attempts": str(outcome.attempts)}
+        self._record(call, "lb", lb_span_id(call.id), None, f"invoke {call.fn_id}", outcome, extra)
 
     @hookimpl
     def runner_call_finished(self, call, outcome):
-        tags = {"fn.call_id": call.id, "fn.app_id": call.app_id, "fn.fn_id": call.fn_id,
-                "http.status_code": str(outcome.status), "fn.image": call.image}
-        self._record(call, "runner", runner_span_id(call.id), lb_span_id(call.id), f"run {call.fn_id}", outcome, tags)
+        self._record(call, "runner", runner_span_id(call.id), lb_span_id(call.id), f"run {call.fn_id}", outcome, {"fn.image": call.image})
 
-    def _record(self, call, node: str, span_id: str, parent_id: str | None, name: str, outcome, tags: dict[str, str]) -> None:
+    def _record(self, call, node: str, span_id: str, parent_id: str | None, name: str, outcome, extra: dict[str, str]) -> None:
+        """One span of ``call`` on this ``node``: the call's ids, its status and error, and ``extra`` as tags."""
         parent = parent_of(call.id, call.headers)
         if not parent.sampled:
             return
         if len(self.pending) >= MAX_PENDING:
             self.dropped += 1
             return
-        if outcome.error:
-            tags["error"] = outcome.error
+        tags = {"fn.call_id": call.id, "fn.app_id": call.app_id, "fn.fn_id": call.fn_id,
+                "http.status_code": str(outcome.status), "error": outcome.error, **extra}
         duration_us = max(1, round(outcome.duration_s * 1e6))
         span = {
             "traceId": parent.trace_id,

@@ -16,7 +16,7 @@ import time
 from typing import Any, Protocol
 
 from fn_core.errors import APIError, BadRequest, InvalidImage, ServerTooBusy
-from fn_core.hook_calls import run_isolated
+from fn_core.hook_calls import run_isolated, run_status_hooks
 from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import CallOutcome, RunnerStatus
@@ -205,17 +205,6 @@ class RunnerCore:
             result, cached = await self.status_check.run(payload)
             result.apply_to(status, cached)
         return status
-
-
-def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
-    """Every `runner_status` impl in hook order; one that raises is logged and reported, the others run."""
-    for impl in reversed(hook.runner_status.get_hookimpls()):
-        kwargs = {name: value for name, value in (("status", status), ("runner", None)) if name in impl.argnames}
-        try:
-            impl.function(**kwargs)
-        except Exception as exc:
-            log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
-            status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"
 
 
 async def _discard_start(status: int, headers: list[tuple[str, str]]) -> None:
