@@ -68,6 +68,25 @@ def format_milli_cpus(milli: int) -> str:
 INVOKE_ENDPOINT = "fnproject.io/fn/invokeEndpoint"
 HTTP_ENDPOINT = "fnproject.io/trigger/httpEndpoint"
 
+#: an fn's (or its app's) own FN_MAX_CALLS_PER_CONTAINER: a whole number >= 0, 0 = no limit
+MAX_CALLS_ANNOTATION = "fn-core/max-calls-per-container"
+
+
+def max_calls_per_container(annotations: dict[str, Any], default: int) -> int:
+    """The recycling limit of a call's containers: its annotation, else the runner's ``default``.
+
+    A JSON integer or a string of digits (annotation values are JSON); anything else is a ValueError
+    that says what was found, so that the API refuses it at create/update time and a runner at call time.
+    """
+    value = annotations.get(MAX_CALLS_ANNOTATION)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"annotation {MAX_CALLS_ANNOTATION} must be a whole number >= 0 (0: no limit), got {value!r}")
+
 
 @attrs.define
 class App:

@@ -23,6 +23,7 @@ from fn_core.models import (
     App,
     Fn,
     Trigger,
+    max_calls_per_container,
 )
 
 MAX_NAME = 255
@@ -93,6 +94,10 @@ def check_annotations(annotations: dict[str, Any]) -> None:
         raw = json.dumps(value, separators=(",", ":"))
         if value in ("", None, {}, []) or len(raw.encode()) > MAX_ANNOTATION_VALUE_BYTES:
             raise bad(f"Invalid annotation value, annotation values must be non-empty JSON of at most {MAX_ANNOTATION_VALUE_BYTES} bytes")
+    try:
+        max_calls_per_container(annotations, 0)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
 
 
 def merge_map(old: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:

@@ -49,8 +49,8 @@ from typing import Any
 import attrs
 
 from fn_core.config import Config
-from fn_core.errors import APIError, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
-from fn_core.models import Call
+from fn_core.errors import APIError, BadRequest, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
+from fn_core.models import Call, max_calls_per_container
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
@@ -120,6 +120,7 @@ class SlotQueue:
     key: bytes
     call: Call  # the latest call: what a new container is started from
     extensions: dict[str, str]
+    max_calls: int = 0  # its containers are retired after this many calls (0: no limit)
     idle: list[HotContainer] = attrs.field(factory=list)  # LIFO
     waiters: collections.deque[Waiter] = attrs.field(factory=collections.deque)
     starting: int = 0
@@ -233,7 +234,7 @@ class Agent:
         self.non_blocking = config.enable_nb_resource_tracker
         # blocking mode has no other runner to send a call to: any idle container may be evicted
         self.evict_min_idle_s = config.evict_min_idle_msecs / 1000 if self.non_blocking else 0.0
-        self.max_calls = config.max_calls_per_container  # 0: no limit
+        self.max_calls = config.max_calls_per_container  # 0: no limit; an fn's annotation may say otherwise
         self.response_limits = ResponseLimits(config.max_response_size, config.max_hdr_response_size)
         self.start_timeout_s = config.hot_start_timeout_msecs / 1000
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
@@ -349,7 +350,11 @@ class Agent:
         while True:
             queue = self.queues.get(key)  # again after a dead container: retiring it may have dropped the queue
             if queue is None:
-                queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions)
+                try:  # the annotation is part of the slot key: one value per queue
+                    max_calls = max_calls_per_container(call.annotations, self.max_calls)
+                except ValueError as exc:
+                    raise BadRequest(str(exc)) from None
+                queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions, max_calls=max_calls)
             else:
                 queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
             if not queue.idle:
@@ -389,7 +394,7 @@ class Agent:
         if self.closing or container.state == "retired":
             self.retire(container, "shutdown")  # a no-op for a container already retired
             return
-        if self.max_calls and container.calls >= self.max_calls:
+        if container.queue.max_calls and container.calls >= container.queue.max_calls:
             self.retire(container, "recycled")  # a waiting call gets a new container (`_after_capacity_change`)
             return
         self._make_idle(container)

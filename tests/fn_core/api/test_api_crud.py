@@ -119,3 +119,21 @@ async def test_triggers(api):
     assert (await call(api, "DELETE", f"/v2/fns/{fn['id']}"))[0] == 204
     assert (await call(api, "GET", f"/v2/triggers/{trigger['id']}"))[0] == 404
     assert (await call(api, "GET", f"/v2/fns/{fn['id']}/calls"))[0] == 410
+
+
+async def test_a_max_calls_annotation_that_is_not_a_whole_number_is_refused_and_changes_nothing(api):
+    key = "fn-core/max-calls-per-container"
+    status, app = await call(api, "POST", "/v2/apps", json={"name": "recycled", "annotations": {key: 5}})
+    assert status == 200 and app["annotations"] == {key: 5}
+    status, fn = await call(api, "POST", "/v2/fns", json={"name": "f", "app_id": app["id"], "image": "i:1",
+                                                         "annotations": {key: "3"}})  # digits in a string: accepted
+    assert status == 200 and fn["annotations"][key] == "3"
+    for bad in (-1, 1.5, True, "three", {"n": 1}):
+        message = f"annotation {key} must be a whole number >= 0 (0: no limit), got {bad!r}"
+        assert await call(api, "POST", "/v2/fns", json={"name": "g", "app_id": app["id"], "image": "i:1",
+                                                       "annotations": {key: bad}}) == (400, {"message": message})
+        assert await call(api, "PUT", f"/v2/fns/{fn['id']}", json={"annotations": {key: bad}}) == (400, {"message": message})
+        assert await call(api, "PUT", f"/v2/apps/{app['id']}", json={"annotations": {key: bad}}) == (400, {"message": message})
+    assert (await call(api, "GET", f"/v2/fns/{fn['id']}"))[1]["annotations"][key] == "3"
+    assert (await call(api, "GET", f"/v2/apps/{app['id']}"))[1]["annotations"] == {key: 5}
+    assert (await call(api, "GET", f"/v2/fns?app_id={app['id']}"))[1]["items"] == [fn]
