@@ -62,25 +62,35 @@ def throughput(warm: dict, out: Path, made: list[str]) -> None:
 
 
 def cold(c: dict, out: Path, made: list[str]) -> None:
-    d, e = c["direct_launch_median"], c["e2e_median"]
+    d = c["direct_launch_median"]
+
+    def e2e(e: dict) -> list[tuple[str, float]]:
+        return [("LB + runner until create", e["to_create_ms"]), ("create -> start event", e["create_to_start_ms"]),
+                ("start event -> response", e["start_to_response_ms"])]
+
     rows = [
         ("direct launch\n(runner's driver options)",
          [("docker create", d["create_ms"]), ("docker start", d["start_ms"]), ("start -> socket ready", d["ready_ms"]),
           ("first response", d["first_response_ms"])]),
-        ("end to end through LB\n(Docker events split)",
-         [("LB + runner until create", e["to_create_ms"]), ("create -> start event", e["create_to_start_ms"]),
-          ("start event -> response", e["start_to_response_ms"])]),
+        ("cold, own network\n(through LB, Docker events split)", e2e(c["e2e_median"])),
     ]
-    fig, ax = plt.subplots(figsize=(9, 4.4))
+    pool = c.get("prefork")  # older reports have no prefork variant
+    if isinstance(pool, dict) and "e2e_median" in pool:
+        rows.append((f"cold, prefork pool\n({pool['pool_size']} donors, same split)", e2e(pool["e2e_median"])))
+    colors: dict[str, str] = {}  # one colour per part, one legend entry per part
+    fig, ax = plt.subplots(figsize=(9, 1.5 * len(rows) + 1.4))
     for y, (_, parts) in enumerate(rows):
         left = 0.0
         for label, ms in parts:
-            ax.barh(y, ms, left=left, label=label)
+            new = label not in colors
+            colors.setdefault(label, f"C{len(colors)}")
+            ax.barh(y, ms, left=left, label=label if new else None, color=colors[label])
             if ms > 25:
                 ax.text(left + ms / 2, y, f"{ms:.0f}", ha="center", va="center", fontsize=8)
             left += ms
         ax.text(left + 5, y, f"{left:.0f} ms", va="center", fontsize=9)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.invert_yaxis()  # top to bottom in the order above
     ax.set_xlabel("ms (median)")
     ax.set_title(f"Cold start: create -> ready -> first response (median of {c['runs']})")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.45, -0.18))

@@ -44,6 +44,14 @@ def targets(sc: dict) -> list[tuple[str, str, str]]:
         rows.append(("cold call <= docker create+start+ready + 30 ms",
                      f"{c['e2e_median']['total_ms']} ms vs {c['docker_create_start_ready_ms']} ms "
                      f"({c['e2e_minus_create_start_ready_ms']:+} ms)", _yes(c["e2e_minus_create_start_ready_ms"] <= 30)))
+        pool = c.get("prefork")  # older reports have no prefork variant
+        if isinstance(pool, dict) and "e2e_median" in pool:
+            rows.append(("(informative, not a target: the same cold call with the prefork pool, "
+                         "FN_EXPERIMENTAL_PREFORK_POOL_SIZE)",
+                         f"{pool['e2e_median']['total_ms']} ms vs {c['e2e_median']['total_ms']} ms with its own network "
+                         f"({pool['e2e_minus_own_network_ms']:+} ms); vs create+start+ready "
+                         f"{pool['e2e_minus_create_start_ready_ms']:+} ms; {pool['calls_in_donor_namespace']} of "
+                         f"{len(pool['e2e_runs'])} calls in a donor's namespace", "-"))
     p = _get(sc, "placement", "placers")
     if isinstance(p, dict) and "ch" in p and "naive" in p:
         ch, naive = p["ch"], p["naive"]
@@ -104,6 +112,25 @@ def _placement_table(p: dict) -> list[str]:
     return lines
 
 
+def _cold_table(c: dict) -> list[str]:
+    """The cold call's parts (medians, ms): the direct launch, then each end-to-end variant of the run."""
+    d = c["direct_launch_median"]
+    lines = ["| variant | until create | create -> start | start -> response | total |", "|---|---|---|---|---|",
+             f"| direct launch (floor: create {d['create_ms']} + start {d['start_ms']} + ready {d['ready_ms']} + "
+             f"first response {d['first_response_ms']}) | | | | {d['total_ms']} |"]
+    variants = [("cold, own network", c["e2e_median"])]
+    pool = c.get("prefork")  # older reports have no prefork variant
+    if isinstance(pool, dict) and "e2e_median" in pool:
+        variants.append((f"cold, prefork pool ({pool['pool_size']} donors; {pool['calls_in_donor_namespace']} of "
+                         f"{len(pool['e2e_runs'])} calls in a donor's namespace)", pool["e2e_median"]))
+    for name, e in variants:
+        lines.append(f"| {name} | {e['to_create_ms']} | {e['create_to_start_ms']} | {e['start_to_response_ms']} | "
+                     f"{e['total_ms']} |")
+    if isinstance(pool, dict) and "error" in pool:
+        lines.append(f"| cold, prefork pool: failed ({pool['error']}) | | | | |")
+    return lines
+
+
 def write_readme(result: dict, out: Path, pngs: list[str], reading: str = "") -> None:
     m, sc = result["machine"], result["scenarios"]
     lines = [
@@ -133,6 +160,10 @@ def write_readme(result: dict, out: Path, pngs: list[str], reading: str = "") ->
                   f"{lg['c1']['throughput_per_s']} req/s; 16 clients {lg['c16']['throughput_per_s']} req/s.", ""]
     if isinstance(sc.get("warm"), dict) and "serve" in sc["warm"]:
         lines += ["## Warm calls beside the floor", "", *_levels_table(sc["warm"]), ""]
+    c = sc.get("cold")
+    if isinstance(c, dict) and "e2e_median" in c:
+        lines += [f"## Cold calls (medians of {c['runs']}, ms; end to end: Docker events split, each a new fn "
+                  "through lb -> runner)", "", *_cold_table(c), ""]
     if isinstance(sc.get("placement"), dict) and "placers" in sc["placement"]:
         lines += ["## Placement study (20 fns x 3 runners, Zipf(1.1), 8 clients)", "", *_placement_table(sc["placement"]), ""]
     big = sc.get("large")
