@@ -68,24 +68,45 @@ def format_milli_cpus(milli: int) -> str:
 INVOKE_ENDPOINT = "fnproject.io/fn/invokeEndpoint"
 HTTP_ENDPOINT = "fnproject.io/trigger/httpEndpoint"
 
-#: an fn's (or its app's) own FN_MAX_CALLS_PER_CONTAINER: a whole number >= 0, 0 = no limit
-MAX_CALLS_ANNOTATION = "fn-core/max-calls-per-container"
 
+@attrs.frozen
+class FnSetting:
+    """A runner setting an fn (or its app, for all its fns) may give itself as an annotation.
 
-def max_calls_per_container(annotations: dict[str, Any], default: int) -> int:
-    """The recycling limit of a call's containers: its annotation, else the runner's ``default``.
-
-    A JSON integer or a string of digits (annotation values are JSON); anything else is a ValueError
-    that says what was found, so that the API refuses it at create/update time and a runner at call time.
+    The value is a whole number, as JSON or as a string of digits (annotation values are JSON), in
+    ``least``..``most``. The fn's annotations are merged over its app's, and they are part of the slot
+    key, so each slot's containers have one value.
     """
-    value = annotations.get(MAX_CALLS_ANNOTATION)
-    if value is None:
-        return default
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ValueError(f"annotation {MAX_CALLS_ANNOTATION} must be a whole number >= 0 (0: no limit), got {value!r}")
+
+    key: str
+    least: int
+    most: int | None = None
+    meaning: str = ""  # said in the error, e.g. what 0 means
+
+    def of(self, annotations: dict[str, Any], default: int) -> int:
+        """The annotation's value, else the runner's ``default``; a ValueError that says what was found when
+        it is not one (the API refuses it at create/update time, a runner at call time)."""
+        value = annotations.get(self.key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            number = int(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            number = None
+        if number is None or number < self.least or (self.most is not None and number > self.most):
+            bounds = f">= {self.least}" if self.most is None else f"in {self.least}..{self.most}"
+            meaning = f" ({self.meaning})" if self.meaning else ""
+            raise ValueError(f"annotation {self.key} must be a whole number {bounds}{meaning}, got {value!r}")
+        return number
+
+
+#: FN_MAX_CALLS_PER_CONTAINER for one fn
+MAX_CALLS_PER_CONTAINER = FnSetting("fn-core/max-calls-per-container", 0, meaning="0: no limit")
+#: FN_HOT_START_TIMEOUT_MSECS for one fn: a runtime with a slow start (a JVM, heavy imports) gets more
+START_TIMEOUT_MSECS = FnSetting("fn-core/start-timeout-msecs", 1, 600_000)
+FN_SETTINGS = (MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS)
 
 
 @attrs.define

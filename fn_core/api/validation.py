@@ -17,13 +17,13 @@ from fn_core.models import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
+    FN_SETTINGS,
     MAX_IDLE_TIMEOUT_S,
     MAX_MEMORY_MB,
     MAX_TIMEOUT_S,
     App,
     Fn,
     Trigger,
-    max_calls_per_container,
 )
 
 MAX_NAME = 255
@@ -94,10 +94,11 @@ def check_annotations(annotations: dict[str, Any]) -> None:
         raw = json.dumps(value, separators=(",", ":"))
         if value in ("", None, {}, []) or len(raw.encode()) > MAX_ANNOTATION_VALUE_BYTES:
             raise bad(f"Invalid annotation value, annotation values must be non-empty JSON of at most {MAX_ANNOTATION_VALUE_BYTES} bytes")
-    try:
-        max_calls_per_container(annotations, 0)
-    except ValueError as exc:
-        raise bad(str(exc)) from None
+    for setting in FN_SETTINGS:
+        try:
+            setting.of(annotations, 0)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
 
 
 def merge_map(old: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ import attrs
 
 from fn_core.config import Config
 from fn_core.errors import APIError, BadRequest, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
-from fn_core.models import Call, max_calls_per_container
+from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
@@ -121,6 +121,7 @@ class SlotQueue:
     call: Call  # the latest call: what a new container is started from
     extensions: dict[str, str]
     max_calls: int = 0  # its containers are retired after this many calls (0: no limit)
+    start_timeout_s: float = 5.0  # start -> socket ready, for each of its containers
     idle: list[HotContainer] = attrs.field(factory=list)  # LIFO
     waiters: collections.deque[Waiter] = attrs.field(factory=collections.deque)
     starting: int = 0
@@ -236,7 +237,7 @@ class Agent:
         self.evict_min_idle_s = config.evict_min_idle_msecs / 1000 if self.non_blocking else 0.0
         self.max_calls = config.max_calls_per_container  # 0: no limit; an fn's annotation may say otherwise
         self.response_limits = ResponseLimits(config.max_response_size, config.max_hdr_response_size)
-        self.start_timeout_s = config.hot_start_timeout_msecs / 1000
+        self.start_timeout_ms = config.hot_start_timeout_msecs  # an fn's annotation may say otherwise
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
         self.socket_dirs = SocketDirs.from_config(config)
         self.queues: dict[bytes, SlotQueue] = {}
@@ -341,6 +342,16 @@ class Agent:
         finally:
             self.release(container)
 
+    def _new_queue(self, key: bytes, call: Call, extensions: dict[str, str]) -> SlotQueue:
+        """A slot's queue, with the fn's own settings where its annotations give them (part of the slot key)."""
+        try:
+            max_calls = MAX_CALLS_PER_CONTAINER.of(call.annotations, self.max_calls)
+            start_timeout_ms = START_TIMEOUT_MSECS.of(call.annotations, self.start_timeout_ms)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return SlotQueue(key=key, call=call, extensions=extensions, max_calls=max_calls,
+                         start_timeout_s=start_timeout_ms / 1000)
+
     async def acquire(self, call: Call, key: bytes, extensions: dict[str, str]) -> HotContainer:
         if self.closing:
             raise ServerTooBusy()
@@ -350,11 +361,7 @@ class Agent:
         while True:
             queue = self.queues.get(key)  # again after a dead container: retiring it may have dropped the queue
             if queue is None:
-                try:  # the annotation is part of the slot key: one value per queue
-                    max_calls = max_calls_per_container(call.annotations, self.max_calls)
-                except ValueError as exc:
-                    raise BadRequest(str(exc)) from None
-                queue = self.queues[key] = SlotQueue(key=key, call=call, extensions=extensions, max_calls=max_calls)
+                queue = self.queues[key] = self._new_queue(key, call, extensions)
             else:
                 queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
             if not queue.idle:
@@ -509,7 +516,7 @@ class Agent:
                 output = FunctionOutput(call, self.output_limit)
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call), output=output)
             self.metrics.observe_driver("launch", time.monotonic() - began)
-            await wait_ready(iofs_dir, self.start_timeout_s)
+            await wait_ready(iofs_dir, queue.start_timeout_s)
             launch_s = time.monotonic() - began
             self.launch_s = moving_average(self.launch_s, launch_s)
             self.metrics.observe_launch(True, launch_s)
