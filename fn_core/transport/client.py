@@ -87,7 +87,8 @@ class ClientStream(h2.H2Stream):
             conn.reset_stream(self.id, h2.CANCEL)
         self._half_closed = True
         conn.forget(self.id)
-        self.fail(RpcError(Status.CANCELLED, "cancelled by the caller"))
+        if not self.ended or conn._waiters:  # a reader or a writer may still wait; after `finished` (most calls) none
+            self.fail(RpcError(Status.CANCELLED, "cancelled by the caller"))
 
 
 class ClientConnection(h2.H2Connection):
