@@ -2,7 +2,7 @@
 
 * `direct launch` (the floor): the runner's own Docker driver (`fn_plugins_builtin.driver_docker`)
   builds the same `containers.create()` options the runner uses; this process times
-  docker create, docker start, start -> `lsnr.sock` ready (1 ms polls, as the runner) and the first
+  docker create, docker start, start -> `lsnr.sock` ready (an inotify watch of the socket dir, as the runner) and the first
   POST /call over the socket.
 * `end to end`: a new fn each time (a new slot, so a new container starts) called once through
   `fn-core lb` -> `fn-core runner`; the runner's split is read from the outside with Docker events
@@ -31,6 +31,7 @@ import docker
 from fn_core.config import load_config
 from fn_core.models import Call
 from fn_core.runner.agent import container_env
+from fn_core.runner.dirwatch import DirWatch
 from fn_core.runner.uds import wait_ready
 from fn_plugins_builtin.driver_docker import DockerDriver
 from fn_plugins_builtin.prefork import DONOR_LABEL
@@ -54,13 +55,14 @@ def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, flo
     os.makedirs(iofs, mode=0o777)
     os.chmod(iofs, 0o777)
     options = driver.container_options(call, iofs, container_env(call))
+    watch = DirWatch(iofs)  # as the runner: watched from before the start
     t0 = time.perf_counter()
     container = client.containers.create(**options)
     t1 = time.perf_counter()
     try:
         container.start()
         t2 = time.perf_counter()
-        asyncio.run(wait_ready(iofs, 10.0))
+        asyncio.run(wait_ready(iofs, 10.0, watch))
         t3 = time.perf_counter()
         conn = RawClient(os.path.join(iofs, "lsnr.sock"),
                          http_request("/call", b"x", {"Fn-Call-Id": "c", "Fn-Deadline": "2099-01-01T00:00:00Z"}))
@@ -69,6 +71,7 @@ def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, flo
         conn.close()
         assert status == 200, status
     finally:
+        watch.close()
         container.remove(force=True)
         shutil.rmtree(iofs, ignore_errors=True)
     return {"create_ms": (t1 - t0) * 1000, "start_ms": (t2 - t1) * 1000, "ready_ms": (t3 - t2) * 1000,

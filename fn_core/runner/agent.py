@@ -51,6 +51,7 @@ import attrs
 from fn_core.config import Config
 from fn_core.errors import APIError, BadRequest, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
 from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
+from fn_core.runner.dirwatch import DirWatch
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
@@ -507,8 +508,10 @@ class Agent:
         iofs_dir = ""
         container_id = ""
         output: FunctionOutput | None = None
+        watch: DirWatch | None = None
         try:
             iofs_dir = self.socket_dirs.make()
+            watch = DirWatch(iofs_dir)  # before the container starts (as Fn): its socket cannot come unseen
             began = time.monotonic()
             if self.output_limit is None:
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))
@@ -516,7 +519,7 @@ class Agent:
                 output = FunctionOutput(call, self.output_limit)
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call), output=output)
             self.metrics.observe_driver("launch", time.monotonic() - began)
-            await wait_ready(iofs_dir, queue.start_timeout_s)
+            await wait_ready(iofs_dir, queue.start_timeout_s, watch)
             launch_s = time.monotonic() - began
             self.launch_s = moving_average(self.launch_s, launch_s)
             self.metrics.observe_launch(True, launch_s)
@@ -532,6 +535,9 @@ class Agent:
             self._fail_one_waiter(queue, error)
             self._after_capacity_change(queue)
             return
+        finally:
+            if watch is not None:
+                watch.close()
         queue.starting -= 1
         queue.backlog_wait_s, queue.backlog_from = 0.0, asyncio.get_running_loop().time()  # earlier waits were for this one
         container = HotContainer(

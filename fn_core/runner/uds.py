@@ -32,6 +32,7 @@ from fn_core.errors import (
 )
 from fn_core.http_heads import head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
+from fn_core.runner.dirwatch import DirWatch
 
 SOCKET_NAME = "lsnr.sock"
 LISTENER_ENV = "unix:/tmp/iofs/lsnr.sock"
@@ -46,6 +47,7 @@ HOP_HEADERS = frozenset(
 # RFC 9110 token: what a header name may be made of
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 READ_BUFSIZE = 64 * 1024
+WATCHED_RECHECK_S = 0.1  # a watched dir is looked at this often even without an event: readiness never rests on it alone
 COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
 
 #: aiohttp's parser bounds a response head by line and by count; FN_MAX_HDR_RESPONSE_SIZE sets the line bound
@@ -77,17 +79,26 @@ class ContainerBroken(Exception):
     """The connection to the container failed: it has most likely died (the agent asks the driver how)."""
 
 
-async def wait_ready(iofs_dir: str, timeout_s: float, poll_s: float = 0.001) -> None:
-    """Wait for fdk's ``lsnr.sock`` symlink; it appears only once the phony socket listens and is 0666."""
+async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = None, poll_s: float = 0.001) -> None:
+    """Wait for fdk's ``lsnr.sock`` symlink; it appears only once the phony socket listens and is 0666.
+
+    With a ``watch`` of the dir (set up before the container started, so that nothing is missed) the wait
+    wakes when something is created there, and looks anyway every `WATCHED_RECHECK_S`; else it polls
+    every ``poll_s``.
+    """
     path = os.path.join(iofs_dir, SOCKET_NAME)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise ContainerInitTimeout() from None
-            await asyncio.sleep(poll_s)
+            if watch is not None and watch.fd >= 0:
+                await watch.changed(min(left, WATCHED_RECHECK_S))
+            else:
+                await asyncio.sleep(poll_s)
             continue
         break
     if stat.S_ISLNK(info.st_mode):
