@@ -94,6 +94,10 @@ def check_annotations(annotations: dict[str, Any]) -> None:
         raw = json.dumps(value, separators=(",", ":"))
         if value in ("", None, {}, []) or len(raw.encode()) > MAX_ANNOTATION_VALUE_BYTES:
             raise bad(f"Invalid annotation value, annotation values must be non-empty JSON of at most {MAX_ANNOTATION_VALUE_BYTES} bytes")
+
+
+def _check_fn_settings(annotations: dict[str, Any]) -> None:
+    """The runner settings an app or fn may give itself as annotations (`fn_core.models.FnSetting`)."""
     for setting in FN_SETTINGS:
         try:
             setting.of(annotations, 0)
@@ -128,6 +132,7 @@ def _check_app(app: App) -> None:
     if app.shape not in SHAPES:
         raise bad(f"Invalid app shape {app.shape!r}, must be one of {', '.join(s for s in SHAPES if s)}")
     check_annotations(app.annotations)
+    _check_fn_settings(app.annotations)
 
 
 def app_for_create(data: dict[str, Any]) -> App:
@@ -182,6 +187,7 @@ def _check_fn(fn: Fn) -> None:
     if fn.shape not in SHAPES:
         raise bad(f"Invalid fn shape {fn.shape!r}")
     check_annotations(fn.annotations)
+    _check_fn_settings(fn.annotations)
 
 
 def _limits(data: dict[str, Any]) -> tuple[int, int, int]:
