@@ -36,7 +36,6 @@ NODE_TYPES = {"full": "serve", "api": "api", "lb": "lb", "pure-runner": "runner"
 #: Fn's variables that fn-core reads nowhere, with why. One that is set is named at start-up, so that
 #: nobody takes it to be in force; every other FN_* of Fn's keeps its meaning here (the settings below).
 FN_VARIABLES_WITHOUT_EFFECT = {
-    "FN_JAEGER_URL": "fn-core sends traces to Zipkin only: set FN_ZIPKIN_URL (a Jaeger collector takes Zipkin's format on its port 9411)",
     "FN_HOT_POLL_MSECS": "waiting calls are woken when a container frees, not by polling",
     "FN_HOT_LAUNCHER_TIMEOUT_MSECS": "a function's queue on a runner goes as soon as it has no container and no waiting call",
 }
@@ -254,6 +253,11 @@ class Config:
     )
     zipkin_url: str = setting(
         "", "FN_ZIPKIN_URL", "send each call's spans (LB and runner) to this Zipkin v2 endpoint, e.g. http://zipkin:9411/api/v2/spans ('' = none)",
+        validator=_http_url,
+    )
+    jaeger_url: str = setting(
+        "", "FN_JAEGER_URL",
+        "send each call's spans to this Jaeger collector (Thrift over HTTP), e.g. http://jaeger:14268/api/traces ('' = none)",
         validator=_http_url,
     )
     process_collector_list: str = setting(

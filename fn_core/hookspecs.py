@@ -52,7 +52,7 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
     :param plugin_manager: the `fn_core.plugins.FnPluginManager` being built. A plugin that is
         only wanted under some setting registers its working object here (as pytest's plugins
         do in ``pytest_configure``): the object's hooks then run for this manager alone, with
-        no state at module level. The built-in ``trace-zipkin`` does so when ``zipkin_url`` is set.
+        no state at module level. The built-in ``tracing`` does so when ``zipkin_url`` or ``jaeger_url`` is set.
     :return: ignored.
 
     Errors: raise `fn_core.errors.ConfigError` to stop start-up with your message (say which
@@ -361,7 +361,7 @@ def metric_families() -> list[Family] | None:
 
     :return: a list of `fn_core.metrics.Family` tuples ``(name, type, help, sample lines)`` in the
         text exposition format (`fn_core.metrics.by_label` and `Histogram.samples` make the
-        lines), or None. Prefix the names with your plugin's, as ``fn_trace_`` for trace-zipkin.
+        lines), or None. Prefix the names with your plugin's, as ``fn_trace_`` for tracing.
 
     Errors: isolated per impl, see above.
 

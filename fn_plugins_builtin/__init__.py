@@ -12,5 +12,5 @@ BUILTIN_PLUGINS: list[tuple[str, str]] = [
     ("pool-static", "fn_plugins_builtin.pool_static"),
     ("status-docker", "fn_plugins_builtin.status_docker"),
     ("call-log", "fn_plugins_builtin.call_log"),
-    ("trace-zipkin", "fn_plugins_builtin.trace_zipkin"),
+    ("tracing", "fn_plugins_builtin.tracing"),
 ]

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -83,5 +84,52 @@ async def zipkin_collector():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     kept.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v2/spans"
+    yield kept
+    await runner.cleanup()
+
+
+class JaegerCollector:
+    """Jaeger's collector ``/api/traces`` (Thrift over HTTP), in miniature: each POSTed ``Batch`` is decoded by
+    thriftpy2, a Thrift implementation that is not fn-core's encoder, from ``jaeger.thrift``'s structs."""
+
+    def __init__(self) -> None:
+        import thriftpy2
+
+        self.idl = thriftpy2.load(str(Path(__file__).parent / "fn_plugins_builtin" / "jaeger.thrift"), module_name="jaeger_thrift")
+        self.url = ""
+        self.batches: list = []
+        self.status = 202
+
+    async def take(self, request: web.Request) -> web.Response:
+        from thriftpy2.protocol import TBinaryProtocolFactory
+        from thriftpy2.utils import deserialize
+
+        assert request.content_type == "application/x-thrift"
+        if self.status == 202:
+            self.batches.append(deserialize(self.idl.Batch(), await request.read(), TBinaryProtocolFactory()))
+        return web.Response(status=self.status)
+
+    def of_call(self, call_id: str) -> dict[str, tuple]:
+        """(span, its tags as a dict of values) of this call id, by the service (process) that sent them."""
+        found = {}
+        for batch in self.batches:
+            for span in batch.spans:
+                tags = {t.key: t.vStr if t.vType == self.idl.TagType.STRING else t.vBool for t in span.tags}
+                if tags.get("fn.call_id") == call_id:
+                    found[batch.process.serviceName] = (span, tags)
+        return found
+
+
+@pytest.fixture
+async def jaeger_collector():
+    """A Jaeger collector on 127.0.0.1 (its ``url`` is for FN_JAEGER_URL) for this test."""
+    kept = JaegerCollector()
+    app = web.Application()
+    app.router.add_post("/api/traces", kept.take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    kept.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/traces"
     yield kept
     await runner.cleanup()

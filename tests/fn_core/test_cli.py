@@ -197,7 +197,7 @@ def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_e
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FN_")},
         "FN_NODE_TYPE": "api", "FN_HOST": "127.0.0.1", "FN_PORT": str(port), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db",
-        "FN_JAEGER_URL": "http://127.0.0.1:14268/api/traces",
+        "FN_HOT_POLL_MSECS": "200",
     }
     node = subprocess.Popen([fn_core_command(), "start"], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -209,7 +209,7 @@ def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_e
         node.send_signal(signal.SIGTERM)
         _, stderr = node.communicate(timeout=30)
     assert node.returncode == 0, stderr
-    assert "FN_JAEGER_URL is set, but has no effect in fn-core: fn-core sends traces to Zipkin only" in stderr
+    assert "FN_HOT_POLL_MSECS is set, but has no effect in fn-core: waiting calls are woken when a container frees" in stderr
 
 
 def test_a_command_that_is_not_the_fn_node_type_stops_and_says_which_command_is():

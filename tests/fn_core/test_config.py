@@ -135,8 +135,9 @@ def test_a_bad_http_timeout_names_the_variable_and_the_value(value):
 
 
 def test_an_fn_variable_without_effect_is_named_when_set():
-    env = {"FN_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans", "FN_HOT_POLL_MSECS": "200", "FN_HOT_LAUNCHER_TIMEOUT_MSECS": ""}
-    # FN_ZIPKIN_URL has its effect (fn_plugins_builtin.trace_zipkin); a variable set empty is not named
+    env = {"FN_ZIPKIN_URL": "http://127.0.0.1:9411/api/v2/spans", "FN_JAEGER_URL": "http://127.0.0.1:14268/api/traces",
+           "FN_HOT_POLL_MSECS": "200", "FN_HOT_LAUNCHER_TIMEOUT_MSECS": ""}
+    # FN_ZIPKIN_URL and FN_JAEGER_URL have their effect (fn_plugins_builtin.tracing); a variable set empty is not named
     assert variables_without_effect(env) == [
         "FN_HOT_POLL_MSECS is set, but has no effect in fn-core: waiting calls are woken when a container frees, not by polling"
     ]

@@ -1,8 +1,9 @@
-"""Tracing to Zipkin (Fn's ``FN_ZIPKIN_URL``): one span per call on the LB, one on the runner that ran it.
+"""Tracing (Fn's ``FN_ZIPKIN_URL`` and ``FN_JAEGER_URL``): one span per call on the LB, one on the runner that ran it.
 
-Off unless ``zipkin_url`` is set: then `configure` registers a `ZipkinExporter` for this plugin
-manager, which turns `call_finished` (LB) and `runner_call_finished` (runner) into Zipkin v2 spans
-and POSTs them, in batches, from a task of its own: a call never waits for the collector.
+Off unless ``zipkin_url`` or ``jaeger_url`` is set: then `configure` registers a `Tracer` for this plugin
+manager, which turns `call_finished` (LB) and `runner_call_finished` (runner) into spans and hands each to
+every configured `Collector`. A collector POSTs its spans in batches, from a task of its own: a call never
+waits for it. Zipkin gets v2 JSON, Jaeger Thrift over HTTP (`fn_plugins_builtin.tracing_formats`).
 
 The trace a call joins is the client's: B3 headers (``X-B3-TraceId``, ``X-B3-SpanId``,
 ``X-B3-Sampled``, or the single ``b3``) or W3C ``traceparent``, on ``/invoke`` and on triggers
@@ -21,12 +22,12 @@ import hashlib
 import logging
 import re
 import time
-from typing import Any
 
 import aiohttp
 import attrs
 
 from fn_core import hookimpl
+from fn_plugins_builtin.tracing_formats import Encoder, jaeger_thrift, zipkin_json
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,12 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 @hookimpl
 def configure(config, plugin_manager):
-    if config.zipkin_url:
-        plugin_manager.register(ZipkinExporter(config.zipkin_url), name="trace-zipkin:exporter")
+    collectors = [Collector(name, url, encode) for name, url, encode in (
+        ("zipkin", config.zipkin_url, zipkin_json),
+        ("jaeger", config.jaeger_url, jaeger_thrift),
+    ) if url]
+    if collectors:
+        plugin_manager.register(Tracer(collectors), name="tracing:tracer")
 
 
 @attrs.frozen
@@ -94,24 +99,33 @@ def _hex(value: str, *lengths: int) -> bool:
     return len(value) in lengths and _HEX.fullmatch(value) is not None and value.strip("0") != ""
 
 
-class ZipkinExporter:
-    """Spans of this node's calls, POSTed to ``url`` as Zipkin v2 JSON in batches."""
+@attrs.frozen
+class Span:
+    """One finished span, as every collector's format needs it (ids in lowercase hex, times in microseconds)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.pending: list[dict[str, Any]] = []
-        self.sent = 0
-        self.dropped = 0
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._failing = False
+    trace_id: str
+    span_id: str
+    parent_id: str  # '' for a root span
+    name: str
+    service: str
+    start_us: int
+    duration_us: int
+    tags: dict[str, str]
+
+
+class Tracer:
+    """Spans of this node's calls, each handed to every collector."""
+
+    def __init__(self, collectors: list[Collector]) -> None:
+        self.collectors = collectors
 
     @hookimpl
     def metric_families(self):
         return [
-            ("fn_trace_spans_sent_total", "counter", "spans Zipkin took", [f"fn_trace_spans_sent_total {self.sent}"]),
-            ("fn_trace_spans_dropped_total", "counter", "spans dropped: Zipkin down or slow, or too many waiting",
-             [f"fn_trace_spans_dropped_total {self.dropped}"]),
+            ("fn_trace_spans_sent_total", "counter", "spans a collector took",
+             [f'fn_trace_spans_sent_total{{collector="{c.name}"}} {c.sent}' for c in self.collectors]),
+            ("fn_trace_spans_dropped_total", "counter", "spans dropped: the collector down or slow, or too many waiting",
+             [f'fn_trace_spans_dropped_total{{collector="{c.name}"}} {c.dropped}' for c in self.collectors]),
         ]
 
     @hookimpl
@@ -128,29 +142,46 @@ class ZipkinExporter:
         parent = parent_of(call.id, call.headers)
         if not parent.sampled:
             return
-        if len(self.pending) >= MAX_PENDING:
-            self.dropped += 1
-            return
         tags = {"fn.call_id": call.id, "fn.app_id": call.app_id, "fn.fn_id": call.fn_id,
                 "http.status_code": str(outcome.status), "error": outcome.error, **extra}
         duration_us = max(1, round(outcome.duration_s * 1e6))
-        span = {
-            "traceId": parent.trace_id,
-            "id": span_id,
-            "name": name,
-            "kind": "SERVER",
-            "timestamp": round(time.time() * 1e6) - duration_us,
-            "duration": duration_us,
-            "localEndpoint": {"serviceName": f"fn-core-{node}"},
-            "tags": {key: value for key, value in tags.items() if value},
-        }
-        parent_id = parent_id or parent.span_id
-        if parent_id:
-            span["parentId"] = parent_id
+        span = Span(
+            trace_id=parent.trace_id,
+            span_id=span_id,
+            parent_id=parent_id or parent.span_id,
+            name=name,
+            service=f"fn-core-{node}",
+            start_us=round(time.time() * 1e6) - duration_us,
+            duration_us=duration_us,
+            tags={key: value for key, value in tags.items() if value},
+        )
+        for collector in self.collectors:
+            collector.add(span)
+
+
+class Collector:
+    """One collector (``name``: zipkin, jaeger) at ``url``: spans wait here and go out in batches, each batch
+    encoded by ``encode`` into the bodies to POST, from a task of its own."""
+
+    def __init__(self, name: str, url: str, encode: Encoder) -> None:
+        self.name = name
+        self.url = url
+        self.encode = encode
+        self.pending: list[Span] = []
+        self.sent = 0
+        self.dropped = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def add(self, span: Span) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
         self.pending.append(span)
         if self._task is None:  # the first span: this node's loop is running, so the sender can start
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._send_forever(), name="zipkin-exporter")
+            self._task = asyncio.get_running_loop().create_task(self._send_forever(), name=f"{self.name}-exporter")
         elif len(self.pending) >= MAX_BATCH and self._wake is not None:
             self._wake.set()
 
@@ -173,18 +204,22 @@ class ZipkinExporter:
     async def _send(self, session: aiohttp.ClientSession) -> None:
         while self.pending:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            problem = ""
             try:
-                async with session.post(self.url, json=batch) as response:
-                    problem = f"HTTP {response.status} {(await response.text())[:200]}".strip() if response.status >= 300 else ""
+                for body, content_type in self.encode(batch):
+                    async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
+                        if response.status >= 300:
+                            problem = f"HTTP {response.status} {(await response.text())[:200]}".strip()
+                            break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if problem:
                 self.dropped += len(batch)
                 if not self._failing:  # once per outage, not per batch
-                    log.warning("Zipkin at %s did not take %d span(s): %s", self.url, len(batch), problem)
+                    log.warning("%s at %s did not take %d span(s): %s", self.name, self.url, len(batch), problem)
                 self._failing = True
                 return
             self.sent += len(batch)
             if self._failing:
-                log.info("Zipkin at %s takes spans again", self.url)
+                log.info("%s at %s takes spans again", self.name, self.url)
                 self._failing = False

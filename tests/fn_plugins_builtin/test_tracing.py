@@ -1,7 +1,7 @@
-"""FN_ZIPKIN_URL: each call's LB and runner spans reach a Zipkin collector, in the client's trace.
+"""FN_ZIPKIN_URL and FN_JAEGER_URL: each call's LB and runner spans reach the collectors, in the client's trace.
 
-The collector is `zipkin_collector` (tests/conftest.py), a real HTTP server on 127.0.0.1; the platform
-is a real LB and runner over gRPC, with real Docker.
+The collectors are `zipkin_collector` and `jaeger_collector` (tests/conftest.py), real HTTP servers on
+127.0.0.1 (Jaeger's Thrift decoded by thriftpy2); the platform is a real LB and runner over gRPC, with real Docker.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import pytest
 
 from fn_core.testing import metric_samples, wait_until
-from fn_plugins_builtin.trace_zipkin import Parent, lb_span_id, parent_of
+from fn_plugins_builtin.tracing import Parent, lb_span_id, parent_of, runner_span_id
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 CLIENT_SPAN = "a2fb4a1d1a96d312"
@@ -40,7 +40,8 @@ async def test_a_calls_lb_and_runner_spans_reach_zipkin_in_the_clients_trace(fn_
     # the runner's part lies within the LB's
     assert lb["timestamp"] <= runner["timestamp"] and runner["duration"] <= lb["duration"]
     scraped = metric_samples((await platform.api("GET", "/metrics")).body.decode())
-    assert scraped["fn_trace_spans_sent_total"] >= 2 and scraped["fn_trace_spans_dropped_total"] == 0
+    assert scraped['fn_trace_spans_sent_total{collector="zipkin"}'] >= 2
+    assert scraped['fn_trace_spans_dropped_total{collector="zipkin"}'] == 0
 
 
 async def test_unsampled_calls_make_no_span_and_untraced_ones_start_a_trace(fn_platform, echo_image, zipkin_collector):
@@ -58,7 +59,7 @@ async def test_unsampled_calls_make_no_span_and_untraced_ones_start_a_trace(fn_p
 
 
 async def test_an_error_is_tagged_and_a_collector_outage_costs_no_call(fn_platform, echo_image, zipkin_collector, caplog):
-    caplog.set_level(logging.INFO, logger="fn_plugins_builtin.trace_zipkin")
+    caplog.set_level(logging.INFO, logger="fn_plugins_builtin.tracing")
     platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url})
     fn = await platform.deploy(echo_image)
     failed = await platform.invoke(fn["id"], b'{"fail": "boom"}')
@@ -77,13 +78,13 @@ async def test_an_error_is_tagged_and_a_collector_outage_costs_no_call(fn_platfo
     await wait_until(lambda: len(zipkin_collector.of_call(ok.headers["Fn-Call-Id"])) == 2, "spans flow again", timeout_s=10)
     assert zipkin_collector.of_call(lost.headers["Fn-Call-Id"]) == {}  # lost with the outage, and said so
     assert caplog.text.count("did not take") == 1 and "HTTP 500" in caplog.text  # once per outage, not per batch
-    assert metric_samples((await platform.api("GET", "/metrics")).body.decode())["fn_trace_spans_dropped_total"] == 2
+    assert metric_samples((await platform.api("GET", "/metrics")).body.decode())['fn_trace_spans_dropped_total{collector="zipkin"}'] == 2
     assert "takes spans again" in caplog.text
 
 
-async def test_without_zipkin_url_the_exporter_is_not_there(make_plugin_manager):
+async def test_without_a_collector_url_the_tracer_is_not_there(make_plugin_manager):
     pm = make_plugin_manager()
-    assert pm.get_plugin("trace-zipkin:exporter") is None
+    assert pm.get_plugin("tracing:tracer") is None
     assert not pm.hook.runner_call_finished.get_hookimpls()  # so a runner makes no outcome record per call
 
 
@@ -111,12 +112,72 @@ def test_a_missing_or_malformed_context_starts_a_trace_of_the_calls_own(bad):
 async def test_spans_left_at_shutdown_are_sent(zipkin_collector):
     from fn_core.models import Call
     from fn_core.records import CallOutcome
-    from fn_plugins_builtin.trace_zipkin import ZipkinExporter
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import zipkin_json
 
-    exporter = ZipkinExporter(zipkin_collector.url)
-    exporter.call_finished(Call(id="call-9", app_id="a", fn_id="f"), CallOutcome(status=200, duration_s=0.001))
+    collector = Collector("zipkin", zipkin_collector.url, zipkin_json)
+    Tracer([collector]).call_finished(Call(id="call-9", app_id="a", fn_id="f"), CallOutcome(status=200, duration_s=0.001))
     await asyncio.sleep(0)
-    exporter._task.cancel()  # as the node's loop ends, before the next flush
+    collector._task.cancel()  # as the node's loop ends, before the next flush
     with pytest.raises(asyncio.CancelledError):
-        await exporter._task
+        await collector._task
     assert [s["id"] for s in zipkin_collector.spans] == [lb_span_id("call-9")]
+
+
+def _i64(hex_id: str) -> int:
+    value = int(hex_id, 16)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+async def test_with_both_urls_a_calls_spans_reach_jaeger_and_zipkin_alike(fn_platform, echo_image, zipkin_collector,
+                                                                          jaeger_collector):
+    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url, "FN_JAEGER_URL": jaeger_collector.url})
+    fn = await platform.deploy(echo_image)
+    headers = {"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01"}
+    ok = await platform.invoke(fn["id"], b"traced", headers=headers)
+    failed = await platform.invoke(fn["id"], b'{"fail": "boom"}', headers=headers)
+    assert (ok.status, failed.status) == (200, 502)
+    ok_id, failed_id = ok.headers["Fn-Call-Id"], failed.headers["Fn-Call-Id"]
+    await wait_until(lambda: all(len(c.of_call(i)) == 2 for c in (zipkin_collector, jaeger_collector) for i in (ok_id, failed_id)),
+                     "both calls' spans reached both collectors", timeout_s=10)
+
+    spans = jaeger_collector.of_call(ok_id)
+    (lb, lb_tags), (runner, runner_tags) = spans["fn-core-lb"], spans["fn-core-runner"]
+    assert (lb.traceIdHigh, lb.traceIdLow) == (runner.traceIdHigh, runner.traceIdLow) == (_i64(TRACE[:16]), _i64(TRACE[16:]))
+    assert (lb.spanId, lb.parentSpanId) == (_i64(lb_span_id(ok_id)), _i64(CLIENT_SPAN))  # the client's span is the LB's parent
+    assert (runner.spanId, runner.parentSpanId) == (_i64(runner_span_id(ok_id)), lb.spanId)  # and the LB's the runner's
+    assert lb.operationName == f"invoke {fn['id']}" and runner.operationName == f"run {fn['id']}"
+    assert lb.flags == runner.flags == 1  # sampled
+    assert lb.startTime <= runner.startTime and runner.duration <= lb.duration
+    zipkin_lb = zipkin_collector.of_call(ok_id)["fn-core-lb"]
+    assert (zipkin_lb["timestamp"], zipkin_lb["duration"]) == (lb.startTime, lb.duration)  # one span, two formats
+    assert lb_tags == {"fn.call_id": ok_id, "fn.app_id": fn["app_id"], "fn.fn_id": fn["id"], "http.status_code": "200",
+                       "fn.runner": platform.runners[0].address, "fn.attempts": "1", "span.kind": "server"}
+    assert runner_tags["fn.image"] == echo_image and "error" not in runner_tags
+
+    for _, tags in jaeger_collector.of_call(failed_id).values():
+        assert tags["error"] is True and tags["error.message"] and tags["http.status_code"] == "502"
+    scraped = metric_samples((await platform.api("GET", "/metrics")).body.decode())
+    assert scraped['fn_trace_spans_sent_total{collector="jaeger"}'] == scraped['fn_trace_spans_sent_total{collector="zipkin"}'] >= 2
+    assert scraped['fn_trace_spans_dropped_total{collector="jaeger"}'] == 0
+
+
+async def test_a_64_bit_trace_id_and_a_root_span_in_jaegers_format(jaeger_collector):
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import jaeger_thrift
+
+    collector = Collector("jaeger", jaeger_collector.url, jaeger_thrift)
+    tracer = Tracer([collector])
+    tracer.call_finished(Call(id="c64", app_id="a", fn_id="f", headers={"X-B3-TraceId": ["ffffffffffffffff"],
+                                                                         "X-B3-SpanId": [CLIENT_SPAN]}), CallOutcome(status=200))
+    tracer.call_finished(Call(id="root", app_id="a", fn_id="f"), CallOutcome(status=200))
+    collector._wake.set()
+    await wait_until(lambda: collector.sent == 2, "both spans sent", timeout_s=10)
+    (c64, _), (root, _) = jaeger_collector.of_call("c64")["fn-core-lb"], jaeger_collector.of_call("root")["fn-core-lb"]
+    assert (c64.traceIdHigh, c64.traceIdLow, c64.parentSpanId) == (0, -1, _i64(CLIENT_SPAN))
+    assert root.parentSpanId == 0 and (root.traceIdHigh, root.traceIdLow) != (0, 0)
+    collector._task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await collector._task
