@@ -13,4 +13,5 @@ BUILTIN_PLUGINS: list[tuple[str, str]] = [
     ("status-docker", "fn_plugins_builtin.status_docker"),
     ("call-log", "fn_plugins_builtin.call_log"),
     ("tracing", "fn_plugins_builtin.tracing"),
+    ("fn-metrics", "fn_plugins_builtin.fn_metrics"),
 ]
