@@ -118,7 +118,11 @@ class InvokeApi:
                 accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
                 return accepted
-            placement = await agent.place(offer, body)
+            answer = StreamedAnswer(request, call.id, is_trigger)  # used only by an answer too big to hold
+            placement = await agent.place(offer, body, sink=answer)
+            if answer.response is not None:  # it began (so the call was committed)
+                status = await answer.end(placement)
+                return answer.response
             status, response, chunks = _sync_response(call, placement, is_trigger)
             if chunks:
                 await _write_chunks(request, response, chunks)
@@ -196,6 +200,18 @@ def _is_detached(request: web.Request) -> bool:
     return request.headers.get("Fn-Invoke-Type", "").lower() == "detached"
 
 
+def _answer_head(result: ExecResult, call_id: str, is_trigger: bool) -> tuple[int, CIMultiDict[str]]:
+    """The status and headers a client gets for the function's answer."""
+    status = result.status or 200
+    if is_trigger:
+        status, headers = trigger_response(status, result.headers)
+    else:
+        headers = response_headers(result.headers)
+    out = CIMultiDict(headers)
+    out[CALL_ID_HEADER] = call_id
+    return status, out
+
+
 def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[int, web.StreamResponse, list[bytes]]:
     """The response, and the body chunks still to write when there are several (else [])."""
     result = placement.result
@@ -203,13 +219,7 @@ def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[
     if error is not None or result is None:
         error = error or APIError()
         return error.status, error_response(error, call.id), []
-    status = result.status or 200
-    if is_trigger:
-        status, headers = trigger_response(status, result.headers)
-    else:
-        headers = response_headers(result.headers)
-    out = CIMultiDict(headers)
-    out[CALL_ID_HEADER] = call.id
+    status, out = _answer_head(result, call.id, is_trigger)
     chunks = result.chunks
     if len(chunks) <= 1:
         return status, web.Response(status=status, body=chunks[0] if chunks else b"", headers=out), []
@@ -226,3 +236,59 @@ async def _write_chunks(request: web.Request, response: web.StreamResponse, chun
     while chunks:
         await response.write(chunks.pop())  # dropped once written (or buffered by the transport)
     await response.write_eof()
+
+
+class StreamedAnswer:
+    """A sync call's answer once it outgrows what the LB holds (`STREAM_AFTER_BYTES`): sent as it comes, chunked.
+
+    Its status and headers are the function's, so a failure after they are sent (the runner lost, the
+    function cut off) can no longer be an error answer: the client's connection is cut instead, before the
+    last chunk, and the call ends with the error in its log line and metrics.
+    """
+
+    __slots__ = ("request", "call_id", "is_trigger", "response", "status", "gone")
+
+    def __init__(self, request: web.Request, call_id: str, is_trigger: bool) -> None:
+        self.request = request
+        self.call_id = call_id
+        self.is_trigger = is_trigger
+        self.response: web.StreamResponse | None = None
+        self.status = 0
+        self.gone = False  # the client's connection closed under a write (its handler is being cancelled)
+
+    async def begin(self, result: ExecResult) -> None:
+        self.status, headers = _answer_head(result, self.call_id, self.is_trigger)
+        self.response = web.StreamResponse(status=self.status, headers=headers)
+        self.response.enable_chunked_encoding()
+        await self.response.prepare(self.request)
+
+    async def write(self, chunk: bytes) -> None:
+        assert self.response is not None
+        if self.gone:
+            return
+        try:
+            await self.response.write(chunk)
+        except ConnectionResetError:  # nothing for the runner's side to handle: the call ends unseen
+            self.gone = True
+
+    async def end(self, placement: Placement) -> int:
+        """Write what is left and the end; or cut the connection when the call failed after its answer began."""
+        assert self.response is not None and placement.result is not None
+        result = placement.result
+        error = placement.error or result.error
+        if self.gone:
+            return ClientCancelled.status
+        if error is not None:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            return error.status
+        chunks, result.chunks = result.chunks, []
+        for chunk in chunks:
+            await self.write(chunk)
+        if not self.gone:
+            try:
+                await self.response.write_eof()
+            except ConnectionResetError:
+                self.gone = True
+        return ClientCancelled.status if self.gone else self.status

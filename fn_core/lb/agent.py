@@ -21,7 +21,7 @@ from fn_core.hook_calls import run_isolated, run_override_call
 from fn_core.lb.call import CallTemplate
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
-from fn_core.lb.runner_client import ExecResult
+from fn_core.lb.runner_client import AnswerSink, ExecResult
 from fn_core.models import Call, slot_key
 from fn_core.records import CallOutcome
 from fn_core.wire import CallOffer
@@ -76,8 +76,10 @@ class LBAgent:
         body: bytes,
         on_start: Callable[[ExecResult], None] | None = None,
         timeout_s: float | None = None,
+        sink: AnswerSink | None = None,
     ) -> Placement:
-        """Place the call (and run it): ``timeout_s`` bounds the search for a runner (default: the placer timeout)."""
+        """Place the call (and run it): ``timeout_s`` bounds the search for a runner (default: the placer timeout).
+        A big answer goes to ``sink`` as it comes (`fn_core.lb.runner_client.ReplyReader`)."""
         if self.closing:
             return Placement(error=ShuttingDown())
         call = offer.call
@@ -93,7 +95,7 @@ class LBAgent:
                 return Placement(error=APIError(f"internal server error (placer {name} failed)"), attempts=attempts)
             for ref in order or ():
                 attempts += 1
-                result = await ref.handle.try_exec(offer, body, on_start)
+                result = await ref.handle.try_exec(offer, body, on_start, sink)
                 if result is not None:
                     return Placement(result=result, runner=ref.address, attempts=attempts)
                 self.metrics.placement_retries += 1

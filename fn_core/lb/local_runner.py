@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from fn_core.errors import APIError
-from fn_core.lb.runner_client import ExecResult, ReplyReader
+from fn_core.lb.runner_client import AnswerSink, ExecResult, ReplyReader
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.runner.core import RunnerCore
@@ -46,6 +46,8 @@ class _LocalIO:
 
     async def data(self, chunk: bytes) -> None:
         self.reply.data(chunk)
+        if self.reply.spill:
+            await self.reply.spill_to_sink()
 
     async def finish(self, done: pb.CallFinished) -> None:
         self.reply.finished(done)
@@ -67,9 +69,10 @@ class LocalRunner:
         offer: CallOffer,
         body: bytes,
         on_start: Callable[[ExecResult], None] | None = None,
+        sink: AnswerSink | None = None,
     ) -> ExecResult | None:
         """As `RunnerClient.try_exec`: None = not placed (NACK), else the committed call's result."""
-        reply = ReplyReader(on_start)
+        reply = ReplyReader(on_start, sink)
         try:
             await self.core.engage(_LocalIO(offer, body, reply))
         except Exception as exc:  # as a runner lost mid-call over gRPC: committed, never re-sent

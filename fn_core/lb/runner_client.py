@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -23,16 +24,32 @@ from fn_core.wire import ENGAGE, MAX_DATA_CHUNK, REQUEST_ID_METADATA, STATUS, Ca
 
 log = logging.getLogger(__name__)
 
+#: A sync call's answer bigger than this leaves the LB as it comes (chunked), not whole at its end: the LB
+#: holds at most about this much of it, and the client's first byte does not wait for the last
+STREAM_AFTER_BYTES = 64 * 1024
+
 
 @attrs.define
 class ExecResult:
-    """A committed call's result as the runner reported it (or the error that ended it)."""
+    """A committed call's result as the runner reported it (or the error that ended it).
+
+    ``chunks`` is the body still held; with ``streamed`` the rest went to the `AnswerSink` already.
+    """
 
     status: int = 0
     headers: list[tuple[str, str]] = attrs.field(factory=list)
     chunks: list[bytes] = attrs.field(factory=list)
     error: APIError | None = None
     finished: pb.CallFinished | None = None
+    streamed: bool = False
+
+
+class AnswerSink(Protocol):
+    """Where a big answer goes as it comes (the client's response): `begin` once, then `write` each part."""
+
+    async def begin(self, result: ExecResult) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
 
 
 class ReplyReader:
@@ -40,16 +57,21 @@ class ReplyReader:
 
     `feed` each `RunnerMsg` in order until it returns True; `outcome` is then the
     `ExecResult`, or None for the NACK (a 503 ``finished`` before any ``result_start``).
+    With a ``sink``, once the body held passes `STREAM_AFTER_BYTES`, ``spill`` says so after a
+    message, and the caller awaits `spill_to_sink` before it reads the next one.
     """
 
-    __slots__ = ("on_start", "result", "started", "nacked", "done")
+    __slots__ = ("on_start", "sink", "result", "started", "nacked", "done", "held", "spill")
 
-    def __init__(self, on_start: Callable[[ExecResult], None] | None = None) -> None:
+    def __init__(self, on_start: Callable[[ExecResult], None] | None = None, sink: AnswerSink | None = None) -> None:
         self.on_start = on_start
+        self.sink = sink
         self.result = ExecResult()
         self.started = False
         self.nacked = False
         self.done = False
+        self.held = 0  # bytes of body in result.chunks (counted only with a sink)
+        self.spill = False
 
     def feed(self, msg: pb.RunnerMsg) -> bool:
         """Take one message; True once the reply is complete (``finished`` came)."""
@@ -73,6 +95,22 @@ class ReplyReader:
 
     def data(self, chunk: bytes) -> None:
         self.result.chunks.append(chunk)
+        if self.sink is not None:
+            self.held += len(chunk)
+            if self.held > STREAM_AFTER_BYTES or self.result.streamed:
+                self.spill = True
+
+    async def spill_to_sink(self) -> None:
+        """Hand what is held to the sink (beginning the answer the first time); the runner's stream waits meanwhile."""
+        assert self.sink is not None
+        result = self.result
+        self.spill = False
+        if not result.streamed:
+            result.streamed = True
+            await self.sink.begin(result)
+        chunks, result.chunks, self.held = result.chunks, [], 0
+        for chunk in chunks:
+            await self.sink.write(chunk)
 
     def finished(self, finished: pb.CallFinished) -> None:
         self.done = True
@@ -130,11 +168,13 @@ class RunnerClient:
         offer: CallOffer,
         body: bytes,
         on_start: Callable[[ExecResult], None] | None = None,
+        sink: AnswerSink | None = None,
     ) -> ExecResult | None:
         """Run the call on this runner. None = not placed (try the next one).
 
         ``on_start`` is called once with the result when `result_start` arrives (detached calls
-        answer the client there and let the rest of the stream run on).
+        answer the client there and let the rest of the stream run on). A big answer goes to
+        ``sink`` as it comes (`ReplyReader`).
         """
         if self.closed:
             return None
@@ -144,7 +184,7 @@ class RunnerClient:
             log.debug("runner %s unreachable: %s", self.address, exc)
             return None
         sender: asyncio.Task | None = None
-        reply = ReplyReader(on_start)
+        reply = ReplyReader(on_start, sink)
         try:
             await stream.send_message(offer.try_bytes())
             if len(body) <= MAX_DATA_CHUNK:
@@ -157,6 +197,8 @@ class RunnerClient:
                     return reply.ended_early(self.address)
                 if reply.feed(pb.RunnerMsg.FromString(raw)):
                     return reply.outcome()
+                if reply.spill:
+                    await reply.spill_to_sink()
         except StreamRefused as exc:
             log.debug("runner %s did not take the call: %s", self.address, exc)
             return None  # the runner says it never processed the stream: not placed

@@ -84,16 +84,20 @@ async def test_serve_path_places_on_the_local_runner(label_tag, echo_image, tmp_
             for body in (b"one", b"two"):
                 async with s.post(f"/invoke/{fn['id']}", data=body) as r:
                     assert (r.status, await r.read()) == (200, body)
-            # a many-frame response is written frame by frame, with its full Content-Length
-            async with s.post(f"/invoke/{fn['id']}", json={"repeat": 300_000, "text": "ab"}) as r:
-                assert (r.status, r.content_length, await r.read()) == (200, 600_000, b"ab" * 300_000)
+            # a many-frame response the LB holds whole goes out with its full Content-Length ...
+            async with s.post(f"/invoke/{fn['id']}", json={"repeat": 15_000, "text": "ab"}) as r:
+                assert (r.status, r.content_length, await r.read()) == (200, 30_000, b"ab" * 15_000)
                 assert r.headers["Fn-Call-Id"] and "Transfer-Encoding" not in r.headers
+            # ... a bigger one as it comes (chunked), from the local runner as from a remote one
+            async with s.post(f"/invoke/{fn['id']}", json={"repeat": 300_000, "text": "ab"}) as r:
+                assert (r.status, r.headers.get("Transfer-Encoding"), await r.read()) == (200, "chunked", b"ab" * 300_000)
+                assert r.headers["Fn-Call-Id"] and r.content_length is None
             async with s.get("/metrics") as r:  # serve's /metrics has its local runner's beside the LB's
                 samples = metric_samples(await r.text())
-            assert samples['fn_runner_calls_total{result="success"}'] == 3  # counted before its answer leaves
+            assert samples['fn_runner_calls_total{result="success"}'] == 4  # counted before its answer leaves
             assert samples['fn_runner_container_launches_total{result="ok"}'] == 1
-        assert [o.runner for o in outcomes] == [LOCAL_ADDRESS] * 3
-        assert (runner.core.requests_received, runner.core.requests_handled) == (3, 3)
+        assert [o.runner for o in outcomes] == [LOCAL_ADDRESS] * 4
+        assert (runner.core.requests_received, runner.core.requests_handled) == (4, 4)
     finally:
         await lb.stop(grace=5)
         await runner.stop(grace=5)
