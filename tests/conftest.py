@@ -73,19 +73,25 @@ class ZipkinCollector:
         return {s["localEndpoint"]["serviceName"]: s for s in self.spans if s["tags"].get("fn.call_id") == call_id}
 
 
+async def _collecting(collector, path: str):
+    """``collector.take`` answering POSTs to ``path`` on 127.0.0.1 (a free port; ``collector.url`` says where) until the test ends."""
+    app = web.Application()
+    app.router.add_post(path, collector.take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    collector.url = f"http://127.0.0.1:{runner.addresses[0][1]}{path}"
+    try:
+        yield collector
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def zipkin_collector():
     """A Zipkin collector on 127.0.0.1 (its ``url`` is for FN_ZIPKIN_URL) for this test."""
-    kept = ZipkinCollector()
-    app = web.Application()
-    app.router.add_post("/api/v2/spans", kept.take)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    kept.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v2/spans"
-    yield kept
-    await runner.cleanup()
+    async for collector in _collecting(ZipkinCollector(), "/api/v2/spans"):
+        yield collector
 
 
 class JaegerCollector:
@@ -123,13 +129,5 @@ class JaegerCollector:
 @pytest.fixture
 async def jaeger_collector():
     """A Jaeger collector on 127.0.0.1 (its ``url`` is for FN_JAEGER_URL) for this test."""
-    kept = JaegerCollector()
-    app = web.Application()
-    app.router.add_post("/api/traces", kept.take)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    kept.url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/traces"
-    yield kept
-    await runner.cleanup()
+    async for collector in _collecting(JaegerCollector(), "/api/traces"):
+        yield collector
