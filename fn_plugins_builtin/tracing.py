@@ -216,10 +216,10 @@ class Collector:
             if problem:
                 self.dropped += len(batch)
                 if not self._failing:  # once per outage, not per batch
-                    log.warning("%s at %s did not take %d span(s): %s", self.name, self.url, len(batch), problem)
+                    log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.url, len(batch), problem)
                 self._failing = True
                 return
             self.sent += len(batch)
             if self._failing:
-                log.info("%s at %s takes spans again", self.name, self.url)
+                log.info("%s at %s takes spans again", self.name.capitalize(), self.url)
                 self._failing = False
