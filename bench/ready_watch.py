@@ -25,7 +25,7 @@ from fn_core.config import load_config
 from fn_core.images import build_named_function
 from fn_core.models import Call
 from fn_core.runner.agent import container_env
-from fn_core.runner.dirwatch import DirWatch
+from fn_core.runner.dirwatch import DirWatcher
 from fn_core.runner.uds import wait_ready
 from fn_plugins_builtin.driver_docker import DockerDriver
 
@@ -35,20 +35,26 @@ IOFS_ROOT = "/tmp/fnb-ready"
 
 def one_launch(client, driver: DockerDriver, watched: bool) -> tuple[float, float]:
     """(ms from start to ready, ms of this process's CPU meanwhile)."""
+    return asyncio.run(_one_launch(client, driver, watched))
+
+
+async def _one_launch(client, driver: DockerDriver, watched: bool) -> tuple[float, float]:
     call = Call(id="ready", app_id="bench", fn_id="bench-ready", image=IMAGE, memory=128)
     iofs = os.path.join(IOFS_ROOT, os.urandom(4).hex())
     os.makedirs(iofs, mode=0o777)
     os.chmod(iofs, 0o777)
-    watch = DirWatch(iofs) if watched else None  # before the start, as the runner
+    watcher = DirWatcher()
+    watch = watcher.watch(iofs) if watched else None  # before the start, as the runner
     container = client.containers.create(**driver.container_options(call, iofs, container_env(call)))
     try:
         container.start()
         wall, cpu = time.perf_counter(), time.process_time()
-        asyncio.run(wait_ready(iofs, 10.0, watch))
+        await wait_ready(iofs, 10.0, watch)
         return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000
     finally:
         if watch is not None:
             watch.close()
+        watcher.close()
         container.remove(force=True)
         shutil.rmtree(iofs, ignore_errors=True)
 

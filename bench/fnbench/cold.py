@@ -31,7 +31,7 @@ import docker
 from fn_core.config import load_config
 from fn_core.models import Call
 from fn_core.runner.agent import container_env
-from fn_core.runner.dirwatch import DirWatch
+from fn_core.runner.dirwatch import DirWatcher
 from fn_core.runner.uds import wait_ready
 from fn_plugins_builtin.driver_docker import DockerDriver
 from fn_plugins_builtin.prefork import DONOR_LABEL
@@ -48,6 +48,10 @@ class _NoHooks:
 
 def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, float]:
     """One container started the way the runner starts it, each step timed from here (ms)."""
+    return asyncio.run(_direct_launch(client, image, tag, iofs_root))
+
+
+async def _direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, float]:
     config = load_config(env={"FN_CONTAINER_LABEL_TAG": tag, "FN_IOFS_PATH": iofs_root})
     driver = DockerDriver(config, _NoHooks())
     call = Call(id="bench-cold", app_id="bench", fn_id="bench-cold", image=image, memory=128)
@@ -55,14 +59,16 @@ def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, flo
     os.makedirs(iofs, mode=0o777)
     os.chmod(iofs, 0o777)
     options = driver.container_options(call, iofs, container_env(call))
-    watch = DirWatch(iofs)  # as the runner: watched from before the start
-    t0 = time.perf_counter()
-    container = client.containers.create(**options)
-    t1 = time.perf_counter()
+    watcher = DirWatcher()
+    watch = watcher.watch(iofs)  # as the runner: watched from before the start
+    container = None
     try:
+        t0 = time.perf_counter()
+        container = client.containers.create(**options)  # blocking, as each step is timed alone
+        t1 = time.perf_counter()
         container.start()
         t2 = time.perf_counter()
-        asyncio.run(wait_ready(iofs, 10.0, watch))
+        await wait_ready(iofs, 10.0, watch)
         t3 = time.perf_counter()
         conn = RawClient(os.path.join(iofs, "lsnr.sock"),
                          http_request("/call", b"x", {"Fn-Call-Id": "c", "Fn-Deadline": "2099-01-01T00:00:00Z"}))
@@ -72,7 +78,9 @@ def direct_launch(client, image: str, tag: str, iofs_root: str) -> dict[str, flo
         assert status == 200, status
     finally:
         watch.close()
-        container.remove(force=True)
+        watcher.close()
+        if container is not None:
+            container.remove(force=True)
         shutil.rmtree(iofs, ignore_errors=True)
     return {"create_ms": (t1 - t0) * 1000, "start_ms": (t2 - t1) * 1000, "ready_ms": (t3 - t2) * 1000,
             "first_response_ms": (t4 - t3) * 1000, "total_ms": (t4 - t0) * 1000}

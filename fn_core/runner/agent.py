@@ -51,7 +51,7 @@ import attrs
 from fn_core.config import Config
 from fn_core.errors import APIError, BadRequest, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
 from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
-from fn_core.runner.dirwatch import DirWatch
+from fn_core.runner.dirwatch import DirWatch, DirWatcher
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
@@ -241,6 +241,7 @@ class Agent:
         self.start_timeout_ms = config.hot_start_timeout_msecs  # an fn's annotation may say otherwise
         self.freeze_s = config.freeze_idle_msecs / 1000 if config.freeze_idle_msecs >= 0 else None
         self.socket_dirs = SocketDirs.from_config(config)
+        self.dir_watcher = DirWatcher()  # readiness of the containers starting: one inotify instance for all
         self.queues: dict[bytes, SlotQueue] = {}
         self.closing = False
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
@@ -442,8 +443,9 @@ class Agent:
             for container in self.containers():
                 self.retire(container, "shutdown")
             if not self._tasks:
-                return
+                break
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.dir_watcher.close()
 
     # --- launching --------------------------------------------------------------------------
     def _check_launch(self, queue: SlotQueue, due: float = 0.0) -> None:
@@ -511,7 +513,7 @@ class Agent:
         watch: DirWatch | None = None
         try:
             iofs_dir = self.socket_dirs.make()
-            watch = DirWatch(iofs_dir)  # before the container starts (as Fn): its socket cannot come unseen
+            watch = self.dir_watcher.watch(iofs_dir)  # before the container starts (as Fn): its socket cannot come unseen
             began = time.monotonic()
             if self.output_limit is None:
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call))

@@ -95,7 +95,7 @@ async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = N
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ContainerInitTimeout() from None
-            if watch is not None and watch.fd >= 0:
+            if watch is not None and watch.watched:
                 await watch.changed(min(left, WATCHED_RECHECK_S))
             else:
                 await asyncio.sleep(poll_s)
