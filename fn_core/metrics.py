@@ -49,6 +49,7 @@ def exposition(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def by_label(name: str, label: str, counts: Mapping[Any, int]) -> list[str]:
-    """A sample per ``counts`` entry, the key as the value of ``label``."""
-    return [f'{name}{{{label}="{key}"}} {value}' for key, value in counts.items()]
+def by_label(name: str, label: str, counts: Mapping[Any, int], labels: str = "") -> list[str]:
+    """A sample per ``counts`` entry, the key as the value of ``label``; ``labels`` (e.g. ``fn_id="x"``) go before it."""
+    prefix = f"{labels}," if labels else ""
+    return [f'{name}{{{prefix}{label}="{key}"}} {value}' for key, value in counts.items()]

@@ -17,7 +17,7 @@ import logging
 
 from fn_core import hookimpl
 from fn_core.errors import ConfigError
-from fn_core.metrics import Histogram
+from fn_core.metrics import Histogram, by_label
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class FnSeries:
         calls, durations = [], []
         for (app_id, app_name, fn_id), by_status in self.calls.items():
             labels = f'app_id="{app_id}",app_name="{app_name}",fn_id="{fn_id}"'
-            calls += [f'fn_function_calls_total{{{labels},status="{status}"}} {count}' for status, count in sorted(by_status.items())]
+            calls += by_label("fn_function_calls_total", "status", dict(sorted(by_status.items())), labels)
             durations += self.durations[(app_id, app_name, fn_id)].samples("fn_function_call_duration_seconds", labels)
         return [
             ("fn_function_calls_total", "counter", "Calls of each function finished on this LB, by HTTP status.", calls),

@@ -27,6 +27,7 @@ import aiohttp
 import attrs
 
 from fn_core import hookimpl
+from fn_core.metrics import by_label
 from fn_plugins_builtin.tracing_formats import Encoder, jaeger_thrift, zipkin_json
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,9 @@ class Tracer:
     def metric_families(self):
         return [
             ("fn_trace_spans_sent_total", "counter", "spans a collector took",
-             [f'fn_trace_spans_sent_total{{collector="{c.name}"}} {c.sent}' for c in self.collectors]),
+             by_label("fn_trace_spans_sent_total", "collector", {c.name: c.sent for c in self.collectors})),
             ("fn_trace_spans_dropped_total", "counter", "spans dropped: the collector down or slow, or too many waiting",
-             [f'fn_trace_spans_dropped_total{{collector="{c.name}"}} {c.dropped}' for c in self.collectors]),
+             by_label("fn_trace_spans_dropped_total", "collector", {c.name: c.dropped for c in self.collectors})),
         ]
 
     @hookimpl

@@ -33,7 +33,7 @@ STREAM_AFTER_BYTES = 64 * 1024
 class ExecResult:
     """A committed call's result as the runner reported it (or the error that ended it).
 
-    ``chunks`` is the body still held; with ``streamed`` the rest went to the `AnswerSink` already.
+    ``chunks`` is the body still held (what went to an `AnswerSink` already is not).
     """
 
     status: int = 0
@@ -41,7 +41,6 @@ class ExecResult:
     chunks: list[bytes] = attrs.field(factory=list)
     error: APIError | None = None
     finished: pb.CallFinished | None = None
-    streamed: bool = False
 
 
 class AnswerSink(Protocol):
@@ -61,7 +60,7 @@ class ReplyReader:
     message, and the caller awaits `spill_to_sink` before it reads the next one.
     """
 
-    __slots__ = ("on_start", "sink", "result", "started", "nacked", "done", "held", "spill")
+    __slots__ = ("on_start", "sink", "result", "started", "nacked", "done", "held", "spill", "streaming")
 
     def __init__(self, on_start: Callable[[ExecResult], None] | None = None, sink: AnswerSink | None = None) -> None:
         self.on_start = on_start
@@ -72,6 +71,7 @@ class ReplyReader:
         self.done = False
         self.held = 0  # bytes of body in result.chunks (counted only with a sink)
         self.spill = False
+        self.streaming = False  # the sink began: every chunk now goes on as it comes
 
     def feed(self, msg: pb.RunnerMsg) -> bool:
         """Take one message; True once the reply is complete (``finished`` came)."""
@@ -97,7 +97,7 @@ class ReplyReader:
         self.result.chunks.append(chunk)
         if self.sink is not None:
             self.held += len(chunk)
-            if self.held > STREAM_AFTER_BYTES or self.result.streamed:
+            if self.streaming or self.held > STREAM_AFTER_BYTES:
                 self.spill = True
 
     async def spill_to_sink(self) -> None:
@@ -105,8 +105,8 @@ class ReplyReader:
         assert self.sink is not None
         result = self.result
         self.spill = False
-        if not result.streamed:
-            result.streamed = True
+        if not self.streaming:
+            self.streaming = True
             await self.sink.begin(result)
         chunks, result.chunks, self.held = result.chunks, [], 0
         for chunk in chunks:
