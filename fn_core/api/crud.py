@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -12,6 +14,8 @@ from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
+
+T = TypeVar("T")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -85,8 +89,12 @@ class CrudApi:
             body["next_cursor"] = page.next_cursor
         return json_response(body)
 
-    def _changed(self) -> None:
-        self.lookup.clear()  # this node's invoke path sees its own writes at once
+    async def _write(self, job: Awaitable[T]) -> T:
+        """A store write that this node's invoke path sees at once: the cache is cleared when the write is
+        done, also when the client went away meanwhile (aiohttp cancels the handler; the write still lands)."""
+        task = asyncio.ensure_future(job)
+        task.add_done_callback(lambda _: self.lookup.clear())
+        return await asyncio.shield(task)
 
     async def gone(self, request: web.Request) -> web.Response:
         raise APIError("the calls API is gone: use the per-call log line or a call_finished plugin", status=410)
@@ -97,8 +105,7 @@ class CrudApi:
         return self._page(page, lambda a: a.to_json())
 
     async def create_app(self, request: web.Request) -> web.Response:
-        app = await self.store.insert_app(v.app_for_create(await self._body(request)))
-        self._changed()
+        app = await self._write(self.store.insert_app(v.app_for_create(await self._body(request))))
         return json_response(app.to_json())
 
     async def get_app(self, request: web.Request) -> web.Response:
@@ -106,14 +113,11 @@ class CrudApi:
 
     async def update_app(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        old = await self.store.get_app(request.match_info["app_id"])
-        app = await self.store.update_app(v.app_for_update(old, data))
-        self._changed()
+        app = await self._write(self.store.update_app(request.match_info["app_id"], lambda old: v.app_for_update(old, data)))
         return json_response(app.to_json())
 
     async def delete_app(self, request: web.Request) -> web.Response:
-        await self.store.delete_app(request.match_info["app_id"])
-        self._changed()
+        await self._write(self.store.delete_app(request.match_info["app_id"]))
         return web.Response(status=204)
 
     # --- fns -------------------------------------------------------------------------------
@@ -123,8 +127,7 @@ class CrudApi:
         return self._page(page, lambda f: self._fn_json(request, f))
 
     async def create_fn(self, request: web.Request) -> web.Response:
-        fn = await self.store.insert_fn(v.fn_for_create(await self._body(request)))
-        self._changed()
+        fn = await self._write(self.store.insert_fn(v.fn_for_create(await self._body(request))))
         return json_response(self._fn_json(request, fn))
 
     async def get_fn(self, request: web.Request) -> web.Response:
@@ -132,14 +135,11 @@ class CrudApi:
 
     async def update_fn(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        old = await self.store.get_fn(request.match_info["fn_id"])
-        fn = await self.store.update_fn(v.fn_for_update(old, data))
-        self._changed()
+        fn = await self._write(self.store.update_fn(request.match_info["fn_id"], lambda old: v.fn_for_update(old, data)))
         return json_response(self._fn_json(request, fn))
 
     async def delete_fn(self, request: web.Request) -> web.Response:
-        await self.store.delete_fn(request.match_info["fn_id"])
-        self._changed()
+        await self._write(self.store.delete_fn(request.match_info["fn_id"]))
         return web.Response(status=204)
 
     # --- triggers --------------------------------------------------------------------------
@@ -156,8 +156,7 @@ class CrudApi:
     async def create_trigger(self, request: web.Request) -> web.Response:
         trigger = v.trigger_for_create(await self._body(request))
         app = await self.store.get_app(trigger.app_id)
-        trigger = await self.store.insert_trigger(trigger)
-        self._changed()
+        trigger = await self._write(self.store.insert_trigger(trigger))
         return json_response(self._trigger_json(request, trigger, app.name))
 
     async def get_trigger(self, request: web.Request) -> web.Response:
@@ -167,15 +166,13 @@ class CrudApi:
 
     async def update_trigger(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        old = await self.store.get_trigger(request.match_info["trigger_id"])
-        trigger = await self.store.update_trigger(v.trigger_for_update(old, data))
+        job = self.store.update_trigger(request.match_info["trigger_id"], lambda old: v.trigger_for_update(old, data))
+        trigger = await self._write(job)
         app = await self.store.get_app(trigger.app_id)
-        self._changed()
         return json_response(self._trigger_json(request, trigger, app.name))
 
     async def delete_trigger(self, request: web.Request) -> web.Response:
-        await self.store.delete_trigger(request.match_info["trigger_id"])
-        self._changed()
+        await self._write(self.store.delete_trigger(request.match_info["trigger_id"]))
         return web.Response(status=204)
 
     async def trigger_by_source(self, request: web.Request) -> web.Response:

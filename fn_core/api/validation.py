@@ -43,9 +43,15 @@ def bad(message: str) -> APIError:
     return BadRequest(message)
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and Go's decoder) has no such values, and a stored one
+    # would make every later listing unreadable to a strict client
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw) if raw else None
+        data = json.loads(raw, parse_constant=_no_constant) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise bad(INVALID_JSON) from None
     if not isinstance(data, dict):
@@ -222,10 +228,12 @@ def fn_for_update(old: Fn, data: dict[str, Any]) -> Fn:
         raise bad("Fn ID in path does not match ID in body")
     if data.get("app_id") and data["app_id"] != old.app_id:
         raise bad("AppID cannot be changed on an Fn")  # Fn: ErrFnsAppIDMismatch
+    name = _str(data, "name")
+    if name and name != old.name:
+        raise bad("Fn names and IDs cannot be modified")  # Fn's ErrFnsInvalidFieldChange (its update keeps the name)
     memory, timeout, idle = _limits(data)
     fn = attrs.evolve(
         old,
-        name=_str(data, "name") or old.name,
         image=_str(data, "image") or old.image,
         memory=memory or old.memory,
         timeout=timeout or old.timeout,

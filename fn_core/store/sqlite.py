@@ -11,8 +11,9 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import attrs
@@ -21,6 +22,7 @@ from fn_core.models import App, Fn, Trigger, now_rfc3339
 from fn_core.store.base import (
     AppExists,
     AppNotFound,
+    Change,
     FnExists,
     FnNotFound,
     Page,
@@ -46,6 +48,30 @@ CREATE TABLE IF NOT EXISTS triggers (
 
 def _doc(obj: Any) -> str:
     return json.dumps(attrs.asdict(obj), separators=(",", ":"))
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE: the write lock from the start, so a read-change-write is not interleaved with another
+    # process's on the same file (this process's store jobs already run one at a time)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _changed(kind: type[T], row: tuple | None, missing: type[Exception], change: Change[T]) -> tuple[T, T]:
+    """The stored object and what ``change`` makes of it, stamped ``updated_at`` when it differs (as Fn)."""
+    if row is None:
+        raise missing()
+    old = kind(**json.loads(row[0]))
+    new = change(old)
+    if new != old:
+        new = attrs.evolve(new, updated_at=now_rfc3339())  # type: ignore[misc]
+    return old, new
 
 
 class SQLiteStore:
@@ -86,15 +112,16 @@ class SQLiteStore:
         await self._run(insert)
         return app
 
-    async def update_app(self, app: App) -> App:
-        app = attrs.evolve(app, updated_at=now_rfc3339())
+    async def update_app(self, app_id: str, change: Change[App]) -> App:
+        def update(db: sqlite3.Connection) -> App:
+            with _transaction(db):
+                row = db.execute("SELECT doc FROM apps WHERE id = ?", (app_id,)).fetchone()
+                old, app = _changed(App, row, AppNotFound, change)
+                if app != old:
+                    db.execute("UPDATE apps SET doc = ? WHERE id = ?", (_doc(app), app_id))
+            return app
 
-        def update(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE apps SET doc = ? WHERE id = ?", (_doc(app), app.id)).rowcount == 0:
-                raise AppNotFound()
-
-        await self._run(update)
-        return app
+        return await self._run(update)
 
     async def get_app(self, app_id: str) -> App:
         return await self._one(App, "SELECT doc FROM apps WHERE id = ?", (app_id,), AppNotFound)
@@ -104,16 +131,11 @@ class SQLiteStore:
 
     async def delete_app(self, app_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN")
-            try:
+            with _transaction(db):
                 if db.execute("DELETE FROM apps WHERE id = ?", (app_id,)).rowcount == 0:
                     raise AppNotFound()
                 db.execute("DELETE FROM triggers WHERE app_id = ?", (app_id,))
                 db.execute("DELETE FROM fns WHERE app_id = ?", (app_id,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
         await self._run(delete)
 
@@ -136,15 +158,19 @@ class SQLiteStore:
         await self._run(insert)
         return fn
 
-    async def update_fn(self, fn: Fn) -> Fn:
-        fn = attrs.evolve(fn, updated_at=now_rfc3339())
+    async def update_fn(self, fn_id: str, change: Change[Fn]) -> Fn:
+        def update(db: sqlite3.Connection) -> Fn:
+            with _transaction(db):
+                row = db.execute("SELECT doc FROM fns WHERE id = ?", (fn_id,)).fetchone()
+                old, fn = _changed(Fn, row, FnNotFound, change)
+                if fn != old:
+                    try:
+                        db.execute("UPDATE fns SET name = ?, doc = ? WHERE id = ?", (fn.name, _doc(fn), fn_id))
+                    except sqlite3.IntegrityError:
+                        raise FnExists() from None
+            return fn
 
-        def update(db: sqlite3.Connection) -> None:
-            if db.execute("UPDATE fns SET doc = ? WHERE id = ?", (_doc(fn), fn.id)).rowcount == 0:
-                raise FnNotFound()
-
-        await self._run(update)
-        return fn
+        return await self._run(update)
 
     async def get_fn(self, fn_id: str) -> Fn:
         return await self._one(Fn, "SELECT doc FROM fns WHERE id = ?", (fn_id,), FnNotFound)
@@ -188,17 +214,18 @@ class SQLiteStore:
         if db.execute(sql, (t.app_id, t.type, t.source, t.id)).fetchone():
             raise TriggerSourceExists()
 
-    async def update_trigger(self, trigger: Trigger) -> Trigger:
-        trigger = attrs.evolve(trigger, updated_at=now_rfc3339())
+    async def update_trigger(self, trigger_id: str, change: Change[Trigger]) -> Trigger:
+        def update(db: sqlite3.Connection) -> Trigger:
+            with _transaction(db):
+                row = db.execute("SELECT doc FROM triggers WHERE id = ?", (trigger_id,)).fetchone()
+                old, t = _changed(Trigger, row, TriggerNotFound, change)
+                if t != old:
+                    self._check_trigger_unique(db, t)
+                    sql = "UPDATE triggers SET name = ?, source = ?, doc = ? WHERE id = ?"
+                    db.execute(sql, (t.name, t.source, _doc(t), trigger_id))
+            return t
 
-        def update(db: sqlite3.Connection) -> None:
-            self._check_trigger_unique(db, trigger)
-            sql = "UPDATE triggers SET source = ?, doc = ? WHERE id = ?"
-            if db.execute(sql, (trigger.source, _doc(trigger), trigger.id)).rowcount == 0:
-                raise TriggerNotFound()
-
-        await self._run(update)
-        return trigger
+        return await self._run(update)
 
     async def get_trigger(self, trigger_id: str) -> Trigger:
         return await self._one(Trigger, "SELECT doc FROM triggers WHERE id = ?", (trigger_id,), TriggerNotFound)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -137,3 +139,81 @@ async def test_a_max_calls_annotation_that_is_not_a_whole_number_is_refused_and_
     assert (await call(api, "GET", f"/v2/fns/{fn['id']}"))[1]["annotations"][key] == "3"
     assert (await call(api, "GET", f"/v2/apps/{app['id']}"))[1]["annotations"] == {key: 5}
     assert (await call(api, "GET", f"/v2/fns?app_id={app['id']}"))[1]["items"] == [fn]
+
+
+async def test_nan_and_infinity_are_not_json(api):
+    for raw in (b'{"name": "n", "annotations": {"k": NaN}}', b'{"name": "n", "annotations": {"k": -Infinity}}'):
+        assert await call(api, "POST", "/v2/apps", data=raw) == (400, {"message": "Invalid JSON"})
+    assert (await call(api, "GET", "/v2/apps"))[1] == {"items": []}
+
+
+async def test_an_fn_keeps_its_name_and_a_trigger_can_be_renamed(api):
+    _, app = await call(api, "POST", "/v2/apps", json={"name": "a"})
+    _, f1 = await call(api, "POST", "/v2/fns", json={"name": "f1", "app_id": app["id"], "image": "i"})
+    _, f2 = await call(api, "POST", "/v2/fns", json={"name": "f2", "app_id": app["id"], "image": "i"})
+    refused = await call(api, "PUT", f"/v2/fns/{f2['id']}", json={"name": "f1", "image": "j"})
+    assert refused == (400, {"message": "Fn names and IDs cannot be modified"})
+    assert await call(api, "GET", f"/v2/fns/{f2['id']}") == (200, f2)  # the image did not change either
+    assert (await call(api, "PUT", f"/v2/fns/{f2['id']}", json={"name": "f2", "image": "j"}))[1]["image"] == "j"
+
+    base = {"app_id": app["id"], "fn_id": f1["id"], "type": "http"}
+    _, t2 = await call(api, "POST", "/v2/triggers", json={**base, "name": "t2", "source": "/two"})
+    _, t4 = await call(api, "POST", "/v2/triggers", json={**base, "name": "t4", "source": "/four"})
+    status, renamed = await call(api, "PUT", f"/v2/triggers/{t2['id']}", json={"name": "t3"})
+    assert status == 200 and renamed["name"] == "t3"
+    by_name = {name: (await call(api, "GET", "/v2/triggers", params={"app_id": app["id"], "name": name}))[1]["items"]
+               for name in ("t2", "t3")}
+    assert by_name == {"t2": [], "t3": [renamed]}
+    assert (await call(api, "POST", "/v2/triggers", json={**base, "name": "t2", "source": "/again"}))[0] == 200
+    taken = await call(api, "POST", "/v2/triggers", json={**base, "name": "t3", "source": "/other"})
+    assert taken == (409, {"message": "Trigger with specified name already exists"})
+    assert (await call(api, "PUT", f"/v2/triggers/{t4['id']}", json={"name": "t3"}))[0] == 409
+    assert await call(api, "GET", f"/v2/triggers/{t4['id']}") == (200, t4)
+
+
+async def test_concurrent_updates_of_one_app_all_land(api):
+    _, app = await call(api, "POST", "/v2/apps", json={"name": "busy"})
+    answers = await asyncio.gather(
+        *(call(api, "PUT", f"/v2/apps/{app['id']}", json={"config": {f"K{i}": "v"}}) for i in range(20))
+    )
+    assert {status for status, _ in answers} == {200}
+    _, stored = await call(api, "GET", f"/v2/apps/{app['id']}")
+    assert stored["config"] == {f"K{i}": "v" for i in range(20)}
+
+
+async def test_an_update_that_changes_nothing_keeps_updated_at(api):
+    _, app = await call(api, "POST", "/v2/apps", json={"name": "same", "config": {"K": "v"}})
+    _, fn = await call(api, "POST", "/v2/fns", json={"name": "f", "app_id": app["id"], "image": "i", "memory": 256})
+    await asyncio.sleep(0.01)  # a later stamp would differ (RFC 3339 with milliseconds)
+    assert (await call(api, "PUT", f"/v2/apps/{app['id']}", json={"config": {"K": "v"}}))[1] == app
+    assert (await call(api, "PUT", f"/v2/fns/{fn['id']}", json={"memory": 256}))[1] == fn
+    _, changed = await call(api, "PUT", f"/v2/fns/{fn['id']}", json={"memory": 512})
+    assert changed["memory"] == 512 and changed["updated_at"] > fn["updated_at"] and changed["created_at"] == fn["created_at"]
+
+
+async def test_a_write_whose_client_went_away_still_clears_the_invoke_cache():
+    from fn_core.api.crud import CrudApi
+
+    class Lookup:
+        cleared = 0
+
+        def clear(self):
+            self.cleared += 1
+
+    lookup = Lookup()
+    crud = CrudApi(load_config(env={}), store=None, lookup=lookup)
+    landed = asyncio.Event()
+
+    async def slow_write():
+        await asyncio.sleep(0.05)
+        landed.set()
+        return "written"
+
+    handler = asyncio.ensure_future(crud._write(slow_write()))
+    await asyncio.sleep(0.01)
+    handler.cancel()  # what aiohttp does to the handler of a client that disconnected
+    await asyncio.sleep(0)
+    assert handler.cancelled() and lookup.cleared == 0  # the write is still under way
+    await asyncio.wait_for(landed.wait(), 5)
+    await asyncio.sleep(0)
+    assert lookup.cleared == 1
