@@ -35,17 +35,22 @@ def canonical_header(name: str) -> str:
 
 
 def collect_headers(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """The request's headers as Go's net/http gives them to Fn: canonical names, and no Host (Go moves it to req.Host)."""
     headers: dict[str, list[str]] = {}
     for key, value in items:
-        headers.setdefault(canonical_header(key), []).append(value)
+        name = canonical_header(key)
+        if name != "Host":
+            headers.setdefault(name, []).append(value)
     return headers
 
 
 def trigger_headers(items: Iterable[tuple[str, str]], method: str, url: str) -> dict[str, list[str]]:
-    """Every request header X becomes Fn-Http-H-X (Content-Type stays), plus method, URL and intent."""
+    """Every request header X but Host becomes Fn-Http-H-X (Content-Type stays), plus method, URL and intent."""
     headers: dict[str, list[str]] = {}
     for key, value in items:
         name = canonical_header(key)
+        if name == "Host":
+            continue
         if name != "Content-Type":
             name = HTTP_HEADER_PREFIX + name
         headers.setdefault(name, []).append(value)

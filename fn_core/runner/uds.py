@@ -44,6 +44,11 @@ HOP_HEADERS = frozenset(
               "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host")
 )
 
+#: request headers the runner sets itself: a caller's own (a client's, through /invoke) must not reach the
+#: function beside them, as Fn's Header.Set replaces them
+SET_BY_RUNNER = frozenset(("fn-call-id", "fn-deadline"))
+_NOT_PASSED_ON = HOP_HEADERS | SET_BY_RUNNER
+
 # RFC 9110 token: what a header name may be made of
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 READ_BUFSIZE = 64 * 1024
@@ -228,14 +233,14 @@ class HotConnection:
 
 
 def request_head(call: Call, length: int) -> bytes:
-    """The request line and headers of POST /call: the call's headers (less hop-by-hop ones) + Fn's two.
+    """The request line and headers of POST /call: the call's headers (less hop-by-hop ones and Fn's two) + Fn's two.
 
     Values come from the LB (over gRPC: from any LB), so a CR or LF, which would let a value add
     headers or a second request, is refused with a 400.
     """
     lines = [f"POST /call HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n"]
     for name, values in call.headers.items():
-        if name.lower() in HOP_HEADERS:
+        if name.lower() in _NOT_PASSED_ON:
             continue
         if not _TOKEN.fullmatch(name):
             raise BadRequest(f"invalid header name {name!r}")

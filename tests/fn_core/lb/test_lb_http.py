@@ -23,6 +23,7 @@ async def test_trigger_maps_headers_both_ways(fake_runners, lb_factory, deploy_f
     assert call["headers"]["Fn-Http-Method"] == ["PUT"]
     assert call["headers"]["Fn-Http-Request-Url"][0].endswith("/t/app1/hello?q=1")
     assert call["headers"]["Fn-Intent"] == ["httprequest"]
+    assert "Fn-Http-H-Host" not in call["headers"]  # Go keeps Host out of the headers Fn maps
     assert call["trigger_id"] == ids["trigger"]["id"]
     async with session.get("/t/app1/nope") as r:
         assert r.status == 404 and (await r.json())["message"] == "Trigger not found"
@@ -119,6 +120,7 @@ async def test_an_fn_update_reaches_the_next_call_with_a_new_slot_key(fake_runne
     assert [slot_key(c).hex() for c in sent] == [t.slot_hash_id for t in runner.tries]
     assert (sent[2].config["B"], sent[2].memory) == ("updated", 256) and sent[0].config["B"] == "fn"
     assert len({c.id for c in sent}) == 3
+    assert "Host" not in sent[0].headers and sent[0].headers["Content-Type"]  # as Go's req.Header: no Host
 
 
 async def test_override_call_changes_rejects_or_fails(fake_runners, lb_factory, deploy_fn):

@@ -13,7 +13,7 @@ import pytest
 
 from fn_core.errors import BadRequest, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
 from fn_core.models import Call
-from fn_core.runner.uds import ContainerBroken, HotConnection, ResponseLimits
+from fn_core.runner.uds import ContainerBroken, HotConnection, ResponseLimits, request_head
 
 
 class ScriptedContainer:
@@ -174,3 +174,13 @@ async def test_header_with_a_line_break_is_refused_before_anything_is_sent(conta
 async def test_no_listener_is_a_broken_container(tmp_path):
     with pytest.raises(ContainerBroken):
         await call(HotConnection(str(tmp_path / "missing.sock")))
+
+
+def test_a_callers_own_call_id_and_deadline_do_not_reach_the_function():
+    spoofed = {"Fn-Call-Id": ["SPOOFED"], "fn-deadline": ["2000-01-01T00:00:00Z"], "X-Kept": ["1"]}
+    head = request_head(Call(id="REAL", timeout=30, headers=spoofed), 0).decode()
+    lines = head.split("\r\n")
+    assert [line for line in lines if line.lower().startswith("fn-call-id:")] == ["Fn-Call-Id: REAL"]
+    [deadline] = [line for line in lines if line.lower().startswith("fn-deadline:")]
+    assert "2000-01-01" not in deadline
+    assert "X-Kept: 1" in lines
