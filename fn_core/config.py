@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -109,6 +110,14 @@ def _log_dest(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name} {value!r}: expected {FORMS}") from None
 
 
+def _log_level(value: Any) -> Any:
+    # Fn (logrus) reads the level in any case and knows "warn"
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return "warning" if value == "warn" else value
+    return value
+
+
 def _one_of(*choices: str) -> Any:
     def check(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
@@ -158,7 +167,8 @@ def is_host_port(address: object) -> bool:
     if not isinstance(address, str):
         return False
     host, sep, port = address.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+    # a space or comma in the host is two addresses run together ("a:1 b:2"), not a host name
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535 and not any(c.isspace() or c == "," for c in host))
 
 
 def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
@@ -211,7 +221,10 @@ class Config:
     host: str = setting("0.0.0.0", "FN_HOST", "address the HTTP and gRPC servers bind")
     port: int = setting(8080, "FN_PORT", "HTTP port: the API/LB (serve, lb, api); a runner's /, /version and /metrics", validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
-    log_level: str = setting("info", "FN_LOG_LEVEL", "debug, info, warning or error", validator=_one_of(*LOG_LEVELS))
+    log_level: str = setting(
+        "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG)",
+        converter=_log_level, validator=_one_of(*LOG_LEVELS),
+    )
     log_format: str = setting("text", "FN_LOG_FORMAT", "text or json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))
     log_dest: str = setting(
         "stderr", "FN_LOG_DEST", "where log lines go: stderr, file:///path, or syslog at udp://host:port or tcp://host:port",
@@ -399,6 +412,9 @@ class Config:
         raise ConfigError(f"db_url {url!r} is not supported: use sqlite3:///path/to/fn.db")
 
 
+_NUMERIC = ("int", "float", "Duration")
+
+
 def fields_by_env() -> dict[str, attrs.Attribute[Any]]:
     return {f.metadata["env"]: f for f in attrs.fields(Config) if f.metadata.get("env")}
 
@@ -418,11 +434,14 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
                 return False
             raise ValueError
         if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError  # 8000.5 is no port: refused, not cut to 8000
             return int(value)
         if kind == "float":
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError  # nan would make every comparison false: a timeout that never ends
+            return number
         if kind == "Duration":
             return parse_duration(value)
         if kind == "str":
@@ -471,7 +490,8 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        strict = _coerce(fields["strict"], data.get("strict", env.get("FN_STRICT_CONFIG", False)), str(path))
+        # the environment outranks the file here too
+        strict = _coerce(fields["strict"], env.get("FN_STRICT_CONFIG", data.get("strict", False)), str(path))
         for key, value in data.items():
             if key not in fields:
                 message = f"config file {path}: unknown key {key!r} (known keys: {', '.join(sorted(fields))})"
@@ -483,6 +503,8 @@ def load_config(
 
     for name, field in fields_by_env().items():
         if name in env:
+            if not env[name].strip() and str(field.type) in _NUMERIC:
+                continue  # FN_MAX_PIDS= is unset, as Fn reads an empty variable; a number can't be empty
             values[field.name] = _coerce(field, env[name], f"${name}")
 
     for key, value in (overrides or {}).items():

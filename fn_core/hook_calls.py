@@ -39,6 +39,11 @@ def _plugin_name(impl: Any) -> str:
     return impl.plugin_name if impl is not None else "?"
 
 
+def failed_plugin(hook: Any, exc: BaseException) -> str:
+    """The name of the plugin whose impl of ``hook`` raised ``exc`` ("?" when none of them did)."""
+    return _plugin_name(_failed_impl(hook, exc))
+
+
 def run_isolated(hook: Any, **kwargs: Any) -> None:
     """Every impl runs; one that raises is logged with its plugin name and the rest go on."""
     try:
@@ -63,7 +68,7 @@ def run_override_call(hook: Any, call: Any, extensions: dict[str, str]) -> None:
     except APIError:
         raise
     except Exception as exc:
-        name = _plugin_name(_failed_impl(hook, exc))
+        name = failed_plugin(hook, exc)
         log.error("plugin %r failed in override_call", name, exc_info=exc)
         raise APIError(f"internal server error (plugin {name} failed)", status=500) from exc
 

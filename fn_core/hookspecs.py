@@ -56,7 +56,8 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
     :return: ignored.
 
     Errors: raise `fn_core.errors.ConfigError` to stop start-up with your message (say which
-    setting is wrong and what would be right); any other exception also stops start-up.
+    setting is wrong and what would be right); any other exception also stops start-up, with an
+    error naming your plugin.
 
     Example::
 
@@ -217,7 +218,8 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
     :return: the runners to try, in order. Leave out runners you do not want tried in this
         pass; an empty list means "none now": the core waits and asks again.
 
-    Errors: an exception fails the call with 500 and is logged with the plugin's name.
+    Errors: an exception fails the call with 500 and is logged with the plugin's name; so does an
+    answer that is not a list of the `RunnerRef` objects given (addresses, one ref, None).
 
     Example::
 

@@ -6,11 +6,14 @@ The CLI, the servers and the tests all call it. Order of work:
 2. block the names in ``config.disable_plugins`` (``FN_DISABLE_PLUGINS``);
 3. register the built-in plugins (`fn_plugins_builtin.BUILTIN_PLUGINS`);
 4. load third-party plugins from the ``fn_core.plugins`` entry-point group: one that fails to
-   import is reported (warning + status "failed") and the platform goes on;
+   import is reported (warning + status "failed") and the platform goes on; two distributions
+   offering one plugin name stop start-up naming both; a disabled name that no plugin has is
+   named in a warning (a typo would leave the plugin on);
 5. ``check_pending``: a hookimpl that matches no hookspec stops start-up naming its plugin;
 6. collect the named placers, drivers and runner pools and select the ones the config names
-   (an unknown or duplicate name stops start-up with the available names);
-7. replay `configure(config)` to every plugin.
+   (an unknown or duplicate name stops start-up with the available names; a placer with no
+   ``place_call`` too);
+7. replay `configure(config)` to every plugin: one that raises stops start-up naming it.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import pluggy
 
 from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
 from fn_core.config import Config
-from fn_core.errors import ConfigError, PluginError
+from fn_core.errors import ConfigError, FnCoreError, PluginError
+from fn_core.hook_calls import failed_plugin
 from fn_core.records import Driver, Placer, RunnerPool
 
 log = logging.getLogger(__name__)
 
 BUILTIN_DIST = "fn-core"
+IN_PROCESS = "(registered in process)"
 
 
 @attrs.define
@@ -104,7 +109,8 @@ def get_plugin_manager(
     :param config: the platform config (defaults when None).
     :param load_entrypoints: load third-party plugins from the ``fn_core.plugins`` group.
     :param extra_plugins: ``(name, plugin)`` pairs registered after the built-ins, as if they had
-        been installed (tests and the `fn_core.testing` kit use this).
+        been installed (tests and the `fn_core.testing` kit use this). An installed plugin of the same
+        name, or the same object installed under another name, is then left out: the one in process wins.
     :param select: activate the configured placer, driver and runner pool (False for listings
         that must work even when the config names a missing one).
     :raises PluginError: a plugin broke the hook contract (the message names it).
@@ -122,9 +128,10 @@ def get_plugin_manager(
     for name, module_name in BUILTIN_PLUGINS:
         _register(pm, name, lambda m=module_name: importlib.import_module(m), BUILTIN_DIST, __version__, builtin=True)
     for name, plugin in extra_plugins:
-        _register(pm, name, lambda p=plugin: p, "(registered in process)", "")
+        _register(pm, name, lambda p=plugin: p, IN_PROCESS, "")
     if load_entrypoints:
         _load_entrypoints(pm)
+        _warn_unknown_disabled(disabled, pm.infos)
 
     try:
         pm.check_pending()
@@ -136,11 +143,42 @@ def get_plugin_manager(
     _collect_named(pm, "register_runner_pools", RunnerPool, pm.runner_pools)
     if select:
         pm.placer = _select(pm.placers, "placer", config.placer)
-        pm.register(pm.placer.hooks, name=f"placer:{pm.placer.name}")
+        _register_placer_hooks(pm, pm.placer)
         pm.driver = _select(pm.drivers, "driver", config.driver)
         pm.runner_pool = _select(pm.runner_pools, "runner pool", config.runner_pool)
-    pm.hook.configure.call_historic(kwargs={"config": config, "plugin_manager": pm})
+    try:
+        pm.hook.configure.call_historic(kwargs={"config": config, "plugin_manager": pm})
+    except FnCoreError:
+        raise  # a ConfigError says itself what is wrong
+    except Exception as exc:
+        name = failed_plugin(pm.hook.configure, exc)
+        raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
     return pm
+
+
+def _register_placer_hooks(pm: FnPluginManager, placer: Placer) -> None:
+    """Only the selected placer's hooks are registered; without a ``place_call`` every call would wait for nothing."""
+    owner = pm.placers[placer.name][1]
+    if "place_call" not in _hook_names(placer.hooks):
+        raise PluginError(
+            f"placer {placer.name!r} of plugin {owner!r} has no place_call hookimpl "
+            f"(its hooks object is {placer.hooks!r}: an instance whose place_call is decorated with @hookimpl)"
+        )
+    try:
+        pm.register(placer.hooks, name=f"placer:{placer.name}")
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(f"placer {placer.name!r} of plugin {owner!r} cannot be registered: {exc}") from None
+
+
+def _warn_unknown_disabled(disabled: set[str], known: dict[str, PluginInfo]) -> None:
+    unknown = sorted(disabled - set(known))
+    if unknown:
+        message = (
+            f"FN_DISABLE_PLUGINS names no installed plugin: {', '.join(unknown)} "
+            f"(plugins: {', '.join(sorted(known))}); nothing was disabled for those names"
+        )
+        warnings.warn(message, stacklevel=3)
+        log.warning("%s", message)
 
 
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -150,8 +188,14 @@ def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
 def _register(
     pm: FnPluginManager, name: str, load: Any, dist: str, version: str, *, builtin: bool = False
 ) -> None:
-    if name in pm.infos:
-        return  # the built-ins also appear as entry points of fn-core itself
+    known = pm.infos.get(name)
+    if known is not None:
+        if known.distribution in (dist, IN_PROCESS):
+            return  # the built-ins are entry points of fn-core too; a dist seen twice on sys.path; a test's own copy
+        raise PluginError(
+            f"two installed distributions offer the plugin {name!r}: {known.distribution} {known.version} and "
+            f"{dist} {version}; one name can pick only one plugin (in FN_DISABLE_PLUGINS, [plugins.{name}]): uninstall one"
+        )
     info = PluginInfo(name=name, distribution=dist, version=version, status="active", builtin=builtin)
     pm.infos[name] = info
     if pm.is_blocked(name):
@@ -166,6 +210,9 @@ def _register(
         return
     if isinstance(plugin, type):
         raise PluginError(f"plugin {name!r} ({dist}) is a class; register an instance or a module")
+    if pm.is_registered(plugin):  # installed, and registered in process (by a test) under its own name
+        del pm.infos[name]
+        return
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
@@ -175,14 +222,10 @@ def _register(
 
 
 def _load_entrypoints(pm: FnPluginManager) -> None:
-    seen: set[str] = set()
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or ep.name in seen:
-                continue  # the same dist can be on sys.path twice
-            seen.add(ep.name)
-            dist_name = dist.metadata["Name"] or "?"
-            _register(pm, ep.name, ep.load, dist_name, dist.version)
+            if ep.group == ENTRY_POINT_GROUP:
+                _register(pm, ep.name, ep.load, dist.metadata["Name"] or "?", dist.version)
 
 
 def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | type[Driver] | type[RunnerPool], into: dict[str, Any]) -> None:
@@ -193,6 +236,8 @@ def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | typ
             records = impl.function() or []
         except Exception as exc:
             raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(records, (list, tuple)):
+            raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must return a list of {kind.__name__} records, got {records!r}")
         record: Any
         for record in records:
             if not isinstance(record, kind):

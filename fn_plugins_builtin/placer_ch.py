@@ -54,7 +54,12 @@ def siphash24(data: bytes, k0: int = K0, k1: int = K1) -> int:
 
 
 def jump_hash(key: int, buckets: int) -> int:
-    """Jump consistent hash: a bucket in [0, buckets) that moves little when buckets change."""
+    """Jump consistent hash: a bucket in [0, buckets) that moves little when buckets change.
+
+    The paper's, in floating point. Fn's Go code divides integers here (``(1<<31)/(key>>33)+1``), which
+    makes every first jump land past bucket 1: with two runners it always picks the first. So an Fn LB
+    and ours give a function different home runners (ours spread functions evenly).
+    """
     b, j = -1, 0
     while j < buckets:
         b = j

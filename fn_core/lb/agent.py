@@ -23,7 +23,7 @@ from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
 from fn_core.lb.runner_client import AnswerSink, ExecResult
 from fn_core.models import Call, slot_key
-from fn_core.records import CallOutcome
+from fn_core.records import CallOutcome, RunnerRef
 from fn_core.wire import CallOffer
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,14 @@ class LBAgent:
         while True:
             try:
                 order = self.pm.hook.place_call(call=call, runners=self.pool.refs)
+                if not isinstance(order, (list, tuple)) or not all(isinstance(ref, RunnerRef) for ref in order):
+                    raise TypeError(f"place_call must return a list of the RunnerRefs it was given, got {order!r:.300}")
             except Exception:
                 name = self.pm.placer.name if self.pm.placer else "?"
-                log.exception("placer %r failed in place_call", name)
+                owner = self.pm.placers[name][1] if name in self.pm.placers else "?"
+                log.exception("placer %r of plugin %r failed in place_call", name, owner)
                 return Placement(error=APIError(f"internal server error (placer {name} failed)"), attempts=attempts)
-            for ref in order or ():
+            for ref in order:
                 attempts += 1
                 result = await ref.handle.try_exec(offer, body, on_start, sink)
                 if result is not None:

@@ -80,6 +80,14 @@ class RunnerSet:
         """Take the pool's first list, then keep it fresh and poll status, as configured."""
         if not await self.refresh() and self.refresh_s is None:
             raise ConfigError(f"runner pool {self.name!r} could not list the runners (see the warning above)")
+        if not self.refs and self.refresh_s is None and not isinstance(self.source, FixedRunners):
+            # read once, and empty: every call would wait the placer timeout for a runner that cannot come (Fn
+            # refuses to start so too: "must provide FN_RUNNER_ADDRESSES")
+            raise ConfigError(
+                f"runner pool {self.name!r} lists no runners and is read only at start: name them "
+                f"(FN_RUNNER_ADDRESSES, --runner, or runner_addresses in the config file), or select a pool "
+                f"that finds them (FN_RUNNER_POOL)"
+            )
         if self.ssl_context is None and len(self.refs) > len(self._local):
             log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
         if self.refresh_s is not None:

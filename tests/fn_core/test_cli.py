@@ -68,6 +68,17 @@ def test_lb_with_an_unknown_runner_pool_stops_and_names_the_available_ones():
     assert "static" in result.stderr.split("available runner pools: ")[1].split(" (")[0].split(", ")
 
 
+#: an address nothing listens on: these LBs are about logs and routes, never about a placed call
+NO_RUNNER = "127.0.0.1:9"
+
+
+def test_an_lb_whose_static_pool_names_no_runner_does_not_start(tmp_path):
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db")
+    assert result.returncode == 2
+    assert "runner pool 'static' lists no runners and is read only at start" in result.stderr
+    assert "FN_RUNNER_ADDRESSES" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_config_value_is_one_clear_line():
     result = run("runner", "--grpc-port", "99999")
     assert result.returncode == 2
@@ -106,7 +117,7 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     api_port, lb_port = free_port(), free_port()
     api = subprocess.Popen([fn_core_command(), "api", "--host", "127.0.0.1", "--port", str(api_port), "--db", f"sqlite3://{tmp_path}/fn.db"],
                            env=env, stderr=subprocess.PIPE, text=True)
-    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(lb_port), "--runner-api-url", f"http://127.0.0.1:{api_port}"],
+    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(lb_port), "--runner", NO_RUNNER, "--runner-api-url", f"http://127.0.0.1:{api_port}"],
                           env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_up(f"http://127.0.0.1:{api_port}/version")
@@ -129,7 +140,7 @@ def _lb_refusing_one_call(tmp_path, env_extra):
     """Start `fn-core lb`, make it log one refused invoke, stop it; returns (returncode, stderr)."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env_extra}
-    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"],
                           env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_up(f"http://127.0.0.1:{port}/version")
@@ -178,14 +189,14 @@ def test_fn_log_dest_syslog_over_udp_tags_lines_with_fn_log_prefix(tmp_path):
 
 @pytest.mark.parametrize("value", ["ftp://logs.example", "udp://", "file://host/x", "tcp://h:notaport"])
 def test_a_bad_fn_log_dest_stops_start_up_with_one_clear_line(tmp_path, value):
-    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": value})
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": value})
     assert result.returncode == 2
     assert "log_dest" in result.stderr and "udp://host:port" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_a_syslog_that_refuses_stops_start_up_and_says_so(tmp_path):
     refusing = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": refusing})
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_LOG_DEST": refusing})
     assert result.returncode == 2
     assert f"log_dest {refusing!r}" in result.stderr and "refused" in result.stderr.lower()
 

@@ -125,7 +125,7 @@ def test_http_timeouts_from_the_config_file(tmp_path):
     assert (Config().http_idle_timeout_s, Config().request_body_read_timeout_s) == (0.0, 0.0)  # default: no limit of ours
 
 
-@pytest.mark.parametrize("value", ["bad", "-1", "-1s", "1d", "30 s", "s", "", "inf", "nan", "1e3"])
+@pytest.mark.parametrize("value", ["bad", "-1", "-1s", "1d", "30 s", "s", " s", "inf", "nan", "1e3"])
 def test_a_bad_http_timeout_names_the_variable_and_the_value(value):
     with pytest.raises(ConfigError) as err:
         load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": value})
@@ -141,3 +141,42 @@ def test_an_fn_variable_without_effect_is_named_when_set():
     assert variables_without_effect(env) == [
         "FN_HOT_POLL_MSECS is set, but has no effect in fn-core: waiting calls are woken when a container frees, not by polling"
     ]
+
+
+@pytest.mark.parametrize(("value", "level"), [("DEBUG", "debug"), ("Info", "info"), ("warn", "warning"), ("WARNING", "warning")])
+def test_fn_log_level_reads_fns_spellings(value, level):
+    assert load_config(env={"FN_LOG_LEVEL": value}).log_level == level
+
+
+def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
+    config = load_config(env={"FN_MAX_PIDS": "", "FN_PLACER_TIMEOUT": " ", "FN_HTTP_IDLE_TIMEOUT": ""})
+    assert (config.max_pids, config.placer_timeout_s, config.http_idle_timeout_s) == (Config().max_pids, 360.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FN_RUNNER_ADDRESSES": "a:1 b:2"}, "runner_addresses: 'a:1 b:2' is not host:port"),
+        ({"FN_PLACER_TIMEOUT": "nan"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'nan' is not a valid float"),
+        ({"FN_PLACER_TIMEOUT": "inf"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'inf' is not a valid float"),
+    ],
+)
+def test_values_that_would_be_misread_are_refused(env, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env)
+    assert message in str(err.value)
+
+
+def test_a_fractional_port_in_the_file_is_refused_not_cut(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text("port = 8000.5\n")
+    with pytest.raises(ConfigError, match=r"port \(from .*fn.toml\): 8000.5 is not a valid int"):
+        load_config(path, env={})
+
+
+def test_fn_strict_config_in_the_environment_outranks_the_file(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text("strict = false\nno_such_key = 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
+        load_config(path, env={"FN_STRICT_CONFIG": "1"})
+    assert load_config(path, env={}).strict is False  # the file alone: a warning

@@ -168,3 +168,60 @@ def test_a_plugin_class_instead_of_an_instance_is_refused_with_its_name():
         warnings.simplefilter("error")
         with pytest.raises(PluginError, match="not-instantiated"):
             get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("not-instantiated", NotInstantiated)])
+
+
+def test_two_distributions_offering_one_plugin_name_stop_start_up_naming_both(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn-clash", "fn_clash_plugin", GOOD_PLUGIN, ep_name="tracing")
+    with pytest.raises(PluginError) as err:
+        get_plugin_manager(load_config(env={}))
+    assert "two installed distributions offer the plugin 'tracing': fn-core" in str(err.value)
+    assert "fn-clash 1.2.3" in str(err.value)
+
+
+def test_an_installed_plugin_a_test_also_registers_in_process_runs_once(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn-fake", "fn_fake_plugin", GOOD_PLUGIN)
+    import fn_fake_plugin
+
+    pm = get_plugin_manager(load_config(env={}), extra_plugins=[("under-test", fn_fake_plugin)])
+    impls = [impl.plugin_name for impl in pm.hook.override_call.get_hookimpls()]  # other installed plugins may add theirs
+    assert impls.count("under-test") == 1 and "fn-fake" not in impls
+    assert "fn-fake" not in infos_by_name(pm)
+
+
+def test_disabling_a_name_no_plugin_has_is_named_with_the_known_ones():
+    with pytest.warns(UserWarning) as caught:
+        pm = get_plugin_manager(load_config(env={"FN_DISABLE_PLUGINS": "fn-metric,tracing"}))
+    [message] = [str(w.message) for w in caught if "FN_DISABLE_PLUGINS" in str(w.message)]
+    assert message.startswith("FN_DISABLE_PLUGINS names no installed plugin: fn-metric (plugins: ")
+    assert "fn-metrics" in message
+    assert infos_by_name(pm)["tracing"].status == "disabled" and infos_by_name(pm)["fn-metrics"].status == "active"
+
+
+def test_a_placer_with_no_place_call_stops_start_up():
+    class Lazy:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="lazy", hooks=object())]
+
+    with pytest.raises(PluginError, match="placer 'lazy' of plugin 'lazy-plugin' has no place_call hookimpl"):
+        get_plugin_manager(load_config(env={"FN_PLACER": "lazy"}), load_entrypoints=False, extra_plugins=[("lazy-plugin", Lazy())])
+
+
+def test_a_plugin_that_fails_in_configure_is_named():
+    class BadConf:
+        @hookimpl
+        def configure(self, config):
+            int("x")
+
+    with pytest.raises(PluginError, match="plugin 'bad-conf' failed in configure: ValueError: invalid literal"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("bad-conf", BadConf())])
+
+
+def test_a_registration_hook_that_returns_one_record_not_a_list_is_named():
+    class One:
+        @hookimpl
+        def register_placers(self):
+            return Placer(name="single", hooks=object())
+
+    with pytest.raises(PluginError, match="plugin 'one': register_placers must return a list of Placer records"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("one", One())])

@@ -6,7 +6,7 @@ from fn_core.config import load_config
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 from fn_core.records import RunnerRef
-from fn_plugins_builtin.placer_ch import jump_hash, siphash24
+from fn_plugins_builtin.placer_ch import fn_hash, jump_hash, siphash24
 
 RUNNERS = [RunnerRef(address=f"r{i}:9190") for i in range(3)]
 
@@ -50,3 +50,11 @@ def test_naive_rotates_the_first_runner_over_all_runners():
 def test_placers_return_no_runners_for_an_empty_pool():
     assert placer("ch")(call=Call(id="1", fn_id="f"), runners=[]) == []
     assert placer("naive")(call=Call(id="1", fn_id="f"), runners=[]) == []
+
+
+def test_jump_hash_spreads_functions_over_every_runner():
+    # the paper's hash; Fn's integer-division variant would give every function of a 2-runner pool the first runner
+    for runners in (2, 3, 5):
+        homes = [jump_hash(fn_hash(f"01FN{i:022d}"), runners) for i in range(3000)]
+        shares = [homes.count(r) / len(homes) for r in range(runners)]
+        assert all(abs(share - 1 / runners) < 0.05 for share in shares), shares

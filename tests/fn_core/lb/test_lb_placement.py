@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 
 from fn_core.testing import free_port, wait_until
 from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA
@@ -206,3 +207,28 @@ async def test_a_detached_stream_is_cut_after_placement_fn_timeout_and_headroom(
     await wait_until(lambda: bool(recorder.outcomes), "the call reported")
     outcome = recorder.outcomes[0][1]
     assert (outcome.status, outcome.error) == (504, "Timed out")
+
+
+@pytest.mark.parametrize("answer", ["addresses", "one ref", "none", "raises"])
+async def test_a_placer_that_breaks_its_contract_fails_the_call_naming_itself(fake_runners, lb_factory, deploy_fn, answer, caplog):
+    from fn_core import Placer, hookimpl
+
+    class Broken:
+        @hookimpl
+        def place_call(self, call, runners):
+            if answer == "raises":
+                raise RuntimeError("placer boom")
+            return {"addresses": [r.address for r in runners], "one ref": runners[0], "none": None}[answer]
+
+    class Plugin:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="broken", hooks=Broken())]
+
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address], placer="broken", plugins=(("broken-placer", Plugin()),))
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+        assert (r.status, await r.json()) == (500, {"message": "internal server error (placer broken failed)"})
+    assert runner.calls == []
+    assert "placer 'broken' of plugin 'broken-placer' failed in place_call" in caplog.text
