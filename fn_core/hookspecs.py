@@ -62,14 +62,14 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
     Example::
 
         @hookimpl
-        def configure(config):
-            global RATIO
-            RATIO = int(config.plugin_settings("cpu-shares").get("shares_per_mb", 0))
-
-        @hookimpl
         def configure(config, plugin_manager):
-            if config.plugin_settings("audit").get("enabled"):
-                plugin_manager.register(AuditLog(config), name="audit:log")
+            # settings live in the object this manager runs, never in a module global: two managers
+            # in one process (tests do that) keep their own
+            shares_per_mb = config.plugin_settings("cpu-shares").get("shares_per_mb", 0)
+            if not isinstance(shares_per_mb, int) or shares_per_mb < 0:
+                raise ConfigError(f"[plugins.cpu-shares] shares_per_mb must be a whole number >= 0, got {shares_per_mb!r}")
+            if shares_per_mb:
+                plugin_manager.register(CpuShares(shares_per_mb), name="cpu-shares:settings")
     """
 
 

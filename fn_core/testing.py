@@ -13,13 +13,16 @@ Fixtures:
 * `HookRecorder`: records every hook call (name, kwargs, result) of a plugin manager.
 * `make_call` / `lb_prepare`: a call built exactly as the LB builds it from an app, an fn and a
   request, and the LB's `override_call` step on it (returns the extensions sent to the runner).
-* ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker).
+* ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker); an async fixture of
+  pytest-asyncio's, so it works in its strict mode too (there, mark the test ``@pytest.mark.asyncio``).
 * `wait_until`: await a condition that something running in the background will make true (bounded).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 import attrs
 import pytest
 
+from fn_core import ENTRY_POINT_GROUP
 from fn_core.config import Config, load_config
 from fn_core.plugins import FnPluginManager, get_plugin_manager
 
@@ -108,15 +112,32 @@ class HookRecorder:
         return [c for c in self.calls if c.name == name]
 
 
+def installed_name(plugin: object) -> str:
+    """The name ``plugin`` is known by: its entry point's in the ``fn_core.plugins`` group when it is installed,
+    else its module's (or class's) name.
+
+    Under its entry point's name it is the plugin `FN_DISABLE_PLUGINS` and `fn-core plugins` name, and the
+    factory, loading entry points too (``load_entrypoints=True``, `fn_platform`'s default), sees it as there
+    already instead of refusing the same module under a second name.
+    """
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        target = sys.modules.get(ep.module)  # imported ones only: a plugin passed in is imported, and the others stay unloaded
+        for attr in ep.attr.split(".") if ep.attr else ():
+            target = getattr(target, attr, None)
+        if target is plugin:
+            return ep.name
+    return getattr(plugin, "__name__", type(plugin).__name__).rsplit(".", 1)[-1]
+
+
 def build_plugin_manager(
     *plugins: object, toml: str = "", env: dict[str, str] | None = None, load_entrypoints: bool = False
 ) -> FnPluginManager:
-    """A plugin manager from the platform's own factory, with ``plugins`` registered as if installed."""
+    """A plugin manager from the platform's own factory, with ``plugins`` registered as if installed (`installed_name`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fn.toml"
         path.write_text(toml)
         config = load_config(path, env=env or {})
-    named = [(getattr(p, "__name__", type(p).__name__).rsplit(".", 1)[-1], p) for p in plugins]
+    named = [(installed_name(p), p) for p in plugins]
     return get_plugin_manager(config, load_entrypoints=load_entrypoints, extra_plugins=named)
 
 
@@ -273,7 +294,7 @@ async def start_platform(
     path.write_text(toml)
     base_env = {"FN_CONTAINER_LABEL_TAG": f"fn-core-test-{secrets.token_hex(4)}", "FN_DB_URL": f"sqlite3://{tmp_dir}/fn.db"}
     config = load_config(path, env={**base_env, **(env or {})}, overrides={"host": "127.0.0.1"})
-    named = [(getattr(p, "__name__", type(p).__name__).rsplit(".", 1)[-1], p) for p in plugins]
+    named = [(installed_name(p), p) for p in plugins]
     pm = get_plugin_manager(config, load_entrypoints=load_entrypoints, extra_plugins=named)
     nodes = []
     try:
@@ -290,7 +311,14 @@ async def start_platform(
     return platform
 
 
-@pytest.fixture
+async_fixture: Any
+try:  # pytest-asyncio (fn-core[test]) runs async fixtures; declared as its own, this one works in its strict mode too
+    from pytest_asyncio import fixture as async_fixture
+except ImportError:  # pytest without fn-core[test]: the kit's other fixtures still load
+    async_fixture = pytest.fixture
+
+
+@async_fixture
 async def fn_platform(tmp_path: Path, docker_client: Any) -> Any:
     """A factory: ``platform = await fn_platform(runners=2, toml=..., env=..., plugins=(...))``; stopped after the test."""
     started: list[Platform] = []

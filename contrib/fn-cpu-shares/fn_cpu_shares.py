@@ -2,35 +2,58 @@
 
 LB: `override_call` validates the annotation (or derives shares from memory) and sends the value
 to the runner as a call extension. Runner: `modify_container_options` sets ``cpu_shares``.
+
+The settings live in a `CpuShares` that `configure` registers with each plugin manager, not at
+module level: tests and `fn-core serve` build several managers in one process, each with its config.
 """
 
 from __future__ import annotations
 
+import attrs
+
 from fn_core import APIError, hookimpl
+from fn_core.errors import ConfigError
 
 __version__ = "0.1.0"
 
 EXTENSION = "fn-cpu-shares/shares"
 MIN_SHARES, MAX_SHARES = 2, 262144  # Docker's accepted range
+DEFAULT_ANNOTATION = "fnproject.io/cpu-shares"
 
-settings = {"annotation": "fnproject.io/cpu-shares", "shares_per_mb": 0}
+
+@attrs.frozen(eq=False)  # a plugin object: the manager tells its plugins apart by identity, not by value
+class CpuShares:
+    """One plugin manager's settings (``[plugins.cpu-shares]``) and the LB hook that applies them."""
+
+    annotation: str = DEFAULT_ANNOTATION
+    shares_per_mb: int = 0  # 0: no shares unless the annotation asks
+
+    @classmethod
+    def from_settings(cls, own: dict) -> CpuShares:
+        """The ``[plugins.cpu-shares]`` table, checked; a bad key or value stops start-up naming it."""
+        known = [field.name for field in attrs.fields(cls)]
+        unknown = set(own) - set(known)
+        if unknown:
+            raise ConfigError(f"[plugins.cpu-shares]: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        ratio = own.get("shares_per_mb", 0)
+        if not isinstance(ratio, int) or isinstance(ratio, bool) or ratio < 0:
+            raise ConfigError(f"[plugins.cpu-shares] shares_per_mb must be a non-negative integer, got {ratio!r}")
+        annotation = own.get("annotation", DEFAULT_ANNOTATION)
+        if not isinstance(annotation, str) or not annotation:
+            raise ConfigError(f"[plugins.cpu-shares] annotation must be a non-empty string, got {annotation!r}")
+        return cls(annotation=annotation, shares_per_mb=ratio)
+
+    @hookimpl
+    def override_call(self, call, extensions):
+        if self.annotation in call.annotations:
+            extensions[EXTENSION] = str(parse_shares(call.annotations[self.annotation], self.annotation))
+        elif self.shares_per_mb:
+            extensions[EXTENSION] = str(min(MAX_SHARES, max(MIN_SHARES, call.memory * self.shares_per_mb)))
 
 
 @hookimpl
-def configure(config):
-    from fn_core.errors import ConfigError
-
-    own = config.plugin_settings("cpu-shares")
-    unknown = set(own) - set(settings)
-    if unknown:
-        raise ConfigError(f"[plugins.cpu-shares]: unknown keys {sorted(unknown)}; known: {sorted(settings)}")
-    ratio = own.get("shares_per_mb", 0)
-    if not isinstance(ratio, int) or isinstance(ratio, bool) or ratio < 0:
-        raise ConfigError(f"[plugins.cpu-shares] shares_per_mb must be a non-negative integer, got {ratio!r}")
-    annotation = own.get("annotation", "fnproject.io/cpu-shares")
-    if not isinstance(annotation, str) or not annotation:
-        raise ConfigError(f"[plugins.cpu-shares] annotation must be a non-empty string, got {annotation!r}")
-    settings.update(annotation=annotation, shares_per_mb=ratio)
+def configure(config, plugin_manager):
+    plugin_manager.register(CpuShares.from_settings(config.plugin_settings("cpu-shares")), name="cpu-shares:settings")
 
 
 def parse_shares(value: object, annotation: str) -> int:
@@ -45,16 +68,6 @@ def parse_shares(value: object, annotation: str) -> int:
 
 
 @hookimpl
-def override_call(call, extensions):
-    annotation = settings["annotation"]
-    if annotation in call.annotations:
-        extensions[EXTENSION] = str(parse_shares(call.annotations[annotation], annotation))
-    elif settings["shares_per_mb"]:
-        shares = min(MAX_SHARES, max(MIN_SHARES, call.memory * settings["shares_per_mb"]))
-        extensions[EXTENSION] = str(shares)
-
-
-@hookimpl
-def modify_container_options(extensions, options):
+def modify_container_options(extensions, options):  # no settings: the LB already decided, in the extension
     if EXTENSION in extensions:
         options["cpu_shares"] = int(extensions[EXTENSION])

@@ -7,6 +7,7 @@ from fn_core.config import load_config
 from fn_core.errors import ConfigError
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
+from fn_core.testing import lb_prepare, make_call
 
 
 def manager(tmp_path, toml):
@@ -36,3 +37,16 @@ def test_expose_defaults_to_the_configured_keys_and_handles_list_env(tmp_path):
 def test_bad_settings_stop_startup(tmp_path, toml):
     with pytest.raises(ConfigError, match="call-env"):
         manager(tmp_path, f"[plugins.call-env]\n{toml}\n")
+
+
+def test_each_plugin_manager_keeps_its_own_settings(tmp_path):
+    # tests and `fn-core serve` build several managers in one process: a later one must not reset an earlier one
+    cheese = manager(tmp_path, '[plugins.call-env]\nextensions = { FN_CHEESE = "cheddar" }\n')
+    wine = manager(tmp_path, '[plugins.call-env]\nextensions = { FN_WINE = "rioja" }\n')
+    unset = manager(tmp_path, "")
+    assert lb_prepare(cheese, make_call()) == {"FN_CHEESE": "cheddar"}
+    assert lb_prepare(wine, make_call()) == {"FN_WINE": "rioja"}
+    assert lb_prepare(unset, make_call()) == {}
+    options = {"environment": {}}
+    cheese.hook.modify_container_options(call=None, extensions={"FN_CHEESE": "brie", "FN_WINE": "rioja"}, options=options)
+    assert options["environment"] == {"FN_CHEESE": "brie"}  # its own `expose`, not the last manager's

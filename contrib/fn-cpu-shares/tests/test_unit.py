@@ -6,14 +6,14 @@ import fn_cpu_shares
 from fn_core import APIError
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
-from fn_core.models import Call
+from fn_core.models import App, Call
 from fn_core.plugins import get_plugin_manager
+from fn_core.testing import lb_prepare, make_call
 
 
 def manager(tmp_path, toml=""):
     path = tmp_path / "fn.toml"
     path.write_text(toml)
-    fn_cpu_shares.settings.update(annotation="fnproject.io/cpu-shares", shares_per_mb=0)
     return get_plugin_manager(load_config(path, env={}), load_entrypoints=False, extra_plugins=[("cpu-shares", fn_cpu_shares)])
 
 
@@ -57,3 +57,16 @@ def test_bad_settings_stop_startup(tmp_path):
         manager(tmp_path, '[plugins.cpu-shares]\nshares_per_mb = "many"\n')
     with pytest.raises(ConfigError, match="unknown keys"):
         manager(tmp_path, "[plugins.cpu-shares]\nratio = 1\n")
+
+
+def test_each_plugin_manager_keeps_its_own_settings(tmp_path):
+    # tests and `fn-core serve` build several managers in one process: a later one must not reset an earlier one
+    ratio_8 = manager(tmp_path, "[plugins.cpu-shares]\nshares_per_mb = 8\n")
+    renamed = manager(tmp_path, '[plugins.cpu-shares]\nannotation = "acme.com/weight"\n')
+    defaults = manager(tmp_path)
+    call = make_call()  # memory 128 MB, no annotation
+    assert lb_prepare(ratio_8, call) == {fn_cpu_shares.EXTENSION: "1024"}
+    assert lb_prepare(defaults, call) == {}
+    weighted = make_call(app=App(name="app", id="app-id", annotations={"acme.com/weight": 100}))
+    assert lb_prepare(renamed, weighted) == {fn_cpu_shares.EXTENSION: "100"}
+    assert lb_prepare(ratio_8, weighted) == {fn_cpu_shares.EXTENSION: "1024"}  # its annotation is still the default one

@@ -32,3 +32,15 @@ def test_saturated_and_failed_runners_go_last(tmp_path):
     assert order[-1] is home and len(order) == 3
     order[0].status.failed = True
     assert pm.hook.place_call(call=call, runners=runners)[0] not in (home, order[0])
+
+
+def test_each_plugin_manager_keeps_its_own_max_active(tmp_path):
+    # tests and `fn-core serve` build several managers in one process: a later one must not reset an earlier one
+    strict = manager(tmp_path, "[plugins.placer-bounded]\nmax_active = 1\n")
+    default = manager(tmp_path)
+    call = Call(id="1", fn_id="fn-A")
+    runners = [RunnerRef(address=f"r{i}:1", status=RunnerStatus()) for i in range(3)]
+    home = default.hook.place_call(call=call, runners=runners)[0]
+    home.status.active = 1
+    assert strict.hook.place_call(call=call, runners=runners)[-1] is home  # saturated at 1 call
+    assert default.hook.place_call(call=call, runners=runners)[0] is home  # 1 of 8: still home
