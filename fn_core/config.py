@@ -348,7 +348,11 @@ class Config:
     )
     hot_start_timeout_msecs: int = setting(5000, "FN_HOT_START_TIMEOUT_MSECS", "container start -> socket ready limit (504)", validator=_positive)
     hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)
-    container_label_tag: str = setting("fn-core", "FN_CONTAINER_LABEL_TAG", "label value marking our containers and socket dirs (clean-up of what a killed runner left)")
+    container_label_tag: str = setting(
+        "", "FN_CONTAINER_LABEL_TAG",
+        "label value marking our containers and socket dirs; when set, a starting runner removes those an earlier runner "
+        "with this tag left (as Fn). '' = labelled 'fn-core', nothing removed: runners may share a host",
+    )
     iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
     iofs_tmpfs: bool = setting(
         False, "FN_IOFS_TMPFS", "mount a tmpfs (noexec, nosuid, nodev) on each container's socket dir; needs root"

@@ -61,15 +61,16 @@ def run_isolated(hook: Any, **kwargs: Any) -> None:
             log.error("plugin %r failed in %s; ignored", impl.plugin_name, hook.name, exc_info=exc)
 
 
-def run_override_call(hook: Any, call: Any, extensions: dict[str, str]) -> None:
-    """`override_call`: an `APIError` rejects the call as it is; anything else is a 500 naming the plugin."""
+def run_failing_call(hook: Any, **kwargs: Any) -> None:
+    """A hook whose failure fails the call (`override_call`, `modify_container_options`): an `APIError` as it is;
+    anything else is logged with the plugin's name and traceback, and is a 500 naming the plugin, not its text."""
     try:
-        hook(call=call, extensions=extensions)
+        hook(**kwargs)
     except APIError:
         raise
     except Exception as exc:
         name = failed_plugin(hook, exc)
-        log.error("plugin %r failed in override_call", name, exc_info=exc)
+        log.error("plugin %r failed in %s", name, hook.name, exc_info=exc)
         raise APIError(f"internal server error (plugin {name} failed)", status=500) from exc
 
 

@@ -34,6 +34,7 @@ import pytest
 from fn_core import ENTRY_POINT_GROUP
 from fn_core.config import Config, load_config
 from fn_core.plugins import FnPluginManager, get_plugin_manager
+from fn_core.runner.driver import label_tag
 
 TEST_LABEL = "fn-core.test"
 
@@ -167,10 +168,10 @@ def make_call(
 
 def lb_prepare(pm: FnPluginManager, call: Any) -> dict[str, str]:
     """Run the `override_call` step as the LB does; returns the extensions (APIError propagates)."""
-    from fn_core.hook_calls import run_override_call
+    from fn_core.hook_calls import run_failing_call
 
     extensions: dict[str, str] = {}
-    run_override_call(pm.hook.override_call, call, extensions)
+    run_failing_call(pm.hook.override_call, call=call, extensions=extensions)
     return extensions
 
 
@@ -249,7 +250,7 @@ class Platform:
             return InvokeResult(resp.status, resp.headers, await resp.read())
 
     def containers(self, fn_id: str) -> list[Any]:
-        tag = self.config.container_label_tag
+        tag = label_tag(self.config)  # what the driver labels with ("fn-core" when the tag is unset)
         # ignore_removed: one that goes between the engine's list and the SDK's inspect of it is left out, not an error
         return self.docker.containers.list(
             all=True, filters={"label": [f"fn-agent-classifier={tag}", f"fn-fn-id={fn_id}"]}, ignore_removed=True

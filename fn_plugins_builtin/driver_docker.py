@@ -2,8 +2,15 @@
 
 The docker SDK blocks, so every engine call runs in a worker thread (`asyncio.to_thread`); none
 of them is on the warm call path (that is the unix socket, see `fn_core.runner.uds`).
-Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` and a per-process
-``fn-agent-instance`` label, so leaked ones can be found (and only ours removed) after a crash.
+Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` (``fn-core`` when unset) and a per-process
+``fn-agent-instance`` label, so leaked ones can be found after a crash; a runner whose tag was set removes, at
+start-up, those of its tag that another instance left (Fn's rule: without a tag of its own it removes nothing).
+
+Every container is attached (Docker's attach stream, read on the event loop) from before it starts: its
+output goes to the call's sink where the agent wants it, and the stream's end tells, without a thread or
+a poll, that the container stopped. `wait_exit` uses that while the container starts, so a function
+that crashes at start fails its call at once, with its exit code; once the container is ready the
+attachment is dropped, unless its output is wanted.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import secrets
 import socket
 from typing import Any
 
+import attrs
+
 from fn_core import Driver, hookimpl
 from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVolume, ServerTooBusy, SyslogUnavailable
+from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
-from fn_core.runner.driver import ExitStatus, OutputSink
+from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
 from fn_plugins_builtin.docker_attach import attach_socket, read_output
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
@@ -79,6 +89,33 @@ def _consume_pull_error(pull: asyncio.Future[None]) -> None:
         log.debug("pull ended with %r", pull.exception())
 
 
+class _ExitWatch:
+    """The `OutputSink` of a container's attach stream: its output goes on to the call's sink (None: dropped,
+    as Fn's pure runner drops it), and the stream's end (Docker ends it when the container stops) is ``ended``."""
+
+    def __init__(self, sink: OutputSink | None) -> None:
+        self.sink = sink
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def write(self, stream: str, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(stream, data)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
+@attrs.define(eq=False)
+class _Attachment:
+    """One container's attach stream on the event loop, read until the container stops or we let go."""
+
+    transport: asyncio.BaseTransport
+    watch: _ExitWatch
+
+
 class DockerDriver:
     def __init__(self, config: Any, hook: Any) -> None:
         self.config = config
@@ -92,9 +129,10 @@ class DockerDriver:
         # FN_IMAGE_CLEAN_MAX_SIZE: which image each container of ours runs, and the images' sizes and uses
         self.images = ImageCache(config.image_clean_max_size, config.image_clean_exempt_tags) if config.image_clean_max_size else None
         self._container_images: dict[str, str] = {}
-        self._outputs: dict[str, asyncio.BaseTransport] = {}  # container id -> its attach stream, for `launch(output=)`
+        self._attached: dict[str, _Attachment] = {}  # container id -> its attach stream (output, and exit while starting)
         self._cleaning: asyncio.Task[None] | None = None
-        labels = {CLASSIFIER_LABEL: config.container_label_tag, INSTANCE_LABEL: self.instance}
+        self.label_tag = label_tag(config)
+        labels = {CLASSIFIER_LABEL: self.label_tag, INSTANCE_LABEL: self.instance}
         self.prefork = PreforkPool(config, labels) if config.prefork_pool_size else None
         self._refilling: asyncio.Task[None] | None = None
         self._discarding: set[asyncio.Future[None]] = set()
@@ -111,9 +149,10 @@ class DockerDriver:
         # registry that stops answering cannot keep a worker thread (and shutdown) waiting for ever
         pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
         self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
-        removed = await asyncio.to_thread(self._remove_leaked)
-        if removed:
-            log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.config.container_label_tag)
+        if sweeps_leftovers(self.config):  # a tag of this runner's own: what it labels is no neighbour's
+            removed = await asyncio.to_thread(self._remove_leaked)
+            if removed:
+                log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.label_tag)
         if self.config.docker_load_file:
             await asyncio.to_thread(self._load_images, self.config.docker_load_file)
         if self.prefork is not None:  # a donor that cannot be made stops start-up, with why
@@ -180,7 +219,7 @@ class DockerDriver:
     def _remove_leaked(self) -> int:
         import docker.errors
 
-        found = self.client.containers.list(all=True, filters={"label": f"{CLASSIFIER_LABEL}={self.config.container_label_tag}"})
+        found = self.client.containers.list(all=True, filters={"label": f"{CLASSIFIER_LABEL}={self.label_tag}"})
         count = 0
         for container in found:
             if container.labels.get(INSTANCE_LABEL) == self.instance:
@@ -193,9 +232,9 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
-        for attached in self._outputs.values():  # the agent removed its containers; any left end here
-            attached.close()
-        self._outputs.clear()
+        for attached in self._attached.values():  # the agent removed its containers; any left end here
+            attached.transport.close()
+        self._attached.clear()
         if self._cleaning is not None:
             await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
         if self.prefork is not None:
@@ -234,7 +273,7 @@ class DockerDriver:
             "image": call.image,
             "name": f"fn-{call.app_id[:20] or 'app'}-{secrets.token_hex(6)}",
             "environment": dict(env),
-            "labels": {CLASSIFIER_LABEL: cfg.container_label_tag, INSTANCE_LABEL: self.instance,
+            "labels": {CLASSIFIER_LABEL: self.label_tag, INSTANCE_LABEL: self.instance,
                        "fn-app-id": call.app_id, "fn-fn-id": call.fn_id},
             "read_only": not cfg.disable_readonly_rootfs,
             "init": True,
@@ -317,23 +356,23 @@ class DockerDriver:
         self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None, donor: str | None
     ) -> str:
         options = self.container_options(call, iofs_dir, env, donor)
-        self.hook.modify_container_options(call=call, extensions=dict(extensions), options=options)
+        # a plugin's APIError fails the call as it is; anything else is a 500 naming the plugin (its text stays in the log)
+        run_failing_call(self.hook.modify_container_options, call=call, extensions=dict(extensions), options=options)
         network = options.get("network")
         if network in self._network_use:
             self._network_use[network] += 1
-        attach = output is not None
         try:
             try:
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, attach)
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options)
             except _ImageMissing:
                 await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, attach)
-            if sock is not None and output is not None:
-                try:
-                    self._outputs[container_id] = await read_output(sock, output)
-                except BaseException:
-                    sock.close()
-                    raise
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options)
+            watch = _ExitWatch(output)
+            try:
+                self._attached[container_id] = _Attachment(await read_output(sock, watch), watch)
+            except BaseException:
+                sock.close()
+                raise
             if self.images is not None:
                 self._container_images[container_id] = image.id
                 self.images.busy(image.id, int(image.attrs.get("Size") or 0), image.tags)
@@ -343,8 +382,9 @@ class DockerDriver:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
 
-    def _create_and_start(self, options: dict[str, Any], attach: bool) -> tuple[str, Any, socket.socket | None]:
-        """Create and start the container; with ``attach``, its stdout/stderr socket, made before it starts."""
+    def _create_and_start(self, options: dict[str, Any]) -> tuple[str, Any, socket.socket]:
+        """Create and start the container; and its stdout/stderr socket, made before it starts (nothing is missed:
+        neither its first byte nor its exit)."""
         import docker.errors
 
         try:
@@ -359,18 +399,15 @@ class DockerDriver:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
             raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
-        sock = None
-        if attach:
-            try:
-                sock = attach_socket(self.client, container.id)
-            except Exception as exc:
-                container.remove(force=True)
-                raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
+        try:
+            sock = attach_socket(self.client, container.id)
+        except Exception as exc:
+            container.remove(force=True)
+            raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
         try:
             container.start()
         except docker.errors.APIError as exc:
-            if sock is not None:
-                sock.close()
+            sock.close()
             container.remove(force=True)
             reason = str(exc.explanation or exc)
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
@@ -434,20 +471,41 @@ class DockerDriver:
         import requests.exceptions
 
         try:
-            self.client.api.wait(container_id, timeout=wait_s)
+            waited = self.client.api.wait(container_id, timeout=wait_s)
         except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
-            return None
+            return None  # still running after wait_s, or the engine does not answer
         except docker.errors.NotFound:
+            return None  # removed (by us, or by hand): nobody can say how it ended
+        except docker.errors.APIError as exc:
+            log.warning("Docker would not say how container %s ended: %s", container_id[:12], exc.explanation or exc)
             return None
-        state = self.client.api.inspect_container(container_id)["State"]
+        code = waited.get("StatusCode") if isinstance(waited, dict) else None
+        try:
+            state = self.client.api.inspect_container(container_id)["State"]
+        except docker.errors.APIError:  # removed since the wait (NotFound), or the engine errs: the wait's code is all there is
+            return None if code is None else ExitStatus(code=int(code))
         if state.get("Running"):
             return None
-        return ExitStatus(code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+        return ExitStatus(code=int(state.get("ExitCode", -1 if code is None else code)), oom_killed=bool(state.get("OOMKilled")))
+
+    async def wait_exit(self, container_id: str) -> ExitStatus | None:
+        attached = self._attached.get(container_id)
+        if attached is None:
+            return None  # not launched here, or already let go: nothing to watch
+        try:
+            await asyncio.shield(attached.watch.ended)
+        except asyncio.CancelledError:
+            # the container is ready: its stream is only kept for output someone wants (Fn's pure runner drops it)
+            if attached.watch.sink is None and self._attached.get(container_id) is attached:
+                del self._attached[container_id]
+                attached.transport.close()
+            raise
+        return await self.exit_status(container_id, wait_s=2.0)
 
     async def remove(self, container_id: str) -> None:
-        attached = self._outputs.pop(container_id, None)
+        attached = self._attached.pop(container_id, None)
         if attached is not None:
-            attached.close()  # the sink is told its output ended
+            attached.transport.close()  # the sink is told its output ended
         removed = False
         try:
             await asyncio.to_thread(self._remove, container_id)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import attrs
 
 from fn_core.errors import APIError, ServerTooBusy
-from fn_core.hook_calls import run_isolated, run_override_call
+from fn_core.hook_calls import run_failing_call, run_isolated
 from fn_core.lb.call import CallTemplate
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
@@ -65,7 +65,7 @@ class LBAgent:
         if template is not None and not hook.get_hookimpls():
             return CallOffer(call, template.slot_key, shared_json=template.shared_json)
         extensions: dict[str, str] = {}
-        run_override_call(hook, call, extensions)
+        run_failing_call(hook, call=call, extensions=extensions)
         if template is not None and template.unchanged(call):
             return CallOffer(call, template.slot_key, extensions, shared_json=template.shared_json)
         return CallOffer(call, slot_key(call), extensions)

@@ -189,10 +189,11 @@ class Relay:
         self.detach()
 
 
-def _consume_outcome(task: asyncio.Task[None]) -> None:
-    """An abandoned call's outcome has nobody to go to (the container was already settled)."""
+def _consume_outcome(task: asyncio.Task[Any]) -> None:
+    """An outcome nobody waits for: an abandoned call's (its container was already settled), or a starting
+    container's exit watch that its socket beat."""
     if not task.cancelled() and task.exception() is not None:
-        log.debug("abandoned call ended with %r", task.exception())
+        log.debug("%s ended unawaited with %r", task.get_name(), task.exception())
 
 
 def _idle_until(container: HotContainer, idle_s: float, fired_for: float) -> float | None:
@@ -213,6 +214,13 @@ def _oldest_wait_s(queue: SlotQueue) -> float:
                 return 0.0  # no usable stamp: treat it as new
             return time.time() - created
     return 0.0
+
+
+def exit_error(status: ExitStatus) -> ContainerExited:
+    """Fn's 502 for a container that exited (Fn's wait result: 137 is the OOM killer's SIGKILL)."""
+    if status.oom_killed or status.code == 137:
+        return ContainerExited("container out of memory")
+    return ContainerExited(f"container exit code {status.code}")
 
 
 def container_env(call: Call) -> dict[str, str]:
@@ -254,6 +262,11 @@ class Agent:
         #: bytes of output logged per call (FN_MAX_LOG_SIZE_BYTES), or None: output not logged
         self.output_limit: int | None = config.max_log_size_bytes if function_output else None
         self.metrics = RunnerMetrics()
+        #: whether the driver tells when a starting container exits (`ContainerDriver.wait_exit`)
+        self.watches_starts = callable(getattr(driver, "wait_exit", None))
+        if not self.watches_starts:
+            log.info("driver %s cannot tell when a starting container exits: a function that crashes at start fails "
+                     "its call at the start timeout", type(driver).__name__)
 
     # --- public -----------------------------------------------------------------------------
     def containers(self) -> list[HotContainer]:
@@ -294,7 +307,13 @@ class Agent:
         """
         container = await self.acquire(call, key, extensions)
         if on_committed is not None:
-            await on_committed()
+            try:
+                await on_committed()
+            except BaseException:
+                # the caller is gone (the send failed, or was cancelled waiting for flow control) before the
+                # container saw anything of the call: it is as healthy as it was, and serves the next one
+                self.release(container)
+                raise
         relay = Relay(on_start, on_data, on_end)
         exchange = self._spawn(self._exchange(container, call, body, relay), f"call {call.id}")
         try:
@@ -521,7 +540,7 @@ class Agent:
                 output = FunctionOutput(call, self.output_limit)
                 container_id = await self.driver.launch(call, extensions, iofs_dir, container_env(call), output=output)
             self.metrics.observe_driver("launch", time.monotonic() - began)
-            await wait_ready(iofs_dir, queue.start_timeout_s, watch)
+            await self._until_ready(container_id, iofs_dir, queue.start_timeout_s, watch)
             launch_s = time.monotonic() - began
             self.launch_s = moving_average(self.launch_s, launch_s)
             self.metrics.observe_launch(True, launch_s)
@@ -548,6 +567,37 @@ class Agent:
         )
         queue.containers.add(container)
         self.release(container)
+
+    async def _until_ready(self, container_id: str, iofs_dir: str, timeout_s: float, watch: DirWatch) -> None:
+        """Wait for the container's socket; one that exits first fails its launch at once with how it ended (Fn
+        watches a starting container), not with a 504 at the start timeout. A cold start's path only."""
+        if not self.watches_starts:
+            await wait_ready(iofs_dir, timeout_s, watch)
+            return
+        loop = asyncio.get_running_loop()
+        ready = loop.create_task(wait_ready(iofs_dir, timeout_s, watch), name=f"ready {container_id[:12]}")
+        exited = loop.create_task(self.driver.wait_exit(container_id), name=f"exit watch {container_id[:12]}")
+        exited.add_done_callback(_consume_outcome)  # an outcome nobody asks for (the socket came first) is no warning
+        try:
+            done, _ = await asyncio.wait((ready, exited), return_when=asyncio.FIRST_COMPLETED)
+            if exited in done and not (ready in done and ready.exception() is None):
+                status = self._start_exit(exited, container_id)
+                if status is not None:
+                    raise exit_error(status)
+            await ready  # the socket (ready, bad, or timed out) decides; the driver could not tell an exit
+        finally:
+            exited.cancel()  # the driver stops watching
+            ready.cancel()
+
+    def _start_exit(self, exited: asyncio.Task[ExitStatus | None], container_id: str) -> ExitStatus | None:
+        """How a starting container ended, counted; None when the driver could not tell (its error is logged)."""
+        error = exited.exception()
+        if error is not None:
+            log.warning("could not learn whether starting container %s exited: %r", container_id[:12], error)
+            return None
+        status = exited.result()
+        self._count_exit(status)
+        return status
 
     def _fail_one_waiter(self, queue: SlotQueue, error: BaseException, *, newest: bool = False) -> None:
         while queue.waiters:
@@ -646,24 +696,37 @@ class Agent:
         self._spawn(self._report_gone(container), "container gone")
 
     async def _report_gone(self, container: HotContainer) -> None:
-        status = await self.driver.exit_status(container.id, wait_s=2.0)
-        self._count_exit(status)
-        how = "is gone" if status is None else (
+        try:
+            status = await self._exit_status(container.id)
+        finally:  # removed whatever the driver could tell
+            self._spawn(self._remove_quietly(container.id, container.iofs_dir), "remove container")
+        how = "is gone" if status is None else "is gone, how unknown" if isinstance(status, Exception) else (
             "was killed for memory" if status.oom_killed else f"exited with code {status.code}"
         )
         log.warning("hot container %s of fn %s %s while idle: retired, calls go to another", container.id[:12],
                     container.queue.call.fn_id, how)
-        await self._remove_quietly(container.id, container.iofs_dir)
 
     async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
-        status = await self.driver.exit_status(container.id, wait_s=2.0)
-        self._count_exit(status)
-        self._spawn(self._dispose(container, True), "remove container")
+        try:
+            status = await self._exit_status(container.id)
+        finally:  # removed whatever the driver could tell (or if this call is cancelled meanwhile)
+            self._spawn(self._dispose(container, True), "remove container")
+        if isinstance(status, Exception):
+            return ContainerExited("container exit code unknown")
         if status is None:
             return APIError(f"error receiving function response: {cause}", status=502, user_error=True)
-        if status.oom_killed or status.code == 137:
-            return ContainerExited("container out of memory")
-        return ContainerExited(f"container exit code {status.code}")
+        return exit_error(status)
+
+    async def _exit_status(self, container_id: str) -> ExitStatus | None | Exception:
+        """How a dead container ended (counted), None if it still runs, or the driver's error: a container whose end
+        cannot be read is still removed, and its call still gets Fn's 502, never a 500 for the engine's trouble."""
+        try:
+            status = await self.driver.exit_status(container_id, wait_s=2.0)
+        except Exception as exc:
+            log.warning("could not learn how container %s ended: %r", container_id[:12], exc)
+            return exc
+        self._count_exit(status)
+        return status
 
     def _count_exit(self, status: ExitStatus | None) -> None:
         if status is not None:

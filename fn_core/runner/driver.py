@@ -8,11 +8,26 @@ thread, never on the event loop. None of these run per call on the warm path.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
 from fn_core.models import Call
+
+#: the label value of our containers and socket dirs when FN_CONTAINER_LABEL_TAG is unset
+UNSET_LABEL_TAG = "fn-core"
+
+
+def label_tag(config: Any) -> str:
+    """What our containers' ``fn-agent-classifier`` label and our socket dirs' owner files say: FN_CONTAINER_LABEL_TAG,
+    or `UNSET_LABEL_TAG`. Only a tag that was set sweeps, at start-up, what an earlier runner with it left (Fn's
+    rule): runners without one may share a host, and must not remove each other's containers."""
+    return str(config.container_label_tag) or UNSET_LABEL_TAG
+
+
+def sweeps_leftovers(config: Any) -> bool:
+    """Whether a starting runner removes the containers and socket dirs of earlier runners with its tag (`label_tag`)."""
+    return bool(config.container_label_tag)
 
 
 class OutputSink(Protocol):
@@ -50,7 +65,19 @@ class ContainerDriver(Protocol):
         """
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
-        """Wait up to ``wait_s`` for the container to stop and say how; None if it still runs."""
+        """Wait up to ``wait_s`` for the container to stop and say how; None if it still runs, or if the engine
+        cannot say (the container is gone, or the engine errs): what a broken call then reports is the agent's."""
+
+    async def wait_exit(self, container_id: str) -> ExitStatus | None:
+        """Return once the (just launched) container has stopped, with how (`exit_status`); None when the driver
+        can no longer tell whether it runs.
+
+        The agent races this against the container's readiness and cancels it once the socket is ready: the
+        driver may stop watching then. A function that crashes at start (a bad import, bad config) so fails its
+        call at once with its exit code, as Fn's, not at the start timeout. Optional: the agent waits for the
+        socket alone with a driver that has no ``wait_exit``. Must not hold a thread while it waits: many
+        containers may be starting at once.
+        """
 
     async def remove(self, container_id: str) -> None:
         """Kill and remove the container (force); never raises for an already gone container."""

@@ -9,10 +9,12 @@ runner's mounts (the same mount namespace, as a runner on the host has), else co
 empty directory underneath. `SocketDirs.check` tries both options and rights once, at start-up.
 
 Next to each directory ``<root>/<8 hex>`` lies ``<root>/<8 hex>.owner``, which holds the runner's
-``FN_CONTAINER_LABEL_TAG``: the tag its containers carry. A runner that was killed leaves its directories (with
-``FN_IOFS_TMPFS`` their mounts) behind; the next runner with the same tag unmounts and deletes them at start-up,
-as its driver removes the containers they were for. Those of runners with other tags are left alone. The tag is
-in a file of its own, not in the directory's name, because the socket's path must stay short (AF_UNIX: 108 bytes).
+``FN_CONTAINER_LABEL_TAG``: the tag its containers carry (`fn_core.runner.driver.label_tag`). A runner that was
+killed leaves its directories (with ``FN_IOFS_TMPFS`` their mounts) behind; the next runner with the same tag, set
+explicitly, unmounts and deletes them at start-up, as its driver removes the containers they were for (Fn's rule: a
+runner without a tag of its own sweeps nothing, as it cannot tell a dead runner's dirs from a live neighbour's).
+Those of runners with other tags are left alone. The tag is in a file of its own, not in the directory's name,
+because the socket's path must stay short (AF_UNIX: 108 bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import secrets
 import shutil
 
 from fn_core.errors import ConfigError
+from fn_core.runner.driver import UNSET_LABEL_TAG, label_tag, sweeps_leftovers
 
 # <sys/mount.h>
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
@@ -38,23 +41,26 @@ log = logging.getLogger(__name__)
 class SocketDirs:
     """Makes and removes the socket directories of one runner, under ``root``."""
 
-    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "", owner: str = "fn-core") -> None:
+    def __init__(self, root: str, *, tmpfs: bool = False, opts: str = "", owner: str = UNSET_LABEL_TAG, sweeps: bool = True) -> None:
+        """``sweeps``: `check` removes what an earlier runner with ``owner`` left (only for a tag that was set)."""
         self.root = root
         self.tmpfs = tmpfs
         self.opts = opts
         self.owner = owner
+        self.sweeps = sweeps
         self._libc: ctypes.CDLL | None = None
 
     @classmethod
     def from_config(cls, config) -> SocketDirs:
-        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts, owner=config.container_label_tag)
+        return cls(config.iofs_path, tmpfs=config.iofs_tmpfs, opts=config.iofs_opts, owner=label_tag(config),
+                   sweeps=sweeps_leftovers(config))
 
     def check(self) -> None:
-        """Sweep what a killed runner with our tag left (module doc); then make and remove one directory, so
-        that a runner that cannot mount its tmpfs stops at start-up with the reason (`ConfigError`), not at
-        its first cold start."""
+        """Sweep what a killed runner with our tag left, if the tag was set (module doc); then make and remove one
+        directory, so that a runner that cannot mount its tmpfs stops at start-up with the reason (`ConfigError`),
+        not at its first cold start."""
         os.makedirs(self.root, mode=0o755, exist_ok=True)
-        swept = self.sweep()
+        swept = self.sweep() if self.sweeps else 0
         if swept:
             log.info("removed %d socket dir(s) under %s left by an earlier runner tagged %r", swept, self.root, self.owner)
         if not self.tmpfs:

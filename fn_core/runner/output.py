@@ -6,7 +6,8 @@ so a line written just before a response may be counted to the container's next 
 lines stop at FN_MAX_LOG_SIZE_BYTES: one line says so and the rest of its output is dropped, so a
 chatty function cannot flood the log nor hold memory. Off with FN_DISABLE_DEBUG_USER_LOGS, on a pure
 runner (Fn drops output there: an app's ``syslog_url`` is the way to keep it), and when the logger is
-above debug (nobody would read the lines: no attachment to the container is made at all).
+above debug (nobody would read the lines: the driver keeps no attachment to the container once it is
+ready; while it starts, its output is read only to tell when it exits, and dropped).
 """
 
 from __future__ import annotations

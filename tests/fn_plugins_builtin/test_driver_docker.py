@@ -12,6 +12,8 @@ from fn_core.config import load_config
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 from fn_core.runner.agent import container_env
+from fn_core.runner.driver import ExitStatus
+from fn_plugins_builtin.driver_docker import DockerDriver
 
 MB = 1024 * 1024
 
@@ -175,3 +177,74 @@ async def test_iofs_docker_path_names_the_socket_dir_as_the_engine_sees_it(fn_pl
     [container] = platform.containers(fn["id"])
     [mount] = [m for m in container.attrs["Mounts"] if m["Destination"] == "/tmp/iofs"]
     assert os.path.dirname(mount["Source"]) == str(engine_dir)
+
+
+class OptionsPluginThatBreaks:
+    """A `modify_container_options` impl with a bug (and a secret in its error), or that refuses some functions."""
+
+    @hookimpl
+    def modify_container_options(self, call, extensions, options):
+        if call.config.get("NEEDS_GPU"):
+            from fn_core.errors import APIError
+
+            raise APIError("no GPU on this runner", status=409)
+        raise RuntimeError("mco boom: token=hunter2")
+
+
+async def test_a_container_options_plugin_that_fails_is_a_500_naming_it_and_its_error_stays_in_the_log(fn_platform, echo_image, caplog):
+    caplog.set_level("ERROR", logger="fn_core.hook_calls")
+    platform = await fn_platform(plugins=(OptionsPluginThatBreaks(),))
+    fn = await platform.deploy(echo_image)
+    answer = await platform.invoke(fn["id"], "x")
+    assert (answer.status, answer.json()) == (500, {"message": "internal server error (plugin OptionsPluginThatBreaks failed)"})
+    assert "hunter2" not in answer.body.decode()
+    [record] = [r for r in caplog.records if r.name == "fn_core.hook_calls"]
+    assert record.getMessage() == "plugin 'OptionsPluginThatBreaks' failed in modify_container_options"
+    assert record.exc_info and "mco boom: token=hunter2" in str(record.exc_info[1])  # with its traceback, for the operator
+    assert platform.containers(fn["id"]) == []  # none was created
+
+    refused = await platform.deploy(echo_image, name="gpu", config={"NEEDS_GPU": "1"})
+    answer = await platform.invoke(refused["id"], "x")
+    assert (answer.status, answer.json()) == (409, {"message": "no GPU on this runner"})  # the plugin's APIError as it is
+    assert platform.containers(refused["id"]) == []
+
+
+class EngineApi:
+    """The two engine calls `exit_status` makes, answering (or raising) what a test sets."""
+
+    def __init__(self, waited, state) -> None:
+        self.waited, self.state = waited, state
+
+    def wait(self, container_id, timeout):
+        if isinstance(self.waited, Exception):
+            raise self.waited
+        return self.waited
+
+    def inspect_container(self, container_id):
+        if isinstance(self.state, Exception):
+            raise self.state
+        return {"State": self.state}
+
+
+@pytest.mark.parametrize(
+    ("waited", "state", "status"),
+    [
+        ({"StatusCode": 137}, {"Running": False, "ExitCode": 137, "OOMKilled": True}, ExitStatus(137, oom_killed=True)),
+        ({"StatusCode": 3}, "NotFound", ExitStatus(3)),  # removed between the wait and the inspect: the wait said how
+        ("NotFound", None, None),  # removed before: nobody can say
+        ("APIError", None, None),  # the engine errs: the agent reports what it can, and removes the container
+    ],
+)
+async def test_exit_status_answers_what_the_engine_can_tell_and_never_raises_for_its_errors(waited, state, status):
+    import types
+
+    import docker.errors
+
+    errors = {"NotFound": docker.errors.NotFound("No such container"), "APIError": docker.errors.APIError("500 Server Error")}
+
+    def engine(answer):
+        return errors[answer] if isinstance(answer, str) else answer
+
+    driver = DockerDriver(load_config(env={}), hook=None)
+    driver.client = types.SimpleNamespace(api=EngineApi(engine(waited), engine(state)))
+    assert await driver.exit_status("c0ffee", 0.1) == status

@@ -1,0 +1,264 @@
+"""What the agent does when a starting container dies, the driver cannot say how a container ended, or the
+caller goes away before its call reaches the container: with a fake driver (fast; the Docker tests cover the rest)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from fn_core.config import load_config
+from fn_core.errors import ContainerExited, ContainerInitTimeout
+from fn_core.models import Call, slot_key
+from fn_core.runner.agent import Agent, HotContainer, Relay
+from fn_core.runner.driver import ExitStatus
+from fn_core.runner.resources import MB, Budget
+from fn_core.runner.uds import SOCKET_NAME, ContainerBroken
+
+
+class FakeDriver:
+    """Containers that come up (a socket appears in their dir after ``ready_after_s``) or crash while starting
+    (``wait_exit`` answers ``start_exit`` after ``crash_after_s``); ``exit_status`` answers ``exit`` (or raises it)."""
+
+    def __init__(self, *, ready_after_s: float | None = 0.01, crash_after_s: float | None = None,
+                 start_exit: ExitStatus | Exception | None = None, exit: ExitStatus | Exception | None = None) -> None:
+        self.ready_after_s = ready_after_s
+        self.crash_after_s = crash_after_s
+        self.start_exit = start_exit
+        self.exit = exit
+        self.launched: list[str] = []
+        self.removed: list[str] = []
+        self.watches_cancelled: list[str] = []
+        self.sockets: list[socket.socket] = []
+
+    async def launch(self, call, extensions, iofs_dir, env):
+        container_id = f"c{len(self.launched) + 1}"
+        self.launched.append(container_id)
+        if self.ready_after_s is not None:
+            asyncio.get_running_loop().call_later(self.ready_after_s, self._listen, iofs_dir)
+        return container_id
+
+    def _listen(self, iofs_dir: str) -> None:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(os.path.join(iofs_dir, SOCKET_NAME))
+        sock.listen()  # connections wait in its backlog: enough for the agent to open one
+        self.sockets.append(sock)
+
+    async def wait_exit(self, container_id):
+        try:
+            if self.crash_after_s is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.crash_after_s)
+        except asyncio.CancelledError:
+            self.watches_cancelled.append(container_id)
+            raise
+        if isinstance(self.start_exit, Exception):
+            raise self.start_exit
+        return self.start_exit
+
+    async def exit_status(self, container_id, wait_s):
+        if isinstance(self.exit, Exception):
+            raise self.exit
+        return self.exit
+
+    async def remove(self, container_id):
+        self.removed.append(container_id)
+
+    async def pause(self, container_id):
+        pass
+
+    async def unpause(self, container_id):
+        pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+async def make_agent(tmp_path):
+    """``make_agent(driver)``: an agent with 1 GiB for containers and a 30 s start timeout, closed after the test."""
+    made: list[tuple[Agent, FakeDriver]] = []
+
+    def _make(driver: FakeDriver) -> Agent:
+        config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "hot_start_timeout_msecs": 30000})
+        agent = Agent(config, driver, budget=Budget(total_memory=1024 * MB, total_mcpus=4000))
+        made.append((agent, driver))
+        return agent
+
+    yield _make
+    for agent, driver in made:
+        await agent.close()
+        driver.close()
+
+
+def a_call(**kwargs) -> Call:
+    return Call(**{"id": "call1", "app_id": "app1", "fn_id": "fn1", "image": "img", "memory": 128, "timeout": 5, **kwargs})
+
+
+async def nothing(*args) -> None:
+    pass
+
+
+async def settled(agent: Agent) -> None:
+    """Until the agent's background work (removals) is done."""
+    while agent._tasks:
+        await asyncio.gather(*list(agent._tasks), return_exceptions=True)
+
+
+# --- a container that exits while it starts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exit", "message"),
+    [(ExitStatus(1), "container exit code 1"), (ExitStatus(137, oom_killed=True), "container out of memory")],
+)
+async def test_a_container_that_exits_while_starting_fails_its_call_at_once_with_how_it_ended(make_agent, exit, message):
+    driver = FakeDriver(ready_after_s=None, crash_after_s=0.05, start_exit=exit)
+    agent = make_agent(driver)
+    call = a_call()
+    began = asyncio.get_running_loop().time()
+    with pytest.raises(ContainerExited) as caught:
+        await agent.run(call, slot_key(call), {}, b"x", nothing, nothing)
+    assert asyncio.get_running_loop().time() - began < 5  # not at the start timeout (30 s)
+    assert (caught.value.status, caught.value.message, caught.value.user_error) == (502, message, True)
+    await settled(agent)
+    assert driver.removed == ["c1"] and agent.containers() == [] and agent.queues == {}
+    assert agent.budget.used_memory == 0
+    assert os.listdir(agent.socket_dirs.root) == []  # its socket dir went with it
+    assert agent.metrics.launches_by_result == {"ok": 0, "failed": 1}
+    assert agent.metrics.exits_by_code == {"oom" if exit.oom_killed else "1": 1}
+
+
+async def test_a_container_whose_socket_comes_first_is_served_and_no_longer_watched(make_agent):
+    driver = FakeDriver(ready_after_s=0.02)
+    agent = make_agent(driver)
+    call = a_call()
+    container = await agent.acquire(call, slot_key(call), {})
+    assert container.id == "c1"
+    await asyncio.sleep(0)
+    assert driver.watches_cancelled == ["c1"]  # the driver may let go of what it watched the start with
+    agent.release(container)
+    await agent.close()
+
+
+@pytest.mark.parametrize("cannot_tell", [None, OSError("engine hiccup")])
+async def test_when_the_driver_cannot_tell_an_exit_the_socket_still_decides(make_agent, cannot_tell, caplog):
+    driver = FakeDriver(ready_after_s=0.1, crash_after_s=0.0, start_exit=cannot_tell)
+    agent = make_agent(driver)
+    call = a_call()
+    container = await agent.acquire(call, slot_key(call), {})
+    assert container.id == "c1" and agent.metrics.launches_by_result["ok"] == 1
+    if cannot_tell is not None:
+        assert "could not learn whether starting container c1 exited: OSError('engine hiccup')" in caplog.text
+    agent.release(container)
+    await agent.close()
+
+
+async def test_a_start_that_never_ends_is_still_the_start_timeout(tmp_path):
+    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "hot_start_timeout_msecs": 100})
+    driver = FakeDriver(ready_after_s=None)
+    agent = Agent(config, driver, budget=Budget(total_memory=1024 * MB, total_mcpus=4000))
+    call = a_call()
+    with pytest.raises(ContainerInitTimeout):
+        await agent.run(call, slot_key(call), {}, b"x", nothing, nothing)
+    assert driver.watches_cancelled == ["c1"]
+    await settled(agent)
+    assert driver.removed == ["c1"]
+
+
+# --- the caller gone before its call reached the container ---------------------------------------------
+
+
+async def test_a_caller_gone_while_its_call_is_committed_leaves_the_container_idle_and_its_room_reserved_once(make_agent):
+    """A detached call's 202 is sent once a container is taken; a lost LB connection fails that send (or cancels it,
+    waiting for flow control). The container saw nothing of the call: it stays in service, not busy for ever."""
+    driver = FakeDriver()
+    agent = make_agent(driver)
+    call = a_call(type="detached")
+    key = slot_key(call)
+
+    async def send_fails() -> None:
+        raise RuntimeError("stream gone")
+
+    with pytest.raises(RuntimeError, match="stream gone"):
+        await agent.run(call, key, {}, b"x", nothing, nothing, send_fails)
+    assert agent.container_states() == {"starting": 0, "busy": 0, "idle": 1, "paused": 0}
+
+    committing = asyncio.Event()
+
+    async def send_waits() -> None:
+        committing.set()
+        await asyncio.Event().wait()  # the HTTP/2 window never opens
+
+    run = asyncio.create_task(agent.run(call, key, {}, b"x", nothing, nothing, send_waits))
+    await committing.wait()
+    assert agent.container_states()["busy"] == 1
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    assert agent.container_states() == {"starting": 0, "busy": 0, "idle": 1, "paused": 0}
+    assert driver.launched == ["c1"] and agent.budget.used_memory == 128 * MB  # one container, reserved once
+    [container] = agent.containers()
+    assert await agent.acquire(call, key, {}) is container  # and it serves the next call
+    agent.release(container)
+    await agent.close()
+
+
+# --- how a dead container ended cannot be read ----------------------------------------------------------
+
+
+class BrokenConnection:
+    """A hot container's connection whose process died: the call fails, and it cannot be opened again."""
+
+    open = False
+
+    async def call(self, *args) -> None:
+        raise ContainerBroken("connection reset by peer")
+
+    async def reopen(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+def container_in_service(agent: Agent, call: Call) -> HotContainer:
+    """A container of the call's slot with a socket dir of its own, taken out of `acquire`'s hands (busy)."""
+    queue = agent._new_queue(slot_key(call), call, {})
+    agent.queues[queue.key] = queue
+    container = HotContainer(id="dead1", queue=queue, iofs_dir=agent.socket_dirs.make(), conn=BrokenConnection(),
+                             memory=128 * MB, mcpus=0, idle_timeout_s=30)
+    queue.containers.add(container)
+    assert agent.budget.try_reserve(128 * MB, 0)
+    return container
+
+
+async def test_a_container_that_broke_mid_call_is_removed_and_the_call_is_a_502_when_its_end_cannot_be_read(make_agent):
+    driver = FakeDriver(exit=OSError("404 No such container (inspect after wait)"))
+    agent = make_agent(driver)
+    call = a_call()
+    container = container_in_service(agent, call)
+    with pytest.raises(ContainerExited) as caught:
+        await agent._exchange(container, call, b"x", Relay(nothing, nothing))
+    assert (caught.value.status, caught.value.message) == (502, "container exit code unknown")
+    await settled(agent)
+    assert driver.removed == ["dead1"]
+    assert os.listdir(agent.socket_dirs.root) == []
+    assert agent.budget.used_memory == 0
+
+
+async def test_a_container_found_dead_while_idle_is_removed_when_its_end_cannot_be_read(make_agent, caplog):
+    driver = FakeDriver(exit=OSError("500 Server Error"))
+    agent = make_agent(driver)
+    call = a_call()
+    container = container_in_service(agent, call)
+    agent.release(container)  # idle; its process dies there
+    fresh = await agent.acquire(call, slot_key(call), {})  # finds it dead: a fresh one instead, no 502
+    assert fresh.id == "c1"
+    await settled(agent)
+    assert driver.removed == ["dead1"] and not os.path.exists(container.iofs_dir)
+    assert "hot container dead1 of fn fn1 is gone, how unknown while idle" in caplog.text
+    agent.release(fresh)
+    await agent.close()
