@@ -6,9 +6,9 @@ Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` (``fn-core`` w
 ``fn-agent-instance`` label, so leaked ones can be found after a crash; a runner whose tag was set removes, at
 start-up, those of its tag that another instance left (Fn's rule: without a tag of its own it removes nothing).
 
-Every container is attached (Docker's attach stream, read on the event loop) from before it starts: its
-output goes to the call's sink where the agent wants it, and the stream's end tells, without a thread or
-a poll, that the container stopped. `wait_exit` uses that while the container starts, so a function
+Every container is attached (Docker's attach stream, read on the event loop): from before it starts where
+the agent wants its output (to the call's sink), else right after the start (off the create -> start path).
+The stream's end tells, without a thread or a poll, that the container stopped. `wait_exit` uses that while the container starts, so a function
 that crashes at start fails its call at once, with its exit code; once the container is ready the
 attachment is dropped, unless its output is wanted.
 """
@@ -112,8 +112,12 @@ class _ExitWatch:
 class _Attachment:
     """One container's attach stream on the event loop, read until the container stops or we let go."""
 
-    transport: asyncio.BaseTransport
+    transport: asyncio.BaseTransport | None  # None: the container had stopped before we could attach
     watch: _ExitWatch
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # the sink is told its output ended
 
 
 class DockerDriver:
@@ -233,7 +237,7 @@ class DockerDriver:
 
     async def close(self) -> None:
         for attached in self._attached.values():  # the agent removed its containers; any left end here
-            attached.transport.close()
+            attached.close()
         self._attached.clear()
         if self._cleaning is not None:
             await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
@@ -362,17 +366,22 @@ class DockerDriver:
         if network in self._network_use:
             self._network_use[network] += 1
         try:
+            wanted = output is not None
             try:
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options)
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, wanted)
             except _ImageMissing:
                 await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options)
+                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, wanted)
             watch = _ExitWatch(output)
-            try:
-                self._attached[container_id] = _Attachment(await read_output(sock, watch), watch)
-            except BaseException:
-                sock.close()
-                raise
+            if sock is None:
+                watch.close()
+                self._attached[container_id] = _Attachment(None, watch)
+            else:
+                try:
+                    self._attached[container_id] = _Attachment(await read_output(sock, watch), watch)
+                except BaseException:
+                    sock.close()
+                    raise
             if self.images is not None:
                 self._container_images[container_id] = image.id
                 self.images.busy(image.id, int(image.attrs.get("Size") or 0), image.tags)
@@ -382,9 +391,10 @@ class DockerDriver:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
 
-    def _create_and_start(self, options: dict[str, Any]) -> tuple[str, Any, socket.socket]:
-        """Create and start the container; and its stdout/stderr socket, made before it starts (nothing is missed:
-        neither its first byte nor its exit)."""
+    def _create_and_start(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
+        """Create and start the container, and attach its stdout/stderr socket: before the start when its output
+        is wanted (no first byte missed), else after it, off the create -> start path (the stream is then only for
+        its end). None for the socket: the container stopped before we attached."""
         import docker.errors
 
         try:
@@ -399,22 +409,32 @@ class DockerDriver:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
             raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
-        try:
-            sock = attach_socket(self.client, container.id)
-        except Exception as exc:
-            container.remove(force=True)
-            raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
+        sock = self._attach(container) if output_wanted else None
         try:
             container.start()
         except docker.errors.APIError as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
             container.remove(force=True)
             reason = str(exc.explanation or exc)
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
             raise APIError(f"could not start the container: {reason}", status=500) from None
+        if sock is None:
+            sock = self._attach(container)
+            # a stream attached to a container that has stopped already never ends: ask once, now that it is attached
+            if not self.client.api.inspect_container(container.id)["State"].get("Running"):
+                sock.close()
+                return container.id, image, None
         return container.id, image, sock
+
+    def _attach(self, container: Any) -> socket.socket:
+        try:
+            return attach_socket(self.client, container.id)
+        except Exception as exc:
+            container.remove(force=True)
+            raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
 
     async def _pull(self, image: str, registry_token: str | None) -> None:
         """Pull ``image`` once however many launches need it; each waits at most FN_HOT_PULL_TIMEOUT_MSECS (504).
@@ -498,14 +518,14 @@ class DockerDriver:
             # the container is ready: its stream is only kept for output someone wants (Fn's pure runner drops it)
             if attached.watch.sink is None and self._attached.get(container_id) is attached:
                 del self._attached[container_id]
-                attached.transport.close()
+                attached.close()
             raise
         return await self.exit_status(container_id, wait_s=2.0)
 
     async def remove(self, container_id: str) -> None:
         attached = self._attached.pop(container_id, None)
         if attached is not None:
-            attached.transport.close()  # the sink is told its output ended
+            attached.close()
         removed = False
         try:
             await asyncio.to_thread(self._remove, container_id)

@@ -248,3 +248,46 @@ async def test_exit_status_answers_what_the_engine_can_tell_and_never_raises_for
     driver = DockerDriver(load_config(env={}), hook=None)
     driver.client = types.SimpleNamespace(api=EngineApi(engine(waited), engine(state)))
     assert await driver.exit_status("c0ffee", 0.1) == status
+
+
+def test_a_container_that_stopped_before_its_attach_is_told_at_once(monkeypatch):
+    """Without wanted output the stream is attached after the start; one attached to a container that has
+    stopped already would never end, so the driver asks once and says so (None) instead of handing it on."""
+    import socket
+    import types
+
+    from fn_plugins_builtin import driver_docker
+
+    peers: list[socket.socket] = []
+
+    def attach(client, container_id):
+        ours, peer = socket.socketpair()
+        peers.append(peer)
+        return ours
+
+    class Container:
+        id = "c0ffee"
+        started = False
+
+        def start(self):
+            self.started = True
+
+    container = Container()
+    running = {"Running": True}
+    driver = DockerDriver(load_config(env={}), hook=None)
+    driver.client = types.SimpleNamespace(
+        images=types.SimpleNamespace(get=lambda name: types.SimpleNamespace(attrs={}, id="sha256:1", tags=[])),
+        containers=types.SimpleNamespace(create=lambda **options: container),
+        api=types.SimpleNamespace(inspect_container=lambda container_id: {"State": running}),
+    )
+    monkeypatch.setattr(driver_docker, "attach_socket", attach)
+
+    _, _, sock = driver._create_and_start({"image": "img"}, output_wanted=False)
+    assert container.started and sock is not None  # running: its stream will end when it stops
+    sock.close()
+
+    running["Running"] = False
+    container_id, _, sock = driver._create_and_start({"image": "img"}, output_wanted=False)
+    assert (container_id, sock) == ("c0ffee", None)
+    peers[-1].settimeout(1)
+    assert peers[-1].recv(1) == b""  # the useless stream was closed, not left open
