@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import re
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -190,7 +191,7 @@ def _register(
 ) -> None:
     known = pm.infos.get(name)
     if known is not None:
-        if known.distribution in (dist, IN_PROCESS):
+        if known.distribution == IN_PROCESS or _project(known.distribution) == _project(dist):
             return  # the built-ins are entry points of fn-core too; a dist seen twice on sys.path; a test's own copy
         raise PluginError(
             f"two installed distributions offer the plugin {name!r}: {known.distribution} {known.version} and "
@@ -219,6 +220,11 @@ def _register(
         raise PluginError(f"plugin {name!r} ({dist}) is invalid: {exc}") from None
     except ValueError as exc:
         raise PluginError(f"plugin {name!r} ({dist}) cannot be registered: {exc}") from None
+
+
+def _project(dist: str) -> str:
+    # PEP 503: "fn_core" in one metadata file and "fn-core" in another are one project
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def _load_entrypoints(pm: FnPluginManager) -> None:

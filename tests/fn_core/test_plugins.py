@@ -225,3 +225,9 @@ def test_a_registration_hook_that_returns_one_record_not_a_list_is_named():
 
     with pytest.raises(PluginError, match="plugin 'one': register_placers must return a list of Placer records"):
         get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("one", One())])
+
+
+def test_fn_cores_own_entry_points_under_another_spelling_of_its_name_are_no_clash(tmp_path, monkeypatch):
+    make_dist(tmp_path, monkeypatch, "fn_core", "fn_core_copy_plugin", GOOD_PLUGIN, ep_name="tracing")  # e.g. a second metadata dir
+    pm = get_plugin_manager(load_config(env={}))
+    assert infos_by_name(pm)["tracing"].distribution == "fn-core"
