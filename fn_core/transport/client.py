@@ -4,7 +4,10 @@ A channel connects on first use, shares one connection attempt among concurrent 
 after a failed attempt fails calls at once for a short, growing backoff (100 ms up to 2 s), as a
 grpcio channel does: a dead runner costs a placer nothing. While calls are in flight and the peer
 has been silent for `KEEPALIVE_S`, a PING checks the link; a peer that does not answer within
-`KEEPALIVE_TIMEOUT_S` is dropped, so no call waits forever on a host that vanished.
+`KEEPALIVE_TIMEOUT_S` is dropped, so no call waits forever on a host that vanished. The interval is
+the shortest grpc-go and grpcio servers accept by default (5 min while calls are open): pinging more
+often gets a connection with a quiet call on it (a function that thinks long) dropped as "too_many_pings"
+after three PINGs, and every call on it with it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, HPACK_TABLE_S
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_S = 30.0
+KEEPALIVE_S = 300.0
 KEEPALIVE_TIMEOUT_S = 10.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
 #: a connection opens new streams below this id; past it, the channel dials a fresh one
@@ -102,7 +105,14 @@ class ClientConnection(h2.H2Connection):
 
     @property
     def usable(self) -> bool:
-        return self.lost is None and self.goaway_received is None and self.next_stream_id < LAST_STREAM_ID
+        transport = self.transport
+        return (
+            self.lost is None
+            and self.goaway_received is None
+            and self.next_stream_id < LAST_STREAM_ID
+            and transport is not None
+            and not transport.is_closing()
+        )
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -119,6 +129,11 @@ class ClientConnection(h2.H2Connection):
             self.ready.set_result(None)
 
     def open_stream(self, header_block: bytes) -> ClientStream:
+        """A new stream; `StreamRefused` if the peer said GOAWAY, `Unreachable` if the connection is gone (nothing sent)."""
+        if self.goaway_received is not None:
+            raise StreamRefused(f"{self.authority} takes no new call on this connection (GOAWAY)")
+        if not self.usable:
+            raise Unreachable(f"the connection to {self.authority} is closed")
         stream_id = self.next_stream_id
         self.next_stream_id += 2
         stream = ClientStream(self, stream_id)
@@ -130,9 +145,9 @@ class ClientConnection(h2.H2Connection):
         return stream
 
     def forget(self, stream_id: int) -> None:
-        """The stream is over; a connection the peer is closing (GOAWAY) closes with its last stream."""
+        """The stream is over; a connection that takes no new stream (GOAWAY, or out of ids) closes with its last."""
         self.streams.pop(stream_id, None)
-        if self.goaway_received is not None and not self.streams:
+        if not self.streams and self.transport is not None and not self.usable:
             self.close()
 
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
@@ -197,6 +212,8 @@ class Channel:
             if self._closed:
                 raise Unreachable(f"the channel to {self.address} is closed")
             conn = await self._connection()
+            # the peer may have hung up or said GOAWAY while this caller was being woken: `open_stream` says so
+            # (a stream on a dead connection would wait for ever)
         block = self._blocks.get(path)
         if block is None:
             block = self._blocks[path] = self._head + hpack_literal(4, path.encode())
@@ -268,15 +285,20 @@ class Channel:
         return conn
 
     async def close(self, grace_s: float | None = None) -> None:
-        """Close the connections; with ``grace_s``, the calls on them may end first (up to that long)."""
+        """Close the connections; with ``grace_s``, the calls on them may end first (up to that long).
+
+        A close that is cancelled during the grace (the LB stopping a retiring runner's wait) still closes
+        them, and a later close finds them too: they are forgotten only once closed."""
         self._closed = True
         conns = [c for c in (self._conn, *self._draining) if c is not None]
-        self._conn = None
-        self._draining.clear()
-        if grace_s:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace_s
-            while any(c.streams and c.lost is None for c in conns) and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-        for conn in conns:
-            conn.close()
+        try:
+            if grace_s:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + grace_s
+                while any(c.streams and c.lost is None for c in conns) and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+        finally:
+            for conn in conns:
+                conn.close()
+            self._conn = None
+            self._draining.difference_update(conns)

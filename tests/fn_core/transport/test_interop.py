@@ -258,3 +258,24 @@ async def test_a_stopping_grpcio_server_finishes_our_running_call_and_takes_no_n
             await run_through_graceful_stop(channel, BIDI, started, release, lambda: server.stop(grace=5), after_goaway=True)
     finally:
         await server.stop(None)
+
+
+async def test_a_quiet_call_outlives_grpcios_ping_policy(grpcio_server, channels, monkeypatch):
+    """grpc-go and grpcio servers accept one PING per 5 min while calls are open and drop a connection that
+    pings more often ("too_many_pings", after 2 strikes), every call on it with it. Our keepalive must respect
+    that for a call the server is quiet on (a function that thinks long). Scaled by 1/300 to run in seconds:
+    the server's 5 min become 1 s, and ours (`KEEPALIVE_S`) shrink by the same factor."""
+    from fn_core.transport import client
+
+    scale = 300
+    monkeypatch.setattr(client, "KEEPALIVE_S", client.KEEPALIVE_S / scale)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", client.KEEPALIVE_TIMEOUT_S / scale)
+
+    async def quiet(request, context):
+        await asyncio.sleep(5)  # several of the server's ping intervals
+        return b"done"
+
+    handler = grpc.method_handlers_generic_handler("t.S", {"Quiet": grpc.unary_unary_rpc_method_handler(quiet)})
+    address = await grpcio_server(handler, options=(("grpc.http2.min_ping_interval_without_data_ms", 300_000 // scale),))
+    channel = channels(address)
+    assert await channel.unary("/t.S/Quiet", b"x", timeout_s=30) == b"done"

@@ -507,3 +507,73 @@ async def test_a_peer_that_is_not_http2_and_stays_connected_is_unreachable_at_on
         opening.cancel()
     assert finished, "the call waits for the connect timeout on a peer that answered with HTTP/1.1"
     assert isinstance(opening.exception(), Unreachable)
+
+
+# -- connections that end at awkward moments ---------------------------------------------------------
+@pytest.mark.parametrize("then", ["hang up", "goaway"])
+async def test_a_connection_that_ends_right_after_its_settings_fails_every_waiting_call_at_once(raw_server, channels, then):
+    """What a draining grpc-go runner does to a connection it accepts (SETTINGS, then GOAWAY and close): the
+    callers that were waiting for that dial must not open streams on a dead connection and wait for ever."""
+    goaway_last_0 = raw_frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+
+    async def settings_then_end(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS + (goaway_last_0 if then == "goaway" else b""))
+        await writer.drain()
+        writer.close()
+
+    server = await raw_server(settings_then_end)
+    channel = channels(server.address)
+
+    async def call() -> BaseException | None:
+        try:
+            stream = await channel.open(PATH)
+            await stream.send_message(b"x", end_stream=True)
+            await stream.read_message()
+        except RpcError as exc:
+            return exc
+        return None
+
+    async with asyncio.timeout(5):  # before the fix: every call hung here
+        failures = await asyncio.gather(*(call() for _ in range(8)))
+    assert all(isinstance(f, (Unreachable, StreamRefused)) for f in failures), failures  # not placed: another runner may
+
+
+async def test_a_connection_out_of_stream_ids_closes_once_its_last_call_ends(our_server, channels, monkeypatch):
+    monkeypatch.setattr(client, "LAST_STREAM_ID", 7)  # three streams (1, 3, 5) per connection
+
+    async def answer(stream: ServerStream) -> None:
+        await stream.send(await stream.read_message() or b"")
+
+    server, address = await our_server({PATH: answer})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        for i in range(12):
+            stream = await channel.open(PATH)
+            await stream.send_message(b"%d" % i, end_stream=True)
+            assert await stream.read_message() == b"%d" % i
+            assert await stream.read_message() is None
+            stream.close()
+        await wait_until(lambda: len(server.connections) == 1, "the used-up connections closed")
+
+
+async def test_a_close_cancelled_during_its_grace_still_closes_the_connection(our_server, channels):
+    """The LB stopping while a leaving runner's calls may still end: the grace wait is cancelled, and the
+    channel's connection must not outlive the LB."""
+    release = asyncio.Event()
+
+    async def slow(stream: ServerStream) -> None:
+        await release.wait()
+
+    server, address = await our_server({PATH: slow})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        await wait_until(lambda: len(server.connections) == 1, "the call's connection")
+        retiring = asyncio.create_task(channel.close(grace_s=300))
+        await asyncio.sleep(0.1)
+        retiring.cancel()
+        await asyncio.gather(retiring, return_exceptions=True)
+        await channel.close()
+        await wait_until(lambda: not server.connections, "the connection closed after the cancelled grace")
+    release.set()
