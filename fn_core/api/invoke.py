@@ -15,7 +15,8 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.helpers import must_be_empty_body
 from multidict import CIMultiDict
 
 from fn_core.api.body import BodyReader
@@ -232,6 +233,8 @@ def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[
 
 async def _write_chunks(request: web.Request, response: web.StreamResponse, chunks: list[bytes]) -> None:
     await response.prepare(request)
+    if must_be_empty_body(request.method, response.status):  # HEAD, 204, 304: the head only (aiohttp's write would send it)
+        chunks.clear()
     chunks.reverse()
     while chunks:
         await response.write(chunks.pop())  # dropped once written (or buffered by the transport)
@@ -243,10 +246,12 @@ class StreamedAnswer:
 
     Its status and headers are the function's, so a failure after they are sent (the runner lost, the
     function cut off) can no longer be an error answer: the client's connection is cut instead, before the
-    last chunk, and the call ends with the error in its log line and metrics.
+    last chunk, and the call ends with the error in its log line and metrics. HTTP/1.0 has no chunks (nginx
+    proxies with it by default): there the body ends with the connection. An answer that may have no body
+    (HEAD, 204, 304) is its head alone; the runner's bytes are read and dropped.
     """
 
-    __slots__ = ("request", "call_id", "is_trigger", "response", "status", "gone")
+    __slots__ = ("request", "call_id", "is_trigger", "response", "status", "gone", "headless")
 
     def __init__(self, request: web.Request, call_id: str, is_trigger: bool) -> None:
         self.request = request
@@ -255,16 +260,23 @@ class StreamedAnswer:
         self.response: web.StreamResponse | None = None
         self.status = 0
         self.gone = False  # the client's connection closed under a write (its handler is being cancelled)
+        self.headless = False  # no body may follow this head
 
     async def begin(self, result: ExecResult) -> None:
+        request = self.request
         self.status, headers = _answer_head(result, self.call_id, self.is_trigger)
-        self.response = web.StreamResponse(status=self.status, headers=headers)
-        self.response.enable_chunked_encoding()
-        await self.response.prepare(self.request)
+        response = self.response = web.StreamResponse(status=self.status, headers=headers)
+        if must_be_empty_body(request.method, self.status):
+            self.headless = True
+        elif request.version >= HttpVersion11:
+            response.enable_chunked_encoding()
+        else:
+            response.force_close()
+        await response.prepare(request)
 
     async def write(self, chunk: bytes) -> None:
         assert self.response is not None
-        if self.gone:
+        if self.gone or self.headless:
             return
         try:
             await self.response.write(chunk)

@@ -82,7 +82,10 @@ def make_app(
                 raise
             if exc.status == 413:
                 return refuse(request, RequestTooLarge(f"request body too large for this server, max {max_size}"), started)
-            return refuse(request, APIError(HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
+            response = refuse(request, APIError(HTTP_MESSAGES.get(exc.status, exc.reason), status=exc.status), started)
+            if "Allow" in exc.headers:  # a 405 says which methods the path has (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
 
     # CORS outside `errors`, so that the error answers it makes get CORS headers too; off = not in the chain
     cors = cors_middleware(config.api_cors_origins, config.api_cors_headers, [config.rid_header] if config.rid_header else [])

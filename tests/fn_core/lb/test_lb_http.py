@@ -161,3 +161,4 @@ async def test_admin_routes_and_json_errors(fake_runners, lb_factory, deploy_fn)
         assert r.status == 404 and (await r.json()) == {"message": "Path not found"}
     async with session.get(f"/invoke/{ids['fn']['id']}") as r:
         assert r.status == 405 and (await r.json()) == {"message": "Method not allowed"}
+        assert r.headers["Allow"] == "POST"  # RFC 9110: a 405 names the methods there are

@@ -59,3 +59,35 @@ async def test_a_runner_lost_after_the_answer_began_cuts_the_clients_connection(
         await asyncio.sleep(0.05)
     assert await lb_counted_the_failure()
     await wait_until(lambda: platform.containers(fn["id"]) == [], "the stopped runner removed its container", timeout_s=30)
+
+
+async def test_an_http_1_0_client_gets_a_big_answer_whole_with_its_head(fn_platform, echo_image):
+    """HTTP/1.0 has no chunked encoding (nginx proxies with it by default): the body ends with the connection."""
+    platform = await fn_platform()
+    fn = await platform.deploy(echo_image)
+    body = b'{"repeat": 100000, "text": "ab"}'
+    host, port = platform.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /invoke/%s HTTP/1.0\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (fn["id"].encode(), len(body), body))
+    async with asyncio.timeout(30):
+        answer = await reader.read()  # to the end: the LB closes the connection after the body
+    writer.close()
+    head, _, got = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"Transfer-Encoding" not in head
+    assert got == b"ab" * 100000
+
+
+async def test_a_big_answer_with_a_status_that_has_no_body_sends_the_head_alone(fn_platform, echo_image):
+    """A trigger's function answering 204 with a big body: the client gets the 204 alone, and the next request
+    on the same keep-alive connection gets its own answer (the body would have desynchronised it)."""
+    platform = await fn_platform()
+    fn = await platform.deploy(echo_image, app="web")
+    trigger = await platform.api("POST", "/v2/triggers", {"name": "none", "app_id": fn["app_id"], "fn_id": fn["id"],
+                                                          "type": "http", "source": "/none"})
+    assert trigger.status == 200, trigger.body
+    connector = aiohttp.TCPConnector(limit=1)  # one connection for both requests
+    async with aiohttp.ClientSession(platform.url, connector=connector) as session:
+        async with session.post("/t/web/none", data=b'{"repeat": 200000, "status": 204}') as r:
+            assert (r.status, await r.read()) == (204, b"")
+        async with session.get("/version") as r:
+            assert r.status == 200 and "version" in await r.json()
