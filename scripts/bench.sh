@@ -19,7 +19,7 @@ fi
 
 VENV=.venv-bench
 STAMP=$VENV/.installed
-if [ ! -x $VENV/bin/python ]; then
+if [ ! -x $VENV/bin/pip ]; then  # pip, not python: a venv made without ensurepip has no pip
     python3 -m venv $VENV
     $VENV/bin/pip install -q --disable-pip-version-check matplotlib
 fi

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
 VENV=.venv-demo
 STAMP=$VENV/.installed
-[ -x $VENV/bin/python ] || python3 -m venv $VENV
+[ -x $VENV/bin/pip ] || python3 -m venv $VENV  # pip, not python: a venv made without ensurepip has no pip
 # Reinstall fn-core whenever its sources changed since the last install: the demo runs this tree.
 if [ ! -f $STAMP ] || [ -n "$(find fn_core fn_plugins_builtin pyproject.toml setup.cfg \
         -newer $STAMP -type f -not -path '*/__pycache__/*' -not -path '*/build/*' -print -quit)" ]; then
@@ -26,8 +26,19 @@ echo "== starting fn-core serve on $API"
 FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" \
     --db "sqlite3://$DATA/fn.db" >"$DATA/serve.log" 2>&1 &
 SERVE=$!
-trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$DATA"' EXIT
-for _ in $(seq 1 100); do curl -sf "$API/" >/dev/null && break; sleep 0.1; done
+trap 'kill -TERM $SERVE 2>/dev/null || true; wait $SERVE 2>/dev/null || true; rm -rf "$DATA"' EXIT
+# up when /version answers as fn-core does; another server on the port, or a serve that died, is said as such
+up=""
+for _ in $(seq 1 100); do
+    kill -0 $SERVE 2>/dev/null || break
+    if curl -sf "$API/version" 2>/dev/null | grep -q '"version"'; then up=1; break; fi
+    sleep 0.1
+done
+if [ -z "$up" ]; then
+    echo "== fn-core serve did not come up on $API; its log:" >&2
+    cat "$DATA/serve.log" >&2
+    exit 1
+fi
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 APP=$(curl -sf -X POST "$API/v2/apps" -H 'Content-Type: application/json' -d '{"name":"demo"}' | json id)

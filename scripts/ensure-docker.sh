@@ -14,18 +14,37 @@ engine_answers() { timeout 5 docker version >/dev/null 2>&1; }
 any_live() { grep -qv '^Z'; }
 dockerd_alive() { ps -C dockerd -o stat= 2>/dev/null | any_live; }
 
+# Debian packages, from the local lists first and after an update if those are missing or stale
+apt_install() {
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null 2>&1 || {
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+        as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null
+    }
+}
+
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "ensure-docker: dockerd missing, installing Debian's docker.io" >&2
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q docker.io >/dev/null 2>&1 || {
-        as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-        as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q docker.io >/dev/null
-    }
+    apt_install docker.io
 fi
 if [ ! -x /usr/bin/python3.11 ]; then
     # The fdk base image is built from the host's Debian Python 3.11.
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q python3.11 >/dev/null
+    apt_install python3.11
+fi
+# The venvs of `make demo`/`make test` need ensurepip (python3-venv) and the demo needs curl; a minimal
+# Debian has neither.
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    echo "ensure-docker: python3 cannot make venvs, installing Debian's python3-venv" >&2
+    apt_install python3-venv
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    apt_install curl
 fi
 if engine_answers; then exit 0; fi
+if [ "$(id -u)" != 0 ] && [ -S "$SOCK" ] && [ ! -w "$SOCK" ] && dockerd_alive; then
+    # the engine runs, but this user may not use it: waiting would not help
+    echo "ensure-docker: $USER may not use $SOCK: add $USER to the docker group (sudo usermod -aG docker $USER), log in again" >&2
+    exit 1
+fi
 
 # A pid file whose process is gone or a zombie (this machine's init may not reap at once): a daemon
 # that finds it takes the process for alive, e.g. dockerd then waits for its managed containerd's
