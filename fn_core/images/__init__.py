@@ -10,6 +10,7 @@ without touching anything else on a shared engine.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import shutil
@@ -18,6 +19,8 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from fn_core.errors import FnCoreError
 
 FDK_VERSION = "0.1.128"
 HOST_PYTHON = "/usr/bin/python3.11"
@@ -53,12 +56,12 @@ def _stage_rootfs(root: Path) -> None:
             path.unlink()
     for so in (stdlib / "lib-dynload").glob("_test*"):
         so.unlink()
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--disable-pip-version-check",
-         "--target", str(root / "opt/fdk"), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
-         "--abi", "cp311", "--platform", "manylinux_2_28_x86_64", f"fdk=={FDK_VERSION}", "httptools"],
-        check=True,
-    )
+    install = [*_pip(), "install", "-q", "--no-deps", "--no-compile", "--disable-pip-version-check",
+               "--target", str(root / "opt/fdk"), "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+               "--abi", "cp311", "--platform", "manylinux_2_28_x86_64", f"fdk=={FDK_VERSION}", "httptools"]
+    done = subprocess.run(install, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ImageBuildError(f"pip could not fetch fdk=={FDK_VERSION} and httptools for the base image: {done.stderr.strip()[-800:]}")
     shutil.rmtree(root / "opt/fdk/fdk/tests", ignore_errors=True)
     entry = root / "opt/fdk/bin/fdk"
     entry.write_text("#!/usr/bin/python3\nimport sys\nfrom fdk.scripts.fdk import main\nsys.exit(main())\n")
@@ -75,6 +78,21 @@ def _stage_rootfs(root: Path) -> None:
         shutil.copy2(os.path.realpath(lib), dest)
 
 
+class ImageBuildError(FnCoreError):
+    """The function image cannot be built on this host: what it lacks, in one line."""
+
+
+def _pip() -> list[str]:
+    """A pip to fetch the fdk wheels with: this interpreter's, else one on PATH (a venv made without pip, uv's)."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise ImageBuildError("building the fdk base image needs pip (in this Python, or pip3 on PATH) to fetch the fdk wheels")
+
+
 def ensure_base_image(client) -> str:
     """Build the base image unless an image with its tag exists. Returns the tag."""
     import docker.errors
@@ -86,7 +104,7 @@ def ensure_base_image(client) -> str:
     except docker.errors.ImageNotFound:
         pass
     if not os.path.exists(HOST_PYTHON):
-        raise RuntimeError(f"building the fdk base image needs Debian's {HOST_PYTHON} on the host")
+        raise ImageBuildError(f"building the fdk base image needs Debian's {HOST_PYTHON} on the host")
     with tempfile.TemporaryDirectory(prefix="fn-core-image-") as tmp:
         root = Path(tmp) / "rootfs"
         _stage_rootfs(root)
