@@ -63,17 +63,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _changed(kind: type[T], row: tuple | None, missing: type[Exception], change: Change[T]) -> tuple[T, T]:
-    """The stored object and what ``change`` makes of it, stamped ``updated_at`` when it differs (as Fn)."""
-    if row is None:
-        raise missing()
-    old = kind(**json.loads(row[0]))
-    new = change(old)
-    if new != old:
-        new = attrs.evolve(new, updated_at=now_rfc3339())  # type: ignore[misc]
-    return old, new
-
-
 class SQLiteStore:
     """`fn_core.store.base.Store` on a SQLite file (WAL mode)."""
 
@@ -113,15 +102,10 @@ class SQLiteStore:
         return app
 
     async def update_app(self, app_id: str, change: Change[App]) -> App:
-        def update(db: sqlite3.Connection) -> App:
-            with _transaction(db):
-                row = db.execute("SELECT doc FROM apps WHERE id = ?", (app_id,)).fetchone()
-                old, app = _changed(App, row, AppNotFound, change)
-                if app != old:
-                    db.execute("UPDATE apps SET doc = ? WHERE id = ?", (_doc(app), app_id))
-            return app
+        def write(db: sqlite3.Connection, app: App) -> None:
+            db.execute("UPDATE apps SET doc = ? WHERE id = ?", (_doc(app), app_id))
 
-        return await self._run(update)
+        return await self._update(App, "apps", app_id, AppNotFound, change, write)
 
     async def get_app(self, app_id: str) -> App:
         return await self._one(App, "SELECT doc FROM apps WHERE id = ?", (app_id,), AppNotFound)
@@ -159,18 +143,13 @@ class SQLiteStore:
         return fn
 
     async def update_fn(self, fn_id: str, change: Change[Fn]) -> Fn:
-        def update(db: sqlite3.Connection) -> Fn:
-            with _transaction(db):
-                row = db.execute("SELECT doc FROM fns WHERE id = ?", (fn_id,)).fetchone()
-                old, fn = _changed(Fn, row, FnNotFound, change)
-                if fn != old:
-                    try:
-                        db.execute("UPDATE fns SET name = ?, doc = ? WHERE id = ?", (fn.name, _doc(fn), fn_id))
-                    except sqlite3.IntegrityError:
-                        raise FnExists() from None
-            return fn
+        def write(db: sqlite3.Connection, fn: Fn) -> None:
+            try:
+                db.execute("UPDATE fns SET name = ?, doc = ? WHERE id = ?", (fn.name, _doc(fn), fn_id))
+            except sqlite3.IntegrityError:
+                raise FnExists() from None
 
-        return await self._run(update)
+        return await self._update(Fn, "fns", fn_id, FnNotFound, change, write)
 
     async def get_fn(self, fn_id: str) -> Fn:
         return await self._one(Fn, "SELECT doc FROM fns WHERE id = ?", (fn_id,), FnNotFound)
@@ -215,17 +194,12 @@ class SQLiteStore:
             raise TriggerSourceExists()
 
     async def update_trigger(self, trigger_id: str, change: Change[Trigger]) -> Trigger:
-        def update(db: sqlite3.Connection) -> Trigger:
-            with _transaction(db):
-                row = db.execute("SELECT doc FROM triggers WHERE id = ?", (trigger_id,)).fetchone()
-                old, t = _changed(Trigger, row, TriggerNotFound, change)
-                if t != old:
-                    self._check_trigger_unique(db, t)
-                    sql = "UPDATE triggers SET name = ?, source = ?, doc = ? WHERE id = ?"
-                    db.execute(sql, (t.name, t.source, _doc(t), trigger_id))
-            return t
+        def write(db: sqlite3.Connection, t: Trigger) -> None:
+            self._check_trigger_unique(db, t)
+            sql = "UPDATE triggers SET name = ?, source = ?, doc = ? WHERE id = ?"
+            db.execute(sql, (t.name, t.source, _doc(t), trigger_id))
 
-        return await self._run(update)
+        return await self._update(Trigger, "triggers", trigger_id, TriggerNotFound, change, write)
 
     async def get_trigger(self, trigger_id: str) -> Trigger:
         return await self._one(Trigger, "SELECT doc FROM triggers WHERE id = ?", (trigger_id,), TriggerNotFound)
@@ -247,6 +221,31 @@ class SQLiteStore:
         return await self._list(Trigger, "triggers", {"app_id": app_id, "fn_id": fn_id, "name": name}, cursor, per_page)
 
     # --- helpers ---------------------------------------------------------------------------
+    async def _update(
+        self,
+        kind: type[T],
+        table: str,
+        ident: str,
+        missing: type[Exception],
+        change: Change[T],
+        write: Callable[[sqlite3.Connection, T], None],
+    ) -> T:
+        """Read, change and ``write`` one object in one transaction; stamped ``updated_at`` only when it changed (as Fn)."""
+
+        def update(db: sqlite3.Connection) -> T:
+            with _transaction(db):
+                row = db.execute(f"SELECT doc FROM {table} WHERE id = ?", (ident,)).fetchone()
+                if row is None:
+                    raise missing()
+                old = kind(**json.loads(row[0]))
+                new = change(old)
+                if new != old:
+                    new = attrs.evolve(new, updated_at=now_rfc3339())  # type: ignore[misc]
+                    write(db, new)
+                return new
+
+        return await self._run(update)
+
     async def _one(self, kind: type[T], sql: str, args: tuple, missing: type[Exception]) -> T:
         row = await self._run(lambda db: db.execute(sql, args).fetchone())
         if row is None:
