@@ -120,7 +120,7 @@ class InvokeApi:
                 status = accepted.status
                 return accepted
             answer = StreamedAnswer(request, call.id, is_trigger)  # used only by an answer too big to hold
-            placement = await agent.place(offer, body, sink=answer)
+            await agent.place(offer, body, sink=answer, placement=placement)
             if answer.response is not None:  # it began (so the call was committed)
                 status = await answer.end(placement)
                 return answer.response
@@ -170,11 +170,12 @@ class InvokeApi:
         bound_s = agent.detached_placer_timeout_s + call.timeout + agent.execution_headroom_s
 
         async def run() -> Placement:
+            placement = Placement()
             try:
                 async with asyncio.timeout(bound_s):
-                    placement = await agent.place(offer, body, on_start, agent.detached_placer_timeout_s)
+                    await agent.place(offer, body, on_start, agent.detached_placer_timeout_s, placement=placement)
             except TimeoutError:
-                placement = Placement(error=CallTimeout())
+                placement.error = CallTimeout()
             error = placement.error or (placement.result.error if placement.result else None)
             agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement

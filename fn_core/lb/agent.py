@@ -77,15 +77,21 @@ class LBAgent:
         on_start: Callable[[ExecResult], None] | None = None,
         timeout_s: float | None = None,
         sink: AnswerSink | None = None,
+        placement: Placement | None = None,
     ) -> Placement:
         """Place the call (and run it): ``timeout_s`` bounds the search for a runner (default: the placer timeout).
-        A big answer goes to ``sink`` as it comes (`fn_core.lb.runner_client.ReplyReader`)."""
+        A big answer goes to ``sink`` as it comes (`fn_core.lb.runner_client.ReplyReader`).
+
+        The outcome is filled into ``placement`` (a new one if None) and returned. It is filled as the search
+        goes (the runner being tried, the attempts so far), so a caller whose task is cancelled mid-call (the
+        client went away) still knows where the call was."""
+        placement = Placement() if placement is None else placement
         if self.closing:
-            return Placement(error=ShuttingDown())
+            placement.error = ShuttingDown()
+            return placement
         call = offer.call
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.placer_timeout_s if timeout_s is None else timeout_s)
-        attempts = 0
         while True:
             try:
                 order = self.pm.hook.place_call(call=call, runners=self.pool.refs)
@@ -95,19 +101,25 @@ class LBAgent:
                 name = self.pm.placer.name if self.pm.placer else "?"
                 owner = self.pm.placers[name][1] if name in self.pm.placers else "?"
                 log.exception("placer %r of plugin %r failed in place_call", name, owner)
-                return Placement(error=APIError(f"internal server error (placer {name} failed)"), attempts=attempts)
+                placement.error = APIError(f"internal server error (placer {name} failed)")
+                placement.runner = ""
+                return placement
             for ref in order:
-                attempts += 1
+                placement.attempts += 1
+                placement.runner = ref.address
                 result = await ref.handle.try_exec(offer, body, on_start, sink)
                 if result is not None:
-                    return Placement(result=result, runner=ref.address, attempts=attempts)
+                    placement.result = result
+                    return placement
+                placement.runner = ""  # not placed there
                 self.metrics.placement_retries += 1
                 if loop.time() >= deadline:
                     break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.metrics.placer_timeouts += 1
-                return Placement(error=ServerTooBusy(), attempts=attempts)
+                placement.error = ServerTooBusy()
+                return placement
             await asyncio.sleep(min(self.retry_delay_s, remaining))
 
     def finished(self, call: Call, placement: Placement, status: int, started: float, request_id: str = "") -> None:

@@ -127,7 +127,10 @@ async def test_client_gone_cancels_the_runner_stream(fake_runners, lb_factory, d
             break
         await asyncio.sleep(0.02)
     assert runner.cancelled == 1
-    assert recorder.outcomes[0][1].status == 444
+    outcome = recorder.outcomes[0][1]
+    assert outcome.status == 444
+    # the call's line says where it was cut off, not "runner=- attempts=0"
+    assert (outcome.runner, outcome.attempts) == (runner.address, 1)
 
 
 def _ch_first(fn_id: str, n: int) -> int:
@@ -207,6 +210,7 @@ async def test_a_detached_stream_is_cut_after_placement_fn_timeout_and_headroom(
     await wait_until(lambda: bool(recorder.outcomes), "the call reported")
     outcome = recorder.outcomes[0][1]
     assert (outcome.status, outcome.error) == (504, "Timed out")
+    assert (outcome.runner, outcome.attempts) == (stuck.address, 1)  # where it was cut off
 
 
 @pytest.mark.parametrize("answer", ["addresses", "one ref", "none", "raises"])
