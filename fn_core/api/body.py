@@ -1,4 +1,5 @@
-"""Reading a request body within ``FN_REQUEST_BODY_READ_TIMEOUT`` (Go's ReadTimeout, for the body).
+"""Reading a request body within ``FN_REQUEST_BODY_READ_TIMEOUT`` (Go's ReadTimeout, for the body), and
+answering ``Expect: 100-continue`` only for a body that ``FN_MAX_REQUEST_SIZE`` lets in.
 
 A client that does not send its whole body in time gets 408 (`RequestBodyTimeout`) before anything
 is created or run; the `errors` middleware (`fn_core.api.server`) then closes the connection.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from fn_core.errors import RequestBodyTimeout
 
 BodyReader = Callable[[web.BaseRequest], Awaitable[bytes]]
+ExpectHandler = Callable[[web.Request], Awaitable[None]]
 
 
 def body_reader(timeout_s: float) -> BodyReader:
@@ -30,3 +32,23 @@ def body_reader(timeout_s: float) -> BodyReader:
             raise RequestBodyTimeout(f"Timed out reading the request body: not all of it came within {timeout_s:g} s") from None
 
     return read
+
+
+def expect_handler(max_size: int) -> ExpectHandler | None:
+    """aiohttp's answer to ``Expect: 100-continue`` (None: aiohttp's own, when there is no ``max_size``), except for
+    a Content-Length over ``max_size``: no "100 Continue" goes out, so the client gets the 413 the `errors`
+    middleware then answers and never sends the body (aiohttp's own invites the body it will refuse)."""
+    if not max_size:
+        return None
+
+    async def expect(request: web.Request) -> None:
+        if request.content_length is not None and request.content_length > max_size:
+            return
+        if request.version != HttpVersion11:  # as aiohttp: HTTP/1.0 has no interim answers
+            return
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers.get('Expect')}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not begun
+
+    return expect

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from fn_core.api import validation as v
-from fn_core.api.body import body_reader
+from fn_core.api.body import ExpectHandler, body_reader
 from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
@@ -29,8 +29,8 @@ class CrudApi:
         self.lookup = lookup
         self.read_body = body_reader(config.request_body_read_timeout_s)
 
-    def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
-        """The v2 routes; with ``metrics``, each counted under its path template."""
+    def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None, expect: ExpectHandler | None = None) -> None:
+        """The v2 routes; with ``metrics``, each counted under its path template; ``expect`` answers Expect headers."""
         r = app.router
         routes = [
             (r.add_get, "/v2/apps", self.list_apps),
@@ -54,7 +54,7 @@ class CrudApi:
             (r.add_get, "/v2/runner/apps/{app_id}/triggerBySource/{trigger_type}/{source:.*}", self.trigger_by_source),
         ]
         for add, path, handler in routes:
-            add(path, handler if metrics is None else metrics.counted(path, handler))
+            add(path, handler if metrics is None else metrics.counted(path, handler), expect_handler=expect)
 
     # --- helpers ---------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.helpers import must_be_empty_body
 from multidict import CIMultiDict
 
-from fn_core.api.body import BodyReader
+from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, CallTimeout, ClientCancelled, RequestBodyTimeout
 from fn_core.lb.agent import LBAgent, Placement
@@ -57,10 +57,11 @@ class InvokeApi:
         self.read_body = read_body  # bounded by FN_REQUEST_BODY_READ_TIMEOUT when set (`fn_core.api.body`)
         self.templates = CallTemplates()
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/invoke/{fn_id}", self.invoke)
-        app.router.add_route("*", "/t/{app_name}", self.trigger)
-        app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger)
+    def add_routes(self, app: web.Application, expect: ExpectHandler | None = None) -> None:
+        """The invoke and trigger routes; ``expect`` answers Expect headers (`fn_core.api.body.expect_handler`)."""
+        app.router.add_post("/invoke/{fn_id}", self.invoke, expect_handler=expect)
+        app.router.add_route("*", "/t/{app_name}", self.trigger, expect_handler=expect)
+        app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger, expect_handler=expect)
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()

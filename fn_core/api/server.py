@@ -9,7 +9,8 @@ serve`), and always the process metrics of the node and of the commands of ``FN_
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
-before the body is read (413); a chunked body is cut off at the same limit while it is read.
+before the body is read (413, and the connection closes: the body is never read); a client that sent
+``Expect: 100-continue`` is not invited to send it. A chunked body is cut off at the same limit while it is read.
 A body not sent whole within ``FN_REQUEST_BODY_READ_TIMEOUT`` is 408, and its connection is closed.
 What is bounded before a request reaches these routes (the head's size and time, the response's write
 time) and aiohttp's refusals of malformed requests are the connection's: `fn_core.api.connection`.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from fn_core.api.admin import HTTP_MESSAGES, MetricsSource, add_admin_routes
-from fn_core.api.body import body_reader
+from fn_core.api.body import body_reader, expect_handler
 from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
@@ -66,7 +67,9 @@ def make_app(
         started = time.monotonic()
         if max_size and request.content_length is not None and request.content_length > max_size:
             err = RequestTooLarge(f"Content-Length too large for this server, {request.content_length} > max {max_size}")
-            return refuse(request, err, started)
+            response = refuse(request, err, started)
+            response.force_close()  # the body is not read (nor, after an Expect, sent), as Go closes such a connection
+            return response
         try:
             return await handler(request)
         except RequestBodyTimeout as err:
@@ -94,10 +97,11 @@ def make_app(
     if request_ids is not None:
         request_ids.install(app)
     api_metrics = ApiMetrics() if store is not None else None
+    expect = expect_handler(max_size)
     if store is not None:
-        CrudApi(config, store, lookup).add_routes(app, api_metrics)
+        CrudApi(config, store, lookup).add_routes(app, api_metrics, expect)
     if invoke is not None:
-        invoke.add_routes(app)
+        invoke.add_routes(app, expect)
 
     sources: list[MetricsSource] = []
     if agent is not None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from urllib.parse import urlsplit
+
 from fn_core import APIError, hookimpl
 from fn_core.models import Call, slot_key
 
@@ -57,6 +61,42 @@ async def test_max_request_size_is_413_before_the_body(fake_runners, lb_factory,
     async with session.post(f"/invoke/{ids['fn']['id']}", data=b"x" * 1000) as r:
         assert r.status == 200
     assert len(runner.calls) == 1
+
+
+async def _expect_continue(url: str, path: str, length: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Send a head with ``Expect: 100-continue`` and no body; what comes back first (up to 5 s)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    writer.write(head.encode())
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return reader, writer, first
+
+
+async def test_an_expect_100_continue_over_the_size_limit_gets_413_and_no_invitation_to_send(fake_runners, lb_factory, deploy_fn):
+    runner = await fake_runners()
+    node, session, _ = await lb_factory([runner.address], max_request_size=1000)
+    ids = await deploy_fn(session)
+    path = f"/invoke/{ids['fn']['id']}"
+    reader, writer, first = await _expect_continue(node.url, path, 5000)
+    assert first.startswith(b"HTTP/1.1 413 ")  # not "100 Continue": curl would then send the 5000 bytes for nothing
+    assert b"Connection: close" in first  # the body it announced will not be read: no next request here
+    length = int(next(line for line in first.split(b"\r\n") if line.startswith(b"Content-Length:")).split(b":")[1])
+    answer = await asyncio.wait_for(reader.readexactly(length), 5)
+    assert json.loads(answer) == {"message": "Content-Length too large for this server, 5000 > max 1000"}
+    writer.close()
+    # within the limit, the client is invited to send, and the call runs
+    reader, writer, first = await _expect_continue(node.url, path, 3)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"abc")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert len(runner.calls) == 1
+    # the same on the v2 API
+    reader, writer, first = await _expect_continue(node.url, "/v2/apps", 5000)
+    assert first.startswith(b"HTTP/1.1 413 ")
+    writer.close()
 
 
 async def test_a_request_head_is_bounded_as_a_whole_by_fn_max_request_header_size_with_431(fake_runners, lb_factory, deploy_fn):
