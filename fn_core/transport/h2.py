@@ -83,6 +83,7 @@ class H2Connection(asyncio.Protocol):
         self.peer_max_frame = MAX_FRAME  # the protocol's default until the peer's SETTINGS say otherwise
         self.peer_settings_seen = False
         self.goaway_received: int | None = None  # the peer's last stream id, once it sent GOAWAY
+        self.last_stream_id = 0  # the last stream the peer opened and we took (a client takes none)
         self.lost: RpcError | None = None
         self.last_received = 0.0
         self._buffer = bytearray()
@@ -302,11 +303,15 @@ class H2Connection(asyncio.Protocol):
         log.warning("HTTP/2 connection error (%#x): %s", code, why)
         self.close(code, why)
 
-    def close(self, code: int = NO_ERROR, why: str = "", last_stream_id: int = 0) -> None:
-        """GOAWAY, then close once what is queued has been sent."""
+    def close(self, code: int = NO_ERROR, why: str = "") -> None:
+        """GOAWAY, then close once what is queued has been sent.
+
+        The GOAWAY names the last stream the peer opened that we took (`last_stream_id`): the peer may retry
+        the streams above it elsewhere as never processed, and must not retry those up to it. An LB reads a
+        stream above it as "not placed", so a runner's GOAWAY that named too low an id would run a call twice."""
         if self.transport is None:
             return
-        self.write(frame(GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code) + why.encode()[:200]))
+        self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream_id, code) + why.encode()[:200]))
         self.flush()
         self.transport.close()
 

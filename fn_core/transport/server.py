@@ -85,7 +85,6 @@ class ServerConnection(h2.H2Connection):
     def __init__(self, server: GrpcServer) -> None:
         super().__init__()
         self.server = server
-        self.last_stream_id = 0
         self.draining = False
         self._preface_seen = False
 
@@ -196,7 +195,7 @@ class GrpcServer:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=1.0)
         for conn in list(self.connections):
-            conn.close(last_stream_id=conn.last_stream_id)
+            conn.close()
         if self._server is not None:
             await self._server.wait_closed()
 

@@ -291,7 +291,7 @@ async def test_stop_with_grace_finishes_a_running_call_and_takes_no_new_one(our_
     assert finished == [b"a"]
 
 
-@pytest.mark.parametrize("how", ["connection dropped", "stop without grace"])
+@pytest.mark.parametrize("how", ["connection dropped", "stop without grace", "connection error"])
 async def test_a_server_dying_mid_call_fails_the_call_as_committed(our_server, channels, how):
     hang = Hang(first_answer=b"partial")
     server, address = await our_server({PATH: hang})
@@ -304,6 +304,8 @@ async def test_a_server_dying_mid_call_fails_the_call_as_committed(our_server, c
             for conn in list(server.connections):
                 assert conn.transport is not None
                 conn.transport.abort()
+        elif how == "connection error":  # a frame the server refuses: its GOAWAY must still own the calls it took
+            stream.conn.write(raw_frame(0x5, 0x4, 1, b"\x00\x00\x00\x02"))  # PUSH_PROMISE, push disabled
         else:
             await server.stop(0)
         assert await stream.read_message() == b"partial"
