@@ -1,8 +1,8 @@
 """The LB's client of one runner: a long-lived channel (`fn_core.transport`) and the Engage exchange.
 
 `RunnerClient.try_exec` is Fn's ``TryExec``: it returns None when the call was *not placed*
-(NACK: a 503 `finished` before any `result_start`; no connection to the runner; or the runner
-refused the stream unprocessed), so the placer may try another runner; otherwise the call is
+(NACK: a 503 `finished`, or a gRPC status 503, before any `result_start`; no connection to the
+runner; or the runner refused the stream unprocessed), so the placer may try another runner; otherwise the call is
 committed and an `ExecResult` comes back, success or error, and must never be re-sent.
 """
 
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: A sync call's answer bigger than this leaves the LB as it comes (chunked), not whole at its end: the LB
 #: holds at most about this much of it, and the client's first byte does not wait for the last
 STREAM_AFTER_BYTES = 64 * 1024
+#: a gRPC status with this (non-standard) code is Fn's other NACK (pure_runner.go getTryMsg; runner_client.go isTooBusy)
+NACK_STATUS = 503
 
 
 @attrs.define
@@ -203,6 +205,10 @@ class RunnerClient:
             log.debug("runner %s did not take the call: %s", self.address, exc)
             return None  # the runner says it never processed the stream: not placed
         except RpcError as exc:
+            if exc.code == NACK_STATUS and not reply.started:
+                # Fn's second NACK form: a pure runner whose stream ended before it took the TryCall
+                log.debug("runner %s did not take the call: %s", self.address, exc)
+                return None
             # committed: the runner (or the link to it) was lost mid-call; never re-sent
             result = reply.result
             result.error = APIError(f"runner {self.address} was lost during the call: {exc}", status=500)

@@ -59,6 +59,33 @@ async def test_nack_moves_the_call_to_the_next_runner(fake_runners, lb_factory, 
     assert {o.attempts for _, o in recorder.outcomes} == {1, 2}  # naive starts on each runner in turn
 
 
+async def test_fns_second_nack_form_a_grpc_status_503_moves_the_call_to_the_next_runner(fake_runners, lb_factory, deploy_fn):
+    # Fn's pure runner answers a stream whose context ended before its TryCall with gRPC status code 503
+    # (grpcio cannot send that code: our own server stands in for Fn's)
+    from fn_core.transport import GrpcServer, RpcError
+    from fn_core.wire import ENGAGE
+
+    refused = []
+
+    async def too_busy(stream) -> None:
+        refused.append(await stream.read_message())
+        raise RpcError(503, "too busy")
+
+    busy = GrpcServer({ENGAGE: too_busy})
+    busy_address = f"127.0.0.1:{await busy.start('127.0.0.1', 0)}"
+    try:
+        free = await fake_runners("echo")
+        _, session, recorder = await lb_factory([busy_address, free.address], placer="naive")
+        ids = await deploy_fn(session)
+        for i in range(2):
+            async with session.post(f"/invoke/{ids['fn']['id']}", data=f"call {i}") as r:
+                assert r.status == 200 and await r.text() == f"call {i}"
+    finally:
+        await busy.stop(0)
+    assert len(refused) == 1 and len(free.calls) == 2  # naive tried the busy one first once: not placed there
+    assert {o.attempts for _, o in recorder.outcomes} == {1, 2}
+
+
 async def test_unreachable_runner_is_skipped(fake_runners, lb_factory, deploy_fn):
     live = await fake_runners()
     dead = f"127.0.0.1:{free_port()}"
