@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 
 from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
-from fn_core.errors import APIError, CallTimeout, ClientCancelled, RequestBodyTimeout
+from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
 from fn_core.lb.agent import LBAgent, Placement
 from fn_core.lb.call import CallTemplate, CallTemplates, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
@@ -176,7 +176,9 @@ class InvokeApi:
                 async with asyncio.timeout(bound_s):
                     await agent.place(offer, body, on_start, agent.detached_placer_timeout_s, placement=placement)
             except TimeoutError:
-                placement.error = CallTimeout()
+                # Fn: a deadline once the call went to a runner is the reservation failing (500), whether or not
+                # it started there; one that never reached a runner is the placer's 503
+                placement.error = ServiceReservationFailure() if placement.runner else ServerTooBusy()
             error = placement.error or (placement.result.error if placement.result else None)
             agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement

@@ -236,8 +236,20 @@ async def test_a_detached_stream_is_cut_after_placement_fn_timeout_and_headroom(
     await wait_until(lambda: stuck.cancelled == 1, "the runner's stream cancelled", timeout_s=15)  # after 0.2 + 1 + 0.3 s
     await wait_until(lambda: bool(recorder.outcomes), "the call reported")
     outcome = recorder.outcomes[0][1]
-    assert (outcome.status, outcome.error) == (504, "Timed out")
+    # Fn: a deadline once the call is on a runner is the reservation failing, not the function timing out
+    assert (outcome.status, outcome.error) == (500, "Unable to service the request")
     assert (outcome.runner, outcome.attempts) == (stuck.address, 1)  # where it was cut off
+
+
+async def test_a_detached_call_a_runner_holds_unstarted_past_its_bound_is_an_error_answer_not_a_202(fake_runners, lb_factory, deploy_fn):
+    full = await fake_runners("hang")  # a blocking runner at capacity: it holds the call waiting for a slot
+    _, session, recorder = await lb_factory([full.address], detached_placer_timeout_s=0.2, execution_headroom_msecs=300)
+    ids = await deploy_fn(session, fn={"timeout": 1})
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": "detached"}) as r:
+        assert r.status == 500 and await r.json() == {"message": "Unable to service the request"}
+        assert r.headers["Fn-Call-Id"]
+    await wait_until(lambda: full.cancelled == 1, "the runner's stream cancelled")
+    assert recorder.outcomes[0][1].status == 500
 
 
 @pytest.mark.parametrize("answer", ["addresses", "one ref", "none", "raises"])
