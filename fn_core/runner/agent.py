@@ -29,16 +29,17 @@ the call on another runner. When more functions are busy on one runner than it h
 evicting warm containers trades each one for its function's next cold start, which evicts
 another in turn: a churn that feeds on itself (the placement bench saw 9 busy functions on an
 8-container runner start ~150 containers in 3000 calls). The NACK instead moves the extra function
-to a runner with room, where it stays warm. A call that has already waited that long for a
-runner (by its `created_at`: every runner has refused it) may evict any idle container, so a
-full cluster delays a new function by about that much instead of starving it.
+to a runner with room, where it stays warm. A call this runner has refused for that long (it
+keeps coming back: every runner has refused it) may evict any idle container, so a full cluster
+delays a new function by about that much instead of starving it. That is timed from its first
+refusal here, by this runner's clock: the LB's `created_at` stamp would make a runner whose clock
+runs ahead of the LB's take every call for one refused everywhere (churn), and one behind never.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import datetime
 import inspect
 import logging
 import os
@@ -74,6 +75,10 @@ log = logging.getLogger(__name__)
 
 INITIAL_LAUNCH_ESTIMATE_S = 0.3  # docker create + start + fdk ready, measured on a 2-core machine
 EWMA_WEIGHT = 0.2
+#: a refused call's first NACK is remembered this long (past Fn's longest placer timeout, 360 s) ...
+FORGET_REFUSAL_S = 600.0
+#: ... and for this many calls at most (the oldest forgotten first)
+MAX_REMEMBERED_REFUSALS = 10_000
 
 
 def moving_average(previous: float | None, sample: float) -> float:
@@ -204,18 +209,6 @@ def _idle_until(container: HotContainer, idle_s: float, fired_for: float) -> flo
     return due if max(asyncio.get_running_loop().time(), fired_for) < due else None
 
 
-def _oldest_wait_s(queue: SlotQueue) -> float:
-    """How long the queue's oldest waiting call has existed (since the LB made it), in seconds."""
-    for waiter in queue.waiters:
-        if waiter.waiting():
-            try:
-                created = datetime.datetime.fromisoformat(waiter.call.created_at).timestamp()
-            except ValueError:
-                return 0.0  # no usable stamp: treat it as new
-            return time.time() - created
-    return 0.0
-
-
 def exit_error(status: ExitStatus) -> ContainerExited:
     """Fn's 502 for a container that exited (Fn's wait result: 137 is the OOM killer's SIGKILL)."""
     if status.oom_killed or status.code == 137:
@@ -253,6 +246,7 @@ class Agent:
         self.queues: dict[bytes, SlotQueue] = {}
         self.closing = False
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
+        self._refused_at: dict[str, float] = {}  # non-blocking mode: call id -> loop time of its first NACK here
         self._tasks: set[asyncio.Task[Any]] = set()
         self.launch_s = INITIAL_LAUNCH_ESTIMATE_S  # moving average of create -> ready
         if function_output and "output" not in inspect.signature(driver.launch).parameters:
@@ -480,7 +474,9 @@ class Agent:
             if not self.budget.try_reserve(memory, mcpus):
                 if not (self._evict_for(queue, memory, mcpus) and self.budget.try_reserve(memory, mcpus)):
                     if self.non_blocking:  # the newest waiter is refused; older ones keep their turn
-                        self._fail_one_waiter(queue, ServerTooBusy(), newest=True)
+                        refused = self._fail_one_waiter(queue, ServerTooBusy(), newest=True)
+                        if refused is not None:
+                            self._remember_refusal(refused.call.id)
                         need -= 1
                         continue
                     self._starved[queue.key] = queue
@@ -502,7 +498,7 @@ class Agent:
     def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
         """Retire idle containers of other slots, idle the longest first, only if that frees enough."""
         min_idle_s = self.evict_min_idle_s
-        if min_idle_s and _oldest_wait_s(queue) >= min_idle_s:
+        if min_idle_s and self._refused_for_s(queue) >= min_idle_s:
             min_idle_s = 0.0  # refused everywhere for that long: room now, at some warm container's cost
         cold_since = asyncio.get_running_loop().time() - min_idle_s
         candidates = sorted(
@@ -599,12 +595,30 @@ class Agent:
         self._count_exit(status)
         return status
 
-    def _fail_one_waiter(self, queue: SlotQueue, error: BaseException, *, newest: bool = False) -> None:
+    def _fail_one_waiter(self, queue: SlotQueue, error: BaseException, *, newest: bool = False) -> Waiter | None:
         while queue.waiters:
             waiter = queue.waiters.pop() if newest else queue.waiters.popleft()
             if waiter.waiting():
                 waiter.future.set_exception(error)
-                return
+                return waiter
+        return None
+
+    def _remember_refusal(self, call_id: str) -> None:
+        """The call got a NACK here: from its first one on, its coming back counts as refused everywhere
+        (module doc). Forgotten once no placer could still be retrying it."""
+        refused = self._refused_at
+        now = asyncio.get_running_loop().time()
+        refused.setdefault(call_id, now)
+        while refused and (len(refused) > MAX_REMEMBERED_REFUSALS or refused[next(iter(refused))] < now - FORGET_REFUSAL_S):
+            del refused[next(iter(refused))]  # a dict keeps insertion order: the first is the oldest
+
+    def _refused_for_s(self, queue: SlotQueue) -> float:
+        """How long ago this runner first refused the queue's oldest waiting call (0: never), in seconds."""
+        for waiter in queue.waiters:
+            if waiter.waiting():
+                first = self._refused_at.get(waiter.call.id)
+                return 0.0 if first is None else asyncio.get_running_loop().time() - first
+        return 0.0
 
     def _after_capacity_change(self, queue: SlotQueue) -> None:
         """Resources were freed or a container went away: waiting calls may need a launch now."""

@@ -220,10 +220,18 @@ async def test_non_blocking_eviction_takes_only_containers_gone_cold_and_otherwi
 
 
 async def test_a_call_refused_for_long_enough_may_evict_a_warm_container(tmp_path):
-    agent, driver = make_agent(tmp_path, 128, non_blocking=True, evict_min_idle_ms=500)
+    agent, driver = make_agent(tmp_path, 128, non_blocking=True, evict_min_idle_ms=300)
     idle_container(agent, "warm", idle_for_s=0.0)
-    stale = Call(id="s", fn_id="new", image="img", memory=128, created_at="2020-01-01T00:00:00.000Z")
-    waiter = asyncio.create_task(agent.acquire(stale, slot_key(stale), {}))
+    # stamped long ago by an LB whose clock runs behind ours: not a reason to evict on its first try here
+    call = Call(id="s", fn_id="new", image="img", memory=128, created_at="2020-01-01T00:00:00.000Z")
+    with pytest.raises(ServerTooBusy):
+        await agent.acquire(call, slot_key(call), {})
+    assert live(agent) == {"warm"} and driver.launched == 0
+    await asyncio.sleep(0.1)
+    with pytest.raises(ServerTooBusy):  # back 0.1 s later (the LB's next pass): still refused
+        await agent.acquire(call, slot_key(call), {})
+    await asyncio.sleep(0.25)
+    waiter = asyncio.create_task(agent.acquire(call, slot_key(call), {}))  # refused here for 0.35 s now
     await asyncio.sleep(0.01)
     assert live(agent) == set() and driver.launched == 1  # the warm one gave way: this call waited long enough
     waiter.cancel()
