@@ -25,14 +25,26 @@ def _call_order(hook: Any) -> list[Any]:
 
 
 def _failed_impl(hook: Any, exc: BaseException) -> Any:
-    codes = {getattr(impl.function, "__code__", None): impl for impl in hook.get_hookimpls()}
+    codes: dict[Any, list[Any]] = {}
+    for impl in hook.get_hookimpls():
+        codes.setdefault(getattr(impl.function, "__code__", None), []).append(impl)
     tb = exc.__traceback__
     while tb is not None:
-        impl = codes.get(tb.tb_frame.f_code)
-        if impl is not None:
-            return impl
+        impls = codes.get(tb.tb_frame.f_code)
+        if impls:
+            return impls[0] if len(impls) == 1 else _impl_of_frame(impls, tb.tb_frame)
         tb = tb.tb_next
     return None
+
+
+def _impl_of_frame(impls: list[Any], frame: Any) -> Any:
+    """Of several plugins that are instances of one class (one code), the one whose method ``frame`` runs."""
+    code = frame.f_code
+    receiver = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+    for impl in impls:
+        if getattr(impl.function, "__self__", None) is receiver:
+            return impl
+    return impls[0]
 
 
 def _plugin_name(impl: Any) -> str:
@@ -75,20 +87,34 @@ def run_failing_call(hook: Any, **kwargs: Any) -> None:
 
 
 def plugin_metrics(hook: Any) -> str:
-    """`metric_families` of every plugin, in the text format; one that raises is logged and left out."""
+    """`metric_families` of every plugin, in the text format; one that raises or answers something other than
+    a list of families is logged with its name and left out (wrappers add no figures: they are not called)."""
     families: list[Family] = []
-    for impl in reversed(hook.metric_families.get_hookimpls()):
+    for impl in _call_order(hook.metric_families):
         try:
-            families.extend(impl.function() or [])
+            answer = impl.function()
+            if answer is not None:
+                _check_families(answer)
+                families.extend(answer)
         except Exception as exc:
             log.error("plugin %r failed in metric_families; its figures are left out", impl.plugin_name, exc_info=exc)
     return exposition(families) if families else ""
 
 
-def run_status_hooks(hook: Any, status: RunnerStatus) -> None:
-    """Every `runner_status` impl in hook order; one that raises is logged and reported, the others run."""
-    for impl in reversed(hook.runner_status.get_hookimpls()):
-        kwargs = {name: value for name, value in (("status", status), ("runner", None)) if name in impl.argnames}
+def _check_families(answer: Any) -> None:
+    if not isinstance(answer, list):
+        raise TypeError(f"metric_families must return a list of (name, type, help, lines) tuples, got {answer!r:.200}")
+    for family in answer:
+        if not (isinstance(family, tuple) and len(family) == 4 and all(isinstance(part, str) for part in family[:3])
+                and isinstance(family[3], list) and all(isinstance(line, str) for line in family[3])):
+            raise TypeError(f"a metric family must be a (name, type, help, [sample lines]) tuple of str, got {family!r:.200}")
+
+
+def run_status_hooks(hook: Any, status: RunnerStatus, runner: str | None = None) -> None:
+    """Every `runner_status` impl in hook order (``runner``: the runner's address on the LB, None on the runner);
+    one that raises is logged and reported in ``custom_status``, the others run."""
+    for impl in _call_order(hook.runner_status):
+        kwargs = {name: value for name, value in (("status", status), ("runner", runner)) if name in impl.argnames}
         try:
             impl.function(**kwargs)
         except Exception as exc:

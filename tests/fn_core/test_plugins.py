@@ -231,3 +231,24 @@ def test_fn_cores_own_entry_points_under_another_spelling_of_its_name_are_no_cla
     make_dist(tmp_path, monkeypatch, "fn_core", "fn_core_copy_plugin", GOOD_PLUGIN, ep_name="tracing")  # e.g. a second metadata dir
     pm = get_plugin_manager(load_config(env={}))
     assert infos_by_name(pm)["tracing"].distribution == "fn-core"
+
+
+def test_a_failing_listener_among_instances_of_one_class_is_named_and_the_others_run_once(caplog):
+    """Operators register one listener class several times (one per tenant, per sink): a failure is told apart."""
+    from fn_core.hook_calls import run_isolated
+
+    class Billing:
+        def __init__(self, fail: bool = False) -> None:
+            self.fail, self.runs = fail, 0
+
+        @hookimpl
+        def call_finished(self, call, outcome):
+            self.runs += 1
+            if self.fail:
+                raise RuntimeError("ledger unreachable")
+
+    listeners = {"ok-a": Billing(), "bad": Billing(fail=True), "ok-b": Billing()}
+    pm = get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=list(listeners.items()))
+    run_isolated(pm.hook.call_finished, call=Call(id="c1"), outcome=CallOutcome(status=200))
+    assert {name: plugin.runs for name, plugin in listeners.items()} == {"ok-a": 1, "bad": 1, "ok-b": 1}
+    assert "plugin 'bad' failed in call_finished" in caplog.text
