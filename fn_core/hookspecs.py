@@ -326,8 +326,11 @@ def runner_status(status: RunnerStatus, runner: str | None) -> None:
     ``error_code`` / ``error_str`` when something the runner needs is broken (the built-in
     ``status-docker`` plugin does this when Docker does not answer). On the LB each time the
     runner pool has polled a runner's status (``runner`` is its address): read it, e.g. to feed
-    a load-aware placer. Every impl runs; one that raises is logged with its name, its error is
-    reported in ``custom_status["plugin-error:<name>"]``, and the others still run. On a runner
+    a load-aware placer. The LB polls only when the selected placer asks for status
+    (``Placer.wants_runner_status``); a poll the runner did not answer comes as a status with
+    ``failed`` set and ``error_str`` saying why. Every impl runs (wrappers are not called); one
+    that raises is logged with its name, its error is reported in
+    ``custom_status["plugin-error:<name>"]``, and the others still run. On a runner
     with a status image (`FN_STATUS_IMAGE`) the image's call runs after the hooks, unless one of
     them set ``failed`` (as Fn skips it when its custom health checker fails).
     Node: runner (contribute) and LB (react).
@@ -356,8 +359,8 @@ def metric_families() -> list[Family] | None:
     """Add your plugin's figures to the node's Prometheus `/metrics`.
 
     When: at every scrape of `/metrics`, on the event loop (keep it quick: return counters you
-    keep, do no I/O). Every impl runs; one that raises is logged with its name and the scrape goes
-    on without its families.
+    keep, do no I/O). Every impl runs (wrappers are not called); one that raises, or answers other
+    than a list of families, is logged with its name and the scrape goes on without its families.
     Node: every node with an HTTP port and plugins: the LB (and the all-in-one node, whose
     `/metrics` is its runner's too) and the runner (`fn-core runner`'s ``FN_PORT``).
 

@@ -106,7 +106,8 @@ class RunnerRef:
     """What a placer sees of one runner of the pool: its address and last known status.
 
     `status` is None unless the selected placer asked for runner status
-    (`Placer.wants_runner_status`) and a poll has answered.
+    (`Placer.wants_runner_status`) and a poll has been made. A poll the runner did not answer
+    gives a status with ``failed`` set and ``error_str`` saying why.
     """
 
     address: str

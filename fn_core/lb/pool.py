@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from fn_core.config import is_host_port
 from fn_core.errors import ConfigError
-from fn_core.hook_calls import run_isolated
+from fn_core.hook_calls import run_status_hooks
 from fn_core.lb.runner_client import RunnerClient, client_ssl_context
 from fn_core.models import MAX_TIMEOUT_S
-from fn_core.records import RunnerRef
+from fn_core.records import RunnerRef, RunnerStatus
 
 if TYPE_CHECKING:
     from fn_core.lb.local_runner import LocalRunner
@@ -162,12 +162,12 @@ class RunnerSet:
     async def _poll(self, ref: RunnerRef) -> None:
         try:
             status = await ref.handle.status(timeout_s=max(self.poll_s, 1.0))
-        except Exception as exc:  # an unreachable runner has no status; placers see None
+        except Exception as exc:
+            # no answer is an answer: placers see the runner failed (and try it last), the hook sees why
             log.debug("status of runner %s: %s", ref.address, exc)
-            ref.status = None
-            return
+            status = RunnerStatus(failed=True, error_code=503, error_str=f"no answer to Status: {exc}")
+        run_status_hooks(self.pm.hook, status, ref.address)
         ref.status = status
-        run_isolated(self.pm.hook.runner_status, status=status, runner=ref.address)
 
     async def close(self) -> None:
         """At LB shutdown, after the in-flight calls: stop the tasks and close every channel."""

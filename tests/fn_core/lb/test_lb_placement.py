@@ -204,6 +204,46 @@ async def test_status_polling_feeds_a_status_placer(fake_runners, lb_factory, de
     assert seen[-1][0] is not None and seen[-1][0].requests_received >= 1
 
 
+async def test_a_runner_that_does_not_answer_status_is_seen_failed_and_the_lb_hooks_see_why(fake_runners, lb_factory, deploy_fn):
+    from fn_core import Placer, hookimpl
+
+    seen: list = []
+    heard: dict = {}
+
+    class StatusPlacer:
+        @hookimpl
+        def place_call(self, call, runners):
+            seen.append({r.address: r.status for r in runners})
+            return list(runners)
+
+    class Plugin:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="status-test", hooks=StatusPlacer(), wants_runner_status=True)]
+
+        @hookimpl
+        def runner_status(self, status, runner):
+            heard[runner] = status
+
+    class Broken:
+        @hookimpl
+        def runner_status(self, status, runner):
+            raise RuntimeError("boom")
+
+    live, gone = await fake_runners(), f"127.0.0.1:{free_port()}"
+    plugins = (("sp", Plugin()), ("broken-watcher", Broken()))
+    _, session, _ = await lb_factory([gone, live.address], placer="status-test", status_poll_ms=20, plugins=plugins)
+    ids = await deploy_fn(session)
+    await wait_until(lambda: gone in heard and live.address in heard, "both runners polled")
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+        assert r.status == 200
+    statuses = seen[-1]
+    assert statuses[gone].failed and statuses[gone].error_str.startswith("no answer to Status: ")
+    assert not statuses[live.address].failed
+    # an LB-side watcher that raises is reported as on the runner, and the others still ran
+    assert heard[live.address].custom_status["plugin-error:broken-watcher"] == "RuntimeError: boom"
+
+
 async def test_detached_is_202(fake_runners, lb_factory, deploy_fn):
     runner = await fake_runners(("status", 202, {}))
     _, session, recorder = await lb_factory([runner.address])
