@@ -177,8 +177,11 @@ def override_call(call: Call, extensions: dict[str, str]) -> None:
         changes what the container is started with (and so its slot key).
     :param extensions: mutable ``dict[str, str]`` sent to the runner in
         ``TryCall.extensions``; `modify_container_options` sees it there. Keys should be
-        namespaced by your plugin (e.g. ``"fn-cpu-shares/shares"``).
-    :return: ignored; change ``call`` and ``extensions`` in place.
+        namespaced by your plugin (e.g. ``"fn-cpu-shares/shares"``). They are part of the
+        slot key: calls whose extensions differ never share a container (set per-call values,
+        such as a request id, as headers instead, or every call gets a cold container).
+    :return: ignored; change ``call`` and ``extensions`` in place. Each call has its own
+        ``config``, ``annotations`` and ``headers``, nested values included: change them freely.
 
     Errors: raise `fn_core.APIError` (status, message) to reject the call: the client gets that
     status and ``{"message": ...}``, nothing runs. Any other exception fails the call with 500
@@ -288,8 +291,9 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
 
     When: each time the driver creates a container (a cold start), after it has filled the
     options and before it creates the container. Containers are reused for later calls of
-    the same slot, so this runs once per container, not once per call. All impls run and
-    compose.
+    the same slot, so this runs once per container, not once per call; the slot key covers the
+    call's extensions, so a container is only reused for calls with the same ones. All impls run
+    and compose.
     Node: the runner.
 
     :param call: the call that caused the container to be created (as the LB sent it).

@@ -12,6 +12,7 @@ import hashlib
 import json
 import struct
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -284,13 +285,16 @@ def _checked_field(name: str, kind: type, value: Any) -> Any:
     raise ValueError(f"call JSON field {name!r} must be {noun}")
 
 
-def slot_key(call: Call, driver_extension: str = "") -> bytes:
+def slot_key(call: Call, extensions: Mapping[str, str] | None = None) -> bytes:
     """Fn's slot key (api/agent/slots.go): calls with equal keys may share hot containers.
 
     SHA-256 over app id, syslog url, fn id, image, the limits, the sorted config and the
     sorted annotations, so that any change to what a container is started with gives a new
     key (and so new containers). Returned raw (32 bytes); it travels as hex in
-    `TryCall.slot_hash_id`.
+    `TryCall.slot_hash_id`. The call's ``extensions`` (`override_call`) come last, sorted: a
+    `modify_container_options` plugin may start containers from them, so calls that differ
+    there must not share one (Fn's place for them, its driver's slot key extension, is empty for
+    Docker; with no extensions the key is Fn's).
     """
     h = hashlib.sha256()
     for part in (call.app_id, call.syslog_url, call.fn_id, call.image):
@@ -304,6 +308,7 @@ def slot_key(call: Call, driver_extension: str = "") -> bytes:
     for key in sorted(call.annotations):
         raw = json.dumps(call.annotations[key], separators=(",", ":"))
         h.update(key.encode() + b"\0" + raw.encode() + b"\0")
-    if driver_extension:
-        h.update(driver_extension.encode() + b"\0")
+    if extensions:
+        for key in sorted(extensions):
+            h.update(key.encode() + b"\0" + extensions[key].encode() + b"\0")
     return h.digest()

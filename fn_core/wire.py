@@ -61,10 +61,11 @@ class CallOffer:
         try_call = getattr(msg, "try")  # a Python keyword, so not an attribute name
         try:
             call = Call.from_json(try_call.models_call_json)
-            key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else slot_key(call)
+            extensions = dict(try_call.extensions)
+            key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else slot_key(call, extensions)
         except ValueError as exc:
             raise BadRequest(f"invalid call: {exc}") from None
-        return cls(call, key, dict(try_call.extensions))
+        return cls(call, key, extensions)
 
 
 def is_nack(finished: pb.CallFinished, result_started: bool) -> bool:

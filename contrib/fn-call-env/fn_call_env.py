@@ -32,7 +32,7 @@ class CallEnv:
         if not isinstance(extensions, dict) or not all(isinstance(v, str) for v in extensions.values()):
             raise ConfigError("[plugins.call-env] extensions must be a table of strings")
         expose = own.get("expose", list(extensions))
-        if not isinstance(expose, list) or not all(isinstance(k, str) and _ENV_NAME.match(k) for k in expose):
+        if not isinstance(expose, list) or not all(isinstance(k, str) and _ENV_NAME.fullmatch(k) for k in expose):
             raise ConfigError(f"[plugins.call-env] expose must list env var names (letters, digits, _), got {expose!r}")
         return cls(extensions=dict(extensions), expose=tuple(expose))
 

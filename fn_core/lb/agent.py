@@ -56,7 +56,8 @@ class LBAgent:
         self.background: set[asyncio.Task] = set()
 
     def prepare(self, call: Call, template: CallTemplate | None = None) -> CallOffer:
-        """Run the `override_call` hooks, then take the slot key (after them: they may change it).
+        """Run the `override_call` hooks, then take the slot key (after them: they may change the call, and the
+        extensions they set are part of it).
 
         A call made from ``template`` that no such hook changed is the template's call: its slot key
         and most of its JSON are the template's, worked out once per fn version.
@@ -67,8 +68,8 @@ class LBAgent:
         extensions: dict[str, str] = {}
         run_failing_call(hook, call=call, extensions=extensions)
         if template is not None and template.unchanged(call):
-            return CallOffer(call, template.slot_key, extensions, shared_json=template.shared_json)
-        return CallOffer(call, slot_key(call), extensions)
+            return CallOffer(call, template.slot_key_with(extensions), extensions, shared_json=template.shared_json)
+        return CallOffer(call, slot_key(call, extensions), extensions)
 
     async def place(
         self,

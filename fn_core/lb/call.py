@@ -8,6 +8,7 @@ Also the trigger header mapping both ways (Fn's ``ServeHTTPTrigger`` / ``trigger
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from fn_core.models import CALL_TYPE_DETACHED, CALL_TYPE_SYNC, SHARED_FIELDS, Ap
 from fn_core.store.base import new_id
 
 HTTP_HEADER_PREFIX = "Fn-Http-H-"
+MAX_KEYS_WITH_EXTENSIONS = 256
 INTENT_HTTP = "httprequest"
 # Never forwarded to the client from a runner's result_start: the HTTP server sets its own.
 HOP_BY_HOP = frozenset(
@@ -74,15 +76,33 @@ class CallTemplate:
     slot_key: bytes
     shared_json: str
     shared_values: tuple[Any, ...] = ()
+    #: an annotation value is a JSON object or array: each call gets its own copy (a plugin may change it in place)
+    nested_annotations: bool = False
+    #: slot keys of this version with extensions, by the extensions (an `override_call` plugin's usually repeat)
+    _keys_with: dict[tuple[tuple[str, str], ...], bytes] = attrs.field(factory=dict, init=False)
 
     @classmethod
     def of(cls, app: App, fn: Fn) -> CallTemplate:
         config = {**app.config, **fn.config}
         config.update(FN_APP_ID=app.id, FN_FN_ID=fn.id, FN_MEMORY=str(fn.memory), FN_TYPE=CALL_TYPE_SYNC)
         annotations = {**app.annotations, **fn.annotations}
-        blank = cls(app, fn, config, annotations, b"", "")
+        nested = any(isinstance(value, (dict, list)) for value in annotations.values())
+        blank = cls(app, fn, config, annotations, b"", "", nested_annotations=nested)
         sample = blank.new_call(method="", url="", headers={})
-        return cls(app, fn, config, annotations, slot_key(sample), sample.shared_json(), _shared_values(sample))
+        return cls(app, fn, config, annotations, slot_key(sample), sample.shared_json(), _shared_values(sample), nested)
+
+    def slot_key_with(self, extensions: dict[str, str]) -> bytes:
+        """The slot key of an unchanged call of this version with ``extensions`` (`fn_core.models.slot_key`)."""
+        if not extensions:
+            return self.slot_key
+        held = tuple(sorted(extensions.items()))
+        key = self._keys_with.get(held)
+        if key is None:
+            if len(self._keys_with) >= MAX_KEYS_WITH_EXTENSIONS:
+                self._keys_with.clear()  # a plugin whose extensions vary per call: hashing each is all it costs
+            sample = self.new_call(method="", url="", headers={})
+            key = self._keys_with[held] = slot_key(sample, extensions)
+        return key
 
     def unchanged(self, call: Call) -> bool:
         """Whether ``call``'s shared fields still equal the template's: one tuple compare, some 40 times
@@ -112,7 +132,7 @@ class CallTemplate:
             timeout=fn.timeout,
             idle_timeout=fn.idle_timeout,
             config=dict(self.config),  # copies: plugins may change a call's maps in place
-            annotations=dict(self.annotations),
+            annotations=copy.deepcopy(self.annotations) if self.nested_annotations else dict(self.annotations),
             headers=headers,
             method=method,
             url=url,

@@ -73,8 +73,58 @@ def test_a_call_an_override_call_plugin_read_but_left_alone_keeps_the_templates_
         agent = LBAgent(Config(), build_plugin_manager(plugin), pool=None)  # prepare needs no runner
         call = template.new_call(method="POST", url="u", headers={})
         offer = agent.prepare(call, template)
-        whole = CallOffer(call, slot_key(call), offer.extensions)
-        assert offer.slot_key == whole.slot_key and (offer.slot_key == template.slot_key) is kept
+        whole = CallOffer(call, slot_key(call, offer.extensions), offer.extensions)
+        assert offer.slot_key == whole.slot_key != template.slot_key  # the extensions, or the memory, are in the key
         assert (offer.shared_json == template.shared_json) is kept
         assert json.loads(_call_json(offer)) == json.loads(_call_json(whole)) == call.to_json_dict()
     assert offer.extensions == {} and json.loads(_call_json(offer))["memory"] == 512
+
+
+def test_a_plugin_that_changes_a_nested_annotation_in_place_changes_its_call_only():
+    from fn_core import hookimpl
+    from fn_core.config import Config
+    from fn_core.lb.agent import LBAgent
+    from fn_core.testing import build_plugin_manager
+
+    class Tier:  # edits an annotation's object in place, as plugins do
+        @hookimpl
+        def override_call(self, call):
+            call.annotations["x/f"]["tier"] = call.headers.get("X-Tier", ["free"])[0]
+
+    app, fn = _records()
+    template = CallTemplate.of(app, fn)
+    agent = LBAgent(Config(), build_plugin_manager(Tier()), pool=None)
+    sent = []
+    for tier in ("gold", None):
+        call = template.new_call(method="POST", url="u", headers={"X-Tier": [tier]} if tier else {})
+        assert call.annotations["x/f"] == {"k": [1]}  # no earlier call's change
+        offer = agent.prepare(call, template)
+        sent.append(json.loads(_call_json(offer))["annotations"]["x/f"])
+        assert offer.slot_key == slot_key(call, offer.extensions) != template.slot_key
+    assert sent == [{"k": [1], "tier": "gold"}, {"k": [1], "tier": "free"}]
+    assert fn.annotations == {"x/f": {"k": [1]}} and template.annotations["x/f"] == {"k": [1]}  # the records untouched
+
+
+def test_calls_that_differ_only_in_their_extensions_do_not_share_a_slot():
+    from fn_core import hookimpl
+    from fn_core.config import Config
+    from fn_core.lb.agent import LBAgent
+    from fn_core.testing import build_plugin_manager
+
+    class Tenant:
+        @hookimpl
+        def override_call(self, call, extensions):
+            extensions["example.com/tenant"] = call.headers["X-Tenant"][0]
+
+    template = CallTemplate.of(*_records())
+    agent = LBAgent(Config(), build_plugin_manager(Tenant()), pool=None)
+    keys = {}
+    for tenant in ("alpha", "beta", "alpha"):
+        call = template.new_call(method="POST", url="u", headers={"X-Tenant": [tenant]})
+        offer = agent.prepare(call, template)
+        assert offer.slot_key == slot_key(call, {"example.com/tenant": tenant})  # what a runner works out itself
+        keys.setdefault(tenant, set()).add(offer.slot_key)
+    assert len(keys["alpha"]) == 1 and keys["alpha"] != keys["beta"]
+    # no extensions: Fn's own key (api/agent/slots.go), as a stock Fn runner computes it
+    call = template.new_call(method="POST", url="u", headers={})
+    assert slot_key(call, {}) == slot_key(call) == template.slot_key
