@@ -204,7 +204,8 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
     """Order the runners a call should be tried on: the placement strategy.
 
     Only the selected placer's impl is registered (see `register_placers`), so exactly one
-    answers; wrappers (``@hookimpl(wrapper=True)``) may observe or adjust its answer.
+    answers; wrappers (``@hookimpl(wrapper=True)``) may observe or adjust its answer. Any other
+    plugin implementing it stops start-up with a `PluginError` naming that plugin.
     The core then tries the runners in the returned order: a runner that refuses (NACK: 503
     before anything ran) or cannot be reached is skipped and the next one is tried; after the
     whole list it waits ``retry_all_delay`` (10 ms) and calls `place_call` again, until the
@@ -222,14 +223,15 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
         pass; an empty list means "none now": the core waits and asks again.
 
     Errors: an exception fails the call with 500 and is logged with the plugin's name; so does an
-    answer that is not a list of the `RunnerRef` objects given (addresses, one ref, None).
+    answer that is not a list of the `RunnerRef` objects given (addresses, one ref, None, refs
+    it made itself).
 
     Example::
 
         class LeastBusy:
             @hookimpl
-            def place_call(self, call, runners):
-                return sorted(runners, key=lambda r: r.status.active if r.status else 0)
+            def place_call(self, call, runners):  # failed runners last, then the least busy first
+                return sorted(runners, key=lambda r: (r.status is not None and r.status.failed, r.status.active if r.status else 0))
     """
 
 

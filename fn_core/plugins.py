@@ -154,12 +154,30 @@ def get_plugin_manager(
     except Exception as exc:
         name = failed_plugin(pm.hook.configure, exc)
         raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
+    if pm.placer is not None:
+        _refuse_stray_placers(pm, pm.placer)
     return pm
+
+
+def _refuse_stray_placers(pm: FnPluginManager, placer: Placer) -> None:
+    """`place_call` answers first-result: an impl outside the selected placer would silently replace it."""
+    selected = f"placer:{placer.name}"
+    for impl in pm.hook.place_call.get_hookimpls():
+        if impl.plugin_name != selected and not (impl.wrapper or impl.hookwrapper):
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} implements place_call outside a placer: it would take every placement from "
+                f"the selected placer {placer.name!r}; offer it as a Placer from register_placers and select it by name "
+                f"(FN_PLACER), or make it a wrapper"
+            )
 
 
 def _register_placer_hooks(pm: FnPluginManager, placer: Placer) -> None:
     """Only the selected placer's hooks are registered; without a ``place_call`` every call would wait for nothing."""
     owner = pm.placers[placer.name][1]
+    if isinstance(placer.hooks, type):
+        raise PluginError(
+            f"placer {placer.name!r} of plugin {owner!r} gives the class {placer.hooks.__name__} as its hooks: give an instance"
+        )
     if "place_call" not in _hook_names(placer.hooks):
         raise PluginError(
             f"placer {placer.name!r} of plugin {owner!r} has no place_call hookimpl "

@@ -96,7 +96,10 @@ class LBAgent:
         while True:
             try:
                 order = self.pm.hook.place_call(call=call, runners=self.pool.refs)
-                if not isinstance(order, (list, tuple)) or not all(isinstance(ref, RunnerRef) for ref in order):
+                # a RunnerRef the placer made itself has no channel (handle): only the pool's may be tried
+                if not isinstance(order, (list, tuple)) or not all(
+                    isinstance(ref, RunnerRef) and ref.handle is not None for ref in order
+                ):
                     raise TypeError(f"place_call must return a list of the RunnerRefs it was given, got {order!r:.300}")
             except Exception:
                 name = self.pm.placer.name if self.pm.placer else "?"

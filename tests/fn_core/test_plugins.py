@@ -207,6 +207,48 @@ def test_a_placer_with_no_place_call_stops_start_up():
         get_plugin_manager(load_config(env={"FN_PLACER": "lazy"}), load_entrypoints=False, extra_plugins=[("lazy-plugin", Lazy())])
 
 
+def test_a_placer_whose_hooks_are_a_class_not_an_instance_stops_start_up_naming_it():
+    class FirstRunner:
+        @hookimpl
+        def place_call(self, call, runners):
+            return runners
+
+    class Offers:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="first", hooks=FirstRunner)]
+
+    with pytest.raises(PluginError, match="placer 'first' of plugin 'offers' gives the class FirstRunner as its hooks"):
+        get_plugin_manager(load_config(env={"FN_PLACER": "first"}), load_entrypoints=False, extra_plugins=[("offers", Offers())])
+
+
+@pytest.mark.parametrize("how", ["as a plugin", "registered in configure"])
+def test_a_place_call_outside_the_selected_placer_stops_start_up_naming_its_plugin(how):
+    class Hijack:
+        @hookimpl(tryfirst=True)
+        def place_call(self, call, runners):
+            return []
+
+    class RegistersOne:
+        @hookimpl
+        def configure(self, config, plugin_manager):
+            plugin_manager.register(Hijack(), name="sneaky:placer")
+
+    plugin, name = (Hijack(), "p") if how == "as a plugin" else (RegistersOne(), "sneaky:placer")
+    with pytest.raises(PluginError, match=f"plugin {name!r} implements place_call outside a placer: .* selected placer 'ch'"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("p", plugin)])
+
+
+def test_a_place_call_wrapper_outside_the_placer_is_allowed():
+    class Watch:
+        @hookimpl(wrapper=True)
+        def place_call(self, call, runners):
+            return (yield)
+
+    pm = get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("watch", Watch())])
+    assert pm.placer is not None and pm.placer.name == "ch"
+
+
 def test_a_plugin_that_fails_in_configure_is_named():
     class BadConf:
         @hookimpl

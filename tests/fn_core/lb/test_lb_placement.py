@@ -292,15 +292,18 @@ async def test_a_detached_call_a_runner_holds_unstarted_past_its_bound_is_an_err
     assert recorder.outcomes[0][1].status == 500
 
 
-@pytest.mark.parametrize("answer", ["addresses", "one ref", "none", "raises"])
+@pytest.mark.parametrize("answer", ["addresses", "one ref", "none", "raises", "refs of its own"])
 async def test_a_placer_that_breaks_its_contract_fails_the_call_naming_itself(fake_runners, lb_factory, deploy_fn, answer, caplog):
     from fn_core import Placer, hookimpl
+    from fn_core.records import RunnerRef
 
     class Broken:
         @hookimpl
         def place_call(self, call, runners):
             if answer == "raises":
                 raise RuntimeError("placer boom")
+            if answer == "refs of its own":
+                return [RunnerRef(address=r.address) for r in runners]
             return {"addresses": [r.address for r in runners], "one ref": runners[0], "none": None}[answer]
 
     class Plugin:
