@@ -163,6 +163,7 @@ async def test_a_caller_gone_mid_call_leaves_the_container_warm_for_the_next_cal
         if node.servicer.active:
             break
         await asyncio.sleep(0.01)
+    assert node.servicer.active  # else the cancel below would not be "gone mid-call"
     abandoned.cancel()  # the LB's stream is cancelled: the client went away
     await asyncio.gather(abandoned, return_exceptions=True)
     for _ in range(300):  # bounded: the container finishes the abandoned request unseen

@@ -38,7 +38,7 @@ async def test_metrics_count_calls_by_result_and_containers_by_fate(start, rc):
     # one container for the first four calls (the timeout killed it), a second one for the crash
     assert samples['fn_runner_container_launches_total{result="ok"}'] == 2
     assert samples["fn_runner_container_launch_seconds_count"] == 2
-    assert 0 < samples["fn_runner_container_launch_seconds_sum"] < 20
+    assert samples["fn_runner_container_launch_seconds_sum"] > 0
     assert samples['fn_runner_containers_retired_total{reason="call_timeout"}'] == 1
     assert samples['fn_runner_containers_retired_total{reason="exited"}'] == 1
     assert samples['fn_runner_containers_retired_total{reason="idle_timeout"}'] == 0
