@@ -125,3 +125,37 @@ async def test_the_other_rpcs_answer_as_fns_pure_runner_without_status_image_or_
             await logs.read()
     assert refused.value.code() == grpc.StatusCode.UNKNOWN
     assert refused.value.details() == "runner not configured with logStreamer"
+
+
+async def test_runner_call_finished_hears_each_call_it_ran_once_not_its_nacks_and_a_failing_listener_costs_nothing(start, rc):
+    from fn_core import hookimpl
+    from fn_core.testing import wait_until
+
+    heard: list = []
+
+    class Ledger:
+        @hookimpl
+        def runner_call_finished(self, call, outcome):
+            heard.append((call.id, outcome))
+
+    class Broken:
+        @hookimpl
+        def runner_call_finished(self, call, outcome):
+            raise RuntimeError("ledger down")
+
+    node = await start(plugins=[("ledger", Ledger()), ("broken", Broken())], max_total_memory_bytes=128 * MB,
+                       enable_nb_resource_tracker=True)
+    busy_call = rc.call(memory=128)
+    busy = asyncio.create_task(rc.run(node.address, busy_call, {"sleep_ms": 1000}))
+    while not node.agent.containers():
+        await asyncio.sleep(0.01)
+    nacked_call = rc.call(memory=128)
+    refused = await rc.run(node.address, nacked_call, b"second")
+    assert refused.finished.errorCode == 503 and not refused.started  # placed elsewhere by the LB: not this runner's
+    assert (await busy).finished.success
+    await wait_until(lambda: bool(heard), "the ran call heard")
+    await asyncio.sleep(0.2)  # anything more would come now
+    [(call_id, outcome)] = heard
+    assert call_id == busy_call.id and call_id != nacked_call.id
+    assert (outcome.status, outcome.error, outcome.runner, outcome.attempts) == (200, "", "", 0)
+    assert outcome.duration_s >= 1.0  # the function's second of sleep is in it
