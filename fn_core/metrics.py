@@ -25,7 +25,7 @@ class Histogram:
         self.count += 1
 
     def samples(self, name: str, labels: str = "") -> list[str]:
-        """The sample lines; ``labels`` (e.g. ``route="/v2/apps"``) go before ``le``."""
+        """The sample lines; ``labels`` (e.g. ``route="/v2/apps"``, each value through `label_value`) go before ``le``."""
         prefix = f"{labels}," if labels else ""
         lines = []
         cumulative = 0
@@ -49,7 +49,14 @@ def exposition(families: list[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def label_value(value: object) -> str:
+    """``value`` escaped for the inside of a label's quotes, as the text format asks: one stray quote or
+    newline (an app's name, a route) would otherwise make the whole scrape unreadable."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def by_label(name: str, label: str, counts: Mapping[Any, int], labels: str = "") -> list[str]:
-    """A sample per ``counts`` entry, the key as the value of ``label``; ``labels`` (e.g. ``fn_id="x"``) go before it."""
+    """A sample per ``counts`` entry, the key as the value of ``label``; ``labels`` (e.g. ``fn_id="x"``, each value
+    through `label_value`) go before it."""
     prefix = f"{labels}," if labels else ""
-    return [f'{name}{{{prefix}{label}="{key}"}} {value}' for key, value in counts.items()]
+    return [f'{name}{{{prefix}{label}="{label_value(key)}"}} {value}' for key, value in counts.items()]

@@ -17,7 +17,7 @@ import logging
 
 from fn_core import hookimpl
 from fn_core.errors import ConfigError
-from fn_core.metrics import Histogram, by_label
+from fn_core.metrics import Histogram, by_label, label_value
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class FnSeries:
             return None
         calls, durations = [], []
         for (app_id, app_name, fn_id), by_status in self.calls.items():
-            labels = f'app_id="{app_id}",app_name="{app_name}",fn_id="{fn_id}"'
+            labels = f'app_id="{label_value(app_id)}",app_name="{label_value(app_name)}",fn_id="{label_value(fn_id)}"'
             calls += by_label("fn_function_calls_total", "status", dict(sorted(by_status.items())), labels)
             durations += self.durations[(app_id, app_name, fn_id)].samples("fn_function_call_duration_seconds", labels)
         return [

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from fn_core.errors import APIError, ClientCancelled
-from fn_core.metrics import Histogram
+from fn_core.metrics import Histogram, label_value
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,7 +58,7 @@ class ApiMetrics:
             "# TYPE fn_api_requests_total counter",
         ]
         lines += [
-            f'fn_api_requests_total{{method="{method}",route="{route}",status="{status}"}} {count}'
+            f'fn_api_requests_total{{method="{label_value(method)}",route="{label_value(route)}",status="{status}"}} {count}'
             for (method, route, status), count in sorted(self.requests.items())
         ]
         lines += [
@@ -66,5 +66,5 @@ class ApiMetrics:
             "# TYPE fn_api_request_duration_seconds histogram",
         ]
         for route, histogram in sorted(self.durations.items()):
-            lines += histogram.samples("fn_api_request_duration_seconds", f'route="{route}"')
+            lines += histogram.samples("fn_api_request_duration_seconds", f'route="{label_value(route)}"')
         return "\n".join(lines) + "\n"

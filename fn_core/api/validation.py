@@ -27,8 +27,8 @@ from fn_core.models import (
 )
 
 MAX_NAME = 255
-APP_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
-FN_NAME = re.compile(r"^[a-zA-Z0-9_.~-]+$")  # URL-path safe, as Fn asks
+APP_NAME = re.compile(r"[a-zA-Z0-9_-]+")  # fullmatch: `$` would let a trailing newline through
+FN_NAME = re.compile(r"[a-zA-Z0-9_.~-]+")  # URL-path safe, as Fn asks
 SHAPES = ("", "GENERIC_X86", "GENERIC_ARM", "GENERIC_X86_ARM")
 SYSLOG_SCHEMES = ("tcp", "udp", "unix", "unixgram", "tcp+tls")
 TRIGGER_TYPES = ("http",)
@@ -128,7 +128,7 @@ def _check_app(app: App) -> None:
         raise bad("Missing app name")
     if len(app.name) > MAX_NAME:
         raise bad(f"App name must be {MAX_NAME} characters or less")
-    if not APP_NAME.match(app.name):
+    if not APP_NAME.fullmatch(app.name):
         raise bad("App name may only contain characters from the set [a-zA-Z0-9_-]")
     if app.syslog_url:
         for url in app.syslog_url.split(","):
@@ -178,7 +178,7 @@ def _check_fn(fn: Fn) -> None:
         raise bad("Missing name")
     if len(fn.name) > MAX_NAME:
         raise bad(f"Fn name must be {MAX_NAME} characters or less")
-    if not FN_NAME.match(fn.name):
+    if not FN_NAME.fullmatch(fn.name):
         raise bad("Fn name must be URL-path safe: letters, digits and _ . ~ -")
     if not fn.app_id:
         raise bad("Missing AppID on Fn")
@@ -249,7 +249,7 @@ def fn_for_update(old: Fn, data: dict[str, Any]) -> Fn:
 def _check_trigger(t: Trigger) -> None:
     if not t.name:
         raise bad("Missing name on trigger")
-    if len(t.name) > MAX_NAME or not FN_NAME.match(t.name):
+    if len(t.name) > MAX_NAME or not FN_NAME.fullmatch(t.name):
         raise bad("Trigger name must be URL-path safe and at most 255 characters")
     if not t.app_id:
         raise bad("Missing App ID on trigger")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, get_args
 
-from fn_core.metrics import Family, Histogram, by_label, exposition
+from fn_core.metrics import Family, Histogram, by_label, exposition, label_value
 
 if TYPE_CHECKING:
     from fn_core.runner.agent import Agent
@@ -70,7 +70,7 @@ class RunnerMetrics:
     def render(self, agent: Agent, running: int) -> str:
         """The text exposition; ``running``: calls being served now (the runner's `active`)."""
         driver = [line for operation, histogram in sorted(self.driver_durations.items())
-                  for line in histogram.samples("fn_runner_driver_seconds", f'operation="{operation}"')]
+                  for line in histogram.samples("fn_runner_driver_seconds", f'operation="{label_value(operation)}"')]
         families: list[Family] = [
             ("fn_runner_calls_total", "counter",
              "Calls this runner answered: success, error, or refused (the NACK: not run, the LB may place it elsewhere).",

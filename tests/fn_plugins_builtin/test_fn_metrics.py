@@ -58,3 +58,20 @@ async def test_max_fns_0_turns_it_off_and_a_bad_value_stops_start_up(make_plugin
     assert make_plugin_manager(toml="[plugins.fn-metrics]\nmax_fns = 0\n").get_plugin("fn-metrics:series") is None
     with pytest.raises(ConfigError, match=r"\[plugins.fn-metrics\] max_fns must be a whole number >= 0 \(0: off\), got 'many'"):
         make_plugin_manager(toml='[plugins.fn-metrics]\nmax_fns = "many"\n')
+
+
+def test_an_app_name_the_text_format_must_escape_still_gives_one_valid_line_per_sample():
+    from fn_core.metrics import exposition
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.fn_metrics import FnSeries
+
+    # an app stored before names were checked strictly may hold a newline, a quote or a backslash
+    series = FnSeries(max_fns=10)
+    series.call_finished(Call(id="c1", app_id="A1", app_name='evil"\\\n', fn_id="F1"), CallOutcome(status=200, duration_s=0.01))
+    text = exposition(series.metric_families())
+    labels = 'app_id="A1",app_name="evil\\"\\\\\\n",fn_id="F1"'
+    assert f'fn_function_calls_total{{{labels},status="200"}} 1' in text.splitlines()
+    assert f"fn_function_call_duration_seconds_count{{{labels}}} 1" in text.splitlines()
+    assert all(line.startswith(("# ", "fn_function_call")) for line in text.splitlines())  # no line split in two
+    assert metric_samples(text)[f'fn_function_calls_total{{{labels},status="200"}}'] == 1
