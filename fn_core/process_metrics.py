@@ -17,10 +17,13 @@ Everything is read from ``/proc`` (Linux), in a thread: a scrape never holds the
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 import attrs
+
+log = logging.getLogger(__name__)
 
 #: the node's own namespace, as Fn's
 OWN_NAMESPACE = "fn"
@@ -40,8 +43,10 @@ _METRICS = (
 
 
 def metric_namespace(command: str) -> str:
-    """A command name as a metric prefix: Prometheus allows letters, digits, ``_`` and ``:``."""
-    return re.sub(r"[^0-9A-Za-z_:]", "_", command)
+    """A command name as a metric prefix: Prometheus allows letters, digits, ``_`` and ``:``, but no digit first
+    (``9p-fuse`` -> ``_9p_fuse``)."""
+    namespace = re.sub(r"[^0-9A-Za-z_:]", "_", command)
+    return f"_{namespace}" if namespace[:1].isdigit() else namespace
 
 
 def command_names(value: str) -> list[str]:
@@ -126,6 +131,21 @@ class ProcessMetrics:
 
     commands: list[CommandProcess]
     own_pid: int = attrs.field(factory=os.getpid)
+
+    def __attrs_post_init__(self) -> None:
+        # one family per name: a second command with the same namespace (``a-b`` and ``a_b``, a name listed twice,
+        # or ``fn``, the node's own) would repeat a family, and Prometheus refuses the whole scrape then
+        taken = {OWN_NAMESPACE: "this node"}
+        kept = []
+        for command in self.commands:
+            namespace = metric_namespace(command.name)
+            if namespace in taken:
+                log.warning("FN_PROCESS_COLLECTOR_LIST: %r left out, its metrics %s_process_* would be those of %s",
+                            command.name, namespace, taken[namespace])
+                continue
+            taken[namespace] = repr(command.name)
+            kept.append(command)
+        self.commands = kept
 
     @classmethod
     def from_config(cls, config) -> ProcessMetrics:

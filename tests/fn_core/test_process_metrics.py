@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
+import re
 import resource
+import shutil
+import subprocess
 import time
 
 from fn_core.config import load_config
@@ -71,3 +76,46 @@ def test_the_list_is_fns_whitespace_separated_names_with_its_default_and_empty_f
     assert ProcessMetrics.from_config(load_config(env={"FN_PROCESS_COLLECTOR_LIST": ""})).commands == []
     assert metric_namespace("docker-containerd") == "docker_containerd"
     assert metric_namespace("my.daemon:1") == "my_daemon:1"
+    assert metric_namespace("9p-fuse") == "_9p_fuse"  # a metric name may not start with a digit
+
+
+def families_named_twice(text: str) -> list[str]:
+    types = collections.Counter(line.split()[2] for line in text.splitlines() if line.startswith("# TYPE "))
+    return [name for name, count in types.items() if count > 1]
+
+
+def test_names_listed_twice_or_made_alike_give_each_family_once_and_the_log_says_which_was_left_out(sleeper, caplog):
+    caplog.set_level(logging.WARNING, logger="fn_core.process_metrics")
+    alike = sleeper.name.replace("-", "_")  # a different command, the same metric names
+    metrics = ProcessMetrics([CommandProcess(n) for n in (sleeper.name, sleeper.name, alike, "fn")])
+    assert [c.name for c in metrics.commands] == [sleeper.name]
+    process = sleeper()
+    text = metrics.render()
+    assert families_named_twice(text) == []
+    assert f"{alike}_process_cpu_seconds_total" in metric_samples(text)  # the first listed, under its metric-safe name
+    assert metric_samples(text)["fn_process_max_fds"] > 0  # the node's own, not a command called fn
+    left_out = [r.getMessage() for r in caplog.records]
+    assert len(left_out) == 3 and all(m.startswith("FN_PROCESS_COLLECTOR_LIST: ") for m in left_out)
+    assert f"{alike!r} left out, its metrics {alike}_process_* would be those of {sleeper.name!r}" in left_out[1]
+    assert "'fn' left out, its metrics fn_process_* would be those of this node" in left_out[2]
+    process.kill()
+    process.wait()
+
+
+def test_a_command_whose_name_starts_with_a_digit_gets_a_valid_metric_name(tmp_path):
+    program = tmp_path / f"9p-test-{os.getpid()}"
+    shutil.copy(shutil.which("sleep"), program)
+    process = subprocess.Popen([str(program), "60"])
+    try:
+        metrics = ProcessMetrics([CommandProcess(program.name)])
+        deadline = time.monotonic() + 5
+        while metrics.commands[0].find() is None:  # exec has begun, the new argv may not be there yet
+            assert time.monotonic() < deadline, f"{program.name} never showed in /proc"
+            time.sleep(0.01)
+        names = list(metric_samples(metrics.render()))
+        namespace = f"_9p_test_{os.getpid()}"
+        assert f"{namespace}_process_resident_memory_bytes" in names
+        assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name) for name in names)
+    finally:
+        process.kill()
+        process.wait()
