@@ -205,22 +205,37 @@ class Collector:
     async def _send(self, session: aiohttp.ClientSession) -> None:
         while self.pending:
             batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-            problem = ""
-            try:
-                for body, content_type in self.encode(batch):
-                    async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
-                        if response.status >= 300:
-                            problem = f"HTTP {response.status} {(await response.text())[:200]}".strip()
-                            break
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if problem:
-                self.dropped += len(batch)
-                if not self._failing:  # once per outage, not per batch
-                    log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.url, len(batch), problem)
-                self._failing = True
-                return
-            self.sent += len(batch)
+            # one service's spans at a time (Jaeger takes a body per service anyway): when a later POST fails,
+            # the spans an earlier one delivered are counted sent, not dropped
+            groups = _by_service(batch)
+            for taken, group in enumerate(groups):
+                problem = await self._post(session, group)
+                if problem:
+                    lost = sum(len(g) for g in groups[taken:])  # this one's and those not tried
+                    self.dropped += lost
+                    if not self._failing:  # once per outage, not per batch
+                        log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.url, lost, problem)
+                    self._failing = True
+                    return
+                self.sent += len(group)
             if self._failing:
                 log.info("%s at %s takes spans again", self.name.capitalize(), self.url)
                 self._failing = False
+
+    async def _post(self, session: aiohttp.ClientSession, spans: list[Span]) -> str:
+        """POST ``spans`` (each body ``encode`` makes of them); what went wrong, or '' when the collector took them all."""
+        try:
+            for body, content_type in self.encode(spans):
+                async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
+                    if response.status >= 300:
+                        return f"HTTP {response.status} {(await response.text())[:200]}".strip()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+
+
+def _by_service(spans: list[Span]) -> list[list[Span]]:
+    groups: dict[str, list[Span]] = {}
+    for span in spans:
+        groups.setdefault(span.service, []).append(span)
+    return list(groups.values())

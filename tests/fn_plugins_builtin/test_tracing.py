@@ -181,3 +181,44 @@ async def test_a_64_bit_trace_id_and_a_root_span_in_jaegers_format(jaeger_collec
     collector._task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await collector._task
+
+
+async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is_counted_once(jaeger_collector, caplog):
+    from aiohttp import web
+
+    from fn_core.metrics import exposition
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import jaeger_thrift
+
+    async def first_post_only(request: web.Request) -> web.Response:
+        # the thriftpy2 collector takes the first body (one service's spans), then Jaeger fails
+        if jaeger_collector.batches:
+            return web.Response(status=503, text="overloaded")
+        return await jaeger_collector.take(request)
+
+    app = web.Application()
+    app.router.add_post("/api/traces", first_post_only)
+    server = web.AppRunner(app)
+    await server.setup()
+    await web.TCPSite(server, "127.0.0.1", 0).start()
+    try:
+        collector = Collector("jaeger", f"http://127.0.0.1:{server.addresses[0][1]}/api/traces", jaeger_thrift)
+        tracer = Tracer([collector])
+        call = Call(id="two-services", app_id="a", fn_id="f", image="example/echo:1")
+        tracer.call_finished(call, CallOutcome(status=200))  # as on `fn-core serve`: the LB's span ...
+        tracer.runner_call_finished(call, CallOutcome(status=200))  # ... and its local runner's, in one batch
+        collector._wake.set()
+        await wait_until(lambda: collector.sent + collector.dropped == 2, "the batch was sent", timeout_s=10)
+        assert (collector.sent, collector.dropped) == (1, 1)
+        assert list(jaeger_collector.of_call("two-services")) == ["fn-core-lb"]
+        scraped = metric_samples(exposition(tracer.metric_families()))
+        assert scraped['fn_trace_spans_sent_total{collector="jaeger"}'] == 1
+        assert scraped['fn_trace_spans_dropped_total{collector="jaeger"}'] == 1
+        assert "did not take 1 span(s): HTTP 503 overloaded" in caplog.text
+        collector._task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await collector._task
+    finally:
+        await server.cleanup()
