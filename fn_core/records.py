@@ -8,11 +8,11 @@ from typing import Any
 
 import attrs
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")  # fullmatch: `$` lets a trailing newline through
 
 
 def _valid_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"{attribute.name} {value!r} must be lower case letters, digits, '-', '_' or '.', starting with a letter or digit"
         )
