@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
-from fn_core.lb.agent import LBAgent, Placement
+from fn_core.lb.agent import LBAgent, Placement, ShuttingDown
 from fn_core.lb.call import CallTemplate, CallTemplates, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call
@@ -103,6 +103,7 @@ class InvokeApi:
         if task is not None:  # aiohttp runs each request in a task of its own: named, /debug/stacks says whose
             task.set_name(f"invoke {call.id}")
         agent.metrics.inflight += 1
+        counted = True  # by this handler; a detached call's own task counts it once it exists
         try:
             try:
                 body = await self.read_body(request)
@@ -117,6 +118,8 @@ class InvokeApi:
                 status = err.status
                 return error_response(err, call.id)
             if call.type == "detached":
+                counted = False
+                agent.metrics.inflight -= 1  # _detached's task counts it from here (no await between): never twice
                 accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
                 return accepted
@@ -129,13 +132,14 @@ class InvokeApi:
             if chunks:
                 await _write_chunks(request, response, chunks)
             return response
-        except asyncio.CancelledError:  # the client went away: the runner stream was cancelled
+        except asyncio.CancelledError:  # the client went away, or the stop grace ran out: the runner stream was cancelled
             if call.type != "detached":  # a detached call runs on and reports itself
-                placement.error = ClientCancelled()
-                status = ClientCancelled.status
+                placement.error = ShuttingDown() if agent.closing else ClientCancelled()
+                status = placement.error.status
             raise
         finally:
-            agent.metrics.inflight -= 1
+            if counted:
+                agent.metrics.inflight -= 1
             if not refused and (call.type != "detached" or placement.error is not None):
                 # once the answer is written (aiohttp writes it in this same turn): not part of the client's wait
                 asyncio.get_running_loop().call_soon(agent.finished, call, placement, status, started, rid)
@@ -183,7 +187,13 @@ class InvokeApi:
             agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement
 
+        def stream_ended(_: asyncio.Task[Placement]) -> None:
+            agent.metrics.inflight -= 1
+
         task = asyncio.create_task(run())
+        # in flight until its stream ends, long after the 202 (a callback: a task cancelled unstarted runs no finally)
+        agent.metrics.inflight += 1
+        task.add_done_callback(stream_ended)
         agent.keep(task)
         waiting: set[asyncio.Future[Any]] = {task, started_on_runner}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

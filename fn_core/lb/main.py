@@ -3,20 +3,22 @@
 Several LBs share one set of apps and fns through an API node: each LB started with
 ``FN_RUNNER_API_URL`` reads them from it (`fn_core.store.api_node`) instead of opening a database.
 
-Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight calls finish (up to
-the grace period), wait for detached calls, close the runner channels, close the store; for
-`serve` then stop the local runner.
+Shutdown order (SIGTERM/SIGINT): stop accepting connections and placing new calls, let in-flight calls
+finish, wait for detached calls, close the runner channels, close the store; for `serve` then stop the
+local runner. The whole stop takes at most the grace period (`DEFAULT_GRACE_S`): a call still running
+then is cut, and its log line and metrics say 503 "Server is shutting down".
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 
 from aiohttp import web
 
 from fn_core.api.admin import MetricsSource
-from fn_core.api.connection import app_runner, serve_app
+from fn_core.api.connection import FnAppRunner, app_runner, serve_app
 from fn_core.api.server import make_app
 from fn_core.errors import ConfigError, PluginError
 from fn_core.hook_calls import plugin_metrics
@@ -33,17 +35,31 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 30.0
 
 
+def _handler_wait_s(grace: float) -> float:
+    """aiohttp's shutdown_timeout for a stop within ``grace``: aiohttp waits that long for the handlers, then
+    cancels them and waits as long again; and it reads 0 as no limit at all."""
+    return max(grace / 2, 0.001)
+
+
 class LBNode:
     """A running LB or API node: `url`, `agent` (its pool and metrics; None on an API node) and a graceful `stop`."""
 
     def __init__(
-        self, runner: web.AppRunner, agent: LBAgent | None, store: Lookups, host: str, port: int, own_store: bool
+        self,
+        runner: web.AppRunner,
+        agent: LBAgent | None,
+        store: Lookups,
+        host: str,
+        port: int,
+        own_store: bool,
+        grace: float = DEFAULT_GRACE_S,
     ) -> None:
         self.runner = runner
         self.agent = agent
         self.store = store
         self.host = host
         self.port = port
+        self.grace = grace
         self._own_store = own_store
 
     @property
@@ -51,10 +67,19 @@ class LBNode:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
 
-    async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop within ``grace`` seconds (None: the node's): in-flight and detached calls may finish until then."""
+        grace = self.grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self.agent is not None:
+            # before the HTTP server cancels what is still running: those calls end as the server's 503, not as a
+            # client that went away (444); and no new call is placed
+            self.agent.closing = True
+        self.runner._shutdown_timeout = _handler_wait_s(grace)  # the grace of this stop, not the one given at start
         await self.runner.cleanup()  # stops listening, then waits for in-flight requests
         if self.agent is not None:
-            await self.agent.close(grace)
+            await self.agent.close(max(0.0, deadline - loop.time()))
         if self._own_store:
             await self.store.close()
         log.info("%s %s stopped", "LB" if self.agent is not None else "API node", self.url)
@@ -86,18 +111,18 @@ async def start_lb(
     metrics.append(functools.partial(plugin_metrics, pm.hook))
     app = make_app(config, store, CachedLookup(lookups), agent, metrics)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
-    runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=grace)
+    runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=_handler_wait_s(grace))
     host = config.host if host is None else host
     try:
         await pool.start()  # the first runner list is in before the first call can arrive
-        bound = await serve_app(runner, host, config.port if port is None else port)
+        bound = await _listen(runner, "LB", host, config.port if port is None else port)
     except BaseException:
         await runner.cleanup()
         await pool.close()
         if own_store:
             await lookups.close()
         raise
-    node = LBNode(runner, agent, lookups, host, bound, own_store)
+    node = LBNode(runner, agent, lookups, host, bound, own_store, grace)
     log.info(
         "LB listening on %s, placer %s, runner pool %s: %s; apps and fns from %s",
         node.url, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
@@ -113,13 +138,20 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     runner = app_runner(app, config)
     host = config.host if host is None else host
     try:
-        bound = await serve_app(runner, host, config.port if port is None else port)
+        bound = await _listen(runner, "API node", host, config.port if port is None else port)
     except BaseException:
         await store.close()
         raise
     node = LBNode(runner, None, store, host, bound, own_store=True)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
+
+
+async def _listen(runner: FnAppRunner, node: str, host: str, port: int) -> int:
+    try:
+        return await serve_app(runner, host, port)
+    except OSError as exc:  # the port is taken, or the host does not resolve or is no address of this machine
+        raise ConfigError(f"the {node} could not listen on {host}:{port} (FN_HOST, FN_PORT): {exc.strerror or exc}") from None
 
 
 def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:
@@ -140,7 +172,7 @@ def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner
 async def run_lb(config, pm) -> None:
     node = await start_lb(config, pm)
     await wait_for_stop_signal()
-    log.info("LB shutting down: finishing in-flight calls")
+    log.info("LB shutting down: finishing in-flight calls (at most %g s)", node.grace)
     await node.stop()
 
 
@@ -161,6 +193,7 @@ async def run_serve(config, pm) -> None:
         await runner.stop()
         raise
     await wait_for_stop_signal()
-    log.info("shutting down: LB first, then the local runner")
+    log.info("shutting down: LB first, then the local runner (at most %g s)", node.grace)
+    deadline = asyncio.get_running_loop().time() + node.grace
     await node.stop()
-    await runner.stop()
+    await runner.stop(max(0.0, deadline - asyncio.get_running_loop().time()))  # one grace for the whole node
