@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from fn_core import __version__
-from fn_core.config import NODE_TYPES, Config, load_config, variables_without_effect
+from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_level_name, variables_without_effect
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
@@ -28,6 +28,8 @@ def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True
     handler = log_handler(config.log_dest, config.log_prefix)
     handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    for line in config.load_warnings:  # found before there was a log destination to send them to
+        logging.getLogger("fn_core.config").warning(line)
     return config, get_plugin_manager(config, select=select)
 
 
@@ -63,6 +65,16 @@ def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _log_level_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--log-level reads what FN_LOG_LEVEL reads: any case, and warn."""
+    if value is None:
+        return None
+    level = log_level_name(value)
+    if level not in LOG_LEVELS:
+        raise click.BadParameter(f"{value!r} is not one of debug, info, warning (or warn), error (in any case)")
+    return str(level)
+
+
 def server_options(
     *, http: bool = False, grpc: bool = False, lb: bool = False, runner: bool = False, store: bool = False
 ) -> Callable[..., Any]:
@@ -71,7 +83,10 @@ def server_options(
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         opts = [
             click.option("--host", help="bind address [FN_HOST, default 0.0.0.0]"),
-            click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="[FN_LOG_LEVEL]"),
+            click.option(
+                "--log-level", callback=_log_level_option, metavar="LEVEL",
+                help="debug, info, warning (or warn) or error, in any case [FN_LOG_LEVEL]",
+            ),
         ]
         if http:
             opts.append(click.option("--port", type=int, help="HTTP port [FN_PORT, default 8080]"))
@@ -235,12 +250,17 @@ def build_image(function: str, tag: str) -> None:
     import docker
 
     from fn_core.images import build_function_image
+    from fn_core.runner.main import docker_unreachable
 
     path = Path(function)
     func_py = path / "func.py" if path.is_dir() else path
     if not func_py.is_file():
         raise FnCoreError(f"{function}: no func.py there")
-    click.echo(build_function_image(docker.from_env(), func_py, tag))
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException as exc:  # from_env asks the engine its API version: none answered
+        raise docker_unreachable(exc) from None
+    click.echo(build_function_image(client, func_py, tag))
 
 
 @main.command()

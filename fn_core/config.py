@@ -12,7 +12,6 @@ A plugin's settings live in the file's ``[plugins.<name>]`` table and are read w
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
@@ -26,8 +25,6 @@ import attrs
 
 from fn_core.errors import ConfigError
 from fn_core.log_dest import FORMS, parse_log_dest
-
-log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -110,7 +107,8 @@ def _log_dest(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name} {value!r}: expected {FORMS}") from None
 
 
-def _log_level(value: Any) -> Any:
+def log_level_name(value: Any) -> Any:
+    """FN_LOG_LEVEL's value as a level of LOG_LEVELS (the --log-level flag reads it the same way)."""
     # Fn (logrus) reads the level in any case and knows "warn"
     if isinstance(value, str):
         value = value.strip().lower()
@@ -223,7 +221,7 @@ class Config:
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting(
         "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG)",
-        converter=_log_level, validator=_one_of(*LOG_LEVELS),
+        converter=log_level_name, validator=_one_of(*LOG_LEVELS),
     )
     log_format: str = setting("text", "FN_LOG_FORMAT", "text or json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))
     log_dest: str = setting(
@@ -402,6 +400,9 @@ class Config:
     # --- plugins' own settings: [plugins.<name>] tables of the config file ----------------
     plugins: dict[str, dict[str, Any]] = setting({}, None, "per-plugin settings tables")
 
+    # not a setting: what `load_config` ignored, logged by the caller once the log destination is set up
+    load_warnings: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+
     def plugin_settings(self, name: str) -> dict[str, Any]:
         """The ``[plugins.<name>]`` table of the config file (a copy; empty when absent)."""
         return dict(self.plugins.get(name, {}))
@@ -479,19 +480,25 @@ def load_config(
     """Build the `Config`: defaults < TOML file < ``FN_*`` environment < ``overrides`` (flags).
 
     ``overrides`` maps field names to values; None values are ignored (flags not given).
-    Raises `ConfigError` with a message naming the bad key, its source and the problem.
+    Raises `ConfigError` with a message naming the bad key, its source and the problem. An unknown file key
+    outside strict mode is a line of ``load_warnings``: this runs before logging is set up, so the caller logs it.
     """
     env = os.environ if env is None else env
-    fields = {f.name: f for f in attrs.fields(Config)}
+    fields = {f.name: f for f in attrs.fields(Config) if "help" in f.metadata}  # the settings
     values: dict[str, Any] = {}
+    warnings: list[str] = []
 
     file = file or env.get("FN_CONFIG") or None
     if file:
         path = Path(file)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text, as TOML must be: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         # the environment outranks the file here too
@@ -501,7 +508,7 @@ def load_config(
                 message = f"config file {path}: unknown key {key!r} (known keys: {', '.join(sorted(fields))})"
                 if strict:
                     raise ConfigError(message)
-                log.warning("%s; ignored", message)
+                warnings.append(f"{message}; ignored")
                 continue
             values[key] = _coerce(fields[key], value, str(path))
 
@@ -519,7 +526,7 @@ def load_config(
         values[key] = _coerce(fields[key], value, "the command line")
 
     try:
-        return Config(**values)
+        return Config(**values, load_warnings=tuple(warnings))
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 import time
+
+import docker.errors
 
 from fn_core.api.admin import admin_app
 from fn_core.api.connection import FnAppRunner, app_runner, serve_app
@@ -85,6 +88,18 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def is_docker_unreachable(exc: BaseException) -> bool:
+    # an APIError is the engine's own answer (it was reached); the SDK's other errors mean it was not
+    return isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError)
+
+
+def docker_unreachable(exc: BaseException) -> ConfigError:
+    """One line for an engine that did not answer (no socket, refused, a bad DOCKER_HOST), naming where it was sought."""
+    host = os.environ.get("DOCKER_HOST")
+    where = f"DOCKER_HOST={host}" if host else "DOCKER_HOST unset: unix:///var/run/docker.sock"
+    return ConfigError(f"cannot reach the Docker engine ({where}): {exc}")
+
+
 async def start_runner(
     config: Config,
     pm: FnPluginManager,
@@ -109,8 +124,10 @@ async def start_runner(
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
     try:
         await driver.start()
-    except BaseException:
+    except BaseException as exc:
         await driver.close()  # whatever it opened before failing (e.g. a bad FN_DOCKER_LOAD_FILE)
+        if is_docker_unreachable(exc):
+            raise docker_unreachable(exc) from None
         raise
     # Fn's full mode logs functions' output; a pure runner drops it (an app's syslog_url keeps it)
     agent = Agent(config, driver, function_output=output.wanted(serve=not listen, disabled=config.disable_debug_user_logs))

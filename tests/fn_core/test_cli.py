@@ -247,3 +247,76 @@ def test_a_runner_whose_http_port_is_taken_stops_with_one_clear_line():
                      env={"FN_CONTAINER_LABEL_TAG": f"fn-core-test-cli-{os.getpid()}"})
     assert result.returncode == 2
     assert f"fn-core: error: the runner could not bind 127.0.0.1:{port} for HTTP (FN_PORT: /metrics):" in result.stderr
+
+
+def assert_one_error_line(result, *expected):
+    """Exit status 2 and one `fn-core: error:` line, last, holding each of ``expected``; no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fn-core: error:")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    for text in expected:
+        assert text in errors[0]
+
+
+@pytest.mark.parametrize("command", [["api"], ["lb", "--runner", NO_RUNNER]])
+def test_a_taken_port_stops_start_up_with_one_clear_line(tmp_path, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(*command, "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db")
+    node = "API node" if command == ["api"] else "LB"
+    assert_one_error_line(result, f"fn-core: error: the {node} could not listen on 127.0.0.1:{port} (FN_HOST, FN_PORT):", "in use")
+
+
+@pytest.mark.parametrize("host", ["256.1.1.1", "no-such-host.invalid"])
+def test_a_host_that_is_no_address_stops_start_up_with_one_clear_line(tmp_path, host):
+    result = run("api", "--port", "0", "--db", f"sqlite3://{tmp_path}/fn.db", env={"FN_HOST": host})
+    assert_one_error_line(result, f"fn-core: error: the API node could not listen on {host}:0 (FN_HOST, FN_PORT):")
+
+
+def test_a_config_file_that_cannot_be_read_stops_start_up_with_one_clear_line(tmp_path):
+    result = run("api", "--host", "127.0.0.1", "--port", "0", env={"FN_CONFIG": str(tmp_path)})
+    assert_one_error_line(result, f"fn-core: error: config file {tmp_path} cannot be read: Is a directory")
+    binary = tmp_path / "fn.toml"
+    binary.write_bytes(b"\xff\xfeport = 1\n")  # UTF-16's byte order mark: not the UTF-8 TOML must be
+    result = run("--config", str(binary), "api", "--host", "127.0.0.1", "--port", "0")
+    assert_one_error_line(result, f"fn-core: error: config file {binary} is not UTF-8 text")
+
+
+def test_an_unreachable_docker_engine_stops_runner_serve_and_build_image_with_one_clear_line(tmp_path):
+    env = {"DOCKER_HOST": "unix:///nonexistent.sock", "FN_HOST": "127.0.0.1", "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db",
+           "FN_CONTAINER_LABEL_TAG": f"fn-core-test-cli-{os.getpid()}"}
+    (tmp_path / "func.py").write_text("def handler(ctx, data=None):\n    return data\n")
+    for args in (["runner", "--port", "0", "--grpc-port", "0"], ["serve", "--port", "0"], ["build-image", str(tmp_path), "-t", "t/x:1"]):
+        result = run(*args, env=env)
+        assert_one_error_line(result, "fn-core: error: cannot reach the Docker engine (DOCKER_HOST=unix:///nonexistent.sock): ")
+
+
+def test_an_unknown_config_file_key_is_warned_about_in_the_log_format_set(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text("prot = 8080\n")
+    result = run("--config", str(path), "plugins", env={"FN_LOG_FORMAT": "json"})
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]  # every line is one JSON object
+    warning = next(e for e in entries if "unknown key 'prot'" in e["msg"])
+    assert (warning["level"], warning["logger"]) == ("warning", "fn_core.config")
+    assert warning["msg"].endswith("; ignored")
+
+
+@pytest.mark.parametrize(("flag", "info_logged"), [("WARN", False), ("warn", False), ("Info", True), ("DEBUG", True)])
+def test_log_level_flag_reads_what_fn_log_level_reads(tmp_path, flag, info_logged):
+    with socket.socket() as taken:  # the LB logs its runner pool at info, then stops on the taken port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run("lb", "--log-level", flag, "--host", "127.0.0.1", "--port", str(taken.getsockname()[1]),
+                     "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db")
+    assert_one_error_line(result, "could not listen on")
+    assert ("INFO fn_core.lb.pool: runner pool 'static'" in result.stderr) is info_logged
+
+
+def test_a_log_level_flag_that_is_no_level_is_refused_with_the_valid_ones():
+    result = run("lb", "--log-level", "loud", "--host", "127.0.0.1", "--runner", NO_RUNNER)
+    assert result.returncode == 2
+    assert "Invalid value for '--log-level': 'loud' is not one of debug, info, warning (or warn), error (in any case)" in result.stderr

@@ -74,8 +74,12 @@ def test_registry_credentials_are_never_echoed(tmp_path, value, message):
 def test_unknown_file_keys_warn_or_fail_in_strict_mode(tmp_path, caplog):
     path = tmp_path / "fn.toml"
     path.write_text("prot = 1\n")
-    assert load_config(path, env={}) == Config()
-    assert "unknown key 'prot'" in caplog.text
+    config = load_config(path, env={})
+    assert config == Config()
+    # kept for the CLI to log once FN_LOG_DEST and FN_LOG_FORMAT are in force, not logged before them
+    assert len(config.load_warnings) == 1 and "unknown key 'prot'" in config.load_warnings[0]
+    assert "load_warnings" not in config.load_warnings[0]  # not a setting: not among the known keys
+    assert caplog.text == ""
     with pytest.raises(ConfigError, match="unknown key 'prot'"):
         load_config(path, env={"FN_STRICT_CONFIG": "true"})
 
@@ -87,6 +91,24 @@ def test_broken_toml_and_missing_file(tmp_path):
         load_config(path, env={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_a_config_file_that_is_a_directory_or_not_utf8_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read: Is a directory"):
+        load_config(tmp_path, env={})
+    path = tmp_path / "fn.toml"
+    path.write_bytes(b"\xff\xfeport = 1\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path, env={})
+
+
+def test_load_warnings_is_no_setting_a_file_or_flag_can_set(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text('load_warnings = ["x"]\n')
+    warnings = load_config(path, env={}).load_warnings
+    assert len(warnings) == 1 and f"config file {path}: unknown key 'load_warnings'" in warnings[0]
+    with pytest.raises(ConfigError, match="unknown setting 'load_warnings'"):
+        load_config(env={}, overrides={"load_warnings": ("x",)})
 
 
 def test_sqlite_path_from_db_url():
