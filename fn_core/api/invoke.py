@@ -103,7 +103,7 @@ class InvokeApi:
         if task is not None:  # aiohttp runs each request in a task of its own: named, /debug/stacks says whose
             task.set_name(f"invoke {call.id}")
         agent.metrics.inflight += 1
-        counted = True  # by this handler; a detached call's own task counts it once it exists
+        counted = True  # given back by this handler; a detached call's by its own task
         try:
             try:
                 body = await self.read_body(request)
@@ -118,8 +118,7 @@ class InvokeApi:
                 status = err.status
                 return error_response(err, call.id)
             if call.type == "detached":
-                counted = False
-                agent.metrics.inflight -= 1  # _detached's task counts it from here (no await between): never twice
+                counted = False  # handed to _detached's task, which gives it back when the stream ends
                 accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
                 return accepted
@@ -191,8 +190,8 @@ class InvokeApi:
             agent.metrics.inflight -= 1
 
         task = asyncio.create_task(run())
-        # in flight until its stream ends, long after the 202 (a callback: a task cancelled unstarted runs no finally)
-        agent.metrics.inflight += 1
+        # the call's inflight count ends with its stream, long after the 202 (a callback: a task cancelled
+        # unstarted runs no finally)
         task.add_done_callback(stream_ended)
         agent.keep(task)
         waiting: set[asyncio.Future[Any]] = {task, started_on_runner}
