@@ -114,9 +114,13 @@ def register_drivers() -> list[Driver]:
 
     Example::
 
+        class LoggingDockerDriver(DockerDriver):
+            pass  # the built-in Docker driver, and what this platform would add to it
+
         @hookimpl
         def register_drivers():
-            return [Driver(name="docker", factory=DockerDriver, description="Docker Engine")]
+            # a name of its own: "docker" is the built-in driver's, and two plugins offering one name stop start-up
+            return [Driver(name="docker-logging", factory=LoggingDockerDriver, description="Docker Engine, logged")]
     """
 
 

@@ -104,10 +104,11 @@ def check_register_drivers(tmp: Path) -> None:
     from fn_plugins_builtin.driver_docker import DockerDriver
 
     example = example_module("register_drivers")
-    # the example offers "docker": in place of the built-in one, which offers that name too
-    pm = manager(("my-docker", example), env={"FN_DISABLE_PLUGINS": "driver-docker", "FN_DRIVER": "docker"}, tmp=tmp)
-    assert (pm.driver.name, pm.driver.factory, pm.driver.description) == ("docker", DockerDriver, "Docker Engine")
-    assert pm.drivers["docker"][1] == "my-docker"  # the example's record, selected
+    # beside the built-in driver (its name is its own), selected by it
+    pm = manager(("my-docker", example), env={"FN_DRIVER": "docker-logging"}, tmp=tmp)
+    assert (pm.driver.name, pm.driver.description) == ("docker-logging", "Docker Engine, logged")
+    assert issubclass(pm.driver.factory, DockerDriver) and pm.driver.factory is not DockerDriver
+    assert pm.drivers["docker-logging"][1] == "my-docker" and pm.drivers["docker"][1] == "driver-docker"
 
 
 async def check_register_runner_pools(tmp: Path) -> None:
