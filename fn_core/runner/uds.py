@@ -54,6 +54,11 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 READ_BUFSIZE = 64 * 1024
 WATCHED_RECHECK_S = 0.1  # a watched dir is looked at this often even without an event: readiness never rests on it alone
 COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
+#: a 502/504's body is read and dropped (its container stays) up to this; a longer one is not read at all, the
+#: connection is dropped instead: a function's error answer must never be held whole in the runner
+DRAIN_LIMIT = 64 * 1024
+#: the statuses whose container stays hot (Fn: 502 function failed, 504 timed out); any other non-200 retires it
+KEPT_STATUSES = (502, 504)
 
 #: aiohttp's parser bounds a response head by line and by count; FN_MAX_HDR_RESPONSE_SIZE sets the line bound
 MAX_RESPONSE_HEADERS = 128
@@ -81,7 +86,15 @@ OnData = Callable[[bytes], Awaitable[None]]
 
 
 class ContainerBroken(Exception):
-    """The connection to the container failed: it has most likely died (the agent asks the driver how)."""
+    """The connection to the container failed: it has most likely died (the agent asks the driver how).
+
+    ``spoke_bad_http``: the container answered, but not in HTTP (a bad status line, bad chunking): it is alive,
+    so there is no exit to wait for.
+    """
+
+    def __init__(self, detail: str, spoke_bad_http: bool = False) -> None:
+        super().__init__(detail)
+        self.spoke_bad_http = spoke_bad_http
 
 
 async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = None, poll_s: float = 0.001) -> None:
@@ -178,7 +191,10 @@ class HotConnection:
         try:
             protocol = await self._connection()
             if limits is not self._limits:  # one parser reads every response of a keep-alive connection
-                protocol.set_response_params(read_bufsize=READ_BUFSIZE, auto_decompress=False, **limits.parser)
+                # read_until_eof: a body with neither a length nor chunks ends with the connection (RFC 9112 6.3)
+                protocol.set_response_params(
+                    read_bufsize=READ_BUFSIZE, auto_decompress=False, read_until_eof=True, **limits.parser
+                )
                 self._limits = limits
             transport = protocol.transport
             assert transport is not None
@@ -190,15 +206,18 @@ class HotConnection:
             message, payload = await protocol.read()
             if limits.headers and headers_size(message.raw_headers) > limits.headers:
                 raise _retire(FunctionResponseHeaderTooBig())
+            reusable = True
             if message.code == 200:
                 await self._stream(message, payload, on_start, on_data, limits.body)
+            elif message.code in KEPT_STATUSES:
+                reusable = await _drain(payload, DRAIN_LIMIT)  # so the keep-alive connection stays usable
             else:
-                await payload.read()  # drain, so the keep-alive connection stays usable
-            clean = not protocol.should_close
+                reusable = False  # its container is retired: the body is never read
+            clean = reusable and not protocol.should_close
         except HttpProcessingError as exc:
             if head_too_large(exc.__cause__):  # aiohttp re-raises the parser's error as a plain HttpProcessingError
                 raise _retire(FunctionResponseHeaderTooBig()) from None
-            raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
+            raise ContainerBroken(f"{type(exc).__name__}: {exc}", spoke_bad_http=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ContainerBroken(f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -230,6 +249,16 @@ class HotConnection:
             if limit and sent > limit:
                 raise _retire(FunctionResponseTooBig())
             await on_data(chunk)
+
+
+async def _drain(payload: aiohttp.StreamReader, limit: int) -> bool:
+    """Read and drop a body of up to ``limit`` bytes; False when it is longer (left unread: drop the connection)."""
+    seen = 0
+    while chunk := await payload.readany():
+        seen += len(chunk)
+        if seen > limit:
+            return False
+    return True
 
 
 def request_head(call: Call, length: int) -> bytes:

@@ -11,9 +11,9 @@ import asyncio
 
 import pytest
 
-from fn_core.errors import BadRequest, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
+from fn_core.errors import BadRequest, CallTimeout, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
 from fn_core.models import Call
-from fn_core.runner.uds import ContainerBroken, HotConnection, ResponseLimits, request_head
+from fn_core.runner.uds import DRAIN_LIMIT, ContainerBroken, HotConnection, ResponseLimits, request_head
 
 
 class ScriptedContainer:
@@ -156,9 +156,88 @@ async def test_unexpected_status_retires_and_garbage_is_a_broken_container(conta
     with pytest.raises(FunctionInvalidResponse) as err:
         await call(conn)
     assert getattr(err.value, "retire", False)
-    with pytest.raises(ContainerBroken):
+    with pytest.raises(ContainerBroken) as broken:
         await call(conn)
+    assert broken.value.spoke_bad_http  # alive, and spoke no HTTP: no exit to wait for
     await conn.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",  # bad chunk size
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",  # two lengths
+    ],
+)
+async def test_bad_framing_is_a_container_that_spoke_bad_http(container, answer):
+    _, conn = await container([answer])
+    with pytest.raises(ContainerBroken) as broken:
+        await call(conn)
+    assert broken.value.spoke_bad_http
+    await conn.close()
+
+
+async def test_a_connection_closed_mid_answer_is_a_broken_container_that_may_have_exited(container):
+    _, conn = await container([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"], close_after=True)
+    with pytest.raises(ContainerBroken) as broken:
+        await call(conn)
+    assert not broken.value.spoke_bad_http  # what a dying process looks like: the agent asks the driver how it ended
+    await conn.close()
+
+
+async def test_a_body_with_no_length_ends_with_the_connection_and_is_relayed_whole(container):
+    """RFC 9112 6.3: neither Content-Length nor chunked: the body is what comes until the close (as Go reads it)."""
+    scripted, conn = await container([b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close", ok(b"next")],
+                                     close_after=True)
+    received = await call(conn)
+    assert (received.status, received.body) == (200, b"until-close")
+    assert (await call(conn)).body == b"next"  # on a new connection
+    assert scripted.connections == 2
+    await conn.close()
+
+
+class EndlessAnswer:
+    """A container that answers each request with ``status`` and a body that never ends, counting what it sent."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent = 0
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 %d Oops\r\nContent-Length: %d\r\n\r\n" % (self.status, 1 << 40))  # a TiB, announced
+            while True:
+                writer.write(b"e" * 65536)
+                self.sent += 65536
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(("status", "error"), [(502, FunctionFailed), (504, CallTimeout), (404, FunctionInvalidResponse)])
+async def test_an_error_answer_is_never_read_whole_into_the_runner(tmp_path, status, error):
+    """A function's error body is dropped, not held: one that goes on (a TiB here) costs the runner at most
+    `DRAIN_LIMIT` of reading, and its connection; the error is the status's as always."""
+    endless = EndlessAnswer(status)
+    path = str(tmp_path / "lsnr.sock")
+    server = await asyncio.start_unix_server(endless.handle, path)
+    conn = HotConnection(path)
+    try:
+        async with asyncio.timeout(5):  # the old drain read until the body ended: never
+            with pytest.raises(error):
+                await call(conn)
+        assert not conn.open  # dropped unread, so the next call cannot meet the rest of this body
+        assert endless.sent < 64 * DRAIN_LIMIT  # what the socket buffers took, not the body
+    finally:
+        await conn.close()
+        server.close()
 
 
 async def test_header_with_a_line_break_is_refused_before_anything_is_sent(container):
