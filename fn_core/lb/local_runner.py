@@ -77,6 +77,6 @@ class LocalRunner:
             await self.core.engage(_LocalIO(offer, body, reply))
         except Exception as exc:  # as a runner lost mid-call over gRPC: committed, never re-sent
             log.exception("call %s failed in the local runner", offer.call.id)
-            reply.result.error = APIError(f"runner {self.address} failed during the call: {type(exc).__name__}", status=500)
+            reply.result.error = APIError(f"the runner failed during the call: {type(exc).__name__}", status=500)
             return reply.result
-        return reply.outcome() if reply.done else reply.ended_early(self.address)
+        return reply.outcome() if reply.done else reply.ended_early()

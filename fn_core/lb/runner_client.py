@@ -130,9 +130,9 @@ class ReplyReader:
     def outcome(self) -> ExecResult | None:
         return None if self.nacked else self.result
 
-    def ended_early(self, runner: str) -> ExecResult:
+    def ended_early(self) -> ExecResult:
         """The runner ended the call without a ``finished``: committed, and an error."""
-        self.result.error = APIError(f"runner {runner} ended the call without a result")
+        self.result.error = APIError("the runner ended the call without a result")
         return self.result
 
 
@@ -196,7 +196,8 @@ class RunnerClient:
             while True:
                 raw = await stream.read_message()
                 if raw is None:
-                    return reply.ended_early(self.address)
+                    log.warning("runner %s ended call %s without a result", self.address, offer.call.id)
+                    return reply.ended_early()
                 if reply.feed(pb.RunnerMsg.FromString(raw)):
                     return reply.outcome()
                 if reply.spill:
@@ -209,9 +210,11 @@ class RunnerClient:
                 # Fn's second NACK form: a pure runner whose stream ended before it took the TryCall
                 log.debug("runner %s did not take the call: %s", self.address, exc)
                 return None
-            # committed: the runner (or the link to it) was lost mid-call; never re-sent
+            # committed: the runner (or the link to it) was lost mid-call; never re-sent. Its address is the
+            # operator's to read (here and in the call's line), not the client's
+            log.warning("runner %s was lost during call %s: %s", self.address, offer.call.id, exc)
             result = reply.result
-            result.error = APIError(f"runner {self.address} was lost during the call: {exc}", status=500)
+            result.error = APIError("the runner was lost during the call", status=500)
             return result
         finally:
             if sender is not None and not sender.done():
