@@ -169,6 +169,14 @@ class FunctionInvalidResponse(APIError):
     user_error = True
 
 
+class FunctionResponseError(APIError):
+    """Fn's ErrFunctionResponse: the container's answer could not be read (and it had not exited)."""
+
+    status = 502
+    message = "error receiving function response"
+    user_error = True
+
+
 class FunctionResponseTooBig(APIError):
     status = 502
     message = "function response body too large"
@@ -195,6 +203,14 @@ class ContainerExited(APIError):
     status = 502
     message = "container exit code 1"
     user_error = True
+
+
+class CutAtShutdown(APIError):
+    """A runner's stop ended its grace with the call still running. Not 503: that would be the NACK, and the call
+    (committed) would run again elsewhere."""
+
+    status = 500
+    message = "call cut short: the runner is shutting down"
 
 
 class ServiceReservationFailure(APIError):

@@ -42,6 +42,7 @@ REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
 IOFS_MOUNT = "/tmp/iofs"
 AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
 MB = 1024 * 1024
+EXIT_POLL_S = 0.05  # how often `exit_status` asks whether a container it waits for has stopped
 
 
 def log_config(call: Call) -> Any:
@@ -140,6 +141,8 @@ class DockerDriver:
         self.prefork = PreforkPool(config, labels) if config.prefork_pool_size else None
         self._refilling: asyncio.Task[None] | None = None
         self._discarding: set[asyncio.Future[None]] = set()
+        # creates and starts in their threads, which a cancelled launch cannot stop: close() lets them end
+        self._creating: set[asyncio.Future[Any]] = set()
         self._closing = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -220,6 +223,26 @@ class DockerDriver:
         tags = sorted(tag for image in images for tag in image.tags) or [image.short_id for image in images]
         log.info("loaded %d image(s) from %s: %s", len(images), path, ", ".join(tags))
 
+    def _remove_own(self) -> None:
+        """Remove what this process made and still finds (labelled with its own instance: never a neighbour's):
+        containers the agent could not remove while the engine failed, or made by a launch cut short."""
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            found = self.client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            log.warning("could not look for containers of this runner left at its stop: %s", exc)
+            return
+        for container in found:
+            try:
+                container.remove(force=True)
+                log.info("removed container %s at stop", container.short_id)
+            except docker.errors.NotFound:
+                pass
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                log.warning("could not remove container %s at stop: %s", container.short_id, exc)
+
     def _remove_leaked(self) -> int:
         import docker.errors
 
@@ -236,6 +259,8 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
+        await asyncio.gather(*self._creating, return_exceptions=True)  # a cancelled launch's create ends, then goes
+        await asyncio.gather(*self._discarding, return_exceptions=True)
         for attached in self._attached.values():  # the agent removed its containers; any left end here
             attached.close()
         self._attached.clear()
@@ -248,6 +273,8 @@ class DockerDriver:
                 await asyncio.gather(self._refilling, return_exceptions=True)
             donors, self.prefork.free = self.prefork.all(), []
             await asyncio.gather(*(asyncio.to_thread(PreforkPool.remove, self.client, d) for d in donors))
+        if self.client is not None:
+            await asyncio.to_thread(self._remove_own)
         for client in (self.client, self.pull_client):
             if client is not None:
                 await asyncio.to_thread(client.close)
@@ -368,10 +395,10 @@ class DockerDriver:
         try:
             wanted = output is not None
             try:
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, wanted)
+                container_id, image, sock = await self._create_and_start_kept(options, wanted)
             except _ImageMissing:
                 await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                container_id, image, sock = await asyncio.to_thread(self._create_and_start, options, wanted)
+                container_id, image, sock = await self._create_and_start_kept(options, wanted)
             watch = _ExitWatch(output)
             if sock is None:
                 watch.close()
@@ -390,6 +417,28 @@ class DockerDriver:
         finally:
             if network in self._network_use:
                 self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
+
+    async def _create_and_start_kept(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
+        """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
+        container it then makes is removed as it is made, and close() waits for it, so none is left running."""
+        made = asyncio.ensure_future(asyncio.to_thread(self._create_and_start, options, output_wanted))
+        self._creating.add(made)
+        made.add_done_callback(self._creating.discard)
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(self._remove_abandoned)
+            raise
+
+    def _remove_abandoned(self, made: asyncio.Future[tuple[str, Any, socket.socket | None]]) -> None:
+        if made.cancelled() or made.exception() is not None:
+            return  # nothing was made (or the create's own clean-up ran)
+        container_id, _, sock = made.result()
+        if sock is not None:
+            sock.close()
+        removal = asyncio.ensure_future(self.remove(container_id))
+        self._discarding.add(removal)
+        removal.add_done_callback(self._discarding.discard)
 
     def _create_and_start(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """Create and start the container, and attach its stdout/stderr socket: before the start when its output
@@ -484,29 +533,34 @@ class DockerDriver:
         return self.registry_auths.resolve_authconfig(registry)
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
-        return await asyncio.to_thread(self._exit_status, container_id, wait_s)
+        # asked again every EXIT_POLL_S, not a blocking `docker wait`: a thread is held for one inspect at a time,
+        # never for the whole wait (containers that broke at once must not hold up other functions' launches)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            state = await asyncio.to_thread(self._container_state, container_id)
+            if state is None:
+                return None
+            if not state.get("Running"):
+                return ExitStatus(code=int(state.get("ExitCode", -1)), oom_killed=bool(state.get("OOMKilled")))
+            if loop.time() + EXIT_POLL_S > deadline:
+                return None  # still running
+            await asyncio.sleep(EXIT_POLL_S)
 
-    def _exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:
+    def _container_state(self, container_id: str) -> dict[str, Any] | None:
+        """The engine's ``State`` of the container; None when it is gone or the engine cannot say."""
         import docker.errors
         import requests.exceptions
 
         try:
-            waited = self.client.api.wait(container_id, timeout=wait_s)
+            return self.client.api.inspect_container(container_id)["State"]
         except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
-            return None  # still running after wait_s, or the engine does not answer
+            return None  # the engine does not answer
         except docker.errors.NotFound:
             return None  # removed (by us, or by hand): nobody can say how it ended
         except docker.errors.APIError as exc:
             log.warning("Docker would not say how container %s ended: %s", container_id[:12], exc.explanation or exc)
             return None
-        code = waited.get("StatusCode") if isinstance(waited, dict) else None
-        try:
-            state = self.client.api.inspect_container(container_id)["State"]
-        except docker.errors.APIError:  # removed since the wait (NotFound), or the engine errs: the wait's code is all there is
-            return None if code is None else ExitStatus(code=int(code))
-        if state.get("Running"):
-            return None
-        return ExitStatus(code=int(state.get("ExitCode", -1 if code is None else code)), oom_killed=bool(state.get("OOMKilled")))
 
     async def wait_exit(self, container_id: str) -> ExitStatus | None:
         attached = self._attached.get(container_id)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import itertools
 import logging
 import os
 import time
@@ -50,7 +51,16 @@ from typing import Any
 import attrs
 
 from fn_core.config import Config
-from fn_core.errors import APIError, BadRequest, CallResourceTooBig, CallTimeout, ContainerExited, ServerTooBusy
+from fn_core.errors import (
+    APIError,
+    BadRequest,
+    CallResourceTooBig,
+    CallTimeout,
+    ContainerExited,
+    CutAtShutdown,
+    FunctionResponseError,
+    ServerTooBusy,
+)
 from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
 from fn_core.runner.dirwatch import DirWatch, DirWatcher
 from fn_core.runner.driver import ContainerDriver, ExitStatus
@@ -73,6 +83,8 @@ OnEnd = Callable[[Exception | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
+REMOVE_RETRY_S = (1.0, 2.0, 5.0, 10.0)  # waits between tries of a removal the engine refused; then every 10 s
+EXIT_WAIT_S = 2.0  # how long a container whose connection broke is given to be seen exiting (its exit code)
 INITIAL_LAUNCH_ESTIMATE_S = 0.3  # docker create + start + fdk ready, measured on a 2-core machine
 EWMA_WEIGHT = 0.2
 #: a refused call's first NACK is remembered this long (past Fn's longest placer timeout, 360 s) ...
@@ -102,6 +114,7 @@ class HotContainer:
     freeze_timer: asyncio.TimerHandle | None = None
     pause_task: asyncio.Task[None] | None = None
     paused: bool = False
+    deadline: asyncio.Timeout | None = None  # the running call's timeout, which a runner's stop may bring forward
 
     @property
     def socket_path(self) -> str:
@@ -245,9 +258,13 @@ class Agent:
         self.dir_watcher = DirWatcher()  # readiness of the containers starting: one inotify instance for all
         self.queues: dict[bytes, SlotQueue] = {}
         self.closing = False
+        self.cutting = False  # the stop's grace is over: running calls are being ended (`cut_running_calls`)
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
         self._refused_at: dict[str, float] = {}  # non-blocking mode: call id -> loop time of its first NACK here
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._launching: set[asyncio.Task[Any]] = set()  # cut short at close: a start nobody waits for any more
+        self._unremoved: dict[str, str] = {}  # container id -> its socket dir: removals the engine refused, tried again
+        self._retrying: asyncio.Task[None] | None = None
         self.launch_s = INITIAL_LAUNCH_ESTIMATE_S  # moving average of create -> ready
         if function_output and "output" not in inspect.signature(driver.launch).parameters:
             log.warning("driver %s cannot hand over its containers' output: functions' stdout/stderr are not logged",
@@ -333,16 +350,21 @@ class Agent:
         if container.output is not None:
             container.output.begin_call(call.id)
         try:
-            async with asyncio.timeout(call.timeout):
+            async with asyncio.timeout(call.timeout) as container.deadline:
+                if self.cutting:
+                    container.deadline.reschedule(-1)  # the stop's grace ended as this call took its container
                 if container.pause_task or container.paused:
                     await self._thaw(container)
                 await container.conn.call(call, body, relay.start, relay.data, self.response_limits)
         except TimeoutError:
+            if self.cutting:  # its `finished` says so: a cut stream would leave the LB guessing
+                self.retire(container, "shutdown")
+                raise CutAtShutdown() from None
             self.retire(container, "call_timeout")  # kill it: a late write must never reach the next call
             raise CallTimeout() from None
         except ContainerBroken as exc:
-            self.retire(container, "exited", remove=False)
-            raise await self._why_broken(container, exc) from None
+            self.retire(container, "bad_response" if exc.spoke_bad_http else "exited", remove=False)
+            raise await self._why_broken(container, exc, call) from None
         except APIError as exc:
             if getattr(exc, "retire", False):
                 self.retire(container, "bad_response")
@@ -352,6 +374,8 @@ class Agent:
         except BaseException:
             self.retire(container, "cancelled")  # cancelled mid-request (shutdown): the connection state is unknown
             raise
+        finally:
+            container.deadline = None
         try:
             await relay.end(None)  # the caller's answer is complete: it leaves before the bookkeeping below
         finally:
@@ -449,9 +473,23 @@ class Agent:
                     waiter.future.set_exception(ServerTooBusy())
         self._starved.clear()
 
+    def cut_running_calls(self) -> None:
+        """End the calls still running (a stop's grace is over): each ends with `CutAtShutdown` in its `finished`,
+        its container retired; never a NACK, as each was committed."""
+        self.cutting = True
+        for container in self.containers():
+            if container.deadline is not None:
+                container.deadline.reschedule(-1)  # in the past: expires at the loop's next turn
+
     async def close(self) -> None:
         """Remove every container of ours (after `begin_shutdown` and the in-flight calls)."""
         self.begin_shutdown()
+        for task in self._launching:  # nobody waits for them now (their calls got the NACK): not the start timeout
+            task.cancel()
+        if self._retrying is not None:
+            self._retrying.cancel()
+            for container_id, iofs_dir in list(self._unremoved.items()):  # a last try (the driver sweeps after us)
+                self._spawn(self._remove_quietly(container_id, iofs_dir, retry=False), "remove container")
         while True:
             for container in self.containers():
                 self.retire(container, "shutdown")
@@ -483,7 +521,7 @@ class Agent:
                     return
             queue.starting += 1
             need -= 1
-            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus), f"launch {queue.call.fn_id}")
+            self._start_launch(queue, memory, mcpus)
 
     def _grow(self, queue: SlotQueue) -> None:
         """One more container for a backlog, into free room only: its calls are being served, so it
@@ -493,7 +531,13 @@ class Agent:
         memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
         if self.budget.try_reserve(memory, mcpus):
             queue.starting += 1
-            self._spawn(self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus), f"launch {queue.call.fn_id}")
+            self._start_launch(queue, memory, mcpus)
+
+    def _start_launch(self, queue: SlotQueue, memory: int, mcpus: int) -> None:
+        launch = self._launch(queue, queue.call, dict(queue.extensions), memory, mcpus)
+        task = self._spawn(launch, f"launch {queue.call.fn_id}")
+        self._launching.add(task)
+        task.add_done_callback(self._launching.discard)
 
     def _evict_for(self, queue: SlotQueue, memory: int, mcpus: int) -> bool:
         """Retire idle containers of other slots, idle the longest first, only if that frees enough."""
@@ -720,22 +764,26 @@ class Agent:
         log.warning("hot container %s of fn %s %s while idle: retired, calls go to another", container.id[:12],
                     container.queue.call.fn_id, how)
 
-    async def _why_broken(self, container: HotContainer, cause: ContainerBroken) -> APIError:
+    async def _why_broken(self, container: HotContainer, cause: ContainerBroken, call: Call) -> APIError:
+        # a connection lost may be the process ending: give the engine a moment to see the exit; one that spoke
+        # bad HTTP is alive (asked once, no wait)
         try:
-            status = await self._exit_status(container.id)
+            status = await self._exit_status(container.id, wait_s=0.0 if cause.spoke_bad_http else EXIT_WAIT_S)
         finally:  # removed whatever the driver could tell (or if this call is cancelled meanwhile)
             self._spawn(self._dispose(container, True), "remove container")
         if isinstance(status, Exception):
             return ContainerExited("container exit code unknown")
-        if status is None:
-            return APIError(f"error receiving function response: {cause}", status=502, user_error=True)
+        if status is None:  # Fn's ErrFunctionResponse; what went wrong is for the operator, not the client
+            log.warning("hot container %s of fn %s answered call %s badly: %s", container.id[:12],
+                        call.fn_id, call.id, cause)
+            return FunctionResponseError()
         return exit_error(status)
 
-    async def _exit_status(self, container_id: str) -> ExitStatus | None | Exception:
+    async def _exit_status(self, container_id: str, wait_s: float = EXIT_WAIT_S) -> ExitStatus | None | Exception:
         """How a dead container ended (counted), None if it still runs, or the driver's error: a container whose end
         cannot be read is still removed, and its call still gets Fn's 502, never a 500 for the engine's trouble."""
         try:
-            status = await self.driver.exit_status(container_id, wait_s=2.0)
+            status = await self.driver.exit_status(container_id, wait_s=wait_s)
         except Exception as exc:
             log.warning("could not learn how container %s ended: %r", container_id[:12], exc)
             return exc
@@ -753,16 +801,42 @@ class Agent:
         if remove:
             await self._remove_quietly(container.id, container.iofs_dir)
 
-    async def _remove_quietly(self, container_id: str, iofs_dir: str) -> None:
+    async def _remove_quietly(self, container_id: str, iofs_dir: str, retry: bool = True) -> None:
+        """Remove the container and its socket dir; one the engine would not remove is tried again (`_retry_removals`)."""
         try:
             if container_id:
                 began = time.monotonic()
                 await self.driver.remove(container_id)
                 self.metrics.observe_driver("remove", time.monotonic() - began)
-        except Exception:
-            log.exception("could not remove container %s", container_id[:12])
+                self._unremoved.pop(container_id, None)
+        except Exception as exc:
+            if not retry or self.closing:
+                log.warning("could not remove container %s: %r", container_id[:12], exc)
+            else:
+                if container_id not in self._unremoved:
+                    log.warning("could not remove container %s (%r): trying again", container_id[:12], exc)
+                self._unremoved[container_id] = iofs_dir
+                if self._retrying is None or self._retrying.done():
+                    self._retrying = self._spawn(self._retry_removals(), "retry removals")
+                return  # its socket dir goes with it: the container may still be using it
         if iofs_dir:
             self.socket_dirs.remove(iofs_dir)
+
+    async def _retry_removals(self) -> None:
+        """Try the refused removals again, less often the longer the engine refuses, until none is left."""
+        for delay in itertools.chain(REMOVE_RETRY_S, itertools.repeat(REMOVE_RETRY_S[-1])):
+            await asyncio.sleep(delay)
+            for container_id, iofs_dir in list(self._unremoved.items()):
+                try:
+                    await self.driver.remove(container_id)
+                except Exception:
+                    continue
+                self._unremoved.pop(container_id, None)
+                log.info("removed container %s at last", container_id[:12])
+                if iofs_dir:
+                    self.socket_dirs.remove(iofs_dir)
+            if not self._unremoved:
+                return
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)  # named: /debug/stacks shows what each is

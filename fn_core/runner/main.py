@@ -28,6 +28,8 @@ from fn_core.transport import GrpcServer
 
 log = logging.getLogger(__name__)
 
+CUT_WAIT_S = 1.0  # after the grace: how long the calls being cut are given to send their `finished`
+
 
 class RunnerNode:
     """A running runner: its bound address (if it listens), its agent, and a graceful `stop`.
@@ -63,6 +65,11 @@ class RunnerNode:
         deadline = time.monotonic() + grace
         while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if self.core.active:  # the grace is over: each call still running ends with its `finished`, then the streams go
+            self.agent.cut_running_calls()
+            cut_by = time.monotonic() + CUT_WAIT_S
+            while self.core.active and time.monotonic() < cut_by:
+                await asyncio.sleep(0.01)
         if self.server is not None:
             await self.server.stop(max(0.0, min(1.0, deadline - time.monotonic())))
         await self.agent.close()

@@ -210,44 +210,45 @@ async def test_a_container_options_plugin_that_fails_is_a_500_naming_it_and_its_
 
 
 class EngineApi:
-    """The two engine calls `exit_status` makes, answering (or raising) what a test sets."""
+    """The engine call `exit_status` makes: each inspect answers (or raises) the next state a test sets."""
 
-    def __init__(self, waited, state) -> None:
-        self.waited, self.state = waited, state
-
-    def wait(self, container_id, timeout):
-        if isinstance(self.waited, Exception):
-            raise self.waited
-        return self.waited
+    def __init__(self, states) -> None:
+        self.states = list(states)
+        self.asked = 0
 
     def inspect_container(self, container_id):
-        if isinstance(self.state, Exception):
-            raise self.state
-        return {"State": self.state}
+        self.asked += 1
+        state = self.states[min(self.asked, len(self.states)) - 1]
+        if isinstance(state, Exception):
+            raise state
+        return {"State": state}
+
+
+RUNNING = {"Running": True, "ExitCode": 0, "OOMKilled": False}
 
 
 @pytest.mark.parametrize(
-    ("waited", "state", "status"),
+    ("states", "wait_s", "status", "asked"),
     [
-        ({"StatusCode": 137}, {"Running": False, "ExitCode": 137, "OOMKilled": True}, ExitStatus(137, oom_killed=True)),
-        ({"StatusCode": 3}, "NotFound", ExitStatus(3)),  # removed between the wait and the inspect: the wait said how
-        ("NotFound", None, None),  # removed before: nobody can say
-        ("APIError", None, None),  # the engine errs: the agent reports what it can, and removes the container
+        ([{"Running": False, "ExitCode": 137, "OOMKilled": True}], 2.0, ExitStatus(137, oom_killed=True), 1),
+        ([RUNNING, RUNNING, {"Running": False, "ExitCode": 3}], 2.0, ExitStatus(3), 3),  # seen exiting while waited for
+        ([RUNNING], 0.0, None, 1),  # asked once, no wait: still running
+        ([RUNNING], 0.12, None, 3),  # waited for, in polls, then still running
+        (["NotFound"], 2.0, None, 1),  # removed: nobody can say
+        (["APIError"], 2.0, None, 1),  # the engine errs: the agent reports what it can, and removes the container
     ],
 )
-async def test_exit_status_answers_what_the_engine_can_tell_and_never_raises_for_its_errors(waited, state, status):
+async def test_exit_status_answers_what_the_engine_can_tell_and_never_raises_for_its_errors(states, wait_s, status, asked):
     import types
 
     import docker.errors
 
     errors = {"NotFound": docker.errors.NotFound("No such container"), "APIError": docker.errors.APIError("500 Server Error")}
-
-    def engine(answer):
-        return errors[answer] if isinstance(answer, str) else answer
-
+    api = EngineApi([errors.get(s, s) if isinstance(s, str) else s for s in states])
     driver = DockerDriver(load_config(env={}), hook=None)
-    driver.client = types.SimpleNamespace(api=EngineApi(engine(waited), engine(state)))
-    assert await driver.exit_status("c0ffee", 0.1) == status
+    driver.client = types.SimpleNamespace(api=api)
+    assert await driver.exit_status("c0ffee", wait_s) == status
+    assert api.asked == asked
 
 
 def test_a_container_that_stopped_before_its_attach_is_told_at_once(monkeypatch):

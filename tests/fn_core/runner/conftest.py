@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
+import tarfile
 import uuid
 from typing import Any
 
@@ -12,6 +14,7 @@ import grpc
 import pytest
 
 from fn_core.config import load_config
+from fn_core.images import IMAGE_LABEL
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 from fn_core.proto import runner_pb2 as pb
@@ -123,3 +126,22 @@ def rc(docker_client: Any, label_tag: str, echo_image: str) -> Any:
         call=lambda **kw: make_call(echo_image, **kw),
         containers=lambda: our_containers(docker_client, label_tag),
     )
+
+
+@pytest.fixture(scope="session")
+def slow_start_image(docker_client, echo_image) -> str:
+    """The echo function behind a runtime that takes the fn's config ``START_DELAY_MS`` to start listening
+    (as a JVM or heavy imports would; the fdk itself imports the function only at the first call)."""
+    start = ("import os, sys, time; time.sleep(int(os.environ.get('START_DELAY_MS', '0')) / 1000); "
+             "from fdk.scripts.fdk import main; sys.exit(main())")
+    dockerfile = f"FROM {echo_image}\nLABEL {IMAGE_LABEL}=function\nENTRYPOINT {json.dumps(['/usr/bin/python3', '-c', start])}\n"
+    dockerfile += 'CMD ["/function/func.py", "handler"]\n'  # a new ENTRYPOINT drops the inherited CMD
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    buf.seek(0)
+    tag = "fn-core-test/slow-start:latest"
+    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
+    return tag

@@ -4,15 +4,17 @@ caller goes away before its call reaches the container: with a fake driver (fast
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 
 import pytest
 
 from fn_core.config import load_config
-from fn_core.errors import ContainerExited, ContainerInitTimeout
+from fn_core.errors import ContainerExited, ContainerInitTimeout, CutAtShutdown, FunctionResponseError, ServerTooBusy
 from fn_core.models import Call, slot_key
-from fn_core.runner.agent import Agent, HotContainer, Relay
+from fn_core.runner import agent as agent_module
+from fn_core.runner.agent import EXIT_WAIT_S, Agent, HotContainer, Relay
 from fn_core.runner.driver import ExitStatus
 from fn_core.runner.resources import MB, Budget
 from fn_core.runner.uds import SOCKET_NAME, ContainerBroken
@@ -30,6 +32,8 @@ class FakeDriver:
         self.exit = exit
         self.launched: list[str] = []
         self.removed: list[str] = []
+        self.exit_waits: list[float] = []  # the wait_s of each exit_status asked
+        self.refuse_removals = 0  # how many removals fail (the engine down) before they work
         self.watches_cancelled: list[str] = []
         self.sockets: list[socket.socket] = []
 
@@ -59,11 +63,15 @@ class FakeDriver:
         return self.start_exit
 
     async def exit_status(self, container_id, wait_s):
+        self.exit_waits.append(wait_s)
         if isinstance(self.exit, Exception):
             raise self.exit
         return self.exit
 
     async def remove(self, container_id):
+        if self.refuse_removals:
+            self.refuse_removals -= 1
+            raise ConnectionError("the engine does not answer")
         self.removed.append(container_id)
 
     async def pause(self, container_id):
@@ -213,9 +221,10 @@ class BrokenConnection:
     """A hot container's connection whose process died: the call fails, and it cannot be opened again."""
 
     open = False
+    failure = ContainerBroken("connection reset by peer")
 
     async def call(self, *args) -> None:
-        raise ContainerBroken("connection reset by peer")
+        raise self.failure
 
     async def reopen(self) -> bool:
         return False
@@ -224,11 +233,11 @@ class BrokenConnection:
         pass
 
 
-def container_in_service(agent: Agent, call: Call) -> HotContainer:
+def container_in_service(agent: Agent, call: Call, conn=None) -> HotContainer:
     """A container of the call's slot with a socket dir of its own, taken out of `acquire`'s hands (busy)."""
     queue = agent._new_queue(slot_key(call), call, {})
     agent.queues[queue.key] = queue
-    container = HotContainer(id="dead1", queue=queue, iofs_dir=agent.socket_dirs.make(), conn=BrokenConnection(),
+    container = HotContainer(id="dead1", queue=queue, iofs_dir=agent.socket_dirs.make(), conn=conn or BrokenConnection(),
                              memory=128 * MB, mcpus=0, idle_timeout_s=30)
     queue.containers.add(container)
     assert agent.budget.try_reserve(128 * MB, 0)
@@ -262,3 +271,118 @@ async def test_a_container_found_dead_while_idle_is_removed_when_its_end_cannot_
     assert "hot container dead1 of fn fn1 is gone, how unknown while idle" in caplog.text
     agent.release(fresh)
     await agent.close()
+
+
+# --- a live container that answers badly ---------------------------------------------------------------
+
+
+async def test_a_container_that_spoke_bad_http_is_fns_response_error_at_once_with_the_detail_in_the_log(make_agent, caplog):
+    driver = FakeDriver(exit=None)  # still running
+    agent = make_agent(driver)
+    call = a_call()
+    conn = BrokenConnection()
+    conn.failure = ContainerBroken("HttpProcessingError: 400, message: Bad status line b'THIS IS NOT HTTP'", spoke_bad_http=True)
+    container = container_in_service(agent, call, conn)
+    with pytest.raises(FunctionResponseError) as caught:
+        await agent._exchange(container, call, b"x", Relay(nothing, nothing))
+    # Fn's words for the client; what the container sent is the operator's, in the runner's log
+    assert (caught.value.status, caught.value.message) == (502, "error receiving function response")
+    assert "hot container dead1 of fn fn1 answered call call1 badly: HttpProcessingError" in caplog.text
+    assert driver.exit_waits == [0.0]  # alive: asked once, no wait for an exit that is not coming
+    assert agent.metrics.retired_by_reason["bad_response"] == 1
+    await settled(agent)
+    assert driver.removed == ["dead1"]
+
+
+async def test_a_connection_lost_mid_call_gives_the_container_time_to_be_seen_exiting(make_agent):
+    driver = FakeDriver(exit=ExitStatus(9))
+    agent = make_agent(driver)
+    call = a_call()
+    container = container_in_service(agent, call)
+    with pytest.raises(ContainerExited, match="container exit code 9"):
+        await agent._exchange(container, call, b"x", Relay(nothing, nothing))
+    assert driver.exit_waits == [EXIT_WAIT_S]
+    assert agent.metrics.retired_by_reason["exited"] == 1
+
+
+# --- removals the engine refuses, and a stop -----------------------------------------------------------
+
+
+async def test_a_removal_the_engine_refuses_is_tried_again_until_it_works(make_agent, monkeypatch, caplog):
+    monkeypatch.setattr(agent_module, "REMOVE_RETRY_S", (0.01, 0.02))
+    caplog.set_level(logging.INFO, logger="fn_core.runner.agent")
+    driver = FakeDriver(exit=OSError("engine down"))
+    driver.refuse_removals = 3  # the first removal, and two retries
+    agent = make_agent(driver)
+    call = a_call()
+    container = container_in_service(agent, call)
+    with pytest.raises(ContainerExited):
+        await agent._exchange(container, call, b"x", Relay(nothing, nothing))
+    await asyncio.sleep(0.02)
+    assert driver.removed == [] and os.path.exists(container.iofs_dir)  # its dir stays while it may still run
+    await settled(agent)
+    assert driver.removed == ["dead1"] and not os.path.exists(container.iofs_dir)
+    assert caplog.text.count("could not remove container dead1") == 1  # said once, not at every try
+    assert "removed container dead1 at last" in caplog.text
+
+
+async def test_a_stop_tries_a_refused_removal_once_more_and_does_not_wait_for_the_engine(make_agent, monkeypatch):
+    monkeypatch.setattr(agent_module, "REMOVE_RETRY_S", (30.0,))
+    driver = FakeDriver(exit=OSError("engine down"))
+    driver.refuse_removals = 1
+    agent = make_agent(driver)
+    call = a_call()
+    with pytest.raises(ContainerExited):
+        await agent._exchange(container_in_service(agent, call), call, b"x", Relay(nothing, nothing))
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):  # not the 30 s retry wait
+        await agent.close()
+    assert driver.removed == ["dead1"]
+
+
+async def test_a_stop_does_not_wait_for_a_container_still_starting(make_agent):
+    driver = FakeDriver(ready_after_s=None)  # never ready: the start timeout is 30 s
+    agent = make_agent(driver)
+    call = a_call()
+    waiting = asyncio.create_task(agent.run(call, slot_key(call), {}, b"x", nothing, nothing))
+    while not driver.launched:
+        await asyncio.sleep(0.01)
+    async with asyncio.timeout(2):
+        await agent.close()
+        with pytest.raises(ServerTooBusy):  # the NACK: nothing of the call ran
+            await waiting
+    assert driver.removed == ["c1"] and agent.budget.used_memory == 0
+
+
+class HangingConnection:
+    """A hot container busy with a call that does not end before the runner's stop."""
+
+    open = True
+
+    async def call(self, *args) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_calls_cut_at_the_end_of_a_stops_grace_end_with_their_own_error_never_the_nack(make_agent):
+    driver = FakeDriver()
+    agent = make_agent(driver)
+    call = a_call(timeout=30)
+    container = container_in_service(agent, call, HangingConnection())
+    ended: list[Exception | None] = []
+
+    async def on_end(outcome):
+        ended.append(outcome)
+
+    running = asyncio.create_task(agent._exchange(container, call, b"x", Relay(nothing, nothing, on_end)))
+    await asyncio.sleep(0.01)
+    agent.begin_shutdown()
+    agent.cut_running_calls()
+    with pytest.raises(CutAtShutdown) as caught:
+        await asyncio.wait_for(running, 1)
+    # 500, not 503: a 503 before any answer would be the NACK, and the LB would run the call again elsewhere
+    assert (caught.value.status, caught.value.message) == (500, "call cut short: the runner is shutting down")
+    assert ended == [caught.value]  # its `finished` goes out with it
+    assert container.state == "retired" and agent.metrics.retired_by_reason["shutdown"] == 1

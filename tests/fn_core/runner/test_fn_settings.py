@@ -4,14 +4,6 @@ the LB, gRPC and real Docker containers."""
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
-
-import pytest
-
-from fn_core.images import IMAGE_LABEL
-
 KEY = "fn-core/max-calls-per-container"
 START_KEY = "fn-core/start-timeout-msecs"
 
@@ -53,25 +45,6 @@ async def test_an_fn_annotation_of_0_keeps_its_container_and_an_app_annotation_a
     # the runner's own default still applies to an fn that says nothing: a new container every call
     plain = await platform.deploy(echo_image, name="plain")
     assert [len(ids) for ids in await served_by(platform, plain["id"], 2)] == [0, 0]
-
-
-@pytest.fixture(scope="session")
-def slow_start_image(docker_client, echo_image) -> str:
-    """The echo function behind a runtime that takes the fn's config ``START_DELAY_MS`` to start listening
-    (as a JVM or heavy imports would; the fdk itself imports the function only at the first call)."""
-    start = ("import os, sys, time; time.sleep(int(os.environ.get('START_DELAY_MS', '0')) / 1000); "
-             "from fdk.scripts.fdk import main; sys.exit(main())")
-    dockerfile = f"FROM {echo_image}\nLABEL {IMAGE_LABEL}=function\nENTRYPOINT {json.dumps(['/usr/bin/python3', '-c', start])}\n"
-    dockerfile += 'CMD ["/function/func.py", "handler"]\n'  # a new ENTRYPOINT drops the inherited CMD
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buf.seek(0)
-    tag = "fn-core-test/slow-start:latest"
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
-    return tag
 
 
 async def test_an_fn_annotation_gives_a_slow_starting_function_the_start_time_it_needs(fn_platform, slow_start_image):

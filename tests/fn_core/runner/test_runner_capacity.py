@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import attrs
 import grpc
 import pytest
 from google.protobuf import empty_pb2, struct_pb2
@@ -85,6 +87,39 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(sta
     assert not late.started and late.finished.errorCode == 503
     assert (await in_flight).finished.success
     await stopping
+    assert rc.containers() == []
+
+
+async def test_a_stop_past_its_grace_ends_a_running_call_with_its_finished_never_the_nack(start, rc):
+    """The call was sent to its container: cut at the grace's end, it ends with an error of its own (a cut stream
+    left the LB a 500 naming the runner; a 503 would be the NACK, and the call would run again elsewhere)."""
+    node = await start()
+    in_flight = asyncio.create_task(rc.run(node.address, rc.call(timeout=30), {"sleep_ms": 20000}))
+    while not node.servicer.active or not node.agent.containers():
+        await asyncio.sleep(0.01)
+    began = time.monotonic()
+    await node.stop(grace=0.3)
+    assert time.monotonic() - began < 5
+    result = await in_flight
+    assert (result.started, result.finished.success, result.finished.errorCode) == (False, False, 500)
+    assert result.finished.errorStr == "call cut short: the runner is shutting down"
+    assert rc.containers() == []
+
+
+async def test_a_stop_does_not_wait_for_a_container_nobody_waits_for_any_more(start, rc, slow_start_image):
+    """Its call got the NACK when the stop began: the start (20 s here) is cut, and nothing it made is left."""
+    node = await start()
+    slow = attrs.evolve(rc.call(config={"START_DELAY_MS": "20000"}, annotations={"fn-core/start-timeout-msecs": "60000"}),
+                        image=slow_start_image)
+    waiting = asyncio.create_task(rc.run(node.address, slow, b"x"))
+    while not node.agent.container_states()["starting"]:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # created and started: its fdk sleeps
+    began = time.monotonic()
+    await node.stop(grace=30)
+    assert time.monotonic() - began < 10
+    refused = await waiting
+    assert (refused.started, refused.finished.errorCode) == (False, 503)  # the NACK: it may run elsewhere
     assert rc.containers() == []
 
 
