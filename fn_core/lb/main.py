@@ -35,10 +35,18 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE_S = 30.0
 
 
+#: aiohttp rounds each shutdown wait longer than this up to the next whole second of the loop's clock
+AIOHTTP_CEIL_THRESHOLD_S = 5.0
+
+
 def _handler_wait_s(grace: float) -> float:
     """aiohttp's shutdown_timeout for a stop within ``grace``: aiohttp waits that long for the handlers, then
-    cancels them and waits as long again; and it reads 0 as no limit at all."""
-    return max(grace / 2, 0.001)
+    cancels them and waits as long again; it reads 0 as no limit at all, and rounds a wait over 5 s up by as
+    much as a second (a 30 s grace took up to 32 s: past Kubernetes' SIGKILL), so such a wait is a second less."""
+    half = grace / 2
+    if half > AIOHTTP_CEIL_THRESHOLD_S:
+        half = max(AIOHTTP_CEIL_THRESHOLD_S, half - 1.0)
+    return max(half, 0.001)
 
 
 class LBNode:
