@@ -22,7 +22,6 @@ import importlib
 import importlib.metadata
 import logging
 import re
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -196,8 +195,7 @@ def _warn_unknown_disabled(disabled: set[str], known: dict[str, PluginInfo]) -> 
             f"FN_DISABLE_PLUGINS names no installed plugin: {', '.join(unknown)} "
             f"(plugins: {', '.join(sorted(known))}); nothing was disabled for those names"
         )
-        warnings.warn(message, stacklevel=3)
-        log.warning("%s", message)
+        log.warning("%s", message)  # through the node's logging (FN_LOG_DEST, FN_LOG_FORMAT), never bare stderr
 
 
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -224,7 +222,6 @@ def _register(
         plugin = load()
     except Exception as exc:  # a broken third-party install must not take the platform down
         info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"fn-core plugin {name!r} ({dist}) failed to load and is skipped: {info.error}", stacklevel=2)
         log.warning("plugin %s (%s) failed to load and is skipped: %s", name, dist, info.error)
         return
     if isinstance(plugin, type):
