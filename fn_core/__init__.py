@@ -1,10 +1,12 @@
 """fn-core: a serverless execution platform in the architecture of the Fn Project.
 
-Plugin authors need only what this module exports::
+Plugin authors need mostly what this module exports::
 
     from fn_core import hookimpl, APIError, Call, Placer, Driver, RunnerPool, RunnerStatus
 
-Everything else in the package is the platform's own machinery.
+and, for some hooks, `fn_core.errors.ConfigError` (`configure`), `fn_core.metrics.Family` (`metric_families`) and
+`fn_plugins_builtin.driver_docker.DockerDriver` (a driver built on the built-in one); each hook's example in
+`fn_core.hookspecs` (docs/hooks.md) shows its imports. Everything else is the platform's own machinery.
 """
 
 import pluggy

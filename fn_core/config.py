@@ -217,7 +217,8 @@ def _origins(_: object, attribute: attrs.Attribute[list[str]], value: list[str])
 class Config:
     # --- every server ---------------------------------------------------------------------
     host: str = setting("0.0.0.0", "FN_HOST", "address the HTTP and gRPC servers bind")
-    port: int = setting(8080, "FN_PORT", "HTTP port: the API/LB (serve, lb, api); a runner's /, /version and /metrics", validator=_port)
+    port: int = setting(8080, "FN_PORT", "HTTP port: the API/LB (serve, lb, api); a runner's /, /version, /metrics and /debug/stacks",
+                        validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting(
         "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG)",
@@ -306,7 +307,9 @@ class Config:
         30.0, "FN_DETACHED_PLACER_TIMEOUT", "how long a detached call may wait for a runner (s; then 503)", validator=_positive
     )
     execution_headroom_msecs: int = setting(
-        360000, "FN_EXECUTION_HEADROOM", "a detached call's stream ends at most this long (ms) after placement + fn timeout",
+        360000, "FN_EXECUTION_HEADROOM",
+        "a detached call's stream ends at most FN_DETACHED_PLACER_TIMEOUT + the fn's timeout + this long (ms) after it "
+        'came in (then 500 "Unable to service the request", as Fn)',
         validator=_non_negative,
     )
     status_poll_ms: int = setting(

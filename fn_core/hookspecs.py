@@ -61,6 +61,11 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
 
     Example::
 
+        from fn_core import hookimpl
+        from fn_core.errors import ConfigError
+
+        # CpuShares: your own class, holding the setting and implementing the hooks that use it
+
         @hookimpl
         def configure(config, plugin_manager):
             # settings live in the object this manager runs, never in a module global: two managers
@@ -89,6 +94,8 @@ def register_placers() -> list[Placer]:
 
     Example::
 
+        from fn_core import Placer, hookimpl
+
         class FirstRunner:
             @hookimpl
             def place_call(self, call, runners):
@@ -113,6 +120,9 @@ def register_drivers() -> list[Driver]:
     Errors: as `register_placers`: duplicate names and unknown selections stop start-up.
 
     Example::
+
+        from fn_core import Driver, hookimpl
+        from fn_plugins_builtin.driver_docker import DockerDriver  # the built-in Docker driver
 
         class LoggingDockerDriver(DockerDriver):
             pass  # the built-in Docker driver, and what this platform would add to it
@@ -148,6 +158,11 @@ def register_runner_pools() -> list[RunnerPool]:
     are skipped with a warning. A ``refresh=False`` pool that fails at start stops the LB.
 
     Example::
+
+        import asyncio
+        from pathlib import Path
+
+        from fn_core import RunnerPool, hookimpl
 
         class FromFile:
             def __init__(self, config):
@@ -193,6 +208,8 @@ def override_call(call: Call, extensions: dict[str, str]) -> None:
 
     Example::
 
+        from fn_core import APIError, hookimpl
+
         @hookimpl
         def override_call(call, extensions):
             shares = call.annotations.get("example.com/cpu-shares")
@@ -232,6 +249,8 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
 
     Example::
 
+        from fn_core import hookimpl
+
         class LeastBusy:
             @hookimpl
             def place_call(self, call, runners):  # failed runners last, then the least busy first
@@ -255,6 +274,10 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
     Errors: exceptions are logged and swallowed: a listener never changes the call's result.
 
     Example::
+
+        from fn_core import hookimpl
+
+        # BILLING: your own collections.defaultdict(float)
 
         @hookimpl
         def call_finished(call, outcome):
@@ -281,6 +304,10 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     Errors: exceptions are logged and swallowed.
 
     Example::
+
+        from fn_core import hookimpl
+
+        # SECONDS_BY_APP: your own collections.defaultdict(float)
 
         @hookimpl
         def runner_call_finished(call, outcome):
@@ -316,6 +343,8 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
     created); any other exception fails it with 500, logged with the plugin's name.
 
     Example::
+
+        from fn_core import hookimpl
 
         @hookimpl
         def modify_container_options(extensions, options):
@@ -354,6 +383,10 @@ def runner_status(status: RunnerStatus, runner: str | None) -> None:
 
     Example::
 
+        import shutil
+
+        from fn_core import hookimpl
+
         @hookimpl
         def runner_status(status, runner):
             if runner is None:
@@ -382,7 +415,12 @@ def metric_families() -> list[Family] | None:
 
     Example::
 
+        from fn_core import hookimpl
+        from fn_core.metrics import Family  # for the annotation: a (name, type, help, sample lines) tuple
+
+        # LINES: a counter your plugin keeps
+
         @hookimpl
-        def metric_families():
+        def metric_families() -> list[Family]:
             return [("audit_lines_total", "counter", "lines written to the audit log", [f"audit_lines_total {LINES}"])]
     """
