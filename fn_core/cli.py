@@ -260,7 +260,11 @@ def build_image(function: str, tag: str) -> None:
         client = docker.from_env()
     except docker.errors.DockerException as exc:  # from_env asks the engine its API version: none answered
         raise docker_unreachable(exc) from None
-    click.echo(build_function_image(client, func_py, tag))
+    try:
+        built = build_function_image(client, func_py, tag)
+    except docker.errors.DockerException as exc:  # a tag Docker refuses (upper case, a space), a failed build
+        raise FnCoreError(f"cannot build {tag}: {getattr(exc, 'explanation', None) or exc}") from None
+    click.echo(built)
 
 
 @main.command()

@@ -320,3 +320,10 @@ def test_a_log_level_flag_that_is_no_level_is_refused_with_the_valid_ones():
     result = run("lb", "--log-level", "loud", "--host", "127.0.0.1", "--runner", NO_RUNNER)
     assert result.returncode == 2
     assert "Invalid value for '--log-level': 'loud' is not one of debug, info, warning (or warn), error (in any case)" in result.stderr
+
+
+@pytest.mark.parametrize("tag", ["MyApp/hello:1", "bad tag:1"])
+def test_a_tag_docker_refuses_stops_build_image_with_one_clear_line(tmp_path, tag):
+    (tmp_path / "func.py").write_text("def handler(ctx, data=None):\n    return data\n")
+    result = run("build-image", str(tmp_path), "-t", tag)
+    assert_one_error_line(result, f"fn-core: error: cannot build {tag}: ", "invalid")
