@@ -512,9 +512,10 @@ class DockerDriver:
         try:
             self.pull_client.images.pull(image, auth_config=auth)
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            reason = exc.explanation if isinstance(exc, docker.errors.APIError) else exc
+            reason = str((exc.explanation if isinstance(exc, docker.errors.APIError) else exc) or exc)
+            log.warning("pull of image %s failed: %s", image, reason)
             raise APIError(
-                f"image {image!r} is not on this runner and could not be pulled: {reason or exc}",
+                f"image {image!r} is not on this runner and could not be pulled: {_pull_failure(reason)}",
                 status=502,
                 user_error=True,
             ) from None
@@ -649,6 +650,19 @@ class DockerDriver:
 
     async def unpause(self, container_id: str) -> None:
         await asyncio.to_thread(self.client.api.unpause, container_id)
+
+
+#: how an engine says it could not reach a registry (its message then names resolvers, addresses, proxies)
+_UNREACHED = ("dial tcp", "lookup ", "no such host", "connection refused", "i/o timeout", "TLS handshake timeout",
+              "Client.Timeout", "proxyconnect")
+
+
+def _pull_failure(reason: str) -> str:
+    """What a client is told of a failed pull: the registry's own answer (denied, no such manifest), or only that
+    it could not be reached; how it was sought (the engine's resolver, addresses) is the operator's, in the log."""
+    if any(marker in reason for marker in _UNREACHED):
+        return "the registry could not be reached"
+    return reason
 
 
 def _docker_driver(*, config: Any, hook: Any) -> DockerDriver:

@@ -116,3 +116,15 @@ async def test_a_calls_registry_token_is_sent_to_the_registry_and_a_failed_pull_
     # the token was the credential of every request that had one, and the realm was never asked for another
     assert {auth for _, _, auth in seen} <= {None, f"Bearer {TOKEN}"}, seen
     assert not [path for _, path, _ in seen if path.startswith("/token")], seen
+
+
+async def test_a_registry_that_cannot_be_reached_is_said_so_without_how_the_engine_sought_it(fn_platform, caplog):
+    """The engine's text names its resolver and the addresses it dialled: the operator's (the log), not the client's."""
+    image = "127.0.0.1:1/fn-core-test/nowhere:1"  # nothing listens on port 1
+    platform = await fn_platform()
+    fn = await platform.deploy(image, name="unreached")
+    answer = await platform.invoke(fn["id"], "x")
+    assert (answer.status, answer.json()) == (
+        502, {"message": f"image {image!r} is not on this runner and could not be pulled: the registry could not be reached"}
+    )
+    assert "pull of image 127.0.0.1:1/fn-core-test/nowhere:1 failed" in caplog.text  # with the engine's own words
