@@ -155,6 +155,7 @@ class RunnerClient:
         self.address = address
         self.channel = Channel(address, ssl_context)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
+        self.unreachable = False  # since the last call it could not reach: said once per outage, and its end
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
@@ -183,8 +184,14 @@ class RunnerClient:
         try:
             stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),))
         except Unreachable as exc:
-            log.debug("runner %s unreachable: %s", self.address, exc)
+            if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
+                self.unreachable = True
+                log.warning("runner %s unreachable: %s (calls go to the others; said again when it answers)",
+                            self.address, exc)
             return None
+        if self.unreachable:
+            self.unreachable = False
+            log.warning("runner %s reachable again", self.address)
         sender: asyncio.Task | None = None
         reply = ReplyReader(on_start, sink)
         try:

@@ -41,10 +41,10 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
         self.server: grpc.aio.Server | None = None
         self.address = ""
 
-    async def start(self) -> FakeRunner:
+    async def start(self, port: int = 0) -> FakeRunner:
         self.server = grpc.aio.server()
         runner_pb2_grpc.add_RunnerProtocolServicer_to_server(self, self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
+        port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         await self.server.start()
         self.address = f"127.0.0.1:{port}"
         return self
@@ -119,8 +119,8 @@ class Recorder:
 async def fake_runners():
     started: list[FakeRunner] = []
 
-    async def make(behaviour: Any = "echo") -> FakeRunner:
-        runner = await FakeRunner(behaviour).start()
+    async def make(behaviour: Any = "echo", port: int = 0) -> FakeRunner:
+        runner = await FakeRunner(behaviour).start(port)
         started.append(runner)
         return runner
 

@@ -97,6 +97,27 @@ async def test_unreachable_runner_is_skipped(fake_runners, lb_factory, deploy_fn
     assert len(live.calls) == 3
 
 
+async def test_an_unreachable_runner_is_warned_about_once_per_outage_and_its_return_is_said(
+    fake_runners, lb_factory, deploy_fn, caplog
+):
+    live = await fake_runners()
+    port = free_port()
+    _, session, _ = await lb_factory([f"127.0.0.1:{port}", live.address], placer="naive")
+    ids = await deploy_fn(session)
+    for _ in range(4):  # naive: the dead one is tried first for half of them
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            assert r.status == 200
+    down = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and f"127.0.0.1:{port} unreachable" in r.getMessage()]
+    assert len(down) == 1, down  # not once a call: an outage is one line (a TLS mismatch, a runner down)
+    back = await fake_runners(port=port)
+    async with asyncio.timeout(10):  # once the channel's reconnect backoff (100 ms, growing) has passed
+        while not back.calls:
+            async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+                assert r.status == 200
+            await asyncio.sleep(0.05)
+    assert f"runner 127.0.0.1:{port} reachable again" in caplog.text
+
+
 async def test_all_busy_until_placer_timeout_is_503_with_retry_after(fake_runners, lb_factory, deploy_fn):
     a, b = await fake_runners("nack"), await fake_runners("nack")
     node, session, recorder = await lb_factory([a.address, b.address], placer_timeout_s=0.3, retry_all_delay_ms=10)
