@@ -433,6 +433,7 @@ class Agent:
                 self.release(future.result())  # handed a container just as we were cancelled
             elif waiter in queue.waiters:
                 queue.waiters.remove(waiter)
+            self._drop_if_unused(queue)  # refused (non-blocking, full) or given up: nothing else may keep it
             raise
 
     def release(self, container: HotContainer) -> None:
@@ -670,11 +671,20 @@ class Agent:
             return
         if queue.waiters:
             self._check_launch(queue)
-        elif not queue.containers and not queue.starting and self.queues.get(queue.key) is queue:
-            del self.queues[queue.key]
+        else:
+            self._drop_if_unused(queue)
         starved, self._starved = self._starved, {}
         for other in starved.values():
             self._check_launch(other)
+
+    def _drop_if_unused(self, queue: SlotQueue) -> None:
+        """Forget a slot with no call waiting, no container and none starting: a runner sees fns come and go for
+        months, and each slot holds its last call whole (a refused fn's too)."""
+        if queue.waiters or queue.containers or queue.starting or self.queues.get(queue.key) is not queue:
+            return
+        del self.queues[queue.key]
+        if self._starved.get(queue.key) is queue:
+            del self._starved[queue.key]
 
     # --- idle life --------------------------------------------------------------------------
     # A container's idle timers are checks that re-arm themselves from `idle_since` when they fire early

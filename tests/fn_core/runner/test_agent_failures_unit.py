@@ -386,3 +386,24 @@ async def test_calls_cut_at_the_end_of_a_stops_grace_end_with_their_own_error_ne
     assert (caught.value.status, caught.value.message) == (500, "call cut short: the runner is shutting down")
     assert ended == [caught.value]  # its `finished` goes out with it
     assert container.state == "retired" and agent.metrics.retired_by_reason["shutdown"] == 1
+
+
+@pytest.mark.parametrize("non_blocking", [False, True])
+async def test_the_slot_of_a_call_that_gave_up_or_was_refused_is_not_kept(tmp_path, non_blocking):
+    """A runner sees fns come and go for months: a slot that never got a container is forgotten with its last call."""
+    config = load_config(env={}, overrides={"iofs_path": str(tmp_path), "enable_nb_resource_tracker": non_blocking})
+    driver = FakeDriver()
+    agent = Agent(config, driver, budget=Budget(total_memory=128 * MB, total_mcpus=4000))
+    busy = container_in_service(agent, a_call(fn_id="fn-busy"), HangingConnection())  # all the memory
+    for i in range(20):
+        call = a_call(id=f"call{i}", fn_id=f"fn{i}")
+        waiting = asyncio.create_task(agent.acquire(call, slot_key(call), {}))
+        await asyncio.sleep(0.01)
+        if not non_blocking:  # blocking: it waits for room, until its caller gives up
+            waiting.cancel()
+        with pytest.raises((asyncio.CancelledError, ServerTooBusy)):  # non-blocking: refused at once (the NACK)
+            await waiting
+    assert list(agent.queues) == [busy.queue.key] and agent._starved == {}
+    assert driver.launched == []
+    agent.retire(busy, "shutdown")
+    await agent.close()
