@@ -293,7 +293,7 @@ class Config:
     )
     http_idle_timeout_s: Duration = setting(
         0.0, "FN_HTTP_IDLE_TIMEOUT",
-        "close a keep-alive connection idle this long (s, or Go's 1m30s, 500ms); 0 = aiohttp's 75 s, not Fn's none, so idle sockets don't pile up",
+        "close a keep-alive connection idle this long (s, or Go's 1m30s, 500ms); 0 = 75 s (not Fn's none, so idle sockets don't pile up)",
         validator=_non_negative,
     )
     request_body_read_timeout_s: Duration = setting(

@@ -245,15 +245,15 @@ class FnAppRunner(web.AppRunner):
 
 
 AIOHTTP_LINGERING_S = 10.0  # aiohttp's default lingering_time
+#: FN_HTTP_IDLE_TIMEOUT=0: what aiohttp's keep-alive timeout was (75 s) before 3.14 made it an hour, given explicitly
+DEFAULT_KEEPALIVE_S = 75.0
 
 
 def http_timeouts(config: Any) -> dict[str, Any]:
-    """FN_HTTP_IDLE_TIMEOUT as aiohttp's keep-alive timeout (0: aiohttp's 75 s). FN_REQUEST_BODY_READ_TIMEOUT
+    """FN_HTTP_IDLE_TIMEOUT as aiohttp's keep-alive timeout (0: 75 s). FN_REQUEST_BODY_READ_TIMEOUT
     also bounds aiohttp's lingering read of a body a handler left unread (after a 408, a 413, ...) before it
     closes the connection: reading the request takes no longer than that, as in Go."""
-    out: dict[str, Any] = {}
-    if config.http_idle_timeout_s:
-        out["keepalive_timeout"] = config.http_idle_timeout_s
+    out: dict[str, Any] = {"keepalive_timeout": config.http_idle_timeout_s or DEFAULT_KEEPALIVE_S}
     if config.request_body_read_timeout_s:
         out["lingering_time"] = min(config.request_body_read_timeout_s, AIOHTTP_LINGERING_S)
     return out
