@@ -331,7 +331,7 @@ class H2Connection(asyncio.Protocol):
 class H2Stream:
     """One gRPC call's stream: incoming messages in order, outgoing messages under flow control."""
 
-    __slots__ = ("conn", "id", "send_window", "ended", "error", "_messages", "_partial", "_waiter", "_unacked")
+    __slots__ = ("conn", "id", "send_window", "ended", "error", "_messages", "_partial", "_waiter", "_unacked", "_held")
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
         self.conn = conn
@@ -342,12 +342,16 @@ class H2Stream:
         self._messages: collections.deque[bytes] = collections.deque()
         self._partial = bytearray()
         self._waiter: asyncio.Future[None] | None = None
-        self._unacked = 0
+        self._unacked = 0  # bytes received and not yet given back to the peer's window
+        self._held = 0  # bytes of whole messages received and not yet read
 
     # -- incoming --------------------------------------------------------------------------
     def data_received(self, payload: bytes, end_stream: bool) -> None:
+        # the window is given back as data arrives while the reader keeps up, and as it reads once whole messages
+        # wait unread (`read_message`): a reader that waits (an LB relaying to a slow client) so holds about a
+        # window of them and the sender waits; a message bigger than the window still comes whole
         self._unacked += len(payload)
-        if self._unacked >= RECEIVE_WINDOW // 2 and not end_stream:
+        if self._unacked >= RECEIVE_WINDOW // 2 and self._held < RECEIVE_WINDOW // 2 and not end_stream:
             self.conn.write(window_update(self.id, self._unacked))
             self._unacked = 0
         if self._partial:
@@ -377,6 +381,7 @@ class H2Stream:
             if size - pos - 5 < length:
                 break
             self._messages.append(bytes(data[pos + 5 : pos + 5 + length]))
+            self._held += 5 + length
             pos += 5 + length
         return pos
 
@@ -423,7 +428,12 @@ class H2Stream:
                 return None
             self._waiter = self.conn.loop.create_future()
             await self._waiter
-        return self._messages.popleft()
+        message = self._messages.popleft()
+        self._held -= len(message) + 5
+        if self._unacked >= RECEIVE_WINDOW // 2 and self._held < RECEIVE_WINDOW // 2 and not self.ended:
+            self.conn.write(window_update(self.id, self._unacked))  # what arrived while whole messages waited
+            self._unacked = 0
+        return message
 
     # -- outgoing --------------------------------------------------------------------------
     async def send_message(self, message: bytes, end_stream: bool = False) -> None:

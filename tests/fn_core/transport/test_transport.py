@@ -579,3 +579,30 @@ async def test_a_close_cancelled_during_its_grace_still_closes_the_connection(ou
         await channel.close()
         await wait_until(lambda: not server.connections, "the connection closed after the cancelled grace")
     release.set()
+
+
+async def test_a_reader_that_waits_holds_at_most_a_window_of_messages_and_the_sender_waits(our_server, channels):
+    """An LB relaying a big answer to a slow client reads the runner's stream slowly: what it holds meanwhile is
+    bounded by the stream's window (4 MiB, and half of one), not by the answer (20 MiB here); nothing is lost."""
+    sent: list[int] = []
+
+    async def big_answer(stream: ServerStream) -> None:
+        await stream.read_message()
+        for i in range(2048):  # 2048 x 10 KiB
+            await stream.send(bytes([i % 256]) * 10240)
+            sent.append(i)
+
+    _, address = await our_server({PATH: big_answer})
+    channel = channels(address)
+    async with asyncio.timeout(20):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"go", end_stream=True)
+        await asyncio.sleep(0.5)  # the reader waits: the sender may fill the window, no more
+        held = sum(len(m) for m in stream._messages)
+        # a window, and the half given back before whole messages began to wait: ~6 MiB, not 20
+        assert held <= 6 * 1024 * 1024 + 64 * 1024 and len(sent) < 700, (held, len(sent))
+        got = 0
+        while (message := await stream.read_message()) is not None:
+            assert message == bytes([got % 256]) * 10240
+            got += 1
+    assert got == 2048
