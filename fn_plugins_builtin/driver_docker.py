@@ -157,7 +157,8 @@ class DockerDriver:
         pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
         self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
         if sweeps_leftovers(self.config):  # a tag of this runner's own: what it labels is no neighbour's
-            removed = await asyncio.to_thread(self._remove_leaked)
+            leaked = f"{CLASSIFIER_LABEL}={self.label_tag}"
+            removed = await asyncio.to_thread(self._remove_labelled, leaked, "leaked", spare_own=True)
             if removed:
                 log.info("removed %d leaked container(s) labelled %s=%s", removed, CLASSIFIER_LABEL, self.label_tag)
         if self.config.docker_load_file:
@@ -223,39 +224,22 @@ class DockerDriver:
         tags = sorted(tag for image in images for tag in image.tags) or [image.short_id for image in images]
         log.info("loaded %d image(s) from %s: %s", len(images), path, ", ".join(tags))
 
-    def _remove_own(self) -> None:
-        """Remove what this process made and still finds (labelled with its own instance: never a neighbour's):
-        containers the agent could not remove while the engine failed, or made by a launch cut short."""
+    def _remove_labelled(self, label: str, what: str, *, spare_own: bool = False) -> int:
+        """Remove the containers carrying ``label`` (``spare_own``: not those of this process); how many went."""
         import docker.errors
         import requests.exceptions
 
-        try:
-            found = self.client.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            log.warning("could not look for containers of this runner left at its stop: %s", exc)
-            return
-        for container in found:
-            try:
-                container.remove(force=True)
-                log.info("removed container %s at stop", container.short_id)
-            except docker.errors.NotFound:
-                pass
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                log.warning("could not remove container %s at stop: %s", container.short_id, exc)
-
-    def _remove_leaked(self) -> int:
-        import docker.errors
-
-        found = self.client.containers.list(all=True, filters={"label": f"{CLASSIFIER_LABEL}={self.label_tag}"})
         count = 0
-        for container in found:
-            if container.labels.get(INSTANCE_LABEL) == self.instance:
+        for container in self.client.containers.list(all=True, filters={"label": label}):
+            if spare_own and container.labels.get(INSTANCE_LABEL) == self.instance:
                 continue
             try:
                 container.remove(force=True)
                 count += 1
-            except docker.errors.APIError as exc:
-                log.warning("could not remove leaked container %s: %s", container.short_id, exc)
+            except docker.errors.NotFound:
+                pass
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                log.warning("could not remove %s container %s: %s", what, container.short_id, exc)
         return count
 
     async def close(self) -> None:
@@ -274,7 +258,21 @@ class DockerDriver:
             donors, self.prefork.free = self.prefork.all(), []
             await asyncio.gather(*(asyncio.to_thread(PreforkPool.remove, self.client, d) for d in donors))
         if self.client is not None:
-            await asyncio.to_thread(self._remove_own)
+            await self._remove_own()
+
+    async def _remove_own(self) -> None:
+        """Remove what this process made and still finds (labelled with its own instance: never a neighbour's):
+        containers the agent could not remove while the engine failed, or made by a launch cut short."""
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            removed = await asyncio.to_thread(self._remove_labelled, f"{INSTANCE_LABEL}={self.instance}", "left")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            log.warning("could not look for containers of this runner left at its stop: %s", exc)
+            return
+        if removed:
+            log.info("removed %d container(s) of this runner left at its stop", removed)
         for client in (self.client, self.pull_client):
             if client is not None:
                 await asyncio.to_thread(client.close)

@@ -490,7 +490,7 @@ class Agent:
         if self._retrying is not None:
             self._retrying.cancel()
             for container_id, iofs_dir in list(self._unremoved.items()):  # a last try (the driver sweeps after us)
-                self._spawn(self._remove_quietly(container_id, iofs_dir, retry=False), "remove container")
+                self._spawn(self._remove_quietly(container_id, iofs_dir), "remove container")
         while True:
             for container in self.containers():
                 self.retire(container, "shutdown")
@@ -811,16 +811,18 @@ class Agent:
         if remove:
             await self._remove_quietly(container.id, container.iofs_dir)
 
-    async def _remove_quietly(self, container_id: str, iofs_dir: str, retry: bool = True) -> None:
-        """Remove the container and its socket dir; one the engine would not remove is tried again (`_retry_removals`)."""
+    async def _remove_quietly(self, container_id: str, iofs_dir: str) -> None:
+        """Remove the container and its socket dir; one the engine would not remove is tried again (`_retry_removals`)
+        until the runner closes."""
         try:
             if container_id:
                 began = time.monotonic()
                 await self.driver.remove(container_id)
                 self.metrics.observe_driver("remove", time.monotonic() - began)
-                self._unremoved.pop(container_id, None)
+                if self._unremoved.pop(container_id, None) is not None:
+                    log.info("removed container %s at last", container_id[:12])
         except Exception as exc:
-            if not retry or self.closing:
+            if self.closing:
                 log.warning("could not remove container %s: %r", container_id[:12], exc)
             else:
                 if container_id not in self._unremoved:
@@ -837,14 +839,7 @@ class Agent:
         for delay in itertools.chain(REMOVE_RETRY_S, itertools.repeat(REMOVE_RETRY_S[-1])):
             await asyncio.sleep(delay)
             for container_id, iofs_dir in list(self._unremoved.items()):
-                try:
-                    await self.driver.remove(container_id)
-                except Exception:
-                    continue
-                self._unremoved.pop(container_id, None)
-                log.info("removed container %s at last", container_id[:12])
-                if iofs_dir:
-                    self.socket_dirs.remove(iofs_dir)
+                await self._remove_quietly(container_id, iofs_dir)  # a refusal keeps it in `_unremoved`, said once
             if not self._unremoved:
                 return
 

@@ -351,9 +351,8 @@ class H2Stream:
         # wait unread (`read_message`): a reader that waits (an LB relaying to a slow client) so holds about a
         # window of them and the sender waits; a message bigger than the window still comes whole
         self._unacked += len(payload)
-        if self._unacked >= RECEIVE_WINDOW // 2 and self._held < RECEIVE_WINDOW // 2 and not end_stream:
-            self.conn.write(window_update(self.id, self._unacked))
-            self._unacked = 0
+        if not end_stream:
+            self._give_back_window()
         if self._partial:
             self._partial += payload
             consumed = self._split(self._partial)
@@ -430,10 +429,15 @@ class H2Stream:
             await self._waiter
         message = self._messages.popleft()
         self._held -= len(message) + 5
-        if self._unacked >= RECEIVE_WINDOW // 2 and self._held < RECEIVE_WINDOW // 2 and not self.ended:
-            self.conn.write(window_update(self.id, self._unacked))  # what arrived while whole messages waited
-            self._unacked = 0
+        if not self.ended:
+            self._give_back_window()  # what arrived while whole messages waited
         return message
+
+    def _give_back_window(self) -> None:
+        """A WINDOW_UPDATE for what arrived, once it is half a window and no more than half a window waits unread."""
+        if self._unacked >= RECEIVE_WINDOW // 2 and self._held < RECEIVE_WINDOW // 2:
+            self.conn.write(window_update(self.id, self._unacked))
+            self._unacked = 0
 
     # -- outgoing --------------------------------------------------------------------------
     async def send_message(self, message: bytes, end_stream: bool = False) -> None:
