@@ -367,13 +367,13 @@ class Config:
     max_locked_memory: int = setting(65536, "FN_MAX_LOCKED_MEMORY", "memlock ulimit per container (bytes)", validator=_non_negative)
     max_pending_signals: int = setting(5000, "FN_MAX_PENDING_SIGNALS", "sigpending ulimit per container", validator=_non_negative)
     max_message_queue: int = setting(819200, "FN_MAX_MESSAGE_QUEUE", "msgqueue ulimit per container (bytes)", validator=_non_negative)
-    max_fs_size_mb: int = setting(0, "FN_MAX_FS_SIZE_MB", "container storage size limit, 0 = none", validator=_non_negative)
+    max_fs_size_mb: int = setting(0, "FN_MAX_FS_SIZE_MB", "container storage size limit, 0 = none; start-up stops when the engine's storage cannot limit it", validator=_non_negative)
     max_tmpfs_inodes: int = setting(0, "FN_MAX_TMPFS_INODES", "nr_inodes of the /tmp tmpfs, 0 = default", validator=_non_negative)
     disable_readonly_rootfs: bool = setting(False, "FN_DISABLE_READONLY_ROOTFS", "give containers a writable root fs")
     disable_unprivileged_containers: bool = setting(
         False, "FN_DISABLE_UNPRIVILEGED_CONTAINERS", "skip user 1000, cap drop and no-new-privileges"
     )
-    docker_networks: Words = setting([], "FN_DOCKER_NETWORKS", "networks for containers, least used is picked (space or comma list)")
+    docker_networks: Words = setting([], "FN_DOCKER_NETWORKS", "networks for containers, the one holding fewest of ours is picked (space or comma list); each must exist at start-up")
     prefork_pool_size: int = setting(
         0, "FN_EXPERIMENTAL_PREFORK_POOL_SIZE",
         "idle donor containers whose network namespaces new hot containers join: faster cold starts (0 = none)", validator=_non_negative,

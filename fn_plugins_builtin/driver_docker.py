@@ -129,7 +129,9 @@ class DockerDriver:
         self.client: Any = None
         self.pull_client: Any = None
         self.registry_auths: Any = None  # docker.auth.AuthConfig from FN_DOCKER_AUTH, or None
+        # FN_DOCKER_NETWORKS: how many of our containers each network holds (a new one goes on the least used)
         self._network_use: dict[str, int] = {name: 0 for name in config.docker_networks}
+        self._container_networks: dict[str, str] = {}
         self._pulls: dict[str, asyncio.Future[None]] = {}  # image -> the one pull every launch needing it waits on
         # FN_IMAGE_CLEAN_MAX_SIZE: which image each container of ours runs, and the images' sizes and uses
         self.images = ImageCache(config.image_clean_max_size, config.image_clean_exempt_tags) if config.image_clean_max_size else None
@@ -152,6 +154,7 @@ class DockerDriver:
         self.registry_auths = registry_auths(self.config.docker_auth)  # a bad value stops start-up first
         self.client = await asyncio.to_thread(docker.from_env)
         await asyncio.to_thread(self.client.ping)
+        await asyncio.to_thread(self._check_engine_can_honour_settings)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
         # registry that stops answering cannot keep a worker thread (and shutdown) waiting for ever
         pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
@@ -175,6 +178,21 @@ class DockerDriver:
                             "a donor is on the donors' network (Docker's default), not on %s", " ".join(self.config.docker_networks))
             log.info("prefork pool: %d donor container(s) of %s lend their network namespaces to new containers%s",
                      self.prefork.size, self.prefork.image, ", each once" if self.prefork.use_once else "")
+
+    def _check_engine_can_honour_settings(self) -> None:
+        """A setting this engine cannot honour stops start-up, naming it, rather than failing every call."""
+        import docker.errors
+
+        for name in self.config.docker_networks:
+            try:
+                self.client.networks.get(name)
+            except docker.errors.NotFound:
+                raise ConfigError(f"FN_DOCKER_NETWORKS: the Docker engine has no network {name!r} "
+                                  "(`docker network ls` lists them)") from None
+        if self.config.max_fs_size_mb:
+            why_not = storage_size_unsupported(self.client.info())
+            if why_not:
+                raise ConfigError(f"FN_MAX_FS_SIZE_MB: {why_not}")
 
     def _image_present(self, image: str) -> bool:
         import docker.errors
@@ -389,7 +407,8 @@ class DockerDriver:
         run_failing_call(self.hook.modify_container_options, call=call, extensions=dict(extensions), options=options)
         network = options.get("network")
         if network in self._network_use:
-            self._network_use[network] += 1
+            self._network_use[network] += 1  # until the container is removed (Fn counts the same)
+        launched = False
         try:
             wanted = output is not None
             try:
@@ -411,10 +430,13 @@ class DockerDriver:
                 self._container_images[container_id] = image.id
                 self.images.busy(image.id, int(image.attrs.get("Size") or 0), image.tags)
                 self._clean_images()
+            if network in self._network_use:
+                self._container_networks[container_id] = network
+            launched = True
             return container_id
         finally:
-            if network in self._network_use:
-                self._network_use[network] -= 1  # counts containers being created; a fair spread is enough
+            if not launched and network in self._network_use:
+                self._network_use[network] -= 1
 
     async def _create_and_start_kept(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
@@ -583,7 +605,10 @@ class DockerDriver:
         try:
             await asyncio.to_thread(self._remove, container_id)
             removed = True
-        finally:  # even when the engine failed: this container counts no more as a user of its image
+        finally:  # even when the engine failed: this container counts no more as a user of its image or network
+            network = self._container_networks.pop(container_id, None)
+            if network is not None:
+                self._network_use[network] -= 1
             image_id = self._container_images.pop(container_id, None)
             if self.images is not None and image_id is not None:
                 self.images.free(image_id)
@@ -653,6 +678,20 @@ class DockerDriver:
 #: how an engine says it could not reach a registry (its message then names resolvers, addresses, proxies)
 _UNREACHED = ("dial tcp", "lookup ", "no such host", "connection refused", "i/o timeout", "TLS handshake timeout",
               "Client.Timeout", "proxyconnect")
+
+
+def storage_size_unsupported(info: dict[str, Any]) -> str:
+    """Why the engine (its ``docker info``) cannot limit a container's writable layer, or "" when it may.
+
+    overlay2 (and vfs) limit it only on xfs mounted with ``pquota``; the backing filesystem is in the engine's
+    info, the mount option is not, so on xfs a create still may refuse it (at the first call)."""
+    driver = info.get("Driver", "")
+    status = dict(info.get("DriverStatus") or [])
+    backing = status.get("Backing Filesystem", "")
+    if driver in ("overlay2", "vfs") and backing and backing != "xfs":
+        return (f"Docker's {driver} storage on {backing} cannot limit a container's size "
+                "(it needs xfs mounted with pquota; devicemapper, btrfs and zfs can too)")
+    return ""
 
 
 def _pull_failure(reason: str) -> str:

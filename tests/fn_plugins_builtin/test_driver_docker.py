@@ -292,3 +292,105 @@ def test_a_container_that_stopped_before_its_attach_is_told_at_once(monkeypatch)
     assert (container_id, sock) == ("c0ffee", None)
     peers[-1].settimeout(1)
     assert peers[-1].recv(1) == b""  # the useless stream was closed, not left open
+
+
+@pytest.fixture
+def two_networks(docker_client):
+    """Two Docker networks of this test's own, removed after it (only they: the engine may be shared)."""
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    made = [docker_client.networks.create(f"{tag}-{side}", labels={"fn-agent-classifier": tag}) for side in "ab"]
+    yield [n.name for n in made]
+    for network in made:
+        network.remove()
+
+
+def networks_of(docker_client, container_id):
+    return list(docker_client.api.inspect_container(container_id)["NetworkSettings"]["Networks"])
+
+
+async def test_containers_go_on_the_least_used_of_fn_docker_networks_until_removed(two_networks, docker_client, echo_image, tmp_path):
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    config = load_config(env={"FN_DOCKER_NETWORKS": " ".join(two_networks)}, overrides={"container_label_tag": tag})
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    drv = pm.driver.factory(config=config, hook=pm.hook)
+    await drv.start()
+    launched = []
+    try:
+        for i in range(3):  # one after another, as a runner with little traffic starts them
+            call = Call(id=f"c{i}", app_id="app1", fn_id=f"fn{i}", image=echo_image)
+            launched.append(await drv.launch(call, {}, str(tmp_path), container_env(call)))
+            if i == 1:
+                await drv.remove(launched[0])  # its network holds one container fewer now
+        placed = [networks_of(docker_client, c) for c in launched[1:]]
+        assert placed == [[two_networks[1]], [two_networks[0]]]
+    finally:
+        for container_id in launched:
+            await drv.remove(container_id)
+        await drv.close()
+
+
+async def test_a_call_runs_on_a_network_of_fn_docker_networks(two_networks, fn_platform, docker_client, echo_image):
+    platform = await fn_platform(env={"FN_DOCKER_NETWORKS": two_networks[1]})
+    fn = await platform.deploy(echo_image)
+    answer = await platform.invoke(fn["id"], "over a network of the operator's")
+    assert (answer.status, answer.body) == (200, b"over a network of the operator's")
+    [container] = platform.containers(fn["id"])
+    assert networks_of(docker_client, container.id) == [two_networks[1]]
+
+
+async def test_a_docker_network_that_is_not_there_stops_start_up_naming_it(fn_platform):
+    from fn_core.errors import ConfigError
+
+    missing = f"fn-core-test-no-such-net-{secrets.token_hex(4)}"
+    with pytest.raises(ConfigError, match=f"FN_DOCKER_NETWORKS: the Docker engine has no network '{missing}'"):
+        await fn_platform(env={"FN_DOCKER_NETWORKS": f"bridge {missing}"})
+
+
+async def test_fn_max_fs_size_mb_the_engine_cannot_honour_stops_start_up_where_its_info_tells(
+    fn_platform, docker_client, echo_image
+):
+    """Asked of this engine: a create with the limit really fails or works, and the platform agrees. Where
+    ``docker info`` tells (overlay2 on ext4, the usual case), start-up stops; on xfs mounted without pquota it
+    cannot tell, and the call says why."""
+    import docker.errors
+
+    from fn_core.errors import ConfigError
+    from fn_plugins_builtin.driver_docker import storage_size_unsupported
+
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    try:
+        probe = docker_client.containers.create(echo_image, storage_opt={"size": "64M"}, labels={"fn-agent-classifier": tag})
+    except docker.errors.APIError as exc:
+        engine_refuses = str(exc.explanation or exc)
+    else:
+        engine_refuses = ""
+        probe.remove(force=True)
+    if engine_refuses and storage_size_unsupported(docker_client.info()):
+        with pytest.raises(ConfigError, match="FN_MAX_FS_SIZE_MB: Docker's .* cannot limit a container's size"):
+            await fn_platform(env={"FN_MAX_FS_SIZE_MB": "64"})
+    elif engine_refuses:
+        platform = await fn_platform(env={"FN_MAX_FS_SIZE_MB": "64"})
+        fn = await platform.deploy(echo_image)
+        answer = await platform.invoke(fn["id"], "x")
+        assert answer.status == 500 and answer.json()["message"].startswith("could not create the container: ")
+    else:
+        platform = await fn_platform(env={"FN_MAX_FS_SIZE_MB": "64"})
+        fn = await platform.deploy(echo_image)
+        assert (await platform.invoke(fn["id"], "x")).status == 200
+        [container] = platform.containers(fn["id"])
+        assert container.attrs["HostConfig"]["StorageOpt"] == {"size": "64M"}
+
+
+@pytest.mark.parametrize(
+    ("info", "refused"),
+    [
+        ({"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}, True),
+        ({"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "xfs"]]}, False),  # pquota is not in the info
+        ({"Driver": "btrfs", "DriverStatus": [["Build Version", "Btrfs v6.2"]]}, False),
+        ({"Driver": "overlayfs", "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}, False),  # not known: the create says
+    ],
+)
+def test_which_storage_can_limit_a_containers_size(info, refused):
+    from fn_plugins_builtin.driver_docker import storage_size_unsupported
+
+    assert bool(storage_size_unsupported(info)) is refused
