@@ -290,13 +290,15 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     """Be told that a call this runner ran has ended: per-container accounting, tracing.
 
     When: once per call the runner took (not after a NACK, which the LB places elsewhere), after
-    Fn's ``finished`` message has gone to the LB: the LB's answer never waits for it. Every impl
-    runs; an impl that raises is logged with its name and the others still run.
+    Fn's ``finished`` message has gone to the LB: the LB's answer never waits for it; for a call
+    the LB dropped before its end (its client went away), as it is dropped. Every impl runs; an
+    impl that raises is logged with its name and the others still run.
     Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
 
     :param call: the call as the LB sent it (its ``headers`` are the client's request headers).
     :param outcome: `fn_core.records.CallOutcome`: the status the LB was sent (the function's on
-        success, the error's otherwise), the error message ("" on success), and ``duration_s``
+        success, the error's otherwise; 444 "Client cancelled context" for a dropped call, as Fn
+        says of a client's cancel), the error message ("" on success), and ``duration_s``
         from the call's arrival at the runner to its end (waiting for a container included);
         ``runner``, ``attempts`` and ``request_id`` are empty here.
     :return: ignored.

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from fn_core.errors import APIError, BadRequest, InvalidImage, ServerTooBusy
+from fn_core.errors import APIError, BadRequest, ClientCancelled, InvalidImage, ServerTooBusy
 from fn_core.hook_calls import run_isolated, run_status_hooks
 from fn_core.models import CALL_TYPE_DETACHED, Call, now_rfc3339
 from fn_core.proto import runner_pb2 as pb
@@ -140,6 +140,10 @@ class RunnerCore:
         outcome: Exception | None = None
         try:
             await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed, on_end)
+        except asyncio.CancelledError:
+            if nacked is None:  # ended before its `finished`: the LB dropped the stream (its client left) or we stop
+                self._cancelled(call, started_ns)
+            raise
         except Exception as exc:
             outcome = exc
         if nacked is not None:
@@ -171,6 +175,14 @@ class RunnerCore:
             )
             asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome_record)
         return False
+
+    def _cancelled(self, call: Call, started_ns: int) -> None:
+        """A call taken but dropped before its end: counted, and told to listeners as Fn's 444 (the client's cancel)."""
+        self.metrics.observe_cancelled()
+        if self.listened:
+            outcome = CallOutcome(status=ClientCancelled.status, error=ClientCancelled.message,
+                                  duration_s=(time.monotonic_ns() - started_ns) / 1e9)
+            asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome)
 
     def _tell_listeners(self, call: Call, outcome: CallOutcome) -> None:
         run_isolated(self.hook.runner_call_finished, call=call, outcome=outcome)

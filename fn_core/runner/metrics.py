@@ -27,7 +27,7 @@ RETIRE_REASONS: tuple[RetireReason, ...] = get_args(RetireReason)
 
 class RunnerMetrics:
     def __init__(self) -> None:
-        self.calls_by_result: dict[str, int] = {"success": 0, "error": 0, "refused": 0}
+        self.calls_by_result: dict[str, int] = {"success": 0, "error": 0, "refused": 0, "cancelled": 0}
         self.errors_by_status: dict[int, int] = {}
         self.call_durations = Histogram()
         self.launches_by_result: dict[str, int] = {"ok": 0, "failed": 0}
@@ -48,6 +48,10 @@ class RunnerMetrics:
 
     def observe_refusal(self) -> None:
         self.calls_by_result["refused"] += 1
+
+    def observe_cancelled(self) -> None:
+        """A call taken, then dropped by the LB before its end (no duration: it has no `finished`)."""
+        self.calls_by_result["cancelled"] += 1
 
     def observe_launch(self, ok: bool, duration_s: float) -> None:
         self.launches_by_result["ok" if ok else "failed"] += 1
@@ -73,7 +77,8 @@ class RunnerMetrics:
                   for line in histogram.samples("fn_runner_driver_seconds", f'operation="{label_value(operation)}"')]
         families: list[Family] = [
             ("fn_runner_calls_total", "counter",
-             "Calls this runner answered: success, error, or refused (the NACK: not run, the LB may place it elsewhere).",
+             "Calls this runner took, by how they ended: success, error, refused (the NACK: not run, the LB may place it "
+             "elsewhere), or cancelled (the LB dropped the call before its end: its client went away).",
              by_label("fn_runner_calls_total", "result", self.calls_by_result)),
             ("fn_runner_call_errors_total", "counter", "Calls that ended in an error, by the error's HTTP status.",
              by_label("fn_runner_call_errors_total", "status", dict(sorted(self.errors_by_status.items())))),

@@ -145,3 +145,29 @@ async def test_the_http_port_shows_where_the_runner_waits(start, rc):
         dump = await r.text()
     assert (await slow).finished.success
     assert "task 'call " in dump and "in _exchange" in dump and "fn_core/runner/uds.py" in dump
+
+
+async def test_a_call_the_lb_drops_midway_is_counted_cancelled_and_told_to_listeners(start, rc):
+    """Fn's client cancel (444): the LB cancels the stream when its client goes away; the runner took the call, so
+    its metrics and its listeners hear how it ended, and the runner serves on."""
+    from fn_core import hookimpl
+
+    heard = []
+
+    class Listener:
+        @hookimpl
+        def runner_call_finished(self, call, outcome):
+            heard.append((call.id, outcome.status, outcome.error))
+
+    node = await start(http=True, plugins=[("listener", Listener())])
+    call = rc.call()
+    engaged = asyncio.ensure_future(rc.run(node.address, call, {"sleep_ms": 3000}))
+    await wait_until(lambda: node.agent.container_states().get("busy") == 1, "the call running in its container", timeout_s=20)
+    engaged.cancel()  # the channel closes under the stream: the runner sees it reset
+    await wait_until(lambda: heard, "the listener told of the dropped call")
+    assert heard == [(call.id, 444, "Client cancelled context")]
+    samples = await scrape(node)
+    assert [samples[f'fn_runner_calls_total{{result="{r}"}}'] for r in ("success", "error", "refused", "cancelled")] == [0, 0, 0, 1]
+    assert samples["fn_runner_calls_running"] == 0
+    after = await rc.run(node.address, rc.call(), b"after")
+    assert (after.finished.success, after.body) == (True, b"after")
