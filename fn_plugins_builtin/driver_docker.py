@@ -183,12 +183,14 @@ class DockerDriver:
         """A setting this engine cannot honour stops start-up, naming it, rather than failing every call."""
         import docker.errors
 
-        for name in self.config.docker_networks:
+        named = [("FN_DOCKER_NETWORKS", name) for name in self.config.docker_networks]
+        if self.prefork is not None:
+            named += [("FN_EXPERIMENTAL_PREFORK_NETWORKS", name) for name in self.prefork.networks]
+        for setting, name in named:
             try:
                 self.client.networks.get(name)
             except docker.errors.NotFound:
-                raise ConfigError(f"FN_DOCKER_NETWORKS: the Docker engine has no network {name!r} "
-                                  "(`docker network ls` lists them)") from None
+                raise ConfigError(f"{setting}: the Docker engine has no network {name!r} (`docker network ls` lists them)") from None
         if self.config.max_fs_size_mb:
             why_not = storage_size_unsupported(self.client.info())
             if why_not:

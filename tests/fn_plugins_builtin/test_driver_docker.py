@@ -294,16 +294,6 @@ def test_a_container_that_stopped_before_its_attach_is_told_at_once(monkeypatch)
     assert peers[-1].recv(1) == b""  # the useless stream was closed, not left open
 
 
-@pytest.fixture
-def two_networks(docker_client):
-    """Two Docker networks of this test's own, removed after it (only they: the engine may be shared)."""
-    tag = f"fn-core-test-{secrets.token_hex(4)}"
-    made = [docker_client.networks.create(f"{tag}-{side}", labels={"fn-agent-classifier": tag}) for side in "ab"]
-    yield [n.name for n in made]
-    for network in made:
-        network.remove()
-
-
 def networks_of(docker_client, container_id):
     return list(docker_client.api.inspect_container(container_id)["NetworkSettings"]["Networks"])
 

@@ -141,3 +141,22 @@ def test_the_pools_accounting_lends_each_donor_to_one_container_at_a_time():
     once.free = ["d"]
     once.lend(once.take(), "c")
     assert once.returned("c") == "d" and once.free == []
+
+
+async def test_donors_sit_on_the_prefork_networks_and_their_containers_with_them(two_networks, fn_platform, echo_image):
+    # two_networks first: they go after the platform (and its donors) have stopped
+    platform = await fn_platform(env=prefork_env(echo_image, FN_EXPERIMENTAL_PREFORK_NETWORKS=" ".join(two_networks)))
+    [donor] = donors(platform)
+    attached = platform.docker.api.inspect_container(donor.id)["NetworkSettings"]["Networks"]
+    assert sorted(attached) == sorted(two_networks)
+    fn = await platform.deploy(echo_image)
+    result = await platform.invoke(fn["id"], b"on the donor's networks")
+    assert (result.status, result.body) == (200, b"on the donor's networks")
+    [container] = platform.containers(fn["id"])
+    assert network_mode(platform, container) == f"container:{donor.id}"
+
+
+async def test_a_prefork_network_that_is_not_there_stops_start_up_naming_it(two_networks, fn_platform, echo_image):
+    missing = f"{two_networks[0]}-gone"
+    with pytest.raises(ConfigError, match=f"FN_EXPERIMENTAL_PREFORK_NETWORKS: the Docker engine has no network '{missing}'"):
+        await fn_platform(env=prefork_env(echo_image, FN_EXPERIMENTAL_PREFORK_NETWORKS=f"{two_networks[0]} {missing}"))
