@@ -58,3 +58,18 @@ async def test_calls_that_use_the_status_image_are_refused(start, rc, echo_image
     result = await rc.run(node.address, rc.call(), b"x")
     assert (result.finished.success, result.finished.errorCode, result.finished.errorStr) == (False, 400, "Invalid image")
     assert rc.containers() == []  # refused before anything started
+
+
+async def test_a_runner_status_plugin_that_fails_the_runner_skips_the_status_image(start, rc, echo_image):
+    """Fn skips its status call when the custom health checker failed: no container for a runner already unwell."""
+    from fn_core import hookimpl
+
+    class DiskCheck:
+        @hookimpl
+        def runner_status(self, status):
+            status.failed, status.error_str = True, "disk /var/lib/docker 99% full"
+
+    node = await start(status_image=echo_image, plugins=[("disk-check", DiskCheck())])
+    [status] = await status_of(node.address)
+    assert (status.failed, status.errorStr) == (True, "disk /var/lib/docker 99% full")
+    assert rc.containers() == []  # the status image never ran
