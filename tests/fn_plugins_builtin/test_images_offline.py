@@ -160,6 +160,22 @@ async def test_wrong_or_missing_credentials_are_a_502_naming_the_image(fn_platfo
     assert (await none.invoke(fn["id"], "x")).status == 502
 
 
+async def test_without_fn_docker_auth_the_credentials_of_docker_login_are_used(fn_platform, private_registry, tmp_path, monkeypatch):
+    """An operator who ran `docker login` on the runner's host: the engine client's config.json has the auth."""
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    (config_dir / "config.json").write_text(_docker_auth(private_registry))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config_dir))  # where `docker login` writes, as the SDK looks it up
+    platform = await fn_platform()
+    fn = await platform.deploy(private_registry.image, name="private")
+
+    answer = await platform.invoke(fn["id"], "with docker login's credentials")
+
+    assert (answer.status, answer.body) == (200, b"with docker login's credentials")
+    pulled = [path for path, status in private_registry.seen if status == 200]
+    assert f"/v2/{private_registry.repo}/manifests/{private_registry.tag}" in pulled  # pulled now, with the auth
+
+
 async def test_fn_docker_load_file_loads_images_before_the_first_call(fn_platform, docker_client, echo_image, tmp_path):
     import docker.errors
 
