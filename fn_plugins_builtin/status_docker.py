@@ -33,6 +33,11 @@ def _mem_available_bytes() -> int:
     return 0
 
 
+@hookimpl
+def configure(config, plugin_manager):
+    plugin_manager.register(DockerProbe(), name="status-docker:probe")  # one cache per node, none at import
+
+
 class DockerProbe:
     """Cached facts about the engine and the machine, refreshed off the event loop."""
 
@@ -80,17 +85,13 @@ class DockerProbe:
             self.refreshed_at = time.monotonic()
             self._refreshing = False
 
-
-PROBE = DockerProbe()
-
-
-@hookimpl
-def runner_status(status, runner):
-    if runner is not None:
-        return  # on the LB: nothing to add
-    healthy, facts = PROBE.snapshot()
-    status.custom_status.update(facts)
-    if healthy is False:
-        status.failed = True
-        status.error_code = 503
-        status.error_str = facts["docker"]
+    @hookimpl
+    def runner_status(self, status, runner):
+        if runner is not None:
+            return  # on the LB: nothing to add
+        healthy, facts = self.snapshot()
+        status.custom_status.update(facts)
+        if healthy is False:
+            status.failed = True
+            status.error_code = 503
+            status.error_str = facts["docker"]
