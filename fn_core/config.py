@@ -315,9 +315,9 @@ class Config:
     status_poll_ms: int = setting(
         500, "FN_RUNNER_STATUS_POLL_MSECS", "runner Status poll period, for placers that want it (ms)", validator=_positive
     )
-    node_cert: str = setting("", "FN_NODE_CERT", "TLS: this node's certificate (PEM) for LB <-> runner gRPC")
-    node_cert_key: str = setting("", "FN_NODE_CERT_KEY", "TLS: this node's private key (PEM)")
-    node_cert_authority: str = setting("", "FN_NODE_CERT_AUTHORITY", "TLS: CA that signs the peer's certificate (PEM)")
+    node_cert: str = setting("", "FN_NODE_CERT", "mTLS between LB and runners: this node's certificate (PEM); a runner needs it and FN_NODE_CERT_AUTHORITY, or neither")
+    node_cert_key: str = setting("", "FN_NODE_CERT_KEY", "mTLS: this node's private key (PEM; unset: it is in FN_NODE_CERT's file); unencrypted")
+    node_cert_authority: str = setting("", "FN_NODE_CERT_AUTHORITY", "mTLS: the CA that signs the peers' certificates (PEM); on an LB alone: TLS to runners without a client certificate")
 
     # --- runner ---------------------------------------------------------------------------
     driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)

@@ -10,22 +10,34 @@ import pytest
 from aiohttp import web
 
 
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_pki(d: Path, ca_name: str) -> dict[str, str]:
+    """A CA named ``ca_name`` and one certificate for 127.0.0.1 signed by it, as the node settings name them
+    (both ends use the one certificate, as Fn's node certs are used)."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca_name}",
+            "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
+    return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A CA and one certificate for 127.0.0.1 signed by it, as the node settings name them
-    (both ends use the one certificate, as Fn's node certs are used)."""
-    d = tmp_path_factory.mktemp("pki")
+    return make_pki(tmp_path_factory.mktemp("pki"), "test-ca")
 
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
-        "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
-    return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Another CA, its 127.0.0.1 certificate and key (not the `pki` certificate's key): what `pki`'s nodes must not
+    trust; and ``encrypted_key``, a key with a passphrase."""
+    d = tmp_path_factory.mktemp("other-pki")
+    openssl("genpkey", "-algorithm", "RSA", "-aes256", "-pass", "pass:secret", "-out", f"{d}/encrypted.key")
+    return {**make_pki(d, "other-ca"), "encrypted_key": f"{d}/encrypted.key"}
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ class RunnerSet:
                 f"that finds them (FN_RUNNER_POOL)"
             )
         if self.ssl_context is None and len(self.refs) > len(self._local):
-            log.info("runner channels are not encrypted (set node_cert_authority for TLS)")
+            log.info("runner channels are not encrypted (FN_NODE_CERT_AUTHORITY, FN_NODE_CERT and FN_NODE_CERT_KEY give mTLS)")
         if self.refresh_s is not None:
             self._tasks.append(asyncio.create_task(self._refresh_forever(), name="runner-pool-refresh"))
         placer = self.pm.placer

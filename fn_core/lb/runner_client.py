@@ -19,7 +19,8 @@ import attrs
 from fn_core.errors import APIError, ConfigError
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
-from fn_core.transport import Channel, ClientStream, RpcError, StreamRefused, Unreachable
+from fn_core.transport import Channel, ClientStream, RpcError, StreamRefused, Unreachable, tls
+from fn_core.transport import errors as transport_errors
 from fn_core.wire import ENGAGE, MAX_DATA_CHUNK, REQUEST_ID_METADATA, STATUS, CallOffer, is_nack, status_from_proto
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 #: A sync call's answer bigger than this leaves the LB as it comes (chunked), not whole at its end: the LB
 #: holds at most about this much of it, and the client's first byte does not wait for the last
 STREAM_AFTER_BYTES = 64 * 1024
+#: what an LB's operator is told to check when a runner's connection failed as a TLS mismatch does
+TLS_MISMATCH_HINTS = {
+    transport_errors.PEER_REFUSED_CERTIFICATE: "the runner refused this LB's client certificate (FN_NODE_CERT: not set, or not "
+    "signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",
+    transport_errors.PEER_CERTIFICATE_UNTRUSTED: "the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for "
+    "that address",
+    transport_errors.PEER_NOT_TLS: "the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners "
+    "(FN_NODE_CERT_AUTHORITY is set)",
+    transport_errors.PEER_WANTS_TLS: "the runner may serve TLS only (FN_NODE_CERT set there) and this LB speaks plaintext to runners "
+    "(FN_NODE_CERT_AUTHORITY not set)",
+}
 #: a gRPC status with this (non-standard) code is Fn's other NACK (pure_runner.go getTryMsg; runner_client.go isTooBusy)
 NACK_STATUS = 503
 
@@ -137,16 +149,26 @@ class ReplyReader:
 
 
 def client_ssl_context(config) -> ssl.SSLContext | None:
-    """TLS when a CA is configured; mTLS when this node also has a certificate and key."""
+    """TLS when a CA is configured (the runners' certificates must be signed by it); mTLS when this node also has a
+    certificate, as fn-core's and Fn's runners with TLS require. A certificate without the CA stops start-up: the
+    channels would be plaintext though the operator meant TLS."""
     if not config.node_cert_authority:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=config.node_cert_authority)
         if config.node_cert or config.node_cert_key:
-            context.load_cert_chain(config.node_cert, config.node_cert_key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS files for the runner channels: {exc}") from None
-    context.set_alpn_protocols(["h2"])
+            raise ConfigError(
+                "TLS for the runner channels: FN_NODE_CERT_AUTHORITY not set; with FN_NODE_CERT the LB also needs the "
+                "CA that signed the runners' certificates, or set none of them for plaintext"
+            )
+        return None
+    if config.node_cert_key and not config.node_cert:
+        raise ConfigError("TLS for the runner channels: FN_NODE_CERT not set, but FN_NODE_CERT_KEY is: give the certificate of that key")
+    chain = (("FN_NODE_CERT", config.node_cert), ("FN_NODE_CERT_KEY", config.node_cert_key)) if config.node_cert else None
+    try:
+        context = tls.client_context(("FN_NODE_CERT_AUTHORITY", config.node_cert_authority), chain)
+    except tls.TLSFilesError as exc:
+        raise ConfigError(f"TLS for the runner channels: {exc}") from None
+    if chain is None:
+        log.warning("runner channels use TLS without a client certificate (FN_NODE_CERT not set): runners that "
+                    "require one, as fn-core's and Fn's with TLS do, refuse this LB")
     return context
 
 
@@ -186,8 +208,9 @@ class RunnerClient:
         except Unreachable as exc:
             if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
                 self.unreachable = True
-                log.warning("runner %s unreachable: %s (calls go to the others; said again when it answers)",
-                            self.address, exc)
+                hint = TLS_MISMATCH_HINTS.get(exc.tls_mismatch)
+                log.warning("runner %s unreachable: %s%s (calls go to the others; said again when it answers)",
+                            self.address, exc, f": {hint}" if hint else "")
             return None
         if self.unreachable:
             self.unreachable = False

@@ -25,6 +25,7 @@ from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.servicer import RunnerServicer
 from fn_core.signals import wait_for_stop_signal
 from fn_core.transport import GrpcServer
+from fn_core.transport.tls import TLSFilesError, server_context
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +81,26 @@ class RunnerNode:
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
-    """TLS with the node's certificate; with a CA, clients must present a certificate it signed (mTLS)."""
+    """As Fn's pure runner: TLS only as mTLS, with this node's certificate, and every client (an LB) must present
+    a certificate that FN_NODE_CERT_AUTHORITY signed. Half of it set stops start-up: a runner with a certificate
+    but no CA would take calls from any client that reaches its port."""
     if not (config.node_cert or config.node_cert_key or config.node_cert_authority):
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    missing = [name for name, value in (("FN_NODE_CERT", config.node_cert), ("FN_NODE_CERT_AUTHORITY", config.node_cert_authority))
+               if not value]
+    if missing:
+        raise ConfigError(
+            f"TLS for the runner: {' and '.join(missing)} not set; a runner serves TLS only with its certificate "
+            f"(FN_NODE_CERT, and FN_NODE_CERT_KEY unless the key is in that file) and the CA that signed the LBs' "
+            f"(FN_NODE_CERT_AUTHORITY), or set none of them for plaintext"
+        )
     try:
-        context.load_cert_chain(config.node_cert, config.node_cert_key or None)
-        if config.node_cert_authority:
-            context.load_verify_locations(cafile=config.node_cert_authority)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS files for the runner: {exc}") from None
-    context.set_alpn_protocols(["h2"])
-    return context
+        return server_context(
+            ("FN_NODE_CERT", config.node_cert), ("FN_NODE_CERT_KEY", config.node_cert_key),
+            ("FN_NODE_CERT_AUTHORITY", config.node_cert_authority),
+        )
+    except TLSFilesError as exc:
+        raise ConfigError(f"TLS for the runner: {exc}") from None
 
 
 def is_docker_unreachable(exc: BaseException) -> bool:

@@ -19,7 +19,16 @@ import struct
 from collections.abc import Iterable
 
 from fn_core.transport import h2
-from fn_core.transport.errors import RpcError, Status, StreamRefused, Unreachable
+from fn_core.transport.errors import (
+    PEER_CERTIFICATE_UNTRUSTED,
+    PEER_NOT_TLS,
+    PEER_REFUSED_CERTIFICATE,
+    PEER_WANTS_TLS,
+    RpcError,
+    Status,
+    StreamRefused,
+    Unreachable,
+)
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, HPACK_TABLE_SIZE_ZERO, hpack_literal
 
 log = logging.getLogger(__name__)
@@ -199,6 +208,7 @@ class Channel:
         self._retry_at = 0.0
         self._backoff_s = BACKOFF_MIN_S
         self._last_failure = ""
+        self._last_mismatch = ""
         scheme = b"\x87" if ssl_context is not None else b"\x86"  # :scheme https / http
         self._head = b"\x83" + scheme + hpack_literal(1, address.encode()) + HPACK_CONTENT_TYPE_GRPC
         self._head += hpack_literal(b"te", b"trailers")
@@ -247,7 +257,7 @@ class Channel:
         self._draining = {c for c in self._draining if c.lost is None}
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
-            raise Unreachable(f"failed to connect to {self.address} (retrying soon): {self._last_failure}")
+            raise Unreachable(f"failed to connect to {self.address} (retrying soon): {self._last_failure}", self._last_mismatch)
         if self._connecting is None:
             self._connecting = loop.create_task(self._connect())
         try:
@@ -272,10 +282,10 @@ class Channel:
         except (OSError, TimeoutError, RpcError) as exc:
             if conn is not None and conn.transport is not None:
                 conn.transport.abort()
-            self._last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._last_failure, self._last_mismatch = self._why(exc, conn)
             self._retry_at = loop.time() + self._backoff_s
             self._backoff_s = min(self._backoff_s * 2, BACKOFF_MAX_S)
-            raise Unreachable(f"failed to connect to {self.address}: {self._last_failure}") from None
+            raise Unreachable(f"failed to connect to {self.address}: {self._last_failure}", self._last_mismatch) from None
         if self._closed:  # closed while we were dialling: nobody will close this connection later
             conn.close()
             raise Unreachable(f"the channel to {self.address} is closed")
@@ -283,6 +293,24 @@ class Channel:
         self._retry_at = 0.0
         self._conn = conn
         return conn
+
+    def _why(self, exc: BaseException, conn: ClientConnection | None) -> tuple[str, str]:
+        """A failed connection attempt in words, and the `Unreachable.tls_mismatch` it suggests.
+
+        A TLS server that refuses the client's certificate (TLS 1.3 checks it after the client's side of the
+        handshake is done) or that gets plaintext hangs up without a word: its alert is not sent. Either is told
+        apart from a peer that is down by when it hung up: connected, and before the peer's first byte, where
+        an HTTP/2 server sends its SETTINGS at once."""
+        if isinstance(exc, RpcError) and conn is not None and conn.last_received == 0.0:
+            if self._ssl is not None:
+                return "the peer closed the connection right after the TLS handshake, before any HTTP/2 frame", PEER_REFUSED_CERTIFICATE
+            return "the peer closed the connection before any HTTP/2 frame", PEER_WANTS_TLS
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return what, PEER_CERTIFICATE_UNTRUSTED
+        if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
+            return what, PEER_NOT_TLS
+        return what, ""
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close the connections; with ``grace_s``, the calls on them may end first (up to that long).

@@ -25,11 +25,22 @@ class RpcError(Exception):
         self.message = message
 
 
-class Unreachable(RpcError):
-    """No connection to the peer: nothing of the call left this node."""
+#: `Unreachable.tls_mismatch`: what the failed connection suggests, when it suggests TLS is why
+PEER_REFUSED_CERTIFICATE = "peer refused certificate"  # over TLS: the peer hung up right after the handshake, before HTTP/2
+PEER_CERTIFICATE_UNTRUSTED = "peer certificate untrusted"  # its certificate did not verify against our CA
+PEER_NOT_TLS = "peer not TLS"  # over TLS: what the peer sent back was not TLS
+PEER_WANTS_TLS = "peer wants TLS"  # in plaintext: the peer hung up before HTTP/2 (as a TLS server does on a plaintext client)
 
-    def __init__(self, message: str) -> None:
+
+class Unreachable(RpcError):
+    """No connection to the peer: nothing of the call left this node.
+
+    ``tls_mismatch``: one of the ``PEER_*`` values when the failure looks like a TLS mismatch, else "".
+    """
+
+    def __init__(self, message: str, tls_mismatch: str = "") -> None:
         super().__init__(Status.UNAVAILABLE, message)
+        self.tls_mismatch = tls_mismatch
 
 
 class StreamRefused(RpcError):

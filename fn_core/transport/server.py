@@ -25,6 +25,8 @@ Handler = Callable[["ServerStream"], Awaitable[None]]
 
 _RESPONSE_HEAD = b"\x88" + HPACK_CONTENT_TYPE_GRPC  # :status 200, content-type
 _TRAILERS_OK = hpack_literal(b"grpc-status", b"0")
+#: how a TLS client's first bytes begin: a handshake record, TLS 1.x
+TLS_HANDSHAKE = b"\x16\x03"
 
 
 class ServerStream(h2.H2Stream):
@@ -102,7 +104,10 @@ class ServerConnection(h2.H2Connection):
             if len(self._buffer) < len(h2.PREFACE):
                 return
             if not self._buffer.startswith(h2.PREFACE):
-                self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client (no connection preface)")
+                if self._buffer.startswith(TLS_HANDSHAKE) and self.server.ssl_context is None:
+                    self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client: it began a TLS handshake, and this server does not serve TLS")
+                else:
+                    self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client (no connection preface)")
                 return
             self._preface_seen = True
             data = bytes(self._buffer[len(h2.PREFACE) :])

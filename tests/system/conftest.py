@@ -32,12 +32,19 @@ CLASSIFIER_LABEL = "fn-agent-classifier"
 CALL_LINE = re.compile(r"call finished call_id=(\S+) app_id=\S+ fn_id=(\S+) runner=(\S+) status=(\d+) attempts=(\d+)")
 
 
+def node_env(**env: str) -> dict[str, str]:
+    """The test's environment less its own FN_* (a node reads only what the test gives it), plus ``env``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env}
+
+
 class Proc:
+    """One `fn-core` process, its stdout and stderr in ``<log_dir>/<name>.log``."""
+
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen([FN_CORE, *args], env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen([FN_CORE, *args], env=node_env(**env), stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -57,17 +64,20 @@ class Proc:
         return self.popen.returncode
 
 
-async def runner_status(address: str):
-    async with grpc.aio.insecure_channel(address) as channel:
+async def runner_status(address: str, credentials: grpc.ChannelCredentials | None = None):
+    """The runner's Status over gRPC: plaintext, or over TLS with ``credentials`` (a runner given FN_NODE_CERT...)."""
+    channel = grpc.aio.insecure_channel(address) if credentials is None else grpc.aio.secure_channel(address, credentials)
+    async with channel:
         return status_from_proto(await RunnerProtocolStub(channel).Status(empty_pb2.Empty(), timeout=5))
 
 
-async def wait_runner(proc: Proc, address: str) -> None:
+async def wait_runner(proc: Proc, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Until the RunnerProtocol's Status answers on ``address``."""
     for _ in range(300):  # bounded: ~30 s
         if proc.popen.poll() is not None:
-            raise AssertionError(f"runner exited: {proc.log()}")
+            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}): {proc.log()}")
         try:
-            await runner_status(address)
+            await runner_status(address, credentials)
             return
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.1)
@@ -91,7 +101,12 @@ async def wait_http(proc: Proc, url: str) -> None:
 
 @pytest.fixture
 async def platform(tmp_path, docker_client, echo_image):
-    """``await platform.runner(**env)``, ``await platform.lb(runners, placer=..., **env)``, ``platform.serve(...)``."""
+    """``await platform.runner(**env)``, ``await platform.lb(runners, placer=..., **env)``, ``platform.serve(...)``;
+    any other `fn-core` command line with ``platform.start(name, args, **env)`` (a runner's containers labelled
+    ``platform.tag()``), waited for with ``platform.wait_http(proc, url)`` or ``platform.wait_runner(proc, address)``.
+
+    A runner serving TLS is waited for (and its ``status()`` asked) with ``platform.runner(credentials=...)``:
+    grpcio channel credentials that it accepts."""
     procs: list[Proc] = []
     tags: list[str] = []
     run_id = secrets.token_hex(3)
@@ -101,15 +116,15 @@ async def platform(tmp_path, docker_client, echo_image):
         tags.append(f"fn-core-sys-{run_id}-{len(tags)}")
         return tags[-1]
 
-    async def runner(**env: str) -> types.SimpleNamespace:
+    async def runner(credentials: grpc.ChannelCredentials | None = None, **env: str) -> types.SimpleNamespace:
         port, http_port = free_port(), free_port()
         proc = Proc(f"runner-{len(procs)}", ["runner", "--host", "127.0.0.1", "--grpc-port", str(port), "--port", str(http_port)],
                     {**base_env, "FN_CONTAINER_LABEL_TAG": tag(), **env}, tmp_path)
         procs.append(proc)
         address = f"127.0.0.1:{port}"
-        await wait_runner(proc, address)
+        await wait_runner(proc, address, credentials)
         return types.SimpleNamespace(proc=proc, address=address, url=f"http://127.0.0.1:{http_port}",
-                                     status=lambda: runner_status(address))
+                                     status=lambda: runner_status(address, credentials))
 
     async def lb(runners: list[Any], placer: str = "ch", **env: str) -> types.SimpleNamespace:
         port = free_port()
@@ -131,7 +146,12 @@ async def platform(tmp_path, docker_client, echo_image):
         await wait_http(proc, url)
         return types.SimpleNamespace(proc=proc, url=url)
 
-    yield types.SimpleNamespace(runner=runner, lb=lb, serve=serve, image=echo_image)
+    def start(name: str, args: list[str], **env: str) -> Proc:
+        procs.append(Proc(name, args, env, tmp_path))
+        return procs[-1]
+
+    yield types.SimpleNamespace(runner=runner, lb=lb, serve=serve, start=start, tag=tag, wait_http=wait_http,
+                                wait_runner=wait_runner, image=echo_image)
     for proc in reversed(procs):  # LBs were started after their runners: stop them first
         proc.stop()
     for t in tags:

@@ -1,0 +1,231 @@
+"""FN_NODE_CERT, FN_NODE_CERT_KEY and FN_NODE_CERT_AUTHORITY with real `fn-core lb` and `fn-core runner` processes.
+
+What an operator checks: a call runs over mTLS; each mismatch (no client certificate, another CA, TLS on one end
+only) costs a call Fn's 503 after FN_PLACER_TIMEOUT, runs nothing on the runner and is said once in the LB's log
+with the settings to look at; a runner (or LB) given TLS files it cannot use does not start, and says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
+from fn_core.testing import free_port
+
+FN_CORE = str(Path(sys.executable).parent / "fn-core")
+TIMEOUT = aiohttp.ClientTimeout(total=120)
+MB = 1024 * 1024
+PLACER_TIMEOUT_S = 1.0
+TOO_BUSY = {"message": "Timed out - server too busy"}  # Fn's ErrCallTimeoutServerBusy: no runner took the call
+
+
+def tls_env(pki: dict[str, str], **override: str | None) -> dict[str, str]:
+    """The three settings from ``pki``; ``FN_...=None`` leaves one out, ``FN_...=path`` replaces it."""
+    env: dict[str, str | None] = {"FN_NODE_CERT": pki["node_cert"], "FN_NODE_CERT_KEY": pki["node_cert_key"],
+                                  "FN_NODE_CERT_AUTHORITY": pki["node_cert_authority"], **override}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def credentials(pki: dict[str, str], with_cert: bool = True) -> grpc.ChannelCredentials:
+    """grpcio's TLS to a runner: trusting ``pki``'s CA, presenting its certificate unless ``with_cert`` is False."""
+    read = lambda p: Path(p).read_bytes()  # noqa: E731
+    if not with_cert:
+        return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]))
+    return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]), read(pki["node_cert_key"]), read(pki["node_cert"]))
+
+
+async def ask_status(address: str, credentials: grpc.ChannelCredentials | None) -> None:
+    """The runner's Status with grpcio, in plaintext (``credentials`` None) or over TLS."""
+    channel = grpc.aio.insecure_channel(address) if credentials is None else grpc.aio.secure_channel(address, credentials)
+    async with channel:
+        await RunnerProtocolStub(channel).Status(empty_pb2.Empty(), timeout=5)
+
+
+async def invoke(session: aiohttp.ClientSession, fn_id: str, body: bytes | dict) -> tuple[int, dict, bytes]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    async with session.post(f"/invoke/{fn_id}", data=data) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_a_call_runs_over_mtls_between_an_lb_and_a_runner(platform, deploy_echo, pki):
+    runner = await platform.runner(credentials=credentials(pki), **tls_env(pki))
+    lb = await platform.lb([runner], **tls_env(pki))
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        status, headers, body = await invoke(s, fn_id, b"over mTLS")
+        assert (status, body) == (200, b"over mTLS") and headers["Fn-Call-Id"]
+        status, _, body = await invoke(s, fn_id, {"repeat": MB, "text": "t"})  # many frames each way over TLS
+        assert status == 200 and body == b"t" * MB
+    assert (await runner.status()).requests_received == 2
+    lines = lb.proc.call_lines()
+    assert [(line[2], line[3]) for line in lines] == [(runner.address, 200)] * 2
+    assert "unreachable" not in lb.proc.log() and "not encrypted" not in lb.proc.log()
+
+    # the runner demands a client certificate its CA signed: grpcio without one (or in plaintext) gets nothing
+    for refused in (credentials(pki, with_cert=False), None):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await ask_status(runner.address, refused)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (await runner.status()).requests_received == 2
+
+
+# (runner's settings, LB's settings, what the LB's one line on the runner says, in parts): settings from the fixtures' files
+MISMATCHES = {
+    "LB without a client certificate": (
+        lambda pki, other: tls_env(pki),
+        lambda pki, other: tls_env(pki, FN_NODE_CERT=None, FN_NODE_CERT_KEY=None),
+        ("the peer closed the connection right after the TLS handshake, before any HTTP/2 frame: the runner refused this "
+         "LB's client certificate (FN_NODE_CERT: not set, or not signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",),
+    ),
+    "LB certificate signed by another CA": (
+        lambda pki, other: tls_env(pki),
+        lambda pki, other: tls_env(pki, FN_NODE_CERT=other["node_cert"], FN_NODE_CERT_KEY=other["node_cert_key"]),
+        ("right after the TLS handshake", ": the runner refused this LB's client certificate"),
+    ),
+    "runner certificate signed by a CA the LB does not trust": (
+        lambda pki, other: tls_env(pki),
+        lambda pki, other: tls_env(other),
+        ("SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+         ": the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for that address"),
+    ),
+    "plaintext LB, TLS runner": (
+        lambda pki, other: tls_env(pki),
+        lambda pki, other: {},
+        ("the peer closed the connection before any HTTP/2 frame: the runner may serve TLS only (FN_NODE_CERT set there) and "
+         "this LB speaks plaintext to runners (FN_NODE_CERT_AUTHORITY not set)",),
+    ),
+    "TLS LB, plaintext runner": (
+        lambda pki, other: {},
+        lambda pki, other: tls_env(pki),
+        ("SSLError: [SSL: WRONG_VERSION_NUMBER]",
+         ": the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners (FN_NODE_CERT_AUTHORITY "
+         "is set)"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_once(platform, deploy_echo, pki, other_pki, case):
+    make_runner_env, make_lb_env, why = MISMATCHES[case]
+    runner_env, lb_env = make_runner_env(pki, other_pki), make_lb_env(pki, other_pki)
+    runner = await platform.runner(credentials=credentials(pki) if runner_env else None, **runner_env)
+    lb = await platform.lb([runner], FN_PLACER_TIMEOUT=str(PLACER_TIMEOUT_S), **lb_env)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        for body in (b"first", b"second"):
+            started = time.monotonic()
+            status, headers, answer = await invoke(s, fn_id, body)
+            waited = time.monotonic() - started
+            assert (status, json.loads(answer)) == (503, TOO_BUSY), answer
+            assert headers["Retry-After"] == "15" and headers["Fn-Call-Id"]
+            assert PLACER_TIMEOUT_S <= waited < PLACER_TIMEOUT_S + 5  # it waited for a runner, as long as it may
+    status = await runner.status()
+    assert (status.requests_received, status.custom_status["runner.containers"]) == (0, "0")  # the runner ran nothing
+
+    log = lb.proc.log()
+    said = [line for line in log.splitlines() if f"runner {runner.address} unreachable" in line]
+    assert len(said) == 1, log  # once for the outage, not once per attempt (each call tried it ~100 times)
+    assert all(part in said[0] for part in why), said[0]
+    assert " WARNING fn_core.lb.runner_client: " in said[0]
+    assert [(line[2], line[3]) for line in lb.proc.call_lines()] == [("-", 503)] * 2
+    if not lb_env.get("FN_NODE_CERT") and lb_env:
+        assert "runner channels use TLS without a client certificate (FN_NODE_CERT not set)" in log
+    if not runner_env:  # the plaintext runner tells its own operator what came
+        assert "not an HTTP/2 client: it began a TLS handshake, and this server does not serve TLS" in runner.proc.log()
+
+
+def start_and_fail(tmp_path: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `fn-core <command>` with ``env`` as a node that must refuse to start (bounded: a node that starts is killed)."""
+    args = [FN_CORE, command, "--host", "127.0.0.1", "--port", str(free_port())]
+    if command == "runner":
+        args += ["--grpc-port", str(free_port())]
+    else:
+        args += ["--runner", "127.0.0.1:1", "--db", f"sqlite3://{tmp_path}/lb.db"]
+    base = {"FN_IOFS_PATH": "/tmp/fn-core-sys-iofs", "FN_LOG_LEVEL": "info", "FN_CONTAINER_LABEL_TAG": f"fn-core-sys-tls-{os.getpid()}"}
+    return subprocess.run(args, env={**os.environ, **base, **env}, capture_output=True, text=True, timeout=60)
+
+
+# a runner's settings that stop it, and the one line that says why (from the two fixtures' files)
+UNUSABLE = {
+    "key of another certificate": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_KEY=other["node_cert_key"]),
+        lambda pki, other: f"FN_NODE_CERT_KEY={other['node_cert_key']} is not the private key of the certificate "
+                           f"FN_NODE_CERT={pki['node_cert']}",
+    ),
+    "missing certificate file": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT="/nonexistent/node.pem"),
+        lambda pki, other: "FN_NODE_CERT=/nonexistent/node.pem: No such file or directory",
+    ),
+    "missing key file": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_KEY="/nonexistent/node.key"),
+        lambda pki, other: "FN_NODE_CERT_KEY=/nonexistent/node.key: No such file or directory",
+    ),
+    "missing CA file": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY="/nonexistent/ca.pem"),
+        lambda pki, other: "FN_NODE_CERT_AUTHORITY=/nonexistent/ca.pem: No such file or directory",
+    ),
+    "CA file without a certificate": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY=pki["node_cert_key"]),
+        lambda pki, other: f"FN_NODE_CERT_AUTHORITY={pki['node_cert_key']}: no PEM certificate in it",
+    ),
+    "certificate file without a certificate": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT=pki["node_cert_key"]),
+        lambda pki, other: f"FN_NODE_CERT={pki['node_cert_key']}: no PEM certificate in it",
+    ),
+    "certificate without a key": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_KEY=None),
+        lambda pki, other: f"FN_NODE_CERT={pki['node_cert']}: no PEM private key in it, and FN_NODE_CERT_KEY is not set",
+    ),
+    "encrypted key": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_KEY=other["encrypted_key"]),
+        lambda pki, other: f"FN_NODE_CERT_KEY={other['encrypted_key']}: the private key is encrypted",
+    ),
+    "no CA (it would take any client)": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY=None),
+        lambda pki, other: "FN_NODE_CERT_AUTHORITY not set; a runner serves TLS only with its certificate",
+    ),
+    "a CA and no certificate": (
+        lambda pki, other: tls_env(pki, FN_NODE_CERT=None, FN_NODE_CERT_KEY=None),
+        lambda pki, other: "FN_NODE_CERT not set; a runner serves TLS only with its certificate",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_a_runner_with_unusable_tls_settings_does_not_start_and_says_which(tmp_path, pki, other_pki, case):
+    env, says = (make(pki, other_pki) for make in UNUSABLE[case])
+    done = start_and_fail(tmp_path, "runner", env)
+    assert done.returncode == 2, done.stdout + done.stderr  # fn-core's exit status for a configuration error
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line, no traceback
+    assert done.stderr.startswith(f"fn-core: error: TLS for the runner: {says}"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY=None),
+         lambda pki, other: "FN_NODE_CERT_AUTHORITY not set; with FN_NODE_CERT the LB also needs the CA"),
+        (lambda pki, other: tls_env(pki, FN_NODE_CERT_KEY=other["node_cert_key"]),
+         lambda pki, other: f"FN_NODE_CERT_KEY={other['node_cert_key']} is not the private key of the certificate "
+                            f"FN_NODE_CERT={pki['node_cert']}"),
+        (lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY="/nonexistent/ca.pem"),
+         lambda pki, other: "FN_NODE_CERT_AUTHORITY=/nonexistent/ca.pem: No such file or directory"),
+    ],
+    ids=["a certificate and no CA (plaintext, not TLS)", "key of another certificate", "missing CA file"],
+)
+def test_an_lb_with_unusable_tls_settings_does_not_start_and_says_which(tmp_path, pki, other_pki, env, says):
+    done = start_and_fail(tmp_path, "lb", env(pki, other_pki))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(f"fn-core: error: TLS for the runner channels: {says(pki, other_pki)}"), done.stderr
