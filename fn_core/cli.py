@@ -211,6 +211,9 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     """List plugins: name, distribution, version, status, hooks and what each provides."""
     config, pm = _setup(ctx, {}, select=False)
     infos = pm.plugin_infos()
+    # listed even when the config names a placer, driver or pool nobody offers, but said: a server would not start
+    selections = [("placer", config.placer, pm.placers), ("driver", config.driver, pm.drivers), ("runner pool", config.runner_pool, pm.runner_pools)]
+    unknown = {label.replace(" ", "_"): name for label, name, offered in selections if name not in offered}
     if as_json:
         rows = [
             {
@@ -225,7 +228,8 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
             }
             for i in infos
         ]
-        click.echo(json.dumps({"plugins": rows, "placer": config.placer, "driver": config.driver, "runner_pool": config.runner_pool}, indent=2))
+        report = {"plugins": rows, "placer": config.placer, "driver": config.driver, "runner_pool": config.runner_pool}
+        click.echo(json.dumps({**report, "unknown": unknown}, indent=2))
         return
     header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
     rows_txt = [
@@ -235,7 +239,11 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
     for row in [header, *rows_txt]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
-    click.echo(f"\nselected placer: {config.placer}   driver: {config.driver}   runner pool: {config.runner_pool}")
+    click.echo("\nselected " + "   ".join(f"{label}: {name}" for label, name, _ in selections))
+    for label, name, offered in selections:
+        if name not in offered:
+            available = ", ".join(sorted(offered)) or "none"
+            click.echo(f"unknown {label} {name!r}: no plugin offers it, a server would not start; available {label}s: {available}")
 
 
 @main.command("build-image")

@@ -327,3 +327,19 @@ def test_a_tag_docker_refuses_stops_build_image_with_one_clear_line(tmp_path, ta
     (tmp_path / "func.py").write_text("def handler(ctx, data=None):\n    return data\n")
     result = run("build-image", str(tmp_path), "-t", tag)
     assert_one_error_line(result, f"fn-core: error: cannot build {tag}: ", "invalid")
+
+
+def test_plugins_lists_with_an_unknown_placer_or_pool_selected_and_says_a_server_would_not_start():
+    # the listing is how an operator checks a config: it works, and says what `fn-core serve` would stop on
+    result = run("plugins", env={"FN_PLACER": "nope", "FN_RUNNER_POOL": "consul"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "selected placer: nope   driver: docker   runner pool: consul" in lines
+    placer_line = next(line for line in lines if line.startswith("unknown placer 'nope': "))
+    assert "a server would not start" in placer_line
+    assert {"ch", "naive"} <= set(placer_line.split("available placers: ")[1].split(", "))
+    assert any(line.startswith("unknown runner pool 'consul': ") for line in lines)
+    assert not any(line.startswith("unknown driver") for line in lines)
+    report = json.loads(run("plugins", "--json", env={"FN_PLACER": "nope"}).stdout)
+    assert report["placer"] == "nope" and report["unknown"] == {"placer": "nope"}
+    assert json.loads(run("plugins", "--json").stdout)["unknown"] == {}
