@@ -212,7 +212,9 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
     config, pm = _setup(ctx, {}, select=False)
     infos = pm.plugin_infos()
     # listed even when the config names a placer, driver or pool nobody offers, but said: a server would not start
-    selections = [("placer", config.placer, pm.placers), ("driver", config.driver, pm.drivers), ("runner pool", config.runner_pool, pm.runner_pools)]
+    selections: list[tuple[str, str, dict[str, Any]]] = [
+        ("placer", config.placer, pm.placers), ("driver", config.driver, pm.drivers), ("runner pool", config.runner_pool, pm.runner_pools),
+    ]
     unknown = {label.replace(" ", "_"): name for label, name, offered in selections if name not in offered}
     if as_json:
         rows = [
