@@ -205,6 +205,11 @@ class RunnerClient:
             return None
         try:
             stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),))
+        except StreamRefused as exc:
+            # a runner that began to stop as our new connection was accepted said GOAWAY before its first stream:
+            # nothing was sent, so the call is not placed (it goes to the next runner), as for a refused stream below
+            log.debug("runner %s did not take the call: %s", self.address, exc)
+            return None
         except Unreachable as exc:
             if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
                 self.unreachable = True

@@ -102,6 +102,7 @@ async def wait_http(proc: Proc, url: str) -> None:
 @pytest.fixture
 async def platform(tmp_path, docker_client, echo_image):
     """``await platform.runner(**env)``, ``await platform.lb(runners, placer=..., **env)``, ``platform.serve(...)``;
+    ``runner(grpc_port=...)`` and ``lb(runners, port=...)`` start a node again in the place of one that stopped;
     any other `fn-core` command line with ``platform.start(name, args, **env)`` (a runner's containers labelled
     ``platform.tag()``), waited for with ``platform.wait_http(proc, url)`` or ``platform.wait_runner(proc, address)``.
 
@@ -116,26 +117,27 @@ async def platform(tmp_path, docker_client, echo_image):
         tags.append(f"fn-core-sys-{run_id}-{len(tags)}")
         return tags[-1]
 
-    async def runner(credentials: grpc.ChannelCredentials | None = None, **env: str) -> types.SimpleNamespace:
-        port, http_port = free_port(), free_port()
+    async def runner(credentials: grpc.ChannelCredentials | None = None, grpc_port: int | None = None, **env: str) -> types.SimpleNamespace:
+        port, http_port = grpc_port or free_port(), free_port()  # a runner restarted in place: the same gRPC port
         proc = Proc(f"runner-{len(procs)}", ["runner", "--host", "127.0.0.1", "--grpc-port", str(port), "--port", str(http_port)],
                     {**base_env, "FN_CONTAINER_LABEL_TAG": tag(), **env}, tmp_path)
         procs.append(proc)
         address = f"127.0.0.1:{port}"
         await wait_runner(proc, address, credentials)
-        return types.SimpleNamespace(proc=proc, address=address, url=f"http://127.0.0.1:{http_port}",
+        return types.SimpleNamespace(proc=proc, address=address, port=port, url=f"http://127.0.0.1:{http_port}",
                                      status=lambda: runner_status(address, credentials))
 
-    async def lb(runners: list[Any], placer: str = "ch", **env: str) -> types.SimpleNamespace:
-        port = free_port()
+    async def lb(runners: list[Any], placer: str = "ch", port: int | None = None, **env: str) -> types.SimpleNamespace:
+        port = port or free_port()  # an LB restarted in place: the same port, and so the same store (lb-<port>.db)
         args = ["lb", "--host", "127.0.0.1", "--port", str(port), "--placer", placer, "--db", f"sqlite3://{tmp_path}/lb-{port}.db"]
         for r in runners:
             args += ["--runner", r.address]
-        proc = Proc(f"lb-{port}", args, {**base_env, **env}, tmp_path)
+        name = f"lb-{port}" if not any(p.name == f"lb-{port}" for p in procs) else f"lb-{port}-{len(procs)}"  # its own log
+        proc = Proc(name, args, {**base_env, **env}, tmp_path)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         await wait_http(proc, url)
-        return types.SimpleNamespace(proc=proc, url=url)
+        return types.SimpleNamespace(proc=proc, url=url, port=port)
 
     async def serve(**env: str) -> types.SimpleNamespace:
         port = free_port()
