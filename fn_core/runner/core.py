@@ -97,6 +97,11 @@ class RunnerCore:
             self._count(err, started_ns)
             await io.finish(finished(None, err, started_ns, created, 0))
             return False
+        except asyncio.CancelledError:
+            # the LB dropped the stream before its try (or we stop): received, so counted, or the runner's calls by
+            # result would not add up to the requests it received
+            self.metrics.observe_cancelled()
+            raise
         call = offer.call
         if self.status_check is not None and call.image == self.status_check.image:
             error = InvalidImage()  # Fn: ErrFnsInvalidImage
@@ -104,9 +109,14 @@ class RunnerCore:
             await io.finish(finished(call, error, started_ns, created, 0))
             return False
 
-        body = await io.read_body()
-        if body is None:
-            return False  # the LB went away before sending the whole body
+        try:
+            body = await io.read_body()
+        except asyncio.CancelledError:  # the LB dropped the stream mid-body (its client left) or we stop: as below
+            self._cancelled(call, started_ns)
+            raise
+        if body is None:  # the LB went away before sending the whole body: counted (it was received) as cancelled
+            self._cancelled(call, started_ns)
+            return False
 
         started = 0  # the status sent in `result_start`, once it is
         ran_ns = 0
