@@ -110,13 +110,26 @@ def _check_families(answer: Any) -> None:
             raise TypeError(f"a metric family must be a (name, type, help, [sample lines]) tuple of str, got {family!r:.200}")
 
 
-def run_status_hooks(hook: Any, status: RunnerStatus, runner: str | None = None) -> None:
+def run_status_hooks(hook: Any, status: RunnerStatus, runner: str | None = None, failing: set[tuple[str, str | None]] | None = None) -> None:
     """Every `runner_status` impl in hook order (``runner``: the runner's address on the LB, None on the runner);
-    one that raises is logged and reported in ``custom_status``, the others run."""
+    one that raises is reported in ``custom_status``, and the others run.
+
+    ``failing``: the caller's record of the (plugin, runner) pairs failing now. Status runs on every poll, so a
+    plugin that keeps failing is logged with its traceback when it starts to, and once more when it works again,
+    not twice a second (None: every failure is logged)."""
     for impl in _call_order(hook.runner_status):
         kwargs = {name: value for name, value in (("status", status), ("runner", runner)) if name in impl.argnames}
+        where = f" for runner {runner}" if runner else ""
         try:
             impl.function(**kwargs)
         except Exception as exc:
-            log.warning("runner_status plugin %s failed: %s", impl.plugin_name, exc, exc_info=True)
             status.custom_status[f"plugin-error:{impl.plugin_name}"] = f"{type(exc).__name__}: {exc}"
+            if failing is None or (impl.plugin_name, runner) not in failing:
+                later = "" if failing is None else " (said again when it works)"
+                log.warning("runner_status plugin %s failed%s: %s%s", impl.plugin_name, where, exc, later, exc_info=True)
+                if failing is not None:
+                    failing.add((impl.plugin_name, runner))
+        else:
+            if failing and (impl.plugin_name, runner) in failing:
+                failing.discard((impl.plugin_name, runner))
+                log.warning("runner_status plugin %s works again%s", impl.plugin_name, where)

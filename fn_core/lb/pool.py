@@ -67,6 +67,7 @@ class RunnerSet:
         self.pm = pm
         self.ssl_context = client_ssl_context(config)
         self.poll_s = config.status_poll_ms / 1000
+        self._status_hooks_failing: set[tuple[str, str | None]] = set()  # (plugin, runner) whose runner_status fails now
         self.refresh_s = config.runner_pool_refresh_ms / 1000 if refresh else None
         self._local = [RunnerRef(address=r.address, handle=r) for r in local or ()]
         # placers get this list on every pass; it is replaced, never mutated, when the pool changes
@@ -166,7 +167,7 @@ class RunnerSet:
             # no answer is an answer: placers see the runner failed (and try it last), the hook sees why
             log.debug("status of runner %s: %s", ref.address, exc)
             status = RunnerStatus(failed=True, error_code=503, error_str=f"no answer to Status: {exc}")
-        run_status_hooks(self.pm.hook, status, ref.address)
+        run_status_hooks(self.pm.hook, status, ref.address, self._status_hooks_failing)
         ref.status = status
 
     async def close(self) -> None:

@@ -74,6 +74,7 @@ class RunnerCore:
         self.requests_handled = 0
         # read once: with no listener (the usual case) a call makes no outcome record at all
         self.listened = bool(hook.runner_call_finished.get_hookimpls())
+        self._status_hooks_failing: set[tuple[str, str | None]] = set()  # runner_status plugins failing now (logged once)
 
     async def engage(self, io: CallIO) -> None:
         self.active += 1
@@ -216,7 +217,7 @@ class RunnerCore:
                 "runner.containers": str(len(self.agent.containers())),
             },
         )
-        run_status_hooks(self.hook, status)
+        run_status_hooks(self.hook, status, failing=self._status_hooks_failing)
         return status
 
     async def status(self, payload: bytes = EMPTY_PAYLOAD) -> RunnerStatus:

@@ -147,6 +147,35 @@ async def test_status_counts_calls_and_runs_status_plugins(start, rc):
     assert int(status.customStatus["runner.containers"]) == 1
 
 
+async def test_a_status_plugin_that_keeps_failing_is_logged_once_and_again_when_it_works(start, caplog):
+    """Status runs on every poll of every LB (twice a second each): a broken plugin must not flood the log."""
+    from fn_core import hookimpl
+
+    class Flaky:
+        broken = True
+
+        @hookimpl
+        def runner_status(self, status, runner):
+            if self.broken:
+                raise RuntimeError("disk probe bug")
+
+    caplog.set_level("WARNING", logger="fn_core.hook_calls")
+    flaky = Flaky()
+    node = await start(plugins=[("flaky-status", flaky)])
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = runner_pb2_grpc.RunnerProtocolStub(channel)
+        polls = [await stub.Status(empty_pb2.Empty()) for _ in range(5)]
+        flaky.broken = False
+        healed = [await stub.Status(empty_pb2.Empty()) for _ in range(3)]
+    assert all(p.customStatus["plugin-error:flaky-status"] == "RuntimeError: disk probe bug" for p in polls)
+    assert not any("plugin-error:flaky-status" in p.customStatus for p in healed)
+    said = [(r.getMessage(), r.exc_info is not None) for r in caplog.records if "flaky-status" in r.getMessage()]
+    assert said == [
+        ("runner_status plugin flaky-status failed: disk probe bug (said again when it works)", True),  # with its traceback
+        ("runner_status plugin flaky-status works again", False),
+    ]
+
+
 async def test_the_other_rpcs_answer_as_fns_pure_runner_without_status_image_or_log_streamer(start, rc):
     node = await start()
     await rc.run(node.address, rc.call(), b"x")
