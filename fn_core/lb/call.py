@@ -22,6 +22,9 @@ from fn_core.store.base import new_id
 HTTP_HEADER_PREFIX = "Fn-Http-H-"
 MAX_KEYS_WITH_EXTENSIONS = 256
 INTENT_HTTP = "httprequest"
+#: request headers Go's net/http server keeps out of ``req.Header``, so Fn never maps or passes them on: Host goes to
+#: ``req.Host``, Transfer-Encoding to ``req.TransferEncoding`` (the body comes dechunked)
+NOT_IN_GO_HEADERS = frozenset(("Host", "Transfer-Encoding"))
 # Never forwarded to the client from a runner's result_start: the HTTP server sets its own.
 HOP_BY_HOP = frozenset(
     h.lower()
@@ -37,21 +40,22 @@ def canonical_header(name: str) -> str:
 
 
 def collect_headers(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """The request's headers as Go's net/http gives them to Fn: canonical names, and no Host (Go moves it to req.Host)."""
+    """The request's headers as Go's net/http gives them to Fn: canonical names, no Host or Transfer-Encoding."""
     headers: dict[str, list[str]] = {}
     for key, value in items:
         name = canonical_header(key)
-        if name != "Host":
+        if name not in NOT_IN_GO_HEADERS:
             headers.setdefault(name, []).append(value)
     return headers
 
 
 def trigger_headers(items: Iterable[tuple[str, str]], method: str, url: str) -> dict[str, list[str]]:
-    """Every request header X but Host becomes Fn-Http-H-X (Content-Type stays), plus method, URL and intent."""
+    """Every request header X but Host and Transfer-Encoding becomes Fn-Http-H-X (Content-Type stays), plus method,
+    URL and intent."""
     headers: dict[str, list[str]] = {}
     for key, value in items:
         name = canonical_header(key)
-        if name == "Host":
+        if name in NOT_IN_GO_HEADERS:
             continue
         if name != "Content-Type":
             name = HTTP_HEADER_PREFIX + name

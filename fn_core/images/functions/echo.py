@@ -2,9 +2,14 @@
 
 JSON keys: ``sleep_ms`` (sleep before answering), ``fail`` (raise -> 502), ``exit`` (exit the
 process with that code), ``allocate_mb`` (allocate memory), ``repeat`` + ``text`` (answer with
-``text * repeat``), ``status`` + ``headers`` (response status and headers), ``env`` (answer with
+``text * repeat``), ``status`` + ``headers`` (response status and headers), ``content_type`` (the answer's
+Content-Type, default ``application/json``), ``env`` (answer with
 the environment as JSON), ``log`` (write that line to stdout and to stderr first), ``fill`` +
-``fill_kb`` (write that many KiB to the file ``fill`` names; answer with the bytes written and the error).
+``fill_kb`` (write that many KiB to the file ``fill`` names; answer with the bytes written and the error),
+``ctx`` (answer with what the fdk's context shows of the request, as JSON: ``method`` (ctx.Method()),
+``request_url`` (ctx.RequestURL()), ``call_id`` (ctx.CallID()), ``deadline`` (ctx.Deadline()), ``headers``
+(ctx.Headers()), ``http_headers`` (ctx.HTTPHeaders()); the last two with lower-case names, as the fdk
+keeps them, a repeated header's values as a list).
 
 What the function sees of its container (tests of the container's hardening use them): ``limits``
 (``/proc/self/limits`` as ``{"Max open files": [soft, hard], ...}``, a value an int or "unlimited"),
@@ -65,6 +70,18 @@ def handler(ctx, data: io.BytesIO | None = None):
         payload = json.dumps(dict(os.environ), sort_keys=True)
     elif req.get("repeat"):
         payload = str(req.get("text", "x")) * int(req["repeat"])
+    elif req.get("ctx"):
+        payload = json.dumps(
+            {
+                "method": ctx.Method(),
+                "request_url": ctx.RequestURL(),
+                "call_id": ctx.CallID(),
+                "deadline": ctx.Deadline(),
+                "headers": ctx.Headers(),
+                "http_headers": ctx.HTTPHeaders(),
+            },
+            sort_keys=True,
+        )
     elif req.get("headers_echo"):
         payload = json.dumps({k: v for k, v in ctx.Headers().items()}, sort_keys=True)
     else:
@@ -72,7 +89,7 @@ def handler(ctx, data: io.BytesIO | None = None):
     return response.Response(
         ctx,
         response_data=payload,
-        headers=dict(req.get("headers", {}), **{"Content-Type": "application/json"}),
+        headers=dict(req.get("headers", {}), **{"Content-Type": req.get("content_type", "application/json")}),
         status_code=int(req.get("status", 200)),
     )
 
