@@ -29,9 +29,12 @@ class CachedLookup:
         # key -> (expires_at, value or exception); in-flight lookups are futures
         self._entries: dict[tuple, tuple[float, Any]] = {}
         self._pending: dict[tuple, asyncio.Future] = {}
+        self._generation = 0  # moved on by clear(): a lookup begun before a write must not store what it read
 
     def clear(self) -> None:
         self._entries.clear()
+        self._pending.clear()  # a caller from now on starts its own lookup, which sees the write
+        self._generation += 1
 
     async def fn(self, fn_id: str) -> Fn:
         return await self._get(("fn", fn_id), lambda: self.store.get_fn(fn_id))
@@ -60,6 +63,7 @@ class CachedLookup:
         return value
 
     async def _load(self, key: tuple, load: Callable[[], Awaitable[Any]]) -> Any:
+        generation = self._generation
         try:
             value: Any = await load()
         except APIError as exc:
@@ -69,7 +73,10 @@ class CachedLookup:
         except Exception as exc:  # a store failure is not cached
             return exc
         finally:
-            self._pending.pop(key, None)
+            if generation == self._generation:  # else clear() dropped it, and a newer lookup may be pending
+                self._pending.pop(key, None)
+        if generation != self._generation:
+            return value  # read before a write this node made: its waiters get it, the cache does not keep it
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # crude bound; a full reload costs one lookup per live key
         self._entries[key] = (time.monotonic() + self.ttl_s, value)

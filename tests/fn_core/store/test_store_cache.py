@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from fn_core.models import App, Fn
@@ -54,6 +55,39 @@ async def test_cache_serves_hits_and_misses_from_memory(store):
     cache.clear()
     await cache.fn(fn.id)
     assert counting.lookups == 3
+
+
+class SlowReadStore:
+    """A read that the test lets finish: it returns the record as it was when the read began."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.lookups = 0
+
+    async def get_fn(self, fn_id):
+        self.lookups += 1
+        before = await self.inner.get_fn(fn_id)
+        if self.lookups == 1:
+            await self.release.wait()
+        return before
+
+
+async def test_a_lookup_begun_before_a_write_is_not_kept_after_the_write_cleared_the_cache(store):
+    app = await store.insert_app(App(name="a"))
+    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="old"))
+    slow = SlowReadStore(store)
+    cache = CachedLookup(slow, ttl_s=60)
+    early = asyncio.ensure_future(cache.fn(fn.id))  # a call looking the fn up as the update lands
+    await asyncio.sleep(0.01)
+    updated = await store.update_fn(fn.id, lambda f: attrs.evolve(f, image="new"))
+    cache.clear()  # what the API node does after its write
+    # a lookup after the write sees it, and does not wait for the early one (bounded: without its own lookup it would)
+    assert (await asyncio.wait_for(cache.fn(fn.id), timeout=5)).image == "new"
+    slow.release.set()
+    assert (await early).image == "old"  # the early call keeps what it read...
+    assert (await cache.fn(fn.id)).image == "new" and slow.lookups == 2  # ...and the cache did not keep it
+    assert updated.image == "new"
 
 
 async def test_cache_expires(store):
