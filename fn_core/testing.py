@@ -16,6 +16,7 @@ Fixtures:
 * ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker); an async fixture of
   pytest-asyncio's, so it works in its strict mode too (there, mark the test ``@pytest.mark.asyncio``).
 * `wait_until`: await a condition that something running in the background will make true (bounded).
+* `build_image`: an image made locally from a Dockerfile's text (``FROM`` the echo image, say), no registry.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"not reached in {timeout_s:g} s: {what}")
+
+
+def build_image(docker_client: Any, dockerfile: str, tag: str) -> str:
+    """Build ``tag`` from ``dockerfile``'s text alone (no build context: ``FROM`` an image already on the engine,
+    e.g. ``echo_image``, with ENV, LABEL, ENTRYPOINT ... lines); the tag. Remove it after, if it is the test's own."""
+    import io
+    import tarfile
+
+    data = dockerfile.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
+    return tag
 
 
 def metric_samples(text: str) -> dict[str, float]:

@@ -133,18 +133,9 @@ async def test_a_pull_that_hangs_is_fns_504_and_launches_share_one_pull(docker_c
 @pytest.fixture
 def volume_image(docker_client, echo_image):
     """The echo function with a VOLUME: Fn refuses such images unless the operator allows them."""
-    import io
-    import tarfile
+    from fn_core.testing import build_image
 
-    tag = f"fn-core-test/volume-echo:{secrets.token_hex(4)}"
-    dockerfile = f"FROM {echo_image}\nVOLUME /data\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    buf.seek(0)
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
+    tag = build_image(docker_client, f"FROM {echo_image}\nVOLUME /data\n", f"fn-core-test/volume-echo:{secrets.token_hex(4)}")
     yield tag
     docker_client.images.remove(tag, noprune=False)
 

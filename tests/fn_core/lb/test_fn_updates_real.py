@@ -8,15 +8,13 @@ a new container with the new settings, and the old container is not used again; 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import secrets
-import tarfile
 
 import pytest
 
-from fn_core.testing import metric_samples, wait_until
+from fn_core.testing import build_image, metric_samples, wait_until
 
 MB = 1024 * 1024
 GONE_WITHIN_S = 60.0  # a bound on "gone by its idle timeout" on a busy 2-core machine, not a speed target
@@ -26,15 +24,7 @@ GONE_WITHIN_S = 60.0  # a bound on "gone by its idle timeout" on a busy 2-core m
 def updated_image(docker_client, echo_image):
     """A second tag of the echo function: the same function, with an ENV its `env` operation shows."""
     tag = f"fn-core-test/echo-updated:{secrets.token_hex(4)}"
-    dockerfile = f"FROM {echo_image}\nENV ECHO_IMAGE_VERSION=2\nLABEL fn-core.test.updated=1\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    buf.seek(0)
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
-    yield tag
+    yield build_image(docker_client, f"FROM {echo_image}\nENV ECHO_IMAGE_VERSION=2\nLABEL fn-core.test.updated=1\n", tag)
     docker_client.images.remove(tag, noprune=False)
 
 

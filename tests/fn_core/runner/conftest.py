@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
-import tarfile
 import uuid
 from typing import Any
 
@@ -20,6 +18,7 @@ from fn_core.plugins import get_plugin_manager
 from fn_core.proto import runner_pb2 as pb
 from fn_core.proto import runner_pb2_grpc
 from fn_core.runner.main import start_runner
+from fn_core.testing import build_image
 from fn_core.wire import MAX_DATA_CHUNK
 
 LABEL = "fn-agent-classifier"
@@ -136,12 +135,4 @@ def slow_start_image(docker_client, echo_image) -> str:
              "from fdk.scripts.fdk import main; sys.exit(main())")
     dockerfile = f"FROM {echo_image}\nLABEL {IMAGE_LABEL}=function\nENTRYPOINT {json.dumps(['/usr/bin/python3', '-c', start])}\n"
     dockerfile += 'CMD ["/function/func.py", "handler"]\n'  # a new ENTRYPOINT drops the inherited CMD
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile.encode())
-        tar.addfile(info, io.BytesIO(dockerfile.encode()))
-    buf.seek(0)
-    tag = "fn-core-test/slow-start:latest"
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
-    return tag
+    return build_image(docker_client, dockerfile, "fn-core-test/slow-start:latest")
