@@ -98,10 +98,8 @@ class RunnerCore:
             self._count(err, started_ns)
             await io.finish(finished(None, err, started_ns, created, 0))
             return False
-        except asyncio.CancelledError:
-            # the LB dropped the stream before its try (or we stop): received, so counted, or the runner's calls by
-            # result would not add up to the requests it received
-            self.metrics.observe_cancelled()
+        except asyncio.CancelledError:  # the LB dropped the stream before its try (or we stop): as below
+            self._cancelled(None, started_ns)
             raise
         call = offer.call
         if self.status_check is not None and call.image == self.status_check.image:
@@ -187,10 +185,11 @@ class RunnerCore:
             asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome_record)
         return False
 
-    def _cancelled(self, call: Call, started_ns: int) -> None:
-        """A call taken but dropped before its end: counted, and told to listeners as Fn's 444 (the client's cancel)."""
+    def _cancelled(self, call: Call | None, started_ns: int) -> None:
+        """A call received but dropped before its end: counted (the runner's calls by result add up to the requests it
+        received), and, once its try was read, told to listeners as Fn's 444 (the client's cancel)."""
         self.metrics.observe_cancelled()
-        if self.listened:
+        if self.listened and call is not None:
             outcome = CallOutcome(status=ClientCancelled.status, error=ClientCancelled.message,
                                   duration_s=(time.monotonic_ns() - started_ns) / 1e9)
             asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome)
