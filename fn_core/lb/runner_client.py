@@ -39,6 +39,9 @@ TLS_MISMATCH_HINTS = {
     transport_errors.PEER_WANTS_TLS: "the runner may serve TLS only (FN_NODE_CERT set there) and this LB speaks plaintext to runners "
     "(FN_NODE_CERT_AUTHORITY not set)",
 }
+#: past a call's timeout a live runner has ended it (its 504 at the latest); this much later, for a cold start's
+#: tail, a silent runner is asked whether it is still there (`fn_core.transport.client`)
+OVERDUE_MARGIN_S = 5.0
 #: a gRPC status with this (non-standard) code is Fn's other NACK (pure_runner.go getTryMsg; runner_client.go isTooBusy)
 NACK_STATUS = 503
 
@@ -220,6 +223,7 @@ class RunnerClient:
         if self.unreachable:
             self.unreachable = False
             log.warning("runner %s reachable again", self.address)
+        stream.due = stream.conn.loop.time() + offer.call.timeout + OVERDUE_MARGIN_S
         sender: asyncio.Task | None = None
         reply = ReplyReader(on_start, sink)
         try:

@@ -8,12 +8,19 @@ has been silent for `KEEPALIVE_S`, a PING checks the link; a peer that does not 
 the shortest grpc-go and grpcio servers accept by default (5 min while calls are open): pinging more
 often gets a connection with a quiet call on it (a function that thinks long) dropped as "too_many_pings"
 after three PINGs, and every call on it with it.
+
+A call's silence is a reason to ask sooner only once the call is overdue: a stream given a `ClientStream.due`
+time (the LB: the call's timeout and a margin, past which a live runner has answered, if only with its 504)
+that passes while the peer is silent gets a PING then, and again at most every `OVERDUE_PROBE_GAP_S`. A runner
+host that froze or vanished without a word (no FIN, no RST) so costs its calls their timeout and some seconds,
+not five minutes; a live peer answers the PING, and a quiet call within its timeout is never the reason for one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import struct
 from collections.abc import Iterable
@@ -35,6 +42,12 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 300.0
 KEEPALIVE_TIMEOUT_S = 10.0
+#: how often a connection with calls open looks at how long its peer has been silent
+CHECK_EVERY_S = 2.0
+#: a connection with an overdue call and a silent peer PINGs at most this often: a grpc-go server with its
+#: default policy counts a PING within 5 min of the last as a strike when it sent nothing in between, and
+#: drops the connection at the third
+OVERDUE_PROBE_GAP_S = 60.0
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
 #: a connection opens new streams below this id; past it, the channel dials a fresh one
 LAST_STREAM_ID = 2**31 - 1025
@@ -43,13 +56,15 @@ LAST_STREAM_ID = 2**31 - 1025
 class ClientStream(h2.H2Stream):
     """One call as the caller sees it: `send_message`, `read_message` until None, then `close`."""
 
-    __slots__ = ("_response_started", "_half_closed")
+    __slots__ = ("_response_started", "_half_closed", "due")
     conn: ClientConnection
 
     def __init__(self, conn: ClientConnection, stream_id: int) -> None:
         super().__init__(conn, stream_id)
         self._response_started = False
         self._half_closed = False
+        #: loop time by which a live peer has ended the call; past it, a silent peer is PINGed (module docstring)
+        self.due = math.inf
 
     async def send_message(self, message: bytes, end_stream: bool = False) -> None:
         await super().send_message(message, end_stream)
@@ -181,16 +196,30 @@ class ClientConnection(h2.H2Connection):
             self._keepalive.cancel()
 
     async def _keep_alive(self) -> None:
+        loop = self.loop
+        last_probe = -math.inf
         while True:
-            await asyncio.sleep(KEEPALIVE_S)
-            if not self.streams or self.loop.time() - self.last_received < KEEPALIVE_S:
+            await asyncio.sleep(CHECK_EVERY_S)
+            if not self.streams:
                 continue
-            sent = self.loop.time()
+            now = loop.time()
+            silent_s = now - self.last_received
+            if silent_s >= KEEPALIVE_S:
+                why = f"silent for {silent_s:.0f} s with calls open"
+            elif silent_s >= CHECK_EVERY_S and now - last_probe >= OVERDUE_PROBE_GAP_S and self._overdue(now):
+                why = "a call is past its time and the runner is silent"
+            else:
+                continue
+            last_probe = now
             self.write(h2.frame(h2.PING, 0, 0, struct.pack(">Q", 0)))
             await asyncio.sleep(KEEPALIVE_TIMEOUT_S)
-            if self.last_received < sent and self.transport is not None:
-                log.warning("runner connection %s: no answer to a PING in %.0f s; dropping it", self.authority, KEEPALIVE_TIMEOUT_S)
+            if self.last_received < now and self.transport is not None:
+                log.warning("runner connection %s: no answer in %.0f s to a PING (%s); dropping it and its %d calls",
+                            self.authority, KEEPALIVE_TIMEOUT_S, why, len(self.streams))
                 self.transport.abort()
+
+    def _overdue(self, now: float) -> bool:
+        return any(stream.due <= now for stream in self.streams.values() if isinstance(stream, ClientStream))
 
 
 class Channel:

@@ -172,6 +172,42 @@ async def test_killed_runner_no_hang_no_double_run(platform, deploy_echo):
         assert (await survivor.status()).requests_received == placed
 
 
+async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_minutes(platform, deploy_echo):
+    """A runner host that stops answering without closing its connections (a paused VM, a partition: no FIN, no
+    RST), played by SIGSTOP: its call ends with a 500 soon after the fn's timeout (before: at the 5-minute keepalive),
+    is not run again elsewhere, and the next call goes to the other runner."""
+    runners = [await platform.runner() for _ in range(2)]
+    lb = await platform.lb(runners, placer="ch")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(lb.url, timeout=aiohttp.ClientTimeout(total=400)) as s:
+        fn_id = (await deploy_echo(s, platform.image, timeout=2))["fn"]["id"]
+        home = runners[jump_hash(fn_hash(fn_id), 2)]
+        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        call = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 1500}))
+        for _ in range(500):  # bounded: freeze the runner while it runs the call
+            if (await home.status()).active >= 1:
+                break
+            await asyncio.sleep(0.01)
+        home.proc.popen.send_signal(signal.SIGSTOP)
+        try:
+            frozen_at = loop.time()
+            # the bound: the fn's 2 s timeout, the LB's 5 s margin, a 2 s check and a 10 s PING window; a
+            # minute is plenty, and far below the 5-minute keepalive that was the only bound before
+            status, headers, body = await asyncio.wait_for(call, 60)
+            waited_s = loop.time() - frozen_at
+            after = await post(s, f"/invoke/{fn_id}", b"next")
+        finally:
+            home.proc.popen.send_signal(signal.SIGCONT)
+    assert (status, json.loads(body)) == (500, {"message": "the runner was lost during the call"}), waited_s
+    assert after[::2] == (200, b"next")  # the frozen runner's new connection gets no SETTINGS: not placed there
+    assert (await other.status()).requests_received == 1  # "next" only: the lost call was committed, never re-sent
+    call_id = headers["Fn-Call-Id"]
+    await wait_until(lambda: any(line[0] == call_id for line in lb.proc.call_lines()), "the lost call's line")
+    assert next(line for line in lb.proc.call_lines() if line[0] == call_id)[2:] == (home.address, 500, 1)
+    assert "no answer in 10 s to a PING (a call is past its time and the runner is silent)" in lb.proc.log()
+
+
 async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
     node = await platform.serve()
     async with aiohttp.ClientSession(node.url, timeout=TIMEOUT) as s:

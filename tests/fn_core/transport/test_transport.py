@@ -411,6 +411,7 @@ async def _within(awaitable, seconds: float) -> bool:
 async def test_keepalive_drops_a_peer_that_stops_answering(raw_server, channels, monkeypatch):
     monkeypatch.setattr(client, "KEEPALIVE_S", 0.2)
     monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
     kinds: list[int] = []
 
     async def settings_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -428,6 +429,86 @@ async def test_keepalive_drops_a_peer_that_stops_answering(raw_server, channels,
             await stream.read_message()
     assert not isinstance(failure.value, StreamRefused)
     assert PING in kinds and HEADERS in kinds
+
+
+async def _silent_peer(raw_server, pings: list[float]):
+    """A peer that finishes the handshake, takes a call, and then says nothing: a host that froze."""
+    loop = asyncio.get_running_loop()
+
+    async def settings_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            if (await read_frame(reader))[0] == PING:
+                pings.append(loop.time())
+
+    return await raw_server(settings_then_silence)
+
+
+async def test_a_silent_peer_with_an_overdue_call_is_pinged_and_dropped_long_before_the_keepalive(raw_server, channels, monkeypatch):
+    # the keepalive stays at its 5 minutes: only the call's being overdue makes the channel ask
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.3)
+    pings: list[float] = []
+    server = await _silent_peer(raw_server, pings)
+    channel = channels(server.address)
+    loop = asyncio.get_running_loop()
+    stream = await channel.open(PATH)
+    await stream.send_message(b"x", end_stream=True)
+    stream.due = loop.time() + 0.4  # as the LB sets it: the call's timeout and a margin
+    async with asyncio.timeout(5):
+        with pytest.raises(RpcError) as failure:
+            await stream.read_message()
+    assert not isinstance(failure.value, StreamRefused)  # committed: the call was sent
+    assert len(pings) == 1 and pings[0] >= stream.due - 0.01  # asked once it was due, not before
+
+
+async def test_a_silent_peer_whose_calls_are_not_due_is_not_pinged(raw_server, channels, monkeypatch):
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    pings: list[float] = []
+    server = await _silent_peer(raw_server, pings)
+    stream = await channels(server.address).open(PATH)
+    await stream.send_message(b"x", end_stream=True)
+    stream.due = asyncio.get_running_loop().time() + 60  # a function that thinks long, within its timeout
+    assert not await _within(stream.read_message(), 0.6)
+    assert pings == [] and stream.conn.lost is None
+    stream.close()
+
+
+async def test_a_live_peer_with_an_overdue_call_answers_the_pings_and_the_call_goes_on(our_server, channels, monkeypatch):
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(client, "OVERDUE_PROBE_GAP_S", 0.3)
+    release = asyncio.Event()
+
+    async def answer_when_released(stream: ServerStream) -> None:
+        await stream.read_message()
+        await release.wait()
+        await stream.send(b"late but here")
+
+    _, address = await our_server({PATH: answer_when_released})
+    stream = await channels(address).open(PATH)
+    await stream.send_message(b"x", end_stream=True)
+    conn = stream.conn
+    pings = []
+    write = conn.write
+
+    def write_noting_pings(data: bytes) -> None:
+        if len(data) == 17 and data[3] == PING:
+            pings.append(data)
+        write(data)
+
+    conn.write = write_noting_pings  # type: ignore[method-assign]
+    stream.due = asyncio.get_running_loop().time()  # overdue at once (a runner's queue, a slow pull)
+    # several probe gaps and answer windows pass: each PING is answered, the connection stays
+    await asyncio.sleep(1.2)
+    assert 2 <= len(pings) <= 4  # one per probe gap, no more
+    assert conn.lost is None
+    release.set()
+    async with asyncio.timeout(5):
+        assert await stream.read_message() == b"late but here"
+        assert await stream.read_message() is None
+    stream.close()
 
 
 async def test_a_refused_stream_is_stream_refused(raw_server, channels):
