@@ -8,7 +8,8 @@ The CLI, the servers and the tests all call it. Order of work:
 4. load third-party plugins from the ``fn_core.plugins`` entry-point group: one that fails to
    import is reported (warning + status "failed") and the platform goes on; two distributions
    offering one plugin name stop start-up naming both; a disabled name that no plugin has is
-   named in a warning (a typo would leave the plugin on);
+   named in a warning (a typo would leave the plugin on), and so is a config file's ``[plugins.<name>]``
+   table that no plugin has (an error under ``strict``: its settings would be read by nobody);
 5. ``check_pending``: a hookimpl that matches no hookspec stops start-up naming its plugin;
 6. collect the named placers, drivers and runner pools and select the ones the config names
    (an unknown or duplicate name stops start-up with the available names; a placer with no
@@ -132,6 +133,7 @@ def get_plugin_manager(
     if load_entrypoints:
         _load_entrypoints(pm)
         _warn_unknown_disabled(disabled, pm.infos)
+        _check_plugin_tables(config, pm.infos, strict=config.strict and select)  # a listing still lists
 
     try:
         pm.check_pending()
@@ -186,6 +188,22 @@ def _register_placer_hooks(pm: FnPluginManager, placer: Placer) -> None:
         pm.register(placer.hooks, name=f"placer:{placer.name}")
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise PluginError(f"placer {placer.name!r} of plugin {owner!r} cannot be registered: {exc}") from None
+
+
+def _check_plugin_tables(config: Config, known: dict[str, PluginInfo], strict: bool) -> None:
+    """A ``[plugins.<name>]`` table that no plugin here reads (a typo, a plugin not installed on this node) would be
+    ignored without a word: a warning, or with ``strict`` (FN_STRICT_CONFIG) an error, as for any unknown key."""
+    unknown = sorted(set(config.plugins) - set(known))
+    if not unknown:
+        return
+    tables = ", ".join(f"[plugins.{name}]" for name in unknown)
+    message = (
+        f"config file: {tables} names no installed plugin (plugins: {', '.join(sorted(known))}); "
+        f"{'its' if len(unknown) == 1 else 'their'} settings are read by no plugin"
+    )
+    if strict:
+        raise ConfigError(message)
+    log.warning("%s", message)
 
 
 def _warn_unknown_disabled(disabled: set[str], known: dict[str, PluginInfo]) -> None:

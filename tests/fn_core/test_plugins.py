@@ -199,6 +199,30 @@ def test_disabling_a_name_no_plugin_has_is_named_with_the_known_ones(caplog, rec
     assert infos_by_name(pm)["tracing"].status == "disabled" and infos_by_name(pm)["fn-metrics"].status == "active"
 
 
+def _config_file(tmp_path, text: str):
+    path = tmp_path / "fn.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_plugins_table_no_plugin_has_is_named_with_the_known_ones_and_start_up_goes_on(tmp_path, caplog):
+    # a typo for cpu-shares; the fn-metrics table is a built-in's, and tracing's is read though tracing is disabled
+    path = _config_file(tmp_path, "[plugins.cpu-share]\nshares_per_mb = 2\n[plugins.fn-metrics]\nmax_fns = 5\n[plugins.tracing]\n")
+    pm = get_plugin_manager(load_config(path, env={"FN_DISABLE_PLUGINS": "tracing"}))
+    [message] = [r.getMessage() for r in caplog.records if "[plugins." in r.getMessage()]
+    assert message.startswith("config file: [plugins.cpu-share] names no installed plugin (plugins: ")
+    assert "fn-metrics" in message.split("(plugins: ")[1] and message.endswith("its settings are read by no plugin")
+    assert pm.placer is not None  # started
+
+
+def test_under_strict_config_a_plugins_table_no_plugin_has_stops_start_up_but_not_a_listing(tmp_path, caplog):
+    path = _config_file(tmp_path, "strict = true\n[plugins.cpu-share]\n[plugins.fn-metric]\n")
+    with pytest.raises(ConfigError, match=r"^config file: \[plugins.cpu-share\], \[plugins.fn-metric\] names no installed"):
+        get_plugin_manager(load_config(path, env={}))
+    get_plugin_manager(load_config(path, env={}), select=False)  # `fn-core plugins` lists what there is, and warns
+    assert any(r.getMessage().startswith("config file: [plugins.cpu-share]") for r in caplog.records)
+
+
 def test_a_placer_with_no_place_call_stops_start_up():
     class Lazy:
         @hookimpl

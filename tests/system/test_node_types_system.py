@@ -119,13 +119,27 @@ def test_a_mistyped_config_file_key_under_strict_config_stops_the_lb_with_one_cl
 async def test_without_strict_config_the_mistyped_key_is_a_warning_and_the_lb_serves(platform, tmp_path):
     """The same file, FN_STRICT_CONFIG=0 (which outranks the file's own `strict`): the node starts and says what it ignored."""
     config_file = tmp_path / "f.toml"
-    config_file.write_text('strict = true\nplacer = "naive"\nrunner_adresses = ["127.0.0.1:9190"]\n')
+    config_file.write_text('strict = true\nplacer = "naive"\nrunner_adresses = ["127.0.0.1:9190"]\n[plugins.cpu-share]\n')
     port = free_port()
     lb = platform.start("lb-lax", ["--config", str(config_file), "lb", "--host", "127.0.0.1", "--port", str(port),
                                 "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/lax.db"], FN_STRICT_CONFIG="0")
     await platform.wait_http(lb, f"http://127.0.0.1:{port}")
     assert lb.stop() == 0, lb.log()
     assert f"WARNING fn_core.config: config file {config_file}: unknown key 'runner_adresses'" in lb.log()
+    assert "WARNING fn_core.plugins: config file: [plugins.cpu-share] names no installed plugin (plugins: " in lb.log()
+
+
+def test_a_plugins_table_no_plugin_has_under_strict_config_stops_the_lb_with_one_clear_line(tmp_path):
+    """A mistyped plugin name in a table header (`cpu-share` for `cpu-shares`): its settings would be read by nobody."""
+    config_file = tmp_path / "f.toml"
+    config_file.write_text('strict = true\n[plugins.cpu-share]\nshares_per_mb = 2\n')
+    args = [FN_CORE, "--config", str(config_file), "lb", "--host", "127.0.0.1", "--port", str(free_port()),
+            "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/strict.db"]
+    result = subprocess.run(args, env=operator_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "error" in line]
+    assert line.startswith("fn-core: error: config file: [plugins.cpu-share] names no installed plugin (plugins: ")
+    assert "fn-metrics" in line.split("(plugins: ")[1]
 
 
 # ---------------------------------------------------------------------------------------------------------
