@@ -25,6 +25,7 @@ from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.servicer import RunnerServicer
 from fn_core.signals import wait_for_stop_signal
 from fn_core.transport import GrpcServer
+from fn_core.transport import errors as transport_errors
 from fn_core.transport.tls import TLSFilesError, server_context
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,19 @@ class RunnerNode:
         if self.http is not None:  # last: /metrics shows the drain until the end
             await self.http.cleanup()
         log.info("runner %s stopped", self.address)
+
+
+#: what a runner's operator is told to check when a client's (an LB's) TLS handshake failed as a mismatch does
+TLS_REFUSAL_HINTS = {
+    transport_errors.CLIENT_SENT_NO_CERTIFICATE: "the client sent no certificate: an LB needs FN_NODE_CERT and "
+    "FN_NODE_CERT_KEY, signed by the CA of this runner's FN_NODE_CERT_AUTHORITY",
+    transport_errors.CLIENT_CERTIFICATE_UNTRUSTED: "the client's certificate is not signed by the CA of this runner's "
+    "FN_NODE_CERT_AUTHORITY",
+    transport_errors.CLIENT_REFUSED_CERTIFICATE: "the client does not trust this runner's certificate (FN_NODE_CERT): the "
+    "LB's FN_NODE_CERT_AUTHORITY must be the CA that signed it, for the address the LB dials",
+    transport_errors.CLIENT_NOT_TLS: "the client speaks plaintext, and this runner serves TLS only (FN_NODE_CERT is set): "
+    "an LB speaks TLS to runners with FN_NODE_CERT_AUTHORITY",
+}
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
@@ -149,7 +163,7 @@ async def start_runner(
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0)
-    server = GrpcServer(servicer.handlers(), tls)
+    server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS)
     try:
         bound = await server.start(host, port)
     except OSError as exc:

@@ -32,6 +32,27 @@ PEER_NOT_TLS = "peer not TLS"  # over TLS: what the peer sent back was not TLS
 PEER_WANTS_TLS = "peer wants TLS"  # in plaintext: the peer hung up before HTTP/2 (as a TLS server does on a plaintext client)
 
 
+#: what a server's failed TLS handshake suggests about its client (`GrpcServer`'s ``tls_hints`` are keyed by these)
+CLIENT_SENT_NO_CERTIFICATE = "client sent no certificate"
+CLIENT_CERTIFICATE_UNTRUSTED = "client certificate untrusted"  # it did not verify against our CA
+CLIENT_REFUSED_CERTIFICATE = "client refused certificate"  # its alert: our certificate is not one it trusts
+CLIENT_NOT_TLS = "client not TLS"  # what came was not a TLS handshake (plaintext HTTP/2, most likely)
+
+
+def classify_tls_refusal(exc: BaseException) -> str:
+    """One of the ``CLIENT_*`` values for a server's failed handshake, or "" (nothing says TLS settings are why)."""
+    reason = getattr(exc, "reason", None) or ""
+    if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        return CLIENT_SENT_NO_CERTIFICATE
+    if reason == "CERTIFICATE_VERIFY_FAILED":
+        return CLIENT_CERTIFICATE_UNTRUSTED
+    if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")) and "CERTIFICATE" in reason or reason.endswith("UNKNOWN_CA"):
+        return CLIENT_REFUSED_CERTIFICATE
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return CLIENT_NOT_TLS
+    return ""
+
+
 class Unreachable(RpcError):
     """No connection to the peer: nothing of the call left this node.
 

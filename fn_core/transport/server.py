@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from fn_core.transport import h2
-from fn_core.transport.errors import RpcError, Status
+from fn_core.transport.errors import RpcError, Status, classify_tls_refusal
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
 
 log = logging.getLogger(__name__)
@@ -152,20 +153,75 @@ class ServerConnection(h2.H2Connection):
 
 
 class GrpcServer:
-    """Serves ``handlers`` (``{"/Service/Method": handler}``) on one address."""
+    """Serves ``handlers`` (``{"/Service/Method": handler}``) on one address.
 
-    def __init__(self, handlers: dict[str, Handler], ssl_context: ssl.SSLContext | None = None) -> None:
+    Over TLS (``ssl_context``), a client whose handshake fails is logged once per client host and reason, with
+    ``tls_hints[reason]`` (``reason``: a ``CLIENT_*`` value of `fn_core.transport.errors`) when given."""
+
+    def __init__(
+        self, handlers: dict[str, Handler], ssl_context: ssl.SSLContext | None = None, tls_hints: dict[str, str] | None = None,
+    ) -> None:
         self.handlers = handlers
         self.ssl_context = ssl_context
+        self.tls_hints = tls_hints or {}
         self.connections: set[ServerConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.handshakes: set[asyncio.Task[None]] = set()
+        self._tls_refused: dict[str, str] = {}  # client host -> the reason last logged (until one succeeds)
         self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None  # over TLS: the listening socket, and the task accepting on it
+        self._accepting: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 = any free one). `OSError` when it cannot bind."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ServerConnection(self), host, port, ssl=self.ssl_context)
-        return self._server.sockets[0].getsockname()[1]
+        if self.ssl_context is None:
+            self._server = await loop.create_server(lambda: ServerConnection(self), host, port)
+            return self._server.sockets[0].getsockname()[1]
+        # over TLS, connections are accepted here and handed to the loop with their handshake still to do: a
+        # ``create_server(ssl=...)`` does it out of our sight, and a client refused (an LB without a certificate,
+        # or speaking plaintext) would leave the runner's operator nothing to read
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=512)
+        listener.setblocking(False)
+        self._listener = listener
+        self._accepting = loop.create_task(self._accept_tls(listener), name=f"grpc-accept-{port}")
+        return listener.getsockname()[1]
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, address = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, ...: the clients wait in the backlog meanwhile
+                log.warning("gRPC server: accepting a connection failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as create_server's connections have it
+            task = loop.create_task(self._handshake(client, str(address[0])))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, client: socket.socket, host: str) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: ServerConnection(self), client, ssl=self.ssl_context)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError; the loop closed the connection
+            self._refused(host, exc)
+            return
+        self._tls_refused.pop(host, None)
+
+    def _refused(self, host: str, exc: BaseException) -> None:
+        reason = classify_tls_refusal(exc)
+        if not reason and (not isinstance(exc, ssl.SSLError) or isinstance(exc, ssl.SSLEOFError)):
+            # a TCP probe (a health check, a port scan) that hangs up, a reset, a timeout: no TLS setting is why
+            log.debug("TLS handshake from %s did not complete: %r", host, exc)
+            return
+        what = reason or f"{type(exc).__name__}: {exc}"
+        if self._tls_refused.get(host) == what:
+            return  # said already: a misconfigured LB retries every few seconds
+        self._tls_refused[host] = what
+        hint = self.tls_hints.get(reason, "")
+        log.warning("TLS handshake from %s failed: %s%s (not said again for that host until the reason changes)",
+                    host, f"{type(exc).__name__}: {exc}", f": {hint}" if hint else "")
 
     async def run(self, handler: Handler, stream: ServerStream) -> None:
         task = asyncio.current_task()
@@ -191,6 +247,16 @@ class GrpcServer:
         """Stop listening, refuse new calls, give those running ``grace_s`` seconds, then cancel them."""
         if self._server is not None:
             self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+            self._accepting = None
+        if self._listener is not None:
+            self._listener.close()
+        handshakes = list(self.handshakes)
+        for task in handshakes:  # a connection still shaking hands has no call yet
+            task.cancel()
+        await asyncio.gather(*handshakes, return_exceptions=True)
         for conn in list(self.connections):
             conn.goaway()
         if self.tasks and grace_s:

@@ -2,7 +2,7 @@
 
 What an operator checks: a call runs over mTLS; each mismatch (no client certificate, another CA, TLS on one end
 only) costs a call Fn's 503 after FN_PLACER_TIMEOUT, runs nothing on the runner and is said once in the LB's log
-with the settings to look at; a runner (or LB) given TLS files it cannot use does not start, and says which.
+with the settings to look at, and once in the runner's where the runner can tell; a runner (or LB) given TLS files it cannot use does not start, and says which.
 """
 
 from __future__ import annotations
@@ -79,30 +79,42 @@ async def test_a_call_runs_over_mtls_between_an_lb_and_a_runner(platform, deploy
     assert (await runner.status()).requests_received == 2
 
 
-# (runner's settings, LB's settings, what the LB's one line on the runner says, in parts): settings from the fixtures' files
+# (runner's settings, LB's settings, what the LB's one line on the runner says, in parts, what a TLS runner's one line on
+# the LB says, in parts: () for none): settings from the fixtures' files. Our LB hangs up on a runner certificate it does
+# not trust without a TLS alert, so that runner cannot tell it from a TCP probe, and says nothing; a plaintext runner
+# has its own line.
 MISMATCHES = {
     "LB without a client certificate": (
         lambda pki, other: tls_env(pki),
         lambda pki, other: tls_env(pki, FN_NODE_CERT=None, FN_NODE_CERT_KEY=None),
         ("the peer closed the connection right after the TLS handshake, before any HTTP/2 frame: the runner refused this "
          "LB's client certificate (FN_NODE_CERT: not set, or not signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",),
+        ("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE]",
+         ": the client sent no certificate: an LB needs FN_NODE_CERT and FN_NODE_CERT_KEY, signed by the CA of this runner's "
+         "FN_NODE_CERT_AUTHORITY"),
     ),
     "LB certificate signed by another CA": (
         lambda pki, other: tls_env(pki),
         lambda pki, other: tls_env(pki, FN_NODE_CERT=other["node_cert"], FN_NODE_CERT_KEY=other["node_cert_key"]),
         ("right after the TLS handshake", ": the runner refused this LB's client certificate"),
+        ("TLS handshake from 127.0.0.1 failed: SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED]",
+         ": the client's certificate is not signed by the CA of this runner's FN_NODE_CERT_AUTHORITY"),
     ),
     "runner certificate signed by a CA the LB does not trust": (
         lambda pki, other: tls_env(pki),
         lambda pki, other: tls_env(other),
         ("SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
          ": the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for that address"),
+        (),
     ),
     "plaintext LB, TLS runner": (
         lambda pki, other: tls_env(pki),
         lambda pki, other: {},
         ("the peer closed the connection before any HTTP/2 frame: the runner may serve TLS only (FN_NODE_CERT set there) and "
          "this LB speaks plaintext to runners (FN_NODE_CERT_AUTHORITY not set)",),
+        ("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: WRONG_VERSION_NUMBER]",
+         ": the client speaks plaintext, and this runner serves TLS only (FN_NODE_CERT is set): an LB speaks TLS to runners "
+         "with FN_NODE_CERT_AUTHORITY"),
     ),
     "TLS LB, plaintext runner": (
         lambda pki, other: {},
@@ -110,13 +122,14 @@ MISMATCHES = {
         ("SSLError: [SSL: WRONG_VERSION_NUMBER]",
          ": the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners (FN_NODE_CERT_AUTHORITY "
          "is set)"),
+        (),
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(MISMATCHES))
 async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_once(platform, deploy_echo, pki, other_pki, case):
-    make_runner_env, make_lb_env, why = MISMATCHES[case]
+    make_runner_env, make_lb_env, why, runner_says = MISMATCHES[case]
     runner_env, lb_env = make_runner_env(pki, other_pki), make_lb_env(pki, other_pki)
     runner = await platform.runner(credentials=credentials(pki) if runner_env else None, **runner_env)
     lb = await platform.lb([runner], FN_PLACER_TIMEOUT=str(PLACER_TIMEOUT_S), **lb_env)
@@ -142,6 +155,12 @@ async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_onc
         assert "runner channels use TLS without a client certificate (FN_NODE_CERT not set)" in log
     if not runner_env:  # the plaintext runner tells its own operator what came
         assert "not an HTTP/2 client: it began a TLS handshake, and this server does not serve TLS" in runner.proc.log()
+    told = [line for line in runner.proc.log().splitlines() if "TLS handshake from" in line]
+    if runner_says:  # once, though the LB tried ~100 times, with the settings to look at
+        assert len(told) == 1 and " WARNING fn_core.transport.server: " in told[0], told
+        assert all(part in told[0] for part in runner_says), told[0]
+    else:
+        assert told == []
 
 
 def start_and_fail(tmp_path: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess:

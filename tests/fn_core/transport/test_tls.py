@@ -8,7 +8,8 @@ import ssl
 import grpc
 import pytest
 
-from fn_core.transport import Unreachable
+from fn_core.testing import wait_until
+from fn_core.transport import GrpcServer, Unreachable, errors
 from fn_core.transport.server import unary
 
 PATH = "/test.Svc/Reverse"
@@ -105,3 +106,62 @@ async def test_our_mtls_channel_calls_a_grpcio_server(pki, channels):
                 await without_cert.unary(PATH, b"secret", timeout_s=5)
     finally:
         await server.stop(None)
+
+
+def tls_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("TLS handshake from")]
+
+
+async def test_a_refused_client_is_logged_once_per_reason_with_its_hint_and_again_after_a_success(pki, channels, caplog):
+    hints = {errors.CLIENT_SENT_NO_CERTIFICATE: "give the LB a certificate", errors.CLIENT_NOT_TLS: "speak TLS"}
+    server = GrpcServer(reverse_server([]), server_context(pki), hints)
+    port = await server.start("127.0.0.1", 0)
+    address = f"127.0.0.1:{port}"
+    try:
+        for _ in range(3):  # a misconfigured LB retries: one line, not one per attempt
+            with pytest.raises(Unreachable):
+                await channels(address, client_context(pki, with_cert=False)).unary(PATH, b"x", timeout_s=5)
+        [line] = tls_lines(caplog)
+        assert line.startswith("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE]")
+        assert line.endswith(": give the LB a certificate (not said again for that host until the reason changes)")
+
+        with pytest.raises(Unreachable):  # another reason: said
+            await channels(address).unary(PATH, b"x", timeout_s=5)
+        assert tls_lines(caplog)[1].startswith("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: WRONG_VERSION_NUMBER]")
+        assert tls_lines(caplog)[1].endswith(": speak TLS (not said again for that host until the reason changes)")
+
+        assert await channels(address, client_context(pki)).unary(PATH, b"ok", timeout_s=5) == b"ko"  # fixed: forgotten
+        with pytest.raises(Unreachable):  # broken again: said again
+            await channels(address).unary(PATH, b"x", timeout_s=5)
+        assert len(tls_lines(caplog)) == 3
+    finally:
+        await server.stop(0)
+
+
+async def test_a_tcp_probe_is_not_a_refused_client_and_a_stop_does_not_wait_for_a_silent_handshake(pki, caplog):
+    server = GrpcServer(reverse_server([]), server_context(pki))
+    port = await server.start("127.0.0.1", 0)
+    _, probe = await asyncio.open_connection("127.0.0.1", port)  # a health check: connects, says nothing, hangs up
+    probe.close()
+    _, silent = await asyncio.open_connection("127.0.0.1", port)  # connects and says nothing
+    await wait_until(lambda: len(server.handshakes) == 1, "the probe's handshake over and the silent one waiting")
+    async with asyncio.timeout(5):
+        await server.stop(0)
+    silent.close()
+    assert server.handshakes == set() and tls_lines(caplog) == []
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", errors.CLIENT_SENT_NO_CERTIFICATE),
+    ("TLSV13_ALERT_CERTIFICATE_REQUIRED", errors.CLIENT_SENT_NO_CERTIFICATE),
+    ("CERTIFICATE_VERIFY_FAILED", errors.CLIENT_CERTIFICATE_UNTRUSTED),
+    ("TLSV1_ALERT_UNKNOWN_CA", errors.CLIENT_REFUSED_CERTIFICATE),  # what Go's TLS (Fn's LB) sends for a CA it lacks
+    ("SSLV3_ALERT_BAD_CERTIFICATE", errors.CLIENT_REFUSED_CERTIFICATE),
+    ("WRONG_VERSION_NUMBER", errors.CLIENT_NOT_TLS),
+    ("HTTP_REQUEST", errors.CLIENT_NOT_TLS),
+    ("UNEXPECTED_EOF_WHILE_READING", ""),
+])
+def test_a_handshake_failure_is_read_as_the_setting_it_points_at(reason, kind):
+    exc = ssl.SSLError(1, f"[SSL: {reason}]")
+    exc.reason = reason
+    assert errors.classify_tls_refusal(exc) == kind
