@@ -301,6 +301,12 @@ class Config:
         "limit on reading a request body (s, or Go's 1m30s, 500ms); 0 = none (408, and the connection is closed)",
         validator=_non_negative,
     )
+    shutdown_grace_s: Duration = setting(
+        30.0, "FN_SHUTDOWN_GRACE",
+        "on SIGTERM/SIGINT, how long the calls under way may finish before they are cut (s, or Go's 1m30s); the whole stop "
+        "keeps within it (set the orchestrator's own grace, e.g. Kubernetes' terminationGracePeriodSeconds, a few s longer)",
+        validator=_non_negative,
+    )
     placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)
     retry_all_delay_ms: int = setting(10, "FN_RETRY_ALL_DELAY_MSECS", "pause after every runner refused a call (ms)", validator=_non_negative)
     detached_placer_timeout_s: float = setting(

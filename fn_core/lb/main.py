@@ -5,7 +5,7 @@ Several LBs share one set of apps and fns through an API node: each LB started w
 
 Shutdown order (SIGTERM/SIGINT): stop accepting connections and placing new calls, let in-flight calls
 finish, wait for detached calls, close the runner channels, close the store; for `serve` then stop the
-local runner. The whole stop takes at most the grace period (`DEFAULT_GRACE_S`): a call still running
+local runner. The whole stop takes at most the grace period (FN_SHUTDOWN_GRACE, 30 s): a call still running
 then is cut, and its log line and metrics say 503 "Server is shutting down".
 """
 
@@ -102,9 +102,12 @@ async def start_lb(
     runner_addresses: list[str] | None = None,
     local_runners: list[LocalRunner] | None = None,
     store: Store | None = None,
-    grace: float = DEFAULT_GRACE_S,
+    grace: float | None = None,
 ) -> LBNode:
-    """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the selected runner pool); port 0 = any free port."""
+    """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the selected runner pool); port 0 = any free port.
+
+    ``grace``: how long its stop may take (None: the config's FN_SHUTDOWN_GRACE)."""
+    grace = config.shutdown_grace_s if grace is None else grace
     own_store = store is None
     lookups: Lookups
     if store is None and config.runner_api_url:
@@ -150,7 +153,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     except BaseException:
         await store.close()
         raise
-    node = LBNode(runner, None, store, host, bound, own_store=True)
+    node = LBNode(runner, None, store, host, bound, own_store=True, grace=config.shutdown_grace_s)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
     return node
 

@@ -189,5 +189,5 @@ async def run_runner(config: Config, pm: FnPluginManager) -> None:
     try:
         await wait_for_stop_signal()
     finally:
-        log.info("runner %s shutting down: finishing in-flight calls", node.address)
-        await node.stop()
+        log.info("runner %s shutting down: finishing in-flight calls (at most %g s)", node.address, config.shutdown_grace_s)
+        await node.stop(config.shutdown_grace_s)

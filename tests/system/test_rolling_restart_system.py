@@ -280,8 +280,11 @@ async def test_lb_restarted_under_load_finishes_its_calls_and_the_new_one_serves
     assert {n for c, n in runner_spans(zipkin_collector).items() if c in ran_ids} == {1}
 
 
+RUNNER_GRACE_S = 4  # FN_SHUTDOWN_GRACE: the operator's, not the 30 s default
+
+
 async def test_a_call_outliving_the_runners_grace_is_cut_with_500_and_not_run_again(platform, deploy_echo, zipkin_collector):
-    env = {"FN_ZIPKIN_URL": zipkin_collector.url}
+    env = {"FN_ZIPKIN_URL": zipkin_collector.url, "FN_SHUTDOWN_GRACE": str(RUNNER_GRACE_S)}
     runners = [await platform.runner(**env) for _ in range(2)]
     lb = await platform.lb(runners, placer="ch")
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
@@ -289,19 +292,23 @@ async def test_a_call_outliving_the_runners_grace_is_cut_with_500_and_not_run_ag
         fn_id = ids["fn"]["id"]
         home, other = runners[jump_hash(fn_hash(fn_id), 2)], runners[1 - jump_hash(fn_hash(fn_id), 2)]
         assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
-        # the runner's stop grace is 30 s (RunnerNode.stop): the call sleeps well past it
-        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 45_000}).encode()))
+        # the call sleeps well past the runner's grace
+        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 20_000}).encode()))
 
         async def running() -> bool:
             return (await home.status()).active >= 1
 
         await poll(running, "the long call running on its home runner", 30)
         home.proc.popen.send_signal(signal.SIGTERM)
+        stopping = asyncio.get_running_loop().time()
         # no hang: the answer comes when the grace is over (bounded here by the grace and a margin)
-        status, headers, body = await asyncio.wait_for(long_call, 30 + 15)
+        status, headers, body = await asyncio.wait_for(long_call, RUNNER_GRACE_S + 10)
+        cut_after_s = asyncio.get_running_loop().time() - stopping
         assert (status, json.loads(body)) == (500, {"message": CutAtShutdown.message})
+        assert cut_after_s >= RUNNER_GRACE_S - 0.5  # the grace was given: FN_SHUTDOWN_GRACE, not cut at once
         call_id = headers["Fn-Call-Id"]
-        assert await exit_code(home.proc, 30) == 0, home.proc.log()
+        assert await exit_code(home.proc, 15) == 0, home.proc.log()
+        assert f"finishing in-flight calls (at most {RUNNER_GRACE_S} s)" in home.proc.log()
 
         # the LB goes on with the other runner
         status, _, body = await post(s, f"/invoke/{fn_id}", b"next")
@@ -316,6 +323,29 @@ async def test_a_call_outliving_the_runners_grace_is_cut_with_500_and_not_run_ag
     assert runner_spans(zipkin_collector)[call_id] == 1
     async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(other.url + "/metrics") as r:
         assert metric_samples(await r.text())['fn_runner_calls_total{result="success"}'] == 1
+
+
+async def test_an_lb_given_a_short_shutdown_grace_cuts_a_long_call_then_and_exits(platform, deploy_echo):
+    """`fn-core lb` with FN_SHUTDOWN_GRACE=2 (an orchestrator that kills at 5 s): SIGTERM during a 20 s call."""
+    runner = await platform.runner()
+    lb = await platform.lb([runner], FN_SHUTDOWN_GRACE="2")
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image, timeout=60))["fn"]["id"]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 20_000}).encode()))
+
+        async def running() -> bool:
+            return (await runner.status()).active >= 1
+
+        await poll(running, "the long call running", 30)
+        lb.proc.popen.send_signal(signal.SIGTERM)
+        # bounded by the grace and a margin, far below the call's 20 s and the default grace's 30 s
+        assert await exit_code(lb.proc, 2 + 3) == 0, lb.proc.log()
+        with pytest.raises(aiohttp.ClientError):  # its connection was cut at the grace's end: nothing to answer
+            await asyncio.wait_for(long_call, 5)
+    assert "LB shutting down: finishing in-flight calls (at most 2 s)" in lb.proc.log()
+    [line] = [line for line in lb.proc.call_lines() if line[1] == fn_id and line[3] != 200]
+    assert line[2:] == (runner.address, 503, 1)  # its line: the server's 503, placed once
 
 
 class _StoppingRunner(asyncio.Protocol):

@@ -19,25 +19,27 @@ GRACE_S = 1.0
 
 @pytest.mark.parametrize(
     ("grace_from", "grace"),
-    [("start", GRACE_S), ("stop", GRACE_S), ("stop", 13.0)],  # 13 s: aiohttp rounds waits over 5 s up to a whole second
+    # 13 s: aiohttp rounds waits over 5 s up to a whole second; "config": FN_SHUTDOWN_GRACE, what `fn-core lb` uses
+    [("start", GRACE_S), ("stop", GRACE_S), ("stop", 13.0), ("config", GRACE_S)],
 )
 async def test_a_stop_cuts_a_hanging_call_after_the_grace_once_and_reports_it_as_shutting_down(
     tmp_path, fake_runners, grace_from, grace
 ):
     runner = await fake_runners("hang")
     recorder = Recorder()
-    config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db", "placer_timeout_s": 5.0})
+    env = {"FN_SHUTDOWN_GRACE": str(grace)} if grace_from == "config" else {}
+    config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db", "placer_timeout_s": 5.0})
     pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("recorder", recorder)])
     # the grace given at start is the stop's default; one given to stop() wins over it
-    node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[runner.address],
-                          grace=grace if grace_from == "start" else 30.0)
+    given = {"start": grace, "stop": 30.0, "config": None}[grace_from]
+    node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[runner.address], grace=given)
     async with aiohttp.ClientSession(node.url) as session:
         ids = await deploy(session)
         call = asyncio.create_task(session.post(f"/invoke/{ids['fn']['id']}", data="x"))
         await asyncio.wait_for(runner.hanging.wait(), 5)
         loop = asyncio.get_running_loop()
         began = loop.time()
-        await (node.stop() if grace_from == "start" else node.stop(grace=grace))
+        await (node.stop(grace=grace) if grace_from == "stop" else node.stop())
         took = loop.time() - began
         with pytest.raises(aiohttp.ClientError):  # its connection was cut: nothing could be answered
             await call
