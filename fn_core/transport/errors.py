@@ -46,7 +46,7 @@ def classify_tls_refusal(exc: BaseException) -> str:
         return CLIENT_SENT_NO_CERTIFICATE
     if reason == "CERTIFICATE_VERIFY_FAILED":
         return CLIENT_CERTIFICATE_UNTRUSTED
-    if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")) and "CERTIFICATE" in reason or reason.endswith("UNKNOWN_CA"):
+    if (reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")) and "CERTIFICATE" in reason) or reason.endswith("UNKNOWN_CA"):
         return CLIENT_REFUSED_CERTIFICATE
     if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL", "RECORD_LAYER_FAILURE"):
         return CLIENT_NOT_TLS
