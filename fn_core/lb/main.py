@@ -32,7 +32,6 @@ from fn_core.store.base import Lookups
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRACE_S = 30.0
 
 
 #: aiohttp rounds each shutdown wait longer than this up to the next whole second of the loop's clock
@@ -60,7 +59,7 @@ class LBNode:
         host: str,
         port: int,
         own_store: bool,
-        grace: float = DEFAULT_GRACE_S,
+        grace: float,
     ) -> None:
         self.runner = runner
         self.agent = agent

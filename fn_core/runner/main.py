@@ -41,9 +41,11 @@ class RunnerNode:
     """
 
     def __init__(
-        self, server: GrpcServer | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int
+        self, server: GrpcServer | None, servicer: RunnerServicer, agent: Agent, driver: ContainerDriver, host: str, port: int,
+        grace: float,
     ) -> None:
         self.server = server
+        self.grace = grace  # its stop's, unless the stop is given another (FN_SHUTDOWN_GRACE)
         self.http: FnAppRunner | None = None
         self.http_port = 0
         self.servicer = servicer
@@ -58,11 +60,12 @@ class RunnerNode:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    async def stop(self, grace: float = 30.0) -> None:
-        """NACK new calls, let in-flight calls finish (up to ``grace`` s), remove our containers."""
+    async def stop(self, grace: float | None = None) -> None:
+        """NACK new calls, let in-flight calls finish (up to ``grace`` s; None: the node's), remove our containers."""
         if self._stopped:
             return
         self._stopped = True
+        grace = self.grace if grace is None else grace
         self.agent.begin_shutdown()
         deadline = time.monotonic() + grace
         while self.core.active and time.monotonic() < deadline:
@@ -162,14 +165,14 @@ async def start_runner(
     agent = Agent(config, driver, function_output=output.wanted(serve=not listen, disabled=config.disable_debug_user_logs))
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
     if not listen:
-        return RunnerNode(None, servicer, agent, driver, host, 0)
+        return RunnerNode(None, servicer, agent, driver, host, 0, config.shutdown_grace_s)
     server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS)
     try:
         bound = await server.start(host, port)
     except OSError as exc:
         await driver.close()
         raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
-    node = RunnerNode(server, servicer, agent, driver, host, bound)
+    node = RunnerNode(server, servicer, agent, driver, host, bound, config.shutdown_grace_s)
     if http_port is not None:
         http = app_runner(admin_app(config, [servicer.core.render_metrics, functools.partial(plugin_metrics, pm.hook)]), config)
         try:
@@ -189,5 +192,5 @@ async def run_runner(config: Config, pm: FnPluginManager) -> None:
     try:
         await wait_for_stop_signal()
     finally:
-        log.info("runner %s shutting down: finishing in-flight calls (at most %g s)", node.address, config.shutdown_grace_s)
-        await node.stop(config.shutdown_grace_s)
+        log.info("runner %s shutting down: finishing in-flight calls (at most %g s)", node.address, node.grace)
+        await node.stop()

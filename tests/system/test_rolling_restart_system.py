@@ -23,13 +23,14 @@ import aiohttp
 import attrs
 import pytest
 
+from fn_core.config import load_config
 from fn_core.errors import CutAtShutdown
-from fn_core.lb.main import DEFAULT_GRACE_S
 from fn_core.testing import metric_samples, wait_until
 from fn_core.transport import h2
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
+DEFAULT_GRACE_S = load_config(env={}).shutdown_grace_s  # a node's stop grace when FN_SHUTDOWN_GRACE is not set
 CLIENTS = 6
 MAX_CALLS_PER_CLIENT = 400  # the load's bound in calls (each takes >= 150 ms): it ends long before, when told to
 
@@ -228,7 +229,7 @@ async def test_lb_restarted_under_load_finishes_its_calls_and_the_new_one_serves
         lb.proc.popen.send_signal(signal.SIGTERM)
         long_answers = await asyncio.gather(*long_calls)
         # the LB exits, cleanly, within its grace
-        assert await exit_code(lb.proc, DEFAULT_GRACE_S + 5) == 0, lb.proc.log()
+        assert await exit_code(lb.proc, DEFAULT_GRACE_S + 5) == 0, lb.proc.log()  # FN_SHUTDOWN_GRACE not set
 
         phase = "down"
         new_lb = await platform.lb(runners, placer="naive", port=lb.port)  # same port, same store
@@ -283,6 +284,18 @@ async def test_lb_restarted_under_load_finishes_its_calls_and_the_new_one_serves
 RUNNER_GRACE_S = 4  # FN_SHUTDOWN_GRACE: the operator's, not the 30 s default
 
 
+async def start_long_call(s: aiohttp.ClientSession, fn_id: str, runner) -> asyncio.Task:
+    """A 20 s call of ``fn_id``, once it runs on ``runner`` (the fn warmed there first)."""
+    assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+    call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 20_000}).encode()))
+
+    async def running() -> bool:
+        return (await runner.status()).active >= 1
+
+    await poll(running, "the long call running", 30)
+    return call
+
+
 async def test_a_call_outliving_the_runners_grace_is_cut_with_500_and_not_run_again(platform, deploy_echo, zipkin_collector):
     env = {"FN_ZIPKIN_URL": zipkin_collector.url, "FN_SHUTDOWN_GRACE": str(RUNNER_GRACE_S)}
     runners = [await platform.runner(**env) for _ in range(2)]
@@ -291,14 +304,7 @@ async def test_a_call_outliving_the_runners_grace_is_cut_with_500_and_not_run_ag
         ids = await deploy_echo(s, platform.image, timeout=120)  # the fn's own timeout is longer than the grace
         fn_id = ids["fn"]["id"]
         home, other = runners[jump_hash(fn_hash(fn_id), 2)], runners[1 - jump_hash(fn_hash(fn_id), 2)]
-        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
-        # the call sleeps well past the runner's grace
-        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 20_000}).encode()))
-
-        async def running() -> bool:
-            return (await home.status()).active >= 1
-
-        await poll(running, "the long call running on its home runner", 30)
+        long_call = await start_long_call(s, fn_id, home)  # well past the runner's grace
         home.proc.popen.send_signal(signal.SIGTERM)
         stopping = asyncio.get_running_loop().time()
         # no hang: the answer comes when the grace is over (bounded here by the grace and a margin)
@@ -331,13 +337,7 @@ async def test_an_lb_given_a_short_shutdown_grace_cuts_a_long_call_then_and_exit
     lb = await platform.lb([runner], FN_SHUTDOWN_GRACE="2")
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id = (await deploy_echo(s, platform.image, timeout=60))["fn"]["id"]
-        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
-        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", json.dumps({"sleep_ms": 20_000}).encode()))
-
-        async def running() -> bool:
-            return (await runner.status()).active >= 1
-
-        await poll(running, "the long call running", 30)
+        long_call = await start_long_call(s, fn_id, runner)
         lb.proc.popen.send_signal(signal.SIGTERM)
         # bounded by the grace and a margin, far below the call's 20 s and the default grace's 30 s
         assert await exit_code(lb.proc, 2 + 3) == 0, lb.proc.log()
