@@ -14,6 +14,12 @@ time (the LB: the call's timeout and a margin, past which a live runner has answ
 that passes while the peer is silent gets a PING then, and again at most every `OVERDUE_PROBE_GAP_S`. A runner
 host that froze or vanished without a word (no FIN, no RST) so costs its calls their timeout and some seconds,
 not five minutes; a live peer answers the PING, and a quiet call within its timeout is never the reason for one.
+
+A peer under suspicion costs new calls nothing: while such a PING is unanswered the connection takes no new
+call (`Unreachable`: the LB tries the next runner), and once a connection attempt failed, or a connection was
+dropped for an unanswered PING, no call waits for the next attempt: it is made in the background, one at a
+time, and calls go elsewhere until it succeeds. A host that accepts TCP but never answers (frozen) or drops
+the packets (a partition) would otherwise hold every call sent its way for the connect timeout.
 """
 
 from __future__ import annotations
@@ -126,6 +132,10 @@ class ClientConnection(h2.H2Connection):
         self.ready: asyncio.Future[None] = self.loop.create_future()  # the peer's SETTINGS came
         self._first_block = True
         self._keepalive: asyncio.Task[None] | None = None
+        #: when a PING for the peer's silence went out: until anything comes after it, no new call starts here
+        self.pinged_at = -math.inf
+        #: why this connection was dropped for silence ("" if it was not): its channel then dials in the background
+        self.dropped_for = ""
 
     @property
     def usable(self) -> bool:
@@ -210,12 +220,14 @@ class ClientConnection(h2.H2Connection):
                 why = "a call is past its time and the runner is silent"
             else:
                 continue
-            last_probe = now
+            last_probe = self.pinged_at = now
+            log.info("runner connection %s: %s; sent a PING, new calls go elsewhere until it answers", self.authority, why)
             self.write(h2.frame(h2.PING, 0, 0, struct.pack(">Q", 0)))
             await asyncio.sleep(KEEPALIVE_TIMEOUT_S)
             if self.last_received < now and self.transport is not None:
-                log.warning("runner connection %s: no answer in %.0f s to a PING (%s); dropping it and its %d calls",
-                            self.authority, KEEPALIVE_TIMEOUT_S, why, len(self.streams))
+                self.dropped_for = f"no answer in {KEEPALIVE_TIMEOUT_S:.0f} s to a PING ({why})"
+                log.warning("runner connection %s: %s; dropping it and its %d calls", self.authority, self.dropped_for,
+                            len(self.streams))
                 self.transport.abort()
 
     def _overdue(self, now: float) -> bool:
@@ -253,6 +265,8 @@ class Channel:
             conn = await self._connection()
             # the peer may have hung up or said GOAWAY while this caller was being woken: `open_stream` says so
             # (a stream on a dead connection would wait for ever)
+        elif conn.last_received < conn.pinged_at:
+            raise Unreachable(f"{self.address} has been silent and not yet answered a PING")
         block = self._blocks.get(path)
         if block is None:
             block = self._blocks[path] = self._head + hpack_literal(4, path.encode())
@@ -283,17 +297,24 @@ class Channel:
             old, self._conn = self._conn, None
             if old.lost is None:  # GOAWAY or out of stream ids: its calls finish, new ones go on a new connection
                 self._draining.add(old)
+            elif old.dropped_for:
+                self._last_failure = old.dropped_for
         self._draining = {c for c in self._draining if c.lost is None}
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
             raise Unreachable(f"failed to connect to {self.address} (retrying soon): {self._last_failure}", self._last_mismatch)
         if self._connecting is None:
-            self._connecting = loop.create_task(self._connect())
-        try:
-            return await asyncio.shield(self._connecting)
-        finally:
-            if self._connecting is not None and self._connecting.done():
-                self._connecting = None
+            self._connecting = loop.create_task(self._connect(), name=f"dial-{self.address}")
+            self._connecting.add_done_callback(self._dialled)
+        if self._last_failure:  # the peer failed us last time: no call waits for this attempt (module docstring)
+            raise Unreachable(f"failed to connect to {self.address} (trying again): {self._last_failure}", self._last_mismatch)
+        return await asyncio.shield(self._connecting)
+
+    def _dialled(self, attempt: asyncio.Task[ClientConnection]) -> None:
+        if attempt is self._connecting:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # a background attempt's failure has no awaiter: it is in _last_failure
 
     async def _connect(self) -> ClientConnection:
         loop = asyncio.get_running_loop()
@@ -308,6 +329,10 @@ class Channel:
                     server_hostname=self._host if self._ssl is not None else None,
                 )
                 await conn.ready
+        except asyncio.CancelledError:  # the loop is ending (a background dial has no caller to cancel it)
+            if conn is not None:
+                conn.close()
+            raise
         except (OSError, TimeoutError, RpcError) as exc:
             if conn is not None and conn.transport is not None:
                 conn.transport.abort()
@@ -320,6 +345,7 @@ class Channel:
             raise Unreachable(f"the channel to {self.address} is closed")
         self._backoff_s = BACKOFF_MIN_S
         self._retry_at = 0.0
+        self._last_failure = self._last_mismatch = ""
         self._conn = conn
         return conn
 
@@ -346,7 +372,7 @@ class Channel:
 
         A close that is cancelled during the grace (the LB stopping a retiring runner's wait) still closes
         them, and a later close finds them too: they are forgotten only once closed."""
-        self._closed = True
+        self._closed = True  # a dial under way closes what it gets (`_connect`)
         conns = [c for c in (self._conn, *self._draining) if c is not None]
         try:
             if grace_s:

@@ -371,6 +371,98 @@ async def test_no_new_dial_within_the_backoff(raw_server, channels):
             await asyncio.sleep(0.02)
 
 
+async def test_after_a_failed_dial_no_call_waits_for_the_next_one(raw_server, channels):
+    """A host that accepts TCP and never answers (a frozen runner): the first call waits out the connect timeout;
+    after that, calls fail at once (the LB tries the next runner) while the channel dials again in the background."""
+    answering = False
+
+    async def frozen_then_back(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if answering:
+            writer.write(EMPTY_SETTINGS)
+        while await reader.read(65536):
+            pass
+
+    server = await raw_server(frozen_then_back)
+    channel = channels(server.address, connect_timeout_s=1.0)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(10):
+        with pytest.raises(Unreachable) as first:
+            await channel.open(PATH)
+        assert "TimeoutError" in first.value.message
+        await asyncio.sleep(0.15)  # the backoff after one failure is 100 ms
+        began = loop.time()
+        with pytest.raises(Unreachable) as second:
+            await channel.open(PATH)
+        waited_s = loop.time() - began
+        assert "trying again" in second.value.message
+        await wait_until(lambda: server.accepted == 2, "the dial in the background")
+        answering = True
+        while True:  # the background dial that began before the host was back times out, then the next one connects
+            try:
+                stream = await channel.open(PATH)
+                break
+            except Unreachable:
+                await asyncio.sleep(0.05)
+    assert waited_s < 0.5, "the second call waited for the dial (the connect timeout is 1 s)"
+    stream.close()
+
+
+async def test_a_silent_peer_that_was_pinged_takes_no_new_call_until_it_answers(raw_server, channels, monkeypatch):
+    """While the PING about an overdue call is unanswered, new calls go elsewhere (not placed); a peer that answers
+    gets them again, and a peer dropped for not answering is dialled again only in the background."""
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.5)
+    pinged = asyncio.Event()
+    answer_pings = asyncio.Event()
+
+    async def slow_to_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, _, payload = await read_frame(reader)
+            if kind == PING:
+                pinged.set()
+                await answer_pings.wait()
+                writer.write(raw_frame(PING, 0x1, 0, payload))  # the ACK
+
+    server = await raw_server(slow_to_answer)
+    channel = channels(server.address)
+    async with asyncio.timeout(10):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        stream.due = asyncio.get_running_loop().time()
+        await pinged.wait()
+        with pytest.raises(Unreachable) as while_asked:
+            await channel.open(PATH)
+        assert "not yet answered a PING" in while_asked.value.message
+        answer_pings.set()
+        await wait_until(lambda: stream.conn.last_received > stream.conn.pinged_at, "the PING's answer")
+        again = await channel.open(PATH)  # answered: the connection takes calls again
+    assert again.conn is stream.conn and server.accepted == 1
+    again.close()
+    stream.close()
+
+
+async def test_a_peer_dropped_for_an_unanswered_ping_is_dialled_again_in_the_background(raw_server, channels, monkeypatch):
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.2)
+    pings: list[float] = []
+    server = await _silent_peer(raw_server, pings)
+    channel = channels(server.address)
+    async with asyncio.timeout(10):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        stream.due = asyncio.get_running_loop().time()
+        with pytest.raises(RpcError):
+            await stream.read_message()
+        with pytest.raises(Unreachable) as next_call:  # no wait on a new connection to a host that went silent
+            await channel.open(PATH)
+    assert "(trying again): no answer in" in next_call.value.message
+    assert "to a PING (a call is past its time and the runner is silent)" in next_call.value.message
+    await wait_until(lambda: server.accepted == 2, "the dial in the background")
+    stream.close()
+
+
 async def test_a_channel_closed_while_connecting_keeps_no_connection(raw_server, channels):
     """`Channel.close` while a call is still connecting: that call fails and the new connection is closed."""
     accepted, release, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
