@@ -104,13 +104,17 @@ class ServerConnection(h2.H2Connection):
             self._buffer += data
             if len(self._buffer) < len(h2.PREFACE):
                 return
+            host = self.peer_host()
             if not self._buffer.startswith(h2.PREFACE):
                 if self._buffer.startswith(TLS_HANDSHAKE) and self.server.ssl_context is None:
-                    self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client: it began a TLS handshake, and this server does not serve TLS")
+                    why = "not an HTTP/2 client: it began a TLS handshake, and this server does not serve TLS"
                 else:
-                    self.abort(h2.PROTOCOL_ERROR, "not an HTTP/2 client (no connection preface)")
+                    why = "not an HTTP/2 client (no connection preface)"
+                self.server.refused(host, why, f"connection from {host} refused: {why}")
+                self.close(h2.PROTOCOL_ERROR, why)
                 return
             self._preface_seen = True
+            self.server.accepted(host)
             data = bytes(self._buffer[len(h2.PREFACE) :])
             self._buffer.clear()
         super().data_received(data)
@@ -136,6 +140,10 @@ class ServerConnection(h2.H2Connection):
             return
         stream.task = self.loop.create_task(self.server.run(handler, stream))
 
+    def peer_host(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if peer else "?"
+
     def goaway(self) -> None:
         """No new calls here; those already started run on."""
         self.draining = True
@@ -155,7 +163,8 @@ class ServerConnection(h2.H2Connection):
 class GrpcServer:
     """Serves ``handlers`` (``{"/Service/Method": handler}``) on one address.
 
-    Over TLS (``ssl_context``), a client whose handshake fails is logged once per client host and reason, with
+    A client refused (no HTTP/2 preface; over TLS, ``ssl_context``, a failed handshake) is logged once per client
+    host and reason until one of its connections succeeds, not at each of its retries; a TLS refusal with
     ``tls_hints[reason]`` (``reason``: a ``CLIENT_*`` value of `fn_core.transport.errors`) when given."""
 
     def __init__(
@@ -167,7 +176,7 @@ class GrpcServer:
         self.connections: set[ServerConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.handshakes: set[asyncio.Task[None]] = set()
-        self._tls_refused: dict[str, str] = {}  # client host -> the reason last logged (until one succeeds)
+        self._refused: dict[str, str] = {}  # client host -> the reason last logged (until one succeeds)
         self._server: asyncio.Server | None = None
         self._listener: socket.socket | None = None  # over TLS: the listening socket, and the task accepting on it
         self._accepting: asyncio.Task[None] | None = None
@@ -205,23 +214,29 @@ class GrpcServer:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(lambda: ServerConnection(self), client, ssl=self.ssl_context)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError; the loop closed the connection
-            self._refused(host, exc)
-            return
-        self._tls_refused.pop(host, None)
+            self._tls_refused(host, exc)
 
-    def _refused(self, host: str, exc: BaseException) -> None:
+    def _tls_refused(self, host: str, exc: BaseException) -> None:
         reason = classify_tls_refusal(exc)
         if not reason and (not isinstance(exc, ssl.SSLError) or isinstance(exc, ssl.SSLEOFError)):
             # a TCP probe (a health check, a port scan) that hangs up, a reset, a timeout: no TLS setting is why
             log.debug("TLS handshake from %s did not complete: %r", host, exc)
             return
-        what = reason or f"{type(exc).__name__}: {exc}"
-        if self._tls_refused.get(host) == what:
-            return  # said already: a misconfigured LB retries every few seconds
-        self._tls_refused[host] = what
         hint = self.tls_hints.get(reason, "")
-        log.warning("TLS handshake from %s failed: %s%s (not said again for that host until the reason changes)",
-                    host, f"{type(exc).__name__}: {exc}", f": {hint}" if hint else "")
+        self.refused(host, reason or f"{type(exc).__name__}: {exc}",
+                     f"TLS handshake from {host} failed: {type(exc).__name__}: {exc}{f': {hint}' if hint else ''}")
+
+    def refused(self, host: str, reason: str, message: str) -> None:
+        """Log a refused client, unless that host's last refusal had this reason: a misconfigured LB retries every
+        few seconds."""
+        if self._refused.get(host) == reason:
+            return
+        self._refused[host] = reason
+        log.warning("%s (not said again for that host until the reason changes)", message)
+
+    def accepted(self, host: str) -> None:
+        """A connection from ``host`` got through: its next refusal is news."""
+        self._refused.pop(host, None)
 
     async def run(self, handler: Handler, stream: ServerStream) -> None:
         task = asyncio.current_task()

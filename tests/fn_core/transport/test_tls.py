@@ -138,6 +138,25 @@ async def test_a_refused_client_is_logged_once_per_reason_with_its_hint_and_agai
         await server.stop(0)
 
 
+async def test_a_plaintext_server_says_once_per_host_that_a_client_spoke_tls_and_again_after_a_success(
+    pki, our_server, channels, caplog,
+):
+    _, address = await our_server(reverse_server([]))  # no TLS here
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "not an HTTP/2 client" in r.getMessage()]
+
+    for _ in range(3):  # an LB that speaks TLS to it retries: one line, not one per attempt
+        with pytest.raises(Unreachable):
+            await channels(address, client_context(pki)).unary(PATH, b"x", timeout_s=5)
+    assert refusals() == ["connection from 127.0.0.1 refused: not an HTTP/2 client: it began a TLS handshake, and this "
+                          "server does not serve TLS (not said again for that host until the reason changes)"]
+    assert await channels(address).unary(PATH, b"ok", timeout_s=5) == b"ko"  # fixed: forgotten
+    with pytest.raises(Unreachable):  # broken again: said again
+        await channels(address, client_context(pki)).unary(PATH, b"x", timeout_s=5)
+    assert len(refusals()) == 2
+
+
 async def test_a_tcp_probe_is_not_a_refused_client_and_a_stop_does_not_wait_for_a_silent_handshake(pki, caplog):
     server = GrpcServer(reverse_server([]), server_context(pki))
     port = await server.start("127.0.0.1", 0)
