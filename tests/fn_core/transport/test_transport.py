@@ -409,7 +409,7 @@ async def test_after_a_failed_dial_no_call_waits_for_the_next_one(raw_server, ch
 
 async def test_a_silent_peer_that_was_pinged_takes_no_new_call_until_it_answers(raw_server, channels, monkeypatch):
     """While the PING about an overdue call is unanswered, new calls go elsewhere (not placed); a peer that answers
-    gets them again, and a peer dropped for not answering is dialled again only in the background."""
+    gets them again, on the same connection."""
     monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
     monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.5)
     pinged = asyncio.Event()
