@@ -105,7 +105,7 @@ def make_app(
 
     sources: list[MetricsSource] = []
     if agent is not None:
-        sources.append(lambda: agent.metrics.render(runners=len(agent.pool.refs)))
+        sources.append(lambda: agent.metrics.render(agent.pool.refs))
     if api_metrics is not None:
         sources.append(api_metrics.render)
     add_admin_routes(app, config, [*sources, *metrics])

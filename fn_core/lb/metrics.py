@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fn_core.metrics import Family, Histogram, by_label, exposition
+from fn_core.records import RunnerRef
 
 
 class LBMetrics:
@@ -21,9 +24,18 @@ class LBMetrics:
     def observe_rejection(self, status: int) -> None:
         self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
 
-    def render(self, runners: int = 0) -> str:
+    def render(self, runners: Sequence[RunnerRef] = ()) -> str:
+        # per runner of the pool now: what an operator alerts on (an in-process runner is always reachable, never lost)
+        reachable = {ref.address: int(not getattr(ref.handle, "unreachable", False)) for ref in runners}
+        lost = {ref.address: getattr(ref.handle, "lost_calls", 0) for ref in runners}
         families: list[Family] = [
-            ("fn_lb_runners", "gauge", "Runners in the LB's pool now (in-process runners included).", [f"fn_lb_runners {runners}"]),
+            ("fn_lb_runners", "gauge", "Runners in the LB's pool now (in-process runners included).",
+             [f"fn_lb_runners {len(runners)}"]),
+            ("fn_lb_runner_reachable", "gauge", "0 while the LB's last try to reach this runner for a call failed (down, "
+             "a TLS mismatch, silent under a PING); 1 once a call reaches it again.",
+             by_label("fn_lb_runner_reachable", "runner", reachable)),
+            ("fn_lb_runner_lost_calls_total", "counter", "Calls sent to this runner whose link broke before their result: "
+             "500 'the runner was lost during the call', never re-sent.", by_label("fn_lb_runner_lost_calls_total", "runner", lost)),
             ("fn_lb_calls_total", "counter", "Calls finished on this LB, by HTTP status.",
              by_label("fn_lb_calls_total", "status", dict(sorted(self.calls_by_status.items())))),
             ("fn_lb_placement_retries_total", "counter", "Runners that refused (NACK) or could not be reached.",

@@ -181,6 +181,7 @@ class RunnerClient:
         self.channel = Channel(address, ssl_context)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
         self.unreachable = False  # since the last call it could not reach: said once per outage, and its end
+        self.lost_calls = 0  # calls committed here whose link broke before their result
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
@@ -252,6 +253,7 @@ class RunnerClient:
             # committed: the runner (or the link to it) was lost mid-call; never re-sent. Its address is the
             # operator's to read (here and in the call's line), not the client's
             log.warning("runner %s was lost during call %s: %s", self.address, offer.call.id, exc)
+            self.lost_calls += 1
             result = reply.result
             result.error = APIError("the runner was lost during the call", status=500)
             return result

@@ -202,6 +202,8 @@ async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_mi
             began = loop.time()
             after = await post(s, f"/invoke/{fn_id}", b"next")
             after_s = loop.time() - began
+            async with s.get("/metrics") as r:  # what an operator's alert reads
+                seen = metric_samples(await r.text())
         finally:
             home.proc.popen.send_signal(signal.SIGCONT)
     assert (status, json.loads(body)) == (500, {"message": "the runner was lost during the call"}), waited_s
@@ -214,6 +216,10 @@ async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_mi
     assert lines[call_id] == (home.address, 500, 1)
     assert lines[asked_id] == (other.address, 200, 2)  # the frozen runner was skipped: nothing sent there
     assert "no answer in 10 s to a PING (a call is past its time and the runner is silent)" in lb.proc.log()
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{home.address}"}}'] == 1
+    assert seen[f'fn_lb_runner_reachable{{runner="{home.address}"}}'] == 0
+    assert seen[f'fn_lb_runner_reachable{{runner="{other.address}"}}'] == 1
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{other.address}"}}'] == 0
     # the frozen host accepts TCP but sends no HTTP/2 SETTINGS: before, the next call waited out the 5 s connect
     # timeout of a new connection there; now that dial runs in the background and the call goes on at once
     assert after_s < 5.0, after_s

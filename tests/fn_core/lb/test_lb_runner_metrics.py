@@ -1,0 +1,56 @@
+"""Per-runner metrics an operator alerts on: whether the LB reaches each runner, and the calls lost on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fn_core import Placer, hookimpl
+from fn_core.testing import free_port, metric_samples
+
+
+class InOrder:
+    """A placer that tries the runners in the pool's order."""
+
+    @hookimpl
+    def place_call(self, call, runners):
+        return list(runners)
+
+
+class InOrderPlugin:
+    @hookimpl
+    def register_placers(self):
+        return [Placer(name="in-order", hooks=InOrder(), description="the pool's order")]
+
+
+async def samples(session) -> dict[str, float]:
+    async with session.get("/metrics") as r:
+        return metric_samples(await r.text())
+
+
+async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_each_lost(fake_runners, lb_factory, deploy_fn):
+    live = await fake_runners(lambda call, body: "start-hang" if body == b"lose me" else "echo")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    node, session, recorder = await lb_factory([dead, live.address], placer="in-order", plugins=(("in-order", InOrderPlugin()),))
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+
+    async def post(body: str) -> tuple[int, str]:
+        async with session.post(f"/invoke/{fn_id}", data=body) as r:
+            return r.status, await r.text()
+
+    assert await post("hello") == (200, "hello")  # the dead runner first, then the live one
+    seen = await samples(session)
+    assert seen[f'fn_lb_runner_reachable{{runner="{dead}"}}'] == 0
+    assert seen[f'fn_lb_runner_reachable{{runner="{live.address}"}}'] == 1
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{live.address}"}}'] == 0
+
+    lost = asyncio.create_task(post("lose me"))  # the live runner starts it, then stops
+    await live.hanging.wait()
+    await live.stop()
+    status, text = await lost
+    assert (status, json.loads(text)) == (500, {"message": "the runner was lost during the call"})
+    seen = await samples(session)
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{live.address}"}}'] == 1
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{dead}"}}'] == 0  # nothing was ever sent there
+    assert seen[f'fn_lb_runner_reachable{{runner="{dead}"}}'] == 0
+    assert [outcome.status for _, outcome in recorder.outcomes] == [200, 500]
