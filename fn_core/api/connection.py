@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from http import HTTPStatus
 from typing import Any
 
@@ -35,6 +36,7 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from fn_core.errors import APIError, RequestHeadTimeout, RequestHeadTooLarge
 from fn_core.http_heads import headers_size, too_many_headers
+from fn_core.listen import BACKLOG, bound_port, close_all
 
 log = logging.getLogger(__name__)
 
@@ -264,12 +266,15 @@ def app_runner(app: web.Application, config: Any, **kwargs: Any) -> FnAppRunner:
     return FnAppRunner(app, ConnectionLimits.from_config(config), access_log=None, **http_timeouts(config), **kwargs)
 
 
-async def serve_app(runner: FnAppRunner, host: str, port: int) -> int:
-    """Set up ``runner`` and listen on host:port (0 = any free port); the bound port. On failure it is cleaned up."""
+async def serve_app(runner: FnAppRunner, listeners: list[socket.socket]) -> int:
+    """Set up ``runner`` and serve on ``listeners`` (`fn_core.listen.listen_sockets`), which it then owns; the
+    bound port. On failure the runner is cleaned up and the sockets closed."""
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        for listener in listeners:
+            await web.SockSite(runner, listener, backlog=BACKLOG).start()
     except BaseException:
         await runner.cleanup()
+        close_all(listeners)
         raise
-    return runner.addresses[0][1]
+    return bound_port(listeners)

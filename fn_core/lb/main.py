@@ -14,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 
 from aiohttp import web
 
 from fn_core.api.admin import MetricsSource
-from fn_core.api.connection import FnAppRunner, app_runner, serve_app
+from fn_core.api.connection import app_runner, serve_app
 from fn_core.api.server import make_app
 from fn_core.errors import ConfigError, PluginError
 from fn_core.hook_calls import plugin_metrics
 from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import FixedRunners, RunnerSet
+from fn_core.listen import close_all, listen_sockets
 from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
 from fn_core.store.api_node import ApiNodeStore
@@ -100,21 +102,25 @@ async def start_lb(
     port: int | None = None,
     runner_addresses: list[str] | None = None,
     local_runners: list[LocalRunner] | None = None,
-    store: Store | None = None,
     grace: float | None = None,
+    sources: tuple[Lookups, Store | None] | None = None,
+    listeners: list[socket.socket] | None = None,
 ) -> LBNode:
     """Start the API + LB over ``local_runners`` and ``runner_addresses`` (default: the selected runner pool); port 0 = any free port.
 
-    ``grace``: how long its stop may take (None: the config's FN_SHUTDOWN_GRACE)."""
+    ``grace``: how long its stop may take (None: the config's FN_SHUTDOWN_GRACE). ``sources``: the caller's
+    `open_lookups`, which it keeps (None: the node opens its own). ``listeners``: sockets the caller
+    claimed (`claim_port`), served instead of binding host:port."""
     grace = config.shutdown_grace_s if grace is None else grace
-    own_store = store is None
-    lookups: Lookups
-    if store is None and config.runner_api_url:
-        if config.db_url:  # two sources of apps and fns: say which one wins rather than pick silently
-            raise ConfigError("set runner_api_url (read apps and fns from an API node) or db_url (this node's own store), not both")
-        lookups = ApiNodeStore(config.runner_api_url)
-    else:
-        lookups = store = store if store is not None else open_store(config)
+    host = config.host if host is None else host
+    if listeners is None:
+        listeners = claim_port(host, config.port if port is None else port, "LB")
+    own_store = sources is None
+    try:
+        lookups, store = open_lookups(config) if sources is None else sources
+    except BaseException:
+        close_all(listeners)
+        raise
     pool = _runner_set(config, pm, runner_addresses, local_runners)
     agent = LBAgent(config, pm, pool)
     metrics: list[MetricsSource] = [local.core.render_metrics for local in local_runners or ()]
@@ -122,11 +128,11 @@ async def start_lb(
     app = make_app(config, store, CachedLookup(lookups), agent, metrics)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
     runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=_handler_wait_s(grace))
-    host = config.host if host is None else host
     try:
         await pool.start()  # the first runner list is in before the first call can arrive
-        bound = await _listen(runner, "LB", host, config.port if port is None else port)
+        bound = await serve_app(runner, listeners)
     except BaseException:
+        close_all(listeners)
         await runner.cleanup()
         await pool.close()
         if own_store:
@@ -141,14 +147,30 @@ async def start_lb(
     return node
 
 
+def open_lookups(config) -> tuple[Lookups, Store | None]:
+    """Where an LB reads apps and fns, and the store its v2 API writes (None: it has none): an API node
+    (FN_RUNNER_API_URL), or its own store (FN_DB_URL)."""
+    if config.runner_api_url:
+        if config.db_url:  # two sources of apps and fns: say which one wins rather than pick silently
+            raise ConfigError("set runner_api_url (read apps and fns from an API node) or db_url (this node's own store), not both")
+        return ApiNodeStore(config.runner_api_url), None
+    store = open_store(config)
+    return store, store
+
+
 async def start_api(config, *, host: str | None = None, port: int | None = None) -> LBNode:
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
-    store = open_store(config)
+    host = config.host if host is None else host
+    listeners = claim_port(host, config.port if port is None else port, "API node")
+    try:
+        store = open_store(config)
+    except BaseException:
+        close_all(listeners)
+        raise
     app = make_app(config, store, CachedLookup(store), None)
     runner = app_runner(app, config)
-    host = config.host if host is None else host
     try:
-        bound = await _listen(runner, "API node", host, config.port if port is None else port)
+        bound = await serve_app(runner, listeners)
     except BaseException:
         await store.close()
         raise
@@ -157,9 +179,10 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     return node
 
 
-async def _listen(runner: FnAppRunner, node: str, host: str, port: int) -> int:
+def claim_port(host: str, port: int, node: str) -> list[socket.socket]:
+    """The node's HTTP port, bound before anything else starts (`fn_core.listen`)."""
     try:
-        return await serve_app(runner, host, port)
+        return listen_sockets(host, port)
     except OSError as exc:  # the port is taken, or the host does not resolve or is no address of this machine
         raise ConfigError(f"the {node} could not listen on {host}:{port} (FN_HOST, FN_PORT): {exc.strerror or exc}") from None
 
@@ -195,15 +218,27 @@ async def run_api(config, pm) -> None:
 async def run_serve(config, pm) -> None:
     from fn_core.runner.main import start_runner
 
-    # the local runner is called in-process: no gRPC server, no socket, no HTTP/2 framing
-    runner = await start_runner(config, pm, listen=False)
+    # the port and the store first: a start-up that fails on either must not have started the runner, which
+    # removes what an earlier runner with its tag left
+    listeners = claim_port(config.host, config.port, "LB")
     try:
-        node = await start_lb(config, pm, local_runners=[LocalRunner(runner.core)])
+        sources = open_lookups(config)
     except BaseException:
-        await runner.stop()
+        close_all(listeners)
         raise
-    await wait_for_stop_signal()
-    log.info("shutting down: LB first, then the local runner (at most %g s)", node.grace)
-    deadline = asyncio.get_running_loop().time() + node.grace
-    await node.stop()
-    await runner.stop(max(0.0, deadline - asyncio.get_running_loop().time()))  # one grace for the whole node
+    try:
+        # the local runner is called in-process: no gRPC server, no socket, no HTTP/2 framing
+        runner = await start_runner(config, pm, listen=False)
+        try:
+            node = await start_lb(config, pm, local_runners=[LocalRunner(runner.core)], sources=sources, listeners=listeners)
+        except BaseException:
+            await runner.stop()
+            raise
+        await wait_for_stop_signal()
+        log.info("shutting down: LB first, then the local runner (at most %g s)", node.grace)
+        deadline = asyncio.get_running_loop().time() + node.grace
+        await node.stop()
+        await runner.stop(max(0.0, deadline - asyncio.get_running_loop().time()))  # one grace for the whole node
+    finally:
+        close_all(listeners)  # served ones were closed by the server: this is for a failed start
+        await sources[0].close()

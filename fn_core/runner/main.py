@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 import ssl
 import time
 
@@ -17,6 +18,7 @@ from fn_core.api.connection import FnAppRunner, app_runner, serve_app
 from fn_core.config import Config
 from fn_core.errors import ConfigError
 from fn_core.hook_calls import plugin_metrics
+from fn_core.listen import close_all, listen_sockets
 from fn_core.plugins import FnPluginManager
 from fn_core.runner import output
 from fn_core.runner.agent import Agent
@@ -141,7 +143,8 @@ async def start_runner(
     http_port: int | None = None,
     listen: bool = True,
 ) -> RunnerNode:
-    """Start driver (removing leaked containers of ours), agent and gRPC server; port 0 = any free port.
+    """Claim the ports, then start driver (removing leaked containers of ours), agent and gRPC server; port 0 =
+    any free port. A port that is taken stops start-up before anything of an earlier runner is removed.
 
     ``http_port``: also serve `/`, `/version` and `/metrics` over HTTP there (None: no HTTP server;
     `fn-core runner` passes ``FN_PORT``). ``listen=False``: no servers at all, for an LB in this process
@@ -151,8 +154,35 @@ async def start_runner(
         raise ConfigError("no container driver selected (the plugin manager was built with select=False)")
     host = host if host is not None else config.host
     port = port if port is not None else config.grpc_port
-    SocketDirs.from_config(config).check()  # FN_IOFS_TMPFS that cannot work stops start-up, with why
     tls = _tls_context(config) if listen else None  # bad TLS files stop start-up before anything runs
+    # the ports first: a start-up that fails for a taken port must not have swept what a live runner with this
+    # tag holds (its containers and socket dirs)
+    grpc_sockets = _bind(host, port, "") if listen else []
+    try:
+        http_sockets = _bind(host, http_port, " for HTTP (FN_PORT: /metrics)") if listen and http_port is not None else []
+    except BaseException:
+        close_all(grpc_sockets)
+        raise
+    try:
+        return await _start(config, pm, host, tls, grpc_sockets, http_sockets, listen)
+    except BaseException:
+        close_all(grpc_sockets + http_sockets)  # those not yet served on (serving ones were closed by their server)
+        raise
+
+
+def _bind(host: str, port: int, what: str) -> list[socket.socket]:
+    try:
+        return listen_sockets(host, port)
+    except OSError as exc:
+        raise ConfigError(f"the runner could not bind {host}:{port}{what}: {exc.strerror or exc}") from None
+
+
+async def _start(
+    config: Config, pm: FnPluginManager, host: str, tls: ssl.SSLContext | None, grpc_sockets: list[socket.socket],
+    http_sockets: list[socket.socket], listen: bool,
+) -> RunnerNode:
+    assert pm.driver is not None
+    SocketDirs.from_config(config).check()  # FN_IOFS_TMPFS that cannot work stops start-up, with why
     driver: ContainerDriver = pm.driver.factory(config=config, hook=pm.hook)
     try:
         await driver.start()
@@ -167,19 +197,15 @@ async def start_runner(
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0, config.shutdown_grace_s)
     server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS)
-    try:
-        bound = await server.start(host, port)
-    except OSError as exc:
-        await driver.close()
-        raise ConfigError(f"the runner could not bind {host}:{port}: {exc}") from None
+    bound = await server.serve(grpc_sockets)
     node = RunnerNode(server, servicer, agent, driver, host, bound, config.shutdown_grace_s)
-    if http_port is not None:
+    if http_sockets:
         http = app_runner(admin_app(config, [servicer.core.render_metrics, functools.partial(plugin_metrics, pm.hook)]), config)
         try:
-            node.http_port = await serve_app(http, host, http_port)
-        except OSError as exc:
+            node.http_port = await serve_app(http, http_sockets)
+        except BaseException:
             await node.stop(grace=0)
-            raise ConfigError(f"the runner could not bind {host}:{http_port} for HTTP (FN_PORT: /metrics): {exc}") from None
+            raise
         node.http = http
     return node
 

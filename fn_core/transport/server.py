@@ -16,6 +16,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+from fn_core.listen import BACKLOG, bound_port, close_all, listen_sockets
 from fn_core.transport import h2
 from fn_core.transport.errors import RpcError, Status, classify_tls_refusal
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
@@ -177,24 +178,27 @@ class GrpcServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.handshakes: set[asyncio.Task[None]] = set()
         self._refused: dict[str, str] = {}  # client host -> the reason last logged (until one succeeds)
-        self._server: asyncio.Server | None = None
-        self._listener: socket.socket | None = None  # over TLS: the listening socket, and the task accepting on it
-        self._accepting: asyncio.Task[None] | None = None
+        self._servers: list[asyncio.Server] = []
+        self._listeners: list[socket.socket] = []  # over TLS: the listening sockets, and the tasks accepting on them
+        self._accepting: list[asyncio.Task[None]] = []
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 = any free one). `OSError` when it cannot bind."""
+        return await self.serve(listen_sockets(host, port))
+
+    async def serve(self, listeners: list[socket.socket]) -> int:
+        """Serve on sockets already listening (`fn_core.listen.listen_sockets`), which it then owns; the port."""
         loop = asyncio.get_running_loop()
-        if self.ssl_context is None:
-            self._server = await loop.create_server(lambda: ServerConnection(self), host, port)
-            return self._server.sockets[0].getsockname()[1]
-        # over TLS, connections are accepted here and handed to the loop with their handshake still to do: a
-        # ``create_server(ssl=...)`` does it out of our sight, and a client refused (an LB without a certificate,
-        # or speaking plaintext) would leave the runner's operator nothing to read
-        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=512)
-        listener.setblocking(False)
-        self._listener = listener
-        self._accepting = loop.create_task(self._accept_tls(listener), name=f"grpc-accept-{port}")
-        return listener.getsockname()[1]
+        for listener in listeners:
+            if self.ssl_context is None:
+                self._servers.append(await loop.create_server(lambda: ServerConnection(self), sock=listener, backlog=BACKLOG))
+                continue
+            # over TLS, connections are accepted here and handed to the loop with their handshake still to do: a
+            # ``create_server(ssl=...)`` does it out of our sight, and a client refused (an LB without a certificate,
+            # or speaking plaintext) would leave the runner's operator nothing to read
+            self._listeners.append(listener)
+            self._accepting.append(loop.create_task(self._accept_tls(listener), name=f"grpc-accept-{bound_port([listener])}"))
+        return bound_port(listeners)
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -260,14 +264,13 @@ class GrpcServer:
 
     async def stop(self, grace_s: float | None) -> None:
         """Stop listening, refuse new calls, give those running ``grace_s`` seconds, then cancel them."""
-        if self._server is not None:
-            self._server.close()
-        if self._accepting is not None:
-            self._accepting.cancel()
-            await asyncio.gather(self._accepting, return_exceptions=True)
-            self._accepting = None
-        if self._listener is not None:
-            self._listener.close()
+        for server in self._servers:
+            server.close()
+        for task in self._accepting:
+            task.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
+        self._accepting.clear()
+        close_all(self._listeners)
         handshakes = list(self.handshakes)
         for task in handshakes:  # a connection still shaking hands has no call yet
             task.cancel()
@@ -282,8 +285,8 @@ class GrpcServer:
             await asyncio.wait(set(self.tasks), timeout=1.0)
         for conn in list(self.connections):
             conn.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
 
 
 def unary(fn: Callable[[bytes], Awaitable[bytes]]) -> Handler:

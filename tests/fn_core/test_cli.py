@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fn_core import __version__
+from fn_core.runner.iofs import SocketDirs
 from fn_core.testing import free_port
 
 
@@ -249,6 +250,47 @@ def test_a_runner_whose_http_port_is_taken_stops_with_one_clear_line():
     assert f"fn-core: error: the runner could not bind 127.0.0.1:{port} for HTTP (FN_PORT: /metrics):" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["runner", "--grpc-port"], ["runner", "--grpc-port", "0", "--port"], ["serve", "--port"]],
+                         ids=["runner-grpc", "runner-http", "serve"])
+def test_a_start_that_fails_for_a_taken_port_leaves_a_live_nodes_containers_and_socket_dirs_alone(
+    docker_client, echo_image, tmp_path, command
+):
+    """A second copy of a runner with the same FN_CONTAINER_LABEL_TAG (a restart loop racing the old process, a
+    duplicated unit) stops at its taken port before sweeping what the live one holds: the sweep removed its
+    containers and failed its calls."""
+    tag = f"fn-core-test-cli-{os.getpid()}-{command[0]}"
+    iofs = tmp_path / "iofs"
+    iofs.mkdir()
+    live_dir = SocketDirs(str(iofs), owner=tag).make()  # as the live runner made it for its container
+    live = docker_client.containers.create(echo_image, labels={"fn-agent-classifier": tag, "fn-agent-instance": "live"})
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = run(*command, str(port), "--host", "127.0.0.1",
+                         env={"FN_CONTAINER_LABEL_TAG": tag, "FN_IOFS_PATH": str(iofs), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db"})
+        assert_one_error_line(result, f"127.0.0.1:{port}", "in use")
+        live.reload()  # raises NotFound if the failed start removed it
+        assert live.labels["fn-agent-classifier"] == tag
+        assert os.path.isdir(live_dir)
+    finally:
+        live.remove(force=True)
+
+
+def test_a_serve_with_a_bad_db_url_stops_before_its_runner_starts(docker_client, echo_image, tmp_path):
+    tag = f"fn-core-test-cli-{os.getpid()}-db"
+    live = docker_client.containers.create(echo_image, labels={"fn-agent-classifier": tag, "fn-agent-instance": "live"})
+    try:
+        result = run("serve", "--host", "127.0.0.1", "--port", "0",
+                     env={"FN_CONTAINER_LABEL_TAG": tag, "FN_IOFS_PATH": str(tmp_path / "iofs"), "FN_DB_URL": "postgres://db/fn"})
+        assert_one_error_line(result, "postgres://db/fn")
+        assert "runner" not in result.stderr.lower(), result.stderr  # it never started, so never stopped either
+        live.reload()
+    finally:
+        live.remove(force=True)
+
+
 def assert_one_error_line(result, *expected):
     """Exit status 2 and one `fn-core: error:` line, last, holding each of ``expected``; no traceback."""
     assert result.returncode == 2, result.stderr
@@ -307,13 +349,17 @@ def test_an_unknown_config_file_key_is_warned_about_in_the_log_format_set(tmp_pa
 
 @pytest.mark.parametrize(("flag", "info_logged"), [("WARN", False), ("warn", False), ("Info", True), ("DEBUG", True)])
 def test_log_level_flag_reads_what_fn_log_level_reads(tmp_path, flag, info_logged):
-    with socket.socket() as taken:  # the LB logs its runner pool at info, then stops on the taken port
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        result = run("lb", "--log-level", flag, "--host", "127.0.0.1", "--port", str(taken.getsockname()[1]),
-                     "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db")
-    assert_one_error_line(result, "could not listen on")
-    assert ("INFO fn_core.lb.pool: runner pool 'static'" in result.stderr) is info_logged
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
+    node = subprocess.Popen([fn_core_command(), "lb", "--log-level", flag, "--host", "127.0.0.1", "--port", str(port),
+                             "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, stderr = node.communicate(timeout=30)
+    assert node.returncode == 0, stderr
+    assert ("INFO fn_core.lb.pool: runner pool 'static'" in stderr) is info_logged
 
 
 def test_a_log_level_flag_that_is_no_level_is_refused_with_the_valid_ones():
