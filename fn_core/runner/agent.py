@@ -223,8 +223,9 @@ def _idle_until(container: HotContainer, idle_s: float, fired_for: float) -> flo
 
 
 def exit_error(status: ExitStatus) -> ContainerExited:
-    """Fn's 502 for a container that exited (Fn's wait result: 137 is the OOM killer's SIGKILL)."""
-    if status.oom_killed or status.code == 137:
+    """Fn's 502 for a container that exited. Fn reads 137 (a SIGKILL) as the OOM killer's; a driver that knows
+    (Docker's OOMKilled) says which, so a `docker kill` or `docker rm -f` is not reported as out of memory."""
+    if status.out_of_memory:
         return ContainerExited("container out of memory")
     return ContainerExited(f"container exit code {status.code}")
 
@@ -233,7 +234,7 @@ def container_env(call: Call) -> dict[str, str]:
     env = dict(call.config)
     env.setdefault("FN_APP_ID", call.app_id)
     env.setdefault("FN_FN_ID", call.fn_id)
-    env.setdefault("FN_MEMORY", str(call.memory))
+    env["FN_MEMORY"] = str(call.memory)  # the limit it gets, also when an override_call plugin changed it
     env.setdefault("FN_TYPE", call.type or "sync")
     env["FN_LISTENER"] = LISTENER_ENV
     env["FN_FORMAT"] = "http-stream"
@@ -769,7 +770,7 @@ class Agent:
         finally:  # removed whatever the driver could tell
             self._spawn(self._remove_quietly(container.id, container.iofs_dir), "remove container")
         how = "is gone" if status is None else "is gone, how unknown" if isinstance(status, Exception) else (
-            "was killed for memory" if status.oom_killed else f"exited with code {status.code}"
+            "was killed for memory" if status.out_of_memory else f"exited with code {status.code}"
         )
         log.warning("hot container %s of fn %s %s while idle: retired, calls go to another", container.id[:12],
                     container.queue.call.fn_id, how)
@@ -802,7 +803,7 @@ class Agent:
 
     def _count_exit(self, status: ExitStatus | None) -> None:
         if status is not None:
-            self.metrics.observe_exit(status.code, status.oom_killed)
+            self.metrics.observe_exit(status.code, status.out_of_memory)
 
     async def _dispose(self, container: HotContainer, remove: bool) -> None:
         await container.conn.close()

@@ -42,10 +42,15 @@ class OutputSink(Protocol):
 
 @attrs.frozen
 class ExitStatus:
-    """How a container ended: its exit code and whether the kernel's OOM killer ended it."""
+    """How a container ended: its exit code and whether the kernel's OOM killer ended it (None: the driver cannot
+    tell, and an exit code of 137, a SIGKILL, is then read as the OOM killer's, as Fn reads it)."""
 
     code: int
-    oom_killed: bool = False
+    oom_killed: bool | None = None
+
+    @property
+    def out_of_memory(self) -> bool:
+        return bool(self.oom_killed) or (self.oom_killed is None and self.code == 137)
 
 
 class ContainerDriver(Protocol):

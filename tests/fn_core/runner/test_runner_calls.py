@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fn_core.testing import wait_until
 
 
@@ -35,7 +37,8 @@ async def test_empty_and_big_bodies_and_multi_frame_response(start, rc):
 async def test_headers_and_env(start, rc):
     node = await start()
     spoofed = {"Fn-Call-Id": ["SPOOFED"], "Fn-Deadline": ["2000-01-01T00:00:00Z"]}  # the runner's own win (as Fn's Set)
-    call = rc.call(config={"GREETING": "hi"}, headers={"X-Custom-In": ["abc"], "Content-Type": ["application/json"], **spoofed})
+    # FN_MEMORY as the LB put it in the config before an override_call plugin changed the call's memory
+    call = rc.call(config={"GREETING": "hi", "FN_MEMORY": "64"}, headers={"X-Custom-In": ["abc"], "Content-Type": ["application/json"], **spoofed})
     result = await rc.run(node.address, call, {"headers": {"X-Custom": "yes"}})
     assert result.finished.success
     assert result.headers["x-custom"] == "yes" and result.headers["content-type"] == "application/json"
@@ -81,6 +84,18 @@ async def test_out_of_memory(start, rc):
     node = await start()
     result = await rc.run(node.address, rc.call(memory=32), {"allocate_mb": 128})
     assert (result.finished.errorCode, result.finished.errorStr) == (502, "container out of memory")
+
+
+async def test_a_container_killed_from_outside_is_its_exit_code_not_out_of_memory(start, rc, docker_client):
+    """Fn reads 137 (SIGKILL) as the OOM killer's; Docker says whether it was (OOMKilled), so an operator's
+    `docker kill` during a call is told apart from a function that ran out of memory."""
+    node = await start()
+    running = asyncio.create_task(rc.run(node.address, rc.call(timeout=30), {"sleep_ms": 20000}))
+    await wait_until(lambda: [c.state for c in node.agent.containers()] == ["busy"] and node.agent.containers()[0].calls == 1,
+                     "the call to reach its container", timeout_s=30)
+    docker_client.containers.get(node.agent.containers()[0].id).kill()
+    result = await asyncio.wait_for(running, 15)
+    assert (result.finished.errorCode, result.finished.errorStr) == (502, "container exit code 137")
 
 
 async def test_response_too_large(start, rc):
