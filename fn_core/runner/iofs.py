@@ -28,12 +28,16 @@ import shutil
 
 from fn_core.errors import ConfigError
 from fn_core.runner.driver import UNSET_LABEL_TAG, label_tag, sweeps_leftovers
+from fn_core.runner.uds import SOCKET_NAME
 
 # <sys/mount.h>
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
 TMPFS_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 OWNER_SUFFIX = ".owner"
+DIR_NAME_CHARS = 8  # secrets.token_hex(4)
+#: a unix socket's path is at most 107 bytes (sun_path is 108, with its NUL)
+MAX_SOCKET_PATH_BYTES = 107
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,13 @@ class SocketDirs:
         """Sweep what a killed runner with our tag left, if the tag was set (module doc); then make and remove one
         directory, so that a runner that cannot mount its tmpfs stops at start-up with the reason (`ConfigError`),
         not at its first cold start."""
+        longest = os.fsencode(os.path.join(self.root, "x" * DIR_NAME_CHARS, SOCKET_NAME))
+        if len(longest) > MAX_SOCKET_PATH_BYTES:
+            raise ConfigError(
+                f"FN_IOFS_PATH {self.root!r} is too long: the containers' sockets under it ({longest.decode(errors='replace')!r}, "
+                f"{len(longest)} bytes) would pass the {MAX_SOCKET_PATH_BYTES} bytes a unix socket's path may have; "
+                f"use a directory of at most {MAX_SOCKET_PATH_BYTES - len(longest) + len(os.fsencode(self.root))} bytes"
+            )
         os.makedirs(self.root, mode=0o755, exist_ok=True)
         swept = self.sweep() if self.sweeps else 0
         if swept:
@@ -97,7 +108,7 @@ class SocketDirs:
 
     def make(self) -> str:
         """A new directory, 0777 (the container's user must bind its socket there); with tmpfs, mounted."""
-        path = os.path.join(self.root, secrets.token_hex(4))
+        path = os.path.join(self.root, secrets.token_hex(DIR_NAME_CHARS // 2))
         with open(path + OWNER_SUFFIX, "x") as f:  # first: a runner killed at any step leaves nothing unowned
             f.write(self.owner)
         try:

@@ -82,6 +82,14 @@ async def test_options_the_kernel_refuses_stop_the_runner_at_start_up(iofs_root,
     assert os.listdir(iofs_root) == []  # the trial dir is gone too
 
 
+async def test_an_iofs_path_too_long_for_a_unix_socket_stops_the_runner_at_start_up(iofs_root, start):
+    """Every call would fail opaquely ("error receiving function response") when the socket path cannot be bound."""
+    long_root = f"{iofs_root}/{'x' * 100}"
+    with pytest.raises(ConfigError, match=r"FN_IOFS_PATH '.*' is too long: .* the 107 bytes a unix socket's path may have"):
+        await start(iofs_path=long_root)
+    assert not os.path.exists(long_root)
+
+
 async def test_a_runner_sweeps_the_socket_dirs_a_killed_runner_with_its_tag_left(iofs_root, start, rc, label_tag):
     """A runner killed with -9 leaves its containers' tmpfs mounts; the next one with its tag removes them
     (as its driver removes the containers), and leaves those of runners with other tags alone."""
