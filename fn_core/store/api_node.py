@@ -6,8 +6,9 @@ cache as the embedded store. The LB opens no database and serves no v2 CRUD rout
 It reads only Fn's public API, plus the internal trigger-by-source route Fn's API nodes also
 serve, so an LB can read from our API node or from Fn's.
 
-When the API node cannot be reached, a call the cache cannot answer fails with 503 (Retry-After).
-Only "not found" answers are cached; failures are not.
+When the API node cannot be reached, the cache answers the fns it has read from its last reading
+(`fn_core.store.cache`), and a call of any other fails with 503 (Retry-After). "Not found" answers are
+cached; failures are not.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ A warm invocation reads its fn, app and trigger from memory: no SQLite, no threa
 misses for one key share a single store lookup. "Not found" is cached too (an unknown fn invoked
 in a loop must not hit the store per call); the API node clears the cache on every write it
 makes, other LBs see changes within the TTL, as in Fn.
+
+An entry past its TTL is read again in the background, and its calls are answered from it meanwhile: a
+warm fn never waits for the store. When that reading fails (an API node that is down or unreachable),
+the entry stays and is asked for again a TTL later, so calls of the fns an LB knows keep running for
+as long as the outage lasts; only a key never read fails (503).
 """
 
 from __future__ import annotations
@@ -57,7 +62,10 @@ class CachedLookup:
             if pending is None:
                 pending = asyncio.ensure_future(self._load(key, load))
                 self._pending[key] = pending
-            value = await asyncio.shield(pending)
+            if entry is not None:  # known: answered from the last reading while the new one is made
+                value = entry[1]
+            else:
+                value = await asyncio.shield(pending)
         if isinstance(value, BaseException):
             raise copy.copy(value).with_traceback(None)  # a fresh raise each time: no growing traceback
         return value
@@ -66,12 +74,14 @@ class CachedLookup:
         generation = self._generation
         try:
             value: Any = await load()
-        except APIError as exc:
-            if exc.status >= 500:  # a store that failed (e.g. an unreachable API node): ask again next time
+        except Exception as exc:
+            if isinstance(exc, APIError) and exc.status < 500:
+                value = exc  # not-found is cached like a value; the caller re-raises it
+            else:  # the store failed (e.g. an unreachable API node): not cached; a last reading is kept a TTL more
+                stale = self._entries.get(key)
+                if stale is not None and generation == self._generation:
+                    self._entries[key] = (time.monotonic() + self.ttl_s, stale[1])
                 return exc
-            value = exc  # not-found is cached like a value; the caller re-raises it
-        except Exception as exc:  # a store failure is not cached
-            return exc
         finally:
             if generation == self._generation:  # else clear() dropped it, and a newer lookup may be pending
                 self._pending.pop(key, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -13,6 +14,7 @@ from fn_core.errors import ConfigError
 from fn_core.lb.main import start_api, start_lb
 from fn_core.plugins import get_plugin_manager
 from fn_core.runner.main import start_runner
+from fn_core.store.cache import DEFAULT_TTL_S
 
 
 async def request(session, method: str, url: str, **kwargs):
@@ -87,6 +89,9 @@ async def test_an_unreachable_api_node_is_a_503_and_cached_fns_keep_running(clus
 
     status, _, body = await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b"still")
     assert (status, body) == (200, b"still")  # read within the 5 s cache: the outage does not stop it
+    await asyncio.sleep(DEFAULT_TTL_S + 0.5)
+    status, _, body = await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b"and still")
+    assert (status, body) == (200, b"and still")  # past the TTL too: an LB rides out the outage on what it read
     for _ in range(2):
         status, headers, body = await request(session, "POST", f"{lb.url}/invoke/01NOTCACHED000000000000000")
         assert status == 503 and headers["Retry-After"]

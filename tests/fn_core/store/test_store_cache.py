@@ -90,14 +90,55 @@ async def test_a_lookup_begun_before_a_write_is_not_kept_after_the_write_cleared
     assert updated.image == "new"
 
 
-async def test_cache_expires(store):
+async def test_an_expired_entry_answers_at_once_and_is_read_again_behind_it(store):
+    """A warm fn never waits for the store: past the TTL the call gets the last reading, and the next calls
+    the new one."""
     app = await store.insert_app(App(name="a"))
-    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="i"))
-    counting = CountingStore(store)
-    cache = CachedLookup(counting, ttl_s=0.0)
-    await cache.fn(fn.id)
-    await cache.fn(fn.id)
-    assert counting.lookups == 2
+    fn = await store.insert_fn(Fn(name="f", app_id=app.id, image="old"))
+    slow = SlowReadStore(store)
+    slow.release.set()
+    cache = CachedLookup(slow, ttl_s=0.0)
+    assert (await cache.fn(fn.id)).image == "old" and slow.lookups == 1
+    await store.update_fn(fn.id, lambda f: attrs.evolve(f, image="new"))
+    slow.release.clear()  # the store now takes its time
+    slow.lookups = 0  # the next read is the slow one
+    assert (await asyncio.wait_for(cache.fn(fn.id), timeout=1)).image == "old"  # not held by the read
+    slow.release.set()
+    await asyncio.sleep(0.05)
+    assert (await cache.fn(fn.id)).image == "new" and slow.lookups >= 1
+
+
+async def test_a_store_that_fails_keeps_the_last_reading_and_is_asked_again_once_a_ttl():
+    """An API node that is down: the fns this LB read keep running, for as long as the outage lasts."""
+    from fn_core.errors import ServiceUnavailable
+
+    class FailingStore:
+        def __init__(self):
+            self.asked = 0
+            self.down = False
+
+        async def get_fn(self, fn_id):
+            self.asked += 1
+            if self.down:
+                raise ServiceUnavailable()
+            return Fn(id=fn_id, name="f", app_id="a", image=f"image-{self.asked}")
+
+    failing = FailingStore()
+    cache = CachedLookup(failing, ttl_s=0.05)
+    assert (await cache.fn("f1")).image == "image-1"
+    failing.down = True
+    for _ in range(4):  # four TTLs of outage
+        await asyncio.sleep(0.06)
+        for _ in range(20):
+            assert (await cache.fn("f1")).image == "image-1"
+    assert 2 <= failing.asked <= 6  # about one try a TTL, not one a call
+    with pytest.raises(ServiceUnavailable):
+        await cache.fn("never-read")
+    failing.down = False
+    await asyncio.sleep(0.06)
+    await cache.fn("f1")  # answered from the last reading; its new reading is under way
+    await asyncio.sleep(0.01)
+    assert (await cache.fn("f1")).image != "image-1"
 
 
 async def test_a_failing_store_is_asked_again_but_not_found_is_cached():
