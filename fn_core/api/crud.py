@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -16,6 +17,20 @@ from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
 
 T = TypeVar("T")
+
+GO_ATOI = re.compile(r"([+-]?)0*([0-9]+)")  # what Go's strconv.Atoi reads: ASCII digits, one optional sign
+
+
+def go_atoi(raw: str) -> int:
+    """Go's ``strconv.Atoi`` with its error ignored: 0 for what is not a number; out of range, the int64 limit
+    it returns with its range error (and no giant int for Python to parse)."""
+    m = GO_ATOI.fullmatch(raw)
+    if m is None:
+        return 0
+    sign, digits = m.groups()
+    if len(digits) > 19:  # past int64 either way
+        return -(2**63) if sign == "-" else 2**63 - 1
+    return max(-(2**63), min(int(sign + digits), 2**63 - 1))
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -62,12 +77,15 @@ class CrudApi:
 
     @staticmethod
     def _paging(request: web.Request) -> dict[str, Any]:
+        """Fn's `pageParams` (api/server/server.go): ``per_page`` over 100 is 100; 0, negative, absent or not a
+        number (Atoi's error is ignored) is the default, 30. Never an error."""
         q = request.query
-        try:
-            per_page = int(q.get("per_page") or DEFAULT_PER_PAGE)
-        except ValueError:
-            raise BadRequest("per_page must be an integer") from None
-        return {"cursor": q.get("cursor", ""), "per_page": max(1, min(per_page, MAX_PER_PAGE))}
+        per_page = go_atoi(q.get("per_page", ""))
+        if per_page > MAX_PER_PAGE:
+            per_page = MAX_PER_PAGE
+        elif per_page <= 0:
+            per_page = DEFAULT_PER_PAGE
+        return {"cursor": q.get("cursor", ""), "per_page": per_page}
 
     def _base_url(self, request: web.Request) -> str:
         return self.config.public_lb_url.rstrip("/") or f"{request.scheme}://{request.host}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 import attrs
@@ -26,15 +27,22 @@ from fn_core.models import (
     Trigger,
 )
 
-MAX_NAME = 255
-APP_NAME = re.compile(r"[a-zA-Z0-9_-]+")  # fullmatch: `$` would let a trailing newline through
-FN_NAME = re.compile(r"[a-zA-Z0-9_.~-]+")  # URL-path safe, as Fn asks
+MAX_NAME = 255  # bytes of UTF-8, as Go's len() counts (api/models/error.go MaxLength*Name)
+# What Go's url.PathEscape leaves as it is (Fn's fn name rule): the unreserved characters and the
+# reserved ones a path segment may hold. fullmatch: `$` would let a trailing newline through.
+FN_NAME = re.compile(r"[A-Za-z0-9_.~$&+:=@-]+")
 SHAPES = ("", "GENERIC_X86", "GENERIC_ARM", "GENERIC_X86_ARM")
 SYSLOG_SCHEMES = ("tcp", "udp", "unix", "unixgram", "tcp+tls")
 TRIGGER_TYPES = ("http",)
+# Fn's annotation limits and rules (api/models/annotations.go)
 MAX_ANNOTATION_KEYS = 100
 MAX_ANNOTATION_KEY_BYTES = 128
 MAX_ANNOTATION_VALUE_BYTES = 512
+ANNOTATION_KEY = re.compile(r"[!-~]+")  # printable ASCII, no whitespace; fullmatch, as Go's `^...$`
+
+# Fn's integer fields: memory is a uint64, the timeouts int32s; a number outside is Go's unmarshal error
+UINT64 = (0, 2**64 - 1)
+INT32 = (-(2**31), 2**31 - 1)
 
 INVALID_JSON = "Invalid JSON"
 
@@ -68,11 +76,12 @@ def _str(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def _int(data: dict[str, Any], key: str) -> int:
+def _int(data: dict[str, Any], key: str, bounds: tuple[int, int]) -> int:
+    """An integer field of Go type ``bounds`` (`UINT64`, `INT32`): anything else does not unmarshal."""
     value = data.get(key, 0)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
         raise bad(INVALID_JSON)
     return value
 
@@ -91,15 +100,32 @@ def _annotations(data: dict[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
+def _empty_annotation(value: Any) -> bool:
+    """Fn's empty annotation value: JSON "" or null (an empty object or array is a value); on update it deletes."""
+    return value is None or (isinstance(value, str) and value == "")
+
+
 def check_annotations(annotations: dict[str, Any]) -> None:
-    if len(annotations) > MAX_ANNOTATION_KEYS:
-        raise bad(f"Too many annotations, the maximum is {MAX_ANNOTATION_KEYS}")
+    """Fn's `Annotations.Validate`: each key and value, then the number of keys."""
     for key, value in annotations.items():
-        if not key or len(key.encode()) > MAX_ANNOTATION_KEY_BYTES:
-            raise bad(f"Invalid annotation key, annotation keys must be non-empty and at most {MAX_ANNOTATION_KEY_BYTES} bytes")
-        raw = json.dumps(value, separators=(",", ":"))
-        if value in ("", None, {}, []) or len(raw.encode()) > MAX_ANNOTATION_VALUE_BYTES:
-            raise bad(f"Invalid annotation value, annotation values must be non-empty JSON of at most {MAX_ANNOTATION_VALUE_BYTES} bytes")
+        if not ANNOTATION_KEY.fullmatch(key):
+            raise bad("Invalid annotation key, annotation keys must be non-empty ascii strings excluding whitespace")
+        if len(key) > MAX_ANNOTATION_KEY_BYTES:  # ASCII by now: characters are bytes
+            raise bad(f"Invalid annotation key length, annotation keys may not be larger than {MAX_ANNOTATION_KEY_BYTES} bytes")
+        if _empty_annotation(value):
+            raise bad("Invalid annotation value, annotation values may only be non-empty strings, numbers, objects, or arrays")
+        # Fn measures the compacted JSON the client sent: UTF-8 as it came, not \u escapes
+        raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if len(raw.encode("utf-8", "surrogatepass")) > MAX_ANNOTATION_VALUE_BYTES:
+            raise bad(
+                "Invalid annotation value length, annotation values may not be larger than "
+                f"{MAX_ANNOTATION_VALUE_BYTES} bytes when serialized as JSON"
+            )
+    if len(annotations) > MAX_ANNOTATION_KEYS:
+        raise bad(
+            "Invalid annotation change, new key(s) exceed maximum permitted number of annotations keys "
+            f"({MAX_ANNOTATION_KEYS})"
+        )
 
 
 def _check_fn_settings(annotations: dict[str, Any]) -> None:
@@ -115,30 +141,41 @@ def merge_map(old: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     """Fn's update merge: set new keys, a key with an empty value is removed."""
     merged = dict(old)
     for key, value in change.items():
-        if value in ("", None):
+        if _empty_annotation(value):
             merged.pop(key, None)
         else:
             merged[key] = value
     return merged
 
 
+def _name_bytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogatepass"))  # Go's len(): bytes
+
+
+def _letters_digits_dash(name: str) -> bool:
+    """Fn's app and trigger name rule: each character a Unicode letter or number (Go's unicode.IsLetter,
+    unicode.IsNumber: categories L* and N*), ``_`` or ``-``."""
+    return all(c in "_-" or unicodedata.category(c)[0] in "LN" for c in name)
+
+
 # --- apps --------------------------------------------------------------------------------
 def _check_app(app: App) -> None:
+    """Fn's `App.Validate` (api/models/app.go), in its order: name, annotations, syslog url, shape."""
     if not app.name:
-        raise bad("Missing app name")
-    if len(app.name) > MAX_NAME:
+        raise bad("Missing Name")  # Fn's ErrMissingName (its ErrAppsMissingName is not used here)
+    if _name_bytes(app.name) > MAX_NAME:
         raise bad(f"App name must be {MAX_NAME} characters or less")
-    if not APP_NAME.fullmatch(app.name):
-        raise bad("App name may only contain characters from the set [a-zA-Z0-9_-]")
+    if not _letters_digits_dash(app.name):
+        raise bad("Invalid app name")
+    check_annotations(app.annotations)
+    _check_fn_settings(app.annotations)
     if app.syslog_url:
         for url in app.syslog_url.split(","):
             scheme, sep, rest = url.strip().partition("://")
             if not sep or scheme not in SYSLOG_SCHEMES or not rest:
                 raise bad(f"Invalid syslog url: {url.strip()!r} (schemes: {', '.join(SYSLOG_SCHEMES)})")
     if app.shape not in SHAPES:
-        raise bad(f"Invalid app shape {app.shape!r}, must be one of {', '.join(s for s in SHAPES if s)}")
-    check_annotations(app.annotations)
-    _check_fn_settings(app.annotations)
+        raise bad("Invalid app shape")
 
 
 def app_for_create(data: dict[str, Any]) -> App:
@@ -157,6 +194,7 @@ def app_for_create(data: dict[str, Any]) -> App:
 
 
 def app_for_update(old: App, data: dict[str, Any]) -> App:
+    """Fn's app update: a ``shape`` is neither changed nor checked (Fn's `App.Update` and its UPDATE leave it out)."""
     if data.get("id") and data["id"] != old.id:
         raise bad("App ID in path does not match ID in body")
     name = _str(data, "name")
@@ -173,40 +211,48 @@ def app_for_update(old: App, data: dict[str, Any]) -> App:
 
 
 # --- fns ---------------------------------------------------------------------------------
+MISSING_FN_NAME = "Missing Fn name"
+MISSING_FN_APP_ID = "Missing AppID on Fn"
+
+
 def _check_fn(fn: Fn) -> None:
+    """Fn's `Fn.Validate` (api/models/fn.go), in its order."""
     if not fn.name:
-        raise bad("Missing name")
+        raise bad(MISSING_FN_NAME)
     if len(fn.name) > MAX_NAME:
         raise bad(f"Fn name must be {MAX_NAME} characters or less")
     if not FN_NAME.fullmatch(fn.name):
-        raise bad("Fn name must be URL-path safe: letters, digits and _ . ~ -")
+        raise bad("name must be a valid string")
     if not fn.app_id:
-        raise bad("Missing AppID on Fn")
+        raise bad(MISSING_FN_APP_ID)
     if not fn.image:
-        raise bad("Missing image")
+        raise bad("Missing image on Fn")
+    if not 1 <= fn.timeout <= MAX_TIMEOUT_S:
+        raise bad(f"timeout value is out of range, must be between 0 and {MAX_TIMEOUT_S}")
+    if not 1 <= fn.idle_timeout <= MAX_IDLE_TIMEOUT_S:
+        raise bad(f"idle_timeout value is out of range, must be between 0 and {MAX_IDLE_TIMEOUT_S}")
     if not 1 <= fn.memory <= MAX_MEMORY_MB:
         raise bad(f"memory value is out of range. It should be between 0 and {MAX_MEMORY_MB}")
-    if not 1 <= fn.timeout <= MAX_TIMEOUT_S:
-        raise bad(f"timeout value is out of range. Sync should be between 0 and {MAX_TIMEOUT_S}")
-    if not 1 <= fn.idle_timeout <= MAX_IDLE_TIMEOUT_S:
-        raise bad(f"idle_timeout value is out of range. It should be between 0 and {MAX_IDLE_TIMEOUT_S}")
-    if fn.shape not in SHAPES:
-        raise bad(f"Invalid fn shape {fn.shape!r}")
     check_annotations(fn.annotations)
     _check_fn_settings(fn.annotations)
+    if fn.shape not in SHAPES:
+        raise bad(f"Invalid fn shape {fn.shape!r}")
 
 
 def _limits(data: dict[str, Any]) -> tuple[int, int, int]:
-    memory, timeout, idle = _int(data, "memory"), _int(data, "timeout"), _int(data, "idle_timeout")
-    for key, value in (("memory", memory), ("timeout", timeout), ("idle_timeout", idle)):
-        if value < 0:
-            raise bad(f"{key} value is out of range")
-    return memory, timeout, idle
+    """memory (a uint64: a negative one is not JSON to Fn), timeout and idle_timeout (int32s: a negative one
+    reaches `_check_fn` and is out of range); 0 means the default on create, "unchanged" on update."""
+    return _int(data, "memory", UINT64), _int(data, "timeout", INT32), _int(data, "idle_timeout", INT32)
 
 
 def fn_for_create(data: dict[str, Any]) -> Fn:
+    # Fn's datastore checks these three before `Fn.Validate` (api/datastore/internal/datastoreutil/validator.go)
     if data.get("id"):
         raise bad("ID cannot be provided for Fn creation")
+    if not _str(data, "app_id"):
+        raise bad(MISSING_FN_APP_ID)
+    if not _str(data, "name"):
+        raise bad(MISSING_FN_NAME)
     memory, timeout, idle = _limits(data)
     fn = Fn(
         name=_str(data, "name"),
@@ -225,7 +271,7 @@ def fn_for_create(data: dict[str, Any]) -> Fn:
 
 def fn_for_update(old: Fn, data: dict[str, Any]) -> Fn:
     if data.get("id") and data["id"] != old.id:
-        raise bad("Fn ID in path does not match ID in body")
+        raise bad("Fn ID in path does not match that in body")
     if data.get("app_id") and data["app_id"] != old.app_id:
         raise bad("AppID cannot be changed on an Fn")  # Fn: ErrFnsAppIDMismatch
     name = _str(data, "name")
@@ -247,20 +293,23 @@ def fn_for_update(old: Fn, data: dict[str, Any]) -> Fn:
 
 # --- triggers ----------------------------------------------------------------------------
 def _check_trigger(t: Trigger) -> None:
-    if not t.name:
-        raise bad("Missing name on trigger")
-    if len(t.name) > MAX_NAME or not FN_NAME.fullmatch(t.name):
-        raise bad("Trigger name must be URL-path safe and at most 255 characters")
+    """Fn's `Trigger.Validate` (api/models/trigger.go), in its order."""
     if not t.app_id:
-        raise bad("Missing App ID on trigger")
+        raise bad("Missing App ID on Trigger")
+    if not t.name:
+        raise bad("Missing name on Trigger")
+    if _name_bytes(t.name) > MAX_NAME:
+        raise bad(f"Trigger name must be {MAX_NAME} characters or less")
+    if not _letters_digits_dash(t.name):
+        raise bad("Invalid name for Trigger")
     if not t.fn_id:
-        raise bad("Missing Fn ID on trigger")
+        raise bad("Missing Fn ID on Trigger")
     if t.type not in TRIGGER_TYPES:
         raise bad("Trigger Type Not Supported")
     if not t.source:
-        raise bad("Missing trigger Source")
+        raise bad("Missing Trigger Source")
     if not t.source.startswith("/"):
-        raise bad("Missing trigger Source prefix '/'")
+        raise bad("Missing Trigger Source Prefix '/'")
     check_annotations(t.annotations)
 
 
@@ -280,14 +329,17 @@ def trigger_for_create(data: dict[str, Any]) -> Trigger:
 
 
 def trigger_for_update(old: Trigger, data: dict[str, Any]) -> Trigger:
+    """Fn's trigger update: ``name``, ``source``, ``fn_id`` and annotations change (the store checks that a new
+    fn is one of the trigger's app); a trigger does not move to another app nor change its type."""
     if data.get("id") and data["id"] != old.id:
-        raise bad("Trigger ID in path does not match ID in body")
-    for key in ("app_id", "fn_id", "type"):
+        raise bad("ID in path does not match ID in body")
+    for key in ("app_id", "type"):
         if data.get(key) and data[key] != getattr(old, key):
             raise bad(f"Trigger {key} cannot be changed")
     t = attrs.evolve(
         old,
         name=_str(data, "name") or old.name,
+        fn_id=_str(data, "fn_id") or old.fn_id,
         source=_str(data, "source") or old.source,
         annotations=merge_map(old.annotations, _annotations(data)),
     )

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 import attrs
 
-from fn_core.errors import APIError, Conflict, NotFound
+from fn_core.errors import APIError, BadRequest, Conflict, NotFound
 from fn_core.models import App, Fn, Trigger
 
 T = TypeVar("T")
@@ -84,11 +84,17 @@ class FnExists(Conflict):
 
 
 class TriggerExists(Conflict):
-    message = "Trigger with specified name already exists"
+    message = "Trigger already exists"
 
 
 class TriggerSourceExists(Conflict):
-    message = "Trigger with specified source already exists"
+    message = "Trigger with the same type and source exists on this app"
+
+
+class TriggerFnIDNotSameApp(BadRequest):
+    """The trigger's fn exists but belongs to another app (Fn's ErrTriggerFnIDNotSameApp, from its InsertTrigger)."""
+
+    message = "Invalid Fn ID - not owned by specified app"
 
 
 class Lookups(Protocol):

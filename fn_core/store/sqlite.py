@@ -27,6 +27,7 @@ from fn_core.store.base import (
     FnNotFound,
     Page,
     TriggerExists,
+    TriggerFnIDNotSameApp,
     TriggerNotFound,
     TriggerSourceExists,
     decode_cursor,
@@ -173,9 +174,7 @@ class SQLiteStore:
         def insert(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM apps WHERE id = ?", (trigger.app_id,)).fetchone() is None:
                 raise AppNotFound()
-            row = db.execute("SELECT app_id FROM fns WHERE id = ?", (trigger.fn_id,)).fetchone()
-            if row is None or row[0] != trigger.app_id:
-                raise FnNotFound()
+            self._check_trigger_fn(db, trigger)
             self._check_trigger_unique(db, trigger)
             db.execute(
                 "INSERT INTO triggers VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -186,18 +185,31 @@ class SQLiteStore:
         return trigger
 
     @staticmethod
+    def _check_trigger_fn(db: sqlite3.Connection, t: Trigger) -> None:
+        """As Fn's InsertTrigger: the fn must exist (404) and be one of the trigger's app (400)."""
+        row = db.execute("SELECT app_id FROM fns WHERE id = ?", (t.fn_id,)).fetchone()
+        if row is None:
+            raise FnNotFound()
+        if row[0] != t.app_id:
+            raise TriggerFnIDNotSameApp()
+
+    @staticmethod
     def _check_trigger_unique(db: sqlite3.Connection, t: Trigger) -> None:
-        if db.execute("SELECT 1 FROM triggers WHERE app_id = ? AND name = ? AND id != ?", (t.app_id, t.name, t.id)).fetchone():
-            raise TriggerExists()
+        # Fn's InsertTrigger looks for the source first; a taken name is its insert failing
         sql = "SELECT 1 FROM triggers WHERE app_id = ? AND type = ? AND source = ? AND id != ?"
         if db.execute(sql, (t.app_id, t.type, t.source, t.id)).fetchone():
             raise TriggerSourceExists()
+        if db.execute("SELECT 1 FROM triggers WHERE app_id = ? AND name = ? AND id != ?", (t.app_id, t.name, t.id)).fetchone():
+            raise TriggerExists()
 
     async def update_trigger(self, trigger_id: str, change: Change[Trigger]) -> Trigger:
         def write(db: sqlite3.Connection, t: Trigger) -> None:
+            # Fn's UpdateTrigger takes a new fn_id unchecked; it is checked as on insert here, so that a
+            # trigger never runs another app's fn (nor none)
+            self._check_trigger_fn(db, t)
             self._check_trigger_unique(db, t)
-            sql = "UPDATE triggers SET name = ?, source = ?, doc = ? WHERE id = ?"
-            db.execute(sql, (t.name, t.source, _doc(t), trigger_id))
+            sql = "UPDATE triggers SET name = ?, fn_id = ?, source = ?, doc = ? WHERE id = ?"
+            db.execute(sql, (t.name, t.fn_id, t.source, _doc(t), trigger_id))
 
         return await self._update(Trigger, "triggers", trigger_id, TriggerNotFound, change, write)
 
