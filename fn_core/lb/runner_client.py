@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from collections.abc import Callable
 from typing import Protocol
@@ -44,6 +45,8 @@ TLS_MISMATCH_HINTS = {
 OVERDUE_MARGIN_S = 5.0
 #: a gRPC status with this (non-standard) code is Fn's other NACK (pure_runner.go getTryMsg; runner_client.go isTooBusy)
 NACK_STATUS = 503
+#: calls lost on one runner for the same reason within this long are one break of the link: warned about once
+SAME_BREAK_S = 10.0
 
 
 @attrs.define
@@ -182,6 +185,7 @@ class RunnerClient:
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
         self.unreachable = False  # since the last call it could not reach: said once per outage, and its end
         self.lost_calls = 0  # calls committed here whose link broke before their result
+        self._last_break = ("", -math.inf)  # (why, when) of the last call lost here
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
@@ -252,7 +256,12 @@ class RunnerClient:
                 return None
             # committed: the runner (or the link to it) was lost mid-call; never re-sent. Its address is the
             # operator's to read (here and in the call's line), not the client's
-            log.warning("runner %s was lost during call %s: %s", self.address, offer.call.id, exc)
+            # one warning per break of the link, not one per call on it (each call's own line says it was lost)
+            now, why = asyncio.get_running_loop().time(), str(exc)
+            repeated = why == self._last_break[0] and now - self._last_break[1] < SAME_BREAK_S
+            self._last_break = (why, now)
+            log.log(logging.DEBUG if repeated else logging.WARNING, "runner %s was lost during call %s: %s%s", self.address,
+                    offer.call.id, exc, "" if repeated else " (the other calls lost with it are in their own call lines)")
             self.lost_calls += 1
             result = reply.result
             result.error = APIError("the runner was lost during the call", status=500)

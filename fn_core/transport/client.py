@@ -228,6 +228,7 @@ class ClientConnection(h2.H2Connection):
                 self.dropped_for = f"no answer in {KEEPALIVE_TIMEOUT_S:.0f} s to a PING ({why})"
                 log.warning("runner connection %s: %s; dropping it and its %d calls", self.authority, self.dropped_for,
                             len(self.streams))
+                self.closing_reason = f"dropped by this end: {self.dropped_for}"
                 self.transport.abort()
 
     def _overdue(self, now: float) -> bool:

@@ -85,6 +85,7 @@ class H2Connection(asyncio.Protocol):
         self.goaway_received: int | None = None  # the peer's last stream id, once it sent GOAWAY
         self.last_stream_id = 0  # the last stream the peer opened and we took (a client takes none)
         self.lost: RpcError | None = None
+        self.closing_reason = ""  # why this end cut the connection, for what its streams are told
         self.last_received = 0.0
         self._buffer = bytearray()
         self._out: list[bytes] = []
@@ -316,7 +317,7 @@ class H2Connection(asyncio.Protocol):
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RpcError(Status.UNAVAILABLE, f"connection lost: {exc or 'closed by the peer'}")
+        self.lost = RpcError(Status.UNAVAILABLE, f"connection lost: {exc or self.closing_reason or 'closed by the peer'}")
         self.transport = None
         self._out.clear()
         self._connection_ended(self.lost)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from fn_core import Placer, hookimpl
-from fn_core.testing import free_port, metric_samples
+from fn_core.testing import free_port, metric_samples, wait_until
 
 
 class InOrder:
@@ -28,7 +29,7 @@ async def samples(session) -> dict[str, float]:
         return metric_samples(await r.text())
 
 
-async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_each_lost(fake_runners, lb_factory, deploy_fn):
+async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_each_lost(fake_runners, lb_factory, deploy_fn, caplog):
     live = await fake_runners(lambda call, body: "start-hang" if body == b"lose me" else "echo")
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     node, session, recorder = await lb_factory([dead, live.address], placer="in-order", plugins=(("in-order", InOrderPlugin()),))
@@ -44,13 +45,16 @@ async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_e
     assert seen[f'fn_lb_runner_reachable{{runner="{live.address}"}}'] == 1
     assert seen[f'fn_lb_runner_lost_calls_total{{runner="{live.address}"}}'] == 0
 
-    lost = asyncio.create_task(post("lose me"))  # the live runner starts it, then stops
-    await live.hanging.wait()
+    lost = [asyncio.create_task(post("lose me")) for _ in range(2)]  # the live runner starts them, then stops
+    await wait_until(lambda: len(live.calls) == 3, "both calls to start")
+    caplog.set_level(logging.WARNING, logger="fn_core.lb.runner_client")
     await live.stop()
-    status, text = await lost
-    assert (status, json.loads(text)) == (500, {"message": "the runner was lost during the call"})
+    for status, text in await asyncio.gather(*lost):
+        assert (status, json.loads(text)) == (500, {"message": "the runner was lost during the call"})
     seen = await samples(session)
-    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{live.address}"}}'] == 1
+    assert seen[f'fn_lb_runner_lost_calls_total{{runner="{live.address}"}}'] == 2
     assert seen[f'fn_lb_runner_lost_calls_total{{runner="{dead}"}}'] == 0  # nothing was ever sent there
     assert seen[f'fn_lb_runner_reachable{{runner="{dead}"}}'] == 0
-    assert [outcome.status for _, outcome in recorder.outcomes] == [200, 500]
+    assert [outcome.status for _, outcome in recorder.outcomes] == [200, 500, 500]
+    # one warning for the break, not one per call (each call's own line says it was lost)
+    assert len([r for r in caplog.records if "was lost during call" in r.getMessage()]) == 1

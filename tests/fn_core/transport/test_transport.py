@@ -552,6 +552,8 @@ async def test_a_silent_peer_with_an_overdue_call_is_pinged_and_dropped_long_bef
         with pytest.raises(RpcError) as failure:
             await stream.read_message()
     assert not isinstance(failure.value, StreamRefused)  # committed: the call was sent
+    # what the LB logs for the call says this end dropped the link, and why (not "closed by the peer")
+    assert failure.value.message.startswith("connection lost: dropped by this end: no answer in 0 s to a PING (a call is past")
     assert len(pings) == 1 and pings[0] >= stream.due - 0.01  # asked once it was due, not before
 
 
