@@ -31,8 +31,8 @@ class LBMetrics:
         families: list[Family] = [
             ("fn_lb_runners", "gauge", "Runners in the LB's pool now (in-process runners included).",
              [f"fn_lb_runners {len(runners)}"]),
-            ("fn_lb_runner_reachable", "gauge", "0 while the LB's last try to reach this runner for a call failed (down, "
-             "a TLS mismatch, silent under a PING); 1 once a call reaches it again.",
+            ("fn_lb_runner_reachable", "gauge", "0 from a call that could not reach this runner (down, a TLS mismatch, "
+             "silent under a PING) until the LB, which keeps dialling it, connects again.",
              by_label("fn_lb_runner_reachable", "runner", reachable)),
             ("fn_lb_runner_lost_calls_total", "counter", "Calls sent to this runner whose link broke before their result: "
              "500 'the runner was lost during the call', never re-sent.", by_label("fn_lb_runner_lost_calls_total", "runner", lost)),

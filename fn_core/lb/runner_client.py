@@ -181,11 +181,18 @@ def client_ssl_context(config) -> ssl.SSLContext | None:
 class RunnerClient:
     def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.address = address
-        self.channel = Channel(address, ssl_context)
+        self.channel = Channel(address, ssl_context, on_connected=self._reached)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
-        self.unreachable = False  # since the last call it could not reach: said once per outage, and its end
+        # since a call could not reach it, until a connection is made again (the channel keeps dialling):
+        # said once per outage, and its end
+        self.unreachable = False
         self.lost_calls = 0  # calls committed here whose link broke before their result
         self._last_break = ("", -math.inf)  # (why, when) of the last call lost here
+
+    def _reached(self) -> None:
+        if self.unreachable:
+            self.unreachable = False
+            log.warning("runner %s reachable again", self.address)
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
@@ -225,9 +232,8 @@ class RunnerClient:
                 log.warning("runner %s unreachable: %s%s (calls go to the others; said again when it answers)",
                             self.address, exc, f": {hint}" if hint else "")
             return None
-        if self.unreachable:
-            self.unreachable = False
-            log.warning("runner %s reachable again", self.address)
+        if self.unreachable:  # reached on a connection made before the outage was seen
+            self._reached()
         stream.due = stream.conn.loop.time() + offer.call.timeout + OVERDUE_MARGIN_S
         sender: asyncio.Task | None = None
         reply = ReplyReader(on_start, sink)

@@ -29,7 +29,7 @@ import logging
 import math
 import ssl
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fn_core.transport import h2
 from fn_core.transport.errors import (
@@ -238,8 +238,14 @@ class ClientConnection(h2.H2Connection):
 class Channel:
     """Calls to one ``host:port``: over TLS when an `ssl.SSLContext` is given (ALPN ``h2``)."""
 
-    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, address: str, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 5.0,
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_connected``: called each time a connection is made (after a failure: the peer answers again)."""
         self.address = address
+        self._on_connected = on_connected
+        self._redial: asyncio.TimerHandle | None = None
         host, _, port = address.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
         self._ssl = ssl_context
@@ -314,8 +320,22 @@ class Channel:
     def _dialled(self, attempt: asyncio.Task[ClientConnection]) -> None:
         if attempt is self._connecting:
             self._connecting = None
-        if not attempt.cancelled():
-            attempt.exception()  # a background attempt's failure has no awaiter: it is in _last_failure
+        if attempt.cancelled():
+            return
+        if attempt.exception() is None:  # (a background attempt's failure has no awaiter: it is in _last_failure)
+            if self._on_connected is not None:
+                self._on_connected()
+        elif not self._closed and self._redial is None:
+            # dial again when the backoff is over, calls or not: a peer that is back is known at once (the first
+            # call after it needs no attempt of its own; the LB's reachability gauge says so)
+            self._redial = asyncio.get_running_loop().call_at(self._retry_at, self._dial_in_background)
+
+    def _dial_in_background(self) -> None:
+        self._redial = None
+        if self._closed or self._connecting is not None or (self._conn is not None and self._conn.usable):
+            return
+        self._connecting = asyncio.get_running_loop().create_task(self._connect(), name=f"dial-{self.address}")
+        self._connecting.add_done_callback(self._dialled)
 
     async def _connect(self) -> ClientConnection:
         loop = asyncio.get_running_loop()
@@ -374,6 +394,9 @@ class Channel:
         A close that is cancelled during the grace (the LB stopping a retiring runner's wait) still closes
         them, and a later close finds them too: they are forgotten only once closed."""
         self._closed = True  # a dial under way closes what it gets (`_connect`)
+        if self._redial is not None:
+            self._redial.cancel()
+            self._redial = None
         conns = [c for c in (self._conn, *self._draining) if c is not None]
         try:
             if grace_s:

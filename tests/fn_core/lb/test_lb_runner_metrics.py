@@ -58,3 +58,18 @@ async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_e
     assert [outcome.status for _, outcome in recorder.outcomes] == [200, 500, 500]
     # one warning for the break, not one per call (each call's own line says it was lost)
     assert len([r for r in caplog.records if "was lost during call" in r.getMessage()]) == 1
+
+    # the dead runner comes up: the LB, dialling it in the background, sees it with no call placed there
+    calls_before = len(live.calls)
+    back = await fake_runners("echo", port=int(dead.rpartition(":")[2]))
+
+    async def reachable_again() -> bool:
+        return (await samples(session))[f'fn_lb_runner_reachable{{runner="{dead}"}}'] == 1
+
+    for _ in range(60):  # the backoff is 2 s at most
+        if await reachable_again():
+            break
+        await asyncio.sleep(0.1)
+    assert await reachable_again()
+    assert back.calls == [] and len(live.calls) == calls_before
+    assert any("runner " + dead + " reachable again" in r.getMessage() for r in caplog.records)

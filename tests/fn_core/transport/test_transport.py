@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from fn_core.testing import wait_until
+from fn_core.testing import free_port, wait_until
 from fn_core.transport import GrpcServer, RpcError, ServerStream, StreamRefused, Unreachable, client
 from fn_core.transport.errors import Status
 from fn_core.transport.server import unary
@@ -461,6 +461,31 @@ async def test_a_peer_dropped_for_an_unanswered_ping_is_dialled_again_in_the_bac
     assert "to a PING (a call is past its time and the runner is silent)" in next_call.value.message
     await wait_until(lambda: server.accepted == 2, "the dial in the background")
     stream.close()
+
+
+async def test_a_channel_keeps_dialling_a_peer_that_was_down_and_says_when_it_connects(our_server, channels):
+    """Without calls too: the first call after the peer is back finds a connection, and the LB's
+    `fn_lb_runner_reachable` is 1 again without waiting for one."""
+    port = free_port()
+    connected: list[float] = []
+    channel = channels(f"127.0.0.1:{port}", on_connected=lambda: connected.append(asyncio.get_running_loop().time()))
+    with pytest.raises(Unreachable):
+        await channel.open(PATH)  # nothing listens yet
+    assert connected == []
+    async def echo(request: bytes) -> bytes:
+        return request
+
+    server = GrpcServer({PATH: unary(echo)})
+    await server.start("127.0.0.1", port)
+    try:
+        await wait_until(lambda: len(connected) == 1, "the channel to connect on its own", timeout_s=5)
+        stream = await channel.open(PATH)  # no dial of its own: the connection is there
+        await stream.send_message(b"hi", end_stream=True)
+        assert await stream.read_message() == b"hi"
+        stream.close()
+        assert len(connected) == 1
+    finally:
+        await server.stop(0)
 
 
 async def test_a_channel_closed_while_connecting_keeps_no_connection(raw_server, channels):
