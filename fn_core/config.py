@@ -303,8 +303,8 @@ class Config:
     )
     shutdown_grace_s: Duration = setting(
         30.0, "FN_SHUTDOWN_GRACE",
-        "on SIGTERM/SIGINT, how long the calls under way may finish before they are cut (s, or Go's 1m30s); the whole stop "
-        "keeps within it (set the orchestrator's own grace, e.g. Kubernetes' terminationGracePeriodSeconds, a few s longer)",
+        "on SIGTERM/SIGINT, how long the calls under way may finish before they are cut (s, or Go's 1m30s); cutting them and "
+        "exiting take about a second more (set the orchestrator's own grace, e.g. Kubernetes' terminationGracePeriodSeconds, a few s longer)",
         validator=_non_negative,
     )
     placer_timeout_s: float = setting(360.0, "FN_PLACER_TIMEOUT", "how long a call may wait for a runner (s)", validator=_positive)

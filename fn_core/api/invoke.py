@@ -73,7 +73,7 @@ class InvokeApi:
             headers=collect_headers(request.headers.items()),
             detached=_is_detached(request),
         )
-        return await self._run(request, call, template, started, is_trigger=False)
+        return self._closing_said(await self._run(request, call, template, started, is_trigger=False))
 
     async def trigger(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -89,7 +89,14 @@ class InvokeApi:
             detached=_is_detached(request),
             trigger=trigger,
         )
-        return await self._run(request, call, template, started, is_trigger=True)
+        return self._closing_said(await self._run(request, call, template, started, is_trigger=True))
+
+    def _closing_said(self, response: web.StreamResponse) -> web.StreamResponse:
+        """A call answered while the LB stops says `Connection: close`: the connection closes after it (as Go's
+        Shutdown marks it), and a client would otherwise send its next request into a closing socket."""
+        if self.agent.closing:
+            response.force_close()
+        return response
 
     async def _run(
         self, request: web.Request, call: Call, template: CallTemplate, started: float, *, is_trigger: bool

@@ -50,3 +50,28 @@ async def test_a_stop_cuts_a_hanging_call_after_the_grace_once_and_reports_it_as
     assert (outcome.status, outcome.error) == (503, "Server is shutting down")  # not 444 "Client cancelled context"
     assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
     await wait_until(lambda: runner.cancelled == 1, "the runner's stream cancelled")
+
+
+async def test_a_call_answered_while_the_lb_stops_says_connection_close(tmp_path, fake_runners):
+    """Its keep-alive connection closes after it: the client must not send its next request into it (Go's Shutdown
+    marks such answers the same way)."""
+    runner = await fake_runners("hold")
+    config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db", "placer_timeout_s": 5.0})
+    node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0,
+                          runner_addresses=[runner.address], grace=5.0)
+    async with aiohttp.ClientSession(node.url) as session:
+        ids = await deploy(session)
+        runner.release.set()
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="before") as before:
+            assert before.status == 200 and "Connection" not in before.headers  # kept alive, as usual
+        runner.release.clear()
+        runner.hanging.clear()
+        call = asyncio.create_task(session.post(f"/invoke/{ids['fn']['id']}", data="during"))
+        await asyncio.wait_for(runner.hanging.wait(), 5)
+        stopping = asyncio.create_task(node.stop())
+        await wait_until(lambda: node.agent is not None and node.agent.closing, "the stop to begin")
+        runner.release.set()
+        answer = await asyncio.wait_for(call, 5)
+        assert answer.status == 200 and await answer.read() == b"during"
+        assert answer.headers["Connection"] == "close"
+        await asyncio.wait_for(stopping, 10)
