@@ -32,6 +32,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def expired_cert(pki: dict[str, str]) -> str:
+    """`pki`'s certificate again (its key, its CA), ended yesterday: one to renew, not one of another CA."""
+    d = Path(pki["node_cert"]).parent
+    openssl("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
+            "-days", "-1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/expired.pem")
+    return f"{d}/expired.pem"
+
+
+@pytest.fixture(scope="module")
 def other_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Another CA, its 127.0.0.1 certificate and key (not the `pki` certificate's key): what `pki`'s nodes must not
     trust; and ``encrypted_key``, a key with a passphrase."""

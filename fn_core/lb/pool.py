@@ -91,6 +91,8 @@ class RunnerSet:
             )
         if self.ssl_context is None and len(self.refs) > len(self._local):
             log.info("runner channels are not encrypted (FN_NODE_CERT_AUTHORITY, FN_NODE_CERT and FN_NODE_CERT_KEY give mTLS)")
+        elif self.ssl_context is not None:
+            log.info("runner channels use TLS: runners' certificates checked against FN_NODE_CERT_AUTHORITY")
         if self.refresh_s is not None:
             self._tasks.append(asyncio.create_task(self._refresh_forever(), name="runner-pool-refresh"))
         placer = self.pm.placer

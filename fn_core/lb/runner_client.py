@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 STREAM_AFTER_BYTES = 64 * 1024
 #: what an LB's operator is told to check when a runner's connection failed as a TLS mismatch does
 TLS_MISMATCH_HINTS = {
-    transport_errors.PEER_REFUSED_CERTIFICATE: "the runner refused this LB's client certificate (FN_NODE_CERT: not set, or not "
-    "signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",
+    transport_errors.PEER_REFUSED_CERTIFICATE: "the runner refused this LB's client certificate (FN_NODE_CERT: not set, "
+    "expired, or not signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",
+    transport_errors.PEER_CERTIFICATE_EXPIRED: "the runner's certificate (its FN_NODE_CERT) has expired or is not valid yet: "
+    "renew it",
     transport_errors.PEER_CERTIFICATE_UNTRUSTED: "the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for "
     "that address",
     transport_errors.PEER_NOT_TLS: "the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners "

@@ -92,6 +92,8 @@ TLS_REFUSAL_HINTS = {
     "FN_NODE_CERT_KEY, signed by the CA of this runner's FN_NODE_CERT_AUTHORITY",
     transport_errors.CLIENT_CERTIFICATE_UNTRUSTED: "the client's certificate is not signed by the CA of this runner's "
     "FN_NODE_CERT_AUTHORITY",
+    transport_errors.CLIENT_CERTIFICATE_EXPIRED: "the client's certificate (an LB's FN_NODE_CERT) has expired or is not "
+    "valid yet: renew it",
     transport_errors.CLIENT_REFUSED_CERTIFICATE: "the client does not trust this runner's certificate (FN_NODE_CERT): the "
     "LB's FN_NODE_CERT_AUTHORITY must be the CA that signed it, for the address the LB dials",
     transport_errors.CLIENT_NOT_TLS: "the client speaks plaintext, and this runner serves TLS only (FN_NODE_CERT is set): "
@@ -213,8 +215,9 @@ async def _start(
 async def run_runner(config: Config, pm: FnPluginManager) -> None:
     """`fn-core runner`: serve until SIGTERM/SIGINT, then stop gracefully."""
     node = await start_runner(config, pm, host=config.host, port=config.grpc_port, http_port=config.port)
-    log.info("runner listening on %s (gRPC RunnerProtocol) and on %s:%d (HTTP: /metrics), driver %s",
-             node.address, node.host, node.http_port, pm.driver.name if pm.driver else "?")
+    log.info("runner listening on %s (gRPC RunnerProtocol, %s) and on %s:%d (HTTP: /metrics), driver %s", node.address,
+             "plaintext" if node.server is None or node.server.ssl_context is None else "mTLS: LBs need a certificate its CA signed",
+             node.host, node.http_port, pm.driver.name if pm.driver else "?")
     try:
         await wait_for_stop_signal()
     finally:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 
 from fn_core.transport import h2
 from fn_core.transport.errors import (
+    PEER_CERTIFICATE_EXPIRED,
     PEER_CERTIFICATE_UNTRUSTED,
     PEER_NOT_TLS,
     PEER_REFUSED_CERTIFICATE,
@@ -41,6 +42,7 @@ from fn_core.transport.errors import (
     Status,
     StreamRefused,
     Unreachable,
+    out_of_date,
 )
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, HPACK_TABLE_SIZE_ZERO, hpack_literal
 
@@ -383,7 +385,7 @@ class Channel:
             return "the peer closed the connection before any HTTP/2 frame", PEER_WANTS_TLS
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return what, PEER_CERTIFICATE_UNTRUSTED
+            return what, PEER_CERTIFICATE_EXPIRED if out_of_date(exc) else PEER_CERTIFICATE_UNTRUSTED
         if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":
             return what, PEER_NOT_TLS
         return what, ""

@@ -28,6 +28,7 @@ class RpcError(Exception):
 #: `Unreachable.tls_mismatch`: what the failed connection suggests, when it suggests TLS is why
 PEER_REFUSED_CERTIFICATE = "peer refused certificate"  # over TLS: the peer hung up right after the handshake, before HTTP/2
 PEER_CERTIFICATE_UNTRUSTED = "peer certificate untrusted"  # its certificate did not verify against our CA
+PEER_CERTIFICATE_EXPIRED = "peer certificate expired"  # its certificate is past its notAfter (or before its notBefore)
 PEER_NOT_TLS = "peer not TLS"  # over TLS: what the peer sent back was not TLS
 PEER_WANTS_TLS = "peer wants TLS"  # in plaintext: the peer hung up before HTTP/2 (as a TLS server does on a plaintext client)
 
@@ -35,6 +36,7 @@ PEER_WANTS_TLS = "peer wants TLS"  # in plaintext: the peer hung up before HTTP/
 #: what a server's failed TLS handshake suggests about its client (`GrpcServer`'s ``tls_hints`` are keyed by these)
 CLIENT_SENT_NO_CERTIFICATE = "client sent no certificate"
 CLIENT_CERTIFICATE_UNTRUSTED = "client certificate untrusted"  # it did not verify against our CA
+CLIENT_CERTIFICATE_EXPIRED = "client certificate expired"  # past its notAfter (or before its notBefore)
 CLIENT_REFUSED_CERTIFICATE = "client refused certificate"  # its alert: our certificate is not one it trusts
 CLIENT_NOT_TLS = "client not TLS"  # what came was not a TLS handshake (plaintext HTTP/2, most likely)
 
@@ -45,12 +47,21 @@ def classify_tls_refusal(exc: BaseException) -> str:
     if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
         return CLIENT_SENT_NO_CERTIFICATE
     if reason == "CERTIFICATE_VERIFY_FAILED":
-        return CLIENT_CERTIFICATE_UNTRUSTED
+        return CLIENT_CERTIFICATE_EXPIRED if out_of_date(exc) else CLIENT_CERTIFICATE_UNTRUSTED
     if (reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")) and "CERTIFICATE" in reason) or reason.endswith("UNKNOWN_CA"):
         return CLIENT_REFUSED_CERTIFICATE
     if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "UNSUPPORTED_PROTOCOL", "RECORD_LAYER_FAILURE"):
         return CLIENT_NOT_TLS
     return ""
+
+
+#: OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED
+_OUT_OF_DATE = (9, 10)
+
+
+def out_of_date(exc: BaseException) -> bool:
+    """Whether a certificate failed to verify for its dates alone (a good certificate to renew, not a wrong CA)."""
+    return getattr(exc, "verify_code", None) in _OUT_OF_DATE
 
 
 class Unreachable(RpcError):

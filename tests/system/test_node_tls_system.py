@@ -70,6 +70,9 @@ async def test_a_call_runs_over_mtls_between_an_lb_and_a_runner(platform, deploy
     lines = lb.proc.call_lines()
     assert [(line[2], line[3]) for line in lines] == [(runner.address, 200)] * 2
     assert "unreachable" not in lb.proc.log() and "not encrypted" not in lb.proc.log()
+    # each side says at start that TLS is on (an operator checking a deployment reads it there)
+    assert "runner channels use TLS: runners' certificates checked against FN_NODE_CERT_AUTHORITY" in lb.proc.log()
+    assert f"runner listening on {runner.address} (gRPC RunnerProtocol, mTLS: LBs need a certificate its CA signed)" in runner.proc.log()
 
     # the runner demands a client certificate its CA signed: grpcio without one (or in plaintext) gets nothing
     for refused in (credentials(pki, with_cert=False), None):
@@ -88,7 +91,7 @@ MISMATCHES = {
         lambda pki, other: tls_env(pki),
         lambda pki, other: tls_env(pki, FN_NODE_CERT=None, FN_NODE_CERT_KEY=None),
         ("the peer closed the connection right after the TLS handshake, before any HTTP/2 frame: the runner refused this "
-         "LB's client certificate (FN_NODE_CERT: not set, or not signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",),
+         "LB's client certificate (FN_NODE_CERT: not set, expired, or not signed by the CA of the runner's FN_NODE_CERT_AUTHORITY)",),
         ("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE]",
          ": the client sent no certificate: an LB needs FN_NODE_CERT and FN_NODE_CERT_KEY, signed by the CA of this runner's "
          "FN_NODE_CERT_AUTHORITY"),

@@ -15,18 +15,18 @@ from fn_core.transport.server import unary
 PATH = "/test.Svc/Reverse"
 
 
-def server_context(pki: dict[str, str]) -> ssl.SSLContext:
+def server_context(pki: dict[str, str], cert: str = "") -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["node_cert_authority"])
-    context.load_cert_chain(pki["node_cert"], pki["node_cert_key"])
+    context.load_cert_chain(cert or pki["node_cert"], pki["node_cert_key"])
     context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(["h2"])
     return context
 
 
-def client_context(pki: dict[str, str], *, with_cert: bool = True, trust_ca: bool = True) -> ssl.SSLContext:
+def client_context(pki: dict[str, str], *, with_cert: bool = True, trust_ca: bool = True, cert: str = "") -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=pki["node_cert_authority"] if trust_ca else None)
     if with_cert:
-        context.load_cert_chain(pki["node_cert"], pki["node_cert_key"])
+        context.load_cert_chain(cert or pki["node_cert"], pki["node_cert_key"])
     context.set_alpn_protocols(["h2"])
     return context
 
@@ -72,6 +72,34 @@ async def test_a_client_that_does_not_trust_the_server_is_unreachable(pki, our_s
             await channel.unary(PATH, b"secret", timeout_s=5)
     assert "CERTIFICATE_VERIFY_FAILED" in failure.value.message or "certificate" in failure.value.message.lower()
     assert calls == []
+
+
+async def test_an_expired_server_certificate_is_told_apart_from_an_untrusted_one(pki, expired_cert, our_server, channels):
+    """The LB's operator is told to renew the runner's certificate, not to look for a CA mismatch."""
+    _, address = await our_server(reverse_server([]), server_context(pki, cert=expired_cert))
+    with pytest.raises(Unreachable) as failure:
+        await channels(address, client_context(pki)).unary(PATH, b"x", timeout_s=5)
+    assert failure.value.tls_mismatch == errors.PEER_CERTIFICATE_EXPIRED
+    assert "certificate has expired" in failure.value.message
+    _, good = await our_server(reverse_server([]), server_context(pki))
+    with pytest.raises(Unreachable) as untrusted:  # another CA's: still the CA mismatch
+        await channels(good, client_context(pki, trust_ca=False)).unary(PATH, b"x", timeout_s=5)
+    assert untrusted.value.tls_mismatch == errors.PEER_CERTIFICATE_UNTRUSTED
+
+
+async def test_an_expired_client_certificate_is_logged_with_its_own_hint(pki, expired_cert, channels, caplog):
+    hints = {errors.CLIENT_CERTIFICATE_EXPIRED: "renew the LB's certificate", errors.CLIENT_CERTIFICATE_UNTRUSTED: "wrong CA"}
+    server = GrpcServer(reverse_server([]), server_context(pki), hints)
+    address = f"127.0.0.1:{await server.start('127.0.0.1', 0)}"
+    try:
+        with pytest.raises(Unreachable):
+            await channels(address, client_context(pki, cert=expired_cert)).unary(PATH, b"x", timeout_s=5)
+        await wait_until(lambda: bool(tls_lines(caplog)), "the refusal logged")
+        [line] = tls_lines(caplog)
+        assert "certificate has expired" in line and line.endswith(": renew the LB's certificate (not said again for that "
+                                                                   "host until the reason changes)")
+    finally:
+        await server.stop(0)
 
 
 async def test_a_grpcio_mtls_client_calls_our_server(pki, our_server):
