@@ -81,6 +81,10 @@ def registry_auths(docker_auth: str) -> Any:
     return auths
 
 
+class _OptionsRefused(Exception):
+    """The docker SDK refused the options of containers.create()."""
+
+
 class _ImageMissing(Exception):
     """The image is not on this engine: the launch pulls it (outside the worker thread, to bound the wait)."""
 
@@ -405,6 +409,7 @@ class DockerDriver:
         self, call: Call, extensions: dict[str, str], iofs_dir: str, env: dict[str, str], output: OutputSink | None, donor: str | None
     ) -> str:
         options = self.container_options(call, iofs_dir, env, donor)
+        ours = dict(options)
         # a plugin's APIError fails the call as it is; anything else is a 500 naming the plugin (its text stays in the log)
         run_failing_call(self.hook.modify_container_options, call=call, extensions=dict(extensions), options=options)
         network = options.get("network")
@@ -414,10 +419,13 @@ class DockerDriver:
         try:
             wanted = output is not None
             try:
-                container_id, image, sock = await self._create_and_start_kept(options, wanted)
-            except _ImageMissing:
-                await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
-                container_id, image, sock = await self._create_and_start_kept(options, wanted)
+                try:
+                    container_id, image, sock = await self._create_and_start_kept(options, wanted)
+                except _ImageMissing:
+                    await self._pull(options["image"], extensions.get(REGISTRY_TOKEN_EXTENSION))
+                    container_id, image, sock = await self._create_and_start_kept(options, wanted)
+            except _OptionsRefused as exc:
+                raise self._options_refused(exc, ours, options) from None
             watch = _ExitWatch(output)
             if sock is None:
                 watch.close()
@@ -439,6 +447,14 @@ class DockerDriver:
         finally:
             if not launched and network in self._network_use:
                 self._network_use[network] -= 1
+
+    def _options_refused(self, exc: _OptionsRefused, ours: dict[str, Any], options: dict[str, Any]) -> APIError:
+        """The docker SDK refused the create() options: name the ones plugins set, and the plugins, in the error."""
+        theirs = sorted(k for k in options if k not in ours or options[k] is not ours[k])
+        plugins = sorted({impl.plugin_name for impl in self.hook.modify_container_options.get_hookimpls()})
+        said = f" (set by modify_container_options of {', '.join(plugins)}: {', '.join(theirs)})" if theirs else ""
+        log.error("the docker SDK refused a container's options%s: %s", said, exc)
+        return APIError(f"could not create the container: the docker SDK refused its options: {exc}{said}", status=500)
 
     async def _create_and_start_kept(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
@@ -476,6 +492,8 @@ class DockerDriver:
             raise ImageWithVolume()
         try:
             container = self.client.containers.create(**options)
+        except (TypeError, docker.errors.InvalidArgument) as exc:  # an option the SDK does not know, or a bad value
+            raise _OptionsRefused(str(exc)) from None
         except docker.errors.ImageNotFound:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:

@@ -83,6 +83,33 @@ async def test_leaked_containers_are_removed_on_start(driver, docker_client, ech
     assert leaked not in {c.id for c in ours}
 
 
+class MisspeltOptionPlugin:
+    @hookimpl
+    def modify_container_options(self, options):
+        options["cpu_sharez"] = 512  # not a create() keyword
+
+
+async def test_an_option_the_docker_sdk_refuses_names_the_plugins_and_the_options_they_set(docker_client, echo_image, tmp_path):
+    from fn_core.errors import APIError
+
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    config = load_config(env={}, overrides={"container_label_tag": tag})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("misspelt", MisspeltOptionPlugin())])
+    drv = pm.driver.factory(config=config, hook=pm.hook)
+    await drv.start()
+    try:
+        call = Call(id="c9", app_id="app1", fn_id="fn1", image=echo_image)
+        with pytest.raises(APIError) as caught:
+            await drv.launch(call, {}, str(tmp_path), container_env(call))
+        assert caught.value.status == 500
+        assert caught.value.message.startswith("could not create the container: the docker SDK refused its options: ")
+        assert "cpu_sharez" in caught.value.message
+        assert caught.value.message.endswith("(set by modify_container_options of misspelt: cpu_sharez)")
+        assert docker_client.containers.list(all=True, filters={"label": f"fn-agent-classifier={tag}"}) == []
+    finally:
+        await drv.close()
+
+
 async def test_missing_image_is_a_clear_error(driver, tmp_path):
     from fn_core.errors import APIError
 
@@ -222,7 +249,7 @@ RUNNING = {"Running": True, "ExitCode": 0, "OOMKilled": False}
     ("states", "wait_s", "status", "asked"),
     [
         ([{"Running": False, "ExitCode": 137, "OOMKilled": True}], 2.0, ExitStatus(137, oom_killed=True), 1),
-        ([RUNNING, RUNNING, {"Running": False, "ExitCode": 3}], 2.0, ExitStatus(3), 3),  # seen exiting while waited for
+        ([RUNNING, RUNNING, {"Running": False, "ExitCode": 3}], 2.0, ExitStatus(3, oom_killed=False), 3),  # seen exiting while waited for
         ([RUNNING], 0.0, None, 1),  # asked once, no wait: still running
         ([RUNNING], 0.12, None, 3),  # waited for, in polls, then still running
         (["NotFound"], 2.0, None, 1),  # removed: nobody can say
