@@ -477,6 +477,8 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
     except (TypeError, ValueError):
         shown = repr(value) if field.repr else "the value"  # secrets are not echoed
         what = "duration: seconds (30, 2.5) or Go's 1m30s, 500ms" if kind == "Duration" else kind
+        if kind == "Duration" and str(value).strip().startswith("-"):
+            raise ConfigError(f"{where}: {shown} must not be negative (a {what})") from None
         raise ConfigError(f"{where}: {shown} is not a valid {what}") from None
     raise ConfigError(f"{where}: unsupported type {kind}")
 

@@ -83,7 +83,7 @@ class RunnerNode:
         await self.driver.close()
         if self.http is not None:  # last: /metrics shows the drain until the end
             await self.http.cleanup()
-        log.info("runner %s stopped", self.address)
+        log.info("runner %s stopped", self.address if self.server is not None else "(in this process)")
 
 
 #: what a runner's operator is told to check when a client's (an LB's) TLS handshake failed as a mismatch does

@@ -151,7 +151,8 @@ def test_http_timeouts_from_the_config_file(tmp_path):
 def test_a_bad_http_timeout_names_the_variable_and_the_value(value):
     with pytest.raises(ConfigError) as err:
         load_config(env={"FN_REQUEST_BODY_READ_TIMEOUT": value})
-    assert f"request_body_read_timeout_s (from $FN_REQUEST_BODY_READ_TIMEOUT): {value!r} is not a valid duration" in str(err.value)
+    said = "must not be negative (a duration" if value.startswith("-") else "is not a valid duration"
+    assert f"request_body_read_timeout_s (from $FN_REQUEST_BODY_READ_TIMEOUT): {value!r} {said}" in str(err.value)
     with pytest.raises(ConfigError, match="must not be negative"):
         Config(http_idle_timeout_s=-1.0)
 
