@@ -23,14 +23,16 @@ from fn_core.plugins import FnPluginManager, get_plugin_manager
 log = logging.getLogger("fn_core")
 
 
-def _setup(ctx: click.Context, overrides: dict[str, Any], *, select: bool = True) -> tuple[Config, FnPluginManager]:
+def _setup(
+    ctx: click.Context, overrides: dict[str, Any], *, select: bool = True, keep_invalid: bool = False
+) -> tuple[Config, FnPluginManager]:
     config = load_config(ctx.obj.get("config_file"), overrides=overrides)
     handler = log_handler(config.log_dest, config.log_prefix)
     handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
     logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     for line in config.load_warnings:  # found before there was a log destination to send them to
         logging.getLogger("fn_core.config").warning(line)
-    return config, get_plugin_manager(config, select=select)
+    return config, get_plugin_manager(config, select=select, keep_invalid=keep_invalid)
 
 
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -209,8 +211,9 @@ def start(ctx: click.Context) -> None:
 @fails_cleanly
 def plugins(ctx: click.Context, as_json: bool) -> None:
     """List plugins: name, distribution, version, status, hooks and what each provides."""
-    config, pm = _setup(ctx, {}, select=False)
+    config, pm = _setup(ctx, {}, select=False, keep_invalid=True)
     infos = pm.plugin_infos()
+    invalid = [i.name for i in infos if i.status == "invalid"]
     # listed even when the config names a placer, driver or pool nobody offers, but said: a server would not start
     selections: list[tuple[str, str, dict[str, Any]]] = [
         ("placer", config.placer, pm.placers), ("driver", config.driver, pm.drivers), ("runner pool", config.runner_pool, pm.runner_pools),
@@ -232,6 +235,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         ]
         report = {"plugins": rows, "placer": config.placer, "driver": config.driver, "runner_pool": config.runner_pool}
         click.echo(json.dumps({**report, "unknown": unknown}, indent=2))
+        _exit_if_invalid(invalid)
         return
     header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
     rows_txt = [
@@ -246,6 +250,15 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         if name not in offered:
             available = ", ".join(sorted(offered)) or "none"
             click.echo(f"unknown {label} {name!r}: no plugin offers it, a server would not start; available {label}s: {available}")
+    _exit_if_invalid(invalid)
+
+
+def _exit_if_invalid(invalid: list[str]) -> None:
+    """After the listing: an invalid plugin stops every server, so the listing fails too (exit 2)."""
+    if invalid:
+        click.echo(f"fn-core: error: invalid plugin{'s' if len(invalid) > 1 else ''} {', '.join(invalid)} "
+                   "(see STATUS): a server would not start", err=True)
+        sys.exit(2)
 
 
 @main.command("build-image")

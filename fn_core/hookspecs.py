@@ -1,10 +1,28 @@
 """Every hook of fn-core: the reference documentation for plugin authors.
 
+**Hooks are called synchronously, on the node's event loop: an impl must not block, and must be
+quick.** While one runs, the node serves nothing else: a ``call_finished`` that sleeps 2 s (or
+waits 2 s on a socket, a database, a lock) delays every request of the LB by 2 s. Keep per-call
+work to memory (counters, a queue) and hand anything slow to a thread (a ``queue.Queue`` read by
+a worker thread you start in `configure`) or to an asyncio task of your own. An impl must be a
+plain ``def``: fn-core never awaits what a hook returns, so an ``async def`` impl would never run,
+and start-up refuses it (`fn_core.errors.PluginError` naming the plugin and the hook).
+
 A plugin is any module or object with functions marked ``@hookimpl`` (``from fn_core import
 hookimpl``) whose names are the hooks below. An impl may take fewer arguments than the spec
-(only the ones it needs), never others. Hooks run on one of two node kinds: the **LB** (takes
+(only the ones it needs), never others; a name that is no hook stops start-up, naming the plugin
+and the closest hook name. Hooks run on one of two node kinds: the **LB** (takes
 HTTP invocations, places calls) and the **runner** (runs calls in containers); `fn-core serve`
 is both in one process.
+
+A plugin's name is its entry point's name (``cpu-shares = fn_cpu_shares`` in the ``fn_core.plugins``
+group): its settings are the config file's ``[plugins.<that name>]`` table, an object it registers
+is named ``<that name>:<what>``, and the placers, drivers and runner pools it offers need names of
+their own (two plugins offering one name stop start-up). Do not reuse the names of the examples
+below, nor those of the plugins in ``contrib/``.
+
+A failure of a per-call hook is logged with the plugin's name: its traceback the first time a
+(plugin, hook, exception type) fails, then one line at most every minute with the count.
 
 Unless a hook says otherwise, every registered impl runs, last registered first (pluggy's
 LIFO order; built-ins are registered first, so third-party plugins run before them), and an
@@ -47,8 +65,9 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
     Node: every node (LB, runner, all-in-one) and the `fn-core plugins` command.
 
     :param config: the validated `fn_core.config.Config`. A plugin's own settings are the
-        config file's ``[plugins.<name>]`` table: ``config.plugin_settings("<name>")`` returns
-        it as a dict (empty when absent).
+        config file's ``[plugins.<name>]`` table, ``<name>`` being the plugin's entry-point name:
+        ``config.plugin_settings("<name>")`` returns it as a dict (empty when absent). A table under
+        any other name is read by no plugin, and start-up warns that it "names no installed plugin".
     :param plugin_manager: the `fn_core.plugins.FnPluginManager` being built. A plugin that is
         only wanted under some setting registers its working object here (as pytest's plugins
         do in ``pytest_configure``): the object's hooks then run for this manager alone, with
@@ -57,24 +76,29 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
 
     Errors: raise `fn_core.errors.ConfigError` to stop start-up with your message (say which
     setting is wrong and what would be right); any other exception also stops start-up, with an
-    error naming your plugin.
+    error naming your plugin. Registering an object under a name another plugin's object has
+    stops start-up naming both plugins: name yours ``<your entry-point name>:<what>``.
 
     Example::
 
         from fn_core import hookimpl
         from fn_core.errors import ConfigError
 
-        # CpuShares: your own class, holding the setting and implementing the hooks that use it
+        # this plugin's entry point is ``cpu-weight-example = ...``: its table is [plugins.cpu-weight-example]
+        # CpuWeight: your own class, holding the setting and implementing the hooks that use it
 
         @hookimpl
         def configure(config, plugin_manager):
             # settings live in the object this manager runs, never in a module global: two managers
             # in one process (tests do that) keep their own
-            shares_per_mb = config.plugin_settings("cpu-shares").get("shares_per_mb", 0)
+            shares_per_mb = config.plugin_settings("cpu-weight-example").get("shares_per_mb", 0)
             if not isinstance(shares_per_mb, int) or shares_per_mb < 0:
-                raise ConfigError(f"[plugins.cpu-shares] shares_per_mb must be a whole number >= 0, got {shares_per_mb!r}")
+                raise ConfigError(
+                    f"[plugins.cpu-weight-example] shares_per_mb must be a whole number >= 0, got {shares_per_mb!r}"
+                )
             if shares_per_mb:
-                plugin_manager.register(CpuShares(shares_per_mb), name="cpu-shares:settings")
+                # named "<entry-point name>:<what>": `fn-core plugins` lists its hooks under this plugin
+                plugin_manager.register(CpuWeight(shares_per_mb), name="cpu-weight-example:settings")
     """
 
 
@@ -147,7 +171,8 @@ def register_runner_pools() -> list[RunnerPool]:
     is `runner_addresses` (`FN_RUNNER_ADDRESSES`, `--runner`).
     Node: the LB (validated on every node).
 
-    :return: a list of `fn_core.RunnerPool` records (or None).
+    :return: a list of `fn_core.RunnerPool` records (or None). The factory reads its settings with
+        ``config.plugin_settings("<your entry-point name>")``.
 
     The source's ``addresses()`` returns ``host:port`` strings in a stable order: placers
     such as ``ch`` hash over positions, so add new runners at the end. It runs on the event
@@ -164,9 +189,12 @@ def register_runner_pools() -> list[RunnerPool]:
 
         from fn_core import RunnerPool, hookimpl
 
+        # entry point ``hosts-list-example = ...``: the settings are [plugins.hosts-list-example]
+        # (the table's name is the entry point's, or no plugin reads it), path = "/etc/fn/hosts"
+
         class FromFile:
             def __init__(self, config):
-                self.path = config.plugin_settings("file-pool")["path"]
+                self.path = config.plugin_settings("hosts-list-example")["path"]
 
             async def addresses(self):
                 text = await asyncio.to_thread(Path(self.path).read_text)
@@ -174,7 +202,8 @@ def register_runner_pools() -> list[RunnerPool]:
 
         @hookimpl
         def register_runner_pools():
-            return [RunnerPool(name="file", factory=FromFile, description="one host:port per line")]
+            # selected by FN_RUNNER_POOL=hosts-list ("file" is contrib/fn-runner-file's pool)
+            return [RunnerPool(name="hosts-list", factory=FromFile, description="one host:port per line")]
     """
 
 
@@ -186,7 +215,8 @@ def override_call(call: Call, extensions: dict[str, str]) -> None:
     """Change a call, or reject it, before it is placed.
 
     When: once per call, after the call model has been built from the fn and the HTTP request
-    (Fn's ``FromHTTPFnRequest``) and before the slot key is computed and the call is placed.
+    (Fn's ``FromHTTPFnRequest``) and before the slot key is computed and the call is placed,
+    on the LB's event loop: it must not block (every request of the LB waits while it runs).
     All impls run and compose: each sees the changes of those that ran before it.
     Node: the LB (and the all-in-one node).
 
@@ -204,7 +234,11 @@ def override_call(call: Call, extensions: dict[str, str]) -> None:
 
     Errors: raise `fn_core.APIError` (status, message) to reject the call: the client gets that
     status and ``{"message": ...}``, nothing runs. Any other exception fails the call with 500
-    and is logged with the plugin's name.
+    ``{"message": "internal server error (plugin <name> failed)"}`` and is logged with the plugin's name.
+    So does a value of the wrong type put into the call or the extensions (``extensions[k] = 5``,
+    ``call.memory = "lots"``: each field keeps its type in `fn_core.models.Call`, extensions are
+    ``str`` -> ``str``): the log line says which field has which type, and names the plugins that
+    implement `override_call` (which of them set it cannot be told).
 
     Example::
 
@@ -221,7 +255,7 @@ def override_call(call: Call, extensions: dict[str, str]) -> None:
 
 
 @hookspec(firstresult=True)
-def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
+def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef]:
     """Order the runners a call should be tried on: the placement strategy.
 
     Only the selected placer's impl is registered (see `register_placers`), so exactly one
@@ -233,19 +267,22 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
     client goes away or ``placer_timeout`` passes. A call that a runner has started is never
     sent to another runner.
 
-    When: once per placement pass of each call, after `override_call`.
+    When: once per placement pass of each call, after `override_call`, on the LB's event loop:
+    it must not block (every request of the LB waits while it runs).
     Node: the LB.
 
     :param call: the call (read it; do not change it here: it has been sent already on a retry).
     :param runners: the runner pool's runners, in its order (in-process runners first), as `fn_core.records.RunnerRef`
         (``address``, and ``status``: the last polled `RunnerStatus` if the placer set
         ``wants_runner_status``, else None). Do not mutate the list.
-    :return: the runners to try, in order. Leave out runners you do not want tried in this
-        pass; an empty list means "none now": the core waits and asks again.
+    :return: the runners to try, in order: always a list, never None. Leave out runners you do
+        not want tried in this pass; an empty list means "none now": the core waits and asks again.
 
-    Errors: an exception fails the call with 500 and is logged with the plugin's name; so does an
-    answer that is not a list of the `RunnerRef` objects given (addresses, one ref, None, refs
-    it made itself).
+    Errors: an exception fails the call with 500 and is logged: one raised by the selected
+    placer as ``{"message": "internal server error (placer <placer> failed)"}``, naming the placer
+    and its plugin in the log; one raised by a wrapper as ``"internal server error (plugin <name>
+    failed)"``, naming the wrapper's plugin. An answer that is not a list of the `RunnerRef` objects
+    given (None, addresses, one ref, refs the placer made itself) fails the call as the placer's.
 
     Example::
 
@@ -262,8 +299,10 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef] | None:
 def call_finished(call: Call, outcome: CallOutcome) -> None:
     """Be told that a call has ended (Fn's ``CallListener.AfterCall``): logs, metrics, billing.
 
-    When: once per call, after the response status is known, on the node that placed it.
-    Every impl runs; an impl that raises is logged with its name and the others still run.
+    When: once per call, after the response status is known, on the node that placed it, on its
+    event loop: it must not block (every request of the LB waits while it runs: send what you
+    record to a thread or a task of your own). Every impl runs; an impl that raises is logged with
+    its name and the others still run.
     Node: the LB (and the all-in-one node).
 
     :param call: the call as it was placed (after `override_call`).
@@ -271,7 +310,8 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
         number of placement attempts, duration, and the request id (`FN_RID_HEADER`).
     :return: ignored.
 
-    Errors: exceptions are logged and swallowed: a listener never changes the call's result.
+    Errors: exceptions are logged and swallowed: a listener never changes the call's result. A
+    listener that fails at every call logs its traceback once, then a line a minute with the count.
 
     Example::
 
@@ -291,8 +331,9 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
 
     When: once per call the runner took (not after a NACK, which the LB places elsewhere), after
     Fn's ``finished`` message has gone to the LB: the LB's answer never waits for it; for a call
-    the LB dropped before its end (its client went away), as it is dropped. Every impl runs; an
-    impl that raises is logged with its name and the others still run.
+    the LB dropped before its end (its client went away), as it is dropped. It runs on the
+    runner's event loop: it must not block (the runner's other calls wait while it runs). Every
+    impl runs; an impl that raises is logged with its name and the others still run.
     Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
 
     :param call: the call as the LB sent it (its ``headers`` are the client's request headers).
@@ -303,7 +344,8 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
         ``runner``, ``attempts`` and ``request_id`` are empty here.
     :return: ignored.
 
-    Errors: exceptions are logged and swallowed.
+    Errors: exceptions are logged and swallowed (the traceback once per plugin and exception
+    type, then a line a minute with the count).
 
     Example::
 
@@ -327,8 +369,9 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
     When: each time the driver creates a container (a cold start), after it has filled the
     options and before it creates the container. Containers are reused for later calls of
     the same slot, so this runs once per container, not once per call; the slot key covers the
-    call's extensions, so a container is only reused for calls with the same ones. All impls run
-    and compose.
+    call's extensions, so a container is only reused for calls with the same ones. It runs on the
+    runner's event loop: it must not block (every call of the runner waits while it runs). All
+    impls run and compose.
     Node: the runner.
 
     :param call: the call that caused the container to be created (as the LB sent it).
@@ -341,8 +384,17 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
         ``options["environment"]``.
     :return: ignored; change ``options`` in place.
 
-    Errors: raise `fn_core.APIError` to fail the call with that status (no container is
-    created); any other exception fails it with 500, logged with the plugin's name.
+    Errors: raise `fn_core.APIError` to refuse the container (none is created). **A 503 is a
+    refusal, not a failure**: by Fn's protocol a 503 before the call's result has started means
+    "try another runner", so the LB tries the call on the next runner, and goes on trying (every
+    ``retry_all_delay_ms`` once it has tried them all) until one takes it; if every runner keeps
+    refusing, the client gets 503 ``{"message": "Timed out - server too busy"}`` after the
+    placer timeout (``placer_timeout_s``, 360 s), and your hook has run once per try. Raise a
+    503 only for "not here, maybe elsewhere". **Any other status fails the call at once**: the
+    client gets it with your message (a 400 for a bad annotation, say). A refusal is logged with
+    your plugin's name once per message, and again only after the hook has run clean. Any other
+    exception fails the call with 500 ``"internal server error (plugin <name> failed)"``, logged
+    with the plugin's name.
 
     Example::
 
@@ -362,8 +414,8 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
 def runner_status(status: RunnerStatus, runner: str | None) -> None:
     """Contribute to a runner's status (on the runner) or react to it (on the LB).
 
-    When: on the runner each time the ``Status`` RPC is served, after the live counters are
-    filled in (``runner`` is None): add ``custom_status`` entries, or set ``failed`` /
+    When: on the event loop (it must not block), on the runner each time the ``Status`` RPC is
+    served, after the live counters are filled in (``runner`` is None): add ``custom_status`` entries, or set ``failed`` /
     ``error_code`` / ``error_str`` when something the runner needs is broken (the built-in
     ``status-docker`` plugin does this when Docker does not answer). On the LB each time the
     runner pool has polled a runner's status (``runner`` is its address): read it, e.g. to feed
@@ -406,6 +458,13 @@ def metric_families() -> list[Family] | None:
     When: at every scrape of `/metrics`, on the event loop (keep it quick: return counters you
     keep, do no I/O). Every impl runs (wrappers are not called); one that raises, or answers other
     than a list of families, is logged with its name and the scrape goes on without its families.
+    Each family is checked: its name (``[a-zA-Z_:][a-zA-Z0-9_:]*``, and none of the core's:
+    ``fn_lb_*``, ``fn_runner_*``, ``fn_api_*``, ``*process_*``, nor one another plugin gave), its
+    type (counter, gauge, histogram, summary, untyped), its help (one line), and each sample line
+    (``name{label="value",...} value [timestamp]``, the name the family's, or ``_bucket``,
+    ``_sum``, ``_count`` of it for a histogram or summary, the value a float). A family that fails
+    a check is left out, alone, and logged once with your plugin's name: one bad line would make
+    a scraper drop the whole page.
     Node: every node with an HTTP port and plugins: the LB (and the all-in-one node, whose
     `/metrics` is its runner's too) and the runner (`fn-core runner`'s ``FN_PORT``).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,3 +61,52 @@ def by_label(name: str, label: str, counts: Mapping[Any, int], labels: str = "")
     through `label_value`) go before it."""
     prefix = f"{labels}," if labels else ""
     return [f'{name}{{{prefix}{label}="{label_value(key)}"}} {value}' for key, value in counts.items()]
+
+
+# --- checking the families of plugins (`metric_families`): one bad line would make a scraper drop the whole page ------
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+METRIC_TYPES = frozenset(("counter", "gauge", "histogram", "summary", "untyped"))
+#: the core's families: the LB's, the runner's, the API's and the process collectors' (``fn_process_*``,
+#: ``<command>_process_*`` of FN_PROCESS_COLLECTOR_LIST); a plugin's family may not be named so
+CORE_FAMILY_PREFIXES = ("fn_lb_", "fn_runner_", "fn_api_", "fn_process_")
+CORE_PROCESS_FAMILY = re.compile(
+    r"(?:.*_)?process_(?:cpu_seconds_total|open_fds|max_fds|virtual_memory_bytes|resident_memory_bytes|start_time_seconds)"
+)
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\[\\"n])*"'
+#: name, optional labels, a float value (Go's ParseFloat and Python's float agree on these forms), optional timestamp
+SAMPLE_LINE = re.compile(
+    rf"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{{[ \t]*(?:{_LABEL}[ \t]*(?:,[ \t]*{_LABEL}[ \t]*)*,?[ \t]*)?\}})?"
+    r"[ \t]+[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?|[nN][aA][nN])"
+    r"(?:[ \t]+-?[0-9]+)?[ \t]*"
+)
+#: HELP text: one line, backslashes only as the format's escapes (``\\`` and ``\n``)
+HELP_TEXT = re.compile(r"(?:[^\\\n]|\\[\\n])*")
+_SAMPLE_SUFFIXES = {"histogram": ("", "_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+
+
+def is_core_family(name: str) -> bool:
+    """Whether ``name`` is, or may be, one of the core's families (`CORE_FAMILY_PREFIXES`, the process collectors')."""
+    return name.startswith(CORE_FAMILY_PREFIXES) or CORE_PROCESS_FAMILY.fullmatch(name) is not None
+
+
+def family_problem(family: Family) -> tuple[str, str] | None:
+    """What makes ``family`` unfit for the text format, as ``(kind, what)``; None when it is fit.
+
+    ``kind`` is one word (name, type, help, sample) to tell problems apart without their changing values."""
+    name, kind, text, samples = family
+    if METRIC_NAME.fullmatch(name) is None:
+        return "name", f"{name!r:.100} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+    if kind not in METRIC_TYPES:
+        return "type", f"type {kind!r:.50} is none of {', '.join(sorted(METRIC_TYPES))}"
+    if HELP_TEXT.fullmatch(text) is None:
+        return "help", "the help text has a newline or a backslash that is not \\\\ or \\n"
+    suffixes = _SAMPLE_SUFFIXES.get(kind, ("",))
+    for line in samples:
+        match = SAMPLE_LINE.fullmatch(line)
+        if match is None:
+            return "sample", f"{line!r:.200} is not a sample line (name, optional {{labels}}, a number, optional timestamp)"
+        sample = match["name"]
+        if not any(sample == name + suffix for suffix in suffixes):
+            allowed = " or ".join(repr(name + suffix) for suffix in suffixes)
+            return "sample", f"the sample {line!r:.200} is not of the family: its name must be {allowed}"
+    return None

@@ -10,19 +10,30 @@ The CLI, the servers and the tests all call it. Order of work:
    offering one plugin name stop start-up naming both; a disabled name that no plugin has is
    named in a warning (a typo would leave the plugin on), and so is a config file's ``[plugins.<name>]``
    table that no plugin has (an error under ``strict``: its settings would be read by nobody);
-5. ``check_pending``: a hookimpl that matches no hookspec stops start-up naming its plugin;
+5. every object registered (a plugin, a selected placer's hooks, an object a plugin registers in
+   `configure`) has its hookimpls checked first (`FnPluginManager.register`): one that matches no
+   hookspec (the closest hook name is suggested), takes an argument its hook does not have, or is an
+   ``async def`` (hooks are called synchronously on the event loop: a coroutine would never run) stops
+   start-up naming its plugin; so does a name another object has already;
 6. collect the named placers, drivers and runner pools and select the ones the config names
    (an unknown or duplicate name stops start-up with the available names; a placer with no
-   ``place_call`` too);
+   ``place_call`` too); every placer's hooks object is checked as in 5, selected or not;
 7. replay `configure(config)` to every plugin: one that raises stops start-up naming it.
+
+``keep_invalid`` (`fn-core plugins`): a plugin that breaks the contract in 4 to 6 is listed with status
+"invalid" and the reason instead of stopping the build.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import re
+import sys
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +43,7 @@ import pluggy
 from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
 from fn_core.config import Config
 from fn_core.errors import ConfigError, FnCoreError, PluginError
-from fn_core.hook_calls import failed_plugin
+from fn_core.hook_calls import FailureLog, failed_plugin
 from fn_core.records import Driver, Placer, RunnerPool
 
 log = logging.getLogger(__name__)
@@ -48,7 +59,7 @@ class PluginInfo:
     name: str
     distribution: str
     version: str
-    status: str  # active | disabled | failed
+    status: str  # active | disabled | failed | invalid (listed with keep_invalid only)
     error: str = ""
     hooks: list[str] = attrs.field(factory=list)
     provides: list[str] = attrs.field(factory=list)
@@ -67,6 +78,54 @@ class FnPluginManager(pluggy.PluginManager):
         self.placer: Placer | None = None
         self.driver: Driver | None = None
         self.runner_pool: RunnerPool | None = None
+        #: what has been logged of the plugins' failures in hooks (`fn_core.hook_calls`)
+        self.failures = FailureLog()
+        #: list a plugin that breaks the hook contract as "invalid" rather than stop (`get_plugin_manager`)
+        self.keep_invalid = False
+        #: objects registered from `configure`, by name: the plugin that registered each
+        self.registered_by: dict[str, str] = {}
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """pluggy's `register`, with every hookimpl of ``plugin`` checked first (`impl_problems`), and a short error
+        naming the holder when the name is taken (pluggy's lists the whole registry).
+
+        :raises pluggy.PluginValidationError: a hookimpl breaks the contract (one line, every problem).
+        :raises ValueError: the name, or the object, is registered already.
+        """
+        plugin_name = name or self.get_canonical_name(plugin)
+        if plugin is None or self.is_blocked(plugin_name):
+            return super().register(plugin, name)
+        registrar = self._registering_plugin()
+        if self.get_plugin(plugin_name) is not None:
+            holder = self.registered_by.get(plugin_name) or plugin_name.partition(":")[0]
+            yours = f"; name yours {registrar + ':<what>'!r}" if registrar else ""
+            raise ValueError(
+                f"the plugin name {plugin_name!r} is taken: plugin {holder!r} registered an object under it{yours} "
+                f"(an object a plugin registers is named '<its entry-point name>:<what>')"
+            )
+        if self.is_registered(plugin):
+            raise ValueError(f"{plugin!r:.100} is registered already, as {self.get_name(plugin)!r}")
+        problems = impl_problems(self, plugin)
+        if problems:
+            raise pluggy.PluginValidationError(plugin, "; ".join(problems))
+        registered = super().register(plugin, name)
+        if registrar:
+            self.registered_by[plugin_name] = registrar
+        return registered
+
+    def _registering_plugin(self) -> str | None:
+        """The plugin whose `configure` impl is registering an object now (None outside `configure`)."""
+        hook = getattr(self.hook, "configure", None)
+        if hook is None:
+            return None
+        codes = {getattr(impl.function, "__code__", None): impl.plugin_name for impl in hook.get_hookimpls()}
+        frame: types.FrameType | None = sys._getframe(2)
+        while frame is not None:
+            found = codes.get(frame.f_code)
+            if found is not None:
+                return found
+            frame = frame.f_back
+        return None
 
     def plugin_infos(self) -> list[PluginInfo]:
         """Every plugin the factory saw, in registration order, with its live hook list."""
@@ -98,12 +157,60 @@ def _hook_names(obj: object) -> list[str]:
     return [name for name in dir(obj) if hasattr(getattr(obj, name, None), f"{PROJECT_NAME}_impl")]
 
 
+def impl_problems(pm: pluggy.PluginManager, obj: object) -> list[str]:
+    """What is wrong with the hookimpls of ``obj`` (a plugin, a placer's hooks object), one line each: a name no
+    hookspec has (with the closest one), an argument its hookspec does not give, an ``async def``, a wrapper that
+    does not yield. Checked before anything is registered, and for placers that are never selected."""
+    problems = []
+    specs = sorted(name for name, caller in vars(pm.hook).items() if isinstance(caller, pluggy.HookCaller) and caller.has_spec())
+    for attr in dir(obj):
+        opts = pm.parse_hookimpl_opts(obj, attr)
+        if opts is None:
+            continue
+        function = getattr(obj, attr)
+        hook_name = opts.get("specname") or attr
+        caller = getattr(pm.hook, hook_name, None)
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            problems.append(
+                f"hook {hook_name} is an async def: fn-core calls hooks synchronously on the event loop and never awaits "
+                f"them, so its body would never run; make it a plain def, and quick (it holds up every request of the "
+                f"node while it runs: hand slow work to a thread or a task of your own)"
+            )
+        if caller is None or not caller.has_spec():
+            if not opts.get("optionalhook"):
+                close = difflib.get_close_matches(hook_name, specs, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (the hooks: {', '.join(specs)})"
+                problems.append(f"unknown hook {hook_name!r}{hint}")
+            continue
+        assert caller.spec is not None
+        unknown = [arg for arg in _required_args(function) if arg not in caller.spec.argnames]
+        if unknown:
+            problems.append(
+                f"hook {hook_name} takes {', '.join(unknown)}, which the hook does not give "
+                f"(it gives: {', '.join(caller.spec.argnames)}; an impl takes any of them, by name)"
+            )
+        if (opts.get("wrapper") or opts.get("hookwrapper")) and not inspect.isgeneratorfunction(function):
+            problems.append(f"hook {hook_name} is declared a wrapper but does not yield")
+    return problems
+
+
+def _required_args(function: object) -> list[str]:
+    """The arguments pluggy passes by name: the positional ones without a default (``self`` bound already)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]
+
+
 def get_plugin_manager(
     config: Config | None = None,
     *,
     load_entrypoints: bool = True,
     extra_plugins: Iterable[tuple[str, object]] = (),
     select: bool = True,
+    keep_invalid: bool = False,
 ) -> FnPluginManager:
     """Build the plugin manager every part of fn-core uses.
 
@@ -114,6 +221,9 @@ def get_plugin_manager(
         name, or the same object installed under another name, is then left out: the one in process wins.
     :param select: activate the configured placer, driver and runner pool (False for listings
         that must work even when the config names a missing one).
+    :param keep_invalid: for listings (`fn-core plugins`): a plugin that breaks the hook contract (a misspelled or
+        ``async def`` hook, a bad argument, a class for an instance, a broken placer or registration hook) is
+        left unregistered and listed with status "invalid" and the reason, instead of raising `PluginError`.
     :raises PluginError: a plugin broke the hook contract (the message names it).
     :raises ConfigError: a selected placer, driver or runner pool does not exist, or a name is offered twice.
     """
@@ -121,6 +231,7 @@ def get_plugin_manager(
 
     config = config or Config()
     pm = FnPluginManager()
+    pm.keep_invalid = keep_invalid
     pm.add_hookspecs(hookspecs)
     disabled = set(config.disable_plugins)
     for name in disabled:
@@ -136,9 +247,12 @@ def get_plugin_manager(
         _check_plugin_tables(config, pm.infos, strict=config.strict and select)  # a listing still lists
 
     try:
-        pm.check_pending()
+        pm.check_pending()  # `FnPluginManager.register` checked each impl already: a safety net
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {_plugin_name(pm, exc.plugin)!r} is invalid: {exc}") from None
+        name = _plugin_name(pm, exc.plugin)
+        if name not in pm.infos:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
+        _invalid(pm, name, f"plugin {name!r} is invalid: {exc}", str(exc))
 
     _collect_named(pm, "register_placers", Placer, pm.placers)
     _collect_named(pm, "register_drivers", Driver, pm.drivers)
@@ -242,17 +356,35 @@ def _register(
         info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
         log.warning("plugin %s (%s) failed to load and is skipped: %s", name, dist, info.error)
         return
+    where = f"{dist} {version}" if version else dist.strip("()")
     if isinstance(plugin, type):
-        raise PluginError(f"plugin {name!r} ({dist}) is a class; register an instance or a module")
+        _invalid(pm, name, f"plugin {name!r} ({where}) is a class; register an instance or a module", "it is a class, not an instance")
+        return
     if pm.is_registered(plugin):  # installed, and registered in process (by a test) under its own name
         del pm.infos[name]
         return
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {name!r} ({dist}) is invalid: {exc}") from None
+        _invalid(pm, name, f"plugin {name!r} ({where}) is invalid: {exc}", str(exc))
     except ValueError as exc:
-        raise PluginError(f"plugin {name!r} ({dist}) cannot be registered: {exc}") from None
+        raise PluginError(f"plugin {name!r} ({where}) cannot be registered: {exc}") from None
+
+
+def _invalid(pm: FnPluginManager, name: str, message: str, reason: str) -> None:
+    """A plugin broke the hook contract: stop (`PluginError` with ``message``), or, for a listing, mark it invalid."""
+    if not _listing(pm, name):
+        raise PluginError(message)
+    _mark_invalid(pm, name, reason)
+
+
+def _mark_invalid(pm: FnPluginManager, name: str, reason: str) -> None:
+    """List plugin ``name`` as "invalid" with ``reason`` (`keep_invalid`); it is unregistered: its hooks do not run."""
+    info = pm.infos[name]
+    info.status = "invalid"
+    info.error = f"{info.error}; {reason}" if info.error else reason
+    if pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
 
 
 def _project(dist: str) -> str:
@@ -271,23 +403,56 @@ def _collect_named(pm: FnPluginManager, hook_name: str, kind: type[Placer] | typ
     """Call a registration hook impl by impl, so that every record knows its plugin."""
     label = {Placer: "placer", Driver: "driver", RunnerPool: "runner pool"}[kind]
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        owner = impl.plugin_name
         try:
             records = impl.function() or []
         except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+            if not _listing(pm, owner):
+                raise PluginError(f"plugin {owner!r} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
+            _mark_invalid(pm, owner, f"{hook_name} raised {type(exc).__name__}: {exc}")
+            continue
         if not isinstance(records, (list, tuple)):
-            raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must return a list of {kind.__name__} records, got {records!r}")
+            records = [_Wrong(f"{hook_name} must return a list of {kind.__name__} records, got {records!r}")]
         record: Any
         for record in records:
             if not isinstance(record, kind):
-                raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} must return {kind.__name__} records, got {record!r}")
+                message = record.message if isinstance(record, _Wrong) else f"{hook_name} must return {kind.__name__} records, got {record!r}"
+                if not _listing(pm, owner):
+                    raise PluginError(f"plugin {owner!r}: {message}")
+                _mark_invalid(pm, owner, message)
+                break
             if record.name in into:
                 other = into[record.name][1]
                 raise ConfigError(
-                    f"two plugins offer the {label} {record.name!r}: {other!r} and {impl.plugin_name!r}; "
+                    f"two plugins offer the {label} {record.name!r}: {other!r} and {owner!r}; "
                     f"disable one of them with FN_DISABLE_PLUGINS"
                 )
-            into[record.name] = (record, impl.plugin_name)
+            if isinstance(record, Placer):
+                problems = _placer_problems(pm, record)
+                if problems:
+                    if not _listing(pm, owner):
+                        raise PluginError(f"placer {record.name!r} of plugin {owner!r} is invalid: {'; '.join(problems)}")
+                    _mark_invalid(pm, owner, f"placer {record.name!r}: {'; '.join(problems)}")
+            into[record.name] = (record, owner)
+
+
+@attrs.frozen
+class _Wrong:
+    """What a registration hook answered instead of a list of records."""
+
+    message: str
+
+
+def _listing(pm: FnPluginManager, name: str) -> bool:
+    """Whether a contract broken by plugin ``name`` is listed (`keep_invalid`) rather than raised."""
+    return pm.keep_invalid and name in pm.infos
+
+
+def _placer_problems(pm: FnPluginManager, placer: Placer) -> list[str]:
+    """A placer's hooks object is registered only when it is selected: its hookimpls are checked when it is offered."""
+    if isinstance(placer.hooks, type):
+        return []  # said when it is selected (`_register_placer_hooks`): give an instance
+    return impl_problems(pm, placer.hooks)
 
 
 def _select(offered: dict[str, tuple[Any, str]], label: str, name: str) -> Any:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 import attrs
 
 from fn_core.errors import APIError, ServerTooBusy
-from fn_core.hook_calls import run_failing_call, run_isolated
-from fn_core.lb.call import CallTemplate
+from fn_core.hook_calls import failed_plugin, failure_log, plugin_names, run_failing_call, run_isolated
+from fn_core.lb.call import CALL_FIELD_NAMES, CallTemplate, per_call_state, wrong_extensions, wrong_field
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.pool import RunnerSet
 from fn_core.lb.runner_client import AnswerSink, ExecResult
-from fn_core.models import Call, slot_key
+from fn_core.models import PER_CALL_FIELDS, Call, slot_key
 from fn_core.records import CallOutcome, RunnerRef
 from fn_core.wire import CallOffer
 
@@ -61,15 +61,41 @@ class LBAgent:
 
         A call made from ``template`` that no such hook changed is the template's call: its slot key
         and most of its JSON are the template's, worked out once per fn version.
+
+        What the hooks changed is checked against the types of `Call`'s fields (extensions: str -> str), and only
+        that: a wrong one fails the call with 500 naming the plugin, here, not with a traceback deep in the core.
         """
         hook = self.pm.hook.override_call
         if template is not None and not hook.get_hookimpls():
             return CallOffer(call, template.slot_key, shared_json=template.shared_json)
         extensions: dict[str, str] = {}
+        before = per_call_state(call)
         run_failing_call(hook, call=call, extensions=extensions)
-        if template is not None and template.unchanged(call):
-            return CallOffer(call, template.slot_key_with(extensions), extensions, shared_json=template.shared_json)
+        if template is not None and template.unchanged(call):  # the shared fields equal the template's
+            if per_call_state(call) != before:
+                self._check_override(hook, call, extensions, PER_CALL_FIELDS)
+            try:
+                key = template.slot_key_with(extensions)  # checks extensions it has not seen before
+            except TypeError:
+                self._check_override(hook, call, extensions, ())
+                raise
+            return CallOffer(call, key, extensions, shared_json=template.shared_json)
+        self._check_override(hook, call, extensions, CALL_FIELD_NAMES)
         return CallOffer(call, slot_key(call, extensions), extensions)
+
+    def _check_override(self, hook, call: Call, extensions: dict[str, str], names: tuple[str, ...]) -> None:
+        """`APIError` 500 naming the `override_call` plugins when one put a wrong type into ``call`` or ``extensions``
+        (which one did cannot be told without running them one by one: all that implement it are named)."""
+        problem = wrong_extensions(extensions) or wrong_field(call, names)
+        if problem is None:
+            return
+        blamed = plugin_names(hook)
+        failure_log(hook).failed(
+            " or ".join(blamed), hook.name, TypeError(problem),
+            "override_call of plugin %s put a wrong type into call %s: %s; the call failed with 500",
+            " or ".join(repr(name) for name in blamed), call.id, problem, traceback=False,
+        )
+        raise APIError(f"internal server error (plugin {' or '.join(blamed)} failed)", status=500)
 
     async def place(
         self,
@@ -101,11 +127,8 @@ class LBAgent:
                     isinstance(ref, RunnerRef) and ref.handle is not None for ref in order
                 ):
                     raise TypeError(f"place_call must return a list of the RunnerRefs it was given, got {order!r:.300}")
-            except Exception:
-                name = self.pm.placer.name if self.pm.placer else "?"
-                owner = self.pm.placers[name][1] if name in self.pm.placers else "?"
-                log.exception("placer %r of plugin %r failed in place_call", name, owner)
-                placement.error = APIError(f"internal server error (placer {name} failed)")
+            except Exception as exc:
+                placement.error = self._placer_failed(exc)
                 placement.runner = ""
                 return placement
             for ref in order:
@@ -125,6 +148,19 @@ class LBAgent:
                 placement.error = ServerTooBusy()
                 return placement
             await asyncio.sleep(min(self.retry_delay_s, remaining))
+
+    def _placer_failed(self, exc: Exception) -> APIError:
+        """The error of a call whose `place_call` failed, naming the plugin whose code raised (a wrapper's, or the
+        selected placer's); an answer that is no list of the pool's refs is the placer's."""
+        hook = self.pm.hook.place_call
+        name = self.pm.placer.name if self.pm.placer else "?"
+        raised_by = failed_plugin(hook, exc)
+        if raised_by not in ("?", f"placer:{name}"):  # a wrapper, not the placer
+            failure_log(hook).failed(raised_by, hook.name, exc, "plugin %r failed in place_call", raised_by)
+            return APIError(f"internal server error (plugin {raised_by} failed)")
+        owner = self.pm.placers[name][1] if name in self.pm.placers else "?"
+        failure_log(hook).failed(owner, hook.name, exc, "placer %r of plugin %r failed in place_call", name, owner)
+        return APIError(f"internal server error (placer {name} failed)")
 
     def finished(self, call: Call, placement: Placement, status: int, started: float, request_id: str = "") -> None:
         """Metrics and the `call_finished` listeners (each isolated: a listener never changes the result)."""

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import operator
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
-from fn_core.models import CALL_TYPE_DETACHED, CALL_TYPE_SYNC, SHARED_FIELDS, App, Call, Fn, Trigger, now_rfc3339, slot_key
+from fn_core.models import (
+    CALL_TYPE_DETACHED,
+    CALL_TYPE_SYNC,
+    PER_CALL_FIELDS,
+    SHARED_FIELDS,
+    App,
+    Call,
+    Fn,
+    Trigger,
+    now_rfc3339,
+    slot_key,
+)
 from fn_core.store.base import new_id
 
 HTTP_HEADER_PREFIX = "Fn-Http-H-"
@@ -96,12 +108,21 @@ class CallTemplate:
         return cls(app, fn, config, annotations, slot_key(sample), sample.shared_json(), _shared_values(sample), nested)
 
     def slot_key_with(self, extensions: dict[str, str]) -> bytes:
-        """The slot key of an unchanged call of this version with ``extensions`` (`fn_core.models.slot_key`)."""
+        """The slot key of an unchanged call of this version with ``extensions`` (`fn_core.models.slot_key`).
+
+        :raises TypeError: ``extensions`` is not str -> str (checked once per extensions: those held are good ones).
+        """
         if not extensions:
             return self.slot_key
-        held = tuple(sorted(extensions.items()))
-        key = self._keys_with.get(held)
+        try:
+            held = tuple(sorted(extensions.items()))
+            key = self._keys_with.get(held)
+        except TypeError:  # a key that is no str (sorting), a value that cannot be hashed
+            key = None
         if key is None:
+            problem = wrong_extensions(extensions)
+            if problem is not None:
+                raise TypeError(problem)
             if len(self._keys_with) >= MAX_KEYS_WITH_EXTENSIONS:
                 self._keys_with.clear()  # a plugin whose extensions vary per call: hashing each is all it costs
             sample = self.new_call(method="", url="", headers={})
@@ -146,6 +167,78 @@ class CallTemplate:
 
 
 _shared_values = operator.attrgetter(*SHARED_FIELDS)
+_per_call_values = operator.attrgetter(*PER_CALL_FIELDS)
+
+
+def per_call_state(call: Call) -> tuple[Any, ...]:
+    """The call's `PER_CALL_FIELDS` as they are (the objects) and its number of headers: one taken before
+    `override_call` equals one taken after it unless a plugin set one of them (or added a header)."""
+    return (*_per_call_values(call), len(call.headers))
+
+
+# --- what an `override_call` plugin may put into a call: the types of `fn_core.models.Call`'s attrs fields ----------
+CALL_FIELD_NAMES = tuple(field.name for field in attrs.fields(Call))
+_FIELD_TYPES = {field.name: str(field.type) for field in attrs.fields(Call)}
+#: the slot key packs these as unsigned 32- and 64-bit numbers (`fn_core.models.slot_key`)
+_INT_BITS = {"timeout": 32, "idle_timeout": 32, "tmpfs_size": 32, "memory": 64, "cpus": 64}
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _said(value: Any) -> str:
+    return f"{type(value).__name__} ({value!r:.60})"
+
+
+def wrong_extensions(extensions: dict[str, str]) -> str | None:
+    """The first entry of ``extensions`` that is not str -> str, said as ``extensions['k'] is int (5), must be str``."""
+    for key, value in extensions.items():
+        if key.__class__ is not str and not isinstance(key, str):
+            return f"an extensions key is {_said(key)}, must be str"
+        if value.__class__ is not str and not isinstance(value, str):
+            return f"extensions[{key!r}] is {_said(value)}, must be str"
+    return None
+
+
+def wrong_field(call: Call, names: tuple[str, ...] = CALL_FIELD_NAMES) -> str | None:
+    """The first of ``names`` whose value in ``call`` is not of its field's type in `fn_core.models.Call` (what the
+    slot key and the call's JSON are made of), said as ``call.memory is str ('lots'), must be int``; None if none."""
+    for name in names:
+        value = getattr(call, name)
+        kind = _FIELD_TYPES[name]
+        where = f"call.{name}"
+        if kind == "str":
+            if not isinstance(value, str):
+                return f"{where} is {_said(value)}, must be str"
+        elif kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"{where} is {_said(value)}, must be int"
+            bits = _INT_BITS.get(name)
+            if bits is not None and not 0 <= value < 2**bits:
+                return f"{where} is {value}, must be an int in 0..2**{bits}-1"
+        elif not isinstance(value, dict):
+            return f"{where} is {_said(value)}, must be {kind}"
+        else:
+            problem = _wrong_entry(where, kind, value)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _wrong_entry(where: str, kind: str, mapping: dict[Any, Any]) -> str | None:
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            return f"a key of {where} is {_said(key)}, must be str"
+        if kind == "dict[str, str]":
+            if not isinstance(value, str):
+                return f"{where}[{key!r}] is {_said(value)}, must be str"
+        elif kind == "dict[str, list[str]]":
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                return f"{where}[{key!r}] is {_said(value)}, must be a list of str"
+        else:  # annotations: any JSON value
+            try:
+                _JSON.encode(value)
+            except (TypeError, ValueError) as exc:
+                return f"{where}[{key!r}] is {_said(value)}, must be a JSON value ({exc})"
+    return None
 
 
 class CallTemplates:

@@ -61,6 +61,7 @@ from fn_core.errors import (
     FunctionResponseError,
     ServerTooBusy,
 )
+from fn_core.hook_calls import refusal_logged
 from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
 from fn_core.runner.dirwatch import DirWatch, DirWatcher
 from fn_core.runner.driver import ContainerDriver, ExitStatus
@@ -594,7 +595,8 @@ class Agent:
                 raise  # cancelled (shutdown): nobody to tell
             self.metrics.observe_launch(False, 0.0)
             error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
-            log.warning("container for call %s failed to start: %s", call.id, error)
+            if not refusal_logged(error):  # a plugin's refusal (503) is logged by hook_calls, once per plugin and message
+                log.warning("container for call %s failed to start: %s", call.id, error)
             self._fail_one_waiter(queue, error)
             self._after_capacity_change(queue)
             return

@@ -389,3 +389,36 @@ def test_plugins_lists_with_an_unknown_placer_or_pool_selected_and_says_a_server
     report = json.loads(run("plugins", "--json", env={"FN_PLACER": "nope"}).stdout)
     assert report["placer"] == "nope" and report["unknown"] == {"placer": "nope"}
     assert json.loads(run("plugins", "--json").stdout)["unknown"] == {}
+
+
+def _typo_dist(tmp_path: Path) -> dict[str, str]:
+    """An installed distribution whose plugin misspells a hook; the env that puts it on the command's path."""
+    (tmp_path / "fn_typo_plugin.py").write_text("from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n")
+    info = tmp_path / "fn_typo-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-typo\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-typo = fn_typo_plugin\n")
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_a_server_with_a_misspelled_hook_stops_naming_the_distribution_and_the_closest_hook(tmp_path):
+    result = run("lb", "--host", "127.0.0.1", env=_typo_dist(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "fn-core: error: plugin 'fn-typo' (fn-typo 1.2.3) is invalid: unknown hook 'overide_call' (did you mean 'override_call'?)"
+    )
+
+
+def test_plugins_lists_an_invalid_plugin_marked_with_why_then_exits_non_zero(tmp_path):
+    env = _typo_dist(tmp_path)
+    result = run("plugins", env=env)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS"]
+    typo = next(line for line in lines if line.startswith("fn-typo "))
+    assert "invalid (unknown hook 'overide_call' (did you mean 'override_call'?))" in typo
+    assert any(line.startswith("placer-ch ") and " active " in line for line in lines)  # the others are listed
+    assert result.returncode != 0
+    report = run("plugins", "--json", env=env)
+    assert report.returncode != 0
+    rows = {row["name"]: row for row in json.loads(report.stdout)["plugins"]}
+    assert (rows["fn-typo"]["status"], rows["fn-typo"]["error"]) == ("invalid", "unknown hook 'overide_call' (did you mean 'override_call'?)")

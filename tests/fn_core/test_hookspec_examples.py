@@ -7,7 +7,11 @@ arguments. An example that no longer runs (a renamed attribute, a wrong signatur
 
 from __future__ import annotations
 
+import configparser
+import importlib.util
 import inspect
+import logging
+import re
 import shutil
 import textwrap
 import types
@@ -75,20 +79,22 @@ def manager(*plugins: tuple[str, object], toml: str = "", env: dict[str, str] | 
 # ---------------------------------------------------------------------------------------------------------
 # one check per hook: register the example, call the hook once, assert what its docstring says it does
 # ---------------------------------------------------------------------------------------------------------
+class CpuWeight:  # the configure example's working object, with the hooks that use the setting
+    def __init__(self, shares_per_mb: int) -> None:
+        self.shares_per_mb = shares_per_mb
+
+
 def check_configure(tmp: Path) -> None:
-    class CpuShares:  # the author's working object, with the hooks that use the setting
-        def __init__(self, shares_per_mb: int) -> None:
-            self.shares_per_mb = shares_per_mb
-
-    example = example_module("configure", CpuShares=CpuShares)
+    example = example_module("configure", CpuWeight=CpuWeight)
     # the platform's factory calls configure (historic) while it builds the manager
-    pm = manager(("cpu-shares", example), toml="[plugins.cpu-shares]\nshares_per_mb = 4\n", tmp=tmp)
-    settings = pm.get_plugin("cpu-shares:settings")
-    assert isinstance(settings, CpuShares) and settings.shares_per_mb == 4
+    name = "cpu-weight-example"
+    pm = manager((name, example), toml=f"[plugins.{name}]\nshares_per_mb = 4\n", tmp=tmp)
+    settings = pm.get_plugin(f"{name}:settings")
+    assert isinstance(settings, CpuWeight) and settings.shares_per_mb == 4
 
-    assert manager(("cpu-shares", example), tmp=tmp).get_plugin("cpu-shares:settings") is None  # unset: nothing registered
+    assert manager((name, example), tmp=tmp).get_plugin(f"{name}:settings") is None  # unset: nothing registered
     with pytest.raises(ConfigError, match=r"shares_per_mb must be a whole number >= 0, got -1"):
-        manager(("cpu-shares", example), toml="[plugins.cpu-shares]\nshares_per_mb = -1\n", tmp=tmp)
+        manager((name, example), toml=f"[plugins.{name}]\nshares_per_mb = -1\n", tmp=tmp)
 
 
 def check_register_placers(tmp: Path) -> None:
@@ -114,9 +120,9 @@ def check_register_drivers(tmp: Path) -> None:
 async def check_register_runner_pools(tmp: Path) -> None:
     (tmp / "runners.txt").write_text("127.0.0.1:9191\n127.0.0.1:9192\n")
     example = example_module("register_runner_pools")
-    toml = f'[plugins.file-pool]\npath = "{tmp / "runners.txt"}"\n'
-    pm = manager(("file-pool", example), toml=toml, env={"FN_RUNNER_POOL": "file"}, tmp=tmp)
-    assert (pm.runner_pool.name, pm.runner_pool.refresh, pm.runner_pools["file"][1]) == ("file", True, "file-pool")
+    toml = f'[plugins.hosts-list-example]\npath = "{tmp / "runners.txt"}"\n'
+    pm = manager(("hosts-list-example", example), toml=toml, env={"FN_RUNNER_POOL": "hosts-list"}, tmp=tmp)
+    assert (pm.runner_pool.name, pm.runner_pool.refresh, pm.runner_pools["hosts-list"][1]) == ("hosts-list", True, "hosts-list-example")
     source = pm.runner_pool.factory(config=load_config(tmp / "fn.toml", env={}))  # as the LB calls it
     assert await source.addresses() == ["127.0.0.1:9191", "127.0.0.1:9192"]
 
@@ -230,3 +236,68 @@ async def test_the_hookspec_example_runs_and_does_what_it_says(hook, tmp_path):
     outcome = check(tmp_path)
     if inspect.isawaitable(outcome):
         await outcome
+
+
+# ---------------------------------------------------------------------------------------------------------
+# an author copies the examples beside the repository's contrib plugins: nothing may clash
+# ---------------------------------------------------------------------------------------------------------
+ROOT = Path(__file__).parents[2]
+
+
+def contrib_plugins() -> list[tuple[str, types.ModuleType]]:
+    """Each contrib plugin as its distribution installs it: (entry-point name, module), loaded from its source."""
+    plugins = []
+    for setup in sorted(ROOT.glob("contrib/*/setup.cfg")):
+        parser = configparser.ConfigParser()
+        parser.read(setup)
+        for line in parser["options.entry_points"]["fn_core.plugins"].strip().splitlines():
+            name, module_name = (part.strip() for part in line.split("="))
+            spec = importlib.util.spec_from_file_location(f"contrib_copy_{module_name}", setup.parent / f"{module_name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            plugins.append((name, module))
+    return plugins
+
+
+def test_the_examples_copied_beside_the_contrib_plugins_start_and_read_their_own_tables(tmp_path, caplog):
+    contrib = contrib_plugins()
+    assert {"cpu-shares", "runner-file", "call-env", "placer-bounded"} <= {name for name, _ in contrib}
+    (tmp_path / "runners.txt").write_text("127.0.0.1:9191\n")
+    examples = [
+        ("cpu-weight-example", example_module("configure", CpuWeight=CpuWeight)),
+        ("hosts-list-example", example_module("register_runner_pools")),
+        ("first-placer", example_module("register_placers")),
+        ("my-docker", example_module("register_drivers")),
+    ]
+    toml = (
+        "[plugins.cpu-shares]\nshares_per_mb = 2\n"  # contrib's: it registers cpu-shares:settings
+        "[plugins.cpu-weight-example]\nshares_per_mb = 4\n"
+        f'[plugins.hosts-list-example]\npath = "{tmp_path / "runners.txt"}"\n'
+        f'[plugins.runner-file]\npath = "{tmp_path / "runners.txt"}"\n'
+    )
+    with caplog.at_level(logging.WARNING):
+        pm = manager(*contrib, *examples, toml=toml, env={"FN_RUNNER_POOL": "hosts-list"}, tmp=tmp_path)
+    assert pm.get_plugin("cpu-weight-example:settings").shares_per_mb == 4
+    assert pm.get_plugin("cpu-shares:settings") is not None
+    assert {"file", "hosts-list"} <= set(pm.runner_pools) and pm.runner_pool.name == "hosts-list"
+    assert not [r.getMessage() for r in caplog.records if "names no installed plugin" in r.getMessage()]
+
+
+def test_an_object_registered_under_a_taken_name_stops_start_up_with_one_line_naming_both_plugins(tmp_path):
+    """The configure example as it was: its object's name was contrib cpu-shares' own."""
+
+    class Copied:
+        @hookimpl
+        def configure(self, config, plugin_manager):
+            plugin_manager.register(CpuWeight(4), name="cpu-shares:settings")
+
+    contrib = [(name, module) for name, module in contrib_plugins() if name == "cpu-shares"]
+    from fn_core.errors import PluginError
+
+    with pytest.raises(PluginError) as err:
+        manager(("my-shares", Copied()), *contrib, tmp=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 400, message  # not pluggy's dump of the whole registry
+    assert re.search(r"plugin '(my-shares|cpu-shares)' failed in configure: ValueError: the plugin name "
+                     r"'cpu-shares:settings' is taken: plugin '(my-shares|cpu-shares)' registered an object under it", message)
+    assert "my-shares" in message and "'cpu-shares'" in message

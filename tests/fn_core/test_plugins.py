@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from fn_core import Placer, hookimpl
+from fn_core import APIError, Placer, hookimpl
 from fn_core.config import load_config
 from fn_core.errors import ConfigError, PluginError
 from fn_core.models import Call
@@ -320,3 +320,118 @@ def test_a_failing_listener_among_instances_of_one_class_is_named_and_the_others
     run_isolated(pm.hook.call_finished, call=Call(id="c1"), outcome=CallOutcome(status=200))
     assert {name: plugin.runs for name, plugin in listeners.items()} == {"ok-a": 1, "bad": 1, "ok-b": 1}
     assert "plugin 'bad' failed in call_finished" in caplog.text
+
+
+# --- hooks are called synchronously: an `async def` impl would never run -------------------------------------------
+ASYNC_MESSAGE = "is an async def: fn-core calls hooks synchronously on the event loop and never awaits them"
+
+
+def test_an_async_override_call_stops_start_up_naming_the_plugin_and_the_hook():
+    """An authorising override_call written as a coroutine used to be listed as active and let every call through."""
+
+    class Authorise:
+        @hookimpl
+        async def override_call(self, call, extensions):
+            raise APIError("forbidden", status=403)
+
+    with pytest.raises(PluginError) as err:
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("authorise", Authorise())])
+    message = str(err.value)
+    assert message.startswith("plugin 'authorise' (registered in process) is invalid: hook override_call " + ASYNC_MESSAGE)
+    assert "make it a plain def, and quick" in message
+
+
+def test_an_installed_plugin_with_an_async_generator_hook_is_named_with_its_distribution(tmp_path, monkeypatch):
+    source = "from fn_core import hookimpl\n@hookimpl\nasync def call_finished(call, outcome):\n    yield\n"
+    make_dist(tmp_path, monkeypatch, "fn-async", "fn_async_plugin", source)
+    with pytest.raises(PluginError, match=rf"^plugin 'fn-async' \(fn-async 1\.2\.3\) is invalid: hook call_finished {ASYNC_MESSAGE}"):
+        get_plugin_manager(load_config(env={}))
+
+
+def test_an_async_hook_of_an_object_registered_in_configure_stops_start_up_naming_the_plugin():
+    class Listener:
+        @hookimpl
+        async def call_finished(self, call, outcome):
+            pass
+
+    class Registers:
+        @hookimpl
+        def configure(self, config, plugin_manager):
+            plugin_manager.register(Listener(), name="registers:listener")
+
+    with pytest.raises(PluginError, match=f"plugin 'registers' failed in configure: .*hook call_finished {ASYNC_MESSAGE}"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("registers", Registers())])
+
+
+@pytest.mark.parametrize("selected", [True, False])
+def test_an_async_place_call_of_a_placer_stops_start_up_selected_or_not(selected):
+    class AsyncHooks:
+        @hookimpl
+        async def place_call(self, call, runners):
+            return runners
+
+    class Offers:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="async-first", hooks=AsyncHooks())]
+
+    env = {"FN_PLACER": "async-first"} if selected else {}
+    with pytest.raises(PluginError, match=f"placer 'async-first' of plugin 'offers' is invalid: hook place_call {ASYNC_MESSAGE}"):
+        get_plugin_manager(load_config(env=env), load_entrypoints=False, extra_plugins=[("offers", Offers())])
+
+
+# --- a misspelled hook: named with the distribution and the closest hook, in placers too -----------------------------
+def test_a_misspelled_hook_is_named_with_its_distribution_and_the_closest_hook(tmp_path, monkeypatch):
+    source = "from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n"
+    make_dist(tmp_path, monkeypatch, "fn-typo", "fn_typo_plugin", source)
+    with pytest.raises(PluginError) as err:
+        get_plugin_manager(load_config(env={}))
+    assert str(err.value) == "plugin 'fn-typo' (fn-typo 1.2.3) is invalid: unknown hook 'overide_call' (did you mean 'override_call'?)"
+
+
+def test_a_misspelled_hook_in_a_placer_that_is_not_selected_stops_start_up():
+    class Hooks:
+        @hookimpl
+        def place_cal(self, call, runners):
+            return runners
+
+    class Offers:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="typo", hooks=Hooks())]
+
+    with pytest.raises(PluginError) as err:  # the selected placer is ch: "typo" would fail only once chosen
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("typo-placer", Offers())])
+    assert str(err.value) == "placer 'typo' of plugin 'typo-placer' is invalid: unknown hook 'place_cal' (did you mean 'place_call'?)"
+
+
+def test_a_listing_keeps_invalid_plugins_marked_with_why_and_lists_the_others(tmp_path, monkeypatch):
+    """`fn-core plugins` (keep_invalid): the table still comes, with the broken plugins marked."""
+    make_dist(tmp_path, monkeypatch, "fn-typo", "fn_typo_plugin", "from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n")
+
+    class Hooks:
+        @hookimpl
+        def place_cal(self, call, runners):
+            return runners
+
+    class Offers:
+        @hookimpl
+        def register_placers(self):
+            return [Placer(name="typo", hooks=Hooks())]
+
+    class Async:
+        @hookimpl
+        async def call_finished(self, call, outcome):
+            pass
+
+    plugins = [("typo-placer", Offers()), ("async-listener", Async())]
+    pm = get_plugin_manager(load_config(env={}), extra_plugins=plugins, select=False, keep_invalid=True)
+    infos = infos_by_name(pm)
+    assert (infos["fn-typo"].status, infos["fn-typo"].error) == ("invalid", "unknown hook 'overide_call' (did you mean 'override_call'?)")
+    assert infos["typo-placer"].status == "invalid"
+    assert infos["typo-placer"].error == "placer 'typo': unknown hook 'place_cal' (did you mean 'place_call'?)"
+    assert infos["async-listener"].status == "invalid" and ASYNC_MESSAGE in infos["async-listener"].error
+    assert infos["placer-ch"].status == "active" and infos["placer-ch"].provides == ["placer: ch"]
+    assert pm.get_plugin("async-listener") is None  # an invalid plugin's hooks do not run
+    with pytest.raises(PluginError):  # a server still refuses to start
+        get_plugin_manager(load_config(env={}), extra_plugins=plugins)
