@@ -12,6 +12,7 @@ the first one got.
 
 from __future__ import annotations
 
+import errno
 import socket
 
 BACKLOG = 512
@@ -24,16 +25,27 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):  # getaddrinfo may repeat an address
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this host does not have (IPv6 off): as asyncio, the others serve
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # an IPv6 socket of its own, as asyncio's: not also the IPv4 one's port
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if port == 0 and len(sockets) > 1:
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL or len(infos) == 1:
+                    raise
+                sockets.pop().close()  # an address family not enabled here (asyncio's bpo-30945 rule)
+                continue
             sock.listen(BACKLOG)
             sock.setblocking(False)
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address of {host!r} can be bound here")
     except BaseException:
         for sock in sockets:
             sock.close()

@@ -6,7 +6,7 @@ in a loop must not hit the store per call); the API node clears the cache on eve
 makes, other LBs see changes within the TTL, as in Fn.
 
 An entry past its TTL is read again in the background, and its calls are answered from it meanwhile: a
-warm fn never waits for the store. When that reading fails (an API node that is down or unreachable),
+warm fn never waits for the store (a "not found" past its TTL waits: a fn just created is found at once). When that reading fails (an API node that is down or unreachable),
 the entry stays and is asked for again a TTL later, so calls of the fns an LB knows keep running for
 as long as the outage lasts; only a key never read fails (503).
 """
@@ -62,8 +62,8 @@ class CachedLookup:
             if pending is None:
                 pending = asyncio.ensure_future(self._load(key, load))
                 self._pending[key] = pending
-            if entry is not None:  # known: answered from the last reading while the new one is made
-                value = entry[1]
+            if entry is not None and not isinstance(entry[1], BaseException):
+                value = entry[1]  # known: answered from the last reading while the new one is made
             else:
                 value = await asyncio.shield(pending)
         if isinstance(value, BaseException):

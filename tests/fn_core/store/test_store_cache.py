@@ -9,7 +9,7 @@ import pytest
 
 from fn_core.models import App, Fn
 from fn_core.store import CachedLookup, SQLiteStore
-from fn_core.store.base import AppExists, FnNotFound
+from fn_core.store.base import AppExists, AppNotFound, FnNotFound
 
 
 @pytest.fixture
@@ -166,3 +166,15 @@ async def test_a_failing_store_is_asked_again_but_not_found_is_cached():
         with pytest.raises(FnNotFound):
             await lookup.fn("f1")
     assert flaky.asked == 3  # "not found" is
+
+
+async def test_a_not_found_past_its_ttl_is_read_again_before_it_is_answered(store):
+    """An app created after an LB cached its "not found" is found by the first call after the TTL."""
+    cache = CachedLookup(store, ttl_s=0.05)
+    with pytest.raises(AppNotFound):
+        await cache.app_by_name("late")
+    app = await store.insert_app(App(name="late"))
+    with pytest.raises(AppNotFound):
+        await cache.app_by_name("late")  # within the TTL: the cached answer
+    await asyncio.sleep(0.06)
+    assert (await cache.app_by_name("late")) == app
