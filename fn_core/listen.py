@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from fn_core.errors import ConfigError
+
 BACKLOG = 512
 
 
@@ -51,6 +53,15 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def claim(host: str, port: int, failure: str) -> list[socket.socket]:
+    """`listen_sockets` for a node's start-up: a port it cannot have stops it with ``failure``, the OS's reason
+    after it (`ConfigError`: one line, exit 2)."""
+    try:
+        return listen_sockets(host, port)
+    except OSError as exc:  # the port is taken, or the host does not resolve or is no address of this machine
+        raise ConfigError(f"{failure}: {exc.strerror or exc}") from None
 
 
 def bound_port(sockets: list[socket.socket]) -> int:

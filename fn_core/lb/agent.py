@@ -72,14 +72,10 @@ class LBAgent:
         before = per_call_state(call)
         run_failing_call(hook, call=call, extensions=extensions)
         if template is not None and template.unchanged(call):  # the shared fields equal the template's
-            if per_call_state(call) != before:
-                self._check_override(hook, call, extensions, PER_CALL_FIELDS)
-            try:
-                key = template.slot_key_with(extensions)  # checks extensions it has not seen before
-            except TypeError:
-                self._check_override(hook, call, extensions, ())
-                raise
-            return CallOffer(call, key, extensions, shared_json=template.shared_json)
+            changed = per_call_state(call) != before
+            if changed or extensions:
+                self._check_override(hook, call, extensions, PER_CALL_FIELDS if changed else ())
+            return CallOffer(call, template.slot_key_with(extensions), extensions, shared_json=template.shared_json)
         self._check_override(hook, call, extensions, CALL_FIELD_NAMES)
         return CallOffer(call, slot_key(call, extensions), extensions)
 

@@ -26,7 +26,7 @@ from fn_core.hook_calls import plugin_metrics
 from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import FixedRunners, RunnerSet
-from fn_core.listen import close_all, listen_sockets
+from fn_core.listen import claim, close_all
 from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
 from fn_core.store.api_node import ApiNodeStore
@@ -181,10 +181,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
 
 def claim_port(host: str, port: int, node: str) -> list[socket.socket]:
     """The node's HTTP port, bound before anything else starts (`fn_core.listen`)."""
-    try:
-        return listen_sockets(host, port)
-    except OSError as exc:  # the port is taken, or the host does not resolve or is no address of this machine
-        raise ConfigError(f"the {node} could not listen on {host}:{port} (FN_HOST, FN_PORT): {exc.strerror or exc}") from None
+    return claim(host, port, f"the {node} could not listen on {host}:{port} (FN_HOST, FN_PORT)")
 
 
 def _runner_set(config, pm, addresses: list[str] | None, local: list[LocalRunner] | None) -> RunnerSet:

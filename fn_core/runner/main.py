@@ -18,7 +18,7 @@ from fn_core.api.connection import FnAppRunner, app_runner, serve_app
 from fn_core.config import Config
 from fn_core.errors import ConfigError
 from fn_core.hook_calls import plugin_metrics
-from fn_core.listen import close_all, listen_sockets
+from fn_core.listen import claim, close_all
 from fn_core.plugins import FnPluginManager
 from fn_core.runner import output
 from fn_core.runner.agent import Agent
@@ -159,9 +159,12 @@ async def start_runner(
     tls = _tls_context(config) if listen else None  # bad TLS files stop start-up before anything runs
     # the ports first: a start-up that fails for a taken port must not have swept what a live runner with this
     # tag holds (its containers and socket dirs)
-    grpc_sockets = _bind(host, port, "") if listen else []
+    grpc_sockets = claim(host, port, f"the runner could not bind {host}:{port}") if listen else []
     try:
-        http_sockets = _bind(host, http_port, " for HTTP (FN_PORT: /metrics)") if listen and http_port is not None else []
+        http_sockets = (
+            claim(host, http_port, f"the runner could not bind {host}:{http_port} for HTTP (FN_PORT: /metrics)")
+            if listen and http_port is not None else []
+        )
     except BaseException:
         close_all(grpc_sockets)
         raise
@@ -170,13 +173,6 @@ async def start_runner(
     except BaseException:
         close_all(grpc_sockets + http_sockets)  # those not yet served on (serving ones were closed by their server)
         raise
-
-
-def _bind(host: str, port: int, what: str) -> list[socket.socket]:
-    try:
-        return listen_sockets(host, port)
-    except OSError as exc:
-        raise ConfigError(f"the runner could not bind {host}:{port}{what}: {exc.strerror or exc}") from None
 
 
 async def _start(
