@@ -15,6 +15,16 @@ that passes while the peer is silent gets a PING then, and again at most every `
 host that froze or vanished without a word (no FIN, no RST) so costs its calls their timeout and some seconds,
 not five minutes; a live peer answers the PING, and a quiet call within its timeout is never the reason for one.
 
+A call sent to a host that froze is lost (it was sent: committed), so a connection also checks its peer
+while calls come, not only when one is overdue. A call on a connection whose peer has sent nothing for
+`QUIET_S` waits for the answer to a PING first (a round trip, on a quiet connection only), and goes
+elsewhere, unsent, if none comes within `ANSWER_GRACE_S`; on a busy connection a PING goes beside a call
+at most every `PROBE_EVERY_S`, and once it is `ANSWER_GRACE_S` unanswered new calls go elsewhere. A frozen
+runner so loses the calls of about two seconds, not those of its calls' timeout and more. These PINGs go
+only when the peer has sent a header block since its last answer to one: a grpc-go server (an Fn runner)
+counts no strike for a PING after it sent something, so they never add to the count that gets a
+connection dropped as "too_many_pings".
+
 A peer under suspicion costs new calls nothing: while such a PING is unanswered the connection takes no new
 call (`Unreachable`: the LB tries the next runner), and once a connection attempt failed, or a connection was
 dropped for an unanswered PING, no call waits for the next attempt: it is made in the background, one at a
@@ -28,7 +38,6 @@ import asyncio
 import logging
 import math
 import ssl
-import struct
 from collections.abc import Callable, Iterable
 
 from fn_core.transport import h2
@@ -56,6 +65,13 @@ CHECK_EVERY_S = 2.0
 #: default policy counts a PING within 5 min of the last as a strike when it sent nothing in between, and
 #: drops the connection at the third
 OVERDUE_PROBE_GAP_S = 60.0
+#: a connection whose peer sent nothing for this long checks it with a PING before a new call goes there
+QUIET_S = 1.0
+#: on a busy connection, a PING goes beside a new call at most this often
+PROBE_EVERY_S = 1.0
+#: a PING unanswered for this long makes new calls go elsewhere (a live runner answers within milliseconds)
+ANSWER_GRACE_S = 1.0
+PING_FRAME = h2.frame(h2.PING, 0, 0, bytes(8))
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
 #: a connection opens new streams below this id; past it, the channel dials a fresh one
 LAST_STREAM_ID = 2**31 - 1025
@@ -134,8 +150,17 @@ class ClientConnection(h2.H2Connection):
         self.ready: asyncio.Future[None] = self.loop.create_future()  # the peer's SETTINGS came
         self._first_block = True
         self._keepalive: asyncio.Task[None] | None = None
-        #: when a PING for the peer's silence went out: until anything comes after it, no new call starts here
-        self.pinged_at = -math.inf
+        #: when the PING not yet answered went out (None: none is out); only one is out at a time
+        self.ping_out: float | None = None
+        self.ping_why = ""
+        #: the PING out was sent for the peer's silence with calls open: until it is answered no new call starts here
+        self.suspect = False
+        #: answered with the PING out, when a call waits for that answer (one sent before a call on a quiet connection)
+        self._answered: asyncio.Future[None] | None = None
+        self.last_ping = -math.inf
+        #: the peer sent a header block since its last answer to a PING (a new connection: it had none), so a grpc-go
+        #: server counts no strike for a PING now (module docstring)
+        self.ping_free = True
         #: why this connection was dropped for silence ("" if it was not): its channel then dials in the background
         self.dropped_for = ""
 
@@ -187,6 +212,7 @@ class ClientConnection(h2.H2Connection):
             self.close()
 
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
+        self.ping_free = True
         stream = self.streams.get(stream_id)
         if isinstance(stream, ClientStream):
             stream.response_headers(headers, end_stream)
@@ -206,32 +232,74 @@ class ClientConnection(h2.H2Connection):
             self.ready.set_exception(error)
         if self._keepalive is not None:
             self._keepalive.cancel()
+        if self._answered is not None:  # a call waiting for the PING's answer learns the connection is gone
+            self._answered.set_result(None)
+            self._answered = None
+
+    def ping(self, now: float, why: str) -> None:
+        self.ping_out = self.last_ping = now
+        self.ping_why = why
+        self.ping_free = False
+        self.write(PING_FRAME)
+
+    def _on_ping_answer(self) -> None:
+        self.ping_out = None
+        self.suspect = self.ping_free = False
+        if self._answered is not None:
+            self._answered.set_result(None)
+            self._answered = None
+
+    async def before_call(self, now: float) -> None:
+        """Check the peer before a new call goes here (module docstring): returns at once, after the answer to a
+        PING, or raises `Unreachable` (nothing was sent) when the peer has not answered one in time."""
+        sent_at, answered = self.ping_out, self._answered
+        if sent_at is None:
+            if not self.ping_free:
+                return  # a PING now could be a strike at a grpc-go runner: after the peer's next header block
+            quiet_s = now - self.last_received
+            if quiet_s < QUIET_S:
+                self.ping(now, "sent beside a call")
+                return
+            self.ping(now, f"sent before a call, the runner silent for {quiet_s:.0f} s")
+            sent_at, answered = now, self.loop.create_future()
+            self._answered = answered
+        elif self.suspect or now - sent_at >= ANSWER_GRACE_S:
+            raise Unreachable(f"{self.authority} has not answered a PING in {now - sent_at:.1f} s")
+        elif answered is None:
+            return  # a PING beside calls, sent less than ANSWER_GRACE_S ago: not waited for
+        try:
+            async with asyncio.timeout_at(sent_at + ANSWER_GRACE_S):
+                await asyncio.shield(answered)
+        except TimeoutError:
+            raise Unreachable(f"{self.authority} has not answered a PING in {ANSWER_GRACE_S:.0f} s") from None
 
     async def _keep_alive(self) -> None:
         loop = self.loop
-        last_probe = -math.inf
+        last_suspicion = -math.inf
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
+            now = loop.time()
+            if self.ping_out is not None:
+                if now - self.ping_out >= KEEPALIVE_TIMEOUT_S and self.transport is not None:
+                    self.dropped_for = f"no answer in {KEEPALIVE_TIMEOUT_S:.0f} s to a PING ({self.ping_why})"
+                    log.warning("runner connection %s: %s; dropping it and its %d calls", self.authority,
+                                self.dropped_for, len(self.streams))
+                    self.closing_reason = f"dropped by this end: {self.dropped_for}"
+                    self.transport.abort()
+                continue
             if not self.streams:
                 continue
-            now = loop.time()
             silent_s = now - self.last_received
             if silent_s >= KEEPALIVE_S:
                 why = f"silent for {silent_s:.0f} s with calls open"
-            elif silent_s >= CHECK_EVERY_S and now - last_probe >= OVERDUE_PROBE_GAP_S and self._overdue(now):
+            elif silent_s >= CHECK_EVERY_S and now - last_suspicion >= OVERDUE_PROBE_GAP_S and self._overdue(now):
                 why = "a call is past its time and the runner is silent"
             else:
                 continue
-            last_probe = self.pinged_at = now
+            last_suspicion = now
+            self.ping(now, why)
+            self.suspect = True
             log.info("runner connection %s: %s; sent a PING, new calls go elsewhere until it answers", self.authority, why)
-            self.write(h2.frame(h2.PING, 0, 0, struct.pack(">Q", 0)))
-            await asyncio.sleep(KEEPALIVE_TIMEOUT_S)
-            if self.last_received < now and self.transport is not None:
-                self.dropped_for = f"no answer in {KEEPALIVE_TIMEOUT_S:.0f} s to a PING ({why})"
-                log.warning("runner connection %s: %s; dropping it and its %d calls", self.authority, self.dropped_for,
-                            len(self.streams))
-                self.closing_reason = f"dropped by this end: {self.dropped_for}"
-                self.transport.abort()
 
     def _overdue(self, now: float) -> bool:
         return any(stream.due <= now for stream in self.streams.values() if isinstance(stream, ClientStream))
@@ -272,10 +340,12 @@ class Channel:
             if self._closed:
                 raise Unreachable(f"the channel to {self.address} is closed")
             conn = await self._connection()
-            # the peer may have hung up or said GOAWAY while this caller was being woken: `open_stream` says so
-            # (a stream on a dead connection would wait for ever)
-        elif conn.last_received < conn.pinged_at:
-            raise Unreachable(f"{self.address} has been silent and not yet answered a PING")
+        else:
+            now = conn.loop.time()
+            if conn.ping_out is not None or now - conn.last_ping >= PROBE_EVERY_S:
+                await conn.before_call(now)
+        # the peer may have hung up or said GOAWAY while this caller was being woken: `open_stream` says so
+        # (a stream on a dead connection would wait for ever)
         block = self._blocks.get(path)
         if block is None:
             block = self._blocks[path] = self._head + hpack_literal(4, path.encode())

@@ -224,6 +224,8 @@ class H2Connection(asyncio.Protocol):
         elif kind == PING:
             if not flags & ACK:
                 self.write(frame(PING, ACK, 0, payload))
+            else:
+                self._on_ping_answer()
         elif kind == RST_STREAM:
             stream = self.streams.pop(stream_id, None)
             if stream is not None:
@@ -251,6 +253,9 @@ class H2Connection(asyncio.Protocol):
 
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
         raise NotImplementedError
+
+    def _on_ping_answer(self) -> None:
+        """The peer acknowledged a PING of ours (only a client sends any)."""
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes) -> None:
         # credited at once: each side keeps whole messages in memory anyway, bounded by MAX_MESSAGE

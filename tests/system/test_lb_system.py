@@ -225,6 +225,51 @@ async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_mi
     assert after_s < 5.0, after_s
 
 
+async def test_a_runner_frozen_while_quiet_gets_no_call_and_takes_calls_again_when_it_wakes(platform, deploy_echo):
+    """A runner host that froze while its connection was quiet (SIGSTOP): the next call would be lost there (sent,
+    so committed). The LB first PINGs a connection quiet for a second; unanswered, the call goes to the other runner,
+    unsent, and so do the next ones, at once. Woken, the runner answers the PING and its fns come home."""
+    runners = [await platform.runner() for _ in range(2)]
+    lb = await platform.lb(runners, placer="ch")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        home = runners[jump_hash(fn_hash(fn_id), 2)]
+        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        home.proc.popen.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.5)  # the LB's connection to it is quiet
+            began = loop.time()
+            moved = await post(s, f"/invoke/{fn_id}", b"while frozen")
+            moved_s = loop.time() - began
+            began = loop.time()
+            following = await post(s, f"/invoke/{fn_id}", b"next")
+            following_s = loop.time() - began
+        finally:
+            home.proc.popen.send_signal(signal.SIGCONT)
+        back = None
+        for _ in range(50):  # bounded: the woken runner's answer to the PING reaches the LB
+            status, headers, _ = await post(s, f"/invoke/{fn_id}", b"home again?")
+            assert status == 200
+            call_id = headers["Fn-Call-Id"]
+            await wait_until(lambda: call_id in {line[0] for line in lb.proc.call_lines()}, "its line")  # noqa: B023
+            if {line[0]: line[2] for line in lb.proc.call_lines()}[call_id] == home.address:
+                back = call_id
+                break
+            await asyncio.sleep(0.1)
+    assert moved[::2] == (200, b"while frozen") and following[::2] == (200, b"next")
+    # it waited for the PING's answer (a second at most), not for the fn's timeout or a lost call's 500
+    assert moved_s < 5 and following_s < 0.5, (moved_s, following_s)
+    lines = {line[0]: line[2] for line in lb.proc.call_lines()}
+    assert lines[moved[1]["Fn-Call-Id"]] == lines[following[1]["Fn-Call-Id"]] == other.address
+    assert back is not None, "the woken runner got no call back"
+    assert (await home.status()).requests_received == 2  # the warm call and the one after it woke: nothing lost
+    log = lb.proc.log()
+    assert f"runner {home.address} unreachable: UNAVAILABLE: {home.address} has not answered a PING in 1 s" in log
+    assert f"runner {home.address} reachable again" in log
+
+
 async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
     node = await platform.serve()
     async with aiohttp.ClientSession(node.url, timeout=TIMEOUT) as s:

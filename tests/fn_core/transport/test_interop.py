@@ -279,3 +279,30 @@ async def test_a_quiet_call_outlives_grpcios_ping_policy(grpcio_server, channels
     address = await grpcio_server(handler, options=(("grpc.http2.min_ping_interval_without_data_ms", 300_000 // scale),))
     channel = channels(address)
     assert await channel.unary("/t.S/Quiet", b"x", timeout_s=30) == b"done"
+
+
+@pytest.mark.parametrize("where", ["beside", "before"])
+async def test_pings_beside_and_before_calls_are_no_strikes_at_grpcio(grpcio_server, channels, monkeypatch, where):
+    """The PINGs a channel sends with new calls (to find a runner that froze) go only after the server sent
+    something since the last one: grpcio (as grpc-go) counts those as no strike, whatever its 5-minute policy.
+    Here one goes with every call, beside it or (a quiet connection) before it: 30 calls, one connection."""
+    from fn_core.transport import client
+
+    monkeypatch.setattr(client, "PROBE_EVERY_S", 0.0)
+    monkeypatch.setattr(client, "QUIET_S", 0.0 if where == "before" else 3600.0)
+    channel = channels(await grpcio_server(GrpcioEcho().handler()))
+    assert await channel.unary(UNARY, b"first", timeout_s=5) == b"tsrif"
+    conn = channel._conn
+    assert conn is not None
+    pings = 0
+    write = conn.write
+
+    def write_counting_pings(data: bytes) -> None:
+        nonlocal pings
+        pings += data[3] == 0x6  # PING
+        write(data)
+
+    conn.write = write_counting_pings  # type: ignore[method-assign]
+    for i in range(30):
+        assert await channel.unary(UNARY, b"%d" % i, timeout_s=5) == (b"%d" % i)[::-1]
+    assert pings == 30 and channel._conn is conn and conn.lost is None and conn.goaway_received is None

@@ -434,13 +434,131 @@ async def test_a_silent_peer_that_was_pinged_takes_no_new_call_until_it_answers(
         await pinged.wait()
         with pytest.raises(Unreachable) as while_asked:
             await channel.open(PATH)
-        assert "not yet answered a PING" in while_asked.value.message
+        assert "has not answered a PING in" in while_asked.value.message
         answer_pings.set()
-        await wait_until(lambda: stream.conn.last_received > stream.conn.pinged_at, "the PING's answer")
+        await wait_until(lambda: stream.conn.ping_out is None, "the PING's answer")
         again = await channel.open(PATH)  # answered: the connection takes calls again
     assert again.conn is stream.conn and server.accepted == 1
     again.close()
     stream.close()
+
+
+class FramesSeen:
+    """A raw peer that finishes the handshake and notes each frame of the client's (type, stream id); it answers
+    nothing, PINGs only with ``ack_pings``."""
+
+    def __init__(self, ack_pings: bool = False) -> None:
+        self.ack_pings = ack_pings
+        self.frames: list[tuple[int, int]] = []
+
+    def count(self, kind: int) -> int:
+        return sum(1 for seen, _ in self.frames if seen == kind)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, stream_id, payload = await read_frame(reader)
+            self.frames.append((kind, stream_id))
+            if kind == PING and self.ack_pings:
+                writer.write(raw_frame(PING, 0x1, 0, payload))
+
+
+async def test_a_call_on_a_quiet_connection_goes_out_after_the_peers_answer_to_a_ping(our_server, channels, monkeypatch):
+    """A runner that froze while its connection was quiet would lose the next call sent there: the call first asks."""
+    monkeypatch.setattr(client, "QUIET_S", 0.2)
+
+    async def echo(request: bytes) -> bytes:
+        return request
+
+    _, address = await our_server({PATH: unary(echo)})
+    channel = channels(address)
+    async with asyncio.timeout(5):
+        assert await channel.unary(PATH, b"one", timeout_s=2) == b"one"
+        conn = channel._conn
+        assert conn is not None
+        written: list[bytes] = []
+        write = conn.write
+        conn.write = lambda data: (written.append(data), write(data))  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        assert await channel.unary(PATH, b"two", timeout_s=2) == b"two"
+    kinds = [data[3] for data in written]
+    assert kinds[:2] == [PING, HEADERS]  # the PING, then (after its answer) the call
+    assert conn.ping_out is None and channel._conn is conn
+
+
+async def test_a_quiet_peer_that_does_not_answer_the_ping_gets_no_call(raw_server, channels, monkeypatch):
+    """The call is not sent (`Unreachable`: the LB places it elsewhere) after ANSWER_GRACE_S; the next goes
+    elsewhere at once; the connection is dropped KEEPALIVE_TIMEOUT_S after the PING."""
+    monkeypatch.setattr(client, "QUIET_S", 0.1)
+    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.3)
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.6)
+    peer = FramesSeen()
+    server = await raw_server(peer)
+    channel = channels(server.address)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        first = await channel.open(PATH)  # sent: the peer's SETTINGS just came
+        await asyncio.sleep(0.15)
+        began = loop.time()
+        with pytest.raises(Unreachable) as waited:
+            await channel.open(PATH)
+        waited_s = loop.time() - began
+        began = loop.time()
+        with pytest.raises(Unreachable) as next_call:
+            await channel.open(PATH)
+        next_s = loop.time() - began
+        await wait_until(lambda: first.conn.lost is not None, "the drop for the unanswered PING", timeout_s=2)
+    assert 0.25 <= waited_s < 1.0 and next_s < 0.05
+    assert "has not answered a PING in 0 s" in waited.value.message
+    assert "has not answered a PING in 0.3 s" in next_call.value.message
+    assert peer.count(HEADERS) == 1 and peer.count(PING) == 1  # only the first call left this end
+    assert first.conn.dropped_for.startswith("no answer in 1 s to a PING (sent before a call, the runner silent for 0 s)")
+    first.close()
+
+
+async def test_a_busy_peer_that_stops_answering_gets_new_calls_for_the_grace_only(raw_server, channels, monkeypatch):
+    """On a busy connection a PING goes beside a call, not waited for; unanswered for ANSWER_GRACE_S, it sends
+    new calls elsewhere."""
+    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.3)
+    peer = FramesSeen()
+    server = await raw_server(peer)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        streams = [await channel.open(PATH)]  # a new connection: sent
+        streams.append(await channel.open(PATH))  # sent, with a PING beside it
+        streams.append(await channel.open(PATH))  # within the grace: sent, no second PING
+        await asyncio.sleep(0.35)
+        with pytest.raises(Unreachable):
+            await channel.open(PATH)
+    assert peer.count(HEADERS) == 3 and peer.count(PING) == 1
+    assert [kind for kind, _ in peer.frames if kind in (HEADERS, PING)] == [HEADERS, PING, HEADERS, HEADERS]
+    for stream in streams:
+        stream.close()
+
+
+async def test_a_ping_beside_calls_goes_only_after_the_peer_sent_a_header_block(raw_server, channels, monkeypatch):
+    """A grpc-go or grpcio server counts a PING as a strike unless it sent something since the last one, and drops
+    the connection at the third: after an answered PING the next waits for the peer's next header block."""
+    monkeypatch.setattr(client, "PROBE_EVERY_S", 0.0)
+    peer = FramesSeen(ack_pings=True)
+    server = await raw_server(peer)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        streams = [await channel.open(PATH)]
+        streams.append(await channel.open(PATH))  # the first PING: a new connection has had none
+        conn = streams[0].conn
+        await wait_until(lambda: conn.ping_out is None, "the PING's answer")
+        for _ in range(3):  # nothing from the peer since its answer: no PING
+            streams.append(await channel.open(PATH))
+        assert peer.count(PING) == 1
+        conn._on_headers(streams[0].id, {b":status": b"200"}, False)  # as the peer's answer to the first call does
+        streams.append(await channel.open(PATH))
+        await wait_until(lambda: peer.count(HEADERS) == 6, "the last call")
+    assert peer.count(PING) == 2
+    for stream in streams:
+        stream.close()
 
 
 async def test_a_peer_dropped_for_an_unanswered_ping_is_dialled_again_in_the_background(raw_server, channels, monkeypatch):
