@@ -6,7 +6,8 @@ The CLI, the servers and the tests all call it. Order of work:
 2. block the names in ``config.disable_plugins`` (``FN_DISABLE_PLUGINS``);
 3. register the built-in plugins (`fn_plugins_builtin.BUILTIN_PLUGINS`);
 4. load third-party plugins from the ``fn_core.plugins`` entry-point group: one that fails to
-   import is reported (warning + status "failed") and the platform goes on; two distributions
+   import is reported (warning + status "failed") and the platform goes on (under ``strict``, FN_STRICT_CONFIG,
+   it stops start-up naming it; a listing lists it); two distributions
    offering one plugin name stop start-up naming both; a disabled name that no plugin has is
    named in a warning (a typo would leave the plugin on), and so is a config file's ``[plugins.<name>]``
    table that no plugin has (an error under ``strict``: its settings would be read by nobody);
@@ -82,6 +83,8 @@ class FnPluginManager(pluggy.PluginManager):
         self.failures = FailureLog()
         #: list a plugin that breaks the hook contract as "invalid" rather than stop (`get_plugin_manager`)
         self.keep_invalid = False
+        #: a third-party plugin that fails to import stops start-up (FN_STRICT_CONFIG on a node), else it is skipped
+        self.strict_loading = False
         #: objects registered from `configure`, by name: the plugin that registered each
         self.registered_by: dict[str, str] = {}
 
@@ -242,6 +245,7 @@ def get_plugin_manager(
     for name, plugin in extra_plugins:
         _register(pm, name, lambda p=plugin: p, IN_PROCESS, "")
     if load_entrypoints:
+        pm.strict_loading = config.strict and select  # a listing still lists
         _load_entrypoints(pm)
         _warn_unknown_disabled(disabled, pm.infos)
         _check_plugin_tables(config, pm.infos, strict=config.strict and select)  # a listing still lists
@@ -352,9 +356,15 @@ def _register(
         return
     try:
         plugin = load()
-    except Exception as exc:  # a broken third-party install must not take the platform down
+    except Exception as exc:  # a broken third-party install must not take the platform down, unless told so
         info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
-        log.warning("plugin %s (%s) failed to load and is skipped: %s", name, dist, info.error)
+        if pm.strict_loading:  # an authorising plugin that is not there lets every call through: an operator may want no start
+            raise PluginError(
+                f"plugin {name!r} ({dist}) failed to load: {info.error} (FN_STRICT_CONFIG is on: repair or uninstall "
+                f"it, or leave it out with FN_DISABLE_PLUGINS={name})"
+            ) from exc
+        log.warning("plugin %s (%s) failed to load and is skipped: %s (FN_STRICT_CONFIG makes this stop start-up)",
+                    name, dist, info.error)
         return
     where = f"{dist} {version}" if version else dist.strip("()")
     if isinstance(plugin, type):

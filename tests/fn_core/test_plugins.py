@@ -71,11 +71,27 @@ def test_a_plugin_that_fails_to_import_is_reported_not_fatal(tmp_path, monkeypat
     make_dist(tmp_path, monkeypatch, "fn-broken", "fn_broken_plugin", "raise ImportError('no module named cheese')")
     pm = get_plugin_manager(load_config(env={}))
     # said once, through logging (FN_LOG_DEST, FN_LOG_FORMAT=json): not also as a Python warning on bare stderr
-    assert "plugin fn-broken (fn-broken) failed to load and is skipped: ImportError: no module named cheese" in caplog.text
+    assert "plugin fn-broken (fn-broken) failed to load and is skipped: ImportError: no module named cheese (FN_STRICT_CONFIG makes this stop start-up)" in caplog.text
     assert [str(w.message) for w in recwarn] == []
     info = infos_by_name(pm)["fn-broken"]
     assert info.status == "failed" and "cheese" in info.error
     assert pm.placer.name == "ch"  # the platform goes on
+
+
+def test_a_plugin_that_fails_to_import_stops_a_strict_start_naming_it_and_is_listed(tmp_path, monkeypatch):
+    """With FN_STRICT_CONFIG an operator wants no node without a plugin it installed (an authorising override_call
+    that is missing lets every call through); `fn-core plugins` still lists it, failed."""
+    make_dist(tmp_path, monkeypatch, "fn-broken", "fn_broken_plugin", "raise ImportError('no module named cheese')")
+    with pytest.raises(PluginError) as stopped:
+        get_plugin_manager(load_config(env={"FN_STRICT_CONFIG": "1"}))
+    assert str(stopped.value) == (
+        "plugin 'fn-broken' (fn-broken) failed to load: ImportError: no module named cheese (FN_STRICT_CONFIG is on: "
+        "repair or uninstall it, or leave it out with FN_DISABLE_PLUGINS=fn-broken)"
+    )
+    listing = get_plugin_manager(load_config(env={"FN_STRICT_CONFIG": "1"}), select=False, keep_invalid=True)
+    assert infos_by_name(listing)["fn-broken"].status == "failed"
+    disabled = get_plugin_manager(load_config(env={"FN_STRICT_CONFIG": "1", "FN_DISABLE_PLUGINS": "fn-broken"}))
+    assert infos_by_name(disabled)["fn-broken"].status == "disabled"
 
 
 def test_a_hookimpl_that_matches_no_spec_stops_startup_naming_the_plugin(tmp_path, monkeypatch):
