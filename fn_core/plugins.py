@@ -21,7 +21,7 @@ The CLI, the servers and the tests all call it. Order of work:
    ``place_call`` too); every placer's hooks object is checked as in 5, selected or not;
 7. replay `configure(config)` to every plugin: one that raises stops start-up naming it.
 
-``keep_invalid`` (`fn-core plugins`): a plugin that breaks the contract in 4 to 6 is listed with status
+``keep_invalid`` (`fn-core plugins`): a plugin that breaks the contract in 4 to 7 is listed with status
 "invalid" and the reason instead of stopping the build.
 """
 
@@ -272,7 +272,10 @@ def get_plugin_manager(
         raise  # a ConfigError says itself what is wrong
     except Exception as exc:
         name = failed_plugin(pm.hook.configure, exc)
-        raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
+        if not _listing(pm, name):
+            raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
+        # listed, not raised: the plugins after it in the replay are not configured, which a listing can bear
+        _mark_invalid(pm, name, f"configure raised {type(exc).__name__}: {exc}")
     if pm.placer is not None:
         _refuse_stray_placers(pm, pm.placer)
     return pm

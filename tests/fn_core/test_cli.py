@@ -409,6 +409,26 @@ def test_a_server_with_a_misspelled_hook_stops_naming_the_distribution_and_the_c
     )
 
 
+def test_plugins_lists_a_plugin_that_fails_in_configure_then_exits_non_zero(tmp_path):
+    """The listing is where an operator looks when a node will not start: it must not stop at the same plugin."""
+    (tmp_path / "fn_conf_plugin.py").write_text(
+        "from fn_core import hookimpl\n@hookimpl\ndef configure(config):\n    raise ValueError('no shares table')\n"
+    )
+    info = tmp_path / "fn_conf-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-conf\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-conf = fn_conf_plugin\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    started = run("lb", "--host", "127.0.0.1", env=env)
+    assert (started.returncode, started.stderr.strip()) == (
+        2, "fn-core: error: plugin 'fn-conf' failed in configure: ValueError: no shares table"
+    )
+    listed = run("plugins", "--json", env=env)
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
+    assert (rows["fn-conf"]["status"], rows["fn-conf"]["error"]) == ("invalid", "configure raised ValueError: no shares table")
+    assert rows["placer-ch"]["status"] == "active" and listed.returncode == 2
+
+
 def test_plugins_lists_an_invalid_plugin_marked_with_why_then_exits_non_zero(tmp_path):
     env = _typo_dist(tmp_path)
     result = run("plugins", env=env)
