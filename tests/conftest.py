@@ -17,12 +17,12 @@ def openssl(*args: str) -> None:
 def make_pki(d: Path, ca_name: str) -> dict[str, str]:
     """A CA named ``ca_name`` and one certificate for 127.0.0.1 signed by it, as the node settings name them
     (both ends use the one certificate, as Fn's node certs are used)."""
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca_name}",
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", f"/CN={ca_name}",
             "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", f"{d}/node.key", "-out", f"{d}/node.csr")
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", f"{d}/node.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key", "-CAcreateserial",
-            "-days", "1", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")
+            "-days", "30", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/node.pem")  # a node warns of one ending within a week
     return {"node_cert": f"{d}/node.pem", "node_cert_key": f"{d}/node.key", "node_cert_authority": f"{d}/ca.pem"}
 
 

@@ -168,15 +168,47 @@ async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_onc
         assert told == []
 
 
-def start_and_fail(tmp_path: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run `fn-core <command>` with ``env`` as a node that must refuse to start (bounded: a node that starts is killed)."""
+def node_command(tmp_path: Path, command: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`fn-core <command>` on free loopback ports, and its environment: ``env`` over the suite's base."""
     args = [FN_CORE, command, "--host", "127.0.0.1", "--port", str(free_port())]
     if command == "runner":
         args += ["--grpc-port", str(free_port())]
     else:
         args += ["--runner", "127.0.0.1:1", "--db", f"sqlite3://{tmp_path}/lb.db"]
     base = {"FN_IOFS_PATH": "/tmp/fn-core-sys-iofs", "FN_LOG_LEVEL": "info", "FN_CONTAINER_LABEL_TAG": f"fn-core-sys-tls-{os.getpid()}"}
-    return subprocess.run(args, env={**os.environ, **base, **env}, capture_output=True, text=True, timeout=60)
+    return args, {**os.environ, **base, **env}
+
+
+def start_and_fail(tmp_path: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `fn-core <command>` with ``env`` as a node that must refuse to start (bounded: a node that starts is killed)."""
+    args, full_env = node_command(tmp_path, command, env)
+    return subprocess.run(args, env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def start_and_stop(tmp_path: Path, command: str, env: dict[str, str]) -> str:
+    """Run `fn-core <command>` with ``env`` until it says it is listening, stop it (SIGTERM); what it logged."""
+    args, full_env = node_command(tmp_path, command, env)
+    log_path = tmp_path / f"{command}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):  # bounded: ~30 s
+            if "listening on" in log_path.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return log_path.read_text()
+
+
+@pytest.mark.parametrize("command", ["runner", "lb"])
+def test_a_node_with_an_expired_certificate_says_so_at_start(tmp_path, pki, expired_cert, command):
+    """Its peers refuse it call by call, each with a line of its own; the node itself says once which file to renew."""
+    log = start_and_stop(tmp_path, command, tls_env(pki, FN_NODE_CERT=expired_cert))
+    said = [line for line in log.splitlines() if f"FN_NODE_CERT={expired_cert}: the certificate expired on " in line]
+    assert len(said) == 1 and said[0].endswith("UTC: peers refuse this node until it is renewed"), log
+    assert "listening on" in log  # it starts: the clock alone does not keep a node down
 
 
 # a runner's settings that stop it, and the one line that says why (from the two fixtures' files)

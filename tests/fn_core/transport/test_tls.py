@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+from datetime import UTC, datetime
 
 import grpc
 import pytest
 
 from fn_core.testing import wait_until
-from fn_core.transport import GrpcServer, Unreachable, errors
+from fn_core.transport import GrpcServer, Unreachable, errors, tls
 from fn_core.transport.server import unary
 
 PATH = "/test.Svc/Reverse"
@@ -212,3 +214,40 @@ def test_a_handshake_failure_is_read_as_the_setting_it_points_at(reason, kind):
     exc = ssl.SSLError(1, f"[SSL: {reason}]")
     exc.reason = reason
     assert errors.classify_tls_refusal(exc) == kind
+
+
+def _openssl_date(cert: str, which: str) -> datetime:
+    out = subprocess.run(["openssl", "x509", "-noout", f"-{which}", "-in", cert], check=True, capture_output=True, text=True)
+    return datetime.strptime(out.stdout.strip().split("=", 1)[1], "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+
+
+def test_a_certificates_validity_is_read_as_openssl_reads_it(pki, expired_cert):
+    for cert in (pki["node_cert"], pki["node_cert_authority"], expired_cert):
+        assert tls.certificate_validity(cert) == (_openssl_date(cert, "startdate"), _openssl_date(cert, "enddate"))
+    assert tls.certificate_validity(pki["node_cert_key"]) is None  # no certificate in it: no word, the load decides
+
+
+def test_a_node_with_an_expired_certificate_says_so_when_it_makes_its_contexts(pki, expired_cert, caplog):
+    """Its peers refuse it call by call; the node itself says once, at start, which file to renew."""
+    ended = f"{_openssl_date(expired_cert, 'enddate'):%Y-%m-%d %H:%M} UTC"
+    cert, key, ca = ("FN_NODE_CERT", expired_cert), ("FN_NODE_CERT_KEY", pki["node_cert_key"]), ("FN_NODE_CERT_AUTHORITY", pki["node_cert_authority"])
+    tls.server_context(cert, key, ca)
+    tls.client_context(ca, (cert, key))
+    expected = f"FN_NODE_CERT={expired_cert}: the certificate expired on {ended}: peers refuse this node until it is renewed"
+    assert [r.getMessage() for r in caplog.records if r.name == "fn_core.transport.tls"] == [expected, expected]
+    caplog.clear()
+    tls.server_context(("FN_NODE_CERT", pki["node_cert"]), key, ca)  # 30 days left: nothing to say
+    assert [r for r in caplog.records if r.name == "fn_core.transport.tls"] == []
+
+
+def test_a_certificate_ending_within_a_week_or_not_begun_is_warned_about(pki, caplog):
+    not_before, not_after = tls.certificate_validity(pki["node_cert"])
+    cert = ("FN_NODE_CERT", pki["node_cert"])
+    tls._check_validity(cert, now=not_after - tls.EXPIRY_WARNING / 2)
+    tls._check_validity(cert, now=not_before - tls.EXPIRY_WARNING)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"FN_NODE_CERT={pki['node_cert']}: the certificate expires on {not_after:%Y-%m-%d %H:%M} UTC: renew it before then, "
+        "or peers refuse this node",
+        f"FN_NODE_CERT={pki['node_cert']}: the certificate is not valid before {not_before:%Y-%m-%d %H:%M} UTC (this host's "
+        "clock?): peers refuse this node until then",
+    ]
