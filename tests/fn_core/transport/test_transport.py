@@ -445,16 +445,23 @@ async def test_a_silent_peer_that_was_pinged_takes_no_new_call_until_it_answers(
 
 class FramesSeen:
     """A raw peer that finishes the handshake and notes each frame of the client's (type, stream id); it answers
-    nothing, PINGs only with ``ack_pings``."""
+    nothing by itself but PINGs (with ``ack_pings``); `answer_headers` starts an answer."""
 
     def __init__(self, ack_pings: bool = False) -> None:
         self.ack_pings = ack_pings
         self.frames: list[tuple[int, int]] = []
+        self.writer: asyncio.StreamWriter | None = None
+
+    def answer_headers(self, stream_id: int) -> None:
+        """A response header block (``:status 200``, HPACK static index 8) on the stream, as a runner's answer starts."""
+        assert self.writer is not None
+        self.writer.write(raw_frame(HEADERS, 0x4, stream_id, b"\x88"))  # END_HEADERS
 
     def count(self, kind: int) -> int:
         return sum(1 for seen, _ in self.frames if seen == kind)
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
         writer.write(EMPTY_SETTINGS)
         assert await reader.readexactly(len(PREFACE)) == PREFACE
         while True:
@@ -553,7 +560,8 @@ async def test_a_ping_beside_calls_goes_only_after_the_peer_sent_a_header_block(
         for _ in range(3):  # nothing from the peer since its answer: no PING
             streams.append(await channel.open(PATH))
         assert peer.count(PING) == 1
-        conn._on_headers(streams[0].id, {b":status": b"200"}, False)  # as the peer's answer to the first call does
+        peer.answer_headers(streams[0].id)  # the peer's answer to the first call begins
+        await wait_until(lambda: conn.ping_free, "the header block")
         streams.append(await channel.open(PATH))
         await wait_until(lambda: peer.count(HEADERS) == 6, "the last call")
     assert peer.count(PING) == 2
