@@ -231,7 +231,7 @@ class Config:
     )
     log_prefix: str = setting("", "FN_LOG_PREFIX", "syslog tag of the log lines ('' = fn-core)")
     disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
-    strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys (and `[plugins.<name>]` tables no plugin has) are errors, not warnings")
+    strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys, `[plugins.<name>]` tables no plugin has, and plugins that fail to import are errors, not warnings")
     node_type: str = setting(
         "", "FN_NODE_TYPE", "the node `fn-core start` runs: full (serve), api, lb or pure-runner (runner); "
         "the other commands refuse to start as another node", validator=_node_type,
