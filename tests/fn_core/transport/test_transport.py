@@ -450,6 +450,7 @@ class FramesSeen:
     def __init__(self, ack_pings: bool = False) -> None:
         self.ack_pings = ack_pings
         self.frames: list[tuple[int, int]] = []
+        self.ping_times: list[float] = []  # loop time of each PING's arrival
         self.writer: asyncio.StreamWriter | None = None
 
     def answer_headers(self, stream_id: int) -> None:
@@ -467,6 +468,8 @@ class FramesSeen:
         while True:
             kind, _, stream_id, payload = await read_frame(reader)
             self.frames.append((kind, stream_id))
+            if kind == PING:
+                self.ping_times.append(asyncio.get_running_loop().time())
             if kind == PING and self.ack_pings:
                 writer.write(raw_frame(PING, 0x1, 0, payload))
 
@@ -572,8 +575,8 @@ async def test_a_ping_beside_calls_goes_only_after_the_peer_sent_a_header_block(
 async def test_a_peer_dropped_for_an_unanswered_ping_is_dialled_again_in_the_background(raw_server, channels, monkeypatch):
     monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
     monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.2)
-    pings: list[float] = []
-    server = await _silent_peer(raw_server, pings)
+    peer = FramesSeen()  # takes a call, then says nothing: a host that froze
+    server = await raw_server(peer)
     channel = channels(server.address)
     async with asyncio.timeout(10):
         stream = await channel.open(PATH)
@@ -674,26 +677,13 @@ async def test_keepalive_drops_a_peer_that_stops_answering(raw_server, channels,
     assert PING in kinds and HEADERS in kinds
 
 
-async def _silent_peer(raw_server, pings: list[float]):
-    """A peer that finishes the handshake, takes a call, and then says nothing: a host that froze."""
-    loop = asyncio.get_running_loop()
-
-    async def settings_then_silence(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(EMPTY_SETTINGS)
-        assert await reader.readexactly(len(PREFACE)) == PREFACE
-        while True:
-            if (await read_frame(reader))[0] == PING:
-                pings.append(loop.time())
-
-    return await raw_server(settings_then_silence)
-
-
 async def test_a_silent_peer_with_an_overdue_call_is_pinged_and_dropped_long_before_the_keepalive(raw_server, channels, monkeypatch):
     # the keepalive stays at its 5 minutes: only the call's being overdue makes the channel ask
     monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
     monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.3)
-    pings: list[float] = []
-    server = await _silent_peer(raw_server, pings)
+    peer = FramesSeen()  # takes a call, then says nothing: a host that froze
+    server = await raw_server(peer)
+    pings = peer.ping_times
     channel = channels(server.address)
     loop = asyncio.get_running_loop()
     stream = await channel.open(PATH)
@@ -710,8 +700,9 @@ async def test_a_silent_peer_with_an_overdue_call_is_pinged_and_dropped_long_bef
 
 async def test_a_silent_peer_whose_calls_are_not_due_is_not_pinged(raw_server, channels, monkeypatch):
     monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
-    pings: list[float] = []
-    server = await _silent_peer(raw_server, pings)
+    peer = FramesSeen()  # takes a call, then says nothing: a host that froze
+    server = await raw_server(peer)
+    pings = peer.ping_times
     stream = await channels(server.address).open(PATH)
     await stream.send_message(b"x", end_stream=True)
     stream.due = asyncio.get_running_loop().time() + 60  # a function that thinks long, within its timeout
