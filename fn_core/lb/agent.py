@@ -130,7 +130,7 @@ class LBAgent:
             for ref in order:
                 placement.attempts += 1
                 placement.runner = ref.address
-                result = await ref.handle.try_exec(offer, body, on_start, sink)
+                result = await ref.handle.try_exec(offer, body, on_start, sink, deadline)
                 if result is not None:
                     placement.result = result
                     return placement

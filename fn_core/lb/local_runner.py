@@ -10,6 +10,7 @@ the LB's `CallOffer` itself, and its answer is not wrapped into messages).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from fn_core.errors import APIError
@@ -70,8 +71,10 @@ class LocalRunner:
         body: bytes,
         on_start: Callable[[ExecResult], None] | None = None,
         sink: AnswerSink | None = None,
+        wait_until: float = math.inf,
     ) -> ExecResult | None:
-        """As `RunnerClient.try_exec`: None = not placed (NACK), else the committed call's result."""
+        """As `RunnerClient.try_exec`: None = not placed (NACK), else the committed call's result (no connection
+        to wait for: ``wait_until`` has nothing to bound)."""
         reply = ReplyReader(on_start, sink)
         try:
             await self.core.engage(_LocalIO(offer, body, reply))

@@ -20,7 +20,7 @@ import attrs
 from fn_core.errors import APIError, ConfigError
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
-from fn_core.transport import Channel, ClientStream, RpcError, StreamRefused, Unreachable, tls
+from fn_core.transport import Channel, ClientStream, OutOfTime, RpcError, StreamRefused, Unreachable, tls
 from fn_core.transport import errors as transport_errors
 from fn_core.wire import ENGAGE, MAX_DATA_CHUNK, REQUEST_ID_METADATA, STATUS, CallOffer, is_nack, status_from_proto
 
@@ -211,17 +211,22 @@ class RunnerClient:
         body: bytes,
         on_start: Callable[[ExecResult], None] | None = None,
         sink: AnswerSink | None = None,
+        wait_until: float = math.inf,
     ) -> ExecResult | None:
         """Run the call on this runner. None = not placed (try the next one).
 
         ``on_start`` is called once with the result when `result_start` arrives (detached calls
         answer the client there and let the rest of the stream run on). A big answer goes to
-        ``sink`` as it comes (`ReplyReader`).
+        ``sink`` as it comes (`ReplyReader`). ``wait_until`` (loop time, the placer's deadline) bounds
+        the wait for a connection to this runner or for its answer to a check (None at that time).
         """
         if self.closed:
             return None
         try:
-            stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),))
+            stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),), wait_until)
+        except OutOfTime as exc:  # the search is over: the runner may be fine, so it is not called unreachable
+            log.debug("runner %s not tried: %s", self.address, exc)
+            return None
         except StreamRefused as exc:
             # a runner that began to stop as our new connection was accepted said GOAWAY before its first stream:
             # nothing was sent, so the call is not placed (it goes to the next runner), as for a refused stream below

@@ -17,7 +17,7 @@ grpcio's client and points our LB at grpcio servers, with and without mTLS.
 """
 
 from fn_core.transport.client import Channel, ClientStream
-from fn_core.transport.errors import RpcError, StreamRefused, Unreachable
+from fn_core.transport.errors import OutOfTime, RpcError, StreamRefused, Unreachable
 from fn_core.transport.server import GrpcServer, ServerStream
 
-__all__ = ["Channel", "ClientStream", "GrpcServer", "RpcError", "ServerStream", "StreamRefused", "Unreachable"]
+__all__ = ["Channel", "ClientStream", "GrpcServer", "OutOfTime", "RpcError", "ServerStream", "StreamRefused", "Unreachable"]

@@ -30,6 +30,10 @@ call (`Unreachable`: the LB tries the next runner), and once a connection attemp
 dropped for an unanswered PING, no call waits for the next attempt: it is made in the background, one at a
 time, and calls go elsewhere until it succeeds. A host that accepts TCP but never answers (frozen) or drops
 the packets (a partition) would otherwise hold every call sent its way for the connect timeout.
+
+A caller that may wait less than a connection attempt or a check takes (an LB's placer timeout) says until
+when (`Channel.open`'s ``wait_until``) and gets `OutOfTime` then, nothing sent; the attempt or the check goes
+on for the next caller.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from fn_core.transport.errors import (
     PEER_NOT_TLS,
     PEER_REFUSED_CERTIFICATE,
     PEER_WANTS_TLS,
+    OutOfTime,
     RpcError,
     Status,
     StreamRefused,
@@ -249,9 +254,10 @@ class ClientConnection(h2.H2Connection):
             self._answered.set_result(None)
             self._answered = None
 
-    async def before_call(self, now: float) -> None:
+    async def before_call(self, now: float, wait_until: float = math.inf) -> None:
         """Check the peer before a new call goes here (module docstring): returns at once, after the answer to a
-        PING, or raises `Unreachable` (nothing was sent) when the peer has not answered one in time."""
+        PING, or raises `Unreachable` (nothing was sent) when the peer has not answered one in time, or
+        `OutOfTime` when the caller's ``wait_until`` (loop time) comes first."""
         sent_at, answered = self.ping_out, self._answered
         if sent_at is None:
             if not self.ping_free:
@@ -267,10 +273,13 @@ class ClientConnection(h2.H2Connection):
             raise Unreachable(f"{self.authority} has not answered a PING in {now - sent_at:.1f} s")
         elif answered is None:
             return  # a PING beside calls, sent less than ANSWER_GRACE_S ago: not waited for
+        grace_ends = sent_at + ANSWER_GRACE_S
         try:
-            async with asyncio.timeout_at(sent_at + ANSWER_GRACE_S):
+            async with asyncio.timeout_at(min(grace_ends, wait_until)):
                 await asyncio.shield(answered)
         except TimeoutError:
+            if wait_until < grace_ends:
+                raise OutOfTime(f"the caller's time ran out while {self.authority} was asked to answer a PING") from None
             raise Unreachable(f"{self.authority} has not answered a PING in {ANSWER_GRACE_S:.0f} s") from None
 
     async def _keep_alive(self) -> None:
@@ -333,17 +342,20 @@ class Channel:
         self._blocks: dict[str, bytes] = {}
         self._closed = False
 
-    async def open(self, path: str, metadata: Iterable[tuple[str, str]] = ()) -> ClientStream:
-        """A new call on ``path`` (``/Service/Method``); `Unreachable` when there is no connection."""
+    async def open(self, path: str, metadata: Iterable[tuple[str, str]] = (), wait_until: float = math.inf) -> ClientStream:
+        """A new call on ``path`` (``/Service/Method``); `Unreachable` when there is no connection.
+
+        ``wait_until``: the loop time past which the caller does not wait for a connection to be made or its
+        peer checked (an LB's placer timeout): then `OutOfTime`, nothing sent."""
         conn = self._conn
         if conn is None or not conn.usable:
             if self._closed:
                 raise Unreachable(f"the channel to {self.address} is closed")
-            conn = await self._connection()
+            conn = await self._connection(wait_until)
         else:
             now = conn.loop.time()
             if conn.ping_out is not None or now - conn.last_ping >= PROBE_EVERY_S:
-                await conn.before_call(now)
+                await conn.before_call(now, wait_until)
         # the peer may have hung up or said GOAWAY while this caller was being woken: `open_stream` says so
         # (a stream on a dead connection would wait for ever)
         block = self._blocks.get(path)
@@ -371,7 +383,7 @@ class Channel:
             raise RpcError(Status.INTERNAL, f"{path} on {self.address}: no response message")
         return response
 
-    async def _connection(self) -> ClientConnection:
+    async def _connection(self, wait_until: float = math.inf) -> ClientConnection:
         if self._conn is not None:
             old, self._conn = self._conn, None
             if old.lost is None:  # GOAWAY or out of stream ids: its calls finish, new ones go on a new connection
@@ -387,7 +399,13 @@ class Channel:
             self._connecting.add_done_callback(self._dialled)
         if self._last_failure:  # the peer failed us last time: no call waits for this attempt (module docstring)
             raise Unreachable(f"failed to connect to {self.address} (trying again): {self._last_failure}", self._last_mismatch)
-        return await asyncio.shield(self._connecting)
+        if wait_until == math.inf:
+            return await asyncio.shield(self._connecting)
+        try:  # the attempt goes on for the callers after this one (and the next call) when this caller stops waiting
+            async with asyncio.timeout_at(wait_until):
+                return await asyncio.shield(self._connecting)
+        except TimeoutError:
+            raise OutOfTime(f"the caller's time ran out while connecting to {self.address}") from None
 
     def _dialled(self, attempt: asyncio.Task[ClientConnection]) -> None:
         if attempt is self._connecting:

@@ -75,6 +75,14 @@ class Unreachable(RpcError):
         self.tls_mismatch = tls_mismatch
 
 
+class OutOfTime(RpcError):
+    """The caller's time ran out while the connection was being made or its peer checked: nothing was sent, and
+    nothing is known against the peer (`Channel.open`'s ``wait_until``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Status.DEADLINE_EXCEEDED, message)
+
+
 class StreamRefused(RpcError):
     """The peer said it never processed the stream (REFUSED_STREAM, or GOAWAY below its id)."""
 

@@ -132,6 +132,38 @@ async def test_all_busy_until_placer_timeout_is_503_with_retry_after(fake_runner
     assert recorder.outcomes[0][1].attempts == len(a.calls) + len(b.calls)
 
 
+async def test_a_runner_host_that_accepts_and_never_answers_costs_the_placer_timeout_not_the_connect_timeout(
+    lb_factory, deploy_fn, caplog
+):
+    """A frozen host takes the TCP connection and sends nothing: the dial waits for the connect timeout (5 s),
+    but the call's search for a runner ends at the placer timeout, with Fn's 503; the runner is not called
+    unreachable for that (it was not given its time)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # no SETTINGS, ever
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        _, session, recorder = await lb_factory([address], placer_timeout_s=0.3)
+        ids = await deploy_fn(session)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            answered_s = loop.time() - began
+            assert r.status == 503, await r.text()
+            assert (await r.json())["message"] == "Timed out - server too busy"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+    assert held, "the LB never dialled the runner"
+    assert answered_s < 2.0  # the placer timeout (0.3 s) and the LB's work, far from the 5 s connect timeout
+    assert recorder.outcomes[0][1].status == 503
+    assert f"runner {address} unreachable" not in caplog.text
+
+
 async def test_committed_error_is_never_resent(fake_runners, lb_factory, deploy_fn):
     failing, other = await fake_runners(("error", 502, "function failed")), await fake_runners()
     _, session, _ = await lb_factory([failing.address, other.address], placer="naive")

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from fn_core.testing import free_port, wait_until
-from fn_core.transport import GrpcServer, RpcError, ServerStream, StreamRefused, Unreachable, client
+from fn_core.transport import GrpcServer, OutOfTime, RpcError, ServerStream, StreamRefused, Unreachable, client
 from fn_core.transport.errors import Status
 from fn_core.transport.server import unary
 
@@ -526,6 +526,53 @@ async def test_a_quiet_peer_that_does_not_answer_the_ping_gets_no_call(raw_serve
     assert peer.count(HEADERS) == 1 and peer.count(PING) == 1  # only the first call left this end
     assert first.conn.dropped_for.startswith("no answer in 1 s to a PING (sent before a call, the runner silent for 0 s)")
     first.close()
+
+
+async def test_a_caller_whose_time_ends_while_the_peer_is_checked_is_out_of_time_not_told_unreachable(
+    raw_server, channels, monkeypatch
+):
+    """An LB whose placer timeout ends during the check waits no longer (`OutOfTime`, nothing sent); the check
+    goes on, and the next caller, with time left, hears how it ended."""
+    monkeypatch.setattr(client, "QUIET_S", 0.1)
+    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.6)
+    peer = FramesSeen()
+    server = await raw_server(peer)
+    channel = channels(server.address)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        first = await channel.open(PATH)
+        await asyncio.sleep(0.15)
+        began = loop.time()
+        with pytest.raises(OutOfTime):
+            await channel.open(PATH, wait_until=began + 0.1)
+        short_s = loop.time() - began
+        with pytest.raises(Unreachable):  # the same PING, unanswered for its whole grace
+            await channel.open(PATH)
+        rest_s = loop.time() - began
+    assert 0.08 <= short_s < 0.4 and 0.55 <= rest_s < 1.5
+    assert peer.count(HEADERS) == 1 and peer.count(PING) == 1  # only the first call left this end
+    first.close()
+
+
+async def test_a_caller_whose_time_ends_during_the_dial_is_out_of_time_and_the_dial_goes_on(raw_server, channels):
+    """A host that takes the TCP connection and never speaks holds a dial for the connect timeout; a caller
+    with less time stops waiting at its own limit, and the attempt is not cancelled for the others."""
+
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # no SETTINGS, ever: until the client hangs up
+
+    server = await raw_server(frozen)
+    channel = channels(server.address)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with asyncio.timeout(5):
+        with pytest.raises(OutOfTime):
+            await channel.open(PATH, wait_until=began + 0.2)
+    waited_s = loop.time() - began
+    assert 0.15 <= waited_s < 0.6
+    dial = channel._connecting
+    assert dial is not None and not dial.done()  # still under way, for the connect timeout
+    assert server.accepted == 1
 
 
 async def test_a_busy_peer_that_stops_answering_gets_new_calls_for_the_grace_only(raw_server, channels, monkeypatch):
