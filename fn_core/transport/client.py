@@ -195,9 +195,14 @@ class ClientConnection(h2.H2Connection):
             self.ready.set_result(None)
 
     def open_stream(self, header_block: bytes) -> ClientStream:
-        """A new stream; `StreamRefused` if the peer said GOAWAY, `Unreachable` if the connection is gone (nothing sent)."""
+        """A new stream; `StreamRefused` if the peer said GOAWAY or has as many streams open as its
+        SETTINGS_MAX_CONCURRENT_STREAMS allow (it would refuse one more), `Unreachable` if the connection is
+        gone (nothing sent)."""
         if self.goaway_received is not None:
             raise StreamRefused(f"{self.authority} takes no new call on this connection (GOAWAY)")
+        if len(self.streams) >= self.peer_max_streams:
+            raise StreamRefused(f"{self.authority} takes at most {self.peer_max_streams} calls at a time on a connection"
+                                " (its SETTINGS_MAX_CONCURRENT_STREAMS)")
         if not self.usable:
             raise Unreachable(f"the connection to {self.authority} is closed")
         stream_id = self.next_stream_id

@@ -81,6 +81,7 @@ class H2Connection(asyncio.Protocol):
         self.send_window = DEFAULT_WINDOW  # what the peer lets us send on the connection
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = MAX_FRAME  # the protocol's default until the peer's SETTINGS say otherwise
+        self.peer_max_streams = 1 << 31  # unlimited (the protocol's default) until the peer's SETTINGS say otherwise
         self.peer_settings_seen = False
         self.goaway_received: int | None = None  # the peer's last stream id, once it sent GOAWAY
         self.last_stream_id = 0  # the last stream the peer opened and we took (a client takes none)
@@ -281,6 +282,8 @@ class H2Connection(asyncio.Protocol):
                     stream.send_window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 self.peer_max_frame = value
+            elif key == SETTINGS_MAX_CONCURRENT_STREAMS:
+                self.peer_max_streams = value
         self.write(frame(SETTINGS, ACK, 0))
         self.peer_settings_seen = True
         self._wake_writers()

@@ -13,7 +13,7 @@ import hashlib
 import grpc
 import pytest
 
-from fn_core.transport import RpcError
+from fn_core.transport import RpcError, StreamRefused
 from fn_core.transport.errors import Status
 from fn_core.transport.server import ServerStream, unary
 
@@ -120,6 +120,34 @@ async def test_our_metadata_arrives_at_the_grpcio_handler(grpcio_server, channel
     assert len(echo.metadata) == 1
     assert ("x-request-id", "call-42") in echo.metadata[0]
     assert ("fn-app", "my app") in echo.metadata[0]
+
+
+async def test_a_grpcio_servers_stream_limit_is_kept_and_a_call_past_it_is_not_sent(grpcio_server, channels):
+    """A runner that allows N concurrent streams a connection (grpc-go's and grpcio's MaxConcurrentStreams) gets
+    at most N: the next call is `StreamRefused` here, unsent (an LB places it elsewhere), and a freed stream
+    takes a call again."""
+    echo = GrpcioEcho()
+    channel = channels(await grpcio_server(echo.handler(), options=(("grpc.max_concurrent_streams", 2),)))
+    async with asyncio.timeout(10):
+        open_streams = []
+        for i in range(2):
+            stream = await channel.open(BIDI)
+            await stream.send_message(b"live %d" % i)
+            assert await stream.read_message() == b"live %d" % i
+            open_streams.append(stream)
+        with pytest.raises(StreamRefused) as refused:
+            await channel.open(BIDI)
+        assert "at most 2 calls at a time" in refused.value.message
+        first = open_streams.pop(0)
+        first.done_writing()
+        assert await first.read_message() is None
+        first.close()
+        again = await channel.open(BIDI)
+        await again.send_message(b"again", end_stream=True)
+        assert await again.read_message() == b"again"
+        again.close()
+        open_streams[0].close()
+    assert len(echo.metadata) == 3  # the refused call never reached the server
 
 
 # -- grpcio's client, our GrpcServer ---------------------------------------------------------------
