@@ -68,7 +68,7 @@ from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
-from fn_core.runner.resources import Budget, budget_from_config, call_needs
+from fn_core.runner.resources import MB, Budget, budget_from_config, call_needs
 from fn_core.runner.uds import (
     LISTENER_ENV,
     SOCKET_NAME,
@@ -265,7 +265,8 @@ class Agent:
         self._refused_at: dict[str, float] = {}  # non-blocking mode: call id -> loop time of its first NACK here
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[Any]] = set()  # cut short at close: a start nobody waits for any more
-        self._unremoved: dict[str, str] = {}  # container id -> its socket dir: removals the engine refused, tried again
+        # container id -> (its socket dir, the memory and CPU it holds): removals the engine refused, tried again
+        self._unremoved: dict[str, tuple[str, int, int]] = {}
         self._retrying: asyncio.Task[None] | None = None
         self.launch_s = INITIAL_LAUNCH_ESTIMATE_S  # moving average of create -> ready
         if function_output and "output" not in inspect.signature(driver.launch).parameters:
@@ -491,7 +492,7 @@ class Agent:
             task.cancel()
         if self._retrying is not None:
             self._retrying.cancel()
-            for container_id, iofs_dir in list(self._unremoved.items()):  # a last try (the driver sweeps after us)
+            for container_id, (iofs_dir, _, _) in list(self._unremoved.items()):  # a last try (the driver sweeps after us)
                 self._spawn(self._remove_quietly(container_id, iofs_dir), "remove container")
         while True:
             for container in self.containers():
@@ -590,7 +591,7 @@ class Agent:
         except BaseException as exc:
             queue.starting -= 1
             self.budget.release(memory, mcpus)
-            self._spawn(self._remove_quietly(container_id, iofs_dir), "remove container")
+            self._spawn(self._remove_quietly(container_id, iofs_dir, memory, mcpus), "remove container")
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown): nobody to tell
             self.metrics.observe_launch(False, 0.0)
@@ -676,6 +677,12 @@ class Agent:
             self._check_launch(queue)
         else:
             self._drop_if_unused(queue)
+        self._wake_starved()
+
+    def _wake_starved(self) -> None:
+        """The calls that waited for memory or CPU may have it now."""
+        if self.closing:
+            return
         starved, self._starved = self._starved, {}
         for other in starved.values():
             self._check_launch(other)
@@ -812,25 +819,31 @@ class Agent:
         if container.pause_task is not None:
             await asyncio.gather(container.pause_task, return_exceptions=True)
         if remove:
-            await self._remove_quietly(container.id, container.iofs_dir)
+            await self._remove_quietly(container.id, container.iofs_dir, container.memory, container.mcpus)
 
-    async def _remove_quietly(self, container_id: str, iofs_dir: str) -> None:
+    async def _remove_quietly(self, container_id: str, iofs_dir: str, memory: int = 0, mcpus: int = 0) -> None:
         """Remove the container and its socket dir; one the engine would not remove is tried again (`_retry_removals`)
-        until the runner closes."""
+        until the runner closes. ``memory`` and ``mcpus``: what the container had reserved (freed when it was
+        retired); a container the engine would not remove may still run, so they are taken again until it is gone."""
         try:
             if container_id:
                 began = time.monotonic()
                 await self.driver.remove(container_id)
                 self.metrics.observe_driver("remove", time.monotonic() - began)
-                if self._unremoved.pop(container_id, None) is not None:
+                unremoved = self._unremoved.pop(container_id, None)
+                if unremoved is not None:
                     log.info("removed container %s at last", container_id[:12])
+                    self.budget.release(unremoved[1], unremoved[2])
+                    self._wake_starved()
         except Exception as exc:
             if self.closing:
                 log.warning("could not remove container %s: %r", container_id[:12], exc)
             else:
                 if container_id not in self._unremoved:
-                    log.warning("could not remove container %s (%r): trying again", container_id[:12], exc)
-                self._unremoved[container_id] = iofs_dir
+                    log.warning("could not remove container %s (%r): trying again, its %d MB held meanwhile",
+                                container_id[:12], exc, memory // MB)
+                    self.budget.hold(memory, mcpus)
+                    self._unremoved[container_id] = (iofs_dir, memory, mcpus)
                 if self._retrying is None or self._retrying.done():
                     self._retrying = self._spawn(self._retry_removals(), "retry removals")
                 return  # its socket dir goes with it: the container may still be using it
@@ -841,7 +854,7 @@ class Agent:
         """Try the refused removals again, less often the longer the engine refuses, until none is left."""
         for delay in itertools.chain(REMOVE_RETRY_S, itertools.repeat(REMOVE_RETRY_S[-1])):
             await asyncio.sleep(delay)
-            for container_id, iofs_dir in list(self._unremoved.items()):
+            for container_id, (iofs_dir, _, _) in list(self._unremoved.items()):
                 await self._remove_quietly(container_id, iofs_dir)  # a refusal keeps it in `_unremoved`, said once
             if not self._unremoved:
                 return

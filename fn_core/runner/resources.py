@@ -90,6 +90,12 @@ class Budget:
         self.used_mcpus += mcpus
         return True
 
+    def hold(self, memory: int, mcpus: int) -> None:
+        """Count resources as used whether they fit or not (a container the engine would not remove may still
+        run): free can go below zero until they are released."""
+        self.used_memory += memory
+        self.used_mcpus += mcpus
+
     def release(self, memory: int, mcpus: int) -> None:
         self.used_memory -= memory
         self.used_mcpus -= mcpus

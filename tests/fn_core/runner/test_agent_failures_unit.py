@@ -326,6 +326,29 @@ async def test_a_removal_the_engine_refuses_is_tried_again_until_it_works(make_a
     assert "removed container dead1 at last" in caplog.text
 
 
+async def test_a_container_the_engine_would_not_remove_keeps_its_memory_until_it_is_removed(make_agent, monkeypatch, caplog):
+    """It may still run: a new container that would not fit beside it waits for its removal, not the engine's OOM."""
+    monkeypatch.setattr(agent_module, "REMOVE_RETRY_S", (0.2, 0.2))
+    driver = FakeDriver()
+    driver.refuse_removals = 2  # the first removal, and one retry
+    agent = make_agent(driver)  # 1 GiB
+    first, other = a_call(memory=1024), a_call(id="call2", fn_id="fn2", memory=1024)
+    container = await agent.acquire(first, slot_key(first), {})
+    agent.retire(container, "evicted")
+    await asyncio.sleep(0.05)
+    assert driver.removed == [] and agent.budget.used_memory == 1024 * MB  # refused: held again
+    assert "could not remove container c1 (ConnectionError('the engine does not answer')): trying again, its 1024 MB" \
+        " held meanwhile" in caplog.text
+    waiting = asyncio.create_task(agent.acquire(other, slot_key(other), {}))
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and driver.launched == ["c1"]  # no room while c1 may still run
+    async with asyncio.timeout(5):
+        second = await waiting  # after the retry that works
+    assert driver.removed == ["c1"] and driver.launched == ["c1", "c2"] and second.id == "c2"
+    assert agent.budget.used_memory == 1024 * MB  # c2's alone
+    agent.release(second)
+
+
 async def test_a_stop_tries_a_refused_removal_once_more_and_does_not_wait_for_the_engine(make_agent, monkeypatch):
     monkeypatch.setattr(agent_module, "REMOVE_RETRY_S", (30.0,))
     driver = FakeDriver(exit=OSError("engine down"))
