@@ -381,7 +381,9 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
         (``image, environment, labels, mem_limit, memswap_limit, cpu_quota, cpu_period,
         read_only, tmpfs, user, cap_drop, security_opt, pids_limit, ulimits, init, mounts,
         network_mode`` ...). Set e.g. ``options["cpu_shares"] = 512`` or add to
-        ``options["environment"]``.
+        ``options["environment"]``. Labels may be added or replaced, but those that mark the
+        container as the runner's (``fn-agent-classifier``, ``fn-agent-instance``) are put back
+        after every impl ran: a runner started after a crash finds its containers by them.
     :return: ignored; change ``options`` in place.
 
     Errors: raise `fn_core.APIError` to refuse the container (none is created). **A 503 is a

@@ -398,6 +398,18 @@ class DockerDriver:
         except docker.errors.NotFound:
             return False
 
+    @staticmethod
+    def _with_our_labels(labels: Any, ours: dict[str, str]) -> Any:
+        """A plugin may add labels, or replace the dict, but the ones that say the container is ours stay: without
+        them a runner started after a crash would not find it to remove it. A label the docker SDK does not take
+        (not a dict or list of names) is left as it is, for the create to refuse naming the plugin."""
+        if isinstance(labels, (list, tuple)):
+            labels = dict.fromkeys(labels, "")
+        if not isinstance(labels, dict):
+            return labels
+        owned = {key: ours[key] for key in (CLASSIFIER_LABEL, INSTANCE_LABEL)}
+        return {**ours, **labels, **owned}
+
     def _discard_donor(self, donor: str) -> None:
         """Remove a donor no container may join any more, and make its replacement (both in the background)."""
         removal = asyncio.ensure_future(asyncio.to_thread(PreforkPool.remove, self.client, donor))
@@ -410,8 +422,12 @@ class DockerDriver:
     ) -> str:
         options = self.container_options(call, iofs_dir, env, donor)
         ours = dict(options)
+        our_labels = dict(options["labels"])  # a plugin may change the dict in place
         # a plugin's APIError fails the call as it is; anything else is a 500 naming the plugin (its text stays in the log)
         run_failing_call(self.hook.modify_container_options, call=call, extensions=dict(extensions), options=options)
+        labels = self._with_our_labels(options.get("labels"), our_labels)
+        if labels != options.get("labels"):  # (unchanged, it stays the object it was: not named as a plugin's option)
+            options["labels"] = labels
         network = options.get("network")
         if network in self._network_use:
             self._network_use[network] += 1  # until the container is removed (Fn counts the same)

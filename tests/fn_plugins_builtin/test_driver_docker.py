@@ -83,6 +83,39 @@ async def test_leaked_containers_are_removed_on_start(driver, docker_client, ech
     assert leaked not in {c.id for c in ours}
 
 
+class RelabelPlugin:
+    """Replaces the labels with its own, as a plugin author may well write it."""
+
+    @hookimpl
+    def modify_container_options(self, options):
+        options["labels"] = {"com.example.team": "payments", "fn-app-id": "shown-as"}
+
+
+async def test_a_plugin_that_replaces_the_labels_keeps_its_own_and_the_container_is_still_found_after_a_crash(
+    docker_client, echo_image, tmp_path
+):
+    tag = f"fn-core-test-{secrets.token_hex(4)}"
+    config = load_config(env={}, overrides={"container_label_tag": tag})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("relabel", RelabelPlugin())])
+    drv = pm.driver.factory(config=config, hook=pm.hook)
+    await drv.start()
+    call = Call(id="c3", app_id="app1", fn_id="fn1", image=echo_image)
+    try:
+        container_id = await drv.launch(call, {}, str(tmp_path), container_env(call))
+        labels = docker_client.api.inspect_container(container_id)["Config"]["Labels"]
+        assert labels["com.example.team"] == "payments" and labels["fn-app-id"] == "shown-as"  # the plugin's
+        assert labels["fn-agent-classifier"] == tag and labels["fn-fn-id"] == "fn1"  # and ours
+        successor = type(drv)(drv.config, drv.hook)  # the next runner with the tag, after a crash of this one
+        await successor.start()
+        await successor.close()
+        assert docker_client.containers.list(all=True, filters={"label": f"fn-agent-classifier={tag}"}) == []
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": "com.example.team=payments"}):
+            if container.labels.get("fn-agent-classifier") in (None, tag):
+                container.remove(force=True)
+        await drv.close()
+
+
 class MisspeltOptionPlugin:
     @hookimpl
     def modify_container_options(self, options):
