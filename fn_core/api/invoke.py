@@ -189,6 +189,10 @@ class InvokeApi:
                 # Fn: a deadline once the call went to a runner is the reservation failing (500), whether or not
                 # it started there; one that never reached a runner is the placer's 503
                 placement.error = ServiceReservationFailure() if placement.runner else ServerTooBusy()
+            except asyncio.CancelledError:  # the LB's stop, at the end of its grace (`LBAgent.close`)
+                placement.error = ShuttingDown()
+                agent.finished(call, placement, placement.error.status, started, rid)
+                raise
             error = placement.error or (placement.result.error if placement.result else None)
             agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement

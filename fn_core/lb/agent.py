@@ -182,4 +182,11 @@ class LBAgent:
         self.closing = True
         if self.background:
             await asyncio.wait(set(self.background), timeout=grace_s)
+        # detached calls still running at the grace's end are cut here, each ending as the stop's 503, before
+        # their connections close under them (which would read as their runners lost)
+        cut = [task for task in self.background if not task.done()]
+        for task in cut:
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut)
         await self.pool.close()

@@ -75,3 +75,24 @@ async def test_a_call_answered_while_the_lb_stops_says_connection_close(tmp_path
         assert answer.status == 200 and await answer.read() == b"during"
         assert answer.headers["Connection"] == "close"
         await asyncio.wait_for(stopping, 10)
+
+
+async def test_a_detached_call_the_stop_cuts_is_reported_as_shutting_down_not_as_its_runner_lost(
+    tmp_path, fake_runners, caplog
+):
+    runner = await fake_runners("start-hang")  # started (the client has its 202), then runs on
+    recorder = Recorder()
+    config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db"})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("recorder", recorder)])
+    node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[runner.address], grace=GRACE_S)
+    async with aiohttp.ClientSession(node.url) as session:
+        ids = await deploy(session)
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": "detached"}) as r:
+            assert r.status == 202
+        await node.stop()
+    await wait_until(lambda: bool(recorder.outcomes), "the cut call reported")
+    outcome = recorder.outcomes[0][1]
+    assert (outcome.status, outcome.error) == (503, "Server is shutting down")
+    assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
+    await wait_until(lambda: runner.cancelled == 1, "the runner's stream cancelled")
+    assert "lost during call" not in caplog.text  # the runner was fine: this LB cut the call
