@@ -23,6 +23,12 @@ warm container) is buying; ski rental says buy once the rent paid reaches the pr
 Counting waiting calls instead (as a first version did) launched on every check under a steady
 stream, whether the waits were long or not.
 
+On a blocking runner full of busy containers, each one freed goes to the next call of its own slot: a
+function whose calls keep coming would hold its room for as long as its load lasts, and a call of
+another function wait all that time. So a call that has waited for room for two cold starts takes the
+room of the next container of another slot to finish a call (one that served at least one since it
+started: functions that take turns each get calls served).
+
 Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
 containers idle for at least FN_EVICT_MIN_IDLE_MSECS and otherwise NACKs, so that the LB places
 the call on another runner. When more functions are busy on one runner than it has room for,
@@ -447,7 +453,29 @@ class Agent:
         if container.queue.max_calls and container.calls >= container.queue.max_calls:
             self.retire(container, "recycled")  # a waiting call gets a new container (`_after_capacity_change`)
             return
+        if self._starved and container.calls and self._starving_for(container):
+            self.retire(container, "evicted")  # its room goes to the starved call (`_after_capacity_change`)
+            return
         self._make_idle(container)
+
+    def _starving_for(self, container: HotContainer) -> bool:
+        """Whether a call of another slot has waited for room (blocking mode: the runner is full of busy
+        containers) as long as two cold starts take, and would fit in this container's room. Each freed
+        container would otherwise go to the next call of its own slot, and a full runner serve its busy
+        functions for as long as their load lasts while the starved one waits. Two cold starts: the
+        eviction costs one to the starved function and one, later, to the evicted one (ski rental, as
+        for launches); and only a container that served a call since it started is given up, so that
+        functions that take turns each get calls served."""
+        since = asyncio.get_running_loop().time() - 2 * self.launch_s
+        free_memory = self.budget.free_memory + container.memory
+        free_mcpus = self.budget.free_mcpus + container.mcpus
+        for queue in self._starved.values():
+            if queue is container.queue or not queue.waiters or queue.waiters[0].since > since:
+                continue
+            memory, mcpus = call_needs(queue.call.memory, queue.call.tmpfs_size, queue.call.cpus)
+            if memory <= free_memory and mcpus <= free_mcpus:
+                return True
+        return False
 
     def retire(self, container: HotContainer, reason: RetireReason, *, remove: bool = True) -> None:
         """Take a container out of service now (its resources free at once); removal runs in background.
@@ -673,11 +701,11 @@ class Agent:
         """Resources were freed or a container went away: waiting calls may need a launch now."""
         if self.closing:
             return
+        self._wake_starved()  # first: they have waited for room, this queue's calls maybe not
         if queue.waiters:
             self._check_launch(queue)
         else:
             self._drop_if_unused(queue)
-        self._wake_starved()
 
     def _wake_starved(self) -> None:
         """The calls that waited for memory or CPU may have it now."""

@@ -76,6 +76,34 @@ async def test_blocking_mode_waits_for_capacity(start, rc):
     assert len(rc.containers()) == 1
 
 
+async def test_blocking_mode_gives_a_starved_fn_room_while_another_keeps_the_runner_busy(start, rc):
+    """fn-a keeps the runner's one container busy with always a call waiting for it: each freed container used
+    to go to fn-a's next call, and fn-b waited for as long as fn-a's load lasted. Now fn-b, once it has waited
+    two cold starts, gets the room of fn-a's container when that finishes a call; fn-a's calls then wait their turn."""
+    node = await start(max_total_memory_bytes=128 * MB)
+    call_a, call_b = rc.call(fn_id="fn-a", memory=128), rc.call(fn_id="fn-b", memory=128)
+    b_answered = asyncio.Event()
+    a_results = []
+
+    async def keep_busy() -> None:
+        for _ in range(100):  # bounded; ends once fn-b was answered
+            if b_answered.is_set():
+                return
+            a_results.append(await rc.run(node.address, call_a, {"sleep_ms": 150}))
+
+    load = [asyncio.create_task(keep_busy()) for _ in range(2)]
+    while not node.agent.containers():
+        await asyncio.sleep(0.01)
+    result_b = await asyncio.wait_for(rc.run(node.address, call_b, b"b at last"), 60)
+    a_still_running = not any(task.done() for task in load)
+    b_answered.set()
+    await asyncio.gather(*load)
+    assert result_b.finished.success and result_b.body == b"b at last"
+    assert a_still_running  # fn-b was served during fn-a's load, not after it
+    assert a_results and all(r.finished.success for r in a_results)  # fn-a's calls waited, none failed
+    assert node.agent.metrics.retired_by_reason["evicted"] >= 1
+
+
 async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(start, rc):
     node = await start()
     in_flight = asyncio.create_task(rc.run(node.address, rc.call(), {"sleep_ms": 800}))
