@@ -11,6 +11,7 @@ A plugin's settings live in the file's ``[plugins.<name>]`` table and are read w
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -44,6 +45,28 @@ def variables_without_effect(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     return [f"{name} is set, but has no effect in fn-core: {why}" for name, why in FN_VARIABLES_WITHOUT_EFFECT.items()
             if env.get(name, "") != ""]
+
+
+#: FN_* variables of Fn's other tools (the fn CLI, the FDKs, the environment Fn gives a function), which a node's
+#: environment may well hold: not taken for misspellings of ours
+OTHER_FN_VARIABLES = frozenset({
+    "FN_API_URL", "FN_REGISTRY", "FN_CONTEXT", "FN_TOKEN", "FN_FORMAT", "FN_LISTENER", "FN_APP_ID", "FN_FN_ID",
+    "FN_APP_NAME", "FN_FN_NAME", "FN_MEMORY", "FN_TYPE", "FN_CPUS", "FN_TMPSIZE", "FN_CALL_ID", "FN_DEADLINE",
+    "FN_LOGFRAME_NAME", "FN_LOGFRAME_HDR",
+})
+
+
+def misspelled_variables(env: Mapping[str, str]) -> list[str]:
+    """One line for each FN_* variable in ``env`` that fn-core does not know but that is spelled nearly as one it
+    reads (FN_PLACR, FN_RUNNER_ADDRESS): it would be ignored, and the node run on the default it was meant to change."""
+    known = {*fields_by_env(), "FN_CONFIG", *FN_VARIABLES_WITHOUT_EFFECT}
+    lines = []
+    for name in sorted(env):
+        if name.startswith("FN_") and name not in known and name not in OTHER_FN_VARIABLES:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            if close:
+                lines.append(f"{name} is set, but fn-core reads no such variable: did you mean {close[0]}?")
+    return lines
 
 
 def setting(default: Any, env: str | None, help: str, **kwargs: Any) -> Any:
@@ -160,13 +183,29 @@ def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name}: {value!r} is not an http(s) URL, e.g. http://fn-api:8080")
 
 
+def _api_node_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    _http_url(instance, attribute, value)
+    path = value.partition("://")[2].partition("/")[2].partition("?")[0].rstrip("/")
+    if path == "v2" or path.endswith("/v2"):  # every lookup would go to /v2/v2/...: each call a "not found"
+        raise ConfigError(f"{attribute.name}: {value!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
+
+
+_HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
 def is_host_port(address: object) -> bool:
-    """A runner address: ``host:port`` with a port in 1..65535."""
+    """A runner address: ``host:port`` with a port in 1..65535, the host a name, an IPv4 address or [an IPv6 one]."""
     if not isinstance(address, str):
         return False
     host, sep, port = address.rpartition(":")
-    # a space or comma in the host is two addresses run together ("a:1 b:2"), not a host name
-    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535 and not any(c.isspace() or c == "," for c in host))
+    if not (sep and host and port.isdigit() and 0 < int(port) <= 65535):
+        return False
+    if host.startswith("[") and host.endswith("]"):
+        address6, _, zone = host[1:-1].partition("%")
+        return bool(address6) and set(address6) <= _IPV6_CHARS and set(zone) <= _HOST_NAME_CHARS
+    # "a:1;b:2" or "a:1 b:2" is two addresses run together, not a host name
+    return set(host) <= _HOST_NAME_CHARS
 
 
 def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
@@ -231,7 +270,8 @@ class Config:
     )
     log_prefix: str = setting("", "FN_LOG_PREFIX", "syslog tag of the log lines ('' = fn-core)")
     disable_plugins: list[str] = setting([], "FN_DISABLE_PLUGINS", "plugin names not to load (comma list)")
-    strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys, `[plugins.<name>]` tables no plugin has, and plugins that fail to import are errors, not warnings")
+    strict: bool = setting(False, "FN_STRICT_CONFIG", "unknown config file keys, `[plugins.<name>]` tables no plugin has, plugins that fail to import and FN_* variables "
+                           "spelled nearly as one fn-core reads (FN_PLACR) are errors, not warnings")
     node_type: str = setting(
         "", "FN_NODE_TYPE", "the node `fn-core start` runs: full (serve), api, lb or pure-runner (runner); "
         "the other commands refuse to start as another node", validator=_node_type,
@@ -250,7 +290,7 @@ class Config:
     )
     db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
     runner_api_url: str = setting(
-        "", "FN_RUNNER_API_URL", "LB: read apps and fns from this API node (fn-core api) instead of a db_url store", validator=_http_url
+        "", "FN_RUNNER_API_URL", "LB: read apps and fns from this API node (fn-core api) instead of a db_url store", validator=_api_node_url
     )
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
     api_cors_origins: list[str] = setting(
@@ -340,7 +380,8 @@ class Config:
         validator=_non_negative,
     )
     max_calls_per_container: int = setting(
-        0, "FN_MAX_CALLS_PER_CONTAINER", "retire a hot container after this many calls, to contain leaks (0 = no limit)",
+        0, "FN_MAX_CALLS_PER_CONTAINER", "retire a hot container after this many calls, to contain leaks (0 = no limit); "
+        "an fn's annotation `fn-core/max-calls-per-container` overrides it",
         validator=_non_negative,
     )
     freeze_idle_msecs: int = setting(
@@ -353,12 +394,12 @@ class Config:
     disable_debug_user_logs: bool = setting(
         False, "FN_DISABLE_DEBUG_USER_LOGS", "serve: do not log functions' stdout/stderr at debug"
     )
-    hot_start_timeout_msecs: int = setting(5000, "FN_HOT_START_TIMEOUT_MSECS", "container start -> socket ready limit (504)", validator=_positive)
+    hot_start_timeout_msecs: int = setting(5000, "FN_HOT_START_TIMEOUT_MSECS", "container start -> socket ready limit (504); an fn's annotation `fn-core/start-timeout-msecs` overrides it", validator=_positive)
     hot_pull_timeout_msecs: int = setting(600000, "FN_HOT_PULL_TIMEOUT_MSECS", "image pull limit (504)", validator=_positive)
     container_label_tag: str = setting(
         "", "FN_CONTAINER_LABEL_TAG",
-        "label value marking our containers and socket dirs; when set, a starting runner removes those an earlier runner "
-        "with this tag left (as Fn). '' = labelled 'fn-core', nothing removed: runners may share a host",
+        "label value marking our containers and socket dirs; when set, a starting runner removes all that carry it (as Fn), "
+        "a live runner's with the same tag too: one tag per runner of a host. '' = labelled 'fn-core', nothing removed",
     )
     iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
     iofs_tmpfs: bool = setting(
@@ -491,8 +532,8 @@ def load_config(
     """Build the `Config`: defaults < TOML file < ``FN_*`` environment < ``overrides`` (flags).
 
     ``overrides`` maps field names to values; None values are ignored (flags not given).
-    Raises `ConfigError` with a message naming the bad key, its source and the problem. An unknown file key
-    outside strict mode is a line of ``load_warnings``: this runs before logging is set up, so the caller logs it.
+    Raises `ConfigError` with a message naming the bad key, its source and the problem. An unknown file key or
+    a misspelled-looking FN_* variable outside strict mode is a line of ``load_warnings``: this runs before logging is set up, so the caller logs it.
     """
     env = os.environ if env is None else env
     fields = {f.name: f for f in attrs.fields(Config) if "help" in f.metadata}  # the settings
@@ -528,6 +569,10 @@ def load_config(
             if not env[name].strip() and str(field.type) in _NUMERIC:
                 continue  # FN_MAX_PIDS= is unset, as Fn reads an empty variable; a number can't be empty
             values[field.name] = _coerce(field, env[name], f"${name}")
+    for line in misspelled_variables(env):
+        if values.get("strict", False):
+            raise ConfigError(line)
+        warnings.append(line)
 
     for key, value in (overrides or {}).items():
         if value is None:

@@ -117,7 +117,7 @@ def test_sqlite_path_from_db_url():
         _ = load_config(env={"FN_DB_URL": "postgres://x"}).db_path
 
 
-def test_readme_documents_every_setting():
+def test_readme_documents_every_setting_with_its_help_text():
     from pathlib import Path
 
     import attrs
@@ -126,7 +126,10 @@ def test_readme_documents_every_setting():
     for field in attrs.fields(Config):
         env = field.metadata.get("env")
         if env:
-            assert f"| `{field.name}` | `{env}` |" in readme, f"README's config reference lacks {field.name}"
+            row = next((line for line in readme.splitlines() if line.startswith(f"| `{field.name}` | `{env}` |")), None)
+            assert row is not None, f"README's config reference lacks {field.name}"
+            # the table says what `--help` and the code say: an operator reads either
+            assert row.endswith(f" | {field.metadata['help']} |"), f"README's row of {field.name} is not its help text"
 
 
 @pytest.mark.parametrize(
@@ -180,6 +183,10 @@ def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
     ("env", "message"),
     [
         ({"FN_RUNNER_ADDRESSES": "a:1 b:2"}, "runner_addresses: 'a:1 b:2' is not host:port"),
+        ({"FN_RUNNER_ADDRESSES": "a:1;b:2"}, "runner_addresses: 'a:1;b:2' is not host:port"),
+        ({"FN_RUNNER_ADDRESSES": "http://a:9190"}, "runner_addresses: 'http://a:9190' is not host:port"),
+        ({"FN_RUNNER_API_URL": "http://fn-api:8080/v2"}, "runner_api_url: 'http://fn-api:8080/v2' ends in /v2: give the API node's base URL"),
+        ({"FN_RUNNER_API_URL": "http://gw/fn/v2/"}, "runner_api_url: 'http://gw/fn/v2/' ends in /v2"),
         ({"FN_PLACER_TIMEOUT": "nan"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'nan' is not a valid float"),
         ({"FN_PLACER_TIMEOUT": "inf"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'inf' is not a valid float"),
     ],
@@ -188,6 +195,30 @@ def test_values_that_would_be_misread_are_refused(env, message):
     with pytest.raises(ConfigError) as err:
         load_config(env=env)
     assert message in str(err.value)
+
+
+def test_runner_addresses_may_be_names_ipv4_or_bracketed_ipv6_and_the_api_url_a_path_prefix():
+    addresses = "runner-1.fn.svc.cluster.local:9190,10.0.0.7:9190,[::1]:9190,[fe80::1%eth0]:9190"
+    config = load_config(env={"FN_RUNNER_ADDRESSES": addresses, "FN_RUNNER_API_URL": "https://gateway/fn-api"})
+    assert config.runner_addresses == addresses.split(",")
+    assert config.runner_api_url == "https://gateway/fn-api"
+
+
+def test_an_fn_variable_spelled_nearly_as_one_of_ours_is_named_with_the_one_meant():
+    env = {"FN_PLACR": "naive", "FN_RUNNER_ADDRESS": "a:1", "FN_PORT": "8081",
+           # Fn's CLI's and the FDK's variables are not ours misspelled, though FN_FORMAT is close to FN_LOG_FORMAT
+           "FN_API_URL": "http://localhost:8080", "FN_FORMAT": "http-stream", "FN_REGISTRY": "example", "FN_UNRELATED_THING": "1"}
+    config = load_config(env=env)
+    assert config.placer == "ch" and config.port == 8081
+    assert config.load_warnings == (
+        "FN_PLACR is set, but fn-core reads no such variable: did you mean FN_PLACER?",
+        "FN_RUNNER_ADDRESS is set, but fn-core reads no such variable: did you mean FN_RUNNER_ADDRESSES?",
+    )
+
+
+def test_under_fn_strict_config_a_misspelled_fn_variable_stops_start_up():
+    with pytest.raises(ConfigError, match=r"^FN_PLACR is set, but fn-core reads no such variable: did you mean FN_PLACER\?$"):
+        load_config(env={"FN_PLACR": "naive", "FN_STRICT_CONFIG": "1"})
 
 
 def test_a_fractional_port_in_the_file_is_refused_not_cut(tmp_path):
