@@ -202,14 +202,14 @@ def test_a_syslog_that_refuses_stops_start_up_and_says_so(tmp_path):
     assert f"log_dest {refusing!r}" in result.stderr and "refused" in result.stderr.lower()
 
 
-def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_effect(tmp_path):
+def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_effect_or_misspelled(tmp_path):
     """Fn's way to pick a node: `fn-core start` with FN_NODE_TYPE=api is an API node (v2 API, no invoke);
-    an Fn variable fn-core does not read is named at start-up rather than silently ignored."""
+    an Fn variable fn-core does not read, or one of ours misspelled, is named at start-up rather than silently ignored."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FN_")},
         "FN_NODE_TYPE": "api", "FN_HOST": "127.0.0.1", "FN_PORT": str(port), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db",
-        "FN_HOT_POLL_MSECS": "200",
+        "FN_HOT_POLL_MSECS": "200", "FN_RUNNER_ADRESSES": "r:9190",
     }
     node = subprocess.Popen([fn_core_command(), "start"], env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -222,6 +222,7 @@ def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_e
         _, stderr = node.communicate(timeout=30)
     assert node.returncode == 0, stderr
     assert "FN_HOT_POLL_MSECS is set, but has no effect in fn-core: waiting calls are woken when a container frees" in stderr
+    assert "FN_RUNNER_ADRESSES is set, but fn-core reads no such variable: did you mean FN_RUNNER_ADDRESSES?" in stderr
 
 
 def test_a_command_that_is_not_the_fn_node_type_stops_and_says_which_command_is():
