@@ -276,21 +276,21 @@ def get_plugin_manager(
             raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
         # listed, not raised: the plugins after it in the replay are not configured, which a listing can bear
         _mark_invalid(pm, name, f"configure raised {type(exc).__name__}: {exc}")
-    if pm.placer is not None:
-        _refuse_stray_placers(pm, pm.placer)
+    _refuse_stray_placers(pm, config.placer)
     return pm
 
 
-def _refuse_stray_placers(pm: FnPluginManager, placer: Placer) -> None:
-    """`place_call` answers first-result: an impl outside the selected placer would silently replace it."""
-    selected = f"placer:{placer.name}"
+def _refuse_stray_placers(pm: FnPluginManager, selected: str) -> None:
+    """`place_call` answers first-result: an impl outside the selected placer would silently replace it. Checked in
+    listings too (`select` False), where such a plugin is listed invalid: a server would not start with it."""
     for impl in pm.hook.place_call.get_hookimpls():
-        if impl.plugin_name != selected and not (impl.wrapper or impl.hookwrapper):
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} implements place_call outside a placer: it would take every placement from "
-                f"the selected placer {placer.name!r}; offer it as a Placer from register_placers and select it by name "
+        if not impl.plugin_name.startswith("placer:") and not (impl.wrapper or impl.hookwrapper):
+            name = impl.plugin_name
+            _invalid(pm, name, (
+                f"plugin {name!r} implements place_call outside a placer: it would take every placement from "
+                f"the selected placer {selected!r}; offer it as a Placer from register_placers and select it by name "
                 f"(FN_PLACER), or make it a wrapper"
-            )
+            ), "implements place_call outside a placer (offer it as a Placer from register_placers, or make it a wrapper)")
 
 
 def _register_placer_hooks(pm: FnPluginManager, placer: Placer) -> None:

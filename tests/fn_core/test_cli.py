@@ -430,6 +430,26 @@ def test_plugins_lists_a_plugin_that_fails_in_configure_then_exits_non_zero(tmp_
     assert rows["placer-ch"]["status"] == "active" and listed.returncode == 2
 
 
+def test_plugins_lists_a_module_level_place_call_as_invalid_as_the_node_refuses_it(tmp_path):
+    """A place_call outside a placer would take every placement: the node refuses it, so the listing must not call it
+    active and exit 0 (an operator checks `fn-core plugins` before a rollout)."""
+    (tmp_path / "fn_stray_plugin.py").write_text(
+        "from fn_core import hookimpl\n@hookimpl\ndef place_call(call, runners):\n    return runners[:1]\n"
+    )
+    info = tmp_path / "fn_stray-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-stray\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-stray = fn_stray_plugin\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    started = run("lb", "--host", "127.0.0.1", env=env)
+    assert started.returncode == 2
+    assert started.stderr.startswith("fn-core: error: plugin 'fn-stray' implements place_call outside a placer")
+    listed = run("plugins", "--json", env=env)
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
+    assert rows["fn-stray"]["status"] == "invalid" and "place_call outside a placer" in rows["fn-stray"]["error"]
+    assert rows["placer-ch"]["status"] == "active" and listed.returncode == 2
+
+
 def test_plugins_lists_an_invalid_plugin_marked_with_why_then_exits_non_zero(tmp_path):
     env = _typo_dist(tmp_path)
     result = run("plugins", env=env)
