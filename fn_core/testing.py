@@ -15,6 +15,7 @@ Fixtures:
   request, and the LB's `override_call` step on it (returns the extensions sent to the runner).
 * ``fn_platform``: a whole platform in-process (runners + LB, real gRPC/HTTP/Docker); an async fixture of
   pytest-asyncio's, so it works in its strict mode too (there, mark the test ``@pytest.mark.asyncio``).
+  Its config is the ``toml`` and ``env`` you give, never the process's ``FN_*`` variables.
 * `wait_until`: await a condition that something running in the background will make true (bounded).
 * `build_image`: an image made locally from a Dockerfile's text (``FROM`` the echo image, say), no registry.
 """
@@ -298,6 +299,9 @@ async def start_platform(
     from_pool: bool = False,
 ) -> Platform:
     """Start runners and an LB on 127.0.0.1 (free ports) with installed plugins (entry points) plus ``plugins``.
+
+    The config is ``toml`` and ``env`` alone: the process's own ``FN_*`` variables are not read (a test's
+    platform is the same on every machine), so give ``env={"FN_DISABLE_PLUGINS": ...}`` and the like here.
 
     The LB is handed the runners' addresses, unless ``from_pool``: then it takes its runners from
     the selected runner pool plugin, and the test tells that pool about ``platform.runners``.
