@@ -10,12 +10,14 @@ How often a failure is logged (`FailureLog`, one per plugin manager):
 
 * per-call hooks (``override_call``, ``place_call``, ``call_finished``, ``runner_call_finished``,
   ``modify_container_options``) and ``metric_families``: the first failure of a (plugin, hook,
-  exception type) is logged with its traceback; after it, one short line at most every
+  kind of failure) is logged with its traceback; after it, one short line at most every
   `REPEAT_INTERVAL_S` seconds says how many more there were and the latest error. A count, not
   "said again when it works": a per-call hook may fail for some calls and work for others (one
   app's bad annotation), and a "works again" line would then come, with a new traceback, at every
-  turn. A (plugin, hook, exception type) that failed no more for a whole interval gets its
-  traceback logged again at its next failure.
+  turn. A (plugin, hook, kind) that failed no more for a whole interval gets its traceback logged
+  again at its next failure. The kind is the exception type and the line that raised it (or what the
+  caller names, as the field a plugin set to a wrong type): a plugin's second mistake of the same
+  type is a mistake of its own, logged in full, not a count under the first.
 * ``runner_status`` runs on every poll, for every runner alike: `run_status_hooks` logs when a
   plugin starts to fail and once more when it works again (its ``failing`` set).
 * an `APIError` a plugin raises in a runner-side hook (`modify_container_options`) is a refusal, not
@@ -41,7 +43,7 @@ from fn_core.records import RunnerStatus
 
 log = logging.getLogger(__name__)
 
-#: at most one line per (plugin, hook, exception type) in this many seconds after the traceback of its first failure
+#: at most one line per (plugin, hook, kind of failure) in this many seconds after the traceback of its first failure
 REPEAT_INTERVAL_S = 60.0
 #: the hooks whose `APIError` is a refusal logged once (`run_failing_call`); a client's rejection in `override_call` is not
 REFUSAL_HOOKS = frozenset(("modify_container_options",))
@@ -49,7 +51,7 @@ REFUSAL_HOOKS = frozenset(("modify_container_options",))
 
 @attrs.define
 class _Streak:
-    """The failures of one (plugin, hook, exception type) since its traceback was logged."""
+    """The failures of one (plugin, hook, kind of failure) since its traceback was logged."""
 
     reported: float  # when the traceback or the last short line was logged
     last: float  # the latest failure
@@ -59,22 +61,25 @@ class _Streak:
 class FailureLog:
     """What a plugin manager has logged of its plugins' failures (see the module's doc for the policy).
 
-    :param interval_s: the least time between two lines of one (plugin, hook, exception type).
+    :param interval_s: the least time between two lines of one (plugin, hook, kind of failure).
     :param clock: monotonic seconds (tests give their own).
     """
 
     def __init__(self, interval_s: float = REPEAT_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self.clock = clock
-        self._streaks: dict[tuple[str, str, str], _Streak] = {}
+        self._streaks: dict[tuple[str, str, str, str], _Streak] = {}
         #: (plugin, hook, status, message) of refusals logged, until the hook runs clean
         self.refusing: set[tuple[str, str, int, str]] = set()
         self._said: set[tuple[str, ...]] = set()
 
-    def failed(self, plugin: str, hook: str, exc: BaseException, first: str, *args: Any, traceback: bool = True) -> None:
+    def failed(
+        self, plugin: str, hook: str, exc: BaseException, first: str, *args: Any, traceback: bool = True, what: str = ""
+    ) -> None:
         """Log ``first % args`` (with ``exc``'s traceback unless ``traceback`` is False) the first time; after it,
-        count, and log a short line with the count at most once per interval."""
-        key = (plugin, hook, type(exc).__qualname__)
+        count, and log a short line with the count at most once per interval. Failures are told apart by ``exc``'s
+        type and ``what`` (default: the line that raised ``exc``)."""
+        key = (plugin, hook, type(exc).__qualname__, what or _raised_at(exc))
         now = self.clock()
         streak = self._streaks.get(key)
         if streak is None or (streak.count == 0 and now - streak.last >= self.interval_s):
@@ -98,6 +103,16 @@ class FailureLog:
             return False
         self._said.add(key)
         return True
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``file:line`` of the frame that raised ``exc`` ('' when it was never raised)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 #: for hooks of a plain pluggy manager (not `fn_core.plugins.FnPluginManager`)

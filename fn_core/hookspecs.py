@@ -22,7 +22,8 @@ their own (two plugins offering one name stop start-up). Do not reuse the names 
 below, nor those of the plugins in ``contrib/``.
 
 A failure of a per-call hook is logged with the plugin's name: its traceback the first time a
-(plugin, hook, exception type) fails, then one line at most every minute with the count.
+(plugin, hook, exception type and line that raised it) fails, then one line at most every minute
+with the count.
 
 Unless a hook says otherwise, every registered impl runs, last registered first (pluggy's
 LIFO order; built-ins are registered first, so third-party plugins run before them), and an
@@ -344,8 +345,8 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
         ``runner``, ``attempts`` and ``request_id`` are empty here.
     :return: ignored.
 
-    Errors: exceptions are logged and swallowed (the traceback once per plugin and exception
-    type, then a line a minute with the count).
+    Errors: exceptions are logged and swallowed (the traceback once per plugin, exception
+    type and line that raised it, then a line a minute with the count).
 
     Example::
 

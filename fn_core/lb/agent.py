@@ -90,6 +90,7 @@ class LBAgent:
             " or ".join(blamed), hook.name, TypeError(problem),
             "override_call of plugin %s put a wrong type into call %s: %s; the call failed with 500",
             " or ".join(repr(name) for name in blamed), call.id, problem, traceback=False,
+            what=problem.partition(" is ")[0],  # the field: a wrong type in another one is another mistake
         )
         raise APIError(f"internal server error (plugin {' or '.join(blamed)} failed)", status=500)
 

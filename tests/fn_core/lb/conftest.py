@@ -154,9 +154,11 @@ async def lb_factory(tmp_path):
         await node.stop()
 
 
-async def deploy(session: aiohttp.ClientSession, *, fn: dict | None = None, trigger_source: str | None = None) -> dict[str, Any]:
+async def deploy(
+    session: aiohttp.ClientSession, *, fn: dict | None = None, trigger_source: str | None = None, app: str = "app1"
+) -> dict[str, Any]:
     """Create an app, an fn (and a trigger) through the API; return their JSON."""
-    async with session.post("/v2/apps", json={"name": "app1", "config": {"A": "app", "B": "app"}}) as r:
+    async with session.post("/v2/apps", json={"name": app, "config": {"A": "app", "B": "app"}}) as r:
         assert r.status == 200, await r.text()
         app = await r.json()
     spec = {"name": "fn1", "app_id": app["id"], "image": "example/echo:1", "config": {"B": "fn"}, **(fn or {})}

@@ -107,6 +107,33 @@ async def test_a_wrong_type_set_at_every_call_is_logged_once_then_counted(fake_r
     assert len([rec for rec in caplog.records if "'shares'" in rec.getMessage()]) == 1
 
 
+class SetsByApp:
+    """A plugin with two mistakes of one exception type: one app's calls get a bad extension, the other's a bad memory."""
+
+    @hookimpl
+    def override_call(self, call, extensions):
+        if call.app_name == "shop":
+            extensions["example.com/shares"] = 5
+        else:
+            call.memory = "lots"
+
+
+async def test_a_second_wrong_type_in_another_field_is_logged_in_full_not_counted_under_the_first(
+    fake_runners, lb_factory, deploy_fn, caplog
+):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address], plugins=(("shares", SetsByApp()),))
+    shop, blog = await deploy_fn(session, app="shop"), await deploy_fn(session, app="blog")
+    for ids in (shop, blog, shop, blog):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="hi") as r:
+            assert r.status == 500
+    problems = [rec.getMessage().split(": ", 1)[1] for rec in caplog.records if "'shares'" in rec.getMessage()]
+    assert problems == [
+        "extensions['example.com/shares'] is int (5), must be str; the call failed with 500",
+        "call.memory is str ('lots'), must be int; the call failed with 500",
+    ]
+
+
 async def test_types_a_plugin_left_right_reach_the_runner(fake_runners, lb_factory, deploy_fn):
     runner = await fake_runners()
     _, session, _ = await lb_factory([runner.address], plugins=(("reads", ReadsOnly()), ("memory", SetsField("memory", 256))))
@@ -172,3 +199,34 @@ async def test_a_placer_that_raises_under_a_wrapper_is_named_not_the_wrapper(fak
         assert (r.status, await r.json()) == (500, {"message": "internal server error (placer first failed)"})
     assert "placer 'first' of plugin 'first-placer' failed in place_call" in caplog.text
     assert "plugin 'audit' failed" not in caplog.text
+
+
+class RaisesThenAddresses:
+    """A placer that raises for one app and, for the others, answers addresses instead of the RunnerRefs: two mistakes
+    of one type (TypeError), each to be seen in the log."""
+
+    @hookimpl
+    def place_call(self, call, runners):
+        if call.app_name == "shop":
+            return runners + ("shop",)  # TypeError: a list and a tuple
+        return [ref.address for ref in runners]
+
+
+class OffersAddresses:
+    @hookimpl
+    def register_placers(self):
+        return [Placer(name="addresses", hooks=RaisesThenAddresses())]
+
+
+async def test_a_placer_answering_addresses_is_logged_though_it_raised_the_same_type_before(
+    fake_runners, lb_factory, deploy_fn, caplog
+):
+    runner = await fake_runners()
+    _, session, _ = await lb_factory([runner.address], placer="addresses", plugins=(("addr-placer", OffersAddresses()),))
+    shop, blog = await deploy_fn(session, app="shop"), await deploy_fn(session, app="blog")
+    for ids in (shop, blog):
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="hi") as r:
+            assert (r.status, await r.json()) == (500, {"message": "internal server error (placer addresses failed)"})
+    lines = [rec for rec in caplog.records if "placer 'addresses' of plugin 'addr-placer' failed in place_call" in rec.getMessage()]
+    assert [rec.exc_info[0] for rec in lines] == [TypeError, TypeError]
+    assert "place_call must return a list of the RunnerRefs it was given, got ['" in caplog.text
