@@ -263,7 +263,10 @@ def http_timeouts(config: Any) -> dict[str, Any]:
 
 def app_runner(app: web.Application, config: Any, **kwargs: Any) -> FnAppRunner:
     """The runner of a node's HTTP server, with the connection bounds and timeouts its config sets."""
-    return FnAppRunner(app, ConnectionLimits.from_config(config), access_log=None, **http_timeouts(config), **kwargs)
+    # auto_decompress off: a gzip body goes to the function as sent, with its Content-Encoding, as Fn passes it
+    return FnAppRunner(
+        app, ConnectionLimits.from_config(config), access_log=None, auto_decompress=False, **http_timeouts(config), **kwargs
+    )
 
 
 async def serve_app(runner: FnAppRunner, listeners: list[socket.socket]) -> int:

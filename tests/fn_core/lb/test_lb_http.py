@@ -35,6 +35,23 @@ async def test_trigger_maps_headers_both_ways(fake_runners, lb_factory, deploy_f
         assert r.status == 404 and (await r.json())["message"] == "App not found"
 
 
+async def test_a_compressed_body_reaches_the_function_as_sent_with_its_content_encoding(fake_runners, lb_factory, deploy_fn):
+    """Fn passes a request's bytes on untouched; decoding them (and a 500 for a body that is not gzip) is the function's."""
+    import gzip
+
+    runner = await fake_runners("echo")
+    _, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session, trigger_source="/zip")
+    for body in (gzip.compress(b"hello"), b"not gzip at all"):
+        for path in (f"/invoke/{ids['fn']['id']}", "/t/app1/zip"):
+            async with session.post(path, data=body, headers={"Content-Encoding": "gzip"}, auto_decompress=False) as r:
+                assert (r.status, await r.read()) == (200, body)
+    assert [call["headers"].get("Content-Encoding") for call in runner.calls[::2]] == [["gzip"]] * 2  # /invoke: as sent
+    assert [call["headers"].get("Fn-Http-H-Content-Encoding") for call in runner.calls[1::2]] == [["gzip"]] * 2  # /t/: mapped
+    async with session.post("/v2/apps", data=gzip.compress(b'{"name": "zipped"}'), headers={"Content-Encoding": "gzip"}) as r:
+        assert (r.status, await r.json()) == (400, {"message": "Invalid JSON"})
+
+
 async def test_trigger_error_status_wins(fake_runners, lb_factory, deploy_fn):
     runner = await fake_runners(("error", 504, "Timed out"))
     _, session, _ = await lb_factory([runner.address])
