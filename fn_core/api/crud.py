@@ -69,7 +69,11 @@ class CrudApi:
             (r.add_get, "/v2/runner/apps/{app_id}/triggerBySource/{trigger_type}/{source:.*}", self.trigger_by_source),
         ]
         for add, path, handler in routes:
-            add(path, handler if metrics is None else metrics.counted(path, handler), expect_handler=expect)
+            counted = handler if metrics is None else metrics.counted(path, handler)
+            if add == r.add_get:  # no HEAD beside each GET (aiohttp's default): Fn's router answers HEAD with 405
+                r.add_get(path, counted, expect_handler=expect, allow_head=False)
+            else:
+                add(path, counted, expect_handler=expect)
 
     # --- helpers ---------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:

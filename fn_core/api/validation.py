@@ -7,6 +7,7 @@ annotations merged the same way, zero limits and an empty image mean "unchanged"
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from typing import Any
@@ -57,10 +58,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 is read as inf without parse_constant's say: Go's decoder refuses a number out of float64's range
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw, parse_constant=_no_constant) if raw else None
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float) if raw else None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python's stack
         raise bad(INVALID_JSON) from None
     if not isinstance(data, dict):
         raise bad(INVALID_JSON)
@@ -87,14 +96,19 @@ def _int(data: dict[str, Any], key: str, bounds: tuple[int, int]) -> int:
 
 
 def _config(data: dict[str, Any]) -> dict[str, str]:
-    value = data.get("config") or {}
+    value = data.get("config")
+    if value is None:
+        return {}
+    # only an object of strings unmarshals into Go's map[string]string: [], false, "" do not
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise bad(INVALID_JSON)
     return dict(value)
 
 
 def _annotations(data: dict[str, Any]) -> dict[str, Any]:
-    value = data.get("annotations") or {}
+    value = data.get("annotations")
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise bad(INVALID_JSON)
     return dict(value)

@@ -46,12 +46,16 @@ def encode_cursor(name: str, ident: str) -> str:
     return base64.urlsafe_b64encode(f"{name}\0{ident}".encode()).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[str, str]:
+def decode_cursor(cursor: str) -> tuple[str, str | None]:
+    """``(name, id)`` of the item a page ends with; id None for a cursor made as Fn makes it (the name alone, in
+    unpadded URL-safe base64), which a client may build itself: the next page then starts after that name."""
     try:
-        name, _, ident = base64.urlsafe_b64decode(cursor.encode()).decode().partition("\0")
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded.encode(), altchars=b"-_", validate=True)  # not validated, "!!" would be ""
+        name, sep, ident = raw.decode().partition("\0")
     except (ValueError, UnicodeDecodeError):
         raise APIError("invalid cursor", status=400) from None
-    return name, ident
+    return name, ident if sep else None
 
 
 @attrs.define

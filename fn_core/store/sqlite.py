@@ -133,12 +133,13 @@ class SQLiteStore:
         fn = attrs.evolve(fn, id=new_id(), created_at=now, updated_at=now)
 
         def insert(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM apps WHERE id = ?", (fn.app_id,)).fetchone() is None:
-                raise AppNotFound()
-            try:
-                db.execute("INSERT INTO fns VALUES (?, ?, ?, ?)", (fn.id, fn.app_id, fn.name, _doc(fn)))
-            except sqlite3.IntegrityError:
-                raise FnExists() from None
+            with _transaction(db):  # the app's check and the insert at once: another process may delete the app
+                if db.execute("SELECT 1 FROM apps WHERE id = ?", (fn.app_id,)).fetchone() is None:
+                    raise AppNotFound()
+                try:
+                    db.execute("INSERT INTO fns VALUES (?, ?, ?, ?)", (fn.id, fn.app_id, fn.name, _doc(fn)))
+                except sqlite3.IntegrityError:
+                    raise FnExists() from None
 
         await self._run(insert)
         return fn
@@ -157,9 +158,10 @@ class SQLiteStore:
 
     async def delete_fn(self, fn_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
-            if db.execute("DELETE FROM fns WHERE id = ?", (fn_id,)).rowcount == 0:
-                raise FnNotFound()
-            db.execute("DELETE FROM triggers WHERE fn_id = ?", (fn_id,))
+            with _transaction(db):  # no trigger of the fn left behind, whatever another process does meanwhile
+                if db.execute("DELETE FROM fns WHERE id = ?", (fn_id,)).rowcount == 0:
+                    raise FnNotFound()
+                db.execute("DELETE FROM triggers WHERE fn_id = ?", (fn_id,))
 
         await self._run(delete)
 
@@ -172,14 +174,15 @@ class SQLiteStore:
         trigger = attrs.evolve(trigger, id=new_id(), created_at=now, updated_at=now)
 
         def insert(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM apps WHERE id = ?", (trigger.app_id,)).fetchone() is None:
-                raise AppNotFound()
-            self._check_trigger_fn(db, trigger)
-            self._check_trigger_unique(db, trigger)
-            db.execute(
-                "INSERT INTO triggers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (trigger.id, trigger.app_id, trigger.fn_id, trigger.name, trigger.type, trigger.source, _doc(trigger)),
-            )
+            with _transaction(db):  # the checks and the insert at once: another process may delete the app or fn
+                if db.execute("SELECT 1 FROM apps WHERE id = ?", (trigger.app_id,)).fetchone() is None:
+                    raise AppNotFound()
+                self._check_trigger_fn(db, trigger)
+                self._check_trigger_unique(db, trigger)
+                db.execute(
+                    "INSERT INTO triggers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (trigger.id, trigger.app_id, trigger.fn_id, trigger.name, trigger.type, trigger.source, _doc(trigger)),
+                )
 
         await self._run(insert)
         return trigger
@@ -273,8 +276,12 @@ class SQLiteStore:
                 args.append(value)
         if cursor:
             name, ident = decode_cursor(cursor)
-            where.append("(name > ? OR (name = ? AND id > ?))")
-            args += [name, name, ident]
+            if ident is None:
+                where.append("name > ?")
+                args.append(name)
+            else:
+                where.append("(name > ? OR (name = ? AND id > ?))")
+                args += [name, name, ident]
         sql = f"SELECT doc FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY name, id LIMIT ?"
         rows = await self._run(lambda db: db.execute(sql, (*args, per_page)).fetchall())

@@ -217,3 +217,36 @@ async def test_a_write_whose_client_went_away_still_clears_the_invoke_cache():
     await asyncio.wait_for(landed.wait(), 5)
     await asyncio.sleep(0)
     assert lookup.cleared == 1
+
+
+async def test_numbers_beyond_float_range_and_bodies_nested_too_deep_are_invalid_json_and_store_nothing(api):
+    # Python reads 1e400 as inf, which every later listing would carry as the non-JSON Infinity
+    assert await call(api, "POST", "/v2/apps", data=b'{"name": "n", "annotations": {"k": 1e400}}') == (400, {"message": "Invalid JSON"})
+    deep = b'{"name": "n", "annotations": {"k": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    assert await call(api, "POST", "/v2/apps", data=deep) == (400, {"message": "Invalid JSON"})
+    assert (await call(api, "GET", "/v2/apps"))[1] == {"items": []}
+
+
+@pytest.mark.parametrize("field", ["config", "annotations"])
+@pytest.mark.parametrize("value", [[], False, "", 0])
+async def test_config_and_annotations_that_are_not_objects_are_invalid_json(api, field, value):
+    # Go's decoder refuses them for a map; null is an empty map
+    assert await call(api, "POST", "/v2/apps", json={"name": "n", field: value}) == (400, {"message": "Invalid JSON"})
+    assert (await call(api, "POST", "/v2/apps", json={"name": "n", field: None}))[0] == 200
+
+
+async def test_head_on_the_v2_api_is_a_method_not_allowed_as_in_fn(api):
+    _, app = await call(api, "POST", "/v2/apps", json={"name": "a"})
+    for path in ("/v2/apps", f"/v2/apps/{app['id']}"):
+        async with api.head(path) as r:
+            assert r.status == 405
+
+
+async def test_a_cursor_made_as_fn_makes_it_the_name_alone_unpadded_pages_after_that_name(api):
+    _, app = await call(api, "POST", "/v2/apps", json={"name": "a"})
+    for name in ("ab", "b", "c"):
+        await call(api, "POST", "/v2/fns", json={"name": name, "app_id": app["id"], "image": "i"})
+    # base64.RawURLEncoding of "ab" (Fn's cursor): no padding
+    _, page = await call(api, "GET", "/v2/fns", params={"app_id": app["id"], "cursor": "YWI"})
+    assert [f["name"] for f in page["items"]] == ["b", "c"]
+    assert await call(api, "GET", "/v2/fns", params={"app_id": app["id"], "cursor": "!!"}) == (400, {"message": "invalid cursor"})
