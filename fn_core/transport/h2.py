@@ -340,7 +340,10 @@ class H2Connection(asyncio.Protocol):
 class H2Stream:
     """One gRPC call's stream: incoming messages in order, outgoing messages under flow control."""
 
-    __slots__ = ("conn", "id", "send_window", "ended", "error", "_messages", "_partial", "_waiter", "_unacked", "_held")
+    __slots__ = (
+        "conn", "id", "send_window", "ended", "error", "_messages", "_partial", "_waiter", "_unacked", "_held", "_unsent",
+        "_unsent_end",
+    )
 
     def __init__(self, conn: H2Connection, stream_id: int) -> None:
         self.conn = conn
@@ -353,6 +356,10 @@ class H2Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._unacked = 0  # bytes received and not yet given back to the peer's window
         self._held = 0  # bytes of whole messages received and not yet read
+        #: the rest of a message whose send was cancelled part way (a call's deadline while the peer's window was
+        #: full): it goes before anything else, so that the peer never reads a message broken off
+        self._unsent: memoryview | None = None
+        self._unsent_end = False
 
     # -- incoming --------------------------------------------------------------------------
     def data_received(self, payload: bytes, end_stream: bool) -> None:
@@ -450,8 +457,13 @@ class H2Stream:
 
     # -- outgoing --------------------------------------------------------------------------
     async def send_message(self, message: bytes, end_stream: bool = False) -> None:
-        """One gRPC message, in as many DATA frames as the peer's frame size and windows allow."""
+        """One gRPC message, in as many DATA frames as the peer's frame size and windows allow.
+
+        Cancelled before any of it went out, the message is not sent; cancelled part way, its rest stays
+        (`has_partial_message`) and goes first at the next send."""
         conn = self.conn
+        if self._unsent is not None:
+            await self._send_unsent()
         data = _MESSAGE_HEAD.pack(0, len(message)) + message
         size = len(data)
         if size <= conn.send_window and size <= self.send_window and size <= conn.peer_max_frame and not conn._paused:
@@ -459,21 +471,43 @@ class H2Stream:
             self.send_window -= size
             conn.write_data(self.id, data, end_stream)
             return
-        view, pos = memoryview(data), 0
-        while pos < size:
-            room = min(conn.send_window, self.send_window, conn.peer_max_frame, size - pos)
+        self._unsent, self._unsent_end = memoryview(data), end_stream
+        try:
+            await self._send_unsent()
+        except BaseException:
+            if self._unsent is not None and len(self._unsent) == size:
+                self._unsent = None  # none of it went out: not sent, as the caller was told
+            raise
+
+    def has_room_for(self, message_size: int) -> bool:
+        """Whether a message of ``message_size`` bytes would go out at once, without waiting for the peer's window."""
+        conn = self.conn
+        size = message_size + _MESSAGE_HEAD.size
+        return self._unsent is None and not conn._paused and size <= min(conn.send_window, self.send_window, conn.peer_max_frame)
+
+    @property
+    def has_partial_message(self) -> bool:
+        """Whether a message was broken off mid-send (and its rest not sent since): the stream can end only by a reset."""
+        return self._unsent is not None
+
+    async def _send_unsent(self) -> None:
+        conn = self.conn
+        view = self._unsent
+        while view is not None and len(view):
             if self.error is not None:
                 raise self.error
             if self.id not in conn.streams:
-                return  # the peer has ended the call (it answered without reading all of ours): the reads say how
+                break  # the peer has ended the call (it answered without reading all of ours): the reads say how
+            room = min(conn.send_window, self.send_window, conn.peer_max_frame, len(view))
             if room <= 0 or conn._paused:
-                await conn.wait_for_room()
+                await conn.wait_for_room()  # cancelled here, the rest stays in `_unsent`
                 continue
             conn.send_window -= room
             self.send_window -= room
-            last = pos + room >= size
-            conn.write(frame(DATA, END_STREAM if end_stream and last else 0, self.id, bytes(view[pos : pos + room])))
-            pos += room
+            last = room == len(view)
+            conn.write(frame(DATA, END_STREAM if self._unsent_end and last else 0, self.id, bytes(view[:room])))
+            view = self._unsent = view[room:]
+        self._unsent = None
 
 
 class _ConnectionError(Exception):

@@ -63,6 +63,11 @@ class ServerStream(h2.H2Stream):
             return
         self.closed = True
         conn = self.conn
+        if self.has_partial_message:  # trailers after a message broken off would be a corrupt message to the peer
+            if conn.streams.pop(self.id, None) is not None and conn.lost is None:
+                conn.reset_stream(self.id, h2.CANCEL)
+            self.ended = True
+            return
         block = _TRAILERS_OK if code == Status.OK else hpack_literal(b"grpc-status", str(int(code)).encode())
         if message:
             block += hpack_literal(b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())

@@ -970,3 +970,76 @@ async def test_a_reader_that_waits_holds_at_most_a_window_of_messages_and_the_se
             assert message == bytes([got % 256]) * 10240
             got += 1
     assert got == 2048
+
+
+class CutMidAnswer:
+    """Sends 1 MiB messages to a reader that does not read, until its window is full and a send waits part way
+    through a message (what a runner's call deadline meets when the LB's client stops reading); then cancels it."""
+
+    def __init__(self, then) -> None:
+        self.then = then
+        self.sent = 0
+        self.partial: bool | None = None
+        self.cut = asyncio.Event()
+
+    async def __call__(self, stream: ServerStream) -> None:
+        await stream.read_message()
+
+        async def answer() -> None:
+            while True:
+                await stream.send(bytes([self.sent % 256]) * (1 << 20))
+                self.sent += 1
+
+        sending = asyncio.ensure_future(answer())
+        await asyncio.sleep(0.3)  # the window is full
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        self.partial = stream.has_partial_message
+        self.cut.set()
+        await self.then(stream)
+
+
+async def test_a_message_whose_send_is_cancelled_part_way_is_finished_before_the_next_and_the_reader_gets_both_whole(
+    our_server, channels
+):
+    """A runner's call deadline may cancel a send while the LB's window is full: the peer must never get a message
+    broken off and another after it (it would read them as one corrupt message and lose the call)."""
+
+    async def finish(stream: ServerStream) -> None:
+        await stream.send(b"finished")  # waits for the reader, then goes after the rest of the one broken off
+        stream.end()
+
+    handler = CutMidAnswer(finish)
+    _, address = await our_server({PATH: handler})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"go", end_stream=True)
+        await handler.cut.wait()
+        messages = []
+        while (message := await stream.read_message()) is not None:
+            messages.append(message)
+    assert handler.partial is True
+    assert messages[-1] == b"finished"
+    # every one whole, the one broken off included (sent counts only those whose send returned)
+    assert messages[:-1] == [bytes([i % 256]) * (1 << 20) for i in range(handler.sent + 1)]
+
+
+async def test_a_call_that_ends_with_a_message_broken_off_is_reset_not_ended_with_a_status(our_server, channels):
+    async def end(stream: ServerStream) -> None:
+        stream.end()  # trailers now would follow a message broken off
+
+    handler = CutMidAnswer(end)
+    _, address = await our_server({PATH: handler})
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        stream = await channel.open(PATH)
+        await stream.send_message(b"go", end_stream=True)
+        await handler.cut.wait()
+        with pytest.raises(RpcError) as broken:
+            while await stream.read_message() is not None:
+                pass
+    assert handler.partial is True
+    # a reset, said as one; not INTERNAL "stream ended inside a message", nor a clean end
+    assert broken.value.code == Status.CANCELLED and "reset by the peer" in str(broken.value)
