@@ -6,6 +6,7 @@ this is only the stream they travel on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -21,6 +22,10 @@ from fn_core.transport.server import Handler, unary
 from fn_core.wire import CONFIGURE_RUNNER, ENGAGE, MAX_DATA_CHUNK, STATUS, STATUS2, STREAM_LOGS, CallOffer, status_to_proto
 
 log = logging.getLogger(__name__)
+
+#: how long `finished` may wait for the LB to take the rest of an answer: an LB relaying it takes it at once; one
+#: that took nothing for this long has a client that stopped reading, and the call is over for the runner
+FINISH_GRACE_S = 5.0
 
 
 class _StreamIO:
@@ -64,8 +69,21 @@ class _StreamIO:
             await self.stream.send(pb.RunnerMsg(data=frame).SerializeToString())
 
     async def finish(self, done: pb.CallFinished) -> None:
-        await self.stream.send(pb.RunnerMsg(finished=done).SerializeToString())
-        self.stream.end()  # `finished` is the last word: the status goes in the same send
+        message = pb.RunnerMsg(finished=done).SerializeToString()
+        stream = self.stream
+        if stream.has_room_for(len(message)):
+            await stream.send(message)  # the usual case: it goes at once, no timer
+        else:  # the LB has not taken all of the answer (its client reads slowly, or not at all)
+            try:
+                async with asyncio.timeout(FINISH_GRACE_S):
+                    await stream.send(message)
+            except TimeoutError:
+                log.info("the LB took no more of the answer to call %s in %g s after it ended; its stream is ended",
+                         done.details or "?", FINISH_GRACE_S)
+                # a status in trailers, or a reset if a message was broken off: never held on the LB's reading
+                stream.end(Status.DEADLINE_EXCEEDED, "the call's result was not taken in time")
+                return
+        stream.end()  # `finished` is the last word: the status goes in the same send
 
 
 class RunnerServicer:

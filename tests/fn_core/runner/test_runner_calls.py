@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fn_core.testing import wait_until
 
 
@@ -257,3 +259,41 @@ async def test_a_closed_keep_alive_connection_to_a_live_container_is_reopened(st
 
     assert (await rc.run(node.address, rc.call(), b"second")).body == b"second"
     assert node.agent.containers() == [hot] and hot.conn.open
+
+
+async def test_an_lb_that_stops_reading_a_big_answer_holds_the_call_no_longer_than_its_timeout_and_a_grace(
+    start, rc, monkeypatch
+):
+    """The LB reads a big answer only as fast as its client does; a client that stops reading must not pin the
+    call (nor the container, nor a shutdown's grace) on the runner for ever: after the call's timeout, its `finished`
+    waits FINISH_GRACE_S for the LB, then the stream is ended with an error status (a reset if a message was cut)."""
+    import asyncio
+    import json
+
+    import grpc
+
+    from fn_core.proto import runner_pb2 as pb
+    from fn_core.proto import runner_pb2_grpc
+    from fn_core.runner import servicer
+
+    monkeypatch.setattr(servicer, "FINISH_GRACE_S", 1.0)
+    node = await start()
+    big = json.dumps({"repeat": 40_000_000, "text": "x"}).encode()  # 40 MB: far more than any window holds
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stream = runner_pb2_grpc.RunnerProtocolStub(channel).Engage()
+        await stream.write(pb.ClientMsg(**{"try": pb.TryCall(models_call_json=rc.call(timeout=2, memory=512).to_json())}))
+        await stream.write(pb.ClientMsg(data=pb.DataFrame(data=big, eof=True)))
+        assert (await stream.read()).WhichOneof("body") == "result_start"
+        # ... and reads no more: the runner's sends wait for window
+        for _ in range(120):  # bounded: 2 s of timeout + 1 s of grace, and the container's removal
+            if not node.servicer.active:
+                break
+            await asyncio.sleep(0.1)
+        assert node.servicer.active == 0, "the call is still held on the runner by an LB that does not read"
+        assert node.agent.containers() == []  # killed at its timeout: a late write must never reach the next call
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while (await stream.read()) is not grpc.aio.EOF:
+                pass
+        assert ended.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
+    after = await rc.run(node.address, rc.call(), b"next")
+    assert after.finished.success and after.body == b"next"
