@@ -392,14 +392,21 @@ def test_plugins_lists_with_an_unknown_placer_or_pool_selected_and_says_a_server
     assert json.loads(run("plugins", "--json").stdout)["unknown"] == {}
 
 
-def _typo_dist(tmp_path: Path) -> dict[str, str]:
-    """An installed distribution whose plugin misspells a hook; the env that puts it on the command's path."""
-    (tmp_path / "fn_typo_plugin.py").write_text("from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n")
-    info = tmp_path / "fn_typo-1.2.3.dist-info"
+def _installed_dist(tmp_path: Path, dist: str, version: str, module_text: str) -> dict[str, str]:
+    """An installed distribution ``dist`` whose plugin (of the same name) is a module of ``module_text``; the env
+    that puts it on the command's path."""
+    module = dist.replace("-", "_") + "_plugin"
+    (tmp_path / f"{module}.py").write_text(module_text)
+    info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-typo\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-typo = fn_typo_plugin\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[fn_core.plugins]\n{dist} = {module}\n")
     return {"PYTHONPATH": str(tmp_path)}
+
+
+def _typo_dist(tmp_path: Path) -> dict[str, str]:
+    """An installed distribution whose plugin misspells a hook."""
+    return _installed_dist(tmp_path, "fn-typo", "1.2.3", "from fn_core import hookimpl\n@hookimpl\ndef overide_call(call):\n    pass\n")
 
 
 def test_a_server_with_a_misspelled_hook_stops_naming_the_distribution_and_the_closest_hook(tmp_path):
@@ -412,14 +419,9 @@ def test_a_server_with_a_misspelled_hook_stops_naming_the_distribution_and_the_c
 
 def test_plugins_lists_a_plugin_that_fails_in_configure_then_exits_non_zero(tmp_path):
     """The listing is where an operator looks when a node will not start: it must not stop at the same plugin."""
-    (tmp_path / "fn_conf_plugin.py").write_text(
-        "from fn_core import hookimpl\n@hookimpl\ndef configure(config):\n    raise ValueError('no shares table')\n"
+    env = _installed_dist(
+        tmp_path, "fn-conf", "0.1", "from fn_core import hookimpl\n@hookimpl\ndef configure(config):\n    raise ValueError('no shares table')\n"
     )
-    info = tmp_path / "fn_conf-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-conf\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-conf = fn_conf_plugin\n")
-    env = {"PYTHONPATH": str(tmp_path)}
     started = run("lb", "--host", "127.0.0.1", env=env)
     assert (started.returncode, started.stderr.strip()) == (
         2, "fn-core: error: plugin 'fn-conf' failed in configure: ValueError: no shares table"
@@ -433,14 +435,9 @@ def test_plugins_lists_a_plugin_that_fails_in_configure_then_exits_non_zero(tmp_
 def test_plugins_lists_a_module_level_place_call_as_invalid_as_the_node_refuses_it(tmp_path):
     """A place_call outside a placer would take every placement: the node refuses it, so the listing must not call it
     active and exit 0 (an operator checks `fn-core plugins` before a rollout)."""
-    (tmp_path / "fn_stray_plugin.py").write_text(
-        "from fn_core import hookimpl\n@hookimpl\ndef place_call(call, runners):\n    return runners[:1]\n"
+    env = _installed_dist(
+        tmp_path, "fn-stray", "0.1", "from fn_core import hookimpl\n@hookimpl\ndef place_call(call, runners):\n    return runners[:1]\n"
     )
-    info = tmp_path / "fn_stray-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fn-stray\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fn_core.plugins]\nfn-stray = fn_stray_plugin\n")
-    env = {"PYTHONPATH": str(tmp_path)}
     started = run("lb", "--host", "127.0.0.1", env=env)
     assert started.returncode == 2
     assert started.stderr.startswith("fn-core: error: plugin 'fn-stray' implements place_call outside a placer")

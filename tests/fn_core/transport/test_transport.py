@@ -999,6 +999,14 @@ class CutMidAnswer:
         self.cut.set()
         await self.then(stream)
 
+    async def engage(self, our_server, channels):
+        """A call to a server with this handler, once its send was cancelled: the stream, to read."""
+        _, address = await our_server({PATH: self})
+        stream = await channels(address).open(PATH)
+        await stream.send_message(b"go", end_stream=True)
+        await self.cut.wait()
+        return stream
+
 
 async def test_a_message_whose_send_is_cancelled_part_way_is_finished_before_the_next_and_the_reader_gets_both_whole(
     our_server, channels
@@ -1011,12 +1019,8 @@ async def test_a_message_whose_send_is_cancelled_part_way_is_finished_before_the
         stream.end()
 
     handler = CutMidAnswer(finish)
-    _, address = await our_server({PATH: handler})
-    channel = channels(address)
     async with asyncio.timeout(10):
-        stream = await channel.open(PATH)
-        await stream.send_message(b"go", end_stream=True)
-        await handler.cut.wait()
+        stream = await handler.engage(our_server, channels)
         messages = []
         while (message := await stream.read_message()) is not None:
             messages.append(message)
@@ -1031,12 +1035,8 @@ async def test_a_call_that_ends_with_a_message_broken_off_is_reset_not_ended_wit
         stream.end()  # trailers now would follow a message broken off
 
     handler = CutMidAnswer(end)
-    _, address = await our_server({PATH: handler})
-    channel = channels(address)
     async with asyncio.timeout(10):
-        stream = await channel.open(PATH)
-        await stream.send_message(b"go", end_stream=True)
-        await handler.cut.wait()
+        stream = await handler.engage(our_server, channels)
         with pytest.raises(RpcError) as broken:
             while await stream.read_message() is not None:
                 pass
