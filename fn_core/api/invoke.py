@@ -31,9 +31,20 @@ from fn_core.wire import CallOffer
 
 CALL_ID_HEADER = "Fn-Call-Id"
 INVOKE_PATH_PREFIXES = ("/invoke/", "/t/")
+#: A streamed answer's client has the fn's timeout from the answer's start, plus this long, to take it all; a write
+#: still waiting on the client then cuts its connection and ends the call. The runner's own deadline has passed by
+#: then (its clock started before the answer did), so this covers only its last frames in flight and its end
+ANSWER_DEADLINE_MARGIN_S = 5.0
 
+log = logging.getLogger(__name__)
 # the logger of the per-call line (fn_plugins_builtin.call_log): operators read both in one place
 calls_log = logging.getLogger("fn_core.calls")
+
+
+class AnswerNotTaken(ClientCancelled):
+    """A client that did not take its streamed answer within the call's deadline: ended as a client that went away."""
+
+    message = "Client did not take the answer within the fn's timeout"
 
 
 def error_response(err: APIError, call_id: str = "") -> web.Response:
@@ -111,6 +122,7 @@ class InvokeApi:
             task.set_name(f"invoke {call.id}")
         agent.metrics.inflight += 1
         counted = True  # given back by this handler; a detached call's by its own task
+        answer: StreamedAnswer | None = None
         try:
             try:
                 body = await self.read_body(request)
@@ -129,7 +141,8 @@ class InvokeApi:
                 accepted, placement = await self._detached(offer, body, started, rid)
                 status = accepted.status
                 return accepted
-            answer = StreamedAnswer(request, call.id, is_trigger)  # used only by an answer too big to hold
+            # used only by an answer too big to hold
+            answer = StreamedAnswer(request, call.id, call.timeout, task, is_trigger)
             await agent.place(offer, body, sink=answer, placement=placement)
             if answer.response is not None:  # it began (so the call was committed)
                 status = await answer.end(placement)
@@ -140,12 +153,17 @@ class InvokeApi:
             return response
         except asyncio.CancelledError:  # the client went away, or the stop grace ran out: the runner stream was cancelled
             if call.type != "detached":  # a detached call runs on and reports itself
-                placement.error = ShuttingDown() if agent.closing else ClientCancelled()
+                if answer is not None and answer.cut:
+                    placement.error = AnswerNotTaken()
+                else:
+                    placement.error = ShuttingDown() if agent.closing else ClientCancelled()
                 status = placement.error.status
             raise
         finally:
             if counted:
                 agent.metrics.inflight -= 1
+            if answer is not None and answer.timer is not None:  # the answer ended before its deadline
+                answer.timer.cancel()
             if not refused and (call.type != "detached" or placement.error is not None):
                 # once the answer is written (aiohttp writes it in this same turn): not part of the client's wait
                 asyncio.get_running_loop().call_soon(agent.finished, call, placement, status, started, rid)
@@ -273,18 +291,30 @@ class StreamedAnswer:
     last chunk, and the call ends with the error in its log line and metrics. HTTP/1.0 has no chunks (nginx
     proxies with it by default): there the body ends with the connection. An answer that may have no body
     (HEAD, 204, 304) is its head alone; the runner's bytes are read and dropped.
+
+    The runner's stream is read only as fast as the client takes the answer (the LB holds no more of it), so
+    a client that stops reading would hold the call and the runner's stream for ever: a write still waiting on
+    the client `ANSWER_DEADLINE_MARGIN_S` past the fn's timeout from the answer's start cuts the connection and
+    cancels the call's handler, which resets the runner's stream.
     """
 
-    __slots__ = ("request", "call_id", "is_trigger", "response", "status", "gone", "headless")
+    __slots__ = ("request", "call_id", "timeout_s", "handler", "is_trigger", "response", "status", "gone", "headless",
+                 "timer", "writing", "cut")
 
-    def __init__(self, request: web.Request, call_id: str, is_trigger: bool) -> None:
+    def __init__(self, request: web.Request, call_id: str, timeout_s: float, handler: asyncio.Task | None,
+                 is_trigger: bool) -> None:
         self.request = request
         self.call_id = call_id
+        self.timeout_s = timeout_s  # the fn's
+        self.handler = handler  # the request's task: cancelled, it ends the call and the runner's stream
         self.is_trigger = is_trigger
         self.response: web.StreamResponse | None = None
         self.status = 0
         self.gone = False  # the client's connection closed under a write (its handler is being cancelled)
         self.headless = False  # no body may follow this head
+        self.timer: asyncio.TimerHandle | None = None  # the answer's deadline, once it began
+        self.writing = False  # a write waits on the client
+        self.cut = False  # the client did not take the answer before its deadline
 
     async def begin(self, result: ExecResult) -> None:
         request = self.request
@@ -292,20 +322,54 @@ class StreamedAnswer:
         response = self.response = web.StreamResponse(status=self.status, headers=headers)
         if must_be_empty_body(request.method, self.status):
             self.headless = True
-        elif request.version >= HttpVersion11:
-            response.enable_chunked_encoding()
         else:
-            response.force_close()
+            if request.version >= HttpVersion11:
+                response.enable_chunked_encoding()
+            else:
+                response.force_close()
+            # from the answer's start, not the call's arrival: the function's clock on the runner starts after a
+            # cold start or a wait for room, and before its answer, so the runner's deadline has passed by then
+            deadline_s = self.timeout_s + ANSWER_DEADLINE_MARGIN_S
+            self.timer = asyncio.get_running_loop().call_later(deadline_s, self._deadline_passed)
         await response.prepare(request)
 
     async def write(self, chunk: bytes) -> None:
-        assert self.response is not None
         if self.gone or self.headless:
             return
+        await self._send(chunk)
+
+    async def _send(self, chunk: bytes | None) -> None:
+        """Write ``chunk`` (None: the answer's end), waiting as long as the client takes to make room for it."""
+        assert self.response is not None
+        self.writing = True
         try:
-            await self.response.write(chunk)
+            if chunk is None:
+                await self.response.write_eof()
+            else:
+                await self.response.write(chunk)
         except ConnectionResetError:  # nothing for the runner's side to handle: the call ends unseen
             self.gone = True
+        finally:
+            self.writing = False
+
+    def _deadline_passed(self) -> None:
+        if not self.writing:
+            # the LB waits on the runner, whose own deadline came first: its end (or loss) ends the call; a write
+            # that waits on the client from now on is cut at the next look
+            self.timer = asyncio.get_running_loop().call_later(ANSWER_DEADLINE_MARGIN_S, self._deadline_passed)
+            return
+        self.timer = None
+        self.cut = True
+        log.info("cut a connection: the answer of call %s was not taken within %g s of its start (the fn's timeout + "
+                 "%g s)", self.call_id, self.timeout_s + ANSWER_DEADLINE_MARGIN_S, ANSWER_DEADLINE_MARGIN_S)
+        self._close_connection()
+        if self.handler is not None:  # as aiohttp does for a client gone, whether or not it will for this cut
+            self.handler.cancel()
+
+    def _close_connection(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
 
     async def end(self, placement: Placement) -> int:
         """Write what is left and the end; or cut the connection when the call failed after its answer began."""
@@ -315,16 +379,12 @@ class StreamedAnswer:
         if self.gone:
             return ClientCancelled.status
         if error is not None:
-            transport = self.request.transport
-            if transport is not None:
-                transport.abort()
+            self._close_connection()
             return error.status
         chunks, result.chunks = result.chunks, []
         for chunk in chunks:
             await self.write(chunk)
         if not self.gone:
-            try:
-                await self.response.write_eof()
-            except ConnectionResetError:
-                self.gone = True
+            await self._send(None)
         return ClientCancelled.status if self.gone else self.status
+
