@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import time
 from typing import Any
 
@@ -35,6 +37,9 @@ INVOKE_PATH_PREFIXES = ("/invoke/", "/t/")
 #: still waiting on the client then cuts its connection and ends the call. The runner's own deadline has passed by
 #: then (its clock started before the answer did), so this covers only its last frames in flight and its end
 ANSWER_DEADLINE_MARGIN_S = 5.0
+#: SO_LINGER on, for 0 s: closing the socket sends a TCP reset, and drops what the kernel has not sent yet
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+NORMAL_CLOSE = struct.pack("ii", 0, 0)
 
 log = logging.getLogger(__name__)
 # the logger of the per-call line (fn_plugins_builtin.call_log): operators read both in one place
@@ -289,8 +294,10 @@ class StreamedAnswer:
     Its status and headers are the function's, so a failure after they are sent (the runner lost, the
     function cut off) can no longer be an error answer: the client's connection is cut instead, before the
     last chunk, and the call ends with the error in its log line and metrics. HTTP/1.0 has no chunks (nginx
-    proxies with it by default): there the body ends with the connection. An answer that may have no body
-    (HEAD, 204, 304) is its head alone; the runner's bytes are read and dropped.
+    proxies with it by default): there the body ends with the connection, so a connection closed before the
+    answer's end (a failure, a cut, the LB's stop) is reset, which the client sees as an error and not as the
+    end of a whole body. An answer that may have no body (HEAD, 204, 304) is its head alone; the runner's
+    bytes are read and dropped.
 
     The runner's stream is read only as fast as the client takes the answer (the LB holds no more of it), so
     a client that stops reading would hold the call and the runner's stream for ever: a write still waiting on
@@ -299,7 +306,7 @@ class StreamedAnswer:
     """
 
     __slots__ = ("request", "call_id", "timeout_s", "handler", "is_trigger", "response", "status", "gone", "headless",
-                 "timer", "writing", "cut")
+                 "resets", "timer", "writing", "cut")
 
     def __init__(self, request: web.Request, call_id: str, timeout_s: float, handler: asyncio.Task | None,
                  is_trigger: bool) -> None:
@@ -312,6 +319,7 @@ class StreamedAnswer:
         self.status = 0
         self.gone = False  # the client's connection closed under a write (its handler is being cancelled)
         self.headless = False  # no body may follow this head
+        self.resets = False  # HTTP/1.0: the connection is set to be reset if closed before the answer's end
         self.timer: asyncio.TimerHandle | None = None  # the answer's deadline, once it began
         self.writing = False  # a write waits on the client
         self.cut = False  # the client did not take the answer before its deadline
@@ -327,6 +335,7 @@ class StreamedAnswer:
                 response.enable_chunked_encoding()
             else:
                 response.force_close()
+                self.resets = _set_linger(request.transport, RESET_ON_CLOSE)
             # from the answer's start, not the call's arrival: the function's clock on the runner starts after a
             # cold start or a wait for room, and before its answer, so the runner's deadline has passed by then
             deadline_s = self.timeout_s + ANSWER_DEADLINE_MARGIN_S
@@ -386,5 +395,20 @@ class StreamedAnswer:
             await self.write(chunk)
         if not self.gone:
             await self._send(None)
-        return ClientCancelled.status if self.gone else self.status
+        if self.gone:
+            return ClientCancelled.status
+        if self.resets:  # whole: the connection closes as usual, and what the kernel still holds reaches the client
+            _set_linger(self.request.transport, NORMAL_CLOSE)
+        return self.status
 
+
+def _set_linger(transport: asyncio.BaseTransport | None, value: bytes) -> bool:
+    """Set SO_LINGER on the client's socket; False when it has none (closed already)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, value)
+    except OSError:
+        return False
+    return True

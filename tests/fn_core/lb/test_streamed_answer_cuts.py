@@ -1,5 +1,6 @@
 """How a streamed answer (bigger than `STREAM_AFTER_BYTES`) ends when it cannot end well, seen from a raw client
-socket on 127.0.0.1: a client that stops reading is cut at the call's deadline.
+socket on 127.0.0.1: a client that stops reading is cut at the call's deadline, and an HTTP/1.0 client (no chunks:
+its body ends with the connection) sees a failed answer as a reset, not as a clean end.
 
 The runner is a fake one that answers every call with a big body and never gives up on its own (as a runner that
 cannot send its last message would): whatever ends the call here is the LB's doing.
@@ -62,14 +63,14 @@ class BigAnswerRunner(FakeRunner):
 
 @pytest.fixture
 async def big_answers(fake_runners, lb_factory, deploy_fn, monkeypatch):
-    """``url, session, recorder, fn_id, runner = await big_answers(runner)``: an LB over ``runner`` with an fn of
-    `FN_TIMEOUT_S`, the deadline margin set to `MARGIN_S`."""
+    """``url, session, recorder, fn_id = await big_answers(runner, **lb_settings)``: an LB over ``runner`` with an fn
+    of `FN_TIMEOUT_S`, the deadline margin set to `MARGIN_S`."""
     monkeypatch.setattr(invoke, "ANSWER_DEADLINE_MARGIN_S", MARGIN_S)
 
-    async def make(runner: BigAnswerRunner):
+    async def make(runner: BigAnswerRunner, **lb_settings: Any):
         await runner.start()
         fake_runners_started.append(runner)
-        node, session, recorder = await lb_factory([runner.address])
+        node, session, recorder = await lb_factory([runner.address], **lb_settings)
         ids = await deploy_fn(session, fn={"timeout": FN_TIMEOUT_S})
         return node.url, session, recorder, ids["fn"]["id"]
 
@@ -114,7 +115,7 @@ async def inflight(session) -> float:
         return metric_samples(await r.text())["fn_lb_calls_inflight"]
 
 
-@pytest.mark.parametrize("version", ["1.1"])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
 async def test_a_client_that_stops_reading_a_big_answer_is_cut_at_the_calls_deadline_and_the_call_ends(big_answers, version):
     runner = BigAnswerRunner(size=256 * 1024 * 1024)  # far more than every buffer and window between runner and client
     url, session, recorder, fn_id = await big_answers(runner)
@@ -134,13 +135,60 @@ async def test_a_client_that_stops_reading_a_big_answer_is_cut_at_the_calls_dead
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/{version} 200".encode())
     assert len(body) < runner.size
-    # chunked: the last chunk is missing, however the connection ended
-    assert b"Transfer-Encoding: chunked" in head and not body.endswith(b"\r\n0\r\n\r\n")
+    if version == "1.1":  # chunked: the last chunk is missing, however the connection ended
+        assert b"Transfer-Encoding: chunked" in head and not body.endswith(b"\r\n0\r\n\r\n")
+    else:  # the body ends with the connection: only a reset tells the client it is short
+        assert end == "reset"
     writer.close()
 
     runner.size = 2 * STREAM_AFTER_BYTES
     async with session.post(f"/invoke/{fn_id}", data=b"go") as r:  # the LB and the runner still serve
         assert (r.status, len(await r.read())) == (200, runner.size)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_a_big_answer_that_fails_after_its_head_is_not_a_clean_end_for_the_client(big_answers, version):
+    """The runner says the call failed (here its timeout) after 4 frames of the answer went to the client."""
+    runner = BigAnswerRunner(size=4 * STREAM_AFTER_BYTES, error=(504, "Timed out"))
+    url, _, recorder, fn_id = await big_answers(runner)
+    reader, writer = await open_client(url)
+    writer.write(invoke_request(fn_id, version))
+    got, end = await read_to_end(reader)
+    writer.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/{version} 200".encode())  # the function's status went out before its failure
+    if version == "1.1":
+        assert end == "eof" and not body.endswith(b"\r\n0\r\n\r\n")  # as before: the last chunk is missing
+    else:
+        assert end == "reset"  # a clean close would read as the whole answer
+    await wait_until(lambda: recorder.outcomes != [], "the call ended", PATIENCE_S)
+    assert recorder.outcomes[0][1].status == 504
+
+
+async def test_an_http_1_0_client_cut_by_fn_response_write_timeout_mid_answer_sees_a_reset(big_answers):
+    runner = BigAnswerRunner(size=256 * 1024 * 1024)
+    url, _, recorder, fn_id = await big_answers(runner, response_write_timeout_s=0.5)
+    reader, writer = await open_client(url, receive_buffer=4096)
+    writer.write(invoke_request(fn_id, "1.0"))  # and reads nothing until the cut
+    await wait_until(lambda: recorder.outcomes != [], "the call ended", PATIENCE_S)
+    got, end = await read_to_end(reader)
+    writer.close()
+    assert got.startswith(b"HTTP/1.0 200") and end == "reset"
+    assert recorder.outcomes[0][1].status == 444  # ended as a client that went away, as before
+
+
+async def test_an_http_1_0_client_slow_to_start_reading_still_gets_a_big_answer_whole_and_a_clean_end(big_answers):
+    """Its connection is closed as usual once the answer is all written: what the kernel still holds reaches it."""
+    runner = BigAnswerRunner(size=8 * 1024 * 1024)
+    url, _, recorder, fn_id = await big_answers(runner)
+    reader, writer = await open_client(url)
+    writer.write(invoke_request(fn_id, "1.0"))
+    await asyncio.sleep(0.3)  # not a wait for anything: the LB fills the buffers meanwhile, and closes with bytes in them
+    got, end = await read_to_end(reader)
+    writer.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert (head.split(b"\r\n")[0], len(body), end) == (b"HTTP/1.0 200 OK", runner.size, "eof")
+    assert recorder.outcomes[0][1].status == 200
 
 
 async def test_the_clients_time_counts_from_the_answers_start_not_from_a_slow_start_of_the_call(big_answers):
