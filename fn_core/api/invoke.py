@@ -340,7 +340,10 @@ class StreamedAnswer:
             # cold start or a wait for room, and before its answer, so the runner's deadline has passed by then
             deadline_s = self.timeout_s + ANSWER_DEADLINE_MARGIN_S
             self.timer = asyncio.get_running_loop().call_later(deadline_s, self._deadline_passed)
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:  # the client left as its answer began: the call ends unseen, as for a write
+            self.gone = True
 
     async def write(self, chunk: bytes) -> None:
         if self.gone or self.headless:

@@ -199,3 +199,25 @@ async def test_the_clients_time_counts_from_the_answers_start_not_from_a_slow_st
     async with session.post(f"/invoke/{fn_id}", data=b"go") as r:
         assert (r.status, len(await r.read())) == (200, runner.size)
     assert recorder.outcomes[0][1].status == 200
+
+
+async def test_a_client_gone_as_its_big_answer_begins_is_a_client_that_went_away_not_a_500(big_answers, monkeypatch, caplog):
+    """The client may close its connection in the turn the answer's head goes out: writing the head then fails as a
+    write of the body would (simulated here: the race is one event-loop turn wide)."""
+    from aiohttp import web
+
+    async def closed_under_the_head(self, request):
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    runner = BigAnswerRunner(STREAM_AFTER_BYTES * 4)
+    _, session, recorder, fn_id = await big_answers(runner)
+    monkeypatch.setattr(web.StreamResponse, "prepare", closed_under_the_head)
+    try:
+        async with session.post(f"/invoke/{fn_id}", data="x") as r:
+            await r.read()
+    except Exception:  # noqa: BLE001 - the client's side of a connection the server dropped: not what is checked
+        pass
+    monkeypatch.undo()
+    await wait_until(lambda: recorder.outcomes != [], "the call ended", PATIENCE_S)
+    assert recorder.outcomes[0][1].status == 444
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
