@@ -211,7 +211,10 @@ def is_host_port(address: object) -> bool:
 def _addresses(_: object, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
     for address in value:
         if not is_host_port(address):
-            raise ConfigError(f"{attribute.name}: {address!r} is not host:port")
+            host = address.rpartition(":")[0]
+            # Go's dialler, and so Fn's, wants an IPv6 address in brackets too
+            hint = f" (an IPv6 address goes in brackets: [{host}]:port)" if ":" in host and set(host) <= _IPV6_CHARS else ""
+            raise ConfigError(f"{attribute.name}: {address!r} is not host:port{hint}")
 
 
 # RFC 9110 token characters: what an HTTP header name may be made of

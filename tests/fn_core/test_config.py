@@ -185,8 +185,9 @@ def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
         ({"FN_RUNNER_ADDRESSES": "a:1 b:2"}, "runner_addresses: 'a:1 b:2' is not host:port"),
         ({"FN_RUNNER_ADDRESSES": "a:1;b:2"}, "runner_addresses: 'a:1;b:2' is not host:port"),
         ({"FN_RUNNER_ADDRESSES": "http://a:9190"}, "runner_addresses: 'http://a:9190' is not host:port"),
-        ({"FN_RUNNER_API_URL": "http://fn-api:8080/v2"}, "runner_api_url: 'http://fn-api:8080/v2' ends in /v2: give the API node's base URL"),
-        ({"FN_RUNNER_API_URL": "http://gw/fn/v2/"}, "runner_api_url: 'http://gw/fn/v2/' ends in /v2"),
+        ({"FN_RUNNER_ADDRESSES": "::1:9190"}, "runner_addresses: '::1:9190' is not host:port (an IPv6 address goes in brackets: [::1]:port)"),
+        ({"FN_RUNNER_API_URL": "http://fn-api:8080/v2"}, "runner_api_url: 'http://fn-api:8080/v2' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
+        ({"FN_RUNNER_API_URL": "http://gw/fn/v2/"}, "runner_api_url: 'http://gw/fn/v2/' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
         ({"FN_PLACER_TIMEOUT": "nan"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'nan' is not a valid float"),
         ({"FN_PLACER_TIMEOUT": "inf"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'inf' is not a valid float"),
     ],
@@ -194,7 +195,7 @@ def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
 def test_values_that_would_be_misread_are_refused(env, message):
     with pytest.raises(ConfigError) as err:
         load_config(env=env)
-    assert message in str(err.value)
+    assert str(err.value).endswith(message)  # and says no more (no hint that does not fit)
 
 
 def test_runner_addresses_may_be_names_ipv4_or_bracketed_ipv6_and_the_api_url_a_path_prefix():
