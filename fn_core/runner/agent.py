@@ -625,7 +625,9 @@ class Agent:
             self.metrics.observe_launch(False, 0.0)
             error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
             if not refusal_logged(error):  # a plugin's refusal (503) is logged by hook_calls, once per plugin and message
-                log.warning("container for call %s failed to start: %s", call.id, error)
+                # the function's fault (its image, its exit) is its call's line; the platform's is the operator's
+                level = logging.INFO if error.user_error else logging.WARNING
+                log.log(level, "container for call %s failed to start: %s", call.id, error)
             self._fail_one_waiter(queue, error)
             self._after_capacity_change(queue)
             return

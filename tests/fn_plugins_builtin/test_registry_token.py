@@ -10,6 +10,7 @@ it does ask when no token is given).
 from __future__ import annotations
 
 import http.server
+import logging
 import threading
 
 import pytest
@@ -121,6 +122,7 @@ async def test_a_calls_registry_token_is_sent_to_the_registry_and_a_failed_pull_
 async def test_a_registry_that_cannot_be_reached_is_said_so_without_how_the_engine_sought_it(fn_platform, caplog):
     """The engine's text names its resolver and the addresses it dialled: the operator's (the log), not the client's."""
     image = "127.0.0.1:1/fn-core-test/nowhere:1"  # nothing listens on port 1
+    caplog.set_level(logging.INFO, logger="fn_core.runner.agent")
     platform = await fn_platform()
     fn = await platform.deploy(image, name="unreached")
     answer = await platform.invoke(fn["id"], "x")
@@ -128,3 +130,6 @@ async def test_a_registry_that_cannot_be_reached_is_said_so_without_how_the_engi
         502, {"message": f"image {image!r} is not on this runner and could not be pulled: the registry could not be reached"}
     )
     assert "pull of image 127.0.0.1:1/fn-core-test/nowhere:1 failed" in caplog.text  # with the engine's own words
+    # the function's image is its owner's fault: one warning for the pull, the call's own line, no warning per call
+    started = [r for r in caplog.records if "failed to start" in r.getMessage()]
+    assert started and all(r.levelname == "INFO" for r in started)
