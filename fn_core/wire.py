@@ -61,11 +61,29 @@ class CallOffer:
         try_call = getattr(msg, "try")  # a Python keyword, so not an attribute name
         try:
             call = Call.from_json(try_call.models_call_json)
+            _check_limits(call)
             extensions = dict(try_call.extensions)
             key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else slot_key(call, extensions)
         except ValueError as exc:
             raise BadRequest(f"invalid call: {exc}") from None
         return cls(call, key, extensions)
+
+
+#: the bounds of a call's limits on a runner: Fn's types (uint32 timeouts and tmpfs size, uint64 memory and cpus),
+#: and at least 1 where 0 would mean no limit at all (memory 0 is a container without one, outside the budget)
+_CALL_LIMITS = (("memory", 1, 2**64 - 1), ("timeout", 1, 2**32 - 1), ("idle_timeout", 1, 2**32 - 1),
+                ("tmpfs_size", 0, 2**32 - 1), ("cpus", 0, 2**64 - 1))
+
+
+def _check_limits(call: Call) -> None:
+    # the API refuses such values, but a runner takes calls from whoever reaches its port
+    if (0 < call.memory < 2**64 and 0 < call.timeout < 2**32 and 0 < call.idle_timeout < 2**32
+            and 0 <= call.tmpfs_size < 2**32 and 0 <= call.cpus < 2**64):
+        return  # one expression: this runs for every call
+    for name, low, high in _CALL_LIMITS:
+        value = getattr(call, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name} must be in {low}..{high}, got {value}")
 
 
 def is_nack(finished: pb.CallFinished, result_started: bool) -> bool:

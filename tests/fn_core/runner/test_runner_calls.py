@@ -123,7 +123,9 @@ async def test_response_header_too_large(start, rc):
 
 async def test_garbage_call_json_is_a_clean_error(start, rc):
     node = await start()
-    for garbage in ("not json", "[]", '{"id": 5}', '{"id": "x", "memory": "lots"}'):
+    for garbage in ("not json", "[]", '{"id": 5}', '{"id": "x", "memory": "lots"}',
+                    # a container without a memory limit, outside the budget; a call that may run no time at all
+                    rc.call(memory=0).to_json(), rc.call(timeout=0).to_json(), rc.call(memory=-1).to_json()):
         result = await rc.engage(node.address, garbage, b"")
         assert not result.started
         assert (result.finished.success, result.finished.errorCode) == (False, 400), garbage
