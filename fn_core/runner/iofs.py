@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 
 from fn_core.errors import ConfigError
 from fn_core.runner.driver import UNSET_LABEL_TAG, label_tag, sweeps_leftovers
@@ -32,10 +33,11 @@ from fn_core.runner.uds import SOCKET_NAME
 
 # <sys/mount.h>
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MNT_DETACH = 2
+MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8
 TMPFS_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 OWNER_SUFFIX = ".owner"
 DIR_NAME_CHARS = 8  # secrets.token_hex(4)
+HEX = frozenset("0123456789abcdef")
 #: a unix socket's path is at most 107 bytes (sun_path is 108, with its NUL)
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -89,36 +91,70 @@ class SocketDirs:
     def sweep(self) -> int:
         """Unmount and delete every directory under the root whose owner file names our tag; how many."""
         swept = 0
-        for name in os.listdir(self.root):
-            if not name.endswith(OWNER_SUFFIX):
-                continue
-            path = os.path.join(self.root, name.removesuffix(OWNER_SUFFIX))
-            try:
-                with open(path + OWNER_SUFFIX) as f:
-                    if f.read() != self.owner:
-                        continue
-            except OSError:  # gone meanwhile
-                continue
-            self._unmount(path)  # whatever FN_IOFS_TMPFS was when it was made
-            if self.remove(path):
-                swept += 1
-            else:
-                log.warning("could not remove the socket dir %s left by an earlier runner (still mounted?)", path)
+        tag = self.owner.encode()
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for entry in os.listdir(root_fd):
+                name = entry.removesuffix(OWNER_SUFFIX)
+                if name == entry or len(name) != DIR_NAME_CHARS or not HEX.issuperset(name):
+                    continue  # not one we make (a bare ".owner" would name the root itself)
+                if self._owner_of(root_fd, entry, len(tag)) != tag:
+                    continue
+                path = os.path.join(self.root, name)
+                try:
+                    kind = os.lstat(name, dir_fd=root_fd).st_mode
+                except FileNotFoundError:
+                    kind = None  # killed between the owner file and the directory: remove drops the file
+                if kind is not None and not stat.S_ISDIR(kind):
+                    # never ours: unmounting or deleting it would act on whatever it points at
+                    log.warning("left %s alone: a socket dir of this runner's tag, but not a directory (a symlink?)", path)
+                    continue
+                self._unmount(path)  # whatever FN_IOFS_TMPFS was when it was made
+                if self.remove(path):
+                    swept += 1
+                else:
+                    log.warning("could not remove the socket dir %s left by an earlier runner (still mounted?)", path)
+        finally:
+            os.close(root_fd)
         return swept
+
+    @staticmethod
+    def _owner_of(root_fd: int, entry: str, size: int) -> bytes | None:
+        """The tag in an owner file (a regular file: never through a symlink, nor blocking on a FIFO), else None."""
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=root_fd)
+        except OSError:  # gone meanwhile, or a symlink
+            return None
+        try:
+            return os.read(fd, size + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
 
     def make(self) -> str:
         """A new directory, 0777 (the container's user must bind its socket there); with tmpfs, mounted."""
-        path = os.path.join(self.root, secrets.token_hex(DIR_NAME_CHARS // 2))
-        with open(path + OWNER_SUFFIX, "x") as f:  # first: a runner killed at any step leaves nothing unowned
-            f.write(self.owner)
+        name = secrets.token_hex(DIR_NAME_CHARS // 2)
+        path = os.path.join(self.root, name)
+        root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.makedirs(path, mode=0o777)
-            if self.tmpfs:
-                self._mount(path)
-            os.chmod(path, 0o777)  # after the mount: the tmpfs's own root is what the container sees
-        except BaseException:
-            self.remove(path)
-            raise
+            # first: a runner killed at any step leaves nothing unowned
+            owner_fd = os.open(name + OWNER_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=root_fd)
+            with open(owner_fd, "wb") as f:
+                f.write(self.owner.encode())
+            try:
+                os.mkdir(name, 0o700, dir_fd=root_fd)
+                if self.tmpfs:
+                    self._mount(path)
+                # after the mount (the tmpfs's own root is what the container sees); by fd, never through a symlink
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root_fd)
+                try:
+                    os.fchmod(fd, 0o777)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                self.remove(path)
+                raise
+        finally:
+            os.close(root_fd)
         return path
 
     def remove(self, path: str) -> bool:
@@ -143,7 +179,8 @@ class SocketDirs:
             raise OSError(code, os.strerror(code), path)
 
     def _unmount(self, path: str) -> None:
-        self._c().umount2(os.fsencode(path), MNT_DETACH)  # EINVAL (not mounted) is fine: nothing to undo
+        # EINVAL (not mounted) is fine: nothing to undo; a symlink is never followed to another mount
+        self._c().umount2(os.fsencode(path), MNT_DETACH | UMOUNT_NOFOLLOW)
 
     def _c(self) -> ctypes.CDLL:
         if self._libc is None:

@@ -3,6 +3,7 @@ a bounded tmpfs of its own with FN_IOFS_TMPFS and FN_IOFS_OPTS (Fn's iofs_linux.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -106,3 +107,41 @@ async def test_a_runner_sweeps_the_socket_dirs_a_killed_runner_with_its_tag_left
     assert other in mounts()
     assert sorted(os.listdir(iofs_root)) == [os.path.basename(other), os.path.basename(other) + ".owner"]
     assert container.id not in {c.id for c in rc.containers()}  # and its driver removed the container
+
+
+async def test_the_sweep_leaves_an_entry_of_its_tag_that_is_a_symlink_and_what_it_points_at(iofs_root, start, label_tag, caplog):
+    """Only a directory the runner made is unmounted and deleted: never through a symlink (umount2 follows them)."""
+    caplog.set_level(logging.WARNING, logger="fn_core.runner.iofs")
+    os.mkdir(iofs_root, 0o700)
+    with victim_mount(iofs_root) as victim:
+        plant(iofs_root, "deadbeef", victim, label_tag)
+        await start(iofs_path=iofs_root, iofs_tmpfs=True)
+        assert victim in mounts() and os.listdir(victim) == ["precious"]
+        assert os.path.islink(f"{iofs_root}/deadbeef")
+        assert f"left {iofs_root}/deadbeef alone: a socket dir of this runner's tag, but not a directory" in caplog.text
+        os.unlink(f"{iofs_root}/deadbeef")
+
+
+def plant(root: str, name: str, target: str, tag: str) -> None:
+    """A symlink where a socket dir would be, with an owner file of ``tag`` beside it."""
+    os.symlink(target, os.path.join(root, name))
+    with open(os.path.join(root, name + ".owner"), "w") as f:
+        f.write(tag)
+
+
+class victim_mount:
+    """A tmpfs with a file in it, beside ``root`` (someone else's mount), unmounted at exit."""
+
+    def __init__(self, root: str) -> None:
+        self.parent = root + "-victim"
+
+    def __enter__(self) -> str:
+        os.mkdir(self.parent, 0o700)
+        self.dirs = SocketDirs(self.parent, tmpfs=True, owner="victim")
+        self.path = self.dirs.make()
+        open(os.path.join(self.path, "precious"), "w").close()
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        self.dirs.remove(self.path)
+        shutil.rmtree(self.parent, ignore_errors=True)
