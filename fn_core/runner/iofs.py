@@ -15,6 +15,12 @@ explicitly, unmounts and deletes them at start-up, as its driver removes the con
 runner without a tag of its own sweeps nothing, as it cannot tell a dead runner's dirs from a live neighbour's).
 Those of runners with other tags are left alone. The tag is in a file of its own, not in the directory's name,
 because the socket's path must stay short (AF_UNIX: 108 bytes).
+
+The root is the runner's own and 0700: the Docker engine (root, or the same user when rootless) still binds each
+directory into its container, where only that one is seen, but no other user of the host can reach a container's
+socket, nor what a function left in its directory (a setuid file). `SocketDirs.check` refuses a root that another
+user owns or may write to, as whoever can write there could make the runner unmount or delete what the names
+they plant point at; one of ours that is more open (0755 before) is made 0700.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ class SocketDirs:
                 f"{len(longest)} bytes) would pass the {MAX_SOCKET_PATH_BYTES} bytes a unix socket's path may have; "
                 f"use a directory of at most {MAX_SOCKET_PATH_BYTES - len(longest) + len(os.fsencode(self.root))} bytes"
             )
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        self._own_root()
         swept = self.sweep() if self.sweeps else 0
         if swept:
             log.info("removed %d socket dir(s) under %s left by an earlier runner tagged %r", swept, self.root, self.owner)
@@ -87,6 +93,52 @@ class SocketDirs:
             }.get(exc.errno or 0, exc.strerror)
             raise ConfigError(f"FN_IOFS_TMPFS: cannot mount a tmpfs under {self.root}: {why}") from None
         self.remove(path)
+
+    def _own_root(self) -> None:
+        """Make the root 0700, or refuse one another user could write to (module doc); tighten one of ours."""
+        root = self.root
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+            os.mkdir(root, 0o700)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as exc:
+            raise ConfigError(f"FN_IOFS_PATH {root!r} cannot be made: {exc.strerror}") from None
+        euid = os.geteuid()
+        link = os.lstat(os.path.normpath(root))  # "dir/" would follow a symlink
+        # a symlink (a runner in a container may see the engine's dir so) is followed: it must be as much ours
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (euid, 0):
+            raise ConfigError(
+                f"FN_IOFS_PATH {root!r} is a symlink owned by uid {link.st_uid}, not by this runner (uid {euid}): that user could "
+                f"point it elsewhere; remove it, or set FN_IOFS_PATH to a directory of the runner's own"
+            )
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise ConfigError(f"FN_IOFS_PATH {root!r} is not a directory the runner can open: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)  # the directory itself, whatever was swapped at its path meanwhile
+            if created:
+                os.fchmod(fd, 0o700)  # whatever the umask or a default ACL made of it
+                return
+            if st.st_uid != euid:
+                raise ConfigError(
+                    f"FN_IOFS_PATH {root!r} is owned by uid {st.st_uid}, not by this runner (uid {euid}): that user could plant "
+                    f"symlinks there for the runner to unmount and delete, and reach every container's socket; remove it (the "
+                    f"runner then makes it, 0700), or set FN_IOFS_PATH to a directory of the runner's own"
+                )
+            if st.st_mode & 0o022:
+                raise ConfigError(
+                    f"FN_IOFS_PATH {root!r} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): other users could "
+                    f"plant symlinks there for the runner to unmount and delete; remove it (the runner then makes it, 0700), or, "
+                    f"if nothing in it is another user's, chmod 0700 it"
+                )
+            if st.st_mode & 0o077:
+                os.fchmod(fd, 0o700)  # 0755 before: other users could reach the containers' sockets
+                log.info("made the socket dirs' root %s 0700 (was %04o): no other user may reach them", root, stat.S_IMODE(st.st_mode))
+        finally:
+            os.close(fd)
 
     def sweep(self) -> int:
         """Unmount and delete every directory under the root whose owner file names our tag; how many."""

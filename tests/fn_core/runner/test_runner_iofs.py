@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import shutil
+import subprocess
 
 import attrs
 import pytest
@@ -15,6 +17,7 @@ from fn_core.errors import ConfigError
 from fn_core.runner.iofs import SocketDirs
 
 KIB = 1024
+NOBODY = 65534
 
 
 @attrs.frozen
@@ -107,6 +110,65 @@ async def test_a_runner_sweeps_the_socket_dirs_a_killed_runner_with_its_tag_left
     assert other in mounts()
     assert sorted(os.listdir(iofs_root)) == [os.path.basename(other), os.path.basename(other) + ".owner"]
     assert container.id not in {c.id for c in rc.containers()}  # and its driver removed the container
+
+
+@pytest.mark.parametrize("tmpfs", [False, True], ids=["plain", "tmpfs"])
+@pytest.mark.parametrize("existing", [False, True], ids=["made", "from-an-older-version"])
+async def test_the_root_is_the_runners_alone_and_containers_still_get_their_dirs(iofs_root, start, rc, tmpfs, existing):
+    """0700: the engine still binds each dir into its container, but no other user of the host can reach a
+    container's socket (nor what its function left there). An older version's 0755 root of ours is tightened."""
+    if existing:
+        os.mkdir(iofs_root)
+        os.chmod(iofs_root, 0o755)
+    node = await start(iofs_path=iofs_root, iofs_tmpfs=tmpfs)
+    assert os.stat(iofs_root).st_mode & 0o7777 == 0o700
+    result = await rc.run(node.address, rc.call(), b"through a 0700 root")
+    assert result.body == b"through a 0700 root", result.finished
+    [container] = node.agent.containers()
+    assert os.stat(container.iofs_dir).st_mode & 0o777 == 0o777  # the container's user binds its socket there
+    assert (container.iofs_dir in mounts()) == tmpfs
+    sock = os.path.join(container.iofs_dir, "lsnr.sock")
+    assert os.path.exists(sock)
+    seen = subprocess.run(["stat", sock], user=NOBODY, capture_output=True, text=True)
+    assert seen.returncode != 0 and "Permission denied" in seen.stderr, seen
+
+
+async def test_a_root_another_user_owns_stops_the_runner_at_start_up_and_nothing_in_it_is_touched(iofs_root, start, label_tag):
+    """The audit's attack: a local user makes the root first, with an owner file of our tag beside a symlink to a
+    mount of someone else's; the runner used to sweep it, unmounting the victim."""
+    os.mkdir(iofs_root, 0o755)
+    os.chown(iofs_root, NOBODY, NOBODY)
+    with victim_mount(iofs_root) as victim:
+        plant(iofs_root, "deadbeef", victim, label_tag)
+        expected = (f"FN_IOFS_PATH '{iofs_root}' is owned by uid {NOBODY}, not by this runner (uid 0): that user could plant "
+                    f"symlinks there for the runner to unmount and delete, and reach every container's socket; remove it (the "
+                    f"runner then makes it, 0700), or set FN_IOFS_PATH to a directory of the runner's own")
+        with pytest.raises(ConfigError, match=f"^{re.escape(expected)}$"):
+            await start(iofs_path=iofs_root)
+        assert victim in mounts()
+    assert os.stat(iofs_root).st_uid == NOBODY and os.stat(iofs_root).st_mode & 0o777 == 0o755  # left as it was
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770], ids=oct)
+async def test_a_root_others_may_write_to_stops_the_runner_at_start_up(iofs_root, start, mode):
+    os.mkdir(iofs_root)
+    os.chmod(iofs_root, mode)
+    expected = (f"FN_IOFS_PATH '{iofs_root}' is writable by group or others (mode {mode:04o}): other users could plant "
+                f"symlinks there for the runner to unmount and delete; remove it (the runner then makes it, 0700), or, if nothing "
+                f"in it is another user's, chmod 0700 it")
+    with pytest.raises(ConfigError, match=f"^{re.escape(expected)}$"):
+        await start(iofs_path=iofs_root)
+    assert os.stat(iofs_root).st_mode & 0o7777 == mode  # not made private: others may have planted things
+
+
+async def test_a_symlinked_root_another_user_owns_stops_the_runner_at_start_up(iofs_root, start, tmp_path):
+    os.symlink(tmp_path, iofs_root)
+    os.lchown(iofs_root, NOBODY, NOBODY)
+    expected = (f"FN_IOFS_PATH '{iofs_root}' is a symlink owned by uid {NOBODY}, not by this runner (uid 0): that user could "
+                f"point it elsewhere; remove it, or set FN_IOFS_PATH to a directory of the runner's own")
+    with pytest.raises(ConfigError, match=f"^{re.escape(expected)}$"):
+        await start(iofs_path=iofs_root)
+    os.unlink(iofs_root)  # not a dir: the fixture's rmtree would not remove it
 
 
 async def test_the_sweep_leaves_an_entry_of_its_tag_that_is_a_symlink_and_what_it_points_at(iofs_root, start, label_tag, caplog):
