@@ -7,6 +7,7 @@ One keep-alive connection per container, one request at a time, no reconnect per
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import stat
@@ -97,6 +98,48 @@ class ContainerBroken(Exception):
         self.spoke_bad_http = spoke_bad_http
 
 
+class SocketOutsideDir(ContainerBroken):
+    """``lsnr.sock`` names no socket of the container's own dir: the runner, root, never connects there."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, spoke_bad_http=True)  # it is alive: there is no exit to wait for
+
+
+def open_listener(socket_path: str) -> int:
+    """An ``O_PATH`` fd of the socket that ``socket_path`` (``lsnr.sock``) is, or links to by a bare name; the caller
+    closes it. Connecting to ``/proc/self/fd/<fd>`` reaches that very inode, however the container relinks or
+    renames its files meanwhile.
+
+    The dir is the container's, so whatever a link in it says is the function's: a link with a slash, or to another
+    link (``lsnr.sock -> x -> /var/run/docker.sock``), could lead the runner to any socket of the host. Those, and
+    anything but a socket, raise `SocketOutsideDir`; OSError (FileNotFoundError) when there is nothing to open.
+    """
+    directory, name = os.path.split(socket_path)
+    dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        target = name
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: no link, the socket itself
+                raise
+        if "/" in target or target in (".", ".."):
+            raise SocketOutsideDir(f"the socket link {name} -> {target!r:.200} points outside its directory")
+        # the bare name is opened in the dir itself, not followed: a link there is opened as the link
+        fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISSOCK(mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISLNK(mode):
+        raise SocketOutsideDir(f"the socket link {name} -> {target!r:.200} points outside its directory, "
+                               "through another link")
+    raise SocketOutsideDir(f"{name} is no socket" if target == name else f"the socket link {name} -> {target!r:.200} "
+                           "points to no socket")
+
+
 async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = None, poll_s: float = 0.001) -> None:
     """Wait for fdk's ``lsnr.sock`` symlink; it appears only once the phony socket listens and is 0666.
 
@@ -108,7 +151,7 @@ async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = N
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            info = os.lstat(path)
+            os.lstat(path)
         except FileNotFoundError:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -119,14 +162,11 @@ async def wait_ready(iofs_dir: str, timeout_s: float, watch: DirWatch | None = N
                 await asyncio.sleep(poll_s)
             continue
         break
-    if stat.S_ISLNK(info.st_mode):
-        target = os.readlink(path)
-        if "/" in target:  # a link out of the dir could point the runner anywhere on the host
-            raise ContainerInitFail()
     try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise ContainerInitFail()
-    except FileNotFoundError:
+        os.close(open_listener(path))  # each connect checks again: the link may change after this
+    except SocketOutsideDir as exc:
+        raise ContainerInitFail(f"{ContainerInitFail.message}: {exc}") from None
+    except FileNotFoundError:  # a link to nothing
         raise ContainerInitFail() from None
 
 
@@ -159,6 +199,8 @@ class HotConnection:
         """Connect again (fdk closes a connection idle for 75 s). False: the socket refuses, the container has died."""
         try:
             await self._connection()
+        except SocketOutsideDir:
+            return True  # alive, but linked elsewhere: its call's connect refuses it again, a 502 that retires it
         except OSError:
             return False
         return True
@@ -175,7 +217,11 @@ class HotConnection:
             return protocol
         self._drop()  # closed by the container, or left with unread bytes: start clean
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_unix_connection(lambda: ResponseHandler(loop), self.socket_path)
+        listener = open_listener(self.socket_path)
+        try:  # to the inode checked, by its fd: a link swapped since cannot send the connect elsewhere
+            _, protocol = await loop.create_unix_connection(lambda: ResponseHandler(loop), f"/proc/self/fd/{listener}")
+        finally:
+            os.close(listener)
         self._protocol = protocol
         return protocol
 
