@@ -52,6 +52,9 @@ _NOT_PASSED_ON = HOP_HEADERS | SET_BY_RUNNER
 
 # RFC 9110 token: what a header name may be made of
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: what no response header value may hold: a control character but HTAB (aiohttp will not write one to the client),
+#: or a byte that is not UTF-8 (aiohttp's surrogateescape; protobuf strings, on to the LB, must be UTF-8)
+_UNSENDABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
 READ_BUFSIZE = 64 * 1024
 WATCHED_RECHECK_S = 0.1  # a watched dir is looked at this often even without an event: readiness never rests on it alone
 COALESCE_BYTES = 64 * 1024  # bodies up to this go out in the same write as the head
@@ -89,8 +92,8 @@ OnData = Callable[[bytes], Awaitable[None]]
 class ContainerBroken(Exception):
     """The connection to the container failed: it has most likely died (the agent asks the driver how).
 
-    ``spoke_bad_http``: the container answered, but not in HTTP (a bad status line, bad chunking): it is alive,
-    so there is no exit to wait for.
+    ``spoke_bad_http``: the container answered, but not in HTTP (a bad status line, bad chunking, a header value
+    with a control character): it is alive, so there is no exit to wait for.
     """
 
     def __init__(self, detail: str, spoke_bad_http: bool = False) -> None:
@@ -285,6 +288,9 @@ class HotConnection:
         if limit and length is not None and int(length) > limit:
             raise _retire(FunctionResponseTooBig())  # known before anything was sent: a clean 502
         out_headers = [(k, v) for k, v in message.headers.items() if k.lower() not in HOP_HEADERS]
+        if _UNSENDABLE.search("".join([v for _, v in out_headers])):  # one search; names are tokens (the parser's)
+            name = next(k for k, v in out_headers if _UNSENDABLE.search(v))
+            raise ContainerBroken(f"response header {name} has a control character or is not UTF-8", spoke_bad_http=True)
         await on_start(message.code, out_headers)
         sent = 0
         while True:
