@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from fn_core.errors import FunctionInvalidResponse
 from fn_core.models import (
     CALL_TYPE_DETACHED,
     CALL_TYPE_SYNC,
@@ -260,9 +261,14 @@ def response_headers(runner_headers: Iterable[tuple[str, str]]) -> list[tuple[st
 
 
 def trigger_response(status: int, runner_headers: Iterable[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
-    """Triggers: keep Content-Type and Fn-Http-H-* (prefix stripped); Fn-Http-Status gives the status."""
+    """Triggers: keep Content-Type and Fn-Http-H-* (prefix stripped); Fn-Http-Status gives the status.
+
+    As Fn: a service status of 400 or more wins, else the (first) Fn-Http-Status, else 200. An Fn-Http-Status that
+    is not an HTTP status (three ASCII digits, 100-599) is the function's bad answer, Fn's 502: ``int`` took '²'
+    (and raised) or 5000 digits, and no client can read a status of 600 and up.
+    """
     out: list[tuple[str, str]] = []
-    user_status = 0
+    user_status: str | None = None
     prefix = HTTP_HEADER_PREFIX.lower()
     for key, value in runner_headers:
         lower = key.lower()
@@ -271,10 +277,16 @@ def trigger_response(status: int, runner_headers: Iterable[tuple[str, str]]) -> 
         elif lower.startswith(prefix) and len(key) > len(prefix):
             if key[len(prefix):].lower() not in HOP_BY_HOP:
                 out.append((key[len(prefix):], value))
-        elif lower == "fn-http-status" and value.strip().isdigit():
-            user_status = int(value)
+        elif lower == "fn-http-status" and user_status is None:
+            user_status = value  # the first, as Go's Header.Get
     if status >= 400:
         return status, out
-    return (user_status if 100 <= user_status <= 999 else 200), out
+    if user_status is None:
+        return 200, out
+    if not (len(user_status) == 3 and user_status.isascii() and user_status.isdigit() and "100" <= user_status <= "599"):
+        raise FunctionInvalidResponse(
+            f"invalid function response: Fn-Http-Status {user_status[:20]!r} is not an HTTP status (100-599)"
+        )
+    return int(user_status), out
 
 

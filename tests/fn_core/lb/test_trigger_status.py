@@ -1,0 +1,38 @@
+"""A trigger's status from the function's Fn-Http-Status: an HTTP status, or Fn's 502 for the function's bad answer
+(a fake runner hands the LB the header as a runner would)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fn_core.errors import FunctionInvalidResponse
+from fn_core.lb.call import trigger_response
+
+
+@pytest.mark.parametrize(("value", "status"), [("201", 201), ("100", 100), ("599", 599), ("404", 404)])
+def test_an_http_status_is_the_clients(value, status):
+    assert trigger_response(200, [("Fn-Http-Status", value)]) == (status, [])
+
+
+@pytest.mark.parametrize("value", ["²", "٢٠١", "2" * 5000, "600", "999", "099", "20", "2010", "+201", " 201", "", "abc"])
+def test_anything_else_is_a_bad_function_response(value):
+    with pytest.raises(FunctionInvalidResponse, match="Fn-Http-Status .* is not an HTTP status") as bad:
+        trigger_response(200, [("Fn-Http-Status", value)])
+    assert (bad.value.status, bad.value.user_error) == (502, True)
+    assert len(bad.value.message) < 120  # 5000 digits are not echoed back
+
+
+def test_as_fn_the_first_value_counts_a_service_error_wins_and_none_is_200():
+    assert trigger_response(200, [("fn-http-status", "201"), ("Fn-Http-Status", "bad")])[0] == 201
+    assert trigger_response(502, [("Fn-Http-Status", "²")])[0] == 502
+    assert trigger_response(200, [("Content-Type", "text/plain")]) == (200, [("Content-Type", "text/plain")])
+
+
+@pytest.mark.parametrize("body", [b"small", b"b" * (256 * 1024)])  # held whole, and streamed as it comes
+async def test_a_trigger_whose_function_sends_a_bad_status_gets_fns_502(fake_runners, lb_factory, deploy_fn, body):
+    runner = await fake_runners(("status", 200, {"Fn-Http-Status": "²", "Content-Type": "text/plain"}))
+    _, session, recorder = await lb_factory([runner.address])
+    await deploy_fn(session, trigger_source="/hello")
+    async with session.post("/t/app1/hello", data=body) as r:
+        assert r.status == 502
+        assert (await r.json())["message"] == "invalid function response: Fn-Http-Status '²' is not an HTTP status (100-599)"
