@@ -7,6 +7,7 @@ import pytest
 
 from fn_core.errors import FunctionInvalidResponse
 from fn_core.lb.call import trigger_response
+from fn_core.testing import wait_until
 
 
 @pytest.mark.parametrize(("value", "status"), [("201", 201), ("100", 100), ("599", 599), ("404", 404)])
@@ -36,3 +37,7 @@ async def test_a_trigger_whose_function_sends_a_bad_status_gets_fns_502(fake_run
     async with session.post("/t/app1/hello", data=body) as r:
         assert r.status == 502
         assert (await r.json())["message"] == "invalid function response: Fn-Http-Status '²' is not an HTTP status (100-599)"
+    # the call's own line, metrics and listeners say the same
+    await wait_until(lambda: recorder.outcomes != [], "the call ended", 5)
+    outcome = recorder.outcomes[0][1]
+    assert (outcome.status, outcome.error) == (502, "invalid function response: Fn-Http-Status '²' is not an HTTP status (100-599)")
