@@ -497,20 +497,27 @@ async def test_a_call_on_a_quiet_connection_goes_out_after_the_peers_answer_to_a
     assert conn.ping_out is None and channel._conn is conn
 
 
-async def test_a_quiet_peer_that_does_not_answer_the_ping_gets_no_call(raw_server, channels, monkeypatch):
-    """The call is not sent (`Unreachable`: the LB places it elsewhere) after ANSWER_GRACE_S; the next goes
-    elsewhere at once; the connection is dropped KEEPALIVE_TIMEOUT_S after the PING."""
+async def _quiet_after_a_call(raw_server, channels, monkeypatch):
+    """A raw peer that answers no PING, a first call sent on its connection (the peer's SETTINGS just came), then
+    0.15 s of quiet, more than QUIET_S (0.1 s here): the next call checks the link first."""
     monkeypatch.setattr(client, "QUIET_S", 0.1)
-    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.3)
-    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
-    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.6)
     peer = FramesSeen()
     server = await raw_server(peer)
     channel = channels(server.address)
+    first = await channel.open(PATH)
+    await asyncio.sleep(0.15)
+    return peer, channel, first
+
+
+async def test_a_quiet_peer_that_does_not_answer_the_ping_gets_no_call(raw_server, channels, monkeypatch):
+    """The call is not sent (`Unreachable`: the LB places it elsewhere) after ANSWER_GRACE_S; the next goes
+    elsewhere at once; the connection is dropped KEEPALIVE_TIMEOUT_S after the PING."""
+    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.3)
+    monkeypatch.setattr(client, "CHECK_EVERY_S", 0.05)
+    monkeypatch.setattr(client, "KEEPALIVE_TIMEOUT_S", 0.6)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(5):
-        first = await channel.open(PATH)  # sent: the peer's SETTINGS just came
-        await asyncio.sleep(0.15)
+        peer, channel, first = await _quiet_after_a_call(raw_server, channels, monkeypatch)
         began = loop.time()
         with pytest.raises(Unreachable) as waited:
             await channel.open(PATH)
@@ -533,15 +540,10 @@ async def test_a_caller_whose_time_ends_while_the_peer_is_checked_is_out_of_time
 ):
     """An LB whose placer timeout ends during the check waits no longer (`OutOfTime`, nothing sent); the check
     goes on, and the next caller, with time left, hears how it ended."""
-    monkeypatch.setattr(client, "QUIET_S", 0.1)
     monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.6)
-    peer = FramesSeen()
-    server = await raw_server(peer)
-    channel = channels(server.address)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(5):
-        first = await channel.open(PATH)
-        await asyncio.sleep(0.15)
+        peer, channel, first = await _quiet_after_a_call(raw_server, channels, monkeypatch)
         began = loop.time()
         with pytest.raises(OutOfTime):
             await channel.open(PATH, wait_until=began + 0.1)
