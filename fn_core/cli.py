@@ -15,12 +15,10 @@ from typing import Any
 import click
 
 from fn_core import __version__
-from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_level_name, variables_without_effect
+from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_level_name
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
-
-log = logging.getLogger("fn_core")
 
 
 def _setup(
@@ -152,8 +150,6 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | Non
             f"FN_NODE_TYPE={config.node_type} is `fn-core {NODE_TYPES[config.node_type]}`, not `fn-core {command}`: "
             "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
         )
-    for line in variables_without_effect():
-        log.warning(line)
     module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))
 

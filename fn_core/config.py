@@ -536,7 +536,8 @@ def load_config(
 
     ``overrides`` maps field names to values; None values are ignored (flags not given).
     Raises `ConfigError` with a message naming the bad key, its source and the problem. An unknown file key or
-    a misspelled-looking FN_* variable outside strict mode is a line of ``load_warnings``: this runs before logging is set up, so the caller logs it.
+    a misspelled-looking FN_* variable outside strict mode, and an Fn variable without effect, is a line of
+    ``load_warnings``: this runs before logging is set up, so the caller logs it.
     """
     env = os.environ if env is None else env
     fields = {f.name: f for f in attrs.fields(Config) if "help" in f.metadata}  # the settings
@@ -576,6 +577,7 @@ def load_config(
         if values.get("strict", False):
             raise ConfigError(line)
         warnings.append(line)
+    warnings += variables_without_effect(env)  # Fn's, set but read nowhere here: said, never an error
 
     for key, value in (overrides or {}).items():
         if value is None:

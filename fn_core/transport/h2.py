@@ -466,7 +466,7 @@ class H2Stream:
             await self._send_unsent()
         data = _MESSAGE_HEAD.pack(0, len(message)) + message
         size = len(data)
-        if size <= conn.send_window and size <= self.send_window and size <= conn.peer_max_frame and not conn._paused:
+        if self._fits_at_once(size):
             conn.send_window -= size
             self.send_window -= size
             conn.write_data(self.id, data, end_stream)
@@ -481,9 +481,12 @@ class H2Stream:
 
     def has_room_for(self, message_size: int) -> bool:
         """Whether a message of ``message_size`` bytes would go out at once, without waiting for the peer's window."""
+        return self._unsent is None and self._fits_at_once(message_size + _MESSAGE_HEAD.size)
+
+    def _fits_at_once(self, size: int) -> bool:
+        """Whether ``size`` bytes of DATA go out now, in one frame: both windows and the peer's frame size allow it."""
         conn = self.conn
-        size = message_size + _MESSAGE_HEAD.size
-        return self._unsent is None and not conn._paused and size <= min(conn.send_window, self.send_window, conn.peer_max_frame)
+        return size <= conn.send_window and size <= self.send_window and size <= conn.peer_max_frame and not conn._paused
 
     @property
     def has_partial_message(self) -> bool:
