@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING, Protocol
 
 from fn_core.config import is_host_port
 from fn_core.errors import ConfigError
 from fn_core.hook_calls import run_status_hooks
 from fn_core.lb.runner_client import RunnerClient, client_ssl_context
-from fn_core.models import MAX_TIMEOUT_S
 from fn_core.records import RunnerRef, RunnerStatus
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: how long one ``addresses()`` answer may take before the last good list is kept
 ASK_TIMEOUT_S = 10.0
-#: a runner that left the pool keeps its channel this long at most, for the calls still on it
-RETIRE_GRACE_S = MAX_TIMEOUT_S + 30.0
 
 
 class RunnerSource(Protocol):
@@ -147,9 +145,15 @@ class RunnerSet:
         return False
 
     def _retire(self, client: RunnerClient) -> None:
-        task = asyncio.create_task(client.close(grace_s=RETIRE_GRACE_S), name=f"retire-runner-{client.address}")
+        # no time limit: a call may wait long for room and then run up to its timeout, and a live runner ends it;
+        # a runner that dies or freezes loses its connection (its overdue calls' PINGs go unanswered), which ends this
+        task = asyncio.create_task(client.close(grace_s=math.inf), name=f"retire-runner-{client.address}")
         self._retiring[task] = client
         task.add_done_callback(self._retiring.pop)
+
+    def retiring(self) -> list[RunnerClient]:
+        """The runners that left the pool and still have calls on their channels."""
+        return list(self._retiring.values())
 
     async def _refresh_forever(self) -> None:
         assert self.refresh_s is not None

@@ -92,6 +92,48 @@ async def test_a_runner_that_leaves_the_pool_finishes_the_calls_it_has(fake_runn
     assert (len(a.calls), a.cancelled, len(b.calls)) == (1, 0, 1)
 
 
+async def test_a_call_on_a_runner_that_left_the_pool_runs_past_its_timeout_while_the_runner_lives(
+    fake_runners, lb_factory, deploy_fn, monkeypatch
+):
+    """A call may wait long for room and then run up to its timeout: its runner leaving the pool sets it no other
+    limit (a fixed grace used to cut such a call). Overdue, the call's runner is asked whether it is alive (PING);
+    a live one keeps the call, and the channel closes once the call has ended."""
+    monkeypatch.setattr("fn_core.lb.runner_client.OVERDUE_MARGIN_S", 0.2)  # overdue 1.2 s after it started
+    a, b = await fake_runners("hold"), await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session, fn={"timeout": 1}))["fn"]["id"]
+    in_flight = asyncio.create_task(invoke(session, fn_id, "long on a"))
+    await asyncio.wait_for(a.hanging.wait(), 5)
+    pool.listed = [b.address]
+    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
+    retiring = node.agent.pool.retiring()
+    assert [client.address for client in retiring] == [a.address]
+
+    await asyncio.sleep(2.5)  # well past the call's timeout and margin: overdue, checked, alive
+    assert not in_flight.done()
+    a.release.set()
+    assert await asyncio.wait_for(in_flight, 5) == (200, "long on a")
+    await wait_until(lambda: not node.agent.pool.retiring(), "a's channel closed after its last call")
+
+
+async def test_a_runner_that_left_the_pool_and_then_stops_ends_its_call_and_its_channel(fake_runners, lb_factory, deploy_fn):
+    a, b = await fake_runners("hold"), await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    in_flight = asyncio.create_task(invoke(session, fn_id, "on a"))
+    await asyncio.wait_for(a.hanging.wait(), 5)
+    pool.listed = [b.address]
+    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
+
+    await a.stop()  # the call was committed there: it is never re-sent to b
+    status, _ = await asyncio.wait_for(in_flight, 10)
+    assert status >= 500
+    assert len(b.calls) == 0
+    await wait_until(lambda: not node.agent.pool.retiring(), "a's channel closed")
+
+
 async def test_a_failing_pool_keeps_the_last_list_and_says_so(fake_runners, lb_factory, deploy_fn, caplog):
     a = await fake_runners()
     pool = MovingPool([a.address])
