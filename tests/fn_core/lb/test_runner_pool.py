@@ -74,16 +74,22 @@ async def test_the_lb_adds_and_removes_runners_as_the_pool_changes(fake_runners,
     assert all(outcome.attempts == 1 for _, outcome in recorder.outcomes)  # no call tried a runner that had left
 
 
-async def test_a_runner_that_leaves_the_pool_finishes_the_calls_it_has(fake_runners, lb_factory, deploy_fn):
+async def call_on_a_runner_that_leaves(fake_runners, lb_factory, deploy_fn, body: str, fn: dict | None = None):
+    """Runner a holds a call (until ``a.release``) and then leaves the pool, b stays: (a, b, node, session, the call
+    in flight, fn id)."""
     a, b = await fake_runners("hold"), await fake_runners()
     pool = MovingPool([a.address])
     node, session, _ = await start(lb_factory, pool)
-    fn_id = (await deploy_fn(session))["fn"]["id"]
-    in_flight = asyncio.create_task(invoke(session, fn_id, "started on a"))
+    fn_id = (await deploy_fn(session, fn=fn))["fn"]["id"]
+    in_flight = asyncio.create_task(invoke(session, fn_id, body))
     await asyncio.wait_for(a.hanging.wait(), 5)
-
     pool.listed = [b.address]
     await wait_until(lambda: addresses_of(node) == [b.address], "a left")
+    return a, b, node, session, in_flight, fn_id
+
+
+async def test_a_runner_that_leaves_the_pool_finishes_the_calls_it_has(fake_runners, lb_factory, deploy_fn):
+    a, b, _, session, in_flight, fn_id = await call_on_a_runner_that_leaves(fake_runners, lb_factory, deploy_fn, "started on a")
     assert await invoke(session, fn_id, "new call") == (200, "new call")
     assert len(b.calls) == 1
 
@@ -99,16 +105,10 @@ async def test_a_call_on_a_runner_that_left_the_pool_runs_past_its_timeout_while
     limit (a fixed grace used to cut such a call). Overdue, the call's runner is asked whether it is alive (PING);
     a live one keeps the call, and the channel closes once the call has ended."""
     monkeypatch.setattr("fn_core.lb.runner_client.OVERDUE_MARGIN_S", 0.2)  # overdue 1.2 s after it started
-    a, b = await fake_runners("hold"), await fake_runners()
-    pool = MovingPool([a.address])
-    node, session, _ = await start(lb_factory, pool)
-    fn_id = (await deploy_fn(session, fn={"timeout": 1}))["fn"]["id"]
-    in_flight = asyncio.create_task(invoke(session, fn_id, "long on a"))
-    await asyncio.wait_for(a.hanging.wait(), 5)
-    pool.listed = [b.address]
-    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
-    retiring = node.agent.pool.retiring()
-    assert [client.address for client in retiring] == [a.address]
+    a, _, node, _, in_flight, _ = await call_on_a_runner_that_leaves(
+        fake_runners, lb_factory, deploy_fn, "long on a", fn={"timeout": 1}
+    )
+    assert [client.address for client in node.agent.pool.retiring()] == [a.address]
 
     await asyncio.sleep(2.5)  # well past the call's timeout and margin: overdue, checked, alive
     assert not in_flight.done()
@@ -118,18 +118,9 @@ async def test_a_call_on_a_runner_that_left_the_pool_runs_past_its_timeout_while
 
 
 async def test_a_runner_that_left_the_pool_and_then_stops_ends_its_call_and_its_channel(fake_runners, lb_factory, deploy_fn):
-    a, b = await fake_runners("hold"), await fake_runners()
-    pool = MovingPool([a.address])
-    node, session, _ = await start(lb_factory, pool)
-    fn_id = (await deploy_fn(session))["fn"]["id"]
-    in_flight = asyncio.create_task(invoke(session, fn_id, "on a"))
-    await asyncio.wait_for(a.hanging.wait(), 5)
-    pool.listed = [b.address]
-    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
-
+    a, b, node, _, in_flight, _ = await call_on_a_runner_that_leaves(fake_runners, lb_factory, deploy_fn, "on a")
     await a.stop()  # the call was committed there: it is never re-sent to b
-    status, _ = await asyncio.wait_for(in_flight, 10)
-    assert status >= 500
+    assert await asyncio.wait_for(in_flight, 10) == (500, '{"message": "the runner was lost during the call"}')
     assert len(b.calls) == 0
     await wait_until(lambda: not node.agent.pool.retiring(), "a's channel closed")
 
