@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from fn_core import __version__
+from fn_core import __version__, logfmt
 from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_level_name
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
@@ -37,7 +37,8 @@ TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class JsonLogFormatter(logging.Formatter):
-    """``FN_LOG_FORMAT=json``: one object per line, with the keys of Fn's JSON logs (time, level, msg) plus the logger."""
+    """``FN_LOG_FORMAT=json``: one object per line, with the keys of Fn's JSON logs (time, level, msg) plus the logger,
+    and a line's fields (`fn_core.logfmt`: call_id, fn_id, status, ...) as keys of their own."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -46,6 +47,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, logfmt.FIELDS_ATTR, None)
+        if fields:  # a line of fields (the call line): each a key of its own, beside those above
+            entry.update((key, raw) for key, raw in fields.items() if key not in entry)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

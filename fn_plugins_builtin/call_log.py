@@ -1,30 +1,32 @@
-"""One structured log line per call on the LB: what operators grep when a call went wrong."""
+"""One structured log line per call on the LB: what operators grep when a call went wrong.
+
+Its fields are logfmt (`fn_core.logfmt`): a parser splits them, and no value a client chose can add one; with
+``FN_LOG_FORMAT=json`` they are top-level keys of the line's object too.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from fn_core import hookimpl
+from fn_core import hookimpl, logfmt
 
 log = logging.getLogger("fn_core.calls")
 
 
 @hookimpl
 def call_finished(call, outcome):
-    log.info(
-        "call finished call_id=%s app_id=%s fn_id=%s runner=%s status=%d attempts=%d duration_ms=%.2f%s%s",
-        call.id,
-        call.app_id,
-        call.fn_id,
-        outcome.runner or "-",
-        outcome.status,
-        outcome.attempts,
-        outcome.duration_s * 1000,
-        f" error={outcome.error!r}" if outcome.error else "",
-        f" rid={_field(outcome.request_id)}" if outcome.request_id else "",
-    )
-
-
-def _field(value: str) -> str:
-    """A client's value as one field of the line: as is when it is one printable word, else quoted."""
-    return value if value.isprintable() and " " not in value else repr(value)
+    fields = {
+        "call_id": call.id,
+        "app_id": call.app_id,
+        "fn_id": call.fn_id,
+        "runner": outcome.runner or "-",
+        "status": outcome.status,
+        "attempts": outcome.attempts,
+        "duration_ms": round(outcome.duration_s * 1000, 2),
+    }
+    if outcome.error:
+        fields["error"] = outcome.error
+    if outcome.request_id:
+        fields["rid"] = outcome.request_id
+    text, extra = logfmt.line(fields)
+    log.info("call finished %s", text, extra=extra)

@@ -21,6 +21,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.helpers import must_be_empty_body
 from multidict import CIMultiDict
 
+from fn_core import logfmt
 from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
@@ -181,16 +182,17 @@ class InvokeApi:
     def reject(self, request: web.Request, err: APIError, started: float) -> web.Response:
         """Count and log an invoke/trigger request refused before a call exists; Fn's error answer, with no call id."""
         self.agent.metrics.observe_rejection(err.status)
-        rid = "" if self.request_ids is None else f" rid={_log_value(self.request_ids.of(request))}"
-        calls_log.info(
-            "invoke rejected method=%s path=%s status=%d duration_ms=%.2f error=%r%s",
-            request.method,
-            request.rel_url.raw_path,  # still percent-encoded: a client's path cannot break the line
-            err.status,
-            (time.monotonic() - started) * 1000,
-            err.message,
-            rid,
-        )
+        fields = {
+            "method": request.method,
+            "path": request.rel_url.raw_path,  # still percent-encoded, as the client sent it
+            "status": err.status,
+            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            "error": err.message,
+        }
+        if self.request_ids is not None:
+            fields["rid"] = self.request_ids.of(request)
+        text, extra = logfmt.line(fields)
+        calls_log.info("invoke rejected %s", text, extra=extra)
         return error_response(err)
 
     async def _detached(self, offer: CallOffer, body: bytes, started: float, rid: str) -> tuple[web.Response, Placement]:
@@ -242,11 +244,6 @@ class InvokeApi:
                 return error_response(error, call.id), Placement()  # finished() already ran in the task
         started_on_runner.cancel()
         return web.Response(status=202, headers={CALL_ID_HEADER: call.id}), Placement()
-
-
-def _log_value(value: str) -> str:
-    """A client's value as one field of a log line: as is when it is one printable word, else quoted."""
-    return value if value.isprintable() and " " not in value else repr(value)
 
 
 def _is_detached(request: web.Request) -> bool:

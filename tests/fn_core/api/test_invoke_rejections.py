@@ -68,7 +68,7 @@ async def test_unknown_fn_is_404_counted_and_logged(lb, caplog):
     lines = rejection_lines(caplog)
     assert len(lines) == 2
     assert lines[0].startswith("invoke rejected method=POST path=/invoke/01NOPE status=404 duration_ms=")
-    assert lines[0].endswith(" error='Fn not found'")
+    assert lines[0].endswith(' error="Fn not found"')
     assert not [r for r in caplog.records if r.getMessage().startswith("call finished")]
 
 
@@ -80,7 +80,7 @@ async def test_trigger_unknown_app_or_source_is_404_counted_and_logged(lb, caplo
     lines = rejection_lines(caplog)
     assert lines[0].startswith("invoke rejected method=GET path=/t/noapp/hello status=404 ")
     assert lines[1].startswith("invoke rejected method=PUT path=/t/app1/nope status=404 ")
-    assert lines[1].endswith(" error='Trigger not found'")
+    assert lines[1].endswith(' error="Trigger not found"')
     assert (await request(lb, "GET", "/t/no%0Aapp/x"))[:2] == (404, {"message": "App not found"})
     assert rejection_lines(caplog)[2].startswith("invoke rejected method=GET path=/t/no%0Aapp/x ")  # one line, still encoded
 

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from fn_core import logfmt
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
 
@@ -61,9 +62,9 @@ async def test_a_refused_invoke_echoes_and_logs_the_request_id(start, caplog):
     assert status == 404 and headers[RID] == "two words"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("invoke rejected")]
     assert lines[0].startswith("invoke rejected method=POST path=/invoke/01NOPE status=404 ")
-    assert lines[0].endswith(" error='Fn not found' rid=rid-refused")
+    assert lines[0].endswith(' error="Fn not found" rid=rid-refused')
     assert lines[1].endswith(f" rid={generated}")  # the id the client got back
-    assert lines[2].endswith(" rid='two words'")  # quoted: a client's value cannot fake other fields
+    assert lines[2].endswith(' rid="two words"')  # quoted: a client's value cannot fake other fields
 
 
 async def test_with_cors_a_browser_may_read_the_request_id(start):
@@ -104,8 +105,14 @@ async def test_invoke_and_trigger_answers_echo_the_request_id(fn_platform, echo_
         assert (r.status, await r.read()) == (200, b"hi") and r.headers[RID] == "rid-trigger"
     async with platform.session.get(f"{platform.url}/t/app/echo") as r:
         assert r.status == 200 and is_generated(r.headers[RID])
+    forged = 'r1 status=500 runner=elsewhere error="x"'  # a client's id trying to add fields to the call's line
+    result = await platform.invoke(fn["id"], "hello", headers={RID: forged})
+    assert result.status == 200 and result.headers[RID] == forged
 
     finished = [r.getMessage() for r in caplog.records if r.getMessage().startswith("call finished")]
-    assert len(finished) == 5  # all ran as calls, and each line names its request, as the client sent it or got it
+    assert len(finished) == 6  # all ran as calls, and each line names its request, as the client sent it or got it
     assert finished[0].endswith(" rid=rid-invoke-1") and finished[1].endswith(f" rid={generated}")
     assert finished[3].endswith(" rid=rid-trigger")
+    fields = logfmt.parse(finished[5])  # as a log collector splits it
+    assert (fields["rid"], fields["status"], fields["call_id"]) == (forged, "200", result.headers["Fn-Call-Id"])
+    assert "error" not in fields and fields["runner"] != "elsewhere"

@@ -1,0 +1,46 @@
+"""Log lines whose ``key=value`` fields a logfmt parser splits (Loki, Vector, go-logfmt), as Fn's logrus text lines.
+
+A value that is not one plain word (a space, a double quote, an equals sign, a backslash, a control or other
+unprintable character, or nothing at all) is double-quoted with JSON's escapes, so no value a client chose (a
+request id, a path, an error message quoting a header) can end its field early, add a field, or break the line.
+
+With ``FN_LOG_FORMAT=json`` the same fields are also top-level keys of the line's object: `line` puts them on the
+record (``extra``), where `fn_core.cli.JsonLogFormatter` finds them under `FIELDS_ATTR`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+#: the attribute of a `logging.LogRecord` holding a line's fields (a dict) for the JSON formatter
+FIELDS_ATTR = "fn_fields"
+
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII but for space, '"', '=' and '\\'
+
+
+def value(raw: object) -> str:
+    """``raw`` as a logfmt value: as is when it is one plain word, else double-quoted and escaped."""
+    text = raw if isinstance(raw, str) else str(raw)
+    if _PLAIN.fullmatch(text):
+        return text
+    # ensure_ascii when something unprintable is in it (a NEL or a line separator splits lines in some collectors)
+    return json.dumps(text, ensure_ascii=not text.isprintable())
+
+
+def line(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``key=value ...`` for ``fields`` (in their order), and the ``extra`` that gives them to the JSON formatter::
+
+        text, extra = logfmt.line({"call_id": call.id, "status": 200})
+        log.info("call finished %s", text, extra=extra)
+    """
+    return " ".join(f"{key}={value(raw)}" for key, raw in fields.items()), {FIELDS_ATTR: fields}
+
+
+_FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse(text: str) -> dict[str, Any]:
+    """The fields of a line `line` wrote, as strings (a key said twice: the last), as a logfmt parser reads them."""
+    return {key: json.loads(raw) if raw.startswith('"') else raw for key, raw in _FIELD.findall(text)}
