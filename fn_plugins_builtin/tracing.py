@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import time
+import urllib.parse
 
 import aiohttp
 import attrs
@@ -167,6 +168,7 @@ class Collector:
     def __init__(self, name: str, url: str, encode: Encoder) -> None:
         self.name = name
         self.url = url
+        self.shown_url, self._userinfo = _without_password(url)
         self.encode = encode
         self.pending: list[Span] = []
         self.sent = 0
@@ -214,12 +216,14 @@ class Collector:
                     lost = sum(len(g) for g in groups[taken:])  # this one's and those not tried
                     self.dropped += lost
                     if not self._failing:  # once per outage, not per batch
-                        log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.url, lost, problem)
+                        if self._userinfo:  # an error quoting the URL (aiohttp's InvalidURL) would show it too
+                            problem = problem.replace(self._userinfo, self._userinfo.partition(":")[0] + ":***@")
+                        log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.shown_url, lost, problem)
                     self._failing = True
                     return
                 self.sent += len(group)
             if self._failing:
-                log.info("%s at %s takes spans again", self.name.capitalize(), self.url)
+                log.info("%s at %s takes spans again", self.name.capitalize(), self.shown_url)
                 self._failing = False
 
     async def _post(self, session: aiohttp.ClientSession, spans: list[Span]) -> str:
@@ -232,6 +236,21 @@ class Collector:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return ""
+
+
+def _without_password(url: str) -> tuple[str, str]:
+    """``url`` as a log line may show it (``user:***@`` for ``user:password@``: a collector behind basic auth), and
+    the ``user:password@`` taken out ('' when none)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # a URL urlsplit cannot read (aiohttp will say so at the first POST): shown as is
+        return url, ""
+    if not password:
+        return url, ""
+    userinfo, _, host = parts.netloc.rpartition("@")
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    return shown, f"{userinfo}@"
 
 
 def _by_service(spans: list[Span]) -> list[list[Span]]:

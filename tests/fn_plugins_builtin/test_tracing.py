@@ -7,6 +7,7 @@ The collectors are `zipkin_collector` and `jaeger_collector` (tests/conftest.py)
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 import pytest
@@ -222,3 +223,58 @@ async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is
             await collector._task
     finally:
         await server.cleanup()
+
+
+async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never_shows_it(caplog):
+    from aiohttp import web
+
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import zipkin_json
+
+    caplog.set_level(logging.INFO, logger="fn_plugins_builtin.tracing")
+    answers, auths = [500, 202], []
+
+    async def take(request: web.Request) -> web.Response:
+        auths.append(request.headers["Authorization"])
+        return web.Response(status=answers.pop(0))
+
+    app = web.Application()
+    app.router.add_post("/api/v2/spans", take)
+    server = web.AppRunner(app)
+    await server.setup()
+    await web.TCPSite(server, "127.0.0.1", 0).start()
+    port = server.addresses[0][1]
+    try:
+        collector = Collector("zipkin", f"http://user:zippass@127.0.0.1:{port}/api/v2/spans", zipkin_json)
+        tracer = Tracer([collector])
+        for call_id, said in (("in-the-outage", "did not take"), ("after-it", "takes spans again")):
+            tracer.call_finished(Call(id=call_id, app_id="a", fn_id="f"), CallOutcome(status=200))
+            collector._wake.set()
+            await wait_until(lambda said=said: said in caplog.text, said, timeout_s=10)
+        assert auths == ["Basic " + base64.b64encode(b"user:zippass").decode()] * 2
+        assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans did not take 1 span(s): HTTP 500" in caplog.text
+        assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans takes spans again" in caplog.text
+        assert "zippass" not in caplog.text
+        collector._task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await collector._task
+    finally:
+        await server.cleanup()
+
+
+async def test_an_unusable_collector_url_is_logged_without_its_password(caplog):
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import zipkin_json
+
+    collector = Collector("zipkin", "http://user:zippass@127.0.0.1:99999/api/v2/spans", zipkin_json)  # aiohttp: InvalidURL, quoting it
+    Tracer([collector]).call_finished(Call(id="call-1", app_id="a", fn_id="f"), CallOutcome(status=200))
+    collector._wake.set()
+    await wait_until(lambda: "did not take" in caplog.text, "the failure was logged", timeout_s=10)
+    assert "http://user:***@127.0.0.1:99999/api/v2/spans" in caplog.text and "zippass" not in caplog.text
+    collector._task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await collector._task
