@@ -183,7 +183,7 @@ def client_ssl_context(config) -> ssl.SSLContext | None:
 class RunnerClient:
     def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.address = address
-        self.channel = Channel(address, ssl_context, on_connected=self._reached)
+        self.channel = Channel(address, ssl_context, on_connected=self._reached, on_unreachable=self._unreached)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
         # since a call could not reach it, until a connection is made again (the channel keeps dialling):
         # said once per outage, and its end
@@ -195,6 +195,14 @@ class RunnerClient:
         if self.unreachable:
             self.unreachable = False
             log.warning("runner %s reachable again", self.address)
+
+    def _unreached(self, exc: Unreachable) -> None:
+        """A connection attempt failed, a call's or the channel's own after its connection was lost."""
+        if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
+            self.unreachable = True
+            hint = TLS_MISMATCH_HINTS.get(exc.tls_mismatch)
+            log.warning("runner %s unreachable: %s%s (calls go to the others; said again when it answers)",
+                        self.address, exc, f": {hint}" if hint else "")
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
@@ -232,12 +240,8 @@ class RunnerClient:
             # nothing was sent, so the call is not placed (it goes to the next runner), as for a refused stream below
             log.debug("runner %s did not take the call: %s", self.address, exc)
             return None
-        except Unreachable as exc:
-            if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
-                self.unreachable = True
-                hint = TLS_MISMATCH_HINTS.get(exc.tls_mismatch)
-                log.warning("runner %s unreachable: %s%s (calls go to the others; said again when it answers)",
-                            self.address, exc, f": {hint}" if hint else "")
+        except Unreachable as exc:  # no connection, or one whose peer does not answer a PING
+            self._unreached(exc)
             return None
         if self.unreachable:  # reached on a connection made before the outage was seen
             self._reached()

@@ -29,7 +29,10 @@ A peer under suspicion costs new calls nothing: while such a PING is unanswered 
 call (`Unreachable`: the LB tries the next runner), and once a connection attempt failed, or a connection was
 dropped for an unanswered PING, no call waits for the next attempt: it is made in the background, one at a
 time, and calls go elsewhere until it succeeds. A host that accepts TCP but never answers (frozen) or drops
-the packets (a partition) would otherwise hold every call sent its way for the connect timeout.
+the packets (a partition) would otherwise hold every call sent its way for the connect timeout. A connection
+that is lost (the peer died or hung up, or it was dropped) is dialled again in the background at once, calls or
+not: a runner that died while no call came is known as unreachable then (`Channel`'s ``on_unreachable``), not
+only when the next call finds it so.
 
 A caller that may wait less than a connection attempt or a check takes (an LB's placer timeout) says until
 when (`Channel.open`'s ``wait_until``) and gets `OutOfTime` then, nothing sent; the attempt or the check goes
@@ -148,9 +151,10 @@ class ClientStream(h2.H2Stream):
 
 
 class ClientConnection(h2.H2Connection):
-    def __init__(self, authority: str) -> None:
+    def __init__(self, authority: str, on_ended: Callable[[ClientConnection], None] | None = None) -> None:
         super().__init__()
         self.authority = authority
+        self._on_ended = on_ended  # told once the connection is gone (its channel dials again)
         self.next_stream_id = 1
         self.ready: asyncio.Future[None] = self.loop.create_future()  # the peer's SETTINGS came
         self._first_block = True
@@ -245,6 +249,8 @@ class ClientConnection(h2.H2Connection):
         if self._answered is not None:  # a call waiting for the PING's answer learns the connection is gone
             self._answered.set_result(None)
             self._answered = None
+        if self._on_ended is not None:
+            self._on_ended(self)
 
     def ping(self, now: float, why: str) -> None:
         self.ping_out = self.last_ping = now
@@ -324,11 +330,15 @@ class Channel:
 
     def __init__(
         self, address: str, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 5.0,
-        on_connected: Callable[[], None] | None = None,
+        on_connected: Callable[[], None] | None = None, on_unreachable: Callable[[Unreachable], None] | None = None,
     ) -> None:
-        """``on_connected``: called each time a connection is made (after a failure: the peer answers again)."""
+        """``on_connected``: called each time a connection is made (after a failure: the peer answers again).
+        ``on_unreachable``: called with the error of each failed connection attempt, a caller's or one made in
+        the background (the connection in use was lost: the channel dials again at once, calls or not, so that
+        a peer that died while no call came is known, and not only by the next call)."""
         self.address = address
         self._on_connected = on_connected
+        self._on_unreachable = on_unreachable
         self._redial: asyncio.TimerHandle | None = None
         host, _, port = address.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
@@ -417,13 +427,22 @@ class Channel:
             self._connecting = None
         if attempt.cancelled():
             return
-        if attempt.exception() is None:  # (a background attempt's failure has no awaiter: it is in _last_failure)
+        error = attempt.exception()
+        if error is None:  # (a background attempt's failure has no awaiter: it is in _last_failure)
             if self._on_connected is not None:
                 self._on_connected()
-        elif not self._closed and self._redial is None:
+            return
+        if self._on_unreachable is not None and isinstance(error, Unreachable) and not self._closed:
+            self._on_unreachable(error)
+        if not self._closed and self._redial is None:
             # dial again when the backoff is over, calls or not: a peer that is back is known at once (the first
             # call after it needs no attempt of its own; the LB's reachability gauge says so)
             self._redial = asyncio.get_running_loop().call_at(self._retry_at, self._dial_in_background)
+
+    def _conn_ended(self, conn: ClientConnection) -> None:
+        """The connection in use is gone (the peer died, hung up, or was dropped for silence): dial again."""
+        if conn is self._conn and not self._closed and self._redial is None and self._connecting is None:
+            self._redial = asyncio.get_running_loop().call_later(BACKOFF_MIN_S, self._dial_in_background)
 
     def _dial_in_background(self) -> None:
         self._redial = None
@@ -438,7 +457,7 @@ class Channel:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: ClientConnection(self.address),
+                    lambda: ClientConnection(self.address, self._conn_ended),
                     self._host,
                     self._port,
                     ssl=self._ssl,

@@ -73,3 +73,37 @@ async def test_metrics_say_which_runner_the_lb_cannot_reach_and_how_many_calls_e
     assert await reachable_again()
     assert back.calls == [] and len(live.calls) == calls_before
     assert any("runner " + dead + " reachable again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_runner_that_dies_while_no_call_comes_is_seen_unreachable_and_back_without_a_call(
+    fake_runners, lb_factory, deploy_fn, caplog
+):
+    runner = await fake_runners("echo")
+    port = int(runner.address.rpartition(":")[2])
+    node, session, recorder = await lb_factory([runner.address])
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    async with session.post(f"/invoke/{fn_id}", data="hello") as r:
+        assert r.status == 200  # the LB is connected
+    caplog.set_level(logging.WARNING, logger="fn_core.lb.runner_client")
+
+    async def reachable() -> float:
+        return (await samples(session))[f'fn_lb_runner_reachable{{runner="{runner.address}"}}']
+
+    await runner.stop()  # no call in flight, none coming: an alert on the gauge must still fire
+    for _ in range(50):
+        if await reachable() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await reachable() == 0
+    assert [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()][0].startswith(
+        f"runner {runner.address} unreachable: UNAVAILABLE: failed to connect to {runner.address}: ConnectionRefusedError"
+    )
+
+    back = await fake_runners("echo", port=port)
+    for _ in range(60):  # the backoff is 2 s at most
+        if await reachable() == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await reachable() == 1
+    assert any(f"runner {runner.address} reachable again" in r.getMessage() for r in caplog.records)
+    assert back.calls == [] and len(recorder.outcomes) == 1  # no call was needed to see either
