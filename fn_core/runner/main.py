@@ -69,10 +69,17 @@ class RunnerNode:
         self._stopped = True
         grace = self.grace if grace is None else grace
         self.agent.begin_shutdown()
-        deadline = time.monotonic() + grace
+        began = time.monotonic()
+        deadline = began + grace
+        waited_for = self.core.active
         while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        if waited_for:  # what the stop waited for, and how long: read beside the LBs' lines of those calls
+            log.info("waited %.1f s for %d calls in flight; %d still running", time.monotonic() - began, waited_for,
+                     self.core.active)
         if self.core.active:  # the grace is over: each call still running ends with its `finished`, then the streams go
+            log.warning("the stop's grace of %g s is over: cutting %d calls still running (each ends as 500, never "
+                        "re-sent)", grace, self.core.active)
             self.agent.cut_running_calls()
             cut_by = time.monotonic() + CUT_WAIT_S
             while self.core.active and time.monotonic() < cut_by:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import attrs
@@ -104,7 +105,8 @@ async def test_blocking_mode_gives_a_starved_fn_room_while_another_keeps_the_run
     assert node.agent.metrics.retired_by_reason["evicted"] >= 1
 
 
-async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(start, rc):
+async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(start, rc, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.runner.main")
     node = await start()
     in_flight = asyncio.create_task(rc.run(node.address, rc.call(), {"sleep_ms": 800}))
     while not node.servicer.active or not node.agent.containers():
@@ -116,11 +118,15 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(sta
     assert (await in_flight).finished.success
     await stopping
     assert rc.containers() == []
+    said = [r.getMessage() for r in caplog.records if r.name == "fn_core.runner.main"]
+    assert any(line.startswith("waited ") and line.endswith(" s for 1 calls in flight; 0 still running") for line in said)
+    assert not any("cutting" in line for line in said)
 
 
-async def test_a_stop_past_its_grace_ends_a_running_call_with_its_finished_never_the_nack(start, rc):
+async def test_a_stop_past_its_grace_ends_a_running_call_with_its_finished_never_the_nack(start, rc, caplog):
     """The call was sent to its container: cut at the grace's end, it ends with an error of its own (a cut stream
     left the LB a 500 naming the runner; a 503 would be the NACK, and the call would run again elsewhere)."""
+    caplog.set_level(logging.INFO, logger="fn_core.runner.main")
     node = await start()
     in_flight = asyncio.create_task(rc.run(node.address, rc.call(timeout=30), {"sleep_ms": 20000}))
     while not node.servicer.active or not node.agent.containers():
@@ -132,6 +138,9 @@ async def test_a_stop_past_its_grace_ends_a_running_call_with_its_finished_never
     assert (result.started, result.finished.success, result.finished.errorCode) == (False, False, 500)
     assert result.finished.errorStr == "call cut short: the runner is shutting down"
     assert rc.containers() == []
+    assert "the stop's grace of 0.3 s is over: cutting 1 calls still running (each ends as 500, never re-sent)" in [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    ]
 
 
 async def test_a_stop_does_not_wait_for_a_container_nobody_waits_for_any_more(start, rc, slow_start_image):
