@@ -75,11 +75,11 @@ class RunnerNode:
         while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if waited_for:  # what the stop waited for, and how long: read beside the LBs' lines of those calls
-            log.info("waited %.1f s for %d calls in flight; %d still running", time.monotonic() - began, waited_for,
-                     self.core.active)
+            log.info("waited %.1f s for the calls in flight (%d at the stop, %d still running)", time.monotonic() - began,
+                     waited_for, self.core.active)
         if self.core.active:  # the grace is over: each call still running ends with its `finished`, then the streams go
-            log.warning("the stop's grace of %g s is over: cutting %d calls still running (each ends as 500, never "
-                        "re-sent)", grace, self.core.active)
+            log.warning("the stop's grace of %g s is over: cutting the calls still running (%d; each ends as 500, "
+                        "never re-sent)", grace, self.core.active)
             self.agent.cut_running_calls()
             cut_by = time.monotonic() + CUT_WAIT_S
             while self.core.active and time.monotonic() < cut_by:

@@ -119,7 +119,7 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_nacks_new_ones(sta
     await stopping
     assert rc.containers() == []
     said = [r.getMessage() for r in caplog.records if r.name == "fn_core.runner.main"]
-    assert any(line.startswith("waited ") and line.endswith(" s for 1 calls in flight; 0 still running") for line in said)
+    assert any(line.startswith("waited ") and line.endswith(" s for the calls in flight (1 at the stop, 0 still running)") for line in said)
     assert not any("cutting" in line for line in said)
 
 
@@ -138,7 +138,7 @@ async def test_a_stop_past_its_grace_ends_a_running_call_with_its_finished_never
     assert (result.started, result.finished.success, result.finished.errorCode) == (False, False, 500)
     assert result.finished.errorStr == "call cut short: the runner is shutting down"
     assert rc.containers() == []
-    assert "the stop's grace of 0.3 s is over: cutting 1 calls still running (each ends as 500, never re-sent)" in [
+    assert "the stop's grace of 0.3 s is over: cutting the calls still running (1; each ends as 500, never re-sent)" in [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
     ]
 
