@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,31 @@ def _setup(
     config = load_config(ctx.obj.get("config_file"), overrides=overrides)
     handler = log_handler(config.log_dest, config.log_prefix)
     handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else logging.Formatter(TEXT_LOG_FORMAT))
-    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
+    level = logging.getLevelName(config.log_level.upper())
+    # FN_LOG_LEVEL=debug is for fn-core's own lines (functions' output among them): a library's debug lines (docker's
+    # name the registry user of FN_DOCKER_AUTH, urllib3's every Docker API call) stay off, its info and up are kept
+    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler])
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     for line in config.load_warnings:  # found before there was a log destination to send them to
         logging.getLogger("fn_core.config").warning(line)
-    return config, get_plugin_manager(config, select=select, keep_invalid=keep_invalid)
+    pm = get_plugin_manager(config, select=select, keep_invalid=keep_invalid)
+    for name in _plugin_packages(pm):  # a plugin's lines are the node's own too (set only now: its modules are known)
+        logging.getLogger(name).setLevel(level)
+    return config, pm
+
+
+#: the loggers FN_LOG_LEVEL sets; every other logger (a library's) logs at info or above, at FN_LOG_LEVEL or above
+OWN_LOGGERS = ("fn_core", "fn_plugins_builtin")
+
+
+def _plugin_packages(pm: FnPluginManager) -> set[str]:
+    """The top-level packages of the third-party plugins' modules: they log under their modules' names."""
+    packages = set()
+    for plugin in pm.get_plugins():
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+        packages.add(module.partition(".")[0])
+    return packages - set(OWN_LOGGERS)
 
 
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

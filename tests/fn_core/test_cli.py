@@ -363,6 +363,35 @@ def test_log_level_flag_reads_what_fn_log_level_reads(tmp_path, flag, info_logge
     assert ("INFO fn_core.lb.pool: runner pool 'static'" in stderr) is info_logged
 
 
+def test_fn_log_level_debug_shows_fn_cores_and_plugins_debug_lines_but_not_the_docker_libraries(tmp_path):
+    """Debug is for a node's own lines: docker's name the registry user of FN_DOCKER_AUTH, urllib3's each Docker call."""
+    env = _installed_dist(tmp_path, "fn-chatty", "0.1", (
+        "import logging\nfrom fn_core import hookimpl\n@hookimpl\ndef metric_families():\n"
+        "    logging.getLogger(__name__).debug('a plugin debug line')\n    return []\n"
+    ))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env, "FN_LOG_LEVEL": "debug",
+           "FN_REQUEST_HEADER_READ_TIMEOUT": "0.2", "FN_CONTAINER_LABEL_TAG": f"fn-core-test-cli-{os.getpid()}-debug",
+           "FN_IOFS_PATH": str(tmp_path / "iofs"), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db"}
+    port = free_port()
+    node = subprocess.Popen([fn_core_command(), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+        with socket.create_connection(("127.0.0.1", port)) as silent:  # closed unanswered, said at debug
+            silent.settimeout(5)
+            assert silent.recv(1) == b""
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, stderr = node.communicate(timeout=30)
+    assert node.returncode == 0, stderr
+    assert "DEBUG fn_core.api.connection: closed a connection that sent no request" in stderr
+    assert "DEBUG fn_chatty_plugin: a plugin debug line" in stderr
+    assert "INFO fn_core.runner.main:" in stderr
+    assert not [line for line in stderr.splitlines() if " DEBUG " in line and " fn_" not in line], stderr
+
+
 def test_a_log_level_flag_that_is_no_level_is_refused_with_the_valid_ones():
     result = run("lb", "--log-level", "loud", "--host", "127.0.0.1", "--runner", NO_RUNNER)
     assert result.returncode == 2
