@@ -25,7 +25,7 @@ from fn_core import logfmt
 from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
-from fn_core.lb.agent import LBAgent, Placement, ShuttingDown
+from fn_core.lb.agent import LBAgent, Placement, cut_by_stop
 from fn_core.lb.call import CallTemplate, CallTemplates, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call
@@ -167,7 +167,7 @@ class InvokeApi:
                 if answer is not None and answer.cut:
                     placement.error = AnswerNotTaken()
                 else:
-                    placement.error = ShuttingDown() if agent.closing else ClientCancelled()
+                    placement.error = cut_by_stop(placement) if agent.closing else ClientCancelled()
                 status = placement.error.status
             raise
         finally:
@@ -220,7 +220,7 @@ class InvokeApi:
                 # it started there; one that never reached a runner is the placer's 503
                 placement.error = ServiceReservationFailure() if placement.runner else ServerTooBusy()
             except asyncio.CancelledError:  # the LB's stop, at the end of its grace (`LBAgent.close`)
-                placement.error = ShuttingDown()
+                placement.error = cut_by_stop(placement)
                 agent.finished(call, placement, placement.error.status, started, rid)
                 raise
             error = placement.error or (placement.result.error if placement.result else None)

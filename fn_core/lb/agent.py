@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import attrs
 
-from fn_core.errors import APIError, ServerTooBusy
+from fn_core.errors import APIError, CutAtShutdown, ServerTooBusy
 from fn_core.hook_calls import failed_plugin, failure_log, plugin_names, run_failing_call, run_isolated
 from fn_core.lb.call import CALL_FIELD_NAMES, CallTemplate, per_call_state, wrong_extensions, wrong_field
 from fn_core.lb.metrics import LBMetrics
@@ -40,7 +40,21 @@ class Placement:
 
 
 class ShuttingDown(ServerTooBusy):
+    """The LB's stop ended a call no runner had: never run, so safe to send again (the 503's Retry-After)."""
+
     message = "Server is shutting down"
+
+
+class LBCutAtShutdown(CutAtShutdown):
+    """The LB's stop ended its grace with the call on a runner (committed, as the runner's own `CutAtShutdown`): 500,
+    as a 503 would have the client send again a call that ran, in part or whole."""
+
+    message = "call cut short: the LB is shutting down"
+
+
+def cut_by_stop(placement: Placement) -> APIError:
+    """The error of a call the LB's stop cut: the 503 only while no runner had it (``runner`` is set from the try on)."""
+    return LBCutAtShutdown() if placement.runner else ShuttingDown()
 
 
 class LBAgent:
@@ -183,8 +197,8 @@ class LBAgent:
         self.closing = True
         if self.background:
             await asyncio.wait(set(self.background), timeout=grace_s)
-        # detached calls still running at the grace's end are cut here, each ending as the stop's 503, before
-        # their connections close under them (which would read as their runners lost)
+        # detached calls still running at the grace's end are cut here, each ending as the stop's cut (`cut_by_stop`),
+        # before their connections close under them (which would read as their runners lost)
         cut = [task for task in self.background if not task.done()]
         for task in cut:
             task.cancel()

@@ -5,8 +5,9 @@ Several LBs share one set of apps and fns through an API node: each LB started w
 
 Shutdown order (SIGTERM/SIGINT): stop accepting connections and placing new calls, let in-flight calls
 finish, wait for detached calls, close the runner channels, close the store; for `serve` then stop the
-local runner. The whole stop takes at most the grace period (FN_SHUTDOWN_GRACE, 30 s): a call still running
-then is cut, and its log line and metrics say 503 "Server is shutting down".
+local runner. The whole stop takes at most the grace period (FN_SHUTDOWN_GRACE, 30 s): a call still on a runner
+then is cut, and its log line and metrics say 500 "call cut short: the LB is shutting down" (not the 503 of a call
+never placed: it ran, in part or whole, and must not be sent again).
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ class LBNode:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         if self.agent is not None:
-            # before the HTTP server cancels what is still running: those calls end as the server's 503, not as a
-            # client that went away (444); and no new call is placed
+            # before the HTTP server cancels what is still running: those calls end as the stop's cut (`cut_by_stop`),
+            # not as a client that went away (444); and no new call is placed
             self.agent.closing = True
         self.runner._shutdown_timeout = _handler_wait_s(grace)  # the grace of this stop, not the one given at start
         await self.runner.cleanup()  # stops listening, then waits for in-flight requests

@@ -1,4 +1,5 @@
-"""Stopping an LB: the whole stop takes at most its grace, and a call the stop cuts is the server's 503, not a client's 444."""
+"""Stopping an LB: the whole stop takes at most its grace, and a call the stop cuts is the server's error, not a client's
+444: a 500 once a runner has it (it ran: not to be sent again), the 503 only for one never placed."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ GRACE_S = 1.0
     # 13 s: aiohttp rounds waits over 5 s up to a whole second; "config": FN_SHUTDOWN_GRACE, what `fn-core lb` uses
     [("start", GRACE_S), ("stop", GRACE_S), ("stop", 13.0), ("config", GRACE_S)],
 )
-async def test_a_stop_cuts_a_hanging_call_after_the_grace_once_and_reports_it_as_shutting_down(
+async def test_a_stop_cuts_a_call_on_a_runner_after_the_grace_once_and_reports_it_as_500_not_the_retryable_503(
     tmp_path, fake_runners, grace_from, grace
 ):
     runner = await fake_runners("hang")
@@ -47,8 +48,10 @@ async def test_a_stop_cuts_a_hanging_call_after_the_grace_once_and_reports_it_as
     assert min(grace * 0.9, grace - 2.1) <= took < grace + min(grace * 0.5, 0.3), f"the stop took {took:.2f} s for a grace of {grace} s"
     await wait_until(lambda: bool(recorder.outcomes), "the cut call reported")
     outcome = recorder.outcomes[0][1]
-    assert (outcome.status, outcome.error) == (503, "Server is shutting down")  # not 444 "Client cancelled context"
-    assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
+    # not 444 "Client cancelled context", nor the 503 a client would send again: the runner had the call
+    assert (outcome.status, outcome.error) == (500, "call cut short: the LB is shutting down")
+    assert outcome.runner == runner.address
+    assert node.agent is not None and node.agent.metrics.calls_by_status == {500: 1}
     await wait_until(lambda: runner.cancelled == 1, "the runner's stream cancelled")
 
 
@@ -77,7 +80,7 @@ async def test_a_call_answered_while_the_lb_stops_says_connection_close(tmp_path
         await asyncio.wait_for(stopping, 10)
 
 
-async def test_a_detached_call_the_stop_cuts_is_reported_as_shutting_down_not_as_its_runner_lost(
+async def test_a_detached_call_the_stop_cuts_is_reported_as_cut_by_the_lb_not_as_its_runner_lost(
     tmp_path, fake_runners, caplog
 ):
     runner = await fake_runners("start-hang")  # started (the client has its 202), then runs on
@@ -92,7 +95,7 @@ async def test_a_detached_call_the_stop_cuts_is_reported_as_shutting_down_not_as
         await node.stop()
     await wait_until(lambda: bool(recorder.outcomes), "the cut call reported")
     outcome = recorder.outcomes[0][1]
-    assert (outcome.status, outcome.error) == (503, "Server is shutting down")
-    assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
+    assert (outcome.status, outcome.error) == (500, "call cut short: the LB is shutting down")  # it ran: no 503
+    assert node.agent is not None and node.agent.metrics.calls_by_status == {500: 1}
     await wait_until(lambda: runner.cancelled == 1, "the runner's stream cancelled")
     assert "lost during call" not in caplog.text  # the runner was fine: this LB cut the call
