@@ -14,7 +14,9 @@
   of its request's head, the handler's time included. Then the connection is cut unanswered, as Go's
   failed write leaves it; on the LB that ends the call like a client that went away.
 - aiohttp's own refusals (a malformed request, a handler's unexpected exception) are Fn's
-  ``{"message": ...}`` JSON, not aiohttp's plain text.
+  ``{"message": ...}`` JSON, not aiohttp's plain text. A refusal is logged as one logfmt line (the parser's
+  message quotes the client's bytes over several lines), once per client host and reason in `REFUSAL_QUIET_S`:
+  a client that keeps sending the same bad request is one line, not one per request.
 
 With both timeouts off (the default) a request costs one byte count more than aiohttp's own handling.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -34,6 +37,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from fn_core import logfmt
 from fn_core.errors import APIError, RequestHeadTimeout, RequestHeadTooLarge
 from fn_core.http_heads import headers_size, too_many_headers
 from fn_core.listen import BACKLOG, bound_port, close_all
@@ -44,6 +48,34 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_HEAD_BYTES = 1 << 20
 #: aiohttp's parser also counts headers (Go does not): a bound no real client meets, answered with 431 too
 MAX_REQUEST_HEADERS = 1000
+REFUSAL_QUIET_S = 600.0  # a client's refusal for the same reason is logged again only after this long
+MAX_REFUSAL_CLIENTS = 1000  # client hosts remembered (a scan from many hosts costs no more); beyond, the oldest is forgotten
+MAX_LOGGED_ERROR = 300  # characters of the refusal's message logged: the parser's quotes the client's bytes
+
+
+class RefusalLog:
+    """Logs a refused request once per client host and reason (as the runner's gRPC server logs a refused LB), and
+    again after `REFUSAL_QUIET_S` with the count of those not logged meanwhile."""
+
+    def __init__(self) -> None:
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # (host, reason) -> (when logged, refusals since)
+
+    def refused(self, host: str, reason: str, status: int, message: str) -> None:
+        key, now = (host, reason), time.monotonic()
+        logged = self._logged.pop(key, None)
+        if logged is not None and now - logged[0] < REFUSAL_QUIET_S:
+            self._logged[key] = (logged[0], logged[1] + 1)
+            return
+        while len(self._logged) >= MAX_REFUSAL_CLIENTS:
+            del self._logged[next(iter(self._logged))]  # the oldest: insertion order, each re-inserted when it repeats
+        self._logged[key] = (now, 0)
+        if len(message) > MAX_LOGGED_ERROR:
+            message = message[:MAX_LOGGED_ERROR] + "..."
+        fields: dict[str, object] = {"client": host, "status": status, "error": message}
+        if logged is not None and logged[1]:
+            fields["not_logged"] = logged[1]  # the same refusals of this client since its last line
+        text, extra = logfmt.line(fields)
+        log.info("refused a request (logged once per client and reason in %g s): %s", REFUSAL_QUIET_S, text, extra=extra)
 
 
 @attrs.frozen
@@ -71,11 +103,12 @@ class ConnectionLimits:
 class FnConnection(RequestHandler):
     """One client connection: aiohttp's request handling, plus the head and write bounds of `ConnectionLimits`."""
 
-    __slots__ = ("_limits", "_head_bytes", "_body", "_head_timer", "_write_timer", "_refused")
+    __slots__ = ("_limits", "_refusals", "_head_bytes", "_body", "_head_timer", "_write_timer", "_refused")
 
-    def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, limits: ConnectionLimits, refusals: RefusalLog, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
+        self._refusals = refusals
         self._head_bytes = 0  # bytes of the request head being read (0: none begun)
         self._body: StreamReader | None = None  # the last request's body: bytes go there until its end
         self._head_timer: asyncio.TimerHandle | None = None
@@ -149,7 +182,7 @@ class FnConnection(RequestHandler):
             phrase = HTTPStatus(status).phrase
             err = APIError(f"{phrase}: {message}" if message else phrase, status=status)
         if status != 500:  # the client's fault: one line, not aiohttp's traceback
-            log.info("refused a request from %s: %d %s", request.remote, err.status, err.message)
+            self._refusals.refused(request.remote or "?", f"{err.status} {type(exc).__name__}", err.status, err.message)
         response = web.json_response({"message": err.message}, status=err.status, headers=err.headers)
         response.force_close()
         return response
@@ -229,10 +262,11 @@ class FnServer(web.Server):
             **made._kwargs,
         )
         self.limits = limits
+        self.refusals = RefusalLog()
 
     def __call__(self) -> FnConnection:
         kind = WriteBoundedConnection if self.limits.write_timeout_s else FnConnection
-        return kind(self, self.limits, loop=self._loop, **self._kwargs)
+        return kind(self, self.limits, self.refusals, loop=self._loop, **self._kwargs)
 
 
 class FnAppRunner(web.AppRunner):

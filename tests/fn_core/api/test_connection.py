@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from fn_core.api.connection import ConnectionLimits, FnAppRunner
+from fn_core import logfmt
+from fn_core.api.connection import MAX_LOGGED_ERROR, ConnectionLimits, FnAppRunner
 
 
 @pytest.fixture
@@ -67,6 +68,47 @@ async def test_refusals_are_one_log_line_each_not_a_traceback(serve_app, caplog)
     answer = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert b" 431 Request Header Fields Too Large\r\n" in answer
-    refusals = [r for r in caplog.records if r.name == "fn_core.api.connection"]
-    assert [r.getMessage().split(": ", 1)[0] for r in refusals] == ["refused a request from 127.0.0.1"]
+    refusals = [logfmt.parse(r.getMessage()) for r in caplog.records if r.name == "fn_core.api.connection"]
+    assert [(r["client"], r["status"]) for r in refusals] == [("127.0.0.1", "431")]
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def _send(port: int, raw: bytes) -> bytes:
+    """``raw`` on a connection of its own; the answer, up to the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
+
+
+def _refusal_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fn_core.api.connection"]
+
+
+async def test_a_malformed_request_is_logged_on_one_line_with_the_clients_bytes_escaped_and_cut(serve_app, caplog):
+    caplog.set_level(logging.INFO, logger="fn_core.api.connection")
+    port = await serve_app(web.Application())
+    assert b" 400 Bad Request\r\n" in await _send(port, b"FOO1 /invoke/abc HTTP/1.1\r\nHost: x\r\n\r\n")  # curl -X FOO1
+    assert b" 400 Bad Request\r\n" in await _send(port, b"GET /" + b"\x1b[2J" * 300 + b" HTTP/1.1\r\nHost test\r\n\r\n")
+    first, second = _refusal_lines(caplog)
+    assert "\n" not in first + second
+    fields = logfmt.parse(first)
+    assert (fields["client"], fields["status"]) == ("127.0.0.1", "400")
+    assert fields["error"].startswith("Bad Request: Invalid method encountered:") and "FOO1 /invoke/abc" in fields["error"]
+    assert len(logfmt.parse(second)["error"]) <= MAX_LOGGED_ERROR + 3
+
+
+async def test_a_client_repeating_a_bad_request_is_logged_once_per_reason_then_again_with_the_count(serve_app, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="fn_core.api.connection")
+    port = await serve_app(web.Application())
+    for method in (b"FOO1", b"FOO2", b"FOO3"):
+        await _send(port, method + b" /invoke/abc HTTP/1.1\r\n\r\n")
+    await _send(port, b"GET / HTTP/1.1\r\nHost test\r\n\r\n")  # another reason: said
+    assert [logfmt.parse(line)["error"].split(":")[1] for line in _refusal_lines(caplog)] == [
+        " Invalid method encountered", " Invalid header token"
+    ]
+    monkeypatch.setattr("fn_core.api.connection.REFUSAL_QUIET_S", 0.0)  # as when the quiet time is over
+    await _send(port, b"FOO4 /invoke/abc HTTP/1.1\r\n\r\n")
+    last = logfmt.parse(_refusal_lines(caplog)[-1])
+    assert "FOO4" in last["error"] and last["not_logged"] == "2"  # FOO2 and FOO3
