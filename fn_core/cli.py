@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import importlib
 import json
 import logging
+import signal
 import sys
 import types
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_leve
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
+from fn_core.signals import second_signal
 
 
 def _setup(
@@ -137,10 +140,18 @@ def server_options(
 
 
 def _run(main_coro: Any) -> None:
-    """Run a server on uvloop: a faster event loop under the same asyncio API."""
+    """Run a server on uvloop: a faster event loop under the same asyncio API. A second signal during the graceful
+    stop cancels it (`fn_core.signals`): that exit is a log line and 128 + the signal's number, as a shell reports it."""
     import uvloop
 
-    uvloop.run(main_coro)
+    try:
+        uvloop.run(main_coro)
+    except asyncio.CancelledError:
+        signum = second_signal()
+        if signum is None:
+            raise
+        logging.getLogger(__name__).warning("stopped at once by a second signal (%s)", signal.Signals(signum).name)
+        sys.exit(128 + signum)
 
 
 def _overrides(kwargs: dict[str, Any]) -> dict[str, Any]:

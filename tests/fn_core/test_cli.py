@@ -137,6 +137,35 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     assert f"apps and fns from the API node http://127.0.0.1:{api_port}" in outputs[0]
 
 
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_during_the_graceful_stop_stops_at_once_and_says_so_in_the_log(tmp_path, second):
+    """Not click's bare "Aborted!" on stderr (SIGINT), nor a silent death (SIGTERM): lines in FN_LOG_FORMAT, in FN_LOG_DEST."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, "FN_LOG_FORMAT": "json", "FN_SHUTDOWN_GRACE": "30"}
+    node = subprocess.Popen([fn_core_command(), "api", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        with socket.create_connection(("127.0.0.1", port)) as slow:  # a request whose body never ends: the stop waits for it
+            slow.sendall(b"POST /v2/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.3)
+            node.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert node.poll() is None  # in its graceful stop
+            began = time.monotonic()
+            node.send_signal(second)
+            _, stderr = node.communicate(timeout=30)
+    finally:
+        node.kill()
+    assert time.monotonic() - began < 5 and node.returncode == 128 + second, stderr
+    entries = [json.loads(line) for line in stderr.splitlines()]  # every line is one JSON object: no "Aborted!"
+    said = [(e["level"], e["logger"], e["msg"]) for e in entries[-2:]]
+    assert said == [
+        ("warning", "fn_core.signals", f"second signal ({second.name}): stopping at once, cutting the calls still under way"),
+        ("warning", "fn_core.cli", f"stopped at once by a second signal ({second.name})"),
+    ]
+
+
 def _lb_refusing_one_call(tmp_path, env_extra):
     """Start `fn-core lb`, make it log one refused invoke, stop it; returns (returncode, stderr)."""
     port = free_port()
