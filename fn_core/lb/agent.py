@@ -3,14 +3,16 @@
 Placement follows Fn's placer loop with the ordering delegated to the selected placer plugin:
 each pass asks `place_call` for an order, tries the runners in it, skips the ones that refuse
 or cannot be reached, and after a full pass waits ``retry_all_delay_ms`` and asks again, until
-a runner takes the call, the client goes away (the handler task is cancelled) or
-``placer_timeout_s`` passes (503 + Retry-After). A committed call is never re-sent.
+a runner takes the call, the client goes away (the handler task is cancelled),
+``placer_timeout_s`` passes (503 + Retry-After) or the LB's stop ends placing (`LBAgent.stop_placing`: 503
+"Server is shutting down", just before the stop cuts the handlers). A committed call is never re-sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -67,6 +69,7 @@ class LBAgent:
         self.execution_headroom_s = config.execution_headroom_msecs / 1000
         self.retry_delay_s = config.retry_all_delay_ms / 1000
         self.closing = False
+        self.placing_ends_at = math.inf  # loop time: set by the stop (`stop_placing`)
         self.background: set[asyncio.Task] = set()
 
     def prepare(self, call: Call, template: CallTemplate | None = None) -> CallOffer:
@@ -145,20 +148,25 @@ class LBAgent:
             for ref in order:
                 placement.attempts += 1
                 placement.runner = ref.address
-                result = await ref.handle.try_exec(offer, body, on_start, sink, deadline)
+                result = await ref.handle.try_exec(offer, body, on_start, sink, min(deadline, self.placing_ends_at))
                 if result is not None:
                     placement.result = result
                     return placement
                 placement.runner = ""  # not placed there
                 self.metrics.placement_retries += 1
-                if loop.time() >= deadline:
+                if loop.time() >= min(deadline, self.placing_ends_at):
                     break
-            remaining = deadline - loop.time()
+            now = loop.time()
+            if now >= self.placing_ends_at:
+                # the stop cuts the handlers next: a call never placed gets its 503 now, rather than a closed connection
+                placement.error = ShuttingDown()
+                return placement
+            remaining = deadline - now
             if remaining <= 0:
                 self.metrics.placer_timeouts += 1
                 placement.error = ServerTooBusy()
                 return placement
-            await asyncio.sleep(min(self.retry_delay_s, remaining))
+            await asyncio.sleep(min(self.retry_delay_s, remaining, self.placing_ends_at - now))
 
     def _placer_failed(self, exc: Exception) -> APIError:
         """The error of a call whose `place_call` failed, naming the plugin whose code raised (a wrapper's, or the
@@ -192,6 +200,12 @@ class LBAgent:
         """Detached calls go on after the client got its 202; shutdown waits for them."""
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    def stop_placing(self, at: float) -> None:
+        """The LB stops: no new call is placed, and the calls still waiting for a runner at loop time ``at`` end with
+        503 "Server is shutting down" (never placed: the client may send them again)."""
+        self.closing = True
+        self.placing_ends_at = at
 
     async def close(self, grace_s: float = 30.0) -> None:
         self.closing = True

@@ -7,7 +7,8 @@ Shutdown order (SIGTERM/SIGINT): stop accepting connections and placing new call
 finish, wait for detached calls, close the runner channels, close the store; for `serve` then stop the
 local runner. The whole stop takes at most the grace period (FN_SHUTDOWN_GRACE, 30 s): a call still on a runner
 then is cut, and its log line and metrics say 500 "call cut short: the LB is shutting down" (not the 503 of a call
-never placed: it ran, in part or whole, and must not be sent again).
+never placed: it ran, in part or whole, and must not be sent again). A call still waiting for a runner
+then gets that 503 "Server is shutting down", just before the cut.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: aiohttp rounds each shutdown wait longer than this up to the next whole second of the loop's clock
 AIOHTTP_CEIL_THRESHOLD_S = 5.0
+#: how long before the stop cuts the handlers the calls still waiting for a runner get their 503 (at most a quarter of
+#: the handler wait): time to write it before their connections close
+PLACING_END_MARGIN_S = 0.25
 
 
 def _handler_wait_s(grace: float) -> float:
@@ -82,11 +86,14 @@ class LBNode:
         grace = self.grace if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        handler_wait = _handler_wait_s(grace)
         if self.agent is not None:
             # before the HTTP server cancels what is still running: those calls end as the stop's cut (`cut_by_stop`),
-            # not as a client that went away (444); and no new call is placed
-            self.agent.closing = True
-        self.runner._shutdown_timeout = _handler_wait_s(grace)  # the grace of this stop, not the one given at start
+            # not as a client that went away (444); and no new call is placed. aiohttp cuts the handlers two waits
+            # from now at the earliest: a call still waiting for a runner is answered its 503 just before
+            cut_at = loop.time() + 2 * handler_wait
+            self.agent.stop_placing(cut_at - min(PLACING_END_MARGIN_S, handler_wait / 4))
+        self.runner._shutdown_timeout = handler_wait  # the grace of this stop, not the one given at start
         await self.runner.cleanup()  # stops listening, then waits for in-flight requests
         if self.agent is not None:
             await self.agent.close(max(0.0, deadline - loop.time()))

@@ -99,3 +99,40 @@ async def test_a_detached_call_the_stop_cuts_is_reported_as_cut_by_the_lb_not_as
     assert node.agent is not None and node.agent.metrics.calls_by_status == {500: 1}
     await wait_until(lambda: runner.cancelled == 1, "the runner's stream cancelled")
     assert "lost during call" not in caplog.text  # the runner was fine: this LB cut the call
+
+
+async def start_over_a_full_runner(tmp_path, fake_runners):
+    """An LB whose one runner refuses every call (full, in non-blocking mode): a call waits for room until its stop."""
+    runner = await fake_runners("nack")
+    recorder = Recorder()
+    # the placer would wait 60 s and the detached one 30 s: the stop ends the wait first
+    settings = {"db_url": f"sqlite3://{tmp_path}/fn.db", "placer_timeout_s": 60.0, "detached_placer_timeout_s": 30.0}
+    config = load_config(env={}, overrides=settings)
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("recorder", recorder)])
+    node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[runner.address], grace=GRACE_S)
+    return runner, recorder, node
+
+
+@pytest.mark.parametrize("invoke_type", ["sync", "detached"])
+async def test_a_call_still_waiting_for_a_runner_when_the_grace_ends_gets_the_503_before_its_connection_closes(
+    tmp_path, fake_runners, invoke_type
+):
+    runner, recorder, node = await start_over_a_full_runner(tmp_path, fake_runners)
+    async with aiohttp.ClientSession(node.url) as session:
+        ids = await deploy(session)
+        call = asyncio.create_task(session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": invoke_type}))
+        await wait_until(lambda: len(runner.calls) >= 2, "the call refused by the runner, and tried again")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await node.stop()
+        took = loop.time() - began
+        answer = await asyncio.wait_for(call, 5)  # not a connection closed with no answer
+        assert (answer.status, await answer.json()) == (503, {"message": "Server is shutting down"})
+        assert answer.headers["Retry-After"] == "15" and answer.headers["Fn-Call-Id"]  # never ran: to be sent again
+        assert answer.headers["Connection"] == "close"
+    assert took < GRACE_S + 0.3, f"the stop took {took:.2f} s for a grace of {GRACE_S} s"
+    assert took > GRACE_S - 0.5  # it waited for room for most of the grace
+    await wait_until(lambda: bool(recorder.outcomes), "the call reported")
+    outcome = recorder.outcomes[0][1]
+    assert (outcome.status, outcome.error, outcome.runner) == (503, "Server is shutting down", "")
+    assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
