@@ -177,17 +177,25 @@ def _command(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name} must not be empty")
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^/@]*@")
+
+
+def _shown(url: str) -> str:
+    """A URL as an error may quote it: a password in it (a collector behind basic auth) as ***."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
 def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     scheme, sep, rest = value.partition("://")
     if value and not (sep and scheme in ("http", "https") and rest.split("/", 1)[0]):
-        raise ConfigError(f"{attribute.name}: {value!r} is not an http(s) URL, e.g. http://fn-api:8080")
+        raise ConfigError(f"{attribute.name}: {_shown(value)!r} is not an http(s) URL, e.g. http://fn-api:8080")
 
 
 def _api_node_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     _http_url(instance, attribute, value)
     path = value.partition("://")[2].partition("/")[2].partition("?")[0].rstrip("/")
     if path == "v2" or path.endswith("/v2"):  # every lookup would go to /v2/v2/...: each call a "not found"
-        raise ConfigError(f"{attribute.name}: {value!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
+        raise ConfigError(f"{attribute.name}: {_shown(value)!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
 
 
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
@@ -263,7 +271,8 @@ class Config:
                         validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting(
-        "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG)",
+        "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG): the level of "
+        "fn-core's own lines and its plugins'; libraries log at info and up (or this level, when higher)",
         converter=log_level_name, validator=_one_of(*LOG_LEVELS),
     )
     log_format: str = setting("text", "FN_LOG_FORMAT", "text or json (one JSON object per line, for log collectors)", validator=_one_of("text", "json"))

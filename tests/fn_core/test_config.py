@@ -235,3 +235,9 @@ def test_fn_strict_config_in_the_environment_outranks_the_file(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'no_such_key'"):
         load_config(path, env={"FN_STRICT_CONFIG": "1"})
     assert load_config(path, env={}).strict is False  # the file alone: a warning
+
+
+def test_a_refused_url_is_quoted_without_its_password():
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={"FN_ZIPKIN_URL": "zipkin://user:s3cret@collector:9411/api/v2/spans"})
+    assert "s3cret" not in str(caught.value) and "'zipkin://user:***@collector:9411/api/v2/spans'" in str(caught.value)
