@@ -3,9 +3,9 @@
 Fn buffers the function's response on the LB (so a late error can still become a proper
 status); so do we. Lookups come from the TTL cache: a warm call touches no database.
 
-A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE
-or not sent within FN_REQUEST_BODY_READ_TIMEOUT) has no call line and no call metric; `InvokeApi.reject`
-gives it its own line and counter instead.
+A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE,
+not sent within FN_REQUEST_BODY_READ_TIMEOUT, or cut off by its client) has no call line and no call metric;
+`InvokeApi.reject` gives it its own line and counter instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fn_core import logfmt
 from fn_core.api.body import BodyReader, ExpectHandler
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
-from fn_core.lb.agent import LBAgent, Placement, cut_by_stop
+from fn_core.lb.agent import LBAgent, Placement, ShuttingDown, cut_by_stop
 from fn_core.lb.call import CallTemplate, CallTemplates, collect_headers, response_headers, trigger_headers, trigger_response
 from fn_core.lb.runner_client import ExecResult
 from fn_core.models import Call
@@ -138,6 +138,14 @@ class InvokeApi:
                 # this call's id; the middleware refuses it, as a Content-Length 413
                 refused = True
                 raise
+            except asyncio.CancelledError:
+                # the body did not come whole either: nothing ran, and no client will see this call
+                refused = True
+                if agent.closing and task is not None and not task.cancelling():
+                    # not a cancel: aiohttp's stop failed the read, and the client, still there, is answered
+                    raise ShuttingDown() from None
+                self.reject(request, ShuttingDown() if agent.closing else ClientCancelled(), started)  # it hung up
+                raise
             except APIError as err:
                 placement.error = err
                 status = err.status
@@ -163,7 +171,7 @@ class InvokeApi:
                 await _write_chunks(request, response, chunks)
             return response
         except asyncio.CancelledError:  # the client went away, or the stop grace ran out: the runner stream was cancelled
-            if call.type != "detached":  # a detached call runs on and reports itself
+            if not refused and call.type != "detached":  # a detached call runs on and reports itself
                 if answer is not None and answer.cut:
                     placement.error = AnswerNotTaken()
                 else:

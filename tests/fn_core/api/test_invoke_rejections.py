@@ -5,6 +5,7 @@ A real LB on 127.0.0.1 with no runners (nothing here gets as far as a container)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiohttp
@@ -13,14 +14,15 @@ import pytest
 from fn_core.config import load_config
 from fn_core.lb.main import start_lb
 from fn_core.plugins import get_plugin_manager
-from fn_core.testing import metric_samples
+from fn_core.testing import metric_samples, wait_until
 
 MAX = 1000  # FN_MAX_REQUEST_SIZE of the LB under test
 REJECTED = "fn_lb_invoke_rejected_total"
 
 
 @pytest.fixture
-async def lb(tmp_path, caplog):
+async def lb_node(tmp_path, caplog):
+    """(node, session): for the tests that talk to it over a socket of their own."""
     caplog.set_level(logging.INFO, logger="fn_core.calls")
     settings = {"db_url": f"sqlite3://{tmp_path}/fn.db", "max_request_size": MAX, "placer_timeout_s": 0.1}
     config = load_config(env={}, overrides=settings)
@@ -28,9 +30,14 @@ async def lb(tmp_path, caplog):
         config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[]
     )
     session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
-    yield session
+    yield node, session
     await session.close()
     await node.stop()
+
+
+@pytest.fixture
+def lb(lb_node):
+    return lb_node[1]
 
 
 async def request(session, method, path, **kwargs):
@@ -145,3 +152,20 @@ async def test_a_placed_call_is_a_call_not_a_rejection(lb, caplog):
     assert not [name for name in samples if name.startswith(REJECTED)]
     assert rejection_lines(caplog) == []
     assert [r for r in caplog.records if r.getMessage().startswith("call finished") and "status=503" in r.getMessage()]
+
+
+async def test_a_client_that_hangs_up_mid_body_is_a_refused_invoke_not_a_call(lb_node, caplog):
+    node, session = lb_node
+    fn = await deploy(session)
+    _, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(f"POST /invoke/{fn['id']} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 40)
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler waits for the rest
+    writer.close()
+    await wait_until(lambda: bool(rejection_lines(caplog)), "the refused invoke logged")
+    assert rejection_lines(caplog)[0].startswith(f"invoke rejected method=POST path=/invoke/{fn['id']} status=444 ")
+    samples = await metrics(session)
+    assert samples[f'{REJECTED}{{status="444"}}'] == 1
+    # nothing ran and nobody saw the call: no call line, no call metric (it was a 444 call with attempts=0)
+    assert not [name for name in samples if name.startswith("fn_lb_calls_total")]
+    assert not [r for r in caplog.records if r.getMessage().startswith("call finished")]

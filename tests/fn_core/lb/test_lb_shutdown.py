@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -136,3 +137,23 @@ async def test_a_call_still_waiting_for_a_runner_when_the_grace_ends_gets_the_50
     outcome = recorder.outcomes[0][1]
     assert (outcome.status, outcome.error, outcome.runner) == (503, "Server is shutting down", "")
     assert node.agent is not None and node.agent.metrics.calls_by_status == {503: 1}
+
+
+async def test_a_client_still_sending_its_body_when_the_stop_waits_no_longer_gets_the_503_and_no_call_is_logged(
+    tmp_path, fake_runners, caplog
+):
+    caplog.set_level(logging.INFO, logger="fn_core.calls")
+    runner, recorder, node = await start_over_a_full_runner(tmp_path, fake_runners)
+    async with aiohttp.ClientSession(node.url) as session:
+        ids = await deploy(session)
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(f"POST /invoke/{ids['fn']['id']} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 40)
+    await writer.drain()
+    await asyncio.sleep(0.1)  # its handler waits for the rest of the body
+    stopping = asyncio.create_task(node.stop())
+    answer = await asyncio.wait_for(reader.read(), 5)  # all of it: the connection closes after it
+    writer.close()
+    await stopping
+    assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b'{"message": "Server is shutting down"}'), answer
+    assert not runner.calls and not recorder.outcomes  # it never ran, nor was it a call
+    assert f"invoke rejected method=POST path=/invoke/{ids['fn']['id']} status=503 " in caplog.text
