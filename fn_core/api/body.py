@@ -1,5 +1,6 @@
 """Reading a request body within ``FN_REQUEST_BODY_READ_TIMEOUT`` (Go's ReadTimeout, for the body), and
-answering ``Expect: 100-continue`` only for a body that ``FN_MAX_REQUEST_SIZE`` lets in.
+answering ``Expect: 100-continue`` only for a body that ``FN_MAX_REQUEST_SIZE`` lets in; on the invoke and trigger
+routes only once the handler reads it (`defer_continue`), after the fn is looked up, as Go does.
 
 A client that does not send its whole body in time gets 408 (`RequestBodyTimeout`) before anything
 is created or run; the `errors` middleware (`fn_core.api.server`) then closes the connection.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from fn_core.errors import RequestBodyTimeout
 
@@ -52,3 +53,19 @@ def expect_handler(max_size: int) -> ExpectHandler | None:
         request.writer.output_size = 0  # the response proper has not begun
 
     return expect
+
+
+async def defer_continue(request: web.Request) -> None:
+    """The Expect handler of routes that may refuse a request before they read its body (invoke, triggers: an
+    unknown fn is 404): it sends no "100 Continue", `send_continue` does as the body is read, so a client is not
+    invited to send a body that is then refused (Go's net/http sends it at the body's first read). A Content-Length
+    over FN_MAX_REQUEST_SIZE is refused by the `errors` middleware before the handler runs."""
+    if request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers.get(hdrs.EXPECT)}")
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """The "100 Continue" `defer_continue` held back; for a request with an Expect header, before its body is read."""
+    if request.version == HttpVersion11:  # as aiohttp: HTTP/1.0 has no interim answers
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not begun

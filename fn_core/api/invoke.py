@@ -17,12 +17,12 @@ import struct
 import time
 from typing import Any
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.helpers import must_be_empty_body
 from multidict import CIMultiDict
 
 from fn_core import logfmt
-from fn_core.api.body import BodyReader, ExpectHandler
+from fn_core.api.body import BodyReader, ExpectHandler, defer_continue, send_continue
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
 from fn_core.lb.agent import LBAgent, Placement, ShuttingDown, cut_by_stop
@@ -75,10 +75,11 @@ class InvokeApi:
         self.templates = CallTemplates()
 
     def add_routes(self, app: web.Application, expect: ExpectHandler | None = None) -> None:
-        """The invoke and trigger routes; ``expect`` answers Expect headers (`fn_core.api.body.expect_handler`)."""
-        app.router.add_post("/invoke/{fn_id}", self.invoke, expect_handler=expect)
-        app.router.add_route("*", "/t/{app_name}", self.trigger, expect_handler=expect)
-        app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger, expect_handler=expect)
+        """The invoke and trigger routes. Their "100 Continue" waits until the body is read, after the fn is looked
+        up (`fn_core.api.body.defer_continue`): ``expect``, the other routes' Expect handler, is not theirs."""
+        app.router.add_post("/invoke/{fn_id}", self.invoke, expect_handler=defer_continue)
+        app.router.add_route("*", "/t/{app_name}", self.trigger, expect_handler=defer_continue)
+        app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger, expect_handler=defer_continue)
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -131,6 +132,8 @@ class InvokeApi:
         answer: StreamedAnswer | None = None
         try:
             try:
+                if hdrs.EXPECT in request.headers:  # the fn is found: the client may send its body now
+                    await send_continue(request)
                 body = await self.read_body(request)
                 offer = agent.prepare(call, template)
             except (web.HTTPRequestEntityTooLarge, RequestBodyTimeout):
@@ -201,7 +204,11 @@ class InvokeApi:
             fields["rid"] = self.request_ids.of(request)
         text, extra = logfmt.line(fields)
         calls_log.info("invoke rejected %s", text, extra=extra)
-        return error_response(err)
+        response = error_response(err)
+        if hdrs.EXPECT in request.headers and not request.content.is_eof():
+            # not invited, the body is not coming: nothing tells where the next request would begin (Go closes too)
+            response.force_close()
+        return response
 
     async def _detached(self, offer: CallOffer, body: bytes, started: float, rid: str) -> tuple[web.Response, Placement]:
         """202 as soon as a runner has started the call; the stream runs on in the background."""

@@ -21,10 +21,12 @@ REJECTED = "fn_lb_invoke_rejected_total"
 
 
 @pytest.fixture
-async def lb_node(tmp_path, caplog):
-    """(node, session): for the tests that talk to it over a socket of their own."""
+async def lb_node(tmp_path, caplog, request):
+    """(node, session): for the tests that talk to it over a socket of their own. FN_MAX_REQUEST_SIZE: MAX, or the
+    test's parameter."""
     caplog.set_level(logging.INFO, logger="fn_core.calls")
-    settings = {"db_url": f"sqlite3://{tmp_path}/fn.db", "max_request_size": MAX, "placer_timeout_s": 0.1}
+    max_size = getattr(request, "param", MAX)
+    settings = {"db_url": f"sqlite3://{tmp_path}/fn.db", "max_request_size": max_size, "placer_timeout_s": 0.1}
     config = load_config(env={}, overrides=settings)
     node = await start_lb(
         config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[]
@@ -169,3 +171,37 @@ async def test_a_client_that_hangs_up_mid_body_is_a_refused_invoke_not_a_call(lb
     # nothing ran and nobody saw the call: no call line, no call metric (it was a 444 call with attempts=0)
     assert not [name for name in samples if name.startswith("fn_lb_calls_total")]
     assert not [r for r in caplog.records if r.getMessage().startswith("call finished")]
+
+
+async def expecting(node, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sent a POST head with `Expect: 100-continue` and waits, its 5-byte body unsent."""
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.parametrize("lb_node", [MAX, 0], indirect=True, ids=["max-size", "no-max-size"])
+async def test_expect_100_continue_to_an_unknown_fn_or_trigger_gets_the_404_without_being_invited_to_send_its_body(lb_node):
+    node, session = lb_node
+    await deploy(session)
+    for path in ("/invoke/01NOPE", "/t/app1/nope", "/t/noapp/hello"):
+        reader, writer = await expecting(node, path)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 404 "), (path, head)  # no "HTTP/1.1 100 Continue" before it
+        assert b"Connection: close" in head  # the body it announced is not coming: no next request on it
+
+
+@pytest.mark.parametrize("lb_node", [MAX, 0], indirect=True, ids=["max-size", "no-max-size"])
+async def test_expect_100_continue_to_a_known_fn_invites_the_body_and_runs_the_call(lb_node):
+    node, session = lb_node
+    fn = await deploy(session)
+    for path in (f"/invoke/{fn['id']}", "/t/app1/hello"):
+        reader, writer = await expecting(node, path)
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 503 ") and b"Fn-Call-Id: " in head  # a call, placed: no runners here
