@@ -22,7 +22,7 @@ from aiohttp.helpers import must_be_empty_body
 from multidict import CIMultiDict
 
 from fn_core import logfmt
-from fn_core.api.body import BodyReader, ExpectHandler, defer_continue, send_continue
+from fn_core.api.body import BodyReader, defer_continue, send_continue
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, ClientCancelled, RequestBodyTimeout, ServerTooBusy, ServiceReservationFailure
 from fn_core.lb.agent import LBAgent, Placement, ShuttingDown, cut_by_stop
@@ -74,9 +74,9 @@ class InvokeApi:
         self.read_body = read_body  # bounded by FN_REQUEST_BODY_READ_TIMEOUT when set (`fn_core.api.body`)
         self.templates = CallTemplates()
 
-    def add_routes(self, app: web.Application, expect: ExpectHandler | None = None) -> None:
+    def add_routes(self, app: web.Application) -> None:
         """The invoke and trigger routes. Their "100 Continue" waits until the body is read, after the fn is looked
-        up (`fn_core.api.body.defer_continue`): ``expect``, the other routes' Expect handler, is not theirs."""
+        up (`fn_core.api.body.defer_continue`), not the other routes' Expect handler."""
         app.router.add_post("/invoke/{fn_id}", self.invoke, expect_handler=defer_continue)
         app.router.add_route("*", "/t/{app_name}", self.trigger, expect_handler=defer_continue)
         app.router.add_route("*", "/t/{app_name}/{path:.*}", self.trigger, expect_handler=defer_continue)

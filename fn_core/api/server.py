@@ -101,7 +101,7 @@ def make_app(
     if store is not None:
         CrudApi(config, store, lookup).add_routes(app, api_metrics, expect)
     if invoke is not None:
-        invoke.add_routes(app, expect)
+        invoke.add_routes(app)
 
     sources: list[MetricsSource] = []
     if agent is not None:
