@@ -17,13 +17,15 @@ from typing import Any
 #: the attribute of a `logging.LogRecord` holding a line's fields (a dict) for the JSON formatter
 FIELDS_ATTR = "fn_fields"
 
-_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII but for space, '"', '=' and '\\'
+_is_plain = re.compile(r'[!#-<>-\[\]-~]+').fullmatch  # printable ASCII but for space, '"', '=' and '\\'
 
 
 def value(raw: object) -> str:
     """``raw`` as a logfmt value: as is when it is one plain word, else double-quoted and escaped."""
+    if type(raw) is int or type(raw) is float:  # a number is one plain word (the usual field: no scan)
+        return str(raw)
     text = raw if isinstance(raw, str) else str(raw)
-    if _PLAIN.fullmatch(text):
+    if _is_plain(text):
         return text
     # ensure_ascii when something unprintable is in it (a NEL or a line separator splits lines in some collectors)
     return json.dumps(text, ensure_ascii=not text.isprintable())
@@ -35,7 +37,7 @@ def line(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         text, extra = logfmt.line({"call_id": call.id, "status": 200})
         log.info("call finished %s", text, extra=extra)
     """
-    return " ".join(f"{key}={value(raw)}" for key, raw in fields.items()), {FIELDS_ATTR: fields}
+    return " ".join([f"{key}={value(raw)}" for key, raw in fields.items()]), {FIELDS_ATTR: fields}
 
 
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
