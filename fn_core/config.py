@@ -26,6 +26,7 @@ import attrs
 
 from fn_core.errors import ConfigError
 from fn_core.log_dest import FORMS, parse_log_dest
+from fn_core.logfmt import hide_passwords
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -177,25 +178,17 @@ def _command(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{attribute.name} must not be empty")
 
 
-_URL_PASSWORD = re.compile(r"(://[^/@:]*):[^/@]*@")
-
-
-def _shown(url: str) -> str:
-    """A URL as an error may quote it: a password in it (a collector behind basic auth) as ***."""
-    return _URL_PASSWORD.sub(r"\1:***@", url)
-
-
 def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     scheme, sep, rest = value.partition("://")
     if value and not (sep and scheme in ("http", "https") and rest.split("/", 1)[0]):
-        raise ConfigError(f"{attribute.name}: {_shown(value)!r} is not an http(s) URL, e.g. http://fn-api:8080")
+        raise ConfigError(f"{attribute.name}: {hide_passwords(value)!r} is not an http(s) URL, e.g. http://fn-api:8080")
 
 
 def _api_node_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     _http_url(instance, attribute, value)
     path = value.partition("://")[2].partition("/")[2].partition("?")[0].rstrip("/")
     if path == "v2" or path.endswith("/v2"):  # every lookup would go to /v2/v2/...: each call a "not found"
-        raise ConfigError(f"{attribute.name}: {_shown(value)!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
+        raise ConfigError(f"{attribute.name}: {hide_passwords(value)!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
 
 
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")

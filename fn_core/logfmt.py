@@ -40,6 +40,15 @@ def line(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return " ".join([f"{key}={value(raw)}" for key, raw in fields.items()]), {FIELDS_ATTR: fields}
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/\s]*@")  # to the authority's last @: a password may hold one
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` (a URL, or an error quoting one) as a log line or an error may show it: the password of each
+    ``scheme://user:password@host`` in it as ``***`` (a collector or an API node behind basic auth)."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 _FIELD = re.compile(r'([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 

@@ -22,12 +22,12 @@ import hashlib
 import logging
 import re
 import time
-import urllib.parse
 
 import aiohttp
 import attrs
 
 from fn_core import hookimpl
+from fn_core.logfmt import hide_passwords
 from fn_core.metrics import by_label
 from fn_plugins_builtin.tracing_formats import Encoder, jaeger_thrift, zipkin_json
 
@@ -168,7 +168,7 @@ class Collector:
     def __init__(self, name: str, url: str, encode: Encoder) -> None:
         self.name = name
         self.url = url
-        self.shown_url, self._userinfo = _without_password(url)
+        self.shown_url = hide_passwords(url)  # a collector behind basic auth: its password in no log line
         self.encode = encode
         self.pending: list[Span] = []
         self.sent = 0
@@ -216,8 +216,7 @@ class Collector:
                     lost = sum(len(g) for g in groups[taken:])  # this one's and those not tried
                     self.dropped += lost
                     if not self._failing:  # once per outage, not per batch
-                        if self._userinfo:  # an error quoting the URL (aiohttp's InvalidURL) would show it too
-                            problem = problem.replace(self._userinfo, self._userinfo.partition(":")[0] + ":***@")
+                        problem = hide_passwords(problem)  # an error quoting the URL (aiohttp's InvalidURL)
                         log.warning("%s at %s did not take %d span(s): %s", self.name.capitalize(), self.shown_url, lost, problem)
                     self._failing = True
                     return
@@ -236,21 +235,6 @@ class Collector:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return ""
-
-
-def _without_password(url: str) -> tuple[str, str]:
-    """``url`` as a log line may show it (``user:***@`` for ``user:password@``: a collector behind basic auth), and
-    the ``user:password@`` taken out ('' when none)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:  # a URL urlsplit cannot read (aiohttp will say so at the first POST): shown as is
-        return url, ""
-    if not password:
-        return url, ""
-    userinfo, _, host = parts.netloc.rpartition("@")
-    shown = urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
-    return shown, f"{userinfo}@"
 
 
 def _by_service(spans: list[Span]) -> list[list[Span]]:

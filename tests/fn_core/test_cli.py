@@ -1,5 +1,6 @@
 """The `fn-core` command as a user runs it: the installed console script, in a subprocess."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -111,6 +113,21 @@ def wait_up(url):
     raise AssertionError(f"{url} never answered")
 
 
+@contextlib.contextmanager
+def running_node(args: list[str], env: dict[str, str], port: int):
+    """`fn-core <args>` running until the block ends (entered once its /version answers on ``port``), then stopped
+    with SIGTERM: the record yielded gets its exit code and stderr then."""
+    node = subprocess.Popen([fn_core_command(), *args], env=env, stderr=subprocess.PIPE, text=True)
+    stopped = types.SimpleNamespace(returncode=None, stderr="")
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        yield stopped
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, stopped.stderr = node.communicate(timeout=30)
+        stopped.returncode = node.returncode
+
+
 def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     """`fn-core api` owns the apps; `fn-core lb --runner-api-url` finds them there; both stop cleanly on SIGTERM."""
 
@@ -170,15 +187,10 @@ def _lb_refusing_one_call(tmp_path, env_extra):
     """Start `fn-core lb`, make it log one refused invoke, stop it; returns (returncode, stderr)."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env_extra}
-    lb = subprocess.Popen([fn_core_command(), "lb", "--host", "127.0.0.1", "--port", str(port), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"],
-                          env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/version")
+    args = ["lb", "--host", "127.0.0.1", "--port", str(port), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"]
+    with running_node(args, env, port) as lb:
         assert http("POST", f"http://127.0.0.1:{port}/invoke/01NOSUCHFN")[0] == 404
-    finally:
-        lb.send_signal(signal.SIGTERM)
-        _, stderr = lb.communicate(timeout=30)
-    return lb.returncode, stderr
+    return lb.returncode, lb.stderr
 
 
 def test_fn_log_format_json_gives_one_json_object_per_line(tmp_path):
@@ -240,15 +252,11 @@ def test_start_runs_the_node_fn_node_type_names_and_names_fn_variables_without_e
         "FN_NODE_TYPE": "api", "FN_HOST": "127.0.0.1", "FN_PORT": str(port), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db",
         "FN_HOT_POLL_MSECS": "200", "FN_RUNNER_ADRESSES": "r:9190",
     }
-    node = subprocess.Popen([fn_core_command(), "start"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/version")
+    with running_node(["start"], env, port) as node:
         status, app = http("POST", f"http://127.0.0.1:{port}/v2/apps", {"name": "shop"})
         assert status == 200, app
         assert http("POST", f"http://127.0.0.1:{port}/invoke/{app['id']}") == (404, {"message": "Path not found"})
-    finally:
-        node.send_signal(signal.SIGTERM)
-        _, stderr = node.communicate(timeout=30)
+    stderr = node.stderr
     assert node.returncode == 0, stderr
     assert "FN_HOT_POLL_MSECS is set, but has no effect in fn-core: waiting calls are woken when a container frees" in stderr
     assert "FN_RUNNER_ADRESSES is set, but fn-core reads no such variable: did you mean FN_RUNNER_ADDRESSES?" in stderr
@@ -381,13 +389,11 @@ def test_an_unknown_config_file_key_is_warned_about_in_the_log_format_set(tmp_pa
 def test_log_level_flag_reads_what_fn_log_level_reads(tmp_path, flag, info_logged):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
-    node = subprocess.Popen([fn_core_command(), "lb", "--log-level", flag, "--host", "127.0.0.1", "--port", str(port),
-                             "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"], env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/version")
-    finally:
-        node.send_signal(signal.SIGTERM)
-        _, stderr = node.communicate(timeout=30)
+    args = ["lb", "--log-level", flag, "--host", "127.0.0.1", "--port", str(port), "--runner", NO_RUNNER, "--db",
+            f"sqlite3://{tmp_path}/fn.db"]
+    with running_node(args, env, port) as node:
+        pass  # up: its start-up lines are written
+    stderr = node.stderr
     assert node.returncode == 0, stderr
     assert ("INFO fn_core.lb.pool: runner pool 'static'" in stderr) is info_logged
 
@@ -402,18 +408,13 @@ def test_fn_log_level_debug_shows_fn_cores_and_plugins_debug_lines_but_not_the_d
            "FN_REQUEST_HEADER_READ_TIMEOUT": "0.2", "FN_CONTAINER_LABEL_TAG": f"fn-core-test-cli-{os.getpid()}-debug",
            "FN_IOFS_PATH": str(tmp_path / "iofs"), "FN_DB_URL": f"sqlite3://{tmp_path}/fn.db"}
     port = free_port()
-    node = subprocess.Popen([fn_core_command(), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_up(f"http://127.0.0.1:{port}/version")
+    with running_node(["serve", "--host", "127.0.0.1", "--port", str(port)], env, port) as node:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             assert response.status == 200
         with socket.create_connection(("127.0.0.1", port)) as silent:  # closed unanswered, said at debug
             silent.settimeout(5)
             assert silent.recv(1) == b""
-    finally:
-        node.send_signal(signal.SIGTERM)
-        _, stderr = node.communicate(timeout=30)
+    stderr = node.stderr
     assert node.returncode == 0, stderr
     assert "DEBUG fn_core.api.connection: closed a connection that sent no request" in stderr
     assert "DEBUG fn_chatty_plugin: a plugin debug line" in stderr

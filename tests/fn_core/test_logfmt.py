@@ -42,3 +42,17 @@ def test_the_json_format_gives_each_field_a_key_of_its_own():
     entry = json.loads(JsonLogFormatter().format(record))
     assert entry["msg"] == f"call finished {text}"
     assert (entry["call_id"], entry["status"], entry["error"], entry["level"]) == ("01JX", 502, "container exit code 3", "info")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://user:s3cret@collector:9411/api/v2/spans", "http://user:***@collector:9411/api/v2/spans"),
+        ("http://user:p@ss@host:1/x", "http://user:***@host:1/x"),  # up to the authority's last @
+        ("InvalidURL('http://u:pw@127.0.0.1:99999/a')", "InvalidURL('http://u:***@127.0.0.1:99999/a')"),
+        ("http://user@host/x", "http://user@host/x"),  # no password: nothing hidden
+        ("http://host/x?a=b:c@d", "http://host/x?a=b:c@d"),  # not in the authority
+    ],
+)
+def test_a_password_in_a_url_is_hidden_and_nothing_else(text, shown):
+    assert logfmt.hide_passwords(text) == shown

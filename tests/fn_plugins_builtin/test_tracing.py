@@ -8,12 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 
 import pytest
 
 from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.tracing import Parent, lb_span_id, parent_of, runner_span_id
+
+
+@contextlib.asynccontextmanager
+async def collector_server(path: str, take):
+    """A collector on 127.0.0.1 answering POSTs to ``path`` with ``take``: its port."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post(path, take)
+    server = web.AppRunner(app)
+    await server.setup()
+    await web.TCPSite(server, "127.0.0.1", 0).start()
+    try:
+        yield server.addresses[0][1]
+    finally:
+        await server.cleanup()
+
+
+async def stopped(collector) -> None:
+    """Cancel the collector's sending task, and see it end."""
+    collector._task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await collector._task
+
 
 TRACE = "463ac35c9f6413ad48485a3953bb6124"
 CLIENT_SPAN = "a2fb4a1d1a96d312"
@@ -179,9 +204,7 @@ async def test_a_64_bit_trace_id_and_a_root_span_in_jaegers_format(jaeger_collec
     (c64, _), (root, _) = jaeger_collector.of_call("c64")["fn-core-lb"], jaeger_collector.of_call("root")["fn-core-lb"]
     assert (c64.traceIdHigh, c64.traceIdLow, c64.parentSpanId) == (0, -1, _i64(CLIENT_SPAN))
     assert root.parentSpanId == 0 and (root.traceIdHigh, root.traceIdLow) != (0, 0)
-    collector._task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await collector._task
+    await stopped(collector)
 
 
 async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is_counted_once(jaeger_collector, caplog):
@@ -199,13 +222,8 @@ async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is
             return web.Response(status=503, text="overloaded")
         return await jaeger_collector.take(request)
 
-    app = web.Application()
-    app.router.add_post("/api/traces", first_post_only)
-    server = web.AppRunner(app)
-    await server.setup()
-    await web.TCPSite(server, "127.0.0.1", 0).start()
-    try:
-        collector = Collector("jaeger", f"http://127.0.0.1:{server.addresses[0][1]}/api/traces", jaeger_thrift)
+    async with collector_server("/api/traces", first_post_only) as port:
+        collector = Collector("jaeger", f"http://127.0.0.1:{port}/api/traces", jaeger_thrift)
         tracer = Tracer([collector])
         call = Call(id="two-services", app_id="a", fn_id="f", image="example/echo:1")
         tracer.call_finished(call, CallOutcome(status=200))  # as on `fn-core serve`: the LB's span ...
@@ -218,11 +236,7 @@ async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is
         assert scraped['fn_trace_spans_sent_total{collector="jaeger"}'] == 1
         assert scraped['fn_trace_spans_dropped_total{collector="jaeger"}'] == 1
         assert "did not take 1 span(s): HTTP 503 overloaded" in caplog.text
-        collector._task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await collector._task
-    finally:
-        await server.cleanup()
+        await stopped(collector)
 
 
 async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never_shows_it(caplog):
@@ -240,13 +254,7 @@ async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never
         auths.append(request.headers["Authorization"])
         return web.Response(status=answers.pop(0))
 
-    app = web.Application()
-    app.router.add_post("/api/v2/spans", take)
-    server = web.AppRunner(app)
-    await server.setup()
-    await web.TCPSite(server, "127.0.0.1", 0).start()
-    port = server.addresses[0][1]
-    try:
+    async with collector_server("/api/v2/spans", take) as port:
         collector = Collector("zipkin", f"http://user:zippass@127.0.0.1:{port}/api/v2/spans", zipkin_json)
         tracer = Tracer([collector])
         for call_id, said in (("in-the-outage", "did not take"), ("after-it", "takes spans again")):
@@ -257,11 +265,7 @@ async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never
         assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans did not take 1 span(s): HTTP 500" in caplog.text
         assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans takes spans again" in caplog.text
         assert "zippass" not in caplog.text
-        collector._task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await collector._task
-    finally:
-        await server.cleanup()
+        await stopped(collector)
 
 
 async def test_an_unusable_collector_url_is_logged_without_its_password(caplog):
@@ -275,6 +279,4 @@ async def test_an_unusable_collector_url_is_logged_without_its_password(caplog):
     collector._wake.set()
     await wait_until(lambda: "did not take" in caplog.text, "the failure was logged", timeout_s=10)
     assert "http://user:***@127.0.0.1:99999/api/v2/spans" in caplog.text and "zippass" not in caplog.text
-    collector._task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await collector._task
+    await stopped(collector)
