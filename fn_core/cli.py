@@ -8,6 +8,7 @@ import functools
 import importlib
 import json
 import logging
+import platform
 import signal
 import sys
 import types
@@ -187,8 +188,32 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | Non
             f"FN_NODE_TYPE={config.node_type} is `fn-core {NODE_TYPES[config.node_type]}`, not `fn-core {command}`: "
             "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
         )
+    _log_start(command, pm)
     module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))
+
+
+#: the nodes each selection is used on (an LB starts no container, a runner places no call)
+NODES_USING = {"placer": ("serve", "lb"), "runner_pool": ("serve", "lb"), "driver": ("serve", "runner")}
+
+
+def _log_start(command: str, pm: FnPluginManager) -> None:
+    """One line saying what starts: the node, fn-core's and Python's versions, what is selected, and each third-party
+    plugin with its distribution's version (what a bug report needs, and what differs between two nodes' installs);
+    built-in plugins switched off and plugins skipped for failing to load are named too."""
+    infos = pm.plugin_infos()
+    third_party = [f"{i.name} ({i.distribution} {i.version})" for i in infos if i.status == "active" and not i.builtin]
+    fields: dict[str, Any] = {"node": command, "version": __version__, "python": platform.python_version()}
+    for kind, selected in (("placer", pm.placer), ("runner_pool", pm.runner_pool), ("driver", pm.driver)):
+        if selected is not None and command in NODES_USING[kind]:
+            fields[kind] = selected.name
+    fields["plugins"] = ", ".join(third_party) or "-"
+    for status in ("disabled", "failed"):
+        names = [i.name for i in infos if i.status == status]
+        if names:
+            fields[status] = ", ".join(names)
+    text, extra = logfmt.line(fields)
+    logging.getLogger(__name__).info("starting %s", text, extra=extra)
 
 
 @main.command()

@@ -422,6 +422,27 @@ def test_fn_log_level_debug_shows_fn_cores_and_plugins_debug_lines_but_not_the_d
     assert not [line for line in stderr.splitlines() if " DEBUG " in line and " fn_" not in line], stderr
 
 
+def test_a_node_names_its_version_selections_and_third_party_plugins_in_one_start_up_line(tmp_path):
+    """What a bug report needs, and what tells two nodes' installs apart, without running `fn-core plugins` on them."""
+    env = _installed_dist(tmp_path, "fn-quiet", "2.3.4", "from fn_core import hookimpl\n@hookimpl\ndef metric_families():\n    return []\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FN_")}, **env, "FN_LOG_FORMAT": "json",
+           "FN_DISABLE_PLUGINS": "tracing"}
+    port = free_port()
+    args = ["lb", "--host", "127.0.0.1", "--port", str(port), "--runner", NO_RUNNER, "--db", f"sqlite3://{tmp_path}/fn.db"]
+    with running_node(args, env, port) as node:
+        pass
+    assert node.returncode == 0, node.stderr
+    starts = [entry for entry in map(json.loads, node.stderr.splitlines()) if entry["msg"].startswith("starting ")]
+    assert len(starts) == 1, node.stderr
+    start = starts[0]
+    assert (start["level"], start["node"], start["version"]) == ("info", "lb", __version__)
+    assert start["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert (start["placer"], start["runner_pool"]) == ("ch", "static")
+    assert "driver" not in start  # an LB starts no container
+    assert "fn-quiet (fn-quiet 2.3.4)" in start["plugins"].split(", ")
+    assert start["disabled"] == "tracing"
+
+
 def test_a_log_level_flag_that_is_no_level_is_refused_with_the_valid_ones():
     result = run("lb", "--log-level", "loud", "--host", "127.0.0.1", "--runner", NO_RUNNER)
     assert result.returncode == 2
