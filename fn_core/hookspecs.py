@@ -308,7 +308,9 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
 
     :param call: the call as it was placed (after `override_call`).
     :param outcome: `fn_core.records.CallOutcome`: HTTP status, error message, runner address,
-        number of placement attempts, duration, and the request id (`FN_RID_HEADER`).
+        number of placement attempts, duration, the request id (`FN_RID_HEADER`), and ``wait_s``, the
+        part of the duration the call waited on its runner for a container (a cold start shows here;
+        None when no runner said: not placed, or the runner was lost).
     :return: ignored.
 
     Errors: exceptions are logged and swallowed: a listener never changes the call's result. A
@@ -341,8 +343,9 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     :param outcome: `fn_core.records.CallOutcome`: the status the LB was sent (the function's on
         success, the error's otherwise; 444 "Client cancelled context" for a dropped call, as Fn
         says of a client's cancel), the error message ("" on success), and ``duration_s``
-        from the call's arrival at the runner to its end (waiting for a container included);
-        ``runner``, ``attempts`` and ``request_id`` are empty here.
+        from the call's arrival at the runner to its end, ``wait_s`` the part of it spent waiting for
+        a container (its launch, for a cold start); ``runner``, ``attempts`` and ``request_id`` are
+        empty here.
     :return: ignored.
 
     Errors: exceptions are logged and swallowed (the traceback once per plugin, exception

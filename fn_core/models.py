@@ -35,9 +35,10 @@ def utc_seconds(epoch_s: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s))
 
 
-def now_rfc3339() -> str:
-    """Fn's timestamp format: RFC 3339 in UTC with milliseconds (three stamps per call: kept cheap)."""
-    ms = time.time_ns() // 1_000_000
+def now_rfc3339(ago_ns: int = 0) -> str:
+    """Fn's timestamp format: RFC 3339 in UTC with milliseconds (three stamps per call: kept cheap), of now or of
+    ``ago_ns`` nanoseconds ago (a moment timed on the monotonic clock)."""
+    ms = (time.time_ns() - ago_ns) // 1_000_000
     return f"{utc_seconds(ms // 1000)}.{ms % 1000:03d}Z"
 
 

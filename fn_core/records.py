@@ -125,6 +125,9 @@ class CallOutcome:
     :param attempts: how many runners were tried (NACKs and unreachable runners included).
     :param duration_s: wall time from the request arriving to the call ending, in seconds.
     :param request_id: the request's id under ``FN_RID_HEADER`` (the client's or a new one), "" when unset.
+    :param wait_s: how long the call waited on its runner for a container, in seconds (Fn's scheduler duration, from
+        the runner's ``finished``): ~0 when a hot container was idle, a cold start's launch when one was started for
+        it; None when no runner told (not placed, or the runner was lost before its ``finished``).
     """
 
     status: int
@@ -133,3 +136,4 @@ class CallOutcome:
     attempts: int = 0
     duration_s: float = 0.0
     request_id: str = ""
+    wait_s: float | None = None

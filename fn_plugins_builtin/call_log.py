@@ -24,6 +24,8 @@ def call_finished(call, outcome):
         "attempts": outcome.attempts,
         "duration_ms": round(outcome.duration_s * 1000, 2),
     }
+    if outcome.wait_s is not None:  # the part of it spent waiting on the runner for a container (a cold start's)
+        fields["wait_ms"] = round(outcome.wait_s * 1000, 2)
     if outcome.error:
         fields["error"] = outcome.error
     if outcome.request_id:

@@ -185,7 +185,8 @@ class LBAgent:
         """Metrics and the `call_finished` listeners (each isolated: a listener never changes the result)."""
         duration = time.monotonic() - started
         self.metrics.observe_call(status, duration)
-        error = placement.error or (placement.result.error if placement.result else None)
+        result = placement.result
+        error = placement.error or (result.error if result else None)
         outcome = CallOutcome(
             status=status,
             error=error.message if error else "",
@@ -193,6 +194,7 @@ class LBAgent:
             attempts=placement.attempts,
             duration_s=duration,
             request_id=request_id,
+            wait_s=result.finished.schedulerDuration / 1e9 if result and result.finished else None,
         )
         run_isolated(self.pm.hook.call_finished, call=call, outcome=outcome)
 

@@ -416,6 +416,7 @@ class Agent:
                 break
             container = self._take(queue.idle.pop())
             if container.conn.open:
+                self.metrics.observe_start("idle", 0.0)
                 return container
             try:  # its connection closed while idle: still there? (checked before the call is committed)
                 alive = await container.conn.reopen()
@@ -423,6 +424,7 @@ class Agent:
                 self.release(container)
                 raise
             if alive:
+                self.metrics.observe_start("idle", 0.0)
                 return container
             self._gone_while_idle(container)
         loop = asyncio.get_running_loop()
@@ -436,7 +438,7 @@ class Agent:
             self._check_launch(queue)
         future = waiter.future
         try:
-            return await future
+            container = await future
         except BaseException:
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(future.result())  # handed a container just as we were cancelled
@@ -444,6 +446,9 @@ class Agent:
                 queue.waiters.remove(waiter)
             self._drop_if_unused(queue)  # refused (non-blocking, full) or given up: nothing else may keep it
             raise
+        # a container that has served no call was launched (for this call or another waiting one): a cold start
+        self.metrics.observe_start("freed" if container.calls else "new", loop.time() - now)
+        return container
 
     def release(self, container: HotContainer) -> None:
         """The call is over and the container healthy: hand it on or park it idle."""

@@ -47,14 +47,17 @@ class CallIO(Protocol):
 
 
 def finished(call: Call | None, error: APIError | None, started_ns: int, created: str, ran_ns: int) -> pb.CallFinished:
+    """Fn's ``finished`` for a call received at ``started_ns`` (``created``) that got its container at ``ran_ns`` (0: it
+    got none). Its timings are Fn's: ``schedulerDuration`` the wait for a container (a cold start's launch included;
+    the whole call when it got none), ``executionDuration`` the time in the container."""
     now = time.monotonic_ns()
     done = pb.CallFinished(
         success=error is None,
         details=call.id if call else "",
         createdAt=created,
-        startedAt=created if ran_ns else "",
+        startedAt=now_rfc3339(now - ran_ns) if ran_ns else "",
         completedAt=now_rfc3339(),
-        schedulerDuration=(ran_ns - started_ns) if ran_ns else 0,
+        schedulerDuration=(ran_ns or now) - started_ns,
         executionDuration=(now - ran_ns) if ran_ns else 0,
         image=call.image if call else "",
     )
@@ -118,7 +121,7 @@ class RunnerCore:
             return False
 
         started = 0  # the status sent in `result_start`, once it is
-        ran_ns = 0
+        ran_ns = 0  # when the call got its container
         nacked: bool | None = None  # set once `finished` is sent
 
         async def on_start(status: int, headers: list[tuple[str, str]]) -> None:
@@ -126,20 +129,16 @@ class RunnerCore:
             started = status
             await io.start(status, headers)
 
-        async def on_data(chunk: bytes) -> None:
-            nonlocal ran_ns
-            if not ran_ns:
-                ran_ns = time.monotonic_ns()
-            await io.data(chunk)
-
-        on_committed = None
+        on_data = io.data
+        detached_ack = None
         if call.type == CALL_TYPE_DETACHED:  # Fn's detached call: 202 as the call starts, the response goes nowhere
-            ack = on_start
+            detached_ack, on_start, on_data = on_start, _discard_start, _discard_data
 
-            async def on_committed() -> None:
-                await ack(202, [])
-
-            on_start, on_data = _discard_start, _discard_data
+        async def on_committed() -> None:
+            nonlocal ran_ns
+            ran_ns = time.monotonic_ns()
+            if detached_ack is not None:
+                await detached_ack(202, [])
 
         async def on_end(outcome: Exception | None) -> None:
             nonlocal nacked
@@ -176,11 +175,13 @@ class RunnerCore:
         if error is not None and started and error.status == 503:
             error = APIError(error.message, status=500)  # never a late NACK: the call was committed
         self._count(error, started_ns)
-        await io.finish(finished(call, error, started_ns, created, ran_ns or started_ns))
+        done = finished(call, error, started_ns, created, ran_ns)
+        await io.finish(done)
         if self.listened:
             status = error.status if error is not None else started or 200
             outcome_record = CallOutcome(
-                status=status, error=error.message if error else "", duration_s=(time.monotonic_ns() - started_ns) / 1e9
+                status=status, error=error.message if error else "", duration_s=(time.monotonic_ns() - started_ns) / 1e9,
+                wait_s=done.schedulerDuration / 1e9,
             )
             asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome_record)
         return False

@@ -36,6 +36,8 @@ class RunnerMetrics:
         self.exits_by_code: dict[str, int] = {}
         self.driver_durations: dict[str, Histogram] = {}
         self.status_requests = 0
+        self.starts_by_container: dict[str, int] = {"idle": 0, "freed": 0, "new": 0}
+        self.wait_durations = Histogram()
 
     def observe_call(self, error_status: int | None, duration_s: float) -> None:
         """A call answered (``error_status`` None: it succeeded); a NACK is `observe_refusal`."""
@@ -45,6 +47,11 @@ class RunnerMetrics:
             self.calls_by_result["error"] += 1
             self.errors_by_status[error_status] = self.errors_by_status.get(error_status, 0) + 1
         self.call_durations.observe(duration_s)
+
+    def observe_start(self, container: str, waited_s: float) -> None:
+        """A call got its container (``container``: idle, freed or new) after waiting ``waited_s`` for it."""
+        self.starts_by_container[container] += 1
+        self.wait_durations.observe(waited_s)
 
     def observe_refusal(self) -> None:
         self.calls_by_result["refused"] += 1
@@ -84,6 +91,13 @@ class RunnerMetrics:
              by_label("fn_runner_call_errors_total", "status", dict(sorted(self.errors_by_status.items())))),
             ("fn_runner_call_duration_seconds", "histogram", "Time from a call's offer to its finished message (refusals left out).",
              self.call_durations.samples("fn_runner_call_duration_seconds")),
+            ("fn_runner_call_starts_total", "counter",
+             "Calls that got a container, by which: idle (a hot one was free at once), freed (a hot one another call of "
+             "the function finished with, after a wait), new (one launched while it waited: a cold start).",
+             by_label("fn_runner_call_starts_total", "container", self.starts_by_container)),
+            ("fn_runner_call_wait_seconds", "histogram",
+             "Time a call waited for a container of its function: 0 for an idle hot one; a cold start's launch for a new one.",
+             self.wait_durations.samples("fn_runner_call_wait_seconds")),
             ("fn_runner_calls_running", "gauge", "Calls on this runner now: waiting for a container or running in one.",
              [f"fn_runner_calls_running {running}"]),
             ("fn_runner_calls_waiting", "gauge", "Calls waiting for a container of their function now.",

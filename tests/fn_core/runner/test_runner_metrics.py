@@ -51,6 +51,33 @@ async def test_metrics_count_calls_by_result_and_containers_by_fate(start, rc):
     assert samples["fn_process_resident_memory_bytes"] > 0
 
 
+async def test_how_each_call_got_its_container_and_how_long_it_waited_show_in_metrics_and_in_finished(start, rc):
+    """Why was this call slow: a cold start (a new container), a wait for a busy one, or the function itself. The
+    runner counts each call's container by how it came and its wait, and says the wait in Fn's `finished` timings."""
+    node = await start(http=True, freeze_idle_msecs=-1)
+    cold = (await rc.run(node.address, rc.call(), b"cold")).finished
+    warm = (await rc.run(node.address, rc.call(), b"warm")).finished
+    launch_s = (await scrape(node))["fn_runner_container_launch_seconds_sum"]
+    assert cold.success and warm.success
+    # Fn's timings: the wait for a container, then the time in it; startedAt between createdAt and completedAt
+    assert cold.schedulerDuration / 1e9 >= launch_s > warm.schedulerDuration / 1e9
+    assert cold.createdAt <= cold.startedAt <= cold.completedAt
+    assert warm.executionDuration > 0
+
+    # a call that comes while the fn's only container is busy waits for it rather than start a second one
+    busy = asyncio.ensure_future(rc.run(node.address, rc.call(), {"sleep_ms": 300}))
+    await wait_until(lambda: node.agent.container_states()["busy"] == 1, "the first call in its container")
+    waited = (await rc.run(node.address, rc.call(), b"after the busy one")).finished
+    assert (await busy).finished.success and waited.success
+    assert waited.schedulerDuration > warm.schedulerDuration
+
+    samples = await scrape(node)
+    assert [samples[f'fn_runner_call_starts_total{{container="{c}"}}'] for c in ("idle", "freed", "new")] == [2, 1, 1]
+    assert samples["fn_runner_call_wait_seconds_count"] == 4
+    assert samples["fn_runner_call_wait_seconds_sum"] >= launch_s
+    assert samples['fn_runner_container_launches_total{result="ok"}'] == 1
+
+
 async def test_refusals_evictions_and_idle_containers_show(start, rc):
     node = await start(http=True, freeze_idle_msecs=-1, max_total_memory_bytes=128 * MB, enable_nb_resource_tracker=True,
                        evict_min_idle_msecs=300)
