@@ -56,6 +56,21 @@ class AttachedOutput(asyncio.Protocol):
 
 
 async def read_output(sock: socket.socket, sink: OutputSink) -> asyncio.BaseTransport:
-    """Hand the attached socket to the event loop; closing the returned transport ends the reading."""
+    """Hand the attached socket to the event loop; `let_go` of the returned transport ends the reading."""
     transport, _ = await asyncio.get_running_loop().create_unix_connection(lambda: AttachedOutput(sink), sock=sock)
     return transport
+
+
+def let_go(transport: asyncio.BaseTransport) -> None:
+    """End the attachment for Docker, not only for us: shut the connection down, then close our end.
+
+    Closing our descriptor alone is not enough: the SDK's own one (its response objects hold it in a reference
+    cycle, until the cyclic GC runs) keeps the connection open, and Docker, still attached, stops reading the
+    container's output once nobody reads the stream: the function stalls at a write after ~1 MB."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed by the peer (the container stopped): nothing left to end
+            pass
+    transport.close()

@@ -30,7 +30,7 @@ from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVo
 from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
-from fn_plugins_builtin.docker_attach import attach_socket, read_output
+from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
 
@@ -122,7 +122,7 @@ class _Attachment:
 
     def close(self) -> None:
         if self.transport is not None:
-            self.transport.close()  # the sink is told its output ended
+            let_go(self.transport)  # the sink is told its output ended
 
 
 class DockerDriver:

@@ -54,6 +54,17 @@ async def test_without_a_syslog_url_function_output_is_dropped(start, rc):
     assert container.attrs["HostConfig"]["LogConfig"]["Type"] == "none"
 
 
+async def test_a_function_that_writes_much_output_nobody_wants_never_stalls_on_it(start, rc):
+    """The attach stream a runner lets go of once the container is ready must really close: left open and unread,
+    Docker's pipe fills and the function stalls at a write (after ~1 MB: every later call a 504)."""
+    node = await start()
+    noisy = {"log": "x" * 250_000}  # 500 KB a call, on stdout and stderr
+    for i in range(8):
+        result = await rc.run(node.address, rc.call(timeout=10), noisy)
+        assert result.finished.success, (i, result.finished.errorCode, result.finished.errorStr)
+    assert len(rc.containers()) == 1  # one hot container wrote the 4 MB
+
+
 async def test_function_output_goes_to_the_apps_syslog_url(start, rc):
     loop = asyncio.get_running_loop()
     transport, syslog = await loop.create_datagram_endpoint(SyslogServer, local_addr=("127.0.0.1", 0))
