@@ -147,6 +147,9 @@ def _run(main_coro: Any) -> None:
 
     try:
         uvloop.run(main_coro)
+    except KeyboardInterrupt:  # SIGINT before the node's own handler is in (during start-up): not click's "Aborted!"
+        logging.getLogger(__name__).warning("stopped during start-up by SIGINT")
+        sys.exit(128 + signal.SIGINT)
     except asyncio.CancelledError:
         signum = second_signal()
         if signum is None:

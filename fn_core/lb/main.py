@@ -217,6 +217,7 @@ async def run_lb(config, pm) -> None:
 async def run_api(config, pm) -> None:
     node = await start_api(config)
     await wait_for_stop_signal()
+    log.info("API node shutting down: finishing the requests in flight (at most %g s)", node.grace)
     await node.stop()
 
 

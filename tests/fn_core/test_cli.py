@@ -152,6 +152,9 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
         outputs = [proc.communicate(timeout=30)[1] for proc in (lb, api)]
     assert (lb.returncode, api.returncode) == (0, 0), outputs
     assert f"apps and fns from the API node http://127.0.0.1:{api_port}" in outputs[0]
+    # each node says when its stop begins and when it is over
+    assert "LB shutting down" in outputs[0] and "API node shutting down" in outputs[1]
+    assert f"API node http://127.0.0.1:{api_port} stopped" in outputs[1]
 
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
@@ -181,6 +184,23 @@ def test_a_second_signal_during_the_graceful_stop_stops_at_once_and_says_so_in_t
         ("warning", "fn_core.signals", f"second signal ({second.name}): stopping at once, cutting the calls still under way"),
         ("warning", "fn_core.cli", f"stopped at once by a second signal ({second.name})"),
     ]
+
+
+def test_sigint_before_the_node_handles_signals_is_a_log_line_and_exit_130_not_clicks_aborted():
+    """Ctrl-C while a node still starts (its stop handler not yet in): the server runner `fn_core.cli._run` turns
+    the interrupt into the node's own warning line and the shell's 130."""
+    script = (
+        "import asyncio, logging, os, signal\n"
+        "from fn_core.cli import _run\n"
+        "logging.basicConfig(format='%(levelname)s %(name)s: %(message)s')\n"
+        "async def starting():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    await asyncio.sleep(30)\n"
+        "_run(starting())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines() == ["WARNING fn_core.cli: stopped during start-up by SIGINT"]
 
 
 def _lb_refusing_one_call(tmp_path, env_extra):
