@@ -1,14 +1,23 @@
 """A short-TTL read cache in front of the store, for the invoke path (Fn's 5 s cached data access).
 
-A warm invocation reads its fn, app and trigger from memory: no SQLite, no thread hop. Concurrent
-misses for one key share a single store lookup. "Not found" is cached too (an unknown fn invoked
-in a loop must not hit the store per call); the API node clears the cache on every write it
-makes, other LBs see changes within the TTL, as in Fn.
+A warm invocation reads its fn, app and trigger from memory: no SQLite, no thread hop, nothing awaited (a
+dict lookup and a time compare). "Not found" is cached too (an unknown fn invoked in a loop must not hit the
+store per call), and kept the same way. The API node clears the cache on every write it makes; other LBs
+see a change within the TTL, as in Fn.
 
-An entry past its TTL is read again in the background, and its calls are answered from it meanwhile: a
-warm fn never waits for the store (a "not found" past its TTL waits: a fn just created is found at once). When that reading fails (an API node that is down or unreachable),
-the entry stays and is asked for again a TTL later, so calls of the fns an LB knows keep running for
-as long as the outage lasts; only a key never read fails (503).
+Past its TTL an entry is not answered from: the next lookup of its key waits for a new reading, and the
+lookups that come meanwhile share that one reading. So a call started more than a TTL after a change (or a
+delete: then 404) never runs what was changed, however long its key went unread; the first call past the TTL
+pays one store reading, as in Fn.
+
+The one exception is a source that is unavailable: a reading that fails (not a "not found": the store failed,
+an API node that is down, unreachable or not answering within its timeout) leaves the last reading (found or
+not found) to answer that reading's waiters and the lookups of a TTL more. So the calls of the fns an LB knows
+keep running for as long as the outage lasts; only a key never read fails (503), and is not cached. While a
+key's last reading failed, its lookups past the TTL do not wait (an API node that does not answer would hold
+each for its timeout): they get the last reading while a new one is tried behind them, one a TTL, not one a
+call. The first try that succeeds ends that: only the lookups made while it was under way got the last reading,
+and from then on the key's lookups past the TTL wait for their new reading again.
 """
 
 from __future__ import annotations
@@ -27,12 +36,12 @@ DEFAULT_TTL_S = 5.0
 
 
 class CachedLookup:
-    def __init__(self, store: Lookups, ttl_s: float = DEFAULT_TTL_S, max_entries: int = 10000) -> None:
+    def __init__(self, store: Lookups, ttl_s: float | None = None, max_entries: int = 10000) -> None:
         self.store = store
-        self.ttl_s = ttl_s
+        self.ttl_s = DEFAULT_TTL_S if ttl_s is None else ttl_s  # read here, not at import: a test can shorten the nodes' TTL
         self.max_entries = max_entries
-        # key -> (expires_at, value or exception); in-flight lookups are futures
-        self._entries: dict[tuple, tuple[float, Any]] = {}
+        # key -> (expires_at, value or not-found exception, whether the last reading failed); in-flight readings are futures
+        self._entries: dict[tuple, tuple[float, Any, bool]] = {}
         self._pending: dict[tuple, asyncio.Future] = {}
         self._generation = 0  # moved on by clear(): a lookup begun before a write must not store what it read
 
@@ -62,26 +71,29 @@ class CachedLookup:
             if pending is None:
                 pending = asyncio.ensure_future(self._load(key, load))
                 self._pending[key] = pending
-            if entry is not None and not isinstance(entry[1], BaseException):
-                value = entry[1]  # known: answered from the last reading while the new one is made
+            if entry is not None and entry[2]:
+                value = entry[1]  # its last reading failed (the source is down): answered from it while it is asked again
             else:
-                value = await asyncio.shield(pending)
+                value = await asyncio.shield(pending)  # past the TTL: the new reading, or the last if the source failed
         if isinstance(value, BaseException):
             raise copy.copy(value).with_traceback(None)  # a fresh raise each time: no growing traceback
         return value
 
     async def _load(self, key: tuple, load: Callable[[], Awaitable[Any]]) -> Any:
+        """The new reading for ``key``, which its waiters get: its value, or its not-found error (cached as a value);
+        when the store failed, the last reading (kept a TTL more, marked failed), or the failure if there is none."""
         generation = self._generation
         try:
             value: Any = await load()
         except Exception as exc:
             if isinstance(exc, APIError) and exc.status < 500:
                 value = exc  # not-found is cached like a value; the caller re-raises it
-            else:  # the store failed (e.g. an unreachable API node): not cached; a last reading is kept a TTL more
-                stale = self._entries.get(key)
-                if stale is not None and generation == self._generation:
-                    self._entries[key] = (time.monotonic() + self.ttl_s, stale[1])
-                return exc
+            else:  # the store failed (e.g. an unreachable API node): not cached
+                last = self._entries.get(key) if generation == self._generation else None
+                if last is None:
+                    return exc  # never read (or cleared by a write since): the caller gets the failure
+                self._entries[key] = (time.monotonic() + self.ttl_s, last[1], True)
+                return last[1]
         finally:
             if generation == self._generation:  # else clear() dropped it, and a newer lookup may be pending
                 self._pending.pop(key, None)
@@ -89,5 +101,5 @@ class CachedLookup:
             return value  # read before a write this node made: its waiters get it, the cache does not keep it
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # crude bound; a full reload costs one lookup per live key
-        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+        self._entries[key] = (time.monotonic() + self.ttl_s, value, False)
         return value

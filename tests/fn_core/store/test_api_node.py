@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 
@@ -103,6 +104,45 @@ async def test_an_unreachable_api_node_is_a_503_and_cached_fns_keep_running(clus
     status, _, body = await request(session, "POST", f"{lb.url}/invoke/01NOTCACHED000000000000000")
     assert (status, body) == (404, b'{"message": "Fn not found"}')  # not cached while it was failing
     assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+SHORT_TTL_S = 1.0
+
+
+@pytest.fixture
+def short_ttl(monkeypatch):
+    """The nodes started after it cache for SHORT_TTL_S, not 5 s: the same cache, a shorter wait for the test."""
+    import fn_core.store.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "DEFAULT_TTL_S", SHORT_TTL_S)
+
+
+@pytest.mark.usefixtures("short_ttl")  # before `cluster` starts its nodes
+async def test_a_change_after_a_quiet_spell_is_what_the_first_burst_past_the_ttl_runs_on_every_lb(cluster, echo_image):
+    """The audit's case, on a smaller clock: an fn called, then quiet for longer than the TTL, then changed (or
+    deleted) on the API node, and a burst of concurrent calls more than a TTL later: every call runs the change."""
+    session, api, lbs = cluster["session"], cluster["api"], cluster["lbs"]
+    fn = await deploy(session, api.url, echo_image)
+
+    async def run_burst() -> list[tuple[int, bytes]]:
+        calls = [request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b'{"env": true}') for lb in lbs for _ in range(10)]
+        return [(status, body) for status, _, body in await asyncio.gather(*calls)]
+
+    for lb in lbs:  # each LB has read the fn (and started its container)
+        status, _, body = await request(session, "POST", f"{lb.url}/invoke/{fn['id']}", data=b'{"env": true}')
+        assert status == 200 and "GREETING" not in json.loads(body), body
+
+    await asyncio.sleep(SHORT_TTL_S * 1.6)  # quiet: 8 s for 5
+    status, _, body = await request(session, "PUT", f"{api.url}/v2/fns/{fn['id']}", json={"config": {"GREETING": "updated"}})
+    assert status == 200, body
+    await asyncio.sleep(SHORT_TTL_S * 1.4)  # 7 s for 5
+    answers = await run_burst()
+    assert [(status, json.loads(body).get("GREETING")) for status, body in answers] == [(200, "updated")] * 20
+
+    await asyncio.sleep(SHORT_TTL_S * 1.6)
+    assert (await request(session, "DELETE", f"{api.url}/v2/fns/{fn['id']}"))[0] == 204
+    await asyncio.sleep(SHORT_TTL_S * 1.4)
+    assert await run_burst() == [(404, b'{"message": "Fn not found"}')] * 20
 
 
 async def test_a_url_that_is_not_an_api_node_is_a_503_naming_what_it_answered(cluster, caplog):
