@@ -16,11 +16,14 @@ attachment is dropped, unless its output is wanted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import secrets
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -94,6 +97,49 @@ def _consume_pull_error(pull: asyncio.Future[None]) -> None:
         log.debug("pull ended with %r", pull.exception())
 
 
+def _bound_every_request(api: Any, timeout_s: float) -> None:
+    """Give each request of the docker SDK client ``api`` that asks for no timeout at all a socket timeout of
+    ``timeout_s``: its pull asks for none (``timeout=None``, over the client's own), so a registry that stops
+    answering held the pull's thread until the engine gave up, and every launch of the image joined that pull."""
+
+    def bounded(send: Callable[..., Any], request: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeout_s
+        return send(request, **kwargs)
+
+    for adapter in api.adapters.values():
+        adapter.send = functools.partial(bounded, adapter.send)
+
+
+def _in_daemon_thread(name: str, work: Callable[[], None]) -> asyncio.Future[None]:
+    """``work()`` in a thread of its own that the process does not wait for at exit (not the loop's executor, whose
+    threads the end of `asyncio.run` joins): a pull that hangs must not hold up the runner's stop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
+
+
 class _ExitWatch:
     """The `OutputSink` of a container's attach stream: its output goes on to the call's sink (None: dropped,
     as Fn's pure runner drops it), and the stream's end (Docker ends it when the container stops) is ``ended``."""
@@ -160,9 +206,10 @@ class DockerDriver:
         await asyncio.to_thread(self.client.ping)
         await asyncio.to_thread(self._check_engine_can_honour_settings)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
-        # registry that stops answering cannot keep a worker thread (and shutdown) waiting for ever
+        # registry that stops answering cannot keep a pull's thread waiting for ever
         pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
         self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
+        _bound_every_request(self.pull_client.api, pull_timeout_s)
         if sweeps_leftovers(self.config):  # a tag of this runner's own: what it labels is no neighbour's
             leaked = f"{CLASSIFIER_LABEL}={self.label_tag}"
             removed = await asyncio.to_thread(self._remove_labelled, leaked, "leaked", spare_own=True)
@@ -549,7 +596,7 @@ class DockerDriver:
         """
         pull = self._pulls.get(image)
         if pull is None:
-            pull = self._pulls[image] = asyncio.ensure_future(asyncio.to_thread(self._pull_image, image, registry_token))
+            pull = self._pulls[image] = _in_daemon_thread(f"pull {image}", functools.partial(self._pull_image, image, registry_token))
             pull.add_done_callback(lambda done: self._pulls.pop(image, None) if self._pulls.get(image) is done else None)
             pull.add_done_callback(_consume_pull_error)  # also when every waiter has timed out
         try:

@@ -221,6 +221,11 @@ async def test_an_image_on_a_registry_that_never_answers_is_fns_504_through_the_
         assert connections, "the engine never reached the registry"
         await wait_until(lambda: any(line[1] == fn_id for line in lb.proc.call_lines()), "the LB's call line")
         assert [(fn, status) for _, fn, _, status, _ in lb.proc.call_lines()] == [(fn_id, 504)]
+        # the pull still hangs (the registry answers nothing): the runner's stop does not wait for it (it waited
+        # until the engine gave up on the registry, ~25 s, as the SDK's pull asks for no timeout)
+        began = loop.time()
+        assert await asyncio.to_thread(runner.proc.stop) == 0, runner.proc.log()
+        assert loop.time() - began < 8.0, runner.proc.log()
     finally:
         for writer in connections:
             writer.close()
