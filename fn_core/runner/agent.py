@@ -634,6 +634,11 @@ class Agent:
                 level = logging.INFO if error.user_error else logging.WARNING
                 log.log(level, "container for call %s failed to start: %s", call.id, error)
             self._fail_one_waiter(queue, error)
+            if error.user_error and not queue.containers and not queue.starting:
+                # the function's own fault (its image missing, its crash at start): each call still waiting would
+                # launch and fail the same way, each evicting another function's warm container on a full runner
+                while self._fail_one_waiter(queue, error) is not None:
+                    pass
             self._after_capacity_change(queue)
             return
         finally:

@@ -162,6 +162,23 @@ async def test_a_launch_that_fails_is_counted(start, rc):
     assert samples[f'fn_runner_call_errors_total{{status="{result.finished.errorCode}"}}'] == 1
 
 
+async def test_calls_waiting_for_a_container_that_cannot_start_fail_with_the_first_launch(start, rc):
+    """Its image cannot be pulled: the calls waiting with the first one get its error, rather than each launching
+    (and on a full runner evicting another function's warm container) to fail the same way."""
+    node = await start(http=True, max_total_memory_bytes=256 * MB)
+    warm = rc.call(fn_id="fn-warm", memory=128)
+    assert (await rc.run(node.address, warm, b"warm")).finished.success
+    image = "127.0.0.1:9/fn-core-test/no-such-image:never"  # nothing listens there: the pull fails at once
+    calls = [attrs.evolve(rc.call(fn_id="fn-missing", memory=128), image=image) for _ in range(6)]
+    results = await asyncio.gather(*(rc.run(node.address, call, b"x") for call in calls))
+    assert {(r.finished.success, r.finished.errorCode) for r in results} == {(False, 502)}
+    samples = await scrape(node)
+    assert samples['fn_runner_container_launches_total{result="failed"}'] == 1
+    assert samples['fn_runner_containers_retired_total{reason="evicted"}'] == 0
+    assert (await rc.run(node.address, warm, b"still warm")).finished.success
+    assert samples['fn_runner_container_launches_total{result="ok"}'] == 1
+
+
 async def test_the_http_port_shows_where_the_runner_waits(start, rc):
     """/debug/stacks: a call in its container shows as a task waiting on the container's socket."""
     node = await start(http=True)
