@@ -264,8 +264,10 @@ def trigger_response(status: int, runner_headers: Iterable[tuple[str, str]]) -> 
     """Triggers: keep Content-Type and Fn-Http-H-* (prefix stripped); Fn-Http-Status gives the status.
 
     As Fn: a service status of 400 or more wins, else the (first) Fn-Http-Status, else 200. An Fn-Http-Status that
-    is not an HTTP status (three ASCII digits, 100-599) is the function's bad answer, Fn's 502: ``int`` took '²'
-    (and raised) or 5000 digits, and no client can read a status of 600 and up.
+    is not a final HTTP status (three ASCII digits, 200-599) is the function's bad answer, Fn's 502: ``int`` took
+    '²' (and raised) or 5000 digits, and no client can read a status of 600 and up. A 1xx is no answer at all: sent
+    as the status of the response it would be an interim one (100 Continue, 103 Early Hints), which a client reads
+    and then waits on for a final response that never comes.
     """
     out: list[tuple[str, str]] = []
     user_status: str | None = None
@@ -283,9 +285,9 @@ def trigger_response(status: int, runner_headers: Iterable[tuple[str, str]]) -> 
         return status, out
     if user_status is None:
         return 200, out
-    if not (len(user_status) == 3 and user_status.isascii() and user_status.isdigit() and "100" <= user_status <= "599"):
+    if not (len(user_status) == 3 and user_status.isascii() and user_status.isdigit() and "200" <= user_status <= "599"):
         raise FunctionInvalidResponse(
-            f"invalid function response: Fn-Http-Status {user_status[:20]!r} is not an HTTP status (100-599)"
+            f"invalid function response: Fn-Http-Status {user_status[:20]!r} is not a final HTTP status (200-599)"
         )
     return int(user_status), out
 
