@@ -374,7 +374,8 @@ class Config:
     driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)
     max_response_size: int = setting(0, "FN_MAX_RESPONSE_SIZE", "function response limit in bytes, 0 = none (502)", validator=_non_negative)
     max_hdr_response_size: int = setting(
-        0, "FN_MAX_HDR_RESPONSE_SIZE", "function response header limit in bytes (at most 128 headers); 0 = 8190 bytes a line (502)",
+        0, "FN_MAX_HDR_RESPONSE_SIZE", "bytes the whole function response head (status line and headers) may have, held in memory while read "
+        "(502); 0 = 1 MiB (Fn's 0: Go's 10 MiB)",
         validator=_non_negative,
     )
     max_total_memory_bytes: int = setting(0, "FN_MAX_TOTAL_MEMORY_BYTES", "memory budget for containers, 0 = from the machine", validator=_non_negative)

@@ -64,25 +64,88 @@ DRAIN_LIMIT = 64 * 1024
 #: the statuses whose container stays hot (Fn: 502 function failed, 504 timed out); any other non-200 retires it
 KEPT_STATUSES = (502, 504)
 
-#: aiohttp's parser bounds a response head by line and by count; FN_MAX_HDR_RESPONSE_SIZE sets the line bound
-MAX_RESPONSE_HEADERS = 128
+#: FN_MAX_HDR_RESPONSE_SIZE=0: the bytes a function's response head (status line, headers, blank line) may have.
+#: Fn's 0 is Go's http.Transport default, 10 MiB (``MaxResponseHeaderBytes``: "If zero, a default is used", 10 << 20);
+#: ours is 1 MiB, Go's server-side default (``DefaultMaxHeaderBytes``) and our FN_MAX_REQUEST_HEADER_SIZE's. It admits
+#: every real head (a 9 KB token, 4 KB cookies by the dozen, a CSP of tens of KB; 64 times the 16 KB Node.js takes by
+#: default), while the runner holds a head whole and parses it on its event loop, which every other call on the
+#: runner waits on: 1 MiB of ``a:`` lines is ~260,000 headers, ~50 MiB and ~0.15 s of the loop; 10 MiB is ~2.6 million,
+#: ~500 MiB and ~3 s, per call (measured on the dev VM). FN_MAX_HDR_RESPONSE_SIZE=10485760 gives Fn's exact bound.
+DEFAULT_MAX_RESPONSE_HEAD = 1 << 20
+#: the fewest bytes a header line can have ("a:" and CRLF): a head of N bytes has at most N // 4 headers
+MIN_HEADER_LINE = 4
+
+
+def _head_bytes(limits: ResponseLimits) -> int:
+    return limits.headers or DEFAULT_MAX_RESPONSE_HEAD
 
 
 def _parser_limits(limits: ResponseLimits) -> dict[str, Any]:
-    line = {"max_line_size": limits.headers, "max_field_size": limits.headers} if limits.headers else {}
-    return {**line, "max_headers": MAX_RESPONSE_HEADERS}
+    """aiohttp's per-line and per-count bounds, none tighter than the head's: whatever fits in the head passes them
+    (the status line and each header are at most the head; so many headers as the head has room for)."""
+    head = limits.head_bytes
+    return {"max_line_size": head, "max_field_size": head, "max_headers": max(head // MIN_HEADER_LINE, 1)}
 
 
 @attrs.frozen
 class ResponseLimits:
-    """What a function's response may be: body bytes (FN_MAX_RESPONSE_SIZE) and header bytes
-    (FN_MAX_HDR_RESPONSE_SIZE, the whole head; at most `MAX_RESPONSE_HEADERS` headers). 0 = no
-    body limit / aiohttp's parser defaults for the head (8190 bytes a line)."""
+    """What a function's response may be: body bytes (FN_MAX_RESPONSE_SIZE, 0 = no limit) and head bytes
+    (FN_MAX_HDR_RESPONSE_SIZE: status line, headers and blank line together; 0 = `DEFAULT_MAX_RESPONSE_HEAD`).
+
+    aiohttp's parser bounds only each line and the count of headers, and only once it has them: `ContainerProtocol`
+    counts a head's bytes as they come, so a head over the bound is refused once that many bytes came, never held
+    whole (a head of many lines each under the bound could otherwise be the bound times the count)."""
 
     body: int = 0
     headers: int = 0
-    #: for aiohttp's response parser, worked out once (a parser is made per call)
+    #: the bound in force (``headers``, or the default for 0); worked out once, as the parser's bounds
+    head_bytes: int = attrs.field(init=False, default=attrs.Factory(_head_bytes, takes_self=True))
+    #: for aiohttp's response parser (a parser is made per connection)
     parser: dict[str, Any] = attrs.field(init=False, default=attrs.Factory(_parser_limits, takes_self=True))
+
+
+def _head_size(message: RawResponseMessage) -> int:
+    """A parsed head's bytes as a well-formed one has them: ``HTTP/1.1 200 OK`` CRLF, ``Name: value`` CRLF each, CRLF."""
+    return 15 + len(message.reason) + headers_size(message.raw_headers) + 2
+
+
+_feed = ResponseHandler.data_received  # aiohttp's own (called directly: the hot path of every call)
+
+
+class ContainerProtocol(ResponseHandler):
+    """aiohttp's client protocol, with a bound on the bytes of a response head as they come.
+
+    ``head_limit``: a head still unfinished after more bytes than this is refused (`FunctionResponseHeaderTooBig`,
+    the connection closed). A head that ended in the read that passed the bound may be over it or not (the read
+    holds some of the body too): ``head_over`` says so, and the caller measures that head itself.
+    A body's bytes pass straight through: the count is only of what comes between two responses' bodies.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.head_limit = DEFAULT_MAX_RESPONSE_HEAD
+        self.head_over = False  # the last head's read passed ``head_limit``: measure the head
+        self._head_seen = 0  # bytes of the head being read
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        payload = self._payload
+        if (payload is not None and not payload.is_eof()) or self._parser is None:  # a body, or kept for the parser
+            _feed(self, data)
+            return
+        if self._refused:
+            return
+        self._head_seen += len(data)
+        queued = len(self._buffer)  # the heads parsed and not yet read
+        _feed(self, data)
+        if len(self._buffer) != queued:  # the head is whole: the count starts again for the next one
+            self.head_over = self._head_seen > self.head_limit
+            self._head_seen = 0
+        elif self._head_seen > self.head_limit and not self.is_eof():
+            self._refused = True  # nothing more is parsed, nor held
+            if self.transport is not None:
+                self.transport.close()
+            self.set_exception(_retire(FunctionResponseHeaderTooBig()))
 
 
 OnStart = Callable[[int, list[tuple[str, str]]], Awaitable[None]]
@@ -186,7 +249,7 @@ class HotConnection:
 
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
-        self._protocol: ResponseHandler | None = None
+        self._protocol: ContainerProtocol | None = None
         self._limits: ResponseLimits | None = None  # what the connection's response parser was made for
 
     async def close(self) -> None:
@@ -214,7 +277,7 @@ class HotConnection:
             self._protocol = None
             self._limits = None
 
-    async def _connection(self) -> ResponseHandler:
+    async def _connection(self) -> ContainerProtocol:
         protocol = self._protocol
         if protocol is not None and self.open:
             return protocol
@@ -222,7 +285,7 @@ class HotConnection:
         loop = asyncio.get_running_loop()
         listener = open_listener(self.socket_path)
         try:  # to the inode checked, by its fd: a link swapped since cannot send the connect elsewhere
-            _, protocol = await loop.create_unix_connection(lambda: ResponseHandler(loop), f"/proc/self/fd/{listener}")
+            _, protocol = await loop.create_unix_connection(lambda: ContainerProtocol(loop), f"/proc/self/fd/{listener}")
         finally:
             os.close(listener)
         self._protocol = protocol
@@ -244,6 +307,7 @@ class HotConnection:
                 protocol.set_response_params(
                     read_bufsize=READ_BUFSIZE, auto_decompress=False, read_until_eof=True, **limits.parser
                 )
+                protocol.head_limit = limits.head_bytes
                 self._limits = limits
             transport = protocol.transport
             assert transport is not None
@@ -253,7 +317,7 @@ class HotConnection:
                 transport.write(head)
                 transport.write(body)  # no copy of a big body
             message, payload = await protocol.read()
-            if limits.headers and headers_size(message.raw_headers) > limits.headers:
+            if protocol.head_over and _head_size(message) > limits.head_bytes:
                 raise _retire(FunctionResponseHeaderTooBig())
             reusable = True
             if message.code == 200:

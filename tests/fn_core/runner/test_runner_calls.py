@@ -109,16 +109,34 @@ async def test_response_too_large(start, rc):
 
 
 async def test_response_header_too_large(start, rc):
-    node = await start()
+    node = await start(max_hdr_response_size=4096)  # FN_MAX_HDR_RESPONSE_SIZE
     result = await rc.run(node.address, rc.call(), {"headers": {"X-Big": "v" * 9000}})
     assert (result.finished.success, result.finished.errorCode) == (False, 502)
     assert result.finished.errorStr == "function response header too large"
     assert (await rc.run(node.address, rc.call(), b"next call")).body == b"next call"  # on a fresh container
+    many = {f"X-H{i}": "v" * 40 for i in range(130)}  # ~7 KB: each line fits, the head does not
+    result = await rc.run(node.address, rc.call(), {"headers": many})
+    assert (result.finished.errorCode, result.finished.errorStr) == (502, "function response header too large")
     await node.stop()
 
-    node = await start(max_hdr_response_size=64 * 1024)  # FN_MAX_HDR_RESPONSE_SIZE
+    node = await start(max_hdr_response_size=64 * 1024)
     result = await rc.run(node.address, rc.call(), {"headers": {"X-Big": "v" * 20000}})
     assert result.finished.success and result.headers["x-big"] == "v" * 20000
+
+
+async def test_by_default_a_response_head_may_be_as_big_as_fns_default_takes(start, rc):
+    """Fn's FN_MAX_HDR_RESPONSE_SIZE=0 is Go's 10 MiB a head, with no bound on a line or a count; ours is 1 MiB a head,
+    and neither a line nor the count is bounded tighter: a big token and many headers pass whole."""
+    node = await start()
+    token = {"X-Big": "v" * 9000}
+    result = await rc.run(node.address, rc.call(), {"headers": token})
+    assert result.finished.success, result.finished
+    assert (result.status, result.headers["x-big"], result.body) == (200, "v" * 9000, b'{"headers": {"X-Big": "' + b"v" * 9000 + b'"}}')
+    many = {f"X-H{i}": f"value-{i}" for i in range(130)}
+    result = await rc.run(node.address, rc.call(), {"headers": many})
+    assert result.finished.success, result.finished
+    assert {k: v for k, v in result.headers.items() if k.startswith("x-h")} == {k.lower(): v for k, v in many.items()}
+    assert len(rc.containers()) == 1  # one container served both: neither was a bad answer
 
 
 async def test_garbage_call_json_is_a_clean_error(start, rc):

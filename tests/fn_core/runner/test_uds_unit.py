@@ -13,7 +13,14 @@ import pytest
 
 from fn_core.errors import BadRequest, CallTimeout, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
 from fn_core.models import Call
-from fn_core.runner.uds import DRAIN_LIMIT, ContainerBroken, HotConnection, ResponseLimits, request_head
+from fn_core.runner.uds import (
+    DEFAULT_MAX_RESPONSE_HEAD,
+    DRAIN_LIMIT,
+    ContainerBroken,
+    HotConnection,
+    ResponseLimits,
+    request_head,
+)
 
 
 class ScriptedContainer:
@@ -90,9 +97,9 @@ def header_lines(count: int, size: int) -> bytes:
 @pytest.mark.parametrize(
     ("extra", "limit"),
     [
-        (header_lines(1, 9000), 0),  # one line over the default 8190 bytes
-        (header_lines(200, 10), 0),  # more than 128 headers
-        (header_lines(1, 9000), 4096),  # over the configured line bound
+        (header_lines(1, DEFAULT_MAX_RESPONSE_HEAD), 0),  # one line over the default bound of the whole head
+        (header_lines(60_000, 10), 0),  # 60,000 small headers: ~1.3 MB, over the default bound
+        (header_lines(1, 9000), 4096),  # over the configured bound
         (header_lines(3, 600), 1500),  # each line fits, the head as a whole does not
     ],
 )
@@ -105,11 +112,81 @@ async def test_a_response_head_over_the_limit_is_fns_header_error_and_retires_th
     assert not conn.open
 
 
+@pytest.mark.parametrize(("configured", "head"), [(0, DEFAULT_MAX_RESPONSE_HEAD), (1, 1), (4096, 4096), (10 << 20, 10 << 20)])
+def test_the_parsers_bounds_of_a_line_and_a_count_are_no_tighter_than_the_heads(configured, head):
+    limits = ResponseLimits(headers=configured)  # FN_MAX_HDR_RESPONSE_SIZE
+    assert limits.head_bytes == head
+    assert limits.parser["max_line_size"] == limits.parser["max_field_size"] == head
+    assert limits.parser["max_headers"] == max(head // 4, 1)  # as many "a:" CRLF lines as the head has room for
+
+
 async def test_a_configured_header_limit_lets_big_heads_through(container):
     _, conn = await container([ok(b"fine", header_lines(2, 20000))])
     received = await call(conn, header_limit=64 * 1024)
     assert received.body == b"fine"
     assert dict(received.headers)["X-H1"] == "v" * 20000
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        header_lines(1, 9000),  # a big token or cookie: over aiohttp's 8190 bytes a line
+        header_lines(130, 40),  # over aiohttp's 128 headers
+        header_lines(4000, 200),  # ~0.8 MB of headers: under Fn's 10 MiB and our 1 MiB
+        header_lines(1, 900_000),  # one header of 900 KB
+    ],
+)
+async def test_by_default_a_head_up_to_its_bound_passes_whole_with_no_bound_on_a_line_or_a_count(container, extra):
+    _, conn = await container([ok(b"fine", extra), ok(b"next")])
+    received = await call(conn)
+    assert (received.status, received.body) == (200, b"fine")
+    sent = [tuple(line.split(b": ", 1)) for line in extra.split(b"\r\n") if line]
+    assert [(k, v) for k, v in received.headers if k.startswith("X-H")] == [(k.decode(), v.decode()) for k, v in sent]
+    assert (await call(conn)).body == b"next"  # and the connection serves on
+    assert conn.open
+
+
+async def test_a_head_of_exactly_the_bound_passes_and_one_byte_more_does_not(container):
+    answer = ok(b"body" * 1000, header_lines(5, 300))  # the head and a body bigger than it come in one read
+    head = len(answer) - 4000
+    _, conn = await container([answer, answer])
+    assert (await call(conn, header_limit=head)).body == b"body" * 1000  # the body's bytes are not the head's
+    with pytest.raises(FunctionResponseHeaderTooBig):
+        await call(conn, header_limit=head - 1)
+
+
+async def test_a_head_that_never_ends_is_refused_once_the_bound_has_come_not_held_until_it_ends(tmp_path):
+    """aiohttp bounds each line and the count: lines each under the bound, as many as the count allows, would be held
+    whole (the bound times the count). The runner refuses the head as soon as more than its bound has come."""
+    sent = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n" + header_lines(20, 1000))  # 20 KB: lines of 1 KB, and no end
+        await writer.drain()
+        sent.set()
+        await asyncio.sleep(30)  # the head never ends: only the bound can end the wait
+        writer.close()
+
+    server = await asyncio.start_unix_server(endless, str(tmp_path / "lsnr.sock"))
+    try:
+        conn = HotConnection(str(tmp_path / "lsnr.sock"))
+        with pytest.raises(FunctionResponseHeaderTooBig) as caught:
+            await asyncio.wait_for(call(conn, header_limit=8192), 5)
+        assert caught.value.retire  # type: ignore[attr-defined]
+        assert sent.is_set() and not conn.open
+    finally:
+        server.close()
+
+
+async def test_heads_under_the_bound_on_one_keep_alive_connection_never_add_up(container):
+    """The count is per head: many empty-bodied answers on one connection, each under the bound, all pass."""
+    empty = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + header_lines(2, 30) + b"\r\n"
+    _, conn = await container([empty] * 30 + [ok(b"last")])
+    for _ in range(30):
+        assert (await call(conn, header_limit=len(empty) + 10)).status == 200
+    assert (await call(conn, header_limit=len(empty) + 10)).body == b"last"
+    assert conn.open
 
 
 async def test_keep_alive_connection_is_reused_and_the_request_is_well_formed(container):
