@@ -168,8 +168,10 @@ def register_runner_pools() -> list[RunnerPool]:
     ``source.addresses()`` for the first list and, when the record says ``refresh=True``,
     asks again every ``runner_pool_refresh_ms``. A new address gets a channel and joins the
     list the placer sees; a vanished one leaves it at once, and its channel closes when its
-    in-flight calls have ended (they are never cut or re-sent). The built-in ``static`` pool
-    is `runner_addresses` (`FN_RUNNER_ADDRESSES`, `--runner`).
+    in-flight calls have ended (they are never cut or re-sent). A list with no runners, from a
+    pool that had some, is taken for a transient read: the last list is kept, with a warning,
+    for up to 5 such answers in a row. The built-in ``static`` pool is `runner_addresses`
+    (`FN_RUNNER_ADDRESSES`, `--runner`).
     Node: the LB (validated on every node).
 
     :return: a list of `fn_core.RunnerPool` records (or None). The factory reads its settings with

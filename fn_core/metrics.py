@@ -43,6 +43,10 @@ class Histogram:
 #: a metric family: name, type (counter, gauge, histogram), help text, sample lines
 Family = tuple[str, str, str, list[str]]
 
+#: the Content-Type of `exposition`'s text, as Prometheus' text format 0.0.4 names it (and Fn's promhttp sends it):
+#: a scraper that negotiates formats reads the version there
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 
 def exposition(families: list[Family]) -> str:
     """The families in the text format: each one's HELP and TYPE lines, then its samples."""

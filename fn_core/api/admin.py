@@ -4,7 +4,8 @@
 As Fn's admin routes: its pure runner serves them on ``FN_PORT`` beside its gRPC port, and so does
 `fn-core runner` (`admin_app`). `/metrics` is the node's own figures (each a `MetricsSource`), then
 Prometheus' process figures of the node and of the commands of ``FN_PROCESS_COLLECTOR_LIST``
-(`fn_core.process_metrics`), read in a thread: `/proc` reads stay off the event loop.
+(`fn_core.process_metrics`), read in a thread: `/proc` reads stay off the event loop. It is sent as
+Prometheus' text format says, ``text/plain; version=0.0.4; charset=utf-8``, as Fn's promhttp sends it.
 
 `/debug/stacks` is what Fn's ``/debug/pprof/goroutine?debug=2`` is to a Go node: where every thread and
 every asyncio task of the process is waiting, as text, to see what a node that hangs or lags is stuck on.
@@ -20,9 +21,10 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fn_core import __version__
+from fn_core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fn_core.process_metrics import ProcessMetrics
 
 #: A node's own part of `/metrics`, in the text exposition format.
@@ -43,7 +45,7 @@ def add_admin_routes(app: web.Application, config, sources: Sequence[MetricsSour
     async def metrics(request: web.Request) -> web.Response:
         parts = [source() for source in sources]
         parts.append(await asyncio.to_thread(process_metrics.render))
-        return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
+        return web.Response(body="".join(parts).encode("utf-8"), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
     async def stacks(request: web.Request) -> web.Response:
         return web.Response(text=render_stacks(), content_type="text/plain", charset="utf-8")

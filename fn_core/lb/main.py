@@ -130,7 +130,7 @@ async def start_lb(
         close_all(listeners)
         raise
     pool = _runner_set(config, pm, runner_addresses, local_runners)
-    agent = LBAgent(config, pm, pool)
+    agent = LBAgent(config, pm, pool, pool.metrics)  # one LBMetrics: the pool's channels count their lost calls in it
     metrics: list[MetricsSource] = [local.core.render_metrics for local in local_runners or ()]
     metrics.append(functools.partial(plugin_metrics, pm.hook))
     app = make_app(config, store, CachedLookup(lookups), agent, metrics)

@@ -6,6 +6,13 @@ The pool plugin (`register_runner_pools`) says which addresses there are; `Runne
 leaves `refs` at once (no new call goes there) and its channel closes when the calls already on
 it have ended: a call is never cut or re-sent because its runner left the pool.
 
+A list without runners from a pool that had some is taken for a transient read (a pool file caught while it is
+rewritten, a discovery service that answered nothing): the last list is kept, with a warning, until the pool lists
+runners again, or lists none `EMPTY_LISTS_TO_DROP` times in a row (5 s at the default refresh), which is a pool that
+really has none now. Fn has no such case (its only pool is static). Dropping every runner on one empty read would
+hold every call for the placer timeout and then answer 503; keeping them a few refreshes too long costs little: a
+runner that is gone is skipped as unreachable, and one still up but meant to leave gets calls for those seconds.
+
 When the selected placer wants runner status, a background task polls every runner's
 ``Status`` each ``status_poll_ms``, keeps the latest in `RunnerRef.status` and tells the
 LB-side `runner_status` listeners.
@@ -18,9 +25,11 @@ import logging
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from fn_core import logfmt
 from fn_core.config import is_host_port
 from fn_core.errors import ConfigError
 from fn_core.hook_calls import run_status_hooks
+from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.runner_client import RunnerClient, client_ssl_context
 from fn_core.records import RunnerRef, RunnerStatus
 
@@ -31,6 +40,18 @@ log = logging.getLogger(__name__)
 
 #: how long one ``addresses()`` answer may take before the last good list is kept
 ASK_TIMEOUT_S = 10.0
+#: answers in a row without runners after which the LB takes them (the pool has none now), and drops the last list
+EMPTY_LISTS_TO_DROP = 5
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, or the type alone for an exception without a message (not ``OSError: ``)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _addresses(refs) -> str:
+    return ",".join(ref if isinstance(ref, str) else ref.address for ref in refs)
 
 
 class RunnerSource(Protocol):
@@ -59,10 +80,13 @@ class RunnerSet:
         *,
         name: str = "static",
         refresh: bool = False,
+        metrics: LBMetrics | None = None,
     ) -> None:
         self.source = source
         self.name = name
         self.pm = pm
+        # the LB's metrics: its channels count their lost calls there (`LBAgent` must be given the same object)
+        self.metrics = LBMetrics() if metrics is None else metrics
         self.ssl_context = client_ssl_context(config)
         self.poll_s = config.status_poll_ms / 1000
         self._status_hooks_failing: set[tuple[str, str | None]] = set()  # (plugin, runner) whose runner_status fails now
@@ -74,6 +98,7 @@ class RunnerSet:
         self._retiring: dict[asyncio.Task, RunnerClient] = {}
         self._skipped: set[str] = set()
         self._failure: str | None = None
+        self._empty_lists = 0  # answers in a row that listed no runners, while the last list is kept
 
     async def start(self) -> None:
         """Take the pool's first list, then keep it fresh and poll status, as configured."""
@@ -110,30 +135,58 @@ class RunnerSet:
             self._failed(f"no answer within {ASK_TIMEOUT_S:.0f} s")
             return False
         except Exception as exc:
-            self._failed(f"{type(exc).__name__}: {exc}")
+            self._failed(describe(exc))
             return False
         if self._failure is not None:
-            log.info("runner pool %r lists its runners again", self.name)
+            self._log(logging.INFO, "runner pool lists its runners again")
             self._failure = None
         wanted = list(dict.fromkeys(a for a in listed if self._acceptable(a)))
         kept = {ref.address: ref for ref in self.refs[len(self._local) :]}
+        if not wanted and kept and self._keep_on_empty(list(kept)):
+            return True
+        if wanted and self._empty_lists:
+            self._log(logging.INFO, "runner pool lists runners again", runners=_addresses(wanted),
+                      empty_lists=self._empty_lists)
+        self._empty_lists = 0
         if list(kept) == wanted:
             return True
         refs = list(self._local)
         for address in wanted:
-            ref = kept.pop(address, None) or RunnerRef(address=address, handle=RunnerClient(address, self.ssl_context))
+            ref = kept.pop(address, None) or RunnerRef(
+                address=address, handle=RunnerClient(address, self.ssl_context, self.metrics.lost_calls)
+            )
             refs.append(ref)
         added = [a for a in wanted if a not in {r.address for r in self.refs}]
         self.refs = refs
         for ref in kept.values():
             self._retire(ref.handle)
-        log.info("runner pool %r: %d runners, added %s, removed %s", self.name, len(wanted), added, list(kept))
+        if wanted:
+            changes = {"added": _addresses(added), "removed": _addresses(kept)}
+            self._log(logging.INFO, "runner list changed", runners=len(wanted), **{k: v for k, v in changes.items() if v})
+        elif kept:  # the pool listed none EMPTY_LISTS_TO_DROP times in a row: it has none now
+            self._log(logging.WARNING, "runner pool lists no runners, the LB has none now (calls wait for one, then 503)",
+                      runners=0, removed=_addresses(kept))
         return True
+
+    def _keep_on_empty(self, had: list[str]) -> bool:
+        """An answer that lists no runners while the LB has some: True while the last list is kept."""
+        self._empty_lists += 1
+        if self._empty_lists >= EMPTY_LISTS_TO_DROP:
+            return False
+        # said once, when it starts; the line when runners come back (or are dropped) ends it
+        self._log(logging.WARNING if self._empty_lists == 1 else logging.DEBUG,
+                  "runner pool listed no runners, keeping the last list", kept=_addresses(had),
+                  empty_lists=self._empty_lists, dropped_at=EMPTY_LISTS_TO_DROP)
+        return True
+
+    def _log(self, level: int, message: str, **fields: object) -> None:
+        text, extra = logfmt.line({"pool": self.name, **fields})
+        log.log(level, "%s %s", message, text, extra=extra)
 
     def _failed(self, why: str) -> None:
         # once per distinct failure, not at every refresh while it lasts
         level = logging.DEBUG if why == self._failure else logging.WARNING
-        log.log(level, "runner pool %r failed to list its runners; keeping the last list: %s", self.name, why)
+        self._log(level, "runner pool failed to list its runners, keeping the last list", reason=why)
         self._failure = why
 
     def _acceptable(self, address: str) -> bool:
@@ -141,7 +194,7 @@ class RunnerSet:
             return True
         if address not in self._skipped:  # warn once per bad address, not at every refresh
             self._skipped.add(address)
-            log.warning("runner pool %r listed %r, which is not host:port; skipped", self.name, address)
+            self._log(logging.WARNING, "runner pool listed an address that is not host:port, skipped", address=address)
         return False
 
     def _retire(self, client: RunnerClient) -> None:
@@ -171,7 +224,8 @@ class RunnerSet:
             status = await ref.handle.status(timeout_s=max(self.poll_s, 1.0))
         except Exception as exc:
             # no answer is an answer: placers see the runner failed (and try it last), the hook sees why
-            log.debug("status of runner %s: %s", ref.address, exc)
+            text, extra = logfmt.line({"runner": ref.address, "reason": describe(exc)})
+            log.debug("runner did not answer Status %s", text, extra=extra)
             status = RunnerStatus(failed=True, error_code=503, error_str=f"no answer to Status: {exc}")
         run_status_hooks(self.pm.hook, status, ref.address, self._status_hooks_failing)
         ref.status = status
@@ -189,4 +243,5 @@ class RunnerSet:
             try:
                 await close_source()
             except Exception:
-                log.exception("runner pool %r failed to close", self.name)
+                text, extra = logfmt.line({"pool": self.name})
+                log.exception("runner pool failed to close %s", text, extra=extra)

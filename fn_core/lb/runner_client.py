@@ -17,7 +17,9 @@ from typing import Protocol
 
 import attrs
 
+from fn_core import logfmt
 from fn_core.errors import APIError, ConfigError
+from fn_core.lb.metrics import RunnerCounts
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
 from fn_core.transport import Channel, ClientStream, OutOfTime, RpcError, StreamRefused, Unreachable, tls
@@ -181,33 +183,48 @@ def client_ssl_context(config) -> ssl.SSLContext | None:
 
 
 class RunnerClient:
-    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None) -> None:
+    """One runner's channel. ``lost_calls``: where the calls lost on it are counted per address, for the LB's lifetime
+    (`fn_core.lb.metrics.LBMetrics.lost_calls`, shared by every channel the pool makes): a channel made anew for the
+    same runner goes on from its count."""
+
+    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None, lost_calls: RunnerCounts | None = None) -> None:
         self.address = address
         self.channel = Channel(address, ssl_context, on_connected=self._reached, on_unreachable=self._unreached)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
         # since a call could not reach it, until a connection is made again (the channel keeps dialling):
         # said once per outage, and its end
         self.unreachable = False
-        self.lost_calls = 0  # calls committed here whose link broke before their result
+        self._lost = RunnerCounts("lost calls") if lost_calls is None else lost_calls
+        self._lost.track(address)
+        self._tracked = True
         self._last_break = ("", -math.inf)  # (why, when) of the last call lost here
+
+    def _log(self, level: int, message: str, **fields: object) -> None:
+        text, extra = logfmt.line({"runner": self.address, **fields})
+        log.log(level, "%s %s", message, text, extra=extra)
 
     def _reached(self) -> None:
         if self.unreachable:
             self.unreachable = False
-            log.warning("runner %s reachable again", self.address)
+            self._log(logging.INFO, "runner reachable again")  # the outage's end: news, not a problem
 
     def _unreached(self, exc: Unreachable) -> None:
         """A connection attempt failed, a call's or the channel's own after its connection was lost."""
         if not self.unreachable:  # a runner down, a TLS mismatch: the operator hears it, not only a 503 later
             self.unreachable = True
             hint = TLS_MISMATCH_HINTS.get(exc.tls_mismatch)
-            log.warning("runner %s unreachable: %s%s (calls go to the others; said again when it answers)",
-                        self.address, exc, f": {hint}" if hint else "")
+            # said once per outage; "runner reachable again" ends it
+            self._log(logging.WARNING, "runner unreachable, calls go to the others", reason=f"{exc}: {hint}" if hint else str(exc))
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""
         self.closed = True
-        await self.channel.close(grace_s)
+        try:
+            await self.channel.close(grace_s)
+        finally:
+            if self._tracked:  # once, though a retiring channel is closed again at the LB's stop
+                self._tracked = False
+                self._lost.untrack(self.address)
 
     async def status(self, timeout_s: float = 2.0) -> RunnerStatus:
         answer = await self.channel.unary(STATUS, b"", timeout_s)
@@ -233,12 +250,12 @@ class RunnerClient:
         try:
             stream = await self.channel.open(ENGAGE, ((REQUEST_ID_METADATA, offer.call.id),), wait_until)
         except OutOfTime as exc:  # the search is over: the runner may be fine, so it is not called unreachable
-            log.debug("runner %s not tried: %s", self.address, exc)
+            self._log(logging.DEBUG, "runner not tried", call_id=offer.call.id, reason=str(exc))
             return None
         except StreamRefused as exc:
             # a runner that began to stop as our new connection was accepted said GOAWAY before its first stream:
             # nothing was sent, so the call is not placed (it goes to the next runner), as for a refused stream below
-            log.debug("runner %s did not take the call: %s", self.address, exc)
+            self._log(logging.DEBUG, "runner did not take the call", call_id=offer.call.id, reason=str(exc))
             return None
         except Unreachable as exc:  # no connection, or one whose peer does not answer a PING
             self._unreached(exc)
@@ -257,29 +274,30 @@ class RunnerClient:
             while True:
                 raw = await stream.read_message()
                 if raw is None:
-                    log.warning("runner %s ended call %s without a result", self.address, offer.call.id)
+                    self._log(logging.WARNING, "runner ended call without a result", call_id=offer.call.id)
                     return reply.ended_early()
                 if reply.feed(pb.RunnerMsg.FromString(raw)):
                     return reply.outcome()
                 if reply.spill:
                     await reply.spill_to_sink()
         except StreamRefused as exc:
-            log.debug("runner %s did not take the call: %s", self.address, exc)
+            self._log(logging.DEBUG, "runner did not take the call", call_id=offer.call.id, reason=str(exc))
             return None  # the runner says it never processed the stream: not placed
         except RpcError as exc:
             if exc.code == NACK_STATUS and not reply.started:
                 # Fn's second NACK form: a pure runner whose stream ended before it took the TryCall
-                log.debug("runner %s did not take the call: %s", self.address, exc)
+                self._log(logging.DEBUG, "runner did not take the call", call_id=offer.call.id, reason=str(exc))
                 return None
             # committed: the runner (or the link to it) was lost mid-call; never re-sent. Its address is the
             # operator's to read (here and in the call's line), not the client's
-            # one warning per break of the link, not one per call on it (each call's own line says it was lost)
+            # one warning per break of the link, not one per call on it: the other calls lost with it are at debug
+            # here, and each one's own call line says it was lost
             now, why = asyncio.get_running_loop().time(), str(exc)
             repeated = why == self._last_break[0] and now - self._last_break[1] < SAME_BREAK_S
             self._last_break = (why, now)
-            log.log(logging.DEBUG if repeated else logging.WARNING, "runner %s was lost during call %s: %s%s", self.address,
-                    offer.call.id, exc, "" if repeated else " (the other calls lost with it are in their own call lines)")
-            self.lost_calls += 1
+            self._log(logging.DEBUG if repeated else logging.WARNING, "runner was lost during call", call_id=offer.call.id,
+                      reason=why)
+            self._lost.add(self.address)
             result = reply.result
             result.error = APIError("the runner was lost during the call", status=500)
             return result

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 import attrs
 
+from fn_core import logfmt
 from fn_core.errors import APIError, ServiceUnavailable
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import AppNotFound, FnNotFound, TriggerNotFound
@@ -86,7 +87,7 @@ class ApiNodeStore:
                 status = resp.status
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            self._unavailable(f"{type(exc).__name__}: {exc}")
+            self._unavailable(self._describe(exc))
         message = body.get("message", "") if isinstance(body, dict) else ""
         found = status == 200
         if not found and not (status == 404 and message == not_found.message):
@@ -94,16 +95,29 @@ class ApiNodeStore:
             self._unavailable(f"GET {path} answered {status} {message!r}")
         if self._failing:
             self._failing = False
-            log.info("API node %s answers again", self.base_url)
+            self._log(logging.INFO, "API node answers again")
         if not found:
             raise not_found()
         return body
 
+    def _describe(self, exc: BaseException) -> str:
+        """Why a GET failed: aiohttp's total timeout is a TimeoutError without a message (a frozen API node)."""
+        text = str(exc)
+        if isinstance(exc, TimeoutError) and not text:
+            return f"timed out after {self.timeout_s:g} s"
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+    def _log(self, level: int, message: str, **fields: object) -> None:
+        # the URL and the reasons (aiohttp's quote it) without a password of basic auth in front of the API node
+        fields = {key: logfmt.hide_passwords(str(value)) for key, value in {"api_node": self.base_url, **fields}.items()}
+        text, extra = logfmt.line(fields)
+        log.log(level, "%s %s", message, text, extra=extra)
+
     def _unavailable(self, reason: str) -> NoReturn:
         if not self._failing:
             self._failing = True
-            log.warning("API node %s (FN_RUNNER_API_URL) unavailable: %s", self.base_url, reason)
+            self._log(logging.WARNING, "API node unavailable (FN_RUNNER_API_URL)", reason=reason)
         else:
-            log.debug("API node %s still unavailable: %s", self.base_url, reason)
+            self._log(logging.DEBUG, "API node still unavailable", reason=reason)
         # the caller sees no internal address: the operator has it in the log
         raise ServiceUnavailable("Service temporarily unavailable: function definitions cannot be read")

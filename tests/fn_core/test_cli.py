@@ -416,7 +416,7 @@ def test_log_level_flag_reads_what_fn_log_level_reads(tmp_path, flag, info_logge
         pass  # up: its start-up lines are written
     stderr = node.stderr
     assert node.returncode == 0, stderr
-    assert ("INFO fn_core.lb.pool: runner pool 'static'" in stderr) is info_logged
+    assert ("INFO fn_core.lb.pool: runner list changed pool=static " in stderr) is info_logged
 
 
 def test_fn_log_level_debug_shows_fn_cores_and_plugins_debug_lines_but_not_the_docker_libraries(tmp_path):

@@ -61,7 +61,7 @@ async def test_lb_process_follows_the_runners_file(tmp_path, docker_client, echo
                 raise AssertionError(f"the LB did not take the runner from the file: {(tmp_path / 'lb.log').read_text()}")
             async with session.post(f"{url}/invoke/{fn_id}", data=b"through the file pool") as r:
                 assert (r.status, await r.read()) == (200, b"through the file pool")
-        assert "runner pool 'file': 1 runners, added" in (tmp_path / "lb.log").read_text()
+        assert "runner list changed pool=file runners=1 added=" in (tmp_path / "lb.log").read_text()
     finally:
         for proc in (lb, runner):
             proc.send_signal(signal.SIGTERM)

@@ -78,3 +78,30 @@ async def test_metrics_show_the_nodes_process_and_the_listed_commands(start, sle
     assert samples["dockerd_process_cpu_seconds_total"] > 0
     assert samples["dockerd_process_resident_memory_bytes"] > 0
     assert not any(name.startswith(prefix) for name in samples)  # not in the default list
+
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # the text format's, as Fn's promhttp sends it
+
+
+async def test_metrics_are_sent_as_prometheus_text_by_the_api_node_the_lb_and_a_runners_http_port(api_node, start):
+    from aiohttp import web
+
+    from fn_core.api.admin import admin_app
+
+    lb = await start({})
+    runner_http = web.AppRunner(admin_app(load_config(env={}), [lambda: "# HELP x y\n# TYPE x gauge\nx 1\n"]))
+    await runner_http.setup()  # what `fn-core runner` serves on FN_PORT
+    site = web.TCPSite(runner_http, "127.0.0.1", 0)
+    await site.start()
+    port = runner_http.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as plain:
+            async with plain.get(f"http://127.0.0.1:{port}/metrics") as r:
+                assert (r.status, r.headers["Content-Type"]) == (200, PROMETHEUS_TEXT)
+                assert "\nx 1\n" in await r.text()
+        for session in (api_node, lb):
+            async with session.get("/metrics") as r:
+                assert (r.status, r.headers["Content-Type"]) == (200, PROMETHEUS_TEXT)
+                assert (await r.text()).startswith("# HELP ")
+    finally:
+        await runner_http.cleanup()

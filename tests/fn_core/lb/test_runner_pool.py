@@ -137,9 +137,10 @@ async def test_a_failing_pool_keeps_the_last_list_and_says_so(fake_runners, lb_f
     assert addresses_of(node) == [a.address]
     assert await invoke(session, fn_id, "still served") == (200, "still served")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warned == ["runner pool 'moving' failed to list its runners; keeping the last list: OSError: discovery service unreachable"]
+    assert warned == ['runner pool failed to list its runners, keeping the last list pool=moving '
+                      'reason="OSError: discovery service unreachable"']
     pool.fail = False  # said once, not at every refresh; and recovery is told
-    await wait_until(lambda: "runner pool 'moving' lists its runners again" in caplog.text, "recovery logged")
+    await wait_until(lambda: "runner pool lists its runners again pool=moving" in caplog.text, "recovery logged")
 
 
 async def test_addresses_that_are_not_host_port_are_skipped_with_a_warning(fake_runners, lb_factory, caplog):
@@ -147,7 +148,7 @@ async def test_addresses_that_are_not_host_port_are_skipped_with_a_warning(fake_
     caplog.set_level(logging.WARNING, logger="fn_core.lb.pool")
     node, _, _ = await start(lb_factory, MovingPool(["runner-without-port", a.address, a.address]))
     assert addresses_of(node) == [a.address]
-    assert "runner pool 'moving' listed 'runner-without-port', which is not host:port; skipped" in caplog.text
+    assert "runner pool listed an address that is not host:port, skipped pool=moving address=runner-without-port" in caplog.text
 
 
 async def test_a_pool_that_never_changes_and_cannot_list_stops_the_lb(lb_factory):
@@ -219,3 +220,178 @@ async def test_the_lb_stops_when_its_pool_answers_in_the_same_moment(lb_factory)
     async with asyncio.timeout(10):  # a bound on the test, not a timing: it hung for ever
         await node.agent.pool.close()
     assert all(task.done() for task in node.agent.pool._tasks)
+
+
+def pool_lines(caplog) -> list[tuple[int, str, dict]]:
+    """The pool's log lines: (level, the human message, the logfmt fields)."""
+    from fn_core import logfmt
+
+    lines = []
+    for record in caplog.records:
+        if record.name == "fn_core.lb.pool":
+            message, _, fields = record.getMessage().partition(" pool=")
+            lines.append((record.levelno, message, logfmt.parse("pool=" + fields)))
+    return lines
+
+
+async def test_an_empty_list_keeps_the_last_runners_with_a_warning_until_the_pool_lists_runners_again(
+    fake_runners, lb_factory, deploy_fn, caplog, monkeypatch
+):
+    """A discovery source that answers [] for a moment: the LB goes on placing on the runners it had, rather than
+    closing every channel and holding each call for the placer timeout."""
+    monkeypatch.setattr("fn_core.lb.pool.EMPTY_LISTS_TO_DROP", 1000)  # held for as long as the test needs
+    a = await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool, placer_timeout_s=1.0)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    caplog.set_level(logging.DEBUG, logger="fn_core.lb.pool")
+    pool.listed = []
+    asked = pool.asked
+    await wait_until(lambda: pool.asked >= asked + 3, "three empty answers")
+    assert addresses_of(node) == [a.address]
+    assert await invoke(session, fn_id, "still served") == (200, "still served")
+    async with session.get("/metrics") as r:
+        assert "\nfn_lb_runners 1\n" in await r.text()
+
+    pool.listed = [a.address]
+    await wait_until(lambda: any(m == "runner pool lists runners again" for _, m, _ in pool_lines(caplog)), "runners again")
+    lines = pool_lines(caplog)
+    warnings = [(message, fields) for level, message, fields in lines if level == logging.WARNING]
+    # said once, naming the pool and what it keeps; the next empty answers at debug
+    assert warnings == [("runner pool listed no runners, keeping the last list",
+                         {"pool": "moving", "kept": a.address, "empty_lists": "1", "dropped_at": "1000"})]
+    assert any(level == logging.DEBUG and fields.get("empty_lists") == "2" for level, _, fields in lines)
+    back = [(level, fields) for level, message, fields in lines if message == "runner pool lists runners again"]
+    assert back[0][0] == logging.INFO and back[0][1]["runners"] == a.address and int(back[0][1]["empty_lists"]) >= 3
+    assert not any(message == "runner list changed" for _, message, _ in lines)  # the list never changed
+    assert len(a.calls) == 1
+
+
+async def test_a_pool_that_keeps_listing_no_runners_has_none_after_the_limit(fake_runners, lb_factory, deploy_fn, caplog):
+    """A pool that really scaled to zero says so by saying it again: at the EMPTY_LISTS_TO_DROP-th empty answer in a
+    row the LB takes it, and says so."""
+    from fn_core.lb.pool import EMPTY_LISTS_TO_DROP
+
+    a = await fake_runners()
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool, placer_timeout_s=0.2)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    caplog.set_level(logging.INFO, logger="fn_core.lb.pool")
+    asked = pool.asked
+    pool.listed = []
+    await wait_until(lambda: addresses_of(node) == [], "the runners dropped")
+    assert pool.asked - asked >= EMPTY_LISTS_TO_DROP
+    warnings = [(message, fields) for level, message, fields in pool_lines(caplog) if level == logging.WARNING]
+    assert warnings == [
+        ("runner pool listed no runners, keeping the last list",
+         {"pool": "moving", "kept": a.address, "empty_lists": "1", "dropped_at": str(EMPTY_LISTS_TO_DROP)}),
+        ("runner pool lists no runners, the LB has none now (calls wait for one, then 503)",
+         {"pool": "moving", "runners": "0", "removed": a.address}),
+    ]
+    async with session.post(f"/invoke/{fn_id}", data="nobody") as r:
+        assert r.status == 503
+    pool.listed = [a.address]  # and from none, a list is taken at once
+    await wait_until(lambda: addresses_of(node) == [a.address], "a back")
+    assert await invoke(session, fn_id, "again") == (200, "again")
+
+
+def file_pool(path):
+    """contrib/fn-runner-file's pool (a real plugin's source, not installed in the dev venv), reading ``path``."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    source = Path(__file__).resolve().parents[3] / "contrib" / "fn-runner-file" / "fn_runner_file.py"
+    spec = importlib.util.spec_from_file_location("fn_runner_file_under_test", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = SimpleNamespace(plugin_settings=lambda name: {"path": str(path)})
+
+    class Plugin:
+        @hookimpl
+        def register_runner_pools(self):
+            return [RunnerPool(name="file", factory=lambda config: module.RunnersFromFile(settings), description="test")]
+
+    return Plugin()
+
+
+async def test_a_pool_file_caught_empty_while_it_is_rewritten_keeps_the_lbs_runners(
+    fake_runners, lb_factory, deploy_fn, caplog, monkeypatch, tmp_path
+):
+    """The audit's case: the runner-file pool reads its file between the truncation and the write of a rewrite
+    (open(..., "w"), as editors, Ansible's copy and `echo > file` do) and lists no runners."""
+    monkeypatch.setattr("fn_core.lb.pool.EMPTY_LISTS_TO_DROP", 1000)
+    a, b = await fake_runners(), await fake_runners()
+    runners = tmp_path / "runners"
+    runners.write_text(f"{a.address}\n{b.address}\n")
+    node, session, _ = await lb_factory(None, plugins=(("runner-file", file_pool(runners)),), runner_pool="file",
+                                        runner_pool_refresh_ms=20, placer="naive", placer_timeout_s=1.0)
+    assert addresses_of(node) == [a.address, b.address]
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+    caplog.set_level(logging.INFO, logger="fn_core.lb.pool")
+
+    runners.write_text("")  # the rewrite, caught half-way
+    await wait_until(lambda: any(level == logging.WARNING for level, _, _ in pool_lines(caplog)), "the empty read")
+    assert addresses_of(node) == [a.address, b.address]
+    for i in range(4):
+        assert await invoke(session, fn_id, f"during-{i}") == (200, f"during-{i}")
+    runners.write_text(f"{a.address}\n{b.address}\n")
+    await wait_until(lambda: any(m == "runner pool lists runners again" for _, m, _ in pool_lines(caplog)), "the whole file")
+    assert addresses_of(node) == [a.address, b.address]
+    assert [(level, message) for level, message, _ in pool_lines(caplog)] == [
+        (logging.WARNING, "runner pool listed no runners, keeping the last list"),
+        (logging.INFO, "runner pool lists runners again"),
+    ]
+    assert len(a.calls) + len(b.calls) == 4
+
+
+async def test_lost_calls_are_counted_per_runner_for_the_lbs_lifetime_as_runners_leave_and_come_back(
+    fake_runners, lb_factory, deploy_fn
+):
+    """fn_lb_runner_lost_calls_total never goes down and never vanishes while fn_lb_calls_total{status="500"} keeps
+    the calls: a runner that left the pool keeps its series, and one that comes back (a new channel) goes on from it."""
+    from fn_core.testing import metric_samples
+
+    def behaviour(call, body):
+        return "start-hang" if body == b"lose me" else "echo"
+
+    a, b = await fake_runners(behaviour), await fake_runners()
+    a_port = int(a.address.rpartition(":")[2])
+    pool = MovingPool([a.address])
+    node, session, _ = await start(lb_factory, pool)
+    fn_id = (await deploy_fn(session))["fn"]["id"]
+
+    async def lose_a_call_on(runner) -> None:
+        lost = asyncio.create_task(invoke(session, fn_id, "lose me"))
+        await wait_until(lambda: runner.hanging.is_set(), "the call started on the runner")
+        await runner.stop()
+        assert await asyncio.wait_for(lost, 10) == (500, '{"message": "the runner was lost during the call"}')
+
+    async def samples() -> dict[str, float]:
+        async with session.get("/metrics") as r:
+            return metric_samples(await r.text())
+
+    def lost_on(seen: dict[str, float], address: str) -> float | None:
+        return seen.get(f'fn_lb_runner_lost_calls_total{{runner="{address}"}}')
+
+    await lose_a_call_on(a)
+    assert lost_on(await samples(), a.address) == 1
+
+    again = await fake_runners(behaviour, port=a_port)  # a comes back at its address
+    pool.listed = [b.address]  # ... but first leaves the pool
+    await wait_until(lambda: addresses_of(node) == [b.address], "a left")
+    await wait_until(lambda: not node.agent.pool.retiring(), "a's channel closed")
+    seen = await samples()
+    assert (lost_on(seen, a.address), lost_on(seen, b.address)) == (1, 0)  # a's series is kept, at its count
+
+    pool.listed = [b.address, a.address]  # a new channel to a
+    await wait_until(lambda: addresses_of(node) == [b.address, a.address], "a back")
+    assert lost_on(await samples(), a.address) == 1
+    pool.listed = [a.address]
+    await wait_until(lambda: addresses_of(node) == [a.address], "b left")
+    await wait_until(lambda: not node.agent.pool.retiring(), "b's channel closed")
+    await lose_a_call_on(again)
+    seen = await samples()
+    assert lost_on(seen, a.address) == 2 and seen['fn_lb_calls_total{status="500"}'] == 2
+    assert lost_on(seen, b.address) is None  # b left having lost nothing: no series to keep

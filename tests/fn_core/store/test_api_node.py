@@ -190,3 +190,34 @@ async def test_an_fn_read_from_the_api_node_is_the_stored_fn(cluster, echo_image
         await local.close()
     assert via_api == stored and via_api.annotations == {"team": "blue"}
     assert slot_key(make_call(app=app_via_api, fn=via_api)) == slot_key(make_call(app=app_stored, fn=stored))
+
+
+async def test_a_frozen_api_node_is_logged_as_a_timeout_with_its_length_and_no_password(caplog):
+    """An API node stopped with SIGSTOP: the kernel takes the connection into its backlog and nobody answers. aiohttp's
+    timeout is a TimeoutError without a message, which read `unavailable: TimeoutError: ` in the LB's log."""
+    import socket
+
+    from fn_core import logfmt
+    from fn_core.errors import ServiceUnavailable
+    from fn_core.store.api_node import ApiNodeStore
+
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(8)  # and never accepts: what a frozen process's listening socket does
+    port = frozen.getsockname()[1]
+    store = ApiNodeStore(f"http://fn:s3cret@127.0.0.1:{port}", timeout_s=0.3)
+    caplog.set_level(logging.DEBUG, logger="fn_core.store.api_node")
+    try:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable):
+                await store.get_fn("01FROZEN00000000000000000")
+    finally:
+        await store.close()
+        frozen.close()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.DEBUG]  # the outage once, then at debug
+    message, _, fields = lines[0][1].partition(" api_node=")
+    assert message == "API node unavailable (FN_RUNNER_API_URL)"
+    assert logfmt.parse("api_node=" + fields) == {"api_node": f"http://fn:***@127.0.0.1:{port}", "reason": "timed out after 0.3 s"}
+    assert "s3cret" not in caplog.text
+    assert lines[1][1] == f'API node still unavailable api_node=http://fn:***@127.0.0.1:{port} reason="timed out after 0.3 s"'
