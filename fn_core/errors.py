@@ -11,6 +11,12 @@ The subclasses carry Fn's status codes and messages (api/models/error.go), so th
 from __future__ import annotations
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for a log line, or the type alone for an exception without a message (not ``OSError: ``)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class FnCoreError(Exception):
     """Base of every error fn-core raises on purpose."""
 

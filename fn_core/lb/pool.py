@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fn_core import logfmt
 from fn_core.config import is_host_port
-from fn_core.errors import ConfigError
+from fn_core.errors import ConfigError, describe
 from fn_core.hook_calls import run_status_hooks
 from fn_core.lb.metrics import LBMetrics
 from fn_core.lb.runner_client import RunnerClient, client_ssl_context
@@ -42,12 +42,6 @@ log = logging.getLogger(__name__)
 ASK_TIMEOUT_S = 10.0
 #: answers in a row without runners after which the LB takes them (the pool has none now), and drops the last list
 EMPTY_LISTS_TO_DROP = 5
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message``, or the type alone for an exception without a message (not ``OSError: ``)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _addresses(refs) -> str:

@@ -21,7 +21,7 @@ import aiohttp
 import attrs
 
 from fn_core import logfmt
-from fn_core.errors import APIError, ServiceUnavailable
+from fn_core.errors import APIError, ServiceUnavailable, describe
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import AppNotFound, FnNotFound, TriggerNotFound
 
@@ -102,10 +102,9 @@ class ApiNodeStore:
 
     def _describe(self, exc: BaseException) -> str:
         """Why a GET failed: aiohttp's total timeout is a TimeoutError without a message (a frozen API node)."""
-        text = str(exc)
-        if isinstance(exc, TimeoutError) and not text:
+        if isinstance(exc, TimeoutError) and not str(exc):
             return f"timed out after {self.timeout_s:g} s"
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return describe(exc)
 
     def _log(self, level: int, message: str, **fields: object) -> None:
         # the URL and the reasons (aiohttp's quote it) without a password of basic auth in front of the API node
