@@ -215,8 +215,7 @@ def _log_start(command: str, pm: FnPluginManager) -> None:
         names = [i.name for i in infos if i.status == status]
         if names:
             fields[status] = ", ".join(names)
-    text, extra = logfmt.line(fields)
-    logging.getLogger(__name__).info("starting %s", text, extra=extra)
+    logfmt.log(logging.getLogger(__name__), logging.INFO, "starting", fields)
 
 
 @main.command()

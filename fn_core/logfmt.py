@@ -11,6 +11,7 @@ record (``extra``), where `fn_core.cli.JsonLogFormatter` finds them under `FIELD
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -32,12 +33,19 @@ def value(raw: object) -> str:
 
 
 def line(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``key=value ...`` for ``fields`` (in their order), and the ``extra`` that gives them to the JSON formatter::
-
-        text, extra = logfmt.line({"call_id": call.id, "status": 200})
-        log.info("call finished %s", text, extra=extra)
-    """
+    """``key=value ...`` for ``fields`` (in their order), and the ``extra`` that gives them to the JSON formatter."""
     return " ".join([f"{key}={value(raw)}" for key, raw in fields.items()]), {FIELDS_ATTR: fields}
+
+
+def log(logger: logging.Logger, level: int, message: str, fields: dict[str, Any], **kwargs: Any) -> None:
+    """Log ``message key=value ...`` (`line`), its fields also on the record for the JSON formatter; nothing is
+    formatted when ``level`` is off. ``kwargs`` go to `logging.Logger.log` (``exc_info``)::
+
+        logfmt.log(log, logging.INFO, "call finished", {"call_id": call.id, "status": 200})
+    """
+    if logger.isEnabledFor(level):
+        text, extra = line(fields)
+        logger.log(level, "%s %s", message, text, extra=extra, **kwargs)
 
 
 _URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/\s]*@")  # to the authority's last @: a password may hold one

@@ -30,5 +30,4 @@ def call_finished(call, outcome):
         fields["error"] = outcome.error
     if outcome.request_id:
         fields["rid"] = outcome.request_id
-    text, extra = logfmt.line(fields)
-    log.info("call finished %s", text, extra=extra)
+    logfmt.log(log, logging.INFO, "call finished", fields)

@@ -74,8 +74,7 @@ class RefusalLog:
         fields: dict[str, object] = {"client": host, "status": status, "error": message}
         if logged is not None and logged[1]:
             fields["not_logged"] = logged[1]  # the same refusals of this client since its last line
-        text, extra = logfmt.line(fields)
-        log.info("refused a request (logged once per client and reason in %g s): %s", REFUSAL_QUIET_S, text, extra=extra)
+        logfmt.log(log, logging.INFO, f"refused a request (logged once per client and reason in {REFUSAL_QUIET_S:g} s):", fields)
 
 
 @attrs.frozen

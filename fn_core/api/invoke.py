@@ -202,8 +202,7 @@ class InvokeApi:
         }
         if self.request_ids is not None:
             fields["rid"] = self.request_ids.of(request)
-        text, extra = logfmt.line(fields)
-        calls_log.info("invoke rejected %s", text, extra=extra)
+        logfmt.log(calls_log, logging.INFO, "invoke rejected", fields)
         response = error_response(err)
         if hdrs.EXPECT in request.headers and not request.content.is_eof():
             # not invited, the body is not coming: nothing tells where the next request would begin (Go closes too)

@@ -66,9 +66,8 @@ class RunnerCounts:
             return True
         if self._other is None:
             self._other = 0  # from now on its series is there, at 0 until its first count
-            text, extra = logfmt.line({"metric": self.name, "max_runners": self.max_runners, "runner": address})
-            log.warning('runners past the bound of a per-runner metric are counted under runner="_other" %s', text,
-                        extra=extra)
+            logfmt.log(log, logging.WARNING, 'runners past the bound of a per-runner metric are counted under runner="_other"',
+                       {"metric": self.name, "max_runners": self.max_runners, "runner": address})
         return False
 
     def tracks(self, address: str) -> bool:

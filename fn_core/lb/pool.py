@@ -174,8 +174,7 @@ class RunnerSet:
         return True
 
     def _log(self, level: int, message: str, **fields: object) -> None:
-        text, extra = logfmt.line({"pool": self.name, **fields})
-        log.log(level, "%s %s", message, text, extra=extra)
+        logfmt.log(log, level, message, {"pool": self.name, **fields})
 
     def _failed(self, why: str) -> None:
         # once per distinct failure, not at every refresh while it lasts
@@ -218,8 +217,7 @@ class RunnerSet:
             status = await ref.handle.status(timeout_s=max(self.poll_s, 1.0))
         except Exception as exc:
             # no answer is an answer: placers see the runner failed (and try it last), the hook sees why
-            text, extra = logfmt.line({"runner": ref.address, "reason": describe(exc)})
-            log.debug("runner did not answer Status %s", text, extra=extra)
+            logfmt.log(log, logging.DEBUG, "runner did not answer Status", {"runner": ref.address, "reason": describe(exc)})
             status = RunnerStatus(failed=True, error_code=503, error_str=f"no answer to Status: {exc}")
         run_status_hooks(self.pm.hook, status, ref.address, self._status_hooks_failing)
         ref.status = status
@@ -237,5 +235,4 @@ class RunnerSet:
             try:
                 await close_source()
             except Exception:
-                text, extra = logfmt.line({"pool": self.name})
-                log.exception("runner pool failed to close %s", text, extra=extra)
+                logfmt.log(log, logging.ERROR, "runner pool failed to close", {"pool": self.name}, exc_info=True)

@@ -200,8 +200,7 @@ class RunnerClient:
         self._last_break = ("", -math.inf)  # (why, when) of the last call lost here
 
     def _log(self, level: int, message: str, **fields: object) -> None:
-        text, extra = logfmt.line({"runner": self.address, **fields})
-        log.log(level, "%s %s", message, text, extra=extra)
+        logfmt.log(log, level, message, {"runner": self.address, **fields})
 
     def _reached(self) -> None:
         if self.unreachable:

@@ -108,9 +108,8 @@ class ApiNodeStore:
 
     def _log(self, level: int, message: str, **fields: object) -> None:
         # the URL and the reasons (aiohttp's quote it) without a password of basic auth in front of the API node
-        fields = {key: logfmt.hide_passwords(str(value)) for key, value in {"api_node": self.base_url, **fields}.items()}
-        text, extra = logfmt.line(fields)
-        log.log(level, "%s %s", message, text, extra=extra)
+        logfmt.log(log, level, message,
+                   {key: logfmt.hide_passwords(str(value)) for key, value in {"api_node": self.base_url, **fields}.items()})
 
     def _unavailable(self, reason: str) -> NoReturn:
         if not self._failing:
