@@ -45,6 +45,9 @@ REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
 IOFS_MOUNT = "/tmp/iofs"
 AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
 MB = 1024 * 1024
+#: how long start-up waits for the engine's first answers: a hung engine stops it with a clear line at once
+#: rather than after the SDK's 60 s (the engine's version and a ping; later requests keep the SDK's bound)
+ENGINE_FIRST_ANSWER_S = 10.0
 EXIT_POLL_S = 0.05  # how often `exit_status` asks whether a container it waits for has stopped
 
 
@@ -202,8 +205,10 @@ class DockerDriver:
         import docker
 
         self.registry_auths = registry_auths(self.config.docker_auth)  # a bad value stops start-up first
-        self.client = await asyncio.to_thread(docker.from_env)
-        await asyncio.to_thread(self.client.ping)
+        probe = await asyncio.to_thread(docker.from_env, timeout=ENGINE_FIRST_ANSWER_S)
+        await asyncio.to_thread(probe.ping)
+        self.client = docker.from_env(version=probe.api.api_version)  # a version given: no request
+        probe.close()
         await asyncio.to_thread(self._check_engine_can_honour_settings)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
         # registry that stops answering cannot keep a pull's thread waiting for ever

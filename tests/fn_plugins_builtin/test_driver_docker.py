@@ -435,3 +435,32 @@ def test_which_storage_can_limit_a_containers_size(info, refused):
     from fn_plugins_builtin.driver_docker import storage_size_unsupported
 
     assert bool(storage_size_unsupported(info)) is refused
+
+
+async def test_an_engine_that_accepts_but_never_answers_stops_runner_start_up_with_a_clear_line(monkeypatch, tmp_path):
+    import asyncio
+
+    from fn_core.errors import ConfigError
+    from fn_core.runner.main import start_runner
+    from fn_plugins_builtin import driver_docker
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # reads the request, never answers: a hung dockerd
+
+    engine = await asyncio.start_unix_server(hold, path=str(tmp_path / "engine.sock"))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/engine.sock")
+    monkeypatch.setattr(driver_docker, "ENGINE_FIRST_ANSWER_S", 1.0)
+    config = load_config(env={}, overrides={"container_label_tag": f"fn-core-test-{secrets.token_hex(4)}"})
+    try:
+        # the SDK's own bound is 60 s: a start-up still waiting at 15 s is the hang this guards against
+        with pytest.raises(ConfigError) as raised:
+            await asyncio.wait_for(start_runner(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0), 15)
+        assert str(raised.value).startswith(f"cannot reach the Docker engine (DOCKER_HOST=unix://{tmp_path}/engine.sock): ")
+        assert "timed out" in str(raised.value)
+        assert held  # it did ask this engine
+    finally:
+        for writer in held:
+            writer.close()
+        engine.close()
