@@ -70,7 +70,9 @@ def let_go(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # already closed by the peer (the container stopped): nothing left to end
+            # through a descriptor of our own: uvloop's transports hand out a stand-in with no shutdown()
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as own:
+                own.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed (by the peer: the container stopped; or by us): nothing left to end
             pass
     transport.close()

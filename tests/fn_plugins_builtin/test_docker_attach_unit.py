@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from fn_plugins_builtin.docker_attach import AttachedOutput
+import asyncio
+import os
+import socket
+
+import pytest
+import uvloop
+
+from fn_plugins_builtin.docker_attach import AttachedOutput, let_go, read_output
 
 
 class Sink:
@@ -32,3 +39,22 @@ def test_frames_in_any_cut_reach_the_sink_in_order():
         assert not proto._buffer  # nothing held once every frame is whole
     proto.connection_lost(None)
     assert sink.closed
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])  # uvloop: what every fn-core node runs on
+def test_let_go_ends_the_connection_for_the_peer_though_another_descriptor_holds_it(loop_kind):
+    ours, docker_end = socket.socketpair()
+    sdk_copy = os.dup(ours.fileno())  # the SDK's own descriptor of the attach socket, still open
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        transport = loop.run_until_complete(read_output(ours, Sink()))
+        let_go(transport)
+        loop.run_until_complete(asyncio.sleep(0))
+        docker_end.settimeout(5)
+        assert docker_end.recv(10) == b""  # the end of the attachment: Docker stops writing the output to it
+        assert transport.is_closing()
+        let_go(transport)  # again, on a closed transport: nothing to do, no error
+    finally:
+        loop.close()
+        os.close(sdk_copy)
+        docker_end.close()
