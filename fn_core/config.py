@@ -530,6 +530,17 @@ def _coerce(field: attrs.Attribute[Any], value: Any, source: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {kind}")
 
 
+def _naming_source(message: str, sources: Mapping[str, str]) -> str:
+    """A validator's message (it starts with the setting's name) with where the value came from, as `_coerce`
+    says it: ``max_pids (from $FN_MAX_PIDS) must not be negative, got -5``."""
+    name, separator, rest = message.partition(" ")
+    colon = name.endswith(":")
+    name = name.removesuffix(":")
+    if name not in sources or not separator:
+        return message
+    return f"{name} (from {sources[name]}){':' if colon else ''} {rest}"
+
+
 def load_config(
     file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -545,6 +556,7 @@ def load_config(
     env = os.environ if env is None else env
     fields = {f.name: f for f in attrs.fields(Config) if "help" in f.metadata}  # the settings
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for an error that names it
     warnings: list[str] = []
 
     file = file or env.get("FN_CONFIG") or None
@@ -564,18 +576,22 @@ def load_config(
         strict = _coerce(fields["strict"], env.get("FN_STRICT_CONFIG", data.get("strict", False)), str(path))
         for key, value in data.items():
             if key not in fields:
-                message = f"config file {path}: unknown key {key!r} (known keys: {', '.join(sorted(fields))})"
+                close = difflib.get_close_matches(key, fields, n=1, cutoff=0.7)
+                hint = f"did you mean {close[0]!r}?" if close else f"the keys: {', '.join(sorted(fields))}"
+                message = f"config file {path}: unknown key {key!r}: {hint}"
                 if strict:
                     raise ConfigError(message)
                 warnings.append(f"{message}; ignored")
                 continue
             values[key] = _coerce(fields[key], value, str(path))
+            sources[key] = str(path)
 
     for name, field in fields_by_env().items():
         if name in env:
             if not env[name].strip() and str(field.type) in _NUMERIC:
                 continue  # FN_MAX_PIDS= is unset, as Fn reads an empty variable; a number can't be empty
             values[field.name] = _coerce(field, env[name], f"${name}")
+            sources[field.name] = f"${name}"
     for line in misspelled_variables(env):
         if values.get("strict", False):
             raise ConfigError(line)
@@ -588,10 +604,11 @@ def load_config(
         if key not in fields:
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _coerce(fields[key], value, "the command line")
+        sources[key] = "the command line"
 
     try:
         return Config(**values, load_warnings=tuple(warnings))
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        raise ConfigError(_naming_source(str(exc), sources)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

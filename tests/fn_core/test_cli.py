@@ -85,7 +85,7 @@ def test_an_lb_whose_static_pool_names_no_runner_does_not_start(tmp_path):
 def test_bad_config_value_is_one_clear_line():
     result = run("runner", "--grpc-port", "99999")
     assert result.returncode == 2
-    assert result.stderr.strip() == "fn-core: error: grpc_port must be a TCP port in 0..65535 (0 = any free port), got 99999"
+    assert result.stderr.strip() == "fn-core: error: grpc_port (from the command line) must be a TCP port in 0..65535 (0 = any free port), got 99999"
 
 
 def test_version():
@@ -294,7 +294,7 @@ def test_a_command_that_is_not_the_fn_node_type_stops_and_says_which_command_is(
 def test_an_unknown_fn_node_type_is_refused_with_the_valid_ones():
     result = run("start", env={"FN_NODE_TYPE": "master"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "fn-core: error: node_type must be one of full, api, lb, pure-runner (or unset), got 'master'"
+    assert result.stderr.strip() == "fn-core: error: node_type (from $FN_NODE_TYPE) must be one of full, api, lb, pure-runner (or unset), got 'master'"
 
 
 def test_a_runner_whose_http_port_is_taken_stops_with_one_clear_line():

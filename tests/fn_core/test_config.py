@@ -40,11 +40,11 @@ def test_config_file_from_fn_config(tmp_path):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FN_PORT": "70000"}, "port must be a TCP port"),
+        ({"FN_PORT": "70000"}, "port (from $FN_PORT) must be a TCP port"),
         ({"FN_PORT": "eighty"}, "port (from $FN_PORT): 'eighty' is not a valid int"),
-        ({"FN_MAX_TOTAL_MEMORY_BYTES": "-1"}, "max_total_memory_bytes must not be negative"),
-        ({"FN_RUNNER_ADDRESSES": "nohostport"}, "'nohostport' is not host:port"),
-        ({"FN_LOG_LEVEL": "loud"}, "log_level must be one of"),
+        ({"FN_MAX_TOTAL_MEMORY_BYTES": "-1"}, "max_total_memory_bytes (from $FN_MAX_TOTAL_MEMORY_BYTES) must not be negative"),
+        ({"FN_RUNNER_ADDRESSES": "nohostport"}, "runner_addresses (from $FN_RUNNER_ADDRESSES): 'nohostport' is not host:port"),
+        ({"FN_LOG_LEVEL": "loud"}, "log_level (from $FN_LOG_LEVEL) must be one of"),
         ({"FN_ENABLE_NB_RESOURCE_TRACKER": "maybe"}, "not a valid bool"),
     ],
 )
@@ -56,7 +56,7 @@ def test_bad_values_give_clear_errors(env, message):
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [('{"auths": {"r.example:5000": {"auth": "s3cret', "docker_auth is not valid JSON"), ('["s3cret"]', "must be a JSON object")],
+    [('{"auths": {"r.example:5000": {"auth": "s3cret', "docker_auth (from $FN_DOCKER_AUTH) is not valid JSON"), ('["s3cret"]', "must be a JSON object")],
 )
 def test_registry_credentials_are_never_echoed(tmp_path, value, message):
     with pytest.raises(ConfigError) as err:
@@ -77,10 +77,13 @@ def test_unknown_file_keys_warn_or_fail_in_strict_mode(tmp_path, caplog):
     config = load_config(path, env={})
     assert config == Config()
     # kept for the CLI to log once FN_LOG_DEST and FN_LOG_FORMAT are in force, not logged before them
-    assert len(config.load_warnings) == 1 and "unknown key 'prot'" in config.load_warnings[0]
-    assert "load_warnings" not in config.load_warnings[0]  # not a setting: not among the known keys
+    assert config.load_warnings == (f"config file {path}: unknown key 'prot': did you mean 'port'?; ignored",)
+    path.write_text("colour = 1\n")  # nothing like it: the keys are listed
+    [warning] = load_config(path, env={}).load_warnings
+    assert warning.startswith(f"config file {path}: unknown key 'colour': the keys: api_cors_headers, ")
+    assert "load_warnings" not in warning  # not a setting: not among the keys
     assert caplog.text == ""
-    with pytest.raises(ConfigError, match="unknown key 'prot'"):
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
         load_config(path, env={"FN_STRICT_CONFIG": "true"})
 
 
@@ -182,12 +185,12 @@ def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FN_RUNNER_ADDRESSES": "a:1 b:2"}, "runner_addresses: 'a:1 b:2' is not host:port"),
-        ({"FN_RUNNER_ADDRESSES": "a:1;b:2"}, "runner_addresses: 'a:1;b:2' is not host:port"),
-        ({"FN_RUNNER_ADDRESSES": "http://a:9190"}, "runner_addresses: 'http://a:9190' is not host:port"),
-        ({"FN_RUNNER_ADDRESSES": "::1:9190"}, "runner_addresses: '::1:9190' is not host:port (an IPv6 address goes in brackets: [::1]:port)"),
-        ({"FN_RUNNER_API_URL": "http://fn-api:8080/v2"}, "runner_api_url: 'http://fn-api:8080/v2' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
-        ({"FN_RUNNER_API_URL": "http://gw/fn/v2/"}, "runner_api_url: 'http://gw/fn/v2/' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
+        ({"FN_RUNNER_ADDRESSES": "a:1 b:2"}, "runner_addresses (from $FN_RUNNER_ADDRESSES): 'a:1 b:2' is not host:port"),
+        ({"FN_RUNNER_ADDRESSES": "a:1;b:2"}, "runner_addresses (from $FN_RUNNER_ADDRESSES): 'a:1;b:2' is not host:port"),
+        ({"FN_RUNNER_ADDRESSES": "http://a:9190"}, "runner_addresses (from $FN_RUNNER_ADDRESSES): 'http://a:9190' is not host:port"),
+        ({"FN_RUNNER_ADDRESSES": "::1:9190"}, "runner_addresses (from $FN_RUNNER_ADDRESSES): '::1:9190' is not host:port (an IPv6 address goes in brackets: [::1]:port)"),
+        ({"FN_RUNNER_API_URL": "http://fn-api:8080/v2"}, "runner_api_url (from $FN_RUNNER_API_URL): 'http://fn-api:8080/v2' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
+        ({"FN_RUNNER_API_URL": "http://gw/fn/v2/"}, "runner_api_url (from $FN_RUNNER_API_URL): 'http://gw/fn/v2/' ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080"),
         ({"FN_PLACER_TIMEOUT": "nan"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'nan' is not a valid float"),
         ({"FN_PLACER_TIMEOUT": "inf"}, "placer_timeout_s (from $FN_PLACER_TIMEOUT): 'inf' is not a valid float"),
     ],

@@ -117,10 +117,10 @@ async def test_only_the_v2_api_gets_cors(start):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FN_API_CORS_ORIGINS": "https://ui.example.com/"}, "api_cors_origins: 'https://ui.example.com/' is not an origin"),
-        ({"FN_API_CORS_ORIGINS": "ui.example.com"}, "api_cors_origins: 'ui.example.com' is not an origin"),
-        ({"FN_API_CORS_ORIGINS": "*,https://ui.example.com"}, "api_cors_origins: * (any origin) must be the only entry"),
-        ({"FN_API_CORS_HEADERS": "X-Ok,X Bad"}, "api_cors_headers: 'X Bad' is not an HTTP header name"),
+        ({"FN_API_CORS_ORIGINS": "https://ui.example.com/"}, "api_cors_origins (from $FN_API_CORS_ORIGINS): 'https://ui.example.com/' is not an origin"),
+        ({"FN_API_CORS_ORIGINS": "ui.example.com"}, "api_cors_origins (from $FN_API_CORS_ORIGINS): 'ui.example.com' is not an origin"),
+        ({"FN_API_CORS_ORIGINS": "*,https://ui.example.com"}, "api_cors_origins (from $FN_API_CORS_ORIGINS): * (any origin) must be the only entry"),
+        ({"FN_API_CORS_HEADERS": "X-Ok,X Bad"}, "api_cors_headers (from $FN_API_CORS_HEADERS): 'X Bad' is not an HTTP header name"),
     ],
 )
 def test_bad_cors_settings_are_clear_errors(env, message):

@@ -77,7 +77,7 @@ async def test_with_cors_a_browser_may_read_the_request_id(start):
 
 
 def test_a_bad_header_name_is_a_clear_error():
-    with pytest.raises(ConfigError, match="rid_header: 'X Request Id' is not an HTTP header name"):
+    with pytest.raises(ConfigError, match=r"rid_header \(from \$FN_RID_HEADER\): .X Request Id. is not an HTTP header name"):
         load_config(env={"FN_RID_HEADER": "X Request Id"})
 
 
