@@ -169,6 +169,8 @@ def impl_problems(pm: pluggy.PluginManager, obj: object) -> list[str]:
     for attr in dir(obj):
         opts = pm.parse_hookimpl_opts(obj, attr)
         if opts is None:
+            if attr in specs and callable(getattr(obj, attr, None)):  # the decorator forgotten: it would never run
+                problems.append(f"{attr} is not marked @hookimpl (`from fn_core import hookimpl`), so fn-core would never call it")
             continue
         function = getattr(obj, attr)
         hook_name = opts.get("specname") or attr

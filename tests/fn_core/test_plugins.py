@@ -405,6 +405,16 @@ def test_a_misspelled_hook_is_named_with_its_distribution_and_the_closest_hook(t
     assert str(err.value) == "plugin 'fn-typo' (fn-typo 1.2.3) is invalid: unknown hook 'overide_call' (did you mean 'override_call'?)"
 
 
+def test_a_hook_without_its_hookimpl_marker_is_named_not_left_to_do_nothing(tmp_path, monkeypatch):
+    # pluggy takes an unmarked function for a helper: the plugin would load, listed active, and never run
+    source = "def override_call(call, extensions):\n    extensions['x'] = '1'\n"
+    make_dist(tmp_path, monkeypatch, "fn-unmarked", "fn_unmarked_plugin", source)
+    with pytest.raises(PluginError) as err:
+        get_plugin_manager(load_config(env={}))
+    assert str(err.value) == ("plugin 'fn-unmarked' (fn-unmarked 1.2.3) is invalid: override_call is not marked @hookimpl "
+                              "(`from fn_core import hookimpl`), so fn-core would never call it")
+
+
 def test_a_misspelled_hook_in_a_placer_that_is_not_selected_stops_start_up():
     class Hooks:
         @hookimpl
