@@ -43,6 +43,8 @@ AIOHTTP_CEIL_THRESHOLD_S = 5.0
 #: how long before the stop cuts the handlers the calls still waiting for a runner get their 503 (at most a quarter of
 #: the handler wait): time to write it before their connections close
 PLACING_END_MARGIN_S = 0.25
+#: hosts that bind every interface: the start-up line says so, not only the URL to use on this host
+WILDCARD_HOSTS = ("0.0.0.0", "", "::")
 
 
 def _handler_wait_s(grace: float) -> float:
@@ -78,8 +80,16 @@ class LBNode:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def listening(self) -> str:
+        """Where it listens, for its start-up line: a wildcard host is said as such, not as the URL to use here."""
+        if self.host in WILDCARD_HOSTS:
+            host = f"[{self.host}]" if ":" in self.host else self.host or "0.0.0.0"
+            return f"{host}:{self.port}, every interface ({self.url} from this host)"
+        return self.url
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop within ``grace`` seconds (None: the node's): in-flight and detached calls may finish until then."""
@@ -149,7 +159,7 @@ async def start_lb(
     node = LBNode(runner, agent, lookups, host, bound, own_store, grace)
     log.info(
         "LB listening on %s, placer %s, runner pool %s: %s; apps and fns from %s",
-        node.url, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
+        node.listening, pm.placer.name if pm.placer else "?", pool.name, [r.address for r in pool.refs],
         f"the API node {config.runner_api_url}" if store is None else "its store",
     )
     return node
@@ -183,7 +193,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
         await store.close()
         raise
     node = LBNode(runner, None, store, host, bound, own_store=True, grace=config.shutdown_grace_s)
-    log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.url)
+    log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.listening)
     return node
 
 

@@ -219,3 +219,15 @@ async def test_admin_routes_and_json_errors(fake_runners, lb_factory, deploy_fn)
     async with session.get(f"/invoke/{ids['fn']['id']}") as r:
         assert r.status == 405 and (await r.json()) == {"message": "Method not allowed"}
         assert r.headers["Allow"] == "POST"  # RFC 9110: a 405 names the methods there are
+
+
+def test_the_start_up_line_says_a_wildcard_bind_is_every_interface_not_only_the_local_url():
+    from fn_core.lb.main import LBNode
+
+    def node(host: str) -> LBNode:
+        return LBNode(runner=None, agent=None, store=None, host=host, port=8080, own_store=False, grace=1)  # type: ignore[arg-type]
+
+    # the README warns that 0.0.0.0 opens the v2 API to every function container: the line must not say 127.0.0.1 alone
+    assert node("0.0.0.0").listening == "0.0.0.0:8080, every interface (http://127.0.0.1:8080 from this host)"
+    assert node("::").listening == "[::]:8080, every interface (http://127.0.0.1:8080 from this host)"
+    assert node("127.0.0.1").listening == node("127.0.0.1").url == "http://127.0.0.1:8080"
