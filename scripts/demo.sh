@@ -27,11 +27,12 @@ FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" \
     --db "sqlite3://$DATA/fn.db" >"$DATA/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null || true; wait $SERVE 2>/dev/null || true; rm -rf "$DATA"' EXIT
-# up when /version answers as fn-core does; another server on the port, or a serve that died, is said as such
+# up when our serve says it listens and /version answers: another server on the port (another fn-core too,
+# whose store the demo must not write to) makes ours stop with "address in use", said below with its log
 up=""
 for _ in $(seq 1 100); do
     kill -0 $SERVE 2>/dev/null || break
-    if curl -sf "$API/version" 2>/dev/null | grep -q '"version"'; then up=1; break; fi
+    if grep -q "listening on" "$DATA/serve.log" && curl -sf "$API/version" 2>/dev/null | grep -q '"version"'; then up=1; break; fi
     sleep 0.1
 done
 if [ -z "$up" ]; then
