@@ -116,7 +116,7 @@ def test_the_settings_keep_fns_names():
     config = load_config(env=prefork_env("busybox", size=3, FN_EXPERIMENTAL_PREFORK_NETWORKS="a b"))
     assert (config.prefork_pool_size, config.prefork_image, config.prefork_networks) == (3, "busybox", ["a", "b"])
     assert load_config(env={}).prefork_cmd == "tail -f /dev/null"
-    with pytest.raises(ConfigError, match="prefork_cmd must be a shell-quoted command"):
+    with pytest.raises(ConfigError, match=r"prefork_cmd \(from \$FN_EXPERIMENTAL_PREFORK_CMD\) must be a shell-quoted command"):
         load_config(env={"FN_EXPERIMENTAL_PREFORK_CMD": "sh -c 'unclosed"})
 
 
