@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import uvloop
 from aiohttp import web
 
 
@@ -152,3 +153,9 @@ async def jaeger_collector():
     """A Jaeger collector on 127.0.0.1 (its ``url`` is for FN_JAEGER_URL) for this test."""
     async for collector in _collecting(JaegerCollector(), "/api/traces"):
         yield collector
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Every async test runs on uvloop, the loop every fn-core node runs on (`fn_core.cli`): where uvloop differs
+    from asyncio's own loop (its transports' stand-in sockets, say), the tests must see what production sees."""
+    return {"uvloop": uvloop.new_event_loop}
