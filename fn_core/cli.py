@@ -90,6 +90,9 @@ def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except FnCoreError as exc:
             click.echo(f"fn-core: error: {exc}", err=True)
+            if any(getattr(handler, "stream", None) is not sys.stderr for handler in logging.getLogger().handlers):
+                # FN_LOG_DEST is a file or a syslog: the node's log says why it stopped, not only stderr
+                logging.getLogger(__name__).error("error: %s", exc)
             sys.exit(2)
 
     return wrapper

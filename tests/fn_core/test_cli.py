@@ -71,6 +71,15 @@ def test_lb_with_an_unknown_runner_pool_stops_and_names_the_available_ones():
     assert "static" in result.stderr.split("available runner pools: ")[1].split(" (")[0].split(", ")
 
 
+def test_a_node_that_cannot_start_says_why_in_its_log_destination_too(tmp_path):
+    log_file = tmp_path / "node.log"
+    env = {"FN_LOG_DEST": f"file://{log_file}", "FN_LOG_FORMAT": "json"}
+    result = run("lb", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/fn.db", env=env)
+    assert_one_error_line(result, "runner pool 'static' lists no runners")  # stderr as ever
+    *_, last = [json.loads(line) for line in log_file.read_text().splitlines()]  # the log ended with why, not its start
+    assert last["level"] == "error" and last["msg"].startswith("error: runner pool 'static' lists no runners"), last
+
+
 #: an address nothing listens on: these LBs are about logs and routes, never about a placed call
 NO_RUNNER = "127.0.0.1:9"
 
