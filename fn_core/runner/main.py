@@ -218,7 +218,7 @@ async def _start(
 async def run_runner(config: Config, pm: FnPluginManager) -> None:
     """`fn-core runner`: serve until SIGTERM/SIGINT, then stop gracefully."""
     node = await start_runner(config, pm, host=config.host, port=config.grpc_port, http_port=config.port)
-    log.info("runner listening on %s (gRPC RunnerProtocol, %s) and on %s:%d (HTTP: /metrics), driver %s", node.address,
+    log.info("runner listening on %s (gRPC RunnerProtocol, %s) and on %s:%d (HTTP: /, /version, /metrics, /debug/stacks), driver %s", node.address,
              "plaintext" if node.server is None or node.server.ssl_context is None else "mTLS: LBs need a certificate its CA signed",
              node.host, node.http_port, pm.driver.name if pm.driver else "?")
     try:

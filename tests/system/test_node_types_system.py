@@ -75,7 +75,7 @@ async def test_fn_node_type_pure_runner_and_lb_started_by_fn_core_start_run_a_ca
             assert r.status == 404
     assert (lb.stop(), runner.stop()) == (0, 0), lb.log() + runner.log()
     assert f"fn_id={fn_id} runner={runner_address} status=200" in lb.log()
-    assert f"runner listening on {runner_address} (gRPC RunnerProtocol, plaintext) and on 127.0.0.1:{runner_http}" in runner.log()
+    assert f"runner listening on {runner_address} (gRPC RunnerProtocol, plaintext) and on 127.0.0.1:{runner_http} (HTTP: /, /version, /metrics, /debug/stacks)" in runner.log()
 
 
 @pytest.mark.parametrize("node_type", ["full", None], ids=["full", "unset"])
