@@ -298,29 +298,34 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         ]
         report = {"plugins": rows, "placer": config.placer, "driver": config.driver, "runner_pool": config.runner_pool}
         click.echo(json.dumps({**report, "unknown": unknown}, indent=2))
-        _exit_if_invalid(invalid)
+        _exit_if_a_server_would_not_start(invalid, unknown)
         return
     header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
-    rows_txt = [
-        (i.name, i.distribution, i.version, i.status + (f" ({i.error})" if i.error else ""), ", ".join(i.provides), ", ".join(i.hooks))
-        for i in infos
-    ]
+    rows_txt = [(i.name, i.distribution, i.version, i.status, ", ".join(i.provides), ", ".join(i.hooks)) for i in infos]
     widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
     for row in [header, *rows_txt]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+    # why a plugin failed or is invalid, under the table: one long reason would widen every row of it
+    for info in infos:
+        if info.error:
+            click.echo(f"\n{info.name} is {info.status}: {info.error}")
     click.echo("\nselected " + "   ".join(f"{label}: {name}" for label, name, _ in selections))
     for label, name, offered in selections:
         if name not in offered:
             available = ", ".join(sorted(offered)) or "none"
             click.echo(f"unknown {label} {name!r}: no plugin offers it, a server would not start; available {label}s: {available}")
-    _exit_if_invalid(invalid)
+    _exit_if_a_server_would_not_start(invalid, unknown)
 
 
-def _exit_if_invalid(invalid: list[str]) -> None:
-    """After the listing: an invalid plugin stops every server, so the listing fails too (exit 2)."""
+def _exit_if_a_server_would_not_start(invalid: list[str], unknown: dict[str, str]) -> None:
+    """After the listing: an invalid plugin, or a placer, driver or pool no plugin offers, stops every server, so
+    the listing fails too (exit 2): a script checking a config before a rollout reads the exit status."""
+    problems = []
     if invalid:
-        click.echo(f"fn-core: error: invalid plugin{'s' if len(invalid) > 1 else ''} {', '.join(invalid)} "
-                   "(see STATUS): a server would not start", err=True)
+        problems.append(f"invalid plugin{'s' if len(invalid) > 1 else ''} {', '.join(invalid)}")
+    problems += [f"unknown {label.replace('_', ' ')} {name!r}" for label, name in unknown.items()]
+    if problems:
+        click.echo(f"fn-core: error: {'; '.join(problems)}: a server would not start", err=True)
         sys.exit(2)
 
 
