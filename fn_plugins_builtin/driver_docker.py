@@ -206,9 +206,11 @@ class DockerDriver:
 
         self.registry_auths = registry_auths(self.config.docker_auth)  # a bad value stops start-up first
         probe = await asyncio.to_thread(docker.from_env, timeout=ENGINE_FIRST_ANSWER_S)
-        await asyncio.to_thread(probe.ping)
-        self.client = docker.from_env(version=probe.api.api_version)  # a version given: no request
-        probe.close()
+        try:
+            await asyncio.to_thread(probe.ping)
+            self.client = docker.from_env(version=probe.api.api_version)  # a version given: no request
+        finally:
+            probe.close()
         await asyncio.to_thread(self._check_engine_can_honour_settings)
         # pulls get their own client whose socket reads give up with FN_HOT_PULL_TIMEOUT_MSECS, so a
         # registry that stops answering cannot keep a pull's thread waiting for ever
