@@ -76,7 +76,9 @@ CORE_FAMILY_PREFIXES = ("fn_lb_", "fn_runner_", "fn_api_", "fn_process_")
 CORE_PROCESS_FAMILY = re.compile(
     r"(?:.*_)?process_(?:cpu_seconds_total|open_fds|max_fds|virtual_memory_bytes|resident_memory_bytes|start_time_seconds)"
 )
-_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"(?:[^"\\\n]|\\[\\"n])*"'
+#: a label's value: runs of plain characters between the format's escapes (unrolled, not a per-character alternation:
+#: 2-3x faster, and a scrape of 1000 fns' series checks ~20k lines on the LB's event loop)
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*[ \t]*=[ \t]*"[^"\\\n]*(?:\\[\\"n][^"\\\n]*)*"'
 #: name, optional labels, a float value (Go's ParseFloat and Python's float agree on these forms), optional timestamp
 SAMPLE_LINE = re.compile(
     rf"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)[ \t]*(?:\{{[ \t]*(?:{_LABEL}[ \t]*(?:,[ \t]*{_LABEL}[ \t]*)*,?[ \t]*)?\}})?"
@@ -104,13 +106,12 @@ def family_problem(family: Family) -> tuple[str, str] | None:
         return "type", f"type {kind!r:.50} is none of {', '.join(sorted(METRIC_TYPES))}"
     if HELP_TEXT.fullmatch(text) is None:
         return "help", "the help text has a newline or a backslash that is not \\\\ or \\n"
-    suffixes = _SAMPLE_SUFFIXES.get(kind, ("",))
+    names = [name + suffix for suffix in _SAMPLE_SUFFIXES.get(kind, ("",))]
     for line in samples:
         match = SAMPLE_LINE.fullmatch(line)
         if match is None:
             return "sample", f"{line!r:.200} is not a sample line (name, optional {{labels}}, a number, optional timestamp)"
-        sample = match["name"]
-        if not any(sample == name + suffix for suffix in suffixes):
-            allowed = " or ".join(repr(name + suffix) for suffix in suffixes)
+        if match["name"] not in names:
+            allowed = " or ".join(repr(sample) for sample in names)
             return "sample", f"the sample {line!r:.200} is not of the family: its name must be {allowed}"
     return None
