@@ -4,7 +4,7 @@ The node's own figures (`fn_lb_calls_total`, ...) say how the platform does; a p
 *their* function does. Each call finished on this LB adds to its fn's series, labelled ``app_id``,
 ``app_name`` and ``fn_id``: ``fn_function_calls_total`` by ``status``, and the histogram
 ``fn_function_call_duration_seconds`` (the same buckets and wall time as ``fn_lb_call_duration_seconds``).
-It runs in `call_finished`, after the answer is written: a dict lookup and a histogram entry per call.
+It runs in `call_finished`, after the answer is written: a clock read, a dict lookup and a histogram entry per call.
 
 The series are bounded, as a Prometheus server needs: at most ``max_fns`` functions have their own
 (config file: ``[plugins.fn-metrics] max_fns = N``, default 1000; 0 turns this off). The LB is not told when

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from fn_core import logfmt
@@ -44,8 +45,8 @@ ASK_TIMEOUT_S = 10.0
 EMPTY_LISTS_TO_DROP = 5
 
 
-def _addresses(refs) -> str:
-    return ",".join(ref if isinstance(ref, str) else ref.address for ref in refs)
+def _addresses(addresses: Iterable[str]) -> str:
+    return ",".join(addresses)
 
 
 class RunnerSource(Protocol):
