@@ -36,6 +36,7 @@ The hooks, grouped by when they run:
 * each call on the LB: `override_call`, `place_call`, `call_finished`
 * each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
+* each app or fn saved through the v2 API: `validate_app`, `validate_fn`
 * status: `runner_status`
 * each scrape of `/metrics`: `metric_families`
 """
@@ -49,7 +50,7 @@ from fn_core import hookspec
 if TYPE_CHECKING:
     from fn_core.config import Config
     from fn_core.metrics import Family
-    from fn_core.models import Call
+    from fn_core.models import App, Call, Fn
     from fn_core.plugins import FnPluginManager
     from fn_core.records import CallOutcome, Driver, Placer, RunnerPool, RunnerRef, RunnerStatus
 
@@ -412,6 +413,70 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
         def modify_container_options(extensions, options):
             if "example.com/cpu-shares" in extensions:
                 options["cpu_shares"] = int(extensions["example.com/cpu-shares"])
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# each save of an app or fn
+# --------------------------------------------------------------------------------------------
+@hookspec
+def validate_app(app: App) -> None:
+    """Check an app before it is saved: refuse at deploy time what your plugin would refuse at every call.
+
+    When: on ``POST /v2/apps`` and ``PUT /v2/apps/{app_id}``, after fn-core's own checks passed
+    (Fn's names, limits and messages) and before the store is written, on the event loop: it must
+    not block. Every impl runs, until one raises. Apps saved before your plugin was installed, or
+    before a setting of it changed, are not checked again: `override_call` still meets them.
+    Node: the node that stores apps and fns (`fn-core serve`, `fn-core api`, an `fn-core lb`
+    without ``FN_RUNNER_API_URL``); install the plugin there too.
+
+    :param app: the `fn_core.App` as it will be stored: on an update the stored app with the
+        request's changes merged in (Fn's rules: a config key set to "" is removed). Its ``id`` is ""
+        on a create. It is a copy: what you change in it is not stored (change calls in `override_call`).
+    :return: ignored.
+
+    Errors: raise `fn_core.APIError` to refuse the save: the client gets its status (400 for bad
+    input) and ``{"message": ...}``, and nothing is stored. Any other exception refuses it with
+    500 ``"internal server error (plugin <name> failed)"``, logged with the plugin's name.
+
+    Example::
+
+        from fn_core import APIError, hookimpl
+
+        @hookimpl
+        def validate_app(app):
+            if "example.com/team" not in app.annotations:
+                raise APIError("an app needs the annotation example.com/team (who runs it)", status=400)
+    """
+
+
+@hookspec
+def validate_fn(app: App, fn: Fn) -> None:
+    """Check an fn before it is saved: a bad annotation is a 400 on the ``PUT``, not on every call.
+
+    When: on ``POST /v2/fns`` and ``PUT /v2/fns/{fn_id}``, after fn-core's own checks passed and
+    the fn's app was found, before the store is written, on the event loop: it must not block.
+    Every impl runs, until one raises. Fns saved before, and an fn whose app's annotations change
+    later, are not checked again: `override_call` still meets them.
+    Node: as `validate_app`.
+
+    :param app: the fn's `fn_core.App`, as stored. A call's annotations are the app's with the fn's
+        merged over them (`override_call` sees them so): check ``{**app.annotations, **fn.annotations}``
+        to judge what calls will run with.
+    :param fn: the `fn_core.Fn` as it will be stored (an update's changes merged in; ``id`` "" on a
+        create). Both are copies: what you change in them is not stored.
+    :return: ignored.
+
+    Errors: as `validate_app`: an `fn_core.APIError` is the client's answer and nothing is stored.
+
+    Example::
+
+        from fn_core import APIError, hookimpl
+
+        @hookimpl
+        def validate_fn(app, fn):
+            if not fn.image.startswith("registry.example.com/"):
+                raise APIError(f"image {fn.image!r} is not from registry.example.com", status=400)
     """
 
 

@@ -1,7 +1,9 @@
 """fn-core plugin: Docker cpu-shares for function containers, from an fn annotation.
 
-LB: `override_call` validates the annotation (or derives shares from memory) and sends the value
-to the runner as a call extension. Runner: `modify_container_options` sets ``cpu_shares``.
+API: `validate_app` and `validate_fn` refuse a bad annotation when the app or fn is saved (400).
+LB: `override_call` reads the annotation (checked again: apps and fns saved before the plugin was
+installed were not), or derives shares from memory, and sends the value to the runner as a call
+extension. Runner: `modify_container_options` sets ``cpu_shares``.
 
 The settings live in a `CpuShares` that `configure` registers with each plugin manager, not at
 module level: tests and `fn-core serve` build several managers in one process, each with its config.
@@ -42,6 +44,16 @@ class CpuShares:
         if not isinstance(annotation, str) or not annotation:
             raise ConfigError(f"[plugins.cpu-shares] annotation must be a non-empty string, got {annotation!r}")
         return cls(annotation=annotation, shares_per_mb=ratio)
+
+    @hookimpl
+    def validate_app(self, app):
+        if self.annotation in app.annotations:
+            parse_shares(app.annotations[self.annotation], self.annotation)
+
+    @hookimpl
+    def validate_fn(self, fn):
+        if self.annotation in fn.annotations:
+            parse_shares(fn.annotations[self.annotation], self.annotation)
 
     @hookimpl
     def override_call(self, call, extensions):

@@ -1,10 +1,16 @@
-"""Fn's v2 REST API for apps, fns and triggers (create/update -> 200 with the object, delete -> 204)."""
+"""Fn's v2 REST API for apps, fns and triggers (create/update -> 200 with the object, delete -> 204).
+
+An app or fn to be saved is checked by fn-core (`fn_core.api.validation`, Fn's rules), then by the plugins'
+`validate_app` / `validate_fn` hooks, before the store is written.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -12,11 +18,16 @@ from aiohttp import web
 from fn_core.api import validation as v
 from fn_core.api.body import ExpectHandler, body_reader
 from fn_core.api.metrics import ApiMetrics
-from fn_core.errors import APIError, BadRequest
-from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, Fn, Trigger
+from fn_core.errors import APIError, BadRequest, Conflict
+from fn_core.hook_calls import run_failing_call
+from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
 
 T = TypeVar("T")
+
+#: an update checked by plugins is written only if the stored object is still the one they saw; when other writes keep
+#: changing it meanwhile, it is merged and checked again this many times, then refused with 409
+CHECKED_UPDATE_ATTEMPTS = 5
 
 GO_ATOI = re.compile(r"([+-]?)0*([0-9]+)")  # what Go's strconv.Atoi reads: ASCII digits, one optional sign
 
@@ -37,11 +48,25 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+class _ChangedMeanwhile(Exception):
+    """The stored object is no longer the one the plugins checked: another write came between."""
+
+
+def _if_unchanged(checked: T, new: T, current: T) -> T:
+    """The store's change of an update the plugins checked: ``new`` if ``current`` is what they saw."""
+    if current != checked:
+        raise _ChangedMeanwhile()
+    return new
+
+
 class CrudApi:
-    def __init__(self, config, store, lookup) -> None:
+    """:param hooks: the plugin manager's hooks (``pm.hook``): `validate_app` and `validate_fn` check what is saved."""
+
+    def __init__(self, config, store, lookup, hooks: Any = None) -> None:
         self.config = config
         self.store = store
         self.lookup = lookup
+        self.hooks = hooks
         self.read_body = body_reader(config.request_body_read_timeout_s)
 
     def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None, expect: ExpectHandler | None = None) -> None:
@@ -118,6 +143,55 @@ class CrudApi:
         task.add_done_callback(lambda _: self.lookup.clear())
         return await asyncio.shield(task)
 
+    def _implemented(self, name: str) -> Any:
+        """The hook ``name`` when a plugin implements it, else None (nothing to run, nothing to wait for)."""
+        hook = getattr(self.hooks, name, None)
+        return hook if hook is not None and hook.get_hookimpls() else None
+
+    def _app_check(self) -> Callable[[App], Awaitable[None]] | None:
+        hook = self._implemented("validate_app")
+        if hook is None:
+            return None
+
+        async def check(app: App) -> None:  # copies: a plugin cannot change what is stored
+            run_failing_call(hook, app=copy.deepcopy(app))
+
+        return check
+
+    def _fn_check(self) -> Callable[[Fn], Awaitable[None]] | None:
+        hook = self._implemented("validate_fn")
+        if hook is None:
+            return None
+
+        async def check(fn: Fn) -> None:
+            app = await self.store.get_app(fn.app_id)  # a missing app is the 404 the write would give
+            run_failing_call(hook, app=copy.deepcopy(app), fn=copy.deepcopy(fn))
+
+        return check
+
+    async def _update(
+        self,
+        get: Callable[[str], Awaitable[T]],
+        update: Callable[[str, Callable[[T], T]], Awaitable[T]],
+        ident: str,
+        merge: Callable[[T], T],
+        check: Callable[[T], Awaitable[None]] | None,
+    ) -> T:
+        """``merge`` the request into the stored object and write it, in one store transaction. With plugins to
+        ``check`` it, they see the merged object first, on the event loop; it is written only if the stored
+        one has not changed since (else merged and checked again)."""
+        if check is None:
+            return await self._write(update(ident, merge))
+        for _ in range(CHECKED_UPDATE_ATTEMPTS):
+            stored = await get(ident)
+            new = merge(stored)
+            await check(new)
+            try:
+                return await self._write(update(ident, functools.partial(_if_unchanged, stored, new)))
+            except _ChangedMeanwhile:
+                continue
+        raise Conflict(f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again")
+
     async def gone(self, request: web.Request) -> web.Response:
         raise APIError("the calls API is gone: use the per-call log line or a call_finished plugin", status=410)
 
@@ -127,7 +201,11 @@ class CrudApi:
         return self._page(page, lambda a: a.to_json())
 
     async def create_app(self, request: web.Request) -> web.Response:
-        app = await self._write(self.store.insert_app(v.app_for_create(await self._body(request))))
+        app = v.app_for_create(await self._body(request))
+        check = self._app_check()
+        if check is not None:
+            await check(app)
+        app = await self._write(self.store.insert_app(app))
         return json_response(app.to_json())
 
     async def get_app(self, request: web.Request) -> web.Response:
@@ -135,7 +213,8 @@ class CrudApi:
 
     async def update_app(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        app = await self._write(self.store.update_app(request.match_info["app_id"], lambda old: v.app_for_update(old, data)))
+        merge = functools.partial(v.app_for_update, data=data)
+        app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._app_check())
         return json_response(app.to_json())
 
     async def delete_app(self, request: web.Request) -> web.Response:
@@ -149,7 +228,11 @@ class CrudApi:
         return self._page(page, lambda f: self._fn_json(request, f))
 
     async def create_fn(self, request: web.Request) -> web.Response:
-        fn = await self._write(self.store.insert_fn(v.fn_for_create(await self._body(request))))
+        fn = v.fn_for_create(await self._body(request))
+        check = self._fn_check()
+        if check is not None:
+            await check(fn)
+        fn = await self._write(self.store.insert_fn(fn))
         return json_response(self._fn_json(request, fn))
 
     async def get_fn(self, request: web.Request) -> web.Response:
@@ -157,7 +240,8 @@ class CrudApi:
 
     async def update_fn(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        fn = await self._write(self.store.update_fn(request.match_info["fn_id"], lambda old: v.fn_for_update(old, data)))
+        merge = functools.partial(v.fn_for_update, data=data)
+        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._fn_check())
         return json_response(self._fn_json(request, fn))
 
     async def delete_fn(self, request: web.Request) -> web.Response:

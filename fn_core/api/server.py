@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -46,11 +47,17 @@ UNLIMITED_BODY = 1 << 40  # aiohttp needs a number; "no limit" as in Fn's defaul
 
 
 def make_app(
-    config, store: Store | None, lookup: CachedLookup, agent: LBAgent | None, metrics: Sequence[MetricsSource] = ()
+    config,
+    store: Store | None,
+    lookup: CachedLookup,
+    agent: LBAgent | None,
+    metrics: Sequence[MetricsSource] = (),
+    hooks: Any = None,
 ) -> web.Application:
     """The node's routes: v2 CRUD when it owns a ``store`` (not an LB reading from an API node), invoke
     and triggers when it places calls (an ``agent``; not on an API node). ``metrics``: more parts of
-    `/metrics` (the local runner's)."""
+    `/metrics` (the local runner's). ``hooks``: the plugin manager's, whose `validate_app` and `validate_fn`
+    check what the v2 API saves."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
     read_body = body_reader(config.request_body_read_timeout_s)
@@ -99,7 +106,7 @@ def make_app(
     api_metrics = ApiMetrics() if store is not None else None
     expect = expect_handler(max_size)
     if store is not None:
-        CrudApi(config, store, lookup).add_routes(app, api_metrics, expect)
+        CrudApi(config, store, lookup, hooks).add_routes(app, api_metrics, expect)
     if invoke is not None:
         invoke.add_routes(app)
 

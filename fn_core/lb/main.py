@@ -143,7 +143,7 @@ async def start_lb(
     agent = LBAgent(config, pm, pool, pool.metrics)  # one LBMetrics: the pool's channels count their lost calls in it
     metrics: list[MetricsSource] = [local.core.render_metrics for local in local_runners or ()]
     metrics.append(functools.partial(plugin_metrics, pm.hook))
-    app = make_app(config, store, CachedLookup(lookups), agent, metrics)
+    app = make_app(config, store, CachedLookup(lookups), agent, metrics, pm.hook)
     # handler_cancellation: a client that goes away cancels its handler, which cancels the runner stream
     runner = app_runner(app, config, handler_cancellation=True, shutdown_timeout=_handler_wait_s(grace))
     try:
@@ -176,8 +176,9 @@ def open_lookups(config) -> tuple[Lookups, Store | None]:
     return store, store
 
 
-async def start_api(config, *, host: str | None = None, port: int | None = None) -> LBNode:
-    """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free port."""
+async def start_api(config, pm=None, *, host: str | None = None, port: int | None = None) -> LBNode:
+    """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free
+    port. ``pm``: the plugin manager whose `validate_app` and `validate_fn` check what is saved."""
     host = config.host if host is None else host
     listeners = claim_port(host, config.port if port is None else port, "API node")
     try:
@@ -185,7 +186,7 @@ async def start_api(config, *, host: str | None = None, port: int | None = None)
     except BaseException:
         close_all(listeners)
         raise
-    app = make_app(config, store, CachedLookup(store), None)
+    app = make_app(config, store, CachedLookup(store), None, hooks=pm.hook if pm is not None else None)
     runner = app_runner(app, config)
     try:
         bound = await serve_app(runner, listeners)
@@ -225,7 +226,7 @@ async def run_lb(config, pm) -> None:
 
 
 async def run_api(config, pm) -> None:
-    node = await start_api(config)
+    node = await start_api(config, pm)
     await wait_for_stop_signal()
     log.info("API node shutting down: finishing the requests in flight (at most %g s)", node.grace)
     await node.stop()

@@ -210,6 +210,23 @@ def check_metric_families(tmp: Path) -> None:
     assert metric_samples(text)["audit_lines_total"] == 3.0
 
 
+def check_validate_app(tmp: Path) -> None:
+    pm = manager(("team-check", example_module("validate_app")), tmp=tmp)
+    with pytest.raises(APIError, match="example.com/team") as err:
+        pm.hook.validate_app(app=App(name="loose"))
+    assert err.value.status == 400
+    pm.hook.validate_app(app=App(name="owned", annotations={"example.com/team": "payments"}))
+
+
+def check_validate_fn(tmp: Path) -> None:
+    pm = manager(("registry-check", example_module("validate_fn")), tmp=tmp)
+    app = App(name="app", id="app-id")
+    with pytest.raises(APIError, match="'docker.io/evil:1' is not from registry.example.com") as err:
+        pm.hook.validate_fn(app=app, fn=Fn(name="f", app_id=app.id, image="docker.io/evil:1"))
+    assert err.value.status == 400
+    pm.hook.validate_fn(app=app, fn=Fn(name="f", app_id=app.id, image="registry.example.com/team/f:1"))
+
+
 CHECKS: dict[str, Callable[[Path], Any]] = {
     "configure": check_configure,
     "register_placers": check_register_placers,
@@ -222,6 +239,8 @@ CHECKS: dict[str, Callable[[Path], Any]] = {
     "modify_container_options": check_modify_container_options,
     "runner_status": check_runner_status,
     "metric_families": check_metric_families,
+    "validate_app": check_validate_app,
+    "validate_fn": check_validate_fn,
 }
 
 

@@ -6,7 +6,7 @@ import fn_cpu_shares
 from fn_core import APIError
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
-from fn_core.models import App, Call
+from fn_core.models import App, Call, Fn
 from fn_core.plugins import get_plugin_manager
 from fn_core.testing import lb_prepare, make_call
 
@@ -38,6 +38,18 @@ def test_bad_values_are_a_400_that_says_what_is_wrong(tmp_path, value, message):
     with pytest.raises(APIError) as err:
         override(manager(tmp_path), annotations={"fnproject.io/cpu-shares": value})
     assert err.value.status == 400 and message in err.value.message and "fnproject.io/cpu-shares" in err.value.message
+
+
+def test_a_bad_value_is_refused_when_the_app_or_fn_is_saved(tmp_path):
+    pm = manager(tmp_path, '[plugins.cpu-shares]\nannotation = "acme.com/weight"\n')
+    with pytest.raises(APIError, match="annotation acme.com/weight must be an integer") as err:
+        pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image="i", annotations={"acme.com/weight": "lots"}))
+    assert err.value.status == 400
+    with pytest.raises(APIError, match=r"must be in 2\.\.262144"):
+        pm.hook.validate_app(app=App(name="a", annotations={"acme.com/weight": 1}))
+    # good values, and annotations this plugin does not read, pass
+    pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image="i", annotations={"acme.com/weight": "512"}))
+    pm.hook.validate_app(app=App(name="a", annotations={"fnproject.io/cpu-shares": "lots"}))
 
 
 def test_no_annotation_no_shares_unless_a_ratio_is_configured(tmp_path):

@@ -1,0 +1,171 @@
+"""`validate_app` and `validate_fn`: plugins check what the v2 API saves (real node, real HTTP, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+import aiohttp
+import pytest
+
+from fn_core import APIError, hookimpl
+from fn_core.api.crud import CHECKED_UPDATE_ATTEMPTS
+from fn_core.config import load_config
+from fn_core.lb.main import start_api, start_lb
+from fn_core.plugins import get_plugin_manager
+
+TEAM = "example.com/team"
+
+
+class TeamPolicy:
+    """Apps need a team annotation; fns may not ask for more than 512 MB. Records what it was shown."""
+
+    def __init__(self) -> None:
+        self.apps: list = []
+        self.fns: list = []
+
+    @hookimpl
+    def validate_app(self, app):
+        self.apps.append(app)
+        if TEAM not in app.annotations:
+            raise APIError(f"an app needs the annotation {TEAM}", status=400)
+
+    @hookimpl
+    def validate_fn(self, app, fn):
+        self.fns.append((app, fn))
+        fn.memory = 1  # a copy: never stored
+        if fn.config.get("SIZE") == "huge":
+            raise APIError("fns of this platform may not be huge", status=422)
+
+
+class Broken:
+    @hookimpl
+    def validate_fn(self, fn):
+        raise RuntimeError("policy database unreachable")
+
+
+@pytest.fixture
+async def node(tmp_path):
+    """``session, db_path = await node(plugin, api_node=False)``: a node that stores apps and fns, with ``plugin``."""
+    started = []
+
+    async def factory(plugin, *, api_node: bool = False):
+        db_path = tmp_path / f"fn{len(started)}.db"
+        config = load_config(env={}, overrides={"db_url": f"sqlite3://{db_path}"})
+        pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("team-policy", plugin)])
+        if api_node:
+            started_node = await start_api(config, pm, host="127.0.0.1", port=0)
+        else:
+            started_node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
+        session = aiohttp.ClientSession(started_node.url, timeout=aiohttp.ClientTimeout(total=30))
+        started.append((started_node, session))
+        return session, db_path
+
+    yield factory
+    for started_node, session in started:
+        await session.close()
+        await started_node.stop()
+
+
+async def call(session, method, path, body=None):
+    async with session.request(method, path, json=body) as r:
+        return r.status, (await r.json() if r.status != 204 else None)
+
+
+async def make_app_and_fn(session):
+    status, app = await call(session, "POST", "/v2/apps", {"name": "a", "annotations": {TEAM: "payments"}})
+    assert status == 200, app
+    status, fn = await call(session, "POST", "/v2/fns", {"name": "f", "app_id": app["id"], "image": "img:1", "config": {"SIZE": "small"}})
+    assert status == 200, fn
+    return app, fn
+
+
+@pytest.mark.parametrize("api_node", [False, True], ids=["lb-with-store", "api-node"])
+async def test_a_plugin_refuses_a_save_with_its_status_and_message_and_nothing_is_stored(node, api_node):
+    session, _ = await node(TeamPolicy(), api_node=api_node)
+    assert await call(session, "POST", "/v2/apps", {"name": "loose"}) == (400, {"message": f"an app needs the annotation {TEAM}"})
+    assert (await call(session, "GET", "/v2/apps"))[1]["items"] == []
+
+    app, fn = await make_app_and_fn(session)
+    refused = (422, {"message": "fns of this platform may not be huge"})
+    assert await call(session, "POST", "/v2/fns", {"name": "g", "app_id": app["id"], "image": "i", "config": {"SIZE": "huge"}}) == refused
+    assert await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"SIZE": "huge"}}) == refused
+    assert await call(session, "PUT", f"/v2/apps/{app['id']}", {"annotations": {TEAM: ""}}) == (
+        400, {"message": f"an app needs the annotation {TEAM}"})  # "" removes the key: the merged app is checked
+    assert [f["name"] for f in (await call(session, "GET", f"/v2/fns?app_id={app['id']}"))[1]["items"]] == ["f"]
+    assert (await call(session, "GET", f"/v2/fns/{fn['id']}"))[1] == fn  # unchanged, updated_at included
+    assert (await call(session, "GET", f"/v2/apps/{app['id']}"))[1] == app
+
+
+async def test_the_plugin_sees_the_fn_as_it_will_be_stored_with_its_app_and_cannot_change_it(node):
+    policy = TeamPolicy()
+    session, _ = await node(policy)
+    app, fn = await make_app_and_fn(session)
+    status, updated = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}, "timeout": 60})
+    assert status == 200
+    seen_app, seen_fn = policy.fns[-1]
+    assert (seen_app.id, seen_app.annotations) == (app["id"], {TEAM: "payments"})
+    assert (seen_fn.id, seen_fn.config, seen_fn.timeout) == (fn["id"], {"SIZE": "small", "LEVEL": "debug"}, 60)
+    assert policy.fns[0][1].id == ""  # a create: no id yet
+    assert updated["memory"] == fn["memory"] == 128  # the plugin set memory = 1 on its copy
+    assert updated["config"] == {"SIZE": "small", "LEVEL": "debug"}
+    assert (await call(session, "GET", f"/v2/fns/{fn['id']}"))[1]["memory"] == 128
+
+
+async def test_a_plugin_that_fails_refuses_the_save_with_a_500_naming_it(node, caplog):
+    session, _ = await node(Broken())
+    status, app = await call(session, "POST", "/v2/apps", {"name": "a"})  # Broken checks no apps
+    assert status == 200
+    with caplog.at_level(logging.ERROR, logger="fn_core.hook_calls"):
+        answer = await call(session, "POST", "/v2/fns", {"name": "f", "app_id": app["id"], "image": "i"})
+    assert answer == (500, {"message": "internal server error (plugin team-policy failed)"})
+    assert "plugin 'team-policy' failed in validate_fn" in caplog.text and "policy database unreachable" in caplog.text
+    assert (await call(session, "GET", f"/v2/fns?app_id={app['id']}"))[1]["items"] == []
+
+
+async def test_an_fn_of_a_missing_app_is_the_stores_404_before_any_plugin_runs(node):
+    policy = TeamPolicy()
+    session, _ = await node(policy)
+    assert await call(session, "POST", "/v2/fns", {"name": "f", "app_id": "nope", "image": "i"}) == (404, {"message": "App not found"})
+    assert policy.fns == []
+
+
+class ConcurrentWriter(TeamPolicy):
+    """At each of its first ``writes`` checks, another writer changes the stored fn (straight in the database)."""
+
+    def __init__(self, db_path, writes: int) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.writes = writes
+
+    @hookimpl
+    def validate_fn(self, app, fn):
+        super().validate_fn(app, fn)
+        if fn.id and self.writes:
+            self.writes -= 1
+            with sqlite3.connect(self.db_path) as db:
+                (doc,) = db.execute("SELECT doc FROM fns WHERE id = ?", (fn.id,)).fetchone()
+                stored = json.loads(doc)
+                stored["config"][f"OTHER{self.writes}"] = "x"
+                db.execute("UPDATE fns SET doc = ? WHERE id = ?", (json.dumps(stored), fn.id))
+
+
+async def test_an_update_is_checked_again_when_another_write_changed_the_fn_meanwhile(node, tmp_path):
+    policy = ConcurrentWriter(tmp_path / "fn0.db", writes=1)
+    session, _ = await node(policy)
+    _, fn = await make_app_and_fn(session)
+    status, updated = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}})
+    assert status == 200
+    # both writes kept; the plugin saw the merged fn twice, the second time with the other write in it
+    assert updated["config"] == {"SIZE": "small", "OTHER0": "x", "LEVEL": "debug"}
+    assert [f.config for _, f in policy.fns[1:]] == [{"SIZE": "small", "LEVEL": "debug"}, {"SIZE": "small", "OTHER0": "x", "LEVEL": "debug"}]
+
+
+async def test_an_update_whose_fn_keeps_changing_is_refused_with_409_and_not_written(node, tmp_path):
+    policy = ConcurrentWriter(tmp_path / "fn0.db", writes=CHECKED_UPDATE_ATTEMPTS)
+    session, _ = await node(policy)
+    _, fn = await make_app_and_fn(session)
+    status, body = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}})
+    assert (status, body) == (409, {"message": f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again"})
+    assert "LEVEL" not in (await call(session, "GET", f"/v2/fns/{fn['id']}"))[1]["config"]
