@@ -119,10 +119,14 @@ def _raised_at(exc: BaseException) -> str:
 _PROCESS_FAILURES = FailureLog()
 
 
+def _manager(hook: Any) -> Any:
+    """The plugin manager whose hook ``hook`` is (a HookCaller)."""
+    return getattr(getattr(hook, "_hookexec", None), "__self__", None)
+
+
 def failure_log(hook: Any) -> FailureLog:
     """The `FailureLog` of the plugin manager whose hook ``hook`` is (a HookCaller)."""
-    manager = getattr(getattr(hook, "_hookexec", None), "__self__", None)
-    failures = getattr(manager, "failures", None)
+    failures = getattr(_manager(hook), "failures", None)
     return failures if isinstance(failures, FailureLog) else _PROCESS_FAILURES
 
 
@@ -259,6 +263,7 @@ def plugin_metrics(hook: Any) -> str:
     core's (`fn_core.metrics.is_core_family`) or one another plugin gave first, is left out alone, logged once
     per plugin, family and problem: one bad line would make a scraper drop the whole page."""
     failures = failure_log(hook.metric_families)
+    known_series = getattr(_manager(hook.metric_families), "known_series", None)  # kept by the manager, scrape to scrape
     families: list[Family] = []
     owners: dict[str, str] = {}
     for impl in _call_order(hook.metric_families):
@@ -273,7 +278,7 @@ def plugin_metrics(hook: Any) -> str:
             continue
         for family in answer:
             name = family[0]
-            problem = family_problem(family)
+            problem = family_problem(family, known_series)
             if problem is None and is_core_family(name):
                 problem = ("core", "the name is the core's (fn_lb_*, fn_runner_*, fn_api_*, *process_*): prefix yours with your plugin's")
             if problem is None and name in owners:

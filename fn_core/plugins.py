@@ -81,6 +81,8 @@ class FnPluginManager(pluggy.PluginManager):
         self.runner_pool: RunnerPool | None = None
         #: what has been logged of the plugins' failures in hooks (`fn_core.hook_calls`)
         self.failures = FailureLog()
+        #: the series of plugins' `/metrics` samples found well-formed: a scrape then checks only their values
+        self.known_series: dict[str, str] = {}
         #: list a plugin that breaks the hook contract as "invalid" rather than stop (`get_plugin_manager`)
         self.keep_invalid = False
         #: a third-party plugin that fails to import stops start-up (FN_STRICT_CONFIG on a node), else it is skipped

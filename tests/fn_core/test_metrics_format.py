@@ -64,3 +64,24 @@ def test_the_checker_itself_refuses_what_a_server_would():
     # so the tests above would notice an unescaped value
     assert unreadable_lines('m{a="x"y"} 1\nm{a="x\n"} 1\nm{a="x\\q"} 1')
     assert unreadable_lines(f'm{{a="{ODD_ESCAPED}"}} 1') == []
+
+
+def test_a_series_found_well_formed_before_still_has_its_value_and_its_family_checked():
+    # the memo kept from scrape to scrape (the plugin manager's) spares only the series' own check
+    from fn_core.metrics import family_problem
+
+    known: dict[str, str] = {}
+    good = ("audit_total", "counter", "audit lines", ['audit_total{app="a b"} 3', 'audit_total{app="c"} 1.5e3 1700000000000'])
+    assert family_problem(good, known) is None
+    assert known == {'audit_total{app="a b"}': "audit_total"}  # a line with a timestamp is not memoised
+    assert family_problem(good, known) is None  # the next scrape, from the memo
+    for value in ("three", "1_000", "", "٣", "1 x"):  # Python's float() takes "1_000"; "٣" is a digit to str.isdigit
+        bad = ("audit_total", "counter", "audit lines", [f'audit_total{{app="a b"}} {value}'])
+        assert family_problem(bad, known) is not None and family_problem(bad) is not None, value
+    other = ("audit_other", "counter", "another family", ['audit_total{app="a b"} 3'])
+    problem = family_problem(other, known)
+    assert problem is not None and "is not of the family" in problem[1]
+    # a histogram's line under a counter is as wrong from the memo as without it
+    hist = ("audit_seconds", "histogram", "h", ['audit_seconds_bucket{le="+Inf"} 1', "audit_seconds_count 1", "audit_seconds_sum 0.5"])
+    assert family_problem(hist, known) is None
+    assert family_problem(("audit_seconds", "counter", "h", ["audit_seconds_count 1"]), known) is not None
