@@ -378,7 +378,10 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
     the same slot, so this runs once per container, not once per call; the slot key covers the
     call's extensions, so a container is only reused for calls with the same ones. It runs on the
     runner's event loop: it must not block (every call of the runner waits while it runs). All
-    impls run and compose.
+    impls run and compose. When two set the same option, the one that runs later wins, with no
+    warning: third-party plugins run before the built-ins, and among themselves in an order the
+    platform does not fix (their entry points'), so a plugin whose value must win marks its impl
+    ``@hookimpl(trylast=True)``; better, add to a value (``options["environment"]``) than replace it.
     Node: the runner.
 
     :param call: the call that caused the container to be created (as the LB sent it).
