@@ -2,7 +2,7 @@
 
 Plugin authors need mostly what this module exports::
 
-    from fn_core import hookimpl, APIError, App, Call, Fn, Placer, Driver, RunnerPool, RunnerStatus
+    from fn_core import hookimpl, APIError, App, Call, Fn, HttpRequest, Placer, Driver, RunnerPool, RunnerStatus
 
 and, for some hooks, `fn_core.errors.ConfigError` (`configure`), `fn_core.metrics.Family` (`metric_families`) and
 `fn_plugins_builtin.driver_docker.DockerDriver` (a driver built on the built-in one); each hook's example in
@@ -23,7 +23,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 from fn_core.errors import APIError  # noqa: E402
 from fn_core.models import App, Call, Fn  # noqa: E402
-from fn_core.records import Driver, Placer, RunnerPool, RunnerStatus  # noqa: E402
+from fn_core.records import Driver, HttpRequest, Placer, RunnerPool, RunnerStatus  # noqa: E402
 
 __all__ = [
     "APIError",
@@ -32,6 +32,7 @@ __all__ = [
     "Driver",
     "ENTRY_POINT_GROUP",
     "Fn",
+    "HttpRequest",
     "PROJECT_NAME",
     "Placer",
     "RunnerPool",

@@ -33,6 +33,7 @@ exception raised by an impl stops the hook and propagates to the caller describe
 The hooks, grouped by when they run:
 
 * start-up: `configure`, `register_placers`, `register_drivers`, `register_runner_pools`
+* each HTTP request to the LB or API node: `check_request`
 * each call on the LB: `override_call`, `place_call`, `call_finished`
 * each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from fn_core.metrics import Family
     from fn_core.models import App, Call, Fn
     from fn_core.plugins import FnPluginManager
-    from fn_core.records import CallOutcome, Driver, Placer, RunnerPool, RunnerRef, RunnerStatus
+    from fn_core.records import CallOutcome, Driver, HttpRequest, Placer, RunnerPool, RunnerRef, RunnerStatus
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +209,52 @@ def register_runner_pools() -> list[RunnerPool]:
         def register_runner_pools():
             # selected by FN_RUNNER_POOL=hosts-list ("file" is contrib/fn-runner-file's pool)
             return [RunnerPool(name="hosts-list", factory=FromFile, description="one host:port per line")]
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# each HTTP request
+# --------------------------------------------------------------------------------------------
+@hookspec
+def check_request(request: HttpRequest) -> None:
+    """Refuse an HTTP request before fn-core handles it: authentication, authorization, quotas.
+
+    When: for every request to the HTTP port of a node that serves the v2 API or invocations
+    (`fn-core serve`, `fn-core lb`, `fn-core api`): ``/v2/...``, ``/invoke/...``, ``/t/...``,
+    ``/metrics``, ``/``, ... before its route's handler runs, its body is read (an invoke's
+    "100 Continue" is not sent yet) or its fn is looked up, so a refused client learns nothing
+    of what exists. It runs on the event loop, for every call: it must not block, and must be
+    quick (verify a token locally: a signature, a cache your plugin keeps fresh in a task of its
+    own). Every impl runs, until one raises. Not called: on a runner's own HTTP port, for a CORS
+    preflight to ``/v2`` from an allowed origin (``FN_API_CORS_ORIGINS``: answered before), and
+    when no plugin implements it (nothing is then added to the request path).
+    Node: the LB and the API node (and the all-in-one node).
+
+    :param request: `fn_core.HttpRequest`: ``method``, ``path`` (as sent, percent-encoded),
+        ``query``, ``headers`` (case-insensitive, read-only) and ``remote`` (the client's address).
+    :return: ignored.
+
+    Errors: raise `fn_core.APIError` to refuse the request: the client gets its status, its
+    ``headers`` (``WWW-Authenticate`` on a 401, say) and ``{"message": ...}``; nothing else
+    happens. A refused invoke or trigger request is logged and counted as a rejected invoke
+    (``fn_lb_invoke_rejected_total``), with no call. Any other exception refuses it with 500
+    ``"internal server error (plugin <name> failed)"``, logged with the plugin's name.
+
+    Example::
+
+        import hmac
+
+        from fn_core import APIError, hookimpl
+
+        TOKEN = "s3cret"  # yours: read it in configure, from your [plugins.<name>] table
+
+        @hookimpl
+        def check_request(request):
+            if request.path == "/":  # the health check of a load balancer in front
+                return
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given, f"Bearer {TOKEN}"):
+                raise APIError("a valid bearer token is needed", status=401, headers={"WWW-Authenticate": "Bearer"})
     """
 
 

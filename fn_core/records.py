@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -99,6 +99,25 @@ class RunnerStatus:
     created_at: str = ""
     started_at: str = ""
     completed_at: str = ""
+
+
+@attrs.frozen
+class HttpRequest:
+    """An HTTP request as `check_request` sees it: its head, before fn-core reads the body or looks anything up.
+
+    :param method: ``GET``, ``POST``, ...
+    :param path: the path as the client sent it, still percent-encoded, without the query.
+    :param query: the raw query string ("" when none).
+    :param headers: the request's headers, case-insensitive and read-only (``headers.getall(name)`` gives every
+        value of a repeated one).
+    :param remote: the client's address as the socket gives it (a proxy's, behind one; no header is trusted for it).
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    remote: str
 
 
 @attrs.define

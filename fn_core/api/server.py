@@ -16,15 +16,16 @@ What is bounded before a request reaches these routes (the head's size and time,
 time) and aiohttp's refusals of malformed requests are the connection's: `fn_core.api.connection`.
 An error answer on an invoke or trigger path is counted and logged as a refused invoke
 (`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
-Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`)
-and the request id header (`fn_core.api.request_id`).
+Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`),
+the request id header (`fn_core.api.request_id`) and the plugins' `check_request`, which sees every
+request first (before the Content-Length check: a client that may not call learns nothing more).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -37,13 +38,30 @@ from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
 from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestBodyTimeout, RequestTooLarge
+from fn_core.hook_calls import run_failing_call
 from fn_core.lb.agent import LBAgent
+from fn_core.records import HttpRequest
 from fn_core.store.base import Store
 from fn_core.store.cache import CachedLookup
 
 log = logging.getLogger(__name__)
 
 UNLIMITED_BODY = 1 << 40  # aiohttp needs a number; "no limit" as in Fn's default
+
+
+def _request_check(hooks: Any) -> Callable[[web.Request], None] | None:
+    """The plugins' `check_request` for a request; None when no plugin implements it (then the request path has
+    no step for it). Taken when the node starts: its plugins are registered by then."""
+    hook = getattr(hooks, "check_request", None)
+    if hook is None or not hook.get_hookimpls():
+        return None
+
+    def check(request: web.Request) -> None:
+        url = request.rel_url
+        head = HttpRequest(request.method, url.raw_path, url.raw_query_string, request.headers, request.remote or "")
+        run_failing_call(hook, request=head)
+
+    return check
 
 
 def make_app(
@@ -56,8 +74,8 @@ def make_app(
 ) -> web.Application:
     """The node's routes: v2 CRUD when it owns a ``store`` (not an LB reading from an API node), invoke
     and triggers when it places calls (an ``agent``; not on an API node). ``metrics``: more parts of
-    `/metrics` (the local runner's). ``hooks``: the plugin manager's, whose `validate_app` and `validate_fn`
-    check what the v2 API saves."""
+    `/metrics` (the local runner's). ``hooks``: the plugin manager's: `check_request` sees every request first,
+    `validate_app` and `validate_fn` check what the v2 API saves."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
     read_body = body_reader(config.request_body_read_timeout_s)
@@ -69,9 +87,16 @@ def make_app(
             return invoke.reject(request, err, started)
         return error_response(err)
 
+    check_request = _request_check(hooks)
+
     @web.middleware
     async def errors(request: web.Request, handler):
         started = time.monotonic()
+        if check_request is not None:
+            try:
+                check_request(request)
+            except APIError as refused:
+                return refuse(request, refused, started)
         if max_size and request.content_length is not None and request.content_length > max_size:
             err = RequestTooLarge(f"Content-Length too large for this server, {request.content_length} > max {max_size}")
             response = refuse(request, err, started)

@@ -210,6 +210,23 @@ def check_metric_families(tmp: Path) -> None:
     assert metric_samples(text)["audit_lines_total"] == 3.0
 
 
+def check_check_request(tmp: Path) -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from fn_core import HttpRequest
+
+    pm = manager(("bearer", example_module("check_request")), tmp=tmp)
+
+    def request(path: str, **headers: str) -> HttpRequest:
+        return HttpRequest("POST", path, "", CIMultiDictProxy(CIMultiDict(headers)), "127.0.0.1")
+
+    with pytest.raises(APIError, match="bearer token") as err:
+        pm.hook.check_request(request=request("/v2/apps", Authorization="Bearer wrong"))
+    assert (err.value.status, err.value.headers) == (401, {"WWW-Authenticate": "Bearer"})
+    pm.hook.check_request(request=request("/v2/apps", authorization="Bearer s3cret"))
+    pm.hook.check_request(request=request("/"))
+
+
 def check_validate_app(tmp: Path) -> None:
     pm = manager(("team-check", example_module("validate_app")), tmp=tmp)
     with pytest.raises(APIError, match="example.com/team") as err:
@@ -239,6 +256,7 @@ CHECKS: dict[str, Callable[[Path], Any]] = {
     "modify_container_options": check_modify_container_options,
     "runner_status": check_runner_status,
     "metric_families": check_metric_families,
+    "check_request": check_check_request,
     "validate_app": check_validate_app,
     "validate_fn": check_validate_fn,
 }
