@@ -197,14 +197,21 @@ def _listener_failed(hook: Any, plugin: str, exc: BaseException) -> None:
 
 
 def run_failing_call(hook: Any, **kwargs: Any) -> None:
-    """A hook whose failure fails the call (`override_call`, `modify_container_options`): an `APIError` as it is;
-    anything else is logged with the plugin's name and traceback, and is a 500 naming the plugin, not its text.
+    """A hook whose failure fails the call or request (`override_call`, `modify_container_options`, `check_request`,
+    `validate_app`, `validate_fn`): an `APIError` as it is; anything else, or an `APIError` that is no error answer
+    (a status outside 400..599, a message that is not a str), is logged with the plugin's name and is a 500 naming
+    the plugin, not its text.
 
     An `APIError` of a `REFUSAL_HOOKS` hook is logged here, with its plugin's name, once per plugin and message
     until the hook runs clean (`refusal_logged` tells the caller so)."""
     try:
         hook(**kwargs)
     except APIError as err:
+        if not (400 <= err.status <= 599 and isinstance(err.message, str)):  # no error answer: a 200 would say "done"
+            name = failed_plugin(hook, err)
+            failure_log(hook).failed(name, hook.name, err, "plugin %r failed in %s: an APIError must have a status in "
+                                     "400..599 and a str message, got %r", name, hook.name, err, traceback=False)
+            raise APIError(f"internal server error (plugin {name} failed)", status=500) from err
         if hook.name in REFUSAL_HOOKS:
             _refused(hook, err)
         raise

@@ -11,9 +11,10 @@ and start-up refuses it (`fn_core.errors.PluginError` naming the plugin and the 
 A plugin is any module or object with functions marked ``@hookimpl`` (``from fn_core import
 hookimpl``) whose names are the hooks below. An impl may take fewer arguments than the spec
 (only the ones it needs), never others; a name that is no hook stops start-up, naming the plugin
-and the closest hook name. Hooks run on one of two node kinds: the **LB** (takes
-HTTP invocations, places calls) and the **runner** (runs calls in containers); `fn-core serve`
-is both in one process.
+and the closest hook name. Hooks run on the node kinds: the **LB** (takes HTTP invocations,
+places calls), the **runner** (runs calls in containers) and the node that stores apps and fns
+for the v2 API (`fn-core api`, or an LB with its own store); `fn-core serve` is all of them in
+one process.
 
 A plugin's name is its entry point's name (``cpu-shares = fn_cpu_shares`` in the ``fn_core.plugins``
 group): its settings are the config file's ``[plugins.<that name>]`` table, an object it registers
@@ -24,6 +25,10 @@ below, nor those of the plugins in ``contrib/``.
 A failure of a per-call hook is logged with the plugin's name: its traceback the first time a
 (plugin, hook, exception type and line that raised it) fails, then one line at most every minute
 with the count.
+
+Where a hook lets a plugin refuse with `fn_core.APIError`, the error must be one: a status in
+400..599 and a ``str`` message. Any other (a 200 would tell the client its request was done) is
+taken as the plugin failing: a 500 naming the plugin, logged.
 
 Unless a hook says otherwise, every registered impl runs, last registered first (pluggy's
 LIFO order; built-ins are registered first, so third-party plugins run before them), and an
@@ -476,13 +481,16 @@ def validate_app(app: App) -> None:
     When: on ``POST /v2/apps`` and ``PUT /v2/apps/{app_id}``, after fn-core's own checks passed
     (Fn's names, limits and messages) and before the store is written, on the event loop: it must
     not block. Every impl runs, until one raises. Apps saved before your plugin was installed, or
-    before a setting of it changed, are not checked again: `override_call` still meets them.
+    before a setting of it changed, are not checked again: `override_call` still meets them; but
+    their next update is checked whole, so it must fix all your plugin refuses in them at once.
+    This node's updates of one app take turns (the hook sees each on the last one's result).
     Node: the node that stores apps and fns (`fn-core serve`, `fn-core api`, an `fn-core lb`
     without ``FN_RUNNER_API_URL``); install the plugin there too.
 
     :param app: the `fn_core.App` as it will be stored: on an update the stored app with the
         request's changes merged in (Fn's rules: a config key set to "" is removed). Its ``id`` is ""
-        on a create. It is a copy: what you change in it is not stored (change calls in `override_call`).
+        on a create; its ``updated_at`` is the stored one (the store stamps the new time). It is a copy:
+        what you change in it is not stored (change calls in `override_call`).
     :return: ignored.
 
     Errors: raise `fn_core.APIError` to refuse the save: the client gets its status (400 for bad
@@ -507,7 +515,8 @@ def validate_fn(app: App, fn: Fn) -> None:
     When: on ``POST /v2/fns`` and ``PUT /v2/fns/{fn_id}``, after fn-core's own checks passed and
     the fn's app was found, before the store is written, on the event loop: it must not block.
     Every impl runs, until one raises. Fns saved before, and an fn whose app's annotations change
-    later, are not checked again: `override_call` still meets them.
+    later, are not checked again: `override_call` still meets them (an fn's next update is checked
+    whole). Updates of one fn take turns, as `validate_app`'s.
     Node: as `validate_app`.
 
     :param app: the fn's `fn_core.App`, as stored. A call's annotations are the app's with the fn's

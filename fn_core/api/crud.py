@@ -7,10 +7,11 @@ An app or fn to be saved is checked by fn-core (`fn_core.api.validation`, Fn's r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -25,8 +26,8 @@ from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
 
 T = TypeVar("T")
 
-#: an update checked by plugins is written only if the stored object is still the one they saw; when other writes keep
-#: changing it meanwhile, it is merged and checked again this many times, then refused with 409
+#: an update checked by plugins is written only if the stored object is still the one they saw; when other processes'
+#: writes keep changing it meanwhile, it is merged and checked again this many times, then refused with 409
 CHECKED_UPDATE_ATTEMPTS = 5
 
 GO_ATOI = re.compile(r"([+-]?)0*([0-9]+)")  # what Go's strconv.Atoi reads: ASCII digits, one optional sign
@@ -59,6 +60,27 @@ def _if_unchanged(checked: T, new: T, current: T) -> T:
     return new
 
 
+class _KeyedLocks:
+    """One `asyncio.Lock` per key while someone holds or waits for it (then forgotten: the dict stays small)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class CrudApi:
     """:param hooks: the plugin manager's hooks (``pm.hook``): `validate_app` and `validate_fn` check what is saved."""
 
@@ -68,6 +90,8 @@ class CrudApi:
         self.lookup = lookup
         self.hooks = hooks
         self.read_body = body_reader(config.request_body_read_timeout_s)
+        #: checked updates of one object on this node, one at a time: each is checked against the last one's result
+        self._checked_updates = _KeyedLocks()
 
     def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None, expect: ExpectHandler | None = None) -> None:
         """The v2 routes; with ``metrics``, each counted under its path template; ``expect`` answers Expect headers."""
@@ -179,17 +203,19 @@ class CrudApi:
     ) -> T:
         """``merge`` the request into the stored object and write it, in one store transaction. With plugins to
         ``check`` it, they see the merged object first, on the event loop; it is written only if the stored
-        one has not changed since (else merged and checked again)."""
+        one has not changed since (else merged and checked again). This node's updates of one object take turns,
+        so only writes of other processes to the same store can make one try again."""
         if check is None:
             return await self._write(update(ident, merge))
-        for _ in range(CHECKED_UPDATE_ATTEMPTS):
-            stored = await get(ident)
-            new = merge(stored)
-            await check(new)
-            try:
-                return await self._write(update(ident, functools.partial(_if_unchanged, stored, new)))
-            except _ChangedMeanwhile:
-                continue
+        async with self._checked_updates.hold(ident):
+            for _ in range(CHECKED_UPDATE_ATTEMPTS):
+                stored = await get(ident)
+                new = merge(stored)
+                await check(new)
+                try:
+                    return await self._write(update(ident, functools.partial(_if_unchanged, stored, new)))
+                except _ChangedMeanwhile:
+                    continue
         raise Conflict(f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again")
 
     async def gone(self, request: web.Request) -> web.Response:

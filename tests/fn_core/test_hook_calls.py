@@ -88,6 +88,21 @@ def test_a_failing_override_call_fails_every_call_but_its_traceback_is_logged_on
     assert len(records_of(caplog, "Broken")) == 1 and caplog.text.count("Traceback") == 1
 
 
+@pytest.mark.parametrize(("status", "message"), [(200, "fine actually"), (302, "see /login"), (999, "odd"), (400, 12345)])
+def test_an_api_error_that_is_no_error_answer_is_the_plugins_failure(caplog, status, message):
+    # a 200 would tell the client "done" for what was refused; a number as message breaks Fn's {"message": str}
+    class Sloppy:
+        @hookimpl
+        def override_call(self, call):
+            raise APIError(message, status=status)
+
+    pm = build_plugin_manager(Sloppy())
+    with pytest.raises(APIError) as err:
+        run_failing_call(pm.hook.override_call, call=make_call(), extensions={})
+    assert (err.value.status, err.value.message) == (500, "internal server error (plugin Sloppy failed)")
+    assert "an APIError must have a status in 400..599 and a str message" in records_of(caplog, "Sloppy")[0].getMessage()
+
+
 def test_a_failing_metric_families_is_logged_once_not_at_every_scrape(caplog):
     class Gauges:
         @hookimpl

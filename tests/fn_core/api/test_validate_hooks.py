@@ -169,3 +169,17 @@ async def test_an_update_whose_fn_keeps_changing_is_refused_with_409_and_not_wri
     status, body = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}})
     assert (status, body) == (409, {"message": f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again"})
     assert "LEVEL" not in (await call(session, "GET", f"/v2/fns/{fn['id']}"))[1]["config"]
+
+
+async def test_parallel_updates_of_one_fn_all_land_as_without_plugins(node):
+    # each checked update of an object takes its turn on the node: none is refused for the others' sake
+    import asyncio
+
+    policy = TeamPolicy()
+    session, _ = await node(policy)
+    _, fn = await make_app_and_fn(session)
+    answers = await asyncio.gather(*(call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {f"P{i}": "v"}}) for i in range(30)))
+    assert [status for status, _ in answers] == [200] * 30
+    stored = (await call(session, "GET", f"/v2/fns/{fn['id']}"))[1]["config"]
+    assert stored == {"SIZE": "small", **{f"P{i}": "v" for i in range(30)}}
+    assert len(policy.fns) == 31  # the create, then each update checked once
