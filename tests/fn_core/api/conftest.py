@@ -6,18 +6,23 @@ import aiohttp
 import pytest
 
 from fn_core.config import load_config
-from fn_core.lb.main import start_lb
+from fn_core.lb.main import start_api, start_lb
 from fn_core.plugins import get_plugin_manager
 
 
 @pytest.fixture
 async def start(tmp_path):
-    """``session = await start(env, **overrides)``: a client session on a new LB with its own store; stopped after the test."""
+    """``session = await start(env, plugins=[(name, plugin)], api_node=False, **overrides)``: a client session on a new
+    LB with its own store ``fn<n>.db`` in ``tmp_path`` (the n-th of the test), or on an API node; stopped after the test."""
     started = []
 
-    async def factory(env: dict[str, str], **overrides) -> aiohttp.ClientSession:
+    async def factory(env: dict[str, str], plugins=(), api_node: bool = False, **overrides) -> aiohttp.ClientSession:
         config = load_config(env=env, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db", **overrides})
-        node = await start_lb(config, get_plugin_manager(config, load_entrypoints=False), host="127.0.0.1", port=0, runner_addresses=[])
+        pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=plugins)
+        if api_node:
+            node = await start_api(config, pm, host="127.0.0.1", port=0)
+        else:
+            node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
         session = aiohttp.ClientSession(node.url, timeout=aiohttp.ClientTimeout(total=30))
         started.append((node, session))
         return session

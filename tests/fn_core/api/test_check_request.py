@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 import pytest
 
 from fn_core import APIError, hookimpl
-from fn_core.config import load_config
-from fn_core.lb.main import start_api, start_lb
-from fn_core.plugins import get_plugin_manager
 from fn_core.testing import metric_samples
 
 TOKEN = "Bearer s3cret"
@@ -37,25 +33,9 @@ class Broken:
 
 
 @pytest.fixture
-async def node(tmp_path):
-    """``session = await node(plugin, api_node=False)``: an LB with its own store (no runners), or an API node."""
-    started = []
-
-    async def factory(plugin, *, api_node: bool = False):
-        config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn{len(started)}.db"})
-        pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("bearer-token", plugin)])
-        if api_node:
-            started_node = await start_api(config, pm, host="127.0.0.1", port=0)
-        else:
-            started_node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
-        session = aiohttp.ClientSession(started_node.url, timeout=aiohttp.ClientTimeout(total=30))
-        started.append((started_node, session))
-        return session
-
-    yield factory
-    for started_node, session in started:
-        await session.close()
-        await started_node.stop()
+def node(start):
+    """``session = await node(plugin, api_node=False)``: `start`'s node with ``plugin`` installed as 'bearer-token'."""
+    return lambda plugin, api_node=False: start({}, plugins=[('bearer-token', plugin)], api_node=api_node)
 
 
 async def answer(session, method, path, *, token=None, **kwargs):

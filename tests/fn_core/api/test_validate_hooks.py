@@ -6,14 +6,10 @@ import json
 import logging
 import sqlite3
 
-import aiohttp
 import pytest
 
 from fn_core import APIError, hookimpl
 from fn_core.api.crud import CHECKED_UPDATE_ATTEMPTS
-from fn_core.config import load_config
-from fn_core.lb.main import start_api, start_lb
-from fn_core.plugins import get_plugin_manager
 
 TEAM = "example.com/team"
 
@@ -46,26 +42,9 @@ class Broken:
 
 
 @pytest.fixture
-async def node(tmp_path):
-    """``session, db_path = await node(plugin, api_node=False)``: a node that stores apps and fns, with ``plugin``."""
-    started = []
-
-    async def factory(plugin, *, api_node: bool = False):
-        db_path = tmp_path / f"fn{len(started)}.db"
-        config = load_config(env={}, overrides={"db_url": f"sqlite3://{db_path}"})
-        pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("team-policy", plugin)])
-        if api_node:
-            started_node = await start_api(config, pm, host="127.0.0.1", port=0)
-        else:
-            started_node = await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
-        session = aiohttp.ClientSession(started_node.url, timeout=aiohttp.ClientTimeout(total=30))
-        started.append((started_node, session))
-        return session, db_path
-
-    yield factory
-    for started_node, session in started:
-        await session.close()
-        await started_node.stop()
+def node(start):
+    """``session = await node(plugin, api_node=False)``: `start`'s node with ``plugin`` installed as 'team-policy'."""
+    return lambda plugin, api_node=False: start({}, plugins=[('team-policy', plugin)], api_node=api_node)
 
 
 async def call(session, method, path, body=None):
@@ -83,7 +62,7 @@ async def make_app_and_fn(session):
 
 @pytest.mark.parametrize("api_node", [False, True], ids=["lb-with-store", "api-node"])
 async def test_a_plugin_refuses_a_save_with_its_status_and_message_and_nothing_is_stored(node, api_node):
-    session, _ = await node(TeamPolicy(), api_node=api_node)
+    session = await node(TeamPolicy(), api_node=api_node)
     assert await call(session, "POST", "/v2/apps", {"name": "loose"}) == (400, {"message": f"an app needs the annotation {TEAM}"})
     assert (await call(session, "GET", "/v2/apps"))[1]["items"] == []
 
@@ -100,7 +79,7 @@ async def test_a_plugin_refuses_a_save_with_its_status_and_message_and_nothing_i
 
 async def test_the_plugin_sees_the_fn_as_it_will_be_stored_with_its_app_and_cannot_change_it(node):
     policy = TeamPolicy()
-    session, _ = await node(policy)
+    session = await node(policy)
     app, fn = await make_app_and_fn(session)
     status, updated = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}, "timeout": 60})
     assert status == 200
@@ -114,7 +93,7 @@ async def test_the_plugin_sees_the_fn_as_it_will_be_stored_with_its_app_and_cann
 
 
 async def test_a_plugin_that_fails_refuses_the_save_with_a_500_naming_it(node, caplog):
-    session, _ = await node(Broken())
+    session = await node(Broken())
     status, app = await call(session, "POST", "/v2/apps", {"name": "a"})  # Broken checks no apps
     assert status == 200
     with caplog.at_level(logging.ERROR, logger="fn_core.hook_calls"):
@@ -126,7 +105,7 @@ async def test_a_plugin_that_fails_refuses_the_save_with_a_500_naming_it(node, c
 
 async def test_an_fn_of_a_missing_app_is_the_stores_404_before_any_plugin_runs(node):
     policy = TeamPolicy()
-    session, _ = await node(policy)
+    session = await node(policy)
     assert await call(session, "POST", "/v2/fns", {"name": "f", "app_id": "nope", "image": "i"}) == (404, {"message": "App not found"})
     assert policy.fns == []
 
@@ -153,7 +132,7 @@ class ConcurrentWriter(TeamPolicy):
 
 async def test_an_update_is_checked_again_when_another_write_changed_the_fn_meanwhile(node, tmp_path):
     policy = ConcurrentWriter(tmp_path / "fn0.db", writes=1)
-    session, _ = await node(policy)
+    session = await node(policy)
     _, fn = await make_app_and_fn(session)
     status, updated = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}})
     assert status == 200
@@ -164,7 +143,7 @@ async def test_an_update_is_checked_again_when_another_write_changed_the_fn_mean
 
 async def test_an_update_whose_fn_keeps_changing_is_refused_with_409_and_not_written(node, tmp_path):
     policy = ConcurrentWriter(tmp_path / "fn0.db", writes=CHECKED_UPDATE_ATTEMPTS)
-    session, _ = await node(policy)
+    session = await node(policy)
     _, fn = await make_app_and_fn(session)
     status, body = await call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {"LEVEL": "debug"}})
     assert (status, body) == (409, {"message": f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again"})
@@ -176,7 +155,7 @@ async def test_parallel_updates_of_one_fn_all_land_as_without_plugins(node):
     import asyncio
 
     policy = TeamPolicy()
-    session, _ = await node(policy)
+    session = await node(policy)
     _, fn = await make_app_and_fn(session)
     answers = await asyncio.gather(*(call(session, "PUT", f"/v2/fns/{fn['id']}", {"config": {f"P{i}": "v"}}) for i in range(30)))
     assert [status for status, _ in answers] == [200] * 30
