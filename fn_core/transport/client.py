@@ -162,7 +162,8 @@ class ClientConnection(h2.H2Connection):
         #: when the PING not yet answered went out (None: none is out); only one is out at a time
         self.ping_out: float | None = None
         self.ping_why = ""
-        #: the PING out was sent for the peer's silence with calls open: until it is answered no new call starts here
+        #: the PING out was sent for the peer's silence with calls open, or a call waited for its answer in vain: until
+        #: it is answered no new call starts here
         self.suspect = False
         #: answered with the PING out, when a call waits for that answer (one sent before a call on a quiet connection)
         self._answered: asyncio.Future[None] | None = None
@@ -291,6 +292,8 @@ class ClientConnection(h2.H2Connection):
         except TimeoutError:
             if wait_until < grace_ends:
                 raise OutOfTime(f"the caller's time ran out while {self.authority} was asked to answer a PING") from None
+            if self.ping_out == sent_at:  # the next call is refused at once, not by reading the clock again: on
+                self.suspect = True  # uvloop it is whole milliseconds, and could still read just before grace_ends
             raise Unreachable(f"{self.authority} has not answered a PING in {ANSWER_GRACE_S:.0f} s") from None
 
     async def _keep_alive(self) -> None:
