@@ -130,6 +130,13 @@ def failure_log(hook: Any) -> FailureLog:
     return failures if isinstance(failures, FailureLog) else _PROCESS_FAILURES
 
 
+def implemented(hooks: Any, name: str) -> Any:
+    """The hook ``name`` of ``hooks`` (a manager's ``pm.hook``, or None) when a plugin implements it, else None: an
+    optional step (a check, a listener) is then left off its path, rather than run with nothing to call."""
+    hook = getattr(hooks, name, None)
+    return hook if hook is not None and hook.get_hookimpls() else None
+
+
 def _call_order(hook: Any) -> list[Any]:
     # pluggy's order: last registered first
     return [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]

@@ -20,7 +20,7 @@ from fn_core.api import validation as v
 from fn_core.api.body import ExpectHandler, body_reader
 from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest, Conflict
-from fn_core.hook_calls import run_failing_call
+from fn_core.hook_calls import implemented, run_failing_call
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
 
@@ -167,13 +167,8 @@ class CrudApi:
         task.add_done_callback(lambda _: self.lookup.clear())
         return await asyncio.shield(task)
 
-    def _implemented(self, name: str) -> Any:
-        """The hook ``name`` when a plugin implements it, else None (nothing to run, nothing to wait for)."""
-        hook = getattr(self.hooks, name, None)
-        return hook if hook is not None and hook.get_hookimpls() else None
-
     def _app_check(self) -> Callable[[App], Awaitable[None]] | None:
-        hook = self._implemented("validate_app")
+        hook = implemented(self.hooks, "validate_app")
         if hook is None:
             return None
 
@@ -183,7 +178,7 @@ class CrudApi:
         return check
 
     def _fn_check(self) -> Callable[[Fn], Awaitable[None]] | None:
-        hook = self._implemented("validate_fn")
+        hook = implemented(self.hooks, "validate_fn")
         if hook is None:
             return None
 

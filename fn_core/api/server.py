@@ -38,7 +38,7 @@ from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
 from fn_core.api.metrics import ApiMetrics
 from fn_core.api.request_id import RequestIds
 from fn_core.errors import APIError, RequestBodyTimeout, RequestTooLarge
-from fn_core.hook_calls import run_failing_call
+from fn_core.hook_calls import implemented, run_failing_call
 from fn_core.lb.agent import LBAgent
 from fn_core.records import HttpRequest
 from fn_core.store.base import Store
@@ -52,8 +52,8 @@ UNLIMITED_BODY = 1 << 40  # aiohttp needs a number; "no limit" as in Fn's defaul
 def _request_check(hooks: Any) -> Callable[[web.Request], None] | None:
     """The plugins' `check_request` for a request; None when no plugin implements it (then the request path has
     no step for it). Taken when the node starts: its plugins are registered by then."""
-    hook = getattr(hooks, "check_request", None)
-    if hook is None or not hook.get_hookimpls():
+    hook = implemented(hooks, "check_request")
+    if hook is None:
         return None
 
     def check(request: web.Request) -> None:
