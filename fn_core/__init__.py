@@ -2,7 +2,7 @@
 
 Plugin authors need mostly what this module exports::
 
-    from fn_core import hookimpl, APIError, App, Call, Fn, HttpRequest, Placer, Driver, RunnerPool, RunnerStatus
+    from fn_core import hookimpl, APIError, App, Call, Fn, HttpRequest, Placer, Driver, RunnerPool, RunnerStatus, Trigger
 
 and, for some hooks, `fn_core.errors.ConfigError` (`configure`), `fn_core.metrics.Family` (`metric_families`) and
 `fn_plugins_builtin.driver_docker.DockerDriver` (a driver built on the built-in one); each hook's example in
@@ -22,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 from fn_core.errors import APIError  # noqa: E402
-from fn_core.models import App, Call, Fn  # noqa: E402
+from fn_core.models import App, Call, Fn, Trigger  # noqa: E402
 from fn_core.records import Driver, HttpRequest, Placer, RunnerPool, RunnerStatus  # noqa: E402
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Placer",
     "RunnerPool",
     "RunnerStatus",
+    "Trigger",
     "__version__",
     "hookimpl",
     "hookspec",

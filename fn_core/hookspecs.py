@@ -42,7 +42,7 @@ The hooks, grouped by when they run:
 * each call on the LB: `override_call`, `place_call`, `call_finished`
 * each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
-* each app or fn saved through the v2 API: `validate_app`, `validate_fn`
+* each app, fn or trigger saved through the v2 API: `validate_app`, `validate_fn`, `validate_trigger`
 * status: `runner_status`
 * each scrape of `/metrics`: `metric_families`
 """
@@ -56,7 +56,7 @@ from fn_core import hookspec
 if TYPE_CHECKING:
     from fn_core.config import Config
     from fn_core.metrics import Family
-    from fn_core.models import App, Call, Fn
+    from fn_core.models import App, Call, Fn, Trigger
     from fn_core.plugins import FnPluginManager
     from fn_core.records import CallOutcome, Driver, HttpRequest, Placer, RunnerPool, RunnerRef, RunnerStatus
 
@@ -472,7 +472,7 @@ def modify_container_options(call: Call, extensions: dict[str, str], options: di
 
 
 # --------------------------------------------------------------------------------------------
-# each save of an app or fn
+# each save of an app, fn or trigger
 # --------------------------------------------------------------------------------------------
 @hookspec
 def validate_app(app: App) -> None:
@@ -536,6 +536,38 @@ def validate_fn(app: App, fn: Fn) -> None:
         def validate_fn(app, fn):
             if not fn.image.startswith("registry.example.com/"):
                 raise APIError(f"image {fn.image!r} is not from registry.example.com", status=400)
+    """
+
+
+@hookspec
+def validate_trigger(app: App, fn: Fn, trigger: Trigger) -> None:
+    """Check a trigger before it is saved: which paths an app may serve, and by which fns.
+
+    When: on ``POST /v2/triggers`` and ``PUT /v2/triggers/{trigger_id}``, after fn-core's own checks
+    passed and the trigger's app and fn were found (a fn of another app is fn-core's 400 first), before
+    the store is written, on the event loop: it must not block. Every impl runs, until one raises.
+    Triggers saved before are not checked again (a trigger's next update is checked whole). Updates of
+    one trigger take turns, as `validate_app`'s.
+    Node: as `validate_app`.
+
+    :param app: the trigger's `fn_core.App`, as stored.
+    :param fn: the `fn_core.Fn` it will call, as stored (an update may point the trigger at another fn:
+        this is the new one).
+    :param trigger: the `fn_core.Trigger` as it will be stored (an update's changes merged in; ``id`` ""
+        on a create). ``source`` is the path under ``/t/<app name>``, beginning with "/". All three are
+        copies: what you change in them is not stored.
+    :return: ignored.
+
+    Errors: as `validate_app`: an `fn_core.APIError` is the client's answer and nothing is stored.
+
+    Example::
+
+        from fn_core import APIError, hookimpl
+
+        @hookimpl
+        def validate_trigger(app, fn, trigger):
+            if not trigger.source.startswith("/public/"):
+                raise APIError(f"a trigger's source must begin with /public/, not {trigger.source!r}", status=400)
     """
 
 

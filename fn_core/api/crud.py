@@ -1,7 +1,7 @@
 """Fn's v2 REST API for apps, fns and triggers (create/update -> 200 with the object, delete -> 204).
 
 An app or fn to be saved is checked by fn-core (`fn_core.api.validation`, Fn's rules), then by the plugins'
-`validate_app` / `validate_fn` hooks, before the store is written.
+`validate_app` / `validate_fn` / `validate_trigger` hooks, before the store is written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest, Conflict
 from fn_core.hook_calls import implemented, run_failing_call
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
-from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page
+from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page, TriggerFnIDNotSameApp
 
 T = TypeVar("T")
 
@@ -82,7 +82,8 @@ class _KeyedLocks:
 
 
 class CrudApi:
-    """:param hooks: the plugin manager's hooks (``pm.hook``): `validate_app` and `validate_fn` check what is saved."""
+    """:param hooks: the plugin manager's hooks (``pm.hook``): `validate_app`, `validate_fn` and `validate_trigger`
+    check what is saved."""
 
     def __init__(self, config, store, lookup, hooks: Any = None) -> None:
         self.config = config
@@ -188,6 +189,21 @@ class CrudApi:
 
         return check
 
+    def _trigger_check(self) -> Callable[[Trigger], Awaitable[None]] | None:
+        hook = implemented(self.hooks, "validate_trigger")
+        if hook is None:
+            return None
+
+        async def check(trigger: Trigger) -> None:
+            # the store's own checks first, in its order (its write checks them again, in its transaction)
+            app = await self.store.get_app(trigger.app_id)
+            fn = await self.store.get_fn(trigger.fn_id)
+            if fn.app_id != app.id:
+                raise TriggerFnIDNotSameApp()
+            run_failing_call(hook, app=copy.deepcopy(app), fn=copy.deepcopy(fn), trigger=copy.deepcopy(trigger))
+
+        return check
+
     async def _update(
         self,
         get: Callable[[str], Awaitable[T]],
@@ -283,6 +299,9 @@ class CrudApi:
     async def create_trigger(self, request: web.Request) -> web.Response:
         trigger = v.trigger_for_create(await self._body(request))
         app = await self.store.get_app(trigger.app_id)
+        check = self._trigger_check()
+        if check is not None:
+            await check(trigger)
         trigger = await self._write(self.store.insert_trigger(trigger))
         return json_response(self._trigger_json(request, trigger, app.name))
 
@@ -293,8 +312,10 @@ class CrudApi:
 
     async def update_trigger(self, request: web.Request) -> web.Response:
         data = await self._body(request)
-        job = self.store.update_trigger(request.match_info["trigger_id"], lambda old: v.trigger_for_update(old, data))
-        trigger = await self._write(job)
+        merge = functools.partial(v.trigger_for_update, data=data)
+        trigger = await self._update(
+            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._trigger_check()
+        )
         app = await self.store.get_app(trigger.app_id)
         return json_response(self._trigger_json(request, trigger, app.name))
 

@@ -25,7 +25,7 @@ from fn_core import APIError, Placer, RunnerStatus, hookimpl, hookspecs
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
 from fn_core.hook_calls import plugin_metrics, run_status_hooks
-from fn_core.models import App, Fn
+from fn_core.models import App, Fn, Trigger
 from fn_core.plugins import FnPluginManager, get_plugin_manager
 from fn_core.records import CallOutcome, RunnerRef
 from fn_core.testing import lb_prepare, make_call, metric_samples
@@ -244,6 +244,15 @@ def check_validate_fn(tmp: Path) -> None:
     pm.hook.validate_fn(app=app, fn=Fn(name="f", app_id=app.id, image="registry.example.com/team/f:1"))
 
 
+def check_validate_trigger(tmp: Path) -> None:
+    pm = manager(("path-check", example_module("validate_trigger")), tmp=tmp)
+    app, fn = App(name="app", id="app-id"), Fn(name="f", app_id="app-id", image="i", id="fn-id")
+    with pytest.raises(APIError, match="must begin with /public/, not '/admin'") as err:
+        pm.hook.validate_trigger(app=app, fn=fn, trigger=Trigger(name="t", app_id=app.id, fn_id=fn.id, source="/admin"))
+    assert err.value.status == 400
+    pm.hook.validate_trigger(app=app, fn=fn, trigger=Trigger(name="t", app_id=app.id, fn_id=fn.id, source="/public/hello"))
+
+
 CHECKS: dict[str, Callable[[Path], Any]] = {
     "configure": check_configure,
     "register_placers": check_register_placers,
@@ -259,6 +268,7 @@ CHECKS: dict[str, Callable[[Path], Any]] = {
     "check_request": check_check_request,
     "validate_app": check_validate_app,
     "validate_fn": check_validate_fn,
+    "validate_trigger": check_validate_trigger,
 }
 
 

@@ -1,4 +1,5 @@
-"""`validate_app` and `validate_fn`: plugins check what the v2 API saves (real node, real HTTP, SQLite)."""
+"""`validate_app`, `validate_fn` and `validate_trigger`: plugins check what the v2 API saves (real node, real HTTP,
+SQLite)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import sqlite3
 
+import attrs
 import pytest
 
 from fn_core import APIError, hookimpl
@@ -15,11 +17,12 @@ TEAM = "example.com/team"
 
 
 class TeamPolicy:
-    """Apps need a team annotation; fns may not ask for more than 512 MB. Records what it was shown."""
+    """Apps need a team annotation; fns may not be huge; triggers serve /public paths. Records what it was shown."""
 
     def __init__(self) -> None:
         self.apps: list = []
         self.fns: list = []
+        self.triggers: list = []
 
     @hookimpl
     def validate_app(self, app):
@@ -33,6 +36,14 @@ class TeamPolicy:
         fn.memory = 1  # a copy: never stored
         if fn.config.get("SIZE") == "huge":
             raise APIError("fns of this platform may not be huge", status=422)
+
+    @hookimpl
+    def validate_trigger(self, app, fn, trigger):
+        self.triggers.append((app, fn, attrs.evolve(trigger)))
+        public = trigger.source.startswith("/public/")
+        trigger.source = "/public/sneaky"  # a copy: never stored
+        if not public:
+            raise APIError("a trigger serves /public/... only", status=403)
 
 
 class Broken:
@@ -108,6 +119,45 @@ async def test_an_fn_of_a_missing_app_is_the_stores_404_before_any_plugin_runs(n
     session = await node(policy)
     assert await call(session, "POST", "/v2/fns", {"name": "f", "app_id": "nope", "image": "i"}) == (404, {"message": "App not found"})
     assert policy.fns == []
+
+
+async def test_a_plugin_refuses_a_trigger_and_sees_it_with_its_app_and_the_fn_it_will_call(node):
+    policy = TeamPolicy()
+    session = await node(policy)
+    app, fn = await make_app_and_fn(session)
+    status, other = await call(session, "POST", "/v2/fns", {"name": "g", "app_id": app["id"], "image": "img:2"})
+    assert status == 200, other
+    refused = (403, {"message": "a trigger serves /public/... only"})
+    base = {"name": "t", "app_id": app["id"], "fn_id": fn["id"], "type": "http"}
+    assert await call(session, "POST", "/v2/triggers", {**base, "source": "/admin"}) == refused
+    assert (await call(session, "GET", f"/v2/triggers?app_id={app['id']}"))[1]["items"] == []
+
+    status, trigger = await call(session, "POST", "/v2/triggers", {**base, "source": "/public/hello"})
+    assert status == 200, trigger
+    assert trigger["source"] == "/public/hello"  # the plugin changed its copy only
+    assert await call(session, "PUT", f"/v2/triggers/{trigger['id']}", {"source": "/admin"}) == refused
+    assert (await call(session, "GET", f"/v2/triggers/{trigger['id']}"))[1] == trigger
+
+    status, moved = await call(session, "PUT", f"/v2/triggers/{trigger['id']}", {"fn_id": other["id"]})
+    assert status == 200, moved
+    seen_app, seen_fn, seen = policy.triggers[-1]
+    assert (seen_app.id, seen_fn.id, seen_fn.image) == (app["id"], other["id"], "img:2")  # the fn it will call
+    assert (seen.id, seen.fn_id, seen.source) == (trigger["id"], other["id"], "/public/hello")  # merged
+    assert policy.triggers[1][2].id == ""  # a create: no id yet
+
+
+async def test_a_trigger_of_a_missing_fn_or_another_apps_fn_is_fn_cores_answer_before_any_plugin_runs(node):
+    policy = TeamPolicy()
+    session = await node(policy)
+    app, fn = await make_app_and_fn(session)
+    status, app2 = await call(session, "POST", "/v2/apps", {"name": "b", "annotations": {TEAM: "ops"}})
+    assert status == 200, app2
+    base = {"name": "t", "type": "http", "source": "/public/x"}
+    assert await call(session, "POST", "/v2/triggers", {**base, "app_id": app["id"], "fn_id": "nope"}) == (
+        404, {"message": "Fn not found"})
+    assert await call(session, "POST", "/v2/triggers", {**base, "app_id": app2["id"], "fn_id": fn["id"]}) == (
+        400, {"message": "Invalid Fn ID - not owned by specified app"})
+    assert policy.triggers == []
 
 
 class ConcurrentWriter(TeamPolicy):
