@@ -14,10 +14,10 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fn_core.api import validation as v
-from fn_core.api.body import ExpectHandler, body_reader
+from fn_core.api.body import body_reader, defer_continue, send_continue
 from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest, Conflict
 from fn_core.hook_calls import implemented, run_failing_call
@@ -94,8 +94,9 @@ class CrudApi:
         #: checked updates of one object on this node, one at a time: each is checked against the last one's result
         self._checked_updates = _KeyedLocks()
 
-    def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None, expect: ExpectHandler | None = None) -> None:
-        """The v2 routes; with ``metrics``, each counted under its path template; ``expect`` answers Expect headers."""
+    def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
+        """The v2 routes; with ``metrics``, each counted under its path template. A client that sent ``Expect:
+        100-continue`` is invited to send its body when the handler reads it (`fn_core.api.body.defer_continue`)."""
         r = app.router
         routes = [
             (r.add_get, "/v2/apps", self.list_apps),
@@ -121,12 +122,14 @@ class CrudApi:
         for add, path, handler in routes:
             counted = handler if metrics is None else metrics.counted(path, handler)
             if add == r.add_get:  # no HEAD beside each GET (aiohttp's default): Fn's router answers HEAD with 405
-                r.add_get(path, counted, expect_handler=expect, allow_head=False)
+                r.add_get(path, counted, expect_handler=defer_continue, allow_head=False)
             else:
-                add(path, counted, expect_handler=expect)
+                add(path, counted, expect_handler=defer_continue)
 
     # --- helpers ---------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:
+        if hdrs.EXPECT in request.headers:
+            await send_continue(request)
         return v.parse_body(await self.read_body(request))
 
     @staticmethod

@@ -203,11 +203,7 @@ class InvokeApi:
         if self.request_ids is not None:
             fields["rid"] = self.request_ids.of(request)
         logfmt.log(calls_log, logging.INFO, "invoke rejected", fields)
-        response = error_response(err)
-        if hdrs.EXPECT in request.headers and not request.content.is_eof():
-            # not invited, the body is not coming: nothing tells where the next request would begin (Go closes too)
-            response.force_close()
-        return response
+        return error_response(err)
 
     async def _detached(self, offer: CallOffer, body: bytes, started: float, rid: str) -> tuple[web.Response, Placement]:
         """202 as soon as a runner has started the call; the stream runs on in the background."""

@@ -9,8 +9,10 @@ serve`), and always the process metrics of the node and of the commands of ``FN_
 
 Every error leaves as Fn's ``{"message": ...}`` JSON, including unknown routes (404) and
 wrong methods (405). ``FN_MAX_REQUEST_SIZE`` is enforced on every route from Content-Length,
-before the body is read (413, and the connection closes: the body is never read); a client that sent
-``Expect: 100-continue`` is not invited to send it. A chunked body is cut off at the same limit while it is read.
+before the body is read (413, and the connection closes: the body is never read). A client that sent
+``Expect: 100-continue`` is invited to send its body only when its handler reads it: a request refused before
+(by a plugin, the size, an unknown fn) is answered uninvited, and its connection closed. A chunked body is cut
+off at the same limit while it is read.
 A body not sent whole within ``FN_REQUEST_BODY_READ_TIMEOUT`` is 408, and its connection is closed.
 What is bounded before a request reaches these routes (the head's size and time, the response's write
 time) and aiohttp's refusals of malformed requests are the connection's: `fn_core.api.connection`.
@@ -28,10 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fn_core.api.admin import HTTP_MESSAGES, MetricsSource, add_admin_routes
-from fn_core.api.body import body_reader, expect_handler
+from fn_core.api.body import body_reader
 from fn_core.api.cors import cors_middleware
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
@@ -84,8 +86,13 @@ def make_app(
     def refuse(request: web.Request, err: APIError, started: float) -> web.Response:
         # only on the error path: a successful request never gets here
         if invoke is not None and request.path.startswith(INVOKE_PATH_PREFIXES):
-            return invoke.reject(request, err, started)
-        return error_response(err)
+            response = invoke.reject(request, err, started)
+        else:
+            response = error_response(err)
+        if hdrs.EXPECT in request.headers and not request.content.is_eof():
+            # not invited, the body is not coming: nothing tells where the next request would begin (Go closes too)
+            response.force_close()
+        return response
 
     check_request = _request_check(hooks)
 
@@ -129,9 +136,8 @@ def make_app(
     if request_ids is not None:
         request_ids.install(app)
     api_metrics = ApiMetrics() if store is not None else None
-    expect = expect_handler(max_size)
     if store is not None:
-        CrudApi(config, store, lookup, hooks).add_routes(app, api_metrics, expect)
+        CrudApi(config, store, lookup, hooks).add_routes(app, api_metrics)
     if invoke is not None:
         invoke.add_routes(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -57,6 +58,30 @@ async def test_the_v2_api_needs_what_the_plugin_asks_and_a_refused_request_chang
     assert (await answer(session, "GET", f"/v2/apps/{app['id']}", token=TOKEN))[0] == 200
     assert (await answer(session, "GET", "/metrics"))[0] == 401
     assert (await answer(session, "GET", "/"))[0] == 200  # the plugin lets the ping through
+
+
+async def test_a_v2_client_that_expects_100_continue_is_invited_only_once_the_plugin_let_it_in(node):
+    session = await node(BearerToken())
+    async with session.get("/") as r:
+        host, port = r.url.host, r.url.port
+
+    async def post_expecting(token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        auth = f"Authorization: {token}\r\n" if token else ""
+        writer.write(f"POST /v2/apps HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 12\r\nExpect: 100-continue\r\n\r\n".encode())
+        return reader, writer, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+    reader, writer, first = await post_expecting("")
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 401 ")  # not "100 Continue": the body would be sent for nothing
+    assert b"Connection: close" in first  # the announced body is not coming: no next request on this connection
+    reader, writer, first = await post_expecting(TOKEN)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b'{"name":"a"}')
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert [a["name"] for a in (await answer(session, "GET", "/v2/apps", token=TOKEN))[2]["items"]] == ["a"]
 
 
 async def test_an_invoke_is_refused_before_its_fn_is_looked_up_or_its_body_read(node):
