@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import struct
 import time
 from collections.abc import Mapping
@@ -284,6 +285,12 @@ def _checked_field(name: str, kind: type, value: Any) -> Any:
         return value
     noun = {int: "an integer", str: "a string", dict: "an object"}[kind]
     raise ValueError(f"call JSON field {name!r} must be {noun}")
+
+
+#: what a call's containers are started with: the fields `slot_key` hashes (with the call's extensions)
+SLOT_FIELDS = ("app_id", "syslog_url", "fn_id", "image", "timeout", "idle_timeout", "tmpfs_size", "memory", "cpus",
+               "config", "annotations")
+slot_values = operator.attrgetter(*SLOT_FIELDS)
 
 
 def slot_key(call: Call, extensions: Mapping[str, str] | None = None) -> bytes:

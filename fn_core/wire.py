@@ -22,6 +22,9 @@ STATUS2 = "/RunnerProtocol/Status2"
 CONFIGURE_RUNNER = "/RunnerProtocol/ConfigureRunner"
 STREAM_LOGS = "/RunnerProtocol/StreamLogs"
 
+#: A slot key's size (SHA-256, Fn's and ours); `TryCall.slot_hash_id` carries it as hex.
+SLOT_KEY_BYTES = 32
+
 #: The NACK's error code: the runner refused before anything was committed.
 NACK_CODE = 503
 
@@ -63,7 +66,9 @@ class CallOffer:
             call = Call.from_json(try_call.models_call_json)
             _check_limits(call)
             extensions = dict(try_call.extensions)
-            key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else slot_key(call, extensions)
+            key = bytes.fromhex(try_call.slot_hash_id) if try_call.slot_hash_id else b""
+            if len(key) != SLOT_KEY_BYTES:  # not a SHA-256 (Fn's and ours): the runner's own (`Agent.acquire` checks)
+                key = slot_key(call, extensions)
         except ValueError as exc:
             raise BadRequest(f"invalid call: {exc}") from None
         return cls(call, key, extensions)

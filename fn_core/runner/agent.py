@@ -29,6 +29,10 @@ another function wait all that time. So a call that has waited for room for two 
 room of the next container of another slot to finish a call (one that served at least one since it
 started: functions that take turns each get calls served).
 
+A slot's key comes from the call's sender (Fn's `slot_hash_id`), who may be anyone who reaches the gRPC port; a
+call joins a slot only if it would start the very containers the slot has (`_starts_the_same`), and otherwise gets
+a key of the runner's own. So no key lets one fn's call into another's containers, nor its image into their slot.
+
 Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
 containers idle for at least FN_EVICT_MIN_IDLE_MSECS and otherwise NACKs, so that the LB places
 the call on another runner. When more functions are busy on one runner than it has room for,
@@ -68,7 +72,7 @@ from fn_core.errors import (
     ServerTooBusy,
 )
 from fn_core.hook_calls import refusal_logged
-from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
+from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call, slot_key, slot_values
 from fn_core.runner.dirwatch import DirWatch, DirWatcher
 from fn_core.runner.driver import ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
@@ -212,6 +216,21 @@ class Relay:
     def _caller_lost(self, exc: Exception) -> None:
         log.debug("caller gone mid-response (%s): the rest is dropped", type(exc).__name__)
         self.detach()
+
+
+def _starts_the_same(queue: SlotQueue, call: Call, extensions: dict[str, str]) -> bool:
+    """Whether ``call`` would start the containers of ``queue``: what the slot key stands for. The key is the LB's
+    (any client of the gRPC port's), and the runner does not hash every call to check it (~1 us here, ~15 to hash)."""
+    return slot_values(queue.call) == slot_values(call) and queue.extensions == extensions
+
+
+def own_slot_key(call: Call, extensions: dict[str, str], sent: bytes) -> bytes:
+    """The runner's own key for a call whose key (``sent``) names the containers of another call: never theirs.
+    33 bytes (a sent key is 32), so no client can name it; `BadRequest` if even it is taken (a SHA-256 collision)."""
+    own = b"\0" + slot_key(call, extensions)
+    if sent == own:
+        raise BadRequest("the call's slot key names containers started for another call")
+    return own
 
 
 def _consume_outcome(task: asyncio.Task[Any]) -> None:
@@ -410,8 +429,11 @@ class Agent:
             queue = self.queues.get(key)  # again after a dead container: retiring it may have dropped the queue
             if queue is None:
                 queue = self.queues[key] = self._new_queue(key, call, extensions)
+            elif not _starts_the_same(queue, call, extensions):
+                key = own_slot_key(call, extensions, key)
+                continue
             else:
-                queue.call, queue.extensions = call, extensions  # e.g. a fresher FN_REGISTRY_TOKEN
+                queue.call, queue.extensions = call, extensions  # the same containers: e.g. its newest call id
             if not queue.idle:
                 break
             container = self._take(queue.idle.pop())

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from fn_core.models import slot_key
 from fn_core.testing import wait_until
 
 
@@ -51,6 +52,37 @@ async def test_headers_and_env(start, rc):
     seen = (await rc.run(node.address, call, {"headers_echo": True})).json()
     assert seen["x-custom-in"] == "abc" and seen["fn-call-id"] == call.id
     assert isinstance(seen["fn-deadline"], str) and not seen["fn-deadline"].startswith("2000")
+
+
+async def test_a_call_sent_with_another_calls_slot_key_never_joins_its_containers(start, rc):
+    # whoever reaches the gRPC port names the slot: a key must not let one fn's call into another's containers
+    node = await start()
+    victim = rc.call(config={"DB_PASSWORD": "hunter2"})
+    key = slot_key(victim).hex()
+    assert (await rc.run(node.address, victim, {"env": True}, slot=key)).json()["DB_PASSWORD"] == "hunter2"
+    intruder = rc.call(app_id="intruder", fn_id="intruder-fn", idle_timeout=3600)
+    env = (await rc.run(node.address, intruder, {"env": True}, slot=key)).json()
+    assert (env["FN_APP_ID"], "DB_PASSWORD" in env) == ("intruder", False)  # a container of its own
+    assert len(rc.containers()) == 2
+    # the victim's next call is served by the victim's container, not one started from the intruder's call
+    again = rc.call(config={"DB_PASSWORD": "hunter2"})
+    env = (await rc.run(node.address, again, {"env": True}, slot=key)).json()
+    assert (env["FN_APP_ID"], env["DB_PASSWORD"]) == ("app1", "hunter2")
+    assert len(rc.containers()) == 2
+
+
+async def test_a_slot_key_taken_first_by_another_call_does_not_capture_the_calls_it_names(start, rc):
+    node = await start()
+    victim = rc.call(config={"DB_PASSWORD": "hunter2"})
+    key = slot_key(victim).hex()
+    squatter = rc.call(app_id="intruder", fn_id="intruder-fn")
+    assert (await rc.run(node.address, squatter, {"env": True}, slot=key)).json()["FN_APP_ID"] == "intruder"
+    env = (await rc.run(node.address, victim, {"env": True}, slot=key)).json()
+    assert (env["FN_APP_ID"], env["DB_PASSWORD"]) == ("app1", "hunter2")
+    assert len(rc.containers()) == 2
+    # a key that is no SHA-256 is not taken as one: the runner's own
+    assert (await rc.run(node.address, rc.call(config={"DB_PASSWORD": "hunter2"}), {"env": True}, slot="ab")).finished.success
+    assert len(rc.containers()) == 2
 
 
 async def test_function_error_keeps_the_container(start, rc):
