@@ -41,6 +41,11 @@ MAX_ANNOTATION_KEY_BYTES = 128
 MAX_ANNOTATION_VALUE_BYTES = 512
 ANNOTATION_KEY = re.compile(r"[!-~]+")  # printable ASCII, no whitespace; fullmatch, as Go's `^...$`
 
+# A config entry is the container's environment variable KEY=value (not Fn's rule: Fn stores what exec(2) or the
+# engine then refuses at each call, and an LB copies every byte into each call it sends)
+MAX_CONFIG_ENTRY_BYTES = 128 * 1024 - 1  # Linux's MAX_ARG_STRLEN, for "KEY=value" and its NUL
+MAX_CONFIG_BYTES = 512 * 1024  # an app's or an fn's; both together stay within ARG_MAX (2 MiB at the least)
+
 # Fn's integer fields: memory is a uint64, the timeouts int32s; a number outside is Go's unmarshal error
 UINT64 = (0, 2**64 - 1)
 INT32 = (-(2**31), 2**31 - 1)
@@ -114,6 +119,25 @@ def _annotations(data: dict[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
+def check_config(config: dict[str, str]) -> None:
+    """What a container's environment can take: a key is a variable's name (not empty, no ``=``, no NUL), a value has
+    no NUL, and each ``KEY=value`` and the whole are within exec(2)'s bounds (`MAX_CONFIG_ENTRY_BYTES`,
+    `MAX_CONFIG_BYTES`)."""
+    total = 0
+    for key, value in config.items():
+        if not key or "=" in key or "\0" in key:
+            raise bad(f"Invalid config key {key!r}: a config key is an environment variable's name (not empty, no '=' or NUL)")
+        if "\0" in value:
+            raise bad(f"Invalid config value of {key!r}: an environment variable's value has no NUL")
+        size = _name_bytes(key) + 1 + _name_bytes(value)
+        if size > MAX_CONFIG_ENTRY_BYTES:
+            raise bad(f"Invalid config value of {key!r}: {size} bytes as KEY=value, an environment variable may have "
+                      f"{MAX_CONFIG_ENTRY_BYTES}")
+        total += size + 1
+    if total > MAX_CONFIG_BYTES:
+        raise bad(f"Invalid config: {total} bytes as environment variables, at most {MAX_CONFIG_BYTES}")
+
+
 def _empty_annotation(value: Any) -> bool:
     """Fn's empty annotation value: JSON "" or null (an empty object or array is a value); on update it deletes."""
     return value is None or (isinstance(value, str) and value == "")
@@ -174,7 +198,7 @@ def _letters_digits_dash(name: str) -> bool:
 
 # --- apps --------------------------------------------------------------------------------
 def _check_app(app: App) -> None:
-    """Fn's `App.Validate` (api/models/app.go), in its order: name, annotations, syslog url, shape."""
+    """Fn's `App.Validate` (api/models/app.go), in its order: name, annotations, syslog url, shape; then the config."""
     if not app.name:
         raise bad("Missing Name")  # Fn's ErrMissingName (its ErrAppsMissingName is not used here)
     if _name_bytes(app.name) > MAX_NAME:
@@ -190,6 +214,7 @@ def _check_app(app: App) -> None:
                 raise bad(f"Invalid syslog url: {url.strip()!r} (schemes: {', '.join(SYSLOG_SCHEMES)})")
     if app.shape not in SHAPES:
         raise bad("Invalid app shape")
+    check_config(app.config)
 
 
 def app_for_create(data: dict[str, Any]) -> App:
@@ -230,7 +255,7 @@ MISSING_FN_APP_ID = "Missing AppID on Fn"
 
 
 def _check_fn(fn: Fn) -> None:
-    """Fn's `Fn.Validate` (api/models/fn.go), in its order."""
+    """Fn's `Fn.Validate` (api/models/fn.go), in its order; then the config."""
     if not fn.name:
         raise bad(MISSING_FN_NAME)
     if len(fn.name) > MAX_NAME:
@@ -251,6 +276,7 @@ def _check_fn(fn: Fn) -> None:
     _check_fn_settings(fn.annotations)
     if fn.shape not in SHAPES:
         raise bad(f"Invalid fn shape {fn.shape!r}")
+    check_config(fn.config)
 
 
 def _limits(data: dict[str, Any]) -> tuple[int, int, int]:

@@ -235,6 +235,30 @@ async def test_config_and_annotations_that_are_not_objects_are_invalid_json(api,
     assert (await call(api, "POST", "/v2/apps", json={"name": "n", field: None}))[0] == 200
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"": "v"}, "Invalid config key '': a config key is an environment variable's name (not empty, no '=' or NUL)"),
+        ({"FN_APP_ID=other": "v"}, "Invalid config key 'FN_APP_ID=other': a config key is an environment variable's name (not empty, no '=' or NUL)"),
+        ({"A\0B": "v"}, "Invalid config key 'A\\x00B': a config key is an environment variable's name (not empty, no '=' or NUL)"),
+        ({"K": "a\0b"}, "Invalid config value of 'K': an environment variable's value has no NUL"),
+        ({"K": "v" * 131070}, "Invalid config value of 'K': 131072 bytes as KEY=value, an environment variable may have 131071"),
+        ({f"K{i}": "v" * 100_000 for i in range(6)}, "Invalid config: 600024 bytes as environment variables, at most 524288"),
+    ],
+)
+async def test_a_config_no_container_could_be_started_with_is_refused_when_saved(api, config, message):
+    # each of these failed every call (502 "container exit code 1", or the engine's 500), or grew every node's memory
+    assert await call(api, "POST", "/v2/apps", json={"name": "n", "config": config}) == (400, {"message": message})
+    status, app = await call(api, "POST", "/v2/apps", json={"name": "n", "config": {"K": "v" * 131069, "lower-case.ok": "é"}})
+    assert status == 200, app
+    fn = {"name": "f", "app_id": app["id"], "image": "i"}
+    assert await call(api, "POST", "/v2/fns", json={**fn, "config": config}) == (400, {"message": message})
+    status, created = await call(api, "POST", "/v2/fns", json=fn)
+    assert status == 200
+    assert await call(api, "PUT", f"/v2/fns/{created['id']}", json={"config": config}) == (400, {"message": message})
+    assert "config" not in (await call(api, "GET", f"/v2/fns/{created['id']}"))[1]  # unchanged: none (omitted empty)
+
+
 async def test_head_on_the_v2_api_is_a_method_not_allowed_as_in_fn(api):
     _, app = await call(api, "POST", "/v2/apps", json={"name": "a"})
     for path in ("/v2/apps", f"/v2/apps/{app['id']}"):
