@@ -22,6 +22,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import collections
 import importlib.metadata
 import socket
 import sys
@@ -76,10 +77,20 @@ def metric_samples(text: str) -> dict[str, float]:
     return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines)}
 
 
+#: ports `free_port` handed out lately: the kernel may give a port it just released again, and two nodes of one
+#: test (a runner's gRPC and HTTP ports, asked for in a row) would then both be given it
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of 127.0.0.1 free now, and none this process was given lately."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 @pytest.fixture(name="free_port")
