@@ -93,6 +93,10 @@ class CrudApi:
         self.read_body = body_reader(config.request_body_read_timeout_s)
         #: checked updates of one object on this node, one at a time: each is checked against the last one's result
         self._checked_updates = _KeyedLocks()
+        # taken when the node starts: its plugins are registered by then
+        self._check_app = self._save_check("validate_app", self._app_objects)
+        self._check_fn = self._save_check("validate_fn", self._fn_objects)
+        self._check_trigger = self._save_check("validate_trigger", self._trigger_objects)
 
     def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
         """The v2 routes; with ``metrics``, each counted under its path template. A client that sent ``Expect:
@@ -171,41 +175,31 @@ class CrudApi:
         task.add_done_callback(lambda _: self.lookup.clear())
         return await asyncio.shield(task)
 
-    def _app_check(self) -> Callable[[App], Awaitable[None]] | None:
-        hook = implemented(self.hooks, "validate_app")
+    def _save_check(self, hook_name: str, objects: Callable[[T], Awaitable[dict[str, Any]]]) -> Callable[[T], Awaitable[None]] | None:
+        """The plugins' check of an object to be saved (None when no plugin implements ``hook_name``): the hook gets
+        the ``objects`` gathered for it, as copies, so that a plugin cannot change what is stored."""
+        hook = implemented(self.hooks, hook_name)
         if hook is None:
             return None
 
-        async def check(app: App) -> None:  # copies: a plugin cannot change what is stored
-            run_failing_call(hook, app=copy.deepcopy(app))
+        async def check(obj: T) -> None:
+            run_failing_call(hook, **copy.deepcopy(await objects(obj)))
 
         return check
 
-    def _fn_check(self) -> Callable[[Fn], Awaitable[None]] | None:
-        hook = implemented(self.hooks, "validate_fn")
-        if hook is None:
-            return None
+    async def _app_objects(self, app: App) -> dict[str, Any]:
+        return {"app": app}
 
-        async def check(fn: Fn) -> None:
-            app = await self.store.get_app(fn.app_id)  # a missing app is the 404 the write would give
-            run_failing_call(hook, app=copy.deepcopy(app), fn=copy.deepcopy(fn))
+    async def _fn_objects(self, fn: Fn) -> dict[str, Any]:
+        return {"app": await self.store.get_app(fn.app_id), "fn": fn}  # a missing app is the 404 the write would give
 
-        return check
-
-    def _trigger_check(self) -> Callable[[Trigger], Awaitable[None]] | None:
-        hook = implemented(self.hooks, "validate_trigger")
-        if hook is None:
-            return None
-
-        async def check(trigger: Trigger) -> None:
-            # the store's own checks first, in its order (its write checks them again, in its transaction)
-            app = await self.store.get_app(trigger.app_id)
-            fn = await self.store.get_fn(trigger.fn_id)
-            if fn.app_id != app.id:
-                raise TriggerFnIDNotSameApp()
-            run_failing_call(hook, app=copy.deepcopy(app), fn=copy.deepcopy(fn), trigger=copy.deepcopy(trigger))
-
-        return check
+    async def _trigger_objects(self, trigger: Trigger) -> dict[str, Any]:
+        # the store's own checks first, in its order (its write checks them again, in its transaction)
+        app = await self.store.get_app(trigger.app_id)
+        fn = await self.store.get_fn(trigger.fn_id)
+        if fn.app_id != app.id:
+            raise TriggerFnIDNotSameApp()
+        return {"app": app, "fn": fn, "trigger": trigger}
 
     async def _update(
         self,
@@ -242,9 +236,8 @@ class CrudApi:
 
     async def create_app(self, request: web.Request) -> web.Response:
         app = v.app_for_create(await self._body(request))
-        check = self._app_check()
-        if check is not None:
-            await check(app)
+        if self._check_app is not None:
+            await self._check_app(app)
         app = await self._write(self.store.insert_app(app))
         return json_response(app.to_json())
 
@@ -254,7 +247,7 @@ class CrudApi:
     async def update_app(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.app_for_update, data=data)
-        app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._app_check())
+        app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._check_app)
         return json_response(app.to_json())
 
     async def delete_app(self, request: web.Request) -> web.Response:
@@ -269,9 +262,8 @@ class CrudApi:
 
     async def create_fn(self, request: web.Request) -> web.Response:
         fn = v.fn_for_create(await self._body(request))
-        check = self._fn_check()
-        if check is not None:
-            await check(fn)
+        if self._check_fn is not None:
+            await self._check_fn(fn)
         fn = await self._write(self.store.insert_fn(fn))
         return json_response(self._fn_json(request, fn))
 
@@ -281,7 +273,7 @@ class CrudApi:
     async def update_fn(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.fn_for_update, data=data)
-        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._fn_check())
+        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._check_fn)
         return json_response(self._fn_json(request, fn))
 
     async def delete_fn(self, request: web.Request) -> web.Response:
@@ -302,9 +294,8 @@ class CrudApi:
     async def create_trigger(self, request: web.Request) -> web.Response:
         trigger = v.trigger_for_create(await self._body(request))
         app = await self.store.get_app(trigger.app_id)
-        check = self._trigger_check()
-        if check is not None:
-            await check(trigger)
+        if self._check_trigger is not None:
+            await self._check_trigger(trigger)
         trigger = await self._write(self.store.insert_trigger(trigger))
         return json_response(self._trigger_json(request, trigger, app.name))
 
@@ -317,7 +308,7 @@ class CrudApi:
         data = await self._body(request)
         merge = functools.partial(v.trigger_for_update, data=data)
         trigger = await self._update(
-            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._trigger_check()
+            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._check_trigger
         )
         app = await self.store.get_app(trigger.app_id)
         return json_response(self._trigger_json(request, trigger, app.name))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from fn_core import logfmt
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 ASK_TIMEOUT_S = 10.0
 #: answers in a row without runners after which the LB takes them (the pool has none now), and drops the last list
 EMPTY_LISTS_TO_DROP = 5
-
-
-def _addresses(addresses: Iterable[str]) -> str:
-    return ",".join(addresses)
 
 
 class RunnerSource(Protocol):
@@ -140,7 +135,7 @@ class RunnerSet:
         if not wanted and kept and self._keep_on_empty(list(kept)):
             return True
         if wanted and self._empty_lists:
-            self._log(logging.INFO, "runner pool lists runners again", runners=_addresses(wanted),
+            self._log(logging.INFO, "runner pool lists runners again", runners=",".join(wanted),
                       empty_lists=self._empty_lists)
         self._empty_lists = 0
         if list(kept) == wanted:
@@ -156,11 +151,11 @@ class RunnerSet:
         for ref in kept.values():
             self._retire(ref.handle)
         if wanted:
-            changes = {"added": _addresses(added), "removed": _addresses(kept)}
+            changes = {"added": ",".join(added), "removed": ",".join(kept)}
             self._log(logging.INFO, "runner list changed", runners=len(wanted), **{k: v for k, v in changes.items() if v})
         elif kept:  # the pool listed none EMPTY_LISTS_TO_DROP times in a row: it has none now
             self._log(logging.WARNING, "runner pool lists no runners, the LB has none now (calls wait for one, then 503)",
-                      runners=0, removed=_addresses(kept))
+                      runners=0, removed=",".join(kept))
         return True
 
     def _keep_on_empty(self, had: list[str]) -> bool:
@@ -170,7 +165,7 @@ class RunnerSet:
             return False
         # said once, when it starts; the line when runners come back (or are dropped) ends it
         self._log(logging.WARNING if self._empty_lists == 1 else logging.DEBUG,
-                  "runner pool listed no runners, keeping the last list", kept=_addresses(had),
+                  "runner pool listed no runners, keeping the last list", kept=",".join(had),
                   empty_lists=self._empty_lists, dropped_at=EMPTY_LISTS_TO_DROP)
         return True
 
