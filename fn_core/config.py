@@ -321,7 +321,10 @@ class Config:
         "dockerd docker-containerd", "FN_PROCESS_COLLECTOR_LIST",
         "commands whose CPU, memory and fds /metrics shows as <command>_process_*, beside the node's fn_process_* (space list; '' = none)",
     )
-    max_request_size: int = setting(0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413)", validator=_non_negative)
+    max_request_size: int = setting(
+        0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413); a runner holds the bodies it is sent to it too",
+        validator=_non_negative,
+    )
     max_request_header_size: int = setting(
         0, "FN_MAX_REQUEST_HEADER_SIZE", "bytes the whole request head may have (431, and the connection is closed); 0 = Go's 1 MiB",
         validator=_non_negative,

@@ -34,7 +34,7 @@ class CallIO(Protocol):
         """The offered call (None: the LB closed the stream); `BadRequest` when the first message is no TryCall."""
 
     async def read_body(self) -> bytes | None:
-        """The whole request body (None: the LB went away before sending it)."""
+        """The whole request body (None: the LB went away before sending it); `RequestTooLarge` over the limit."""
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Fn's ``result_start``: the call is committed from here on."""
@@ -116,6 +116,10 @@ class RunnerCore:
         except asyncio.CancelledError:  # the LB dropped the stream mid-body (its client left) or we stop: as below
             self._cancelled(call, started_ns)
             raise
+        except APIError as err:  # a body over the runner's limit: refused before anything ran (not a NACK)
+            self._count(err, started_ns)
+            await io.finish(finished(call, err, started_ns, created, 0))
+            return False
         if body is None:  # the LB went away before sending the whole body: counted (it was received) as cancelled
             self._cancelled(call, started_ns)
             return False

@@ -198,7 +198,7 @@ async def _start(
         raise
     # Fn's full mode logs functions' output; a pure runner drops it (an app's syslog_url keeps it)
     agent = Agent(config, driver, function_output=output.wanted(serve=not listen, disabled=config.disable_debug_user_logs))
-    servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image)
+    servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image, max_body=config.max_request_size)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0, config.shutdown_grace_s)
     server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS)

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from fn_core.errors import RequestTooLarge
 from fn_core.proto import runner_pb2 as pb
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
@@ -29,12 +30,13 @@ FINISH_GRACE_S = 5.0
 
 
 class _StreamIO:
-    """`CallIO` over one Engage stream."""
+    """`CallIO` over one Engage stream; ``max_body``: the most body bytes it takes (0: no limit)."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "max_body")
 
-    def __init__(self, stream: ServerStream) -> None:
+    def __init__(self, stream: ServerStream, max_body: int = 0) -> None:
         self.stream = stream
+        self.max_body = max_body
 
     async def read_offer(self) -> CallOffer | None:
         raw = await self.stream.read_message()
@@ -42,6 +44,7 @@ class _StreamIO:
 
     async def read_body(self) -> bytes | None:
         parts: list[bytes] = []
+        size, limit = 0, self.max_body
         while True:
             raw = await self.stream.read_message()
             if raw is None:
@@ -49,9 +52,14 @@ class _StreamIO:
             msg = pb.ClientMsg.FromString(raw)
             if msg.WhichOneof("body") != "data":
                 continue
+            data = msg.data.data
+            if limit:  # whoever reaches the gRPC port could otherwise fill the runner's memory with one body
+                size += len(data)
+                if size > limit:
+                    raise RequestTooLarge(f"request body too large for this runner (over {limit} bytes)")
             if msg.data.eof and not parts:
-                return msg.data.data  # the usual small body: one frame, no join
-            parts.append(msg.data.data)
+                return data  # the usual small body: one frame, no join
+            parts.append(data)
             if msg.data.eof:
                 return b"".join(parts)
 
@@ -87,9 +95,12 @@ class _StreamIO:
 
 
 class RunnerServicer:
-    def __init__(self, agent: Agent, hook: Any, core: RunnerCore | None = None, status_image: str = "") -> None:
+    def __init__(
+        self, agent: Agent, hook: Any, core: RunnerCore | None = None, status_image: str = "", max_body: int = 0
+    ) -> None:
         self.core = core or RunnerCore(agent, hook, status_image)
         self.agent = agent
+        self.max_body = max_body  # FN_MAX_REQUEST_SIZE: a body over it is refused with 413 (0: no limit)
 
     # the runner's counters, as tests and plugins have always read them here
     @property
@@ -115,7 +126,7 @@ class RunnerServicer:
         }
 
     async def engage(self, stream: ServerStream) -> None:
-        await self.core.engage(_StreamIO(stream))
+        await self.core.engage(_StreamIO(stream, self.max_body))
 
     async def status(self, request: bytes) -> bytes:
         return status_to_proto(await self.core.status()).SerializeToString()

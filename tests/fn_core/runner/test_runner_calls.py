@@ -182,6 +182,19 @@ async def test_garbage_call_json_is_a_clean_error(start, rc):
     assert (await rc.run(node.address, rc.call(), b"still serving")).body == b"still serving"
 
 
+async def test_a_body_over_fn_max_request_size_is_refused_by_the_runner_before_any_container(start, rc):
+    # whoever reaches the gRPC port sends the body: the runner bounds it too, not only the LB
+    node = await start(max_request_size=64 * 1024)
+    result = await rc.run(node.address, rc.call(), b"x" * (200 * 1024))  # 20 frames; refused at the 7th
+    assert not result.started
+    assert (result.finished.success, result.finished.errorCode) == (False, 413)
+    assert result.finished.errorStr == "request body too large for this runner (over 65536 bytes)"
+    assert rc.containers() == []  # nothing started for it
+    assert node.servicer.core.requests_handled == 1  # an answer, not a NACK: the LB does not try the next runner
+    exact = b"y" * (64 * 1024)
+    assert (await rc.run(node.address, rc.call(), exact)).body == exact
+
+
 async def test_call_bigger_than_the_runner_is_400(start, rc):
     node = await start(max_total_memory_bytes=256 * 1024 * 1024)
     result = await rc.run(node.address, rc.call(memory=512))
