@@ -12,6 +12,7 @@ ready; while it starts, its output is read only to tell when it exits, and dropp
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fn_core.models import Call
@@ -88,7 +89,7 @@ class FunctionOutput:
 
     def _log(self, stream: str, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
-        if not text.isprintable():
-            text = repr(text)  # a function's bytes must not forge log lines (CR, escape codes)
-        log.debug("function output call_id=%s app_id=%s fn_id=%s stream=%s: %s", self.call_id or "-",
-                  self.app_id, self.fn_id, stream, text)
+        # always one quoted value, as logrus quotes Fn's: a function's bytes must forge neither a log line (CR,
+        # escape codes, all \u-escaped unless printable) nor a field a logfmt reader would take (call_id=...)
+        log.debug("function output call_id=%s app_id=%s fn_id=%s stream=%s line=%s", self.call_id or "-",
+                  self.app_id, self.fn_id, stream, json.dumps(text, ensure_ascii=not text.isprintable()))

@@ -296,8 +296,8 @@ async def test_serve_at_debug_logs_what_functions_print(platform, deploy_echo):
         status, headers, _ = await post(s, f"/invoke/{fn_id}", {"log": "hello from the function"})
         assert status == 200
     call_id = headers["Fn-Call-Id"]
-    expected = [f"DEBUG fn_core.function: function output call_id={call_id} app_id=", f"fn_id={fn_id} stream=stdout: stdout: hello",
-                f"fn_id={fn_id} stream=stderr: stderr: hello"]
+    expected = [f"DEBUG fn_core.function: function output call_id={call_id} app_id=", f'fn_id={fn_id} stream=stdout line="stdout: hello',
+                f'fn_id={fn_id} stream=stderr line="stderr: hello']
     await wait_until(lambda: all(part in node.proc.log() for part in expected), "the function's two lines in serve's log",
                      timeout_s=10)
 

@@ -4,6 +4,7 @@ app's syslog_url through Docker's syslog driver when it has one."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from fn_core.lb.local_runner import LocalRunner
@@ -18,8 +19,8 @@ def output_lines(caplog) -> list[str]:
 
 
 def said(lines: list[str]) -> set[str]:
-    """What the function wrote, of each line (the text after ``stream=...: ``)."""
-    return {line.split(" stream=", 1)[1].split(": ", 1)[1] for line in lines}
+    """What the function wrote, of each line (the JSON string after `` line=``)."""
+    return {json.loads(line.split(" line=", 1)[1]) for line in lines}
 
 
 async def wait_lines(caplog, count: int, seconds: float = 5.0) -> list[str]:
@@ -104,12 +105,12 @@ async def test_serve_logs_function_output_at_debug_with_its_call(start, rc, capl
     lines = await wait_lines(caplog, 2)
     tail = f"app_id={first.app_id} fn_id={first.fn_id}"
     assert sorted(lines) == sorted([
-        f"function output call_id={first.id} {tail} stream=stdout: stdout: hello serve",
-        f"function output call_id={first.id} {tail} stream=stderr: stderr: hello serve",
+        f"function output call_id={first.id} {tail} stream=stdout line=\"stdout: hello serve\"",
+        f"function output call_id={first.id} {tail} stream=stderr line=\"stderr: hello serve\"",
     ])
     await serve_call(node, second, b'{"log": "again"}')  # the same hot container: its lines name the new call
     lines = await wait_lines(caplog, 4)
-    assert f"function output call_id={second.id} {tail} stream=stdout: stdout: again" in lines
+    assert f"function output call_id={second.id} {tail} stream=stdout line=\"stdout: again\"" in lines
     assert len(rc.containers()) == 1
 
 
@@ -120,7 +121,7 @@ async def test_serve_output_stops_at_max_log_size_per_call(start, rc, caplog):
     await serve_call(node, call, b'{"log": "0123456789abcdefghijklmnopqrst"}')  # "stdout: " + 30 bytes: over 30
     lines = await wait_lines(caplog, 2)
     # whichever stream came first (they are two pipes): 29 bytes of it and the newline, then the notice
-    assert lines[0].endswith(("stream=stdout: stdout: 0123456789abcdefghijk", "stream=stderr: stderr: 0123456789abcdefghijk"))
+    assert lines[0].endswith(('stream=stdout line="stdout: 0123456789abcdefghijk"', 'stream=stderr line="stderr: 0123456789abcdefghijk"'))
     assert lines[1] == (f"function output call_id={call.id} app_id={call.app_id} fn_id={call.fn_id}: "
                         "over FN_MAX_LOG_SIZE_BYTES (30), the rest of this call's output is dropped")
     # the other stream's line is over the allowance too; it travels apart from the answer, so give it time to
