@@ -331,3 +331,16 @@ async def test_fn_http_limits_on_a_real_lb_and_runner(platform, deploy_echo):
     assert answer.startswith(b"HTTP/1.0 408 Request Timeout\r\n")
     assert answer.endswith(b'{"message": "Timed out reading the request head: not all of it came within 0.5 s"}')
     assert (await runner.status()).requests_received == 3  # warm, slow, after: nothing refused reached the runner
+
+
+async def test_a_runner_with_fn_max_request_size_refuses_a_bigger_body_an_lb_sent_with_413(platform, deploy_echo):
+    """A runner bounds bodies by its own FN_MAX_REQUEST_SIZE, whatever the LB's is: Fn's 413 reaches the client."""
+    runner = await platform.runner(FN_MAX_REQUEST_SIZE="65536")
+    lb = await platform.lb([runner])  # no limit of its own
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        status, _, body = await post(s, f"/invoke/{fn_id}", b"x" * (200 * 1024))
+        assert (status, json.loads(body)) == (413, {"message": "request body too large for this runner (over 65536 bytes)"})
+        assert (await post(s, f"/invoke/{fn_id}", b"y" * 65536))[::2] == (200, b"y" * 65536)  # the connection serves on
+    status = await runner.status()
+    assert (status.requests_received, status.requests_handled) == (2, 2)  # answered once each: no NACK, no retry
