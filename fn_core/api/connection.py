@@ -13,6 +13,8 @@
 - ``FN_RESPONSE_WRITE_TIMEOUT`` (Go's WriteTimeout): a response must be written within this long of the end
   of its request's head, the handler's time included. Then the connection is cut unanswered, as Go's
   failed write leaves it; on the LB that ends the call like a client that went away.
+- A transfer coding other than ``chunked`` alone is 501 and the connection is closed, as Go's server has it
+  (aiohttp would take ``gzip, chunked`` as chunked; one that does not end in ``chunked`` its parser refuses, 400).
 - aiohttp's own refusals (a malformed request, a handler's unexpected exception) are Fn's
   ``{"message": ...}`` JSON, not aiohttp's plain text. A refusal is logged as one logfmt line (the parser's
   message quotes the client's bytes over several lines), once per client host and reason in `REFUSAL_QUIET_S`:
@@ -31,7 +33,7 @@ from http import HTTPStatus
 from typing import Any
 
 import attrs
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -135,7 +137,10 @@ class FnConnection(RequestHandler):
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:  # a head is complete (or refused by the parser)
-            if self._head_bytes > self._limits.head_bytes and self._over_limit(self._request_count - requests):
+            new = self._request_count - requests
+            if self._head_bytes > self._limits.head_bytes and self._over_limit(new):
+                return
+            if self._unsupported_coding(new):
                 return
             self._head_bytes = 0
             if self._head_timer is not None:
@@ -156,6 +161,23 @@ class FnConnection(RequestHandler):
                 while len(self._messages) > index:  # it and what follows it are never handled
                     self._messages.pop()
                 self._refuse(self._head_too_large())
+                return True
+        return False
+
+    def _unsupported_coding(self, new: int) -> bool:
+        """Go's server takes no transfer coding but chunked alone; aiohttp dechunks "gzip, chunked" and drops the gzip,
+        so the function would get a body other than the one sent, and a proxy in front that reads the coding as Go
+        does would see another next request. Such a request is answered 501 in its place, and the connection closed."""
+        messages = self._messages
+        for index in range(len(messages) - new, len(messages)):
+            message = messages[index][0]
+            if not isinstance(message, RawRequestMessage):
+                continue
+            coding = message.headers.get(hdrs.TRANSFER_ENCODING)
+            if coding is not None and coding.lower() != "chunked":
+                while len(messages) > index:  # it and what follows it are never handled
+                    messages.pop()
+                self._refuse(APIError(f"Unsupported transfer encoding: {coding}", status=501))
                 return True
         return False
 

@@ -112,3 +112,27 @@ async def test_a_client_repeating_a_bad_request_is_logged_once_per_reason_then_a
     await _send(port, b"FOO4 /invoke/abc HTTP/1.1\r\n\r\n")
     last = logfmt.parse(_refusal_lines(caplog)[-1])
     assert "FOO4" in last["error"] and last["not_logged"] == "2"  # FOO2 and FOO3
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"identity, chunked"])
+async def test_a_transfer_coding_other_than_chunked_alone_is_501_and_reaches_no_handler(serve_app, coding):
+    # aiohttp would dechunk "gzip, chunked" and hand the gzip-coded bytes on as the body; Go refuses every such coding
+    # (a coding that does not end in chunked, aiohttp's parser already refuses with 400)
+    seen: list[bytes] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(body=seen[-1])
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    port = await serve_app(app)
+    chunked = b"5\r\nhello\r\n0\r\n\r\n"
+    answer = await _send(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + b"\r\n\r\n" + chunked
+                         + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")  # pipelined: never read
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 501 Not Implemented")  # and the connection closed: read to its end
+    assert json.loads(body) == {"message": f"Unsupported transfer encoding: {coding.decode()}"}
+    assert seen == []
+    ok = await _send(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n" + chunked)
+    assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"hello") and seen == [b"hello"]  # chunked alone: any case

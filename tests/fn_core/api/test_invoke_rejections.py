@@ -205,3 +205,17 @@ async def test_expect_100_continue_to_a_known_fn_invites_the_body_and_runs_the_c
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         writer.close()
         assert head.startswith(b"HTTP/1.1 503 ") and b"Fn-Call-Id: " in head  # a call, placed: no runners here
+
+
+async def test_a_body_in_a_transfer_coding_go_refuses_is_501_and_saves_nothing(lb_node):
+    node, session = lb_node
+    body = b'{"name": "gzipped"}'
+    reader, writer = await asyncio.open_connection(node.host, node.port)
+    writer.write(b"POST /v2/apps HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                 + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # all of it: the connection closes after
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 501 Not Implemented\r\n")
+    assert answer.endswith(b'{"message": "Unsupported transfer encoding: gzip, chunked"}')
+    status, apps, _ = await request(session, "GET", "/v2/apps")
+    assert (status, apps["items"]) == (200, [])
