@@ -322,7 +322,7 @@ class Config:
         "commands whose CPU, memory and fds /metrics shows as <command>_process_*, beside the node's fn_process_* (space list; '' = none)",
     )
     max_request_size: int = setting(
-        0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413); a runner holds the bodies it is sent to it too",
+        0, "FN_MAX_REQUEST_SIZE", "request body limit in bytes, 0 = none (413); runners apply it to the bodies sent to them too",
         validator=_non_negative,
     )
     max_request_header_size: int = setting(
