@@ -339,7 +339,7 @@ async def test_a_runner_with_fn_max_request_size_refuses_a_bigger_body_an_lb_sen
     lb = await platform.lb([runner])  # no limit of its own
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-        status, _, body = await post(s, f"/invoke/{fn_id}", b"x" * (200 * 1024))
+        status, _, body = await post(s, f"/invoke/{fn_id}", b"x" * (5 * 1024 * 1024))  # over the stream's window too
         assert (status, json.loads(body)) == (413, {"message": "request body too large for this runner (over 65536 bytes)"})
         assert (await post(s, f"/invoke/{fn_id}", b"y" * 65536))[::2] == (200, b"y" * 65536)  # the connection serves on
     status = await runner.status()
