@@ -137,10 +137,7 @@ class FnConnection(RequestHandler):
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:  # a head is complete (or refused by the parser)
-            new = self._request_count - requests
-            if self._head_bytes > self._limits.head_bytes and self._over_limit(new):
-                return
-            if self._unsupported_coding(new):
+            if self._refused_head(self._request_count - requests):
                 return
             self._head_bytes = 0
             if self._head_timer is not None:
@@ -152,33 +149,29 @@ class FnConnection(RequestHandler):
         elif in_head and self._head_bytes > self._limits.head_bytes:
             self._refuse(self._head_too_large())
 
-    def _over_limit(self, new: int) -> bool:
-        """The bytes counted include a body that came in the same read: measure the ``new`` heads themselves.
-        A head over the limit is answered with 431 in its request's place."""
-        for index in range(len(self._messages) - new, len(self._messages)):
-            message = self._messages[index][0]
-            if isinstance(message, RawRequestMessage) and _head_size(message) > self._limits.head_bytes:
-                while len(self._messages) > index:  # it and what follows it are never handled
-                    self._messages.pop()
-                self._refuse(self._head_too_large())
-                return True
-        return False
-
-    def _unsupported_coding(self, new: int) -> bool:
-        """Go's server takes no transfer coding but chunked alone; aiohttp dechunks "gzip, chunked" and drops the gzip,
-        so the function would get a body other than the one sent, and a proxy in front that reads the coding as Go
-        does would see another next request. Such a request is answered 501 in its place, and the connection closed."""
+    def _refused_head(self, new: int) -> bool:
+        """The first of the ``new`` heads that is refused is answered in its request's place; it and what follows it
+        are never handled. Refused: a head over the limit (431; the bytes counted include a body that came in the
+        same read, so only then is each head measured itself), and a transfer coding other than chunked alone
+        (501, as Go's server: aiohttp dechunks "gzip, chunked" and drops the gzip, so the function would get
+        another body than the one sent, and a proxy in front that reads the coding as Go does another next request)."""
         messages = self._messages
+        measure = self._head_bytes > self._limits.head_bytes
         for index in range(len(messages) - new, len(messages)):
             message = messages[index][0]
             if not isinstance(message, RawRequestMessage):
                 continue
-            coding = message.headers.get(hdrs.TRANSFER_ENCODING)
-            if coding is not None and coding.lower() != "chunked":
-                while len(messages) > index:  # it and what follows it are never handled
-                    messages.pop()
-                self._refuse(APIError(f"Unsupported transfer encoding: {coding}", status=501))
-                return True
+            if measure and _head_size(message) > self._limits.head_bytes:
+                err: APIError = self._head_too_large()
+            else:
+                coding = message.headers.get(hdrs.TRANSFER_ENCODING)
+                if coding is None or coding.lower() == "chunked":
+                    continue
+                err = APIError(f"Unsupported transfer encoding: {coding}", status=501)
+            while len(messages) > index:
+                messages.pop()
+            self._refuse(err)
+            return True
         return False
 
     def _head_too_large(self) -> RequestHeadTooLarge:
