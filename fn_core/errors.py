@@ -131,6 +131,14 @@ class ServerTooBusy(APIError):
     retry_after_s = 15
 
 
+class ContainerEngineUnavailable(ServerTooBusy):
+    """The runner's container engine does not answer, so no container can be started here now. A NACK, as a runner
+    at capacity gives: nothing ran, and the LB tries the next runner (one whose engine answers), or again after
+    FN_RETRY_ALL_DELAY_MSECS when every runner refused, until the placer timeout."""
+
+    message = "the runner's container engine does not answer"
+
+
 class ServiceUnavailable(APIError):
     """The platform cannot serve the call now (e.g. the API node is unreachable); the client may retry."""
 

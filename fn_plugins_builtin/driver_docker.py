@@ -11,6 +11,10 @@ the agent wants its output (to the call's sink), else right after the start (off
 The stream's end tells, without a thread or a poll, that the container stopped. `wait_exit` uses that while the container starts, so a function
 that crashes at start fails its call at once, with its exit code; once the container is ready the
 attachment is dropped, unless its output is wanted.
+
+A launch that cannot reach the engine (dockerd stopped or restarting, or not answering) is a NACK, not a 500:
+nothing ran, so the LB tries another runner; until the engine answers again the others are refused without
+asking it (`fn_plugins_builtin.engine_outage`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,20 @@ from typing import Any
 import attrs
 
 from fn_core import Driver, hookimpl
-from fn_core.errors import APIError, ConfigError, DockerPullTimeout, ImageWithVolume, ServerTooBusy, SyslogUnavailable
+from fn_core.errors import (
+    APIError,
+    ConfigError,
+    ContainerEngineUnavailable,
+    DockerPullTimeout,
+    ImageWithVolume,
+    ServerTooBusy,
+    SyslogUnavailable,
+)
 from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
+from fn_plugins_builtin.engine_outage import EngineOutage, engine_unreachable
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
 
@@ -199,6 +212,7 @@ class DockerDriver:
         # creates and starts in their threads, which a cancelled launch cannot stop: close() lets them end
         self._creating: set[asyncio.Future[Any]] = set()
         self._closing = False
+        self.outage = EngineOutage()  # while the engine does not answer, launches are NACKed without asking it
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -429,6 +443,9 @@ class DockerDriver:
         assert pool is not None
         try:
             container_id = await self._launch(call, extensions, iofs_dir, env, output, donor)
+        except ContainerEngineUnavailable:
+            pool.give_back(donor)  # nobody can tell whether it runs now; a launch after the outage finds out
+            raise
         except APIError:
             if await asyncio.to_thread(self._running, donor):
                 pool.give_back(donor)
@@ -528,15 +545,25 @@ class DockerDriver:
 
     async def _create_and_start_kept(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
-        container it then makes is removed as it is made, and close() waits for it, so none is left running."""
+        container it then makes is removed as it is made, and close() waits for it, so none is left running.
+        An engine that does not answer fails it with the NACK, and the next ones without asking (`EngineOutage`)."""
+        self.outage.admit()
         made = asyncio.ensure_future(asyncio.to_thread(self._create_and_start, options, output_wanted))
         self._creating.add(made)
         made.add_done_callback(self._creating.discard)
         try:
-            return await asyncio.shield(made)
+            made_now = await asyncio.shield(made)
         except asyncio.CancelledError:
+            self.outage.abandoned()
             made.add_done_callback(self._remove_abandoned)
             raise
+        except BaseException as exc:
+            if engine_unreachable(exc):
+                raise self.outage.failed(exc) from None
+            self.outage.answered()  # with an error about this container, which is the call's
+            raise
+        self.outage.answered()
+        return made_now
 
     def _remove_abandoned(self, made: asyncio.Future[tuple[str, Any, socket.socket | None]]) -> None:
         if made.cancelled() or made.exception() is not None:

@@ -44,6 +44,10 @@ keeps coming back: every runner has refused it) may evict any idle container, so
 delays a new function by about that much instead of starving it. That is timed from its first
 refusal here, by this runner's clock: the LB's `created_at` stamp would make a runner whose clock
 runs ahead of the LB's take every call for one refused everywhere (churn), and one behind never.
+
+A launch the driver refuses because its engine does not answer (`ContainerEngineUnavailable`) is a NACK too. Such a
+call sent here again (so every runner refused it) waits `ENGINE_REFUSED_PAUSE_S` before it asks for a container:
+an engine takes seconds to come back, and the LB would otherwise send it every FN_RETRY_ALL_DELAY_MSECS.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from fn_core.errors import (
     BadRequest,
     CallResourceTooBig,
     CallTimeout,
+    ContainerEngineUnavailable,
     ContainerExited,
     CutAtShutdown,
     FunctionResponseError,
@@ -102,6 +107,17 @@ EWMA_WEIGHT = 0.2
 FORGET_REFUSAL_S = 600.0
 #: ... and for this many calls at most (the oldest forgotten first)
 MAX_REMEMBERED_REFUSALS = 10_000
+#: a call refused here because the container engine did not answer, sent here again (so every runner refused it),
+#: waits this long before it asks for a container again: waiting out an outage costs a NACK a second, not a hundred
+ENGINE_REFUSED_PAUSE_S = 1.0
+
+
+def _remember(refused: dict[str, float], call_id: str) -> None:
+    """Note a call's first NACK here (by the loop's clock); forgotten once no placer could still be retrying it."""
+    now = asyncio.get_running_loop().time()
+    refused.setdefault(call_id, now)
+    while refused and (len(refused) > MAX_REMEMBERED_REFUSALS or refused[next(iter(refused))] < now - FORGET_REFUSAL_S):
+        del refused[next(iter(refused))]  # a dict keeps insertion order: the first is the oldest
 
 
 def moving_average(previous: float | None, sample: float) -> float:
@@ -288,6 +304,7 @@ class Agent:
         self.cutting = False  # the stop's grace is over: running calls are being ended (`cut_running_calls`)
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
         self._refused_at: dict[str, float] = {}  # non-blocking mode: call id -> loop time of its first NACK here
+        self._engine_refused: dict[str, float] = {}  # call id -> when it was last NACKed here for the engine's outage
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[Any]] = set()  # cut short at close: a start nobody waits for any more
         # container id -> (its socket dir, the memory and CPU it holds): removals the engine refused, tried again
@@ -420,6 +437,8 @@ class Agent:
                          start_timeout_s=start_timeout_ms / 1000)
 
     async def acquire(self, call: Call, key: bytes, extensions: dict[str, str]) -> HotContainer:
+        if self._engine_refused.pop(call.id, None) is not None and not self._idle_in(key):
+            await asyncio.sleep(ENGINE_REFUSED_PAUSE_S)  # it is back: no runner could start it; the engine may answer now
         if self.closing:
             raise ServerTooBusy()
         memory, mcpus = call_needs(call.memory, call.tmpfs_size, call.cpus)
@@ -651,11 +670,14 @@ class Agent:
                 raise  # cancelled (shutdown): nobody to tell
             self.metrics.observe_launch(False, 0.0)
             error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
-            if not refusal_logged(error):  # a plugin's refusal (503) is logged by hook_calls, once per plugin and message
+            # a plugin's refusal (503) is logged by hook_calls, once per plugin and message; an engine outage by the driver
+            if not refusal_logged(error) and not isinstance(error, ContainerEngineUnavailable):
                 # the function's fault (its image, its exit) is its call's line; the platform's is the operator's
                 level = logging.INFO if error.user_error else logging.WARNING
                 log.log(level, "container for call %s failed to start: %s", call.id, error)
-            self._fail_one_waiter(queue, error)
+            refused = self._fail_one_waiter(queue, error)
+            if refused is not None and isinstance(error, ContainerEngineUnavailable):
+                _remember(self._engine_refused, refused.call.id)
             if error.user_error and not queue.containers and not queue.starting:
                 # the function's own fault (its image missing, its crash at start): each call still waiting would
                 # launch and fail the same way, each evicting another function's warm container on a full runner
@@ -716,12 +738,12 @@ class Agent:
 
     def _remember_refusal(self, call_id: str) -> None:
         """The call got a NACK here: from its first one on, its coming back counts as refused everywhere
-        (module doc). Forgotten once no placer could still be retrying it."""
-        refused = self._refused_at
-        now = asyncio.get_running_loop().time()
-        refused.setdefault(call_id, now)
-        while refused and (len(refused) > MAX_REMEMBERED_REFUSALS or refused[next(iter(refused))] < now - FORGET_REFUSAL_S):
-            del refused[next(iter(refused))]  # a dict keeps insertion order: the first is the oldest
+        (module doc)."""
+        _remember(self._refused_at, call_id)
+
+    def _idle_in(self, key: bytes) -> bool:
+        queue = self.queues.get(key)
+        return queue is not None and bool(queue.idle)
 
     def _refused_for_s(self, queue: SlotQueue) -> float:
         """How long ago this runner first refused the queue's oldest waiting call (0: never), in seconds."""

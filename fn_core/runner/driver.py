@@ -66,7 +66,9 @@ class ContainerDriver(Protocol):
         ``output``, when given, gets everything the container writes to stdout and stderr from its
         first byte on, until `remove` (`fn-core serve` logs it at debug). A driver that cannot do
         that leaves the parameter out: the agent then says so once at start-up and passes none.
-        Raises `fn_core.errors.APIError` for outcomes the caller should see (bad image, 503 ...).
+        Raises `fn_core.errors.APIError` for outcomes the caller should see (bad image, 503 ...);
+        `fn_core.errors.ContainerEngineUnavailable` when the engine cannot be reached: the call is NACKed (nothing
+        ran; the LB tries another runner), and the agent logs nothing per call: say once that the engine is down.
         """
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:

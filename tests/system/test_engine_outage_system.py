@@ -1,0 +1,152 @@
+"""A runner whose Docker engine stops answering: `fn-core lb` + `fn-core runner`s, real Docker, the fdk echo fn.
+
+The runner under test reaches the engine through a unix-socket relay (its DOCKER_HOST): taking the relay down
+is what a stopped or restarting dockerd looks like to it (the socket gone, connections cut), without touching
+the engine other tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import aiohttp
+
+from fn_core.testing import metric_samples, wait_until
+from fn_plugins_builtin.engine_outage import RETRY_S
+from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
+
+ENGINE_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+DOWN = "the Docker engine does not answer"
+BACK = "the Docker engine answers again"
+TIMEOUT = aiohttp.ClientTimeout(total=60)
+
+
+class EngineRelay:
+    """A unix socket that relays every byte to the Docker engine's, until `down` (socket removed, every open
+    connection cut) and again after `up`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.server: asyncio.AbstractServer | None = None
+        self.open: set[asyncio.StreamWriter] = set()
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_unix_server(self._relay, self.path)
+
+    async def down(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.open):
+            writer.transport.abort()
+        await self.server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        engine_reader, engine_writer = await asyncio.open_unix_connection(ENGINE_SOCKET)
+        self.open |= {client_writer, engine_writer}
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        try:
+            await asyncio.gather(pump(client_reader, engine_writer), pump(engine_reader, client_writer))
+        finally:
+            self.open -= {client_writer, engine_writer}
+
+
+async def call_lines(lb, count: int) -> dict[str, tuple[str, int, int]]:
+    """fn id -> (runner, status, attempts) of the LB's call lines, once there are ``count`` (each is logged after its
+    answer)."""
+    await wait_until(lambda: len(lb.proc.call_lines()) >= count, f"{count} call lines")
+    return {fn: (runner, status, attempts) for _, fn, runner, status, attempts in lb.proc.call_lines()}
+
+
+async def new_fn(session: aiohttp.ClientSession, app_id: str, image: str, name: str) -> str:
+    async with session.post("/v2/fns", json={"name": name, "app_id": app_id, "image": image}) as r:
+        assert r.status == 200, await r.text()
+        return (await r.json())["id"]
+
+
+async def fn_homed_on(session: aiohttp.ClientSession, app_id: str, image: str, home: int, runners: int, prefix: str) -> str:
+    """A new fn whose first runner in `ch`'s order is ``home``."""
+    for i in range(40):  # each fn id is random: half of them land on either of two runners
+        fn_id = await new_fn(session, app_id, image, f"{prefix}{i}")
+        if jump_hash(fn_hash(fn_id), runners) == home:
+            return fn_id
+    raise AssertionError("no fn id landed on the runner")
+
+
+async def test_a_runner_whose_engine_is_down_nacks_cold_starts_and_the_lb_places_them_on_another(platform, deploy_echo, tmp_path):
+    relay = EngineRelay(tmp_path / "engine.sock")
+    await relay.up()
+    try:
+        broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+        healthy = await platform.runner()
+        lb = await platform.lb([broken, healthy], placer="ch")
+        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+            app_id = (await deploy_echo(s, platform.image))["app"]["id"]
+            await relay.down()
+            homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"down{n}-") for n in range(3)]
+            for fn_id in homed:  # each needs a cold start on the broken runner first
+                async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
+                    assert (r.status, await r.read()) == (200, b"placed elsewhere")
+            lines = await call_lines(lb, 3)
+            assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
+            log = broken.proc.log()
+            assert log.count(DOWN) == 1 and "failed to start" not in log  # said once, not per call
+            async with aiohttp.ClientSession(broken.url) as direct, direct.get("/metrics") as r:
+                samples = metric_samples(await r.text())
+            assert samples['fn_runner_calls_total{result="refused"}'] == 3
+            assert samples['fn_runner_calls_total{result="error"}'] == 0
+
+            await relay.up()  # the engine is back: once the runner tries it again, its own fns start there again
+            await asyncio.sleep(RETRY_S)
+            back = await fn_homed_on(s, app_id, platform.image, 0, 2, "up-")
+            async with s.post(f"/invoke/{back}", data=b"home again") as r:
+                assert (r.status, await r.read()) == (200, b"home again")
+            lines = await call_lines(lb, 4)
+            assert lines[back] == (broken.address, 200, 1)
+            assert BACK in broken.proc.log()
+    finally:
+        if relay.server is not None and relay.server.is_serving():
+            await relay.down()
+
+
+async def test_a_call_waits_out_an_engine_restart_on_the_only_runner_and_runs_once_it_answers(platform, deploy_echo, tmp_path):
+    relay = EngineRelay(tmp_path / "engine.sock")
+    await relay.up()
+    try:
+        runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+        lb = await platform.lb([runner])
+        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+            fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+            await relay.down()
+
+            async def invoke() -> tuple[int, bytes]:
+                async with s.post(f"/invoke/{fn_id}", data=b"after the restart") as r:
+                    return r.status, await r.read()
+
+            call = asyncio.ensure_future(invoke())
+            await asyncio.sleep(3)
+            assert not call.done()  # waiting for a runner, not failed
+            await relay.up()
+            assert await asyncio.wait_for(call, 30) == (200, b"after the restart")
+        [(where, status, attempts)] = (await call_lines(lb, 1)).values()
+        # NACKed while the engine was away, at most about once a second (not every FN_RETRY_ALL_DELAY_MSECS, 10 ms)
+        assert (where, status) == (runner.address, 200) and 2 <= attempts <= 6
+        log = runner.proc.log()
+        assert log.count(DOWN) == 1 and log.count(BACK) == 1 and "failed to start" not in log
+    finally:
+        if relay.server is not None and relay.server.is_serving():
+            await relay.down()
