@@ -46,7 +46,7 @@ from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
-from fn_plugins_builtin.engine_outage import EngineOutage, engine_unreachable
+from fn_plugins_builtin.engine_outage import PING_TIMEOUT_S, EngineOutage, engine_unreachable
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
 
@@ -212,7 +212,8 @@ class DockerDriver:
         # creates and starts in their threads, which a cancelled launch cannot stop: close() lets them end
         self._creating: set[asyncio.Future[Any]] = set()
         self._closing = False
-        self.outage = EngineOutage()  # while the engine does not answer, launches are NACKed without asking it
+        self.ping_client: Any = None  # asks whether the engine answers at all, with a short timeout
+        self.outage = EngineOutage(self._ping_engine)  # while the engine does not answer, launches are NACKed
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -223,6 +224,7 @@ class DockerDriver:
         try:
             await asyncio.to_thread(probe.ping)
             self.client = docker.from_env(version=probe.api.api_version)  # a version given: no request
+            self.ping_client = docker.from_env(version=probe.api.api_version, timeout=PING_TIMEOUT_S)
         finally:
             probe.close()
         await asyncio.to_thread(self._check_engine_can_honour_settings)
@@ -365,9 +367,21 @@ class DockerDriver:
             return
         if removed:
             log.info("removed %d container(s) of this runner left at its stop", removed)
-        for client in (self.client, self.pull_client):
+        for client in (self.client, self.pull_client, self.ping_client):
             if client is not None:
                 await asyncio.to_thread(client.close)
+
+    def _ping_engine(self) -> asyncio.Future[None]:
+        """A ping of the engine in a thread of its own (a hung engine may hold every thread of the loop's executor);
+        fails when the engine did not answer within `PING_TIMEOUT_S`."""
+
+        def ping() -> None:
+            if not self.ping_client.ping():
+                raise ConnectionError("the engine's answer to a ping was not OK")
+
+        pinged = _in_daemon_thread("engine ping", ping)
+        pinged.add_done_callback(lambda done: done.cancelled() or done.exception())  # nobody may be waiting any more
+        return pinged
 
     async def ping(self) -> bool:
         try:
@@ -547,18 +561,20 @@ class DockerDriver:
         """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
         container it then makes is removed as it is made, and close() waits for it, so none is left running.
         An engine that does not answer fails it with the NACK, and the next ones without asking (`EngineOutage`)."""
-        self.outage.admit()
+        await self.outage.admit()
         made = asyncio.ensure_future(asyncio.to_thread(self._create_and_start, options, output_wanted))
         self._creating.add(made)
         made.add_done_callback(self._creating.discard)
         try:
-            made_now = await asyncio.shield(made)
+            made_now = await self.outage.answer(made)
         except asyncio.CancelledError:
             self.outage.abandoned()
             made.add_done_callback(self._remove_abandoned)
             raise
         except BaseException as exc:
             if engine_unreachable(exc):
+                if not made.done():  # the engine is hung: the create goes on in its thread, and what it makes goes
+                    made.add_done_callback(self._remove_abandoned)
                 raise self.outage.failed(exc) from None
             self.outage.answered()  # with an error about this container, which is the call's
             raise

@@ -27,18 +27,20 @@ TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 class EngineRelay:
     """A unix socket that relays every byte to the Docker engine's, until `down` (socket removed, every open
-    connection cut) and again after `up`."""
+    connection cut) and again after `up`. While ``hung``, it takes connections and bytes and passes none on."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
         self.server: asyncio.AbstractServer | None = None
         self.open: set[asyncio.StreamWriter] = set()
+        self.hung = False
 
     async def up(self) -> None:
         self.server = await asyncio.start_unix_server(self._relay, self.path)
 
     async def down(self) -> None:
         assert self.server is not None
+        self.hung = False
         self.server.close()
         for writer in list(self.open):
             writer.transport.abort()
@@ -53,9 +55,11 @@ class EngineRelay:
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while data := await reader.read(65536):
+                    while self.hung:
+                        await asyncio.sleep(0.05)
                     writer.write(data)
                     await writer.drain()
-            except (ConnectionError, OSError):
+            except (ConnectionError, OSError, RuntimeError):  # RuntimeError: the other side was cut by `down`
                 pass
             finally:
                 writer.transport.abort()
@@ -154,6 +158,41 @@ async def test_a_call_waits_out_an_engine_restart_on_the_only_runner_and_runs_on
         assert status == 200 and 2 <= attempts <= 6
         log = runner.proc.log()
         assert log.count(DOWN) == 1 and log.count(BACK) == 1 and "failed to start" not in log
+    finally:
+        if relay.server is not None and relay.server.is_serving():
+            await relay.down()
+
+
+async def test_a_hung_engine_is_found_by_a_ping_and_its_runners_cold_starts_go_elsewhere(platform, deploy_echo, tmp_path):
+    relay = EngineRelay(tmp_path / "engine.sock")
+    await relay.up()
+    try:
+        broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+        healthy = await platform.runner()
+        lb = await platform.lb([broken, healthy], placer="ch")
+        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+            app_id = (await deploy_echo(s, platform.image))["app"]["id"]
+            relay.hung = True  # connections taken, nothing answered: the SDK alone would wait 60 s
+            first, then = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"hung{n}-") for n in range(2)]
+            began = asyncio.get_running_loop().time()
+            async with s.post(f"/invoke/{first}", data=b"not left waiting") as r:
+                assert (r.status, await r.read()) == (200, b"not left waiting")
+            # the create unanswered for ENGINE_SLOW_S (5 s), then a ping for PING_TIMEOUT_S (2 s): not the SDK's 60 s
+            assert asyncio.get_running_loop().time() - began < 30
+            async with s.post(f"/invoke/{then}", data=b"at once") as r:  # refused without asking the engine
+                assert (r.status, await r.read()) == (200, b"at once")
+            lines = await call_lines(lb, 2)
+            assert [lines[first], lines[then]] == [(healthy.address, 200, 2)] * 2
+            log = broken.proc.log()
+            assert log.count(DOWN) == 1 and "no answer to a create in" in log and "failed to start" not in log
+
+            await relay.down()  # the engine answers again
+            await relay.up()
+            await asyncio.sleep(RETRY_S)
+            back = await fn_homed_on(s, app_id, platform.image, 0, 2, "back-")
+            async with s.post(f"/invoke/{back}", data=b"home again") as r:
+                assert (r.status, await r.read()) == (200, b"home again")
+            assert (await call_lines(lb, 3))[back] == (broken.address, 200, 1)
     finally:
         if relay.server is not None and relay.server.is_serving():
             await relay.down()
