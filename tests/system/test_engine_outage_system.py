@@ -92,107 +92,102 @@ async def fn_homed_on(session: aiohttp.ClientSession, app_id: str, image: str, h
     raise AssertionError("no fn id landed on the runner")
 
 
-async def test_a_runner_whose_engine_is_down_nacks_cold_starts_and_the_lb_places_them_on_another(platform, deploy_echo, tmp_path):
+@pytest.fixture
+async def relay(tmp_path):
+    """The engine's relay, up; cut at the end (before the platform's nodes stop, so none waits on it)."""
     relay = EngineRelay(tmp_path / "engine.sock")
     await relay.up()
-    try:
-        broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
-        healthy = await platform.runner()
-        lb = await platform.lb([broken, healthy], placer="ch")
-        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-            app_id = (await deploy_echo(s, platform.image))["app"]["id"]
-            await relay.down()
-            homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"down{n}-") for n in range(3)]
-            for fn_id in homed:  # each needs a cold start on the broken runner first
-                async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
-                    assert (r.status, await r.read()) == (200, b"placed elsewhere")
-            lines = await call_lines(lb, 3)
-            assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
-            log = broken.proc.log()
-            assert log.count(DOWN) == 1 and "failed to start" not in log  # said once, not per call
-            async with aiohttp.ClientSession(broken.url) as direct, direct.get("/metrics") as r:
-                samples = metric_samples(await r.text())
-            assert samples['fn_runner_calls_total{result="refused"}'] == 3
-            assert samples['fn_runner_calls_total{result="error"}'] == 0
+    yield relay
+    if relay.server is not None and relay.server.is_serving():
+        await relay.down()
 
-            await relay.up()  # the engine is back: once the runner tries it again, its own fns start there again
-            await asyncio.sleep(RETRY_S)
-            back = await fn_homed_on(s, app_id, platform.image, 0, 2, "up-")
-            async with s.post(f"/invoke/{back}", data=b"home again") as r:
-                assert (r.status, await r.read()) == (200, b"home again")
-            lines = await call_lines(lb, 4)
-            assert lines[back] == (broken.address, 200, 1)
-            assert BACK in broken.proc.log()
-    finally:
-        if relay.server is not None and relay.server.is_serving():
-            await relay.down()
+
+async def broken_and_healthy(platform, relay: EngineRelay):
+    """A runner that reaches the engine through ``relay``, one that reaches it directly, and an LB placing on both."""
+    broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+    healthy = await platform.runner()
+    return broken, healthy, await platform.lb([broken, healthy], placer="ch")
+
+
+async def runs_at_home_again(session: aiohttp.ClientSession, app_id: str, image: str, lb, broken, calls_before: int) -> None:
+    """Once the runner tries the engine again, a new fn homed on it starts there, at the first attempt."""
+    await asyncio.sleep(RETRY_S)
+    back = await fn_homed_on(session, app_id, image, 0, 2, "back-")
+    async with session.post(f"/invoke/{back}", data=b"home again") as r:
+        assert (r.status, await r.read()) == (200, b"home again")
+    assert (await call_lines(lb, calls_before + 1))[back] == (broken.address, 200, 1)
+    assert BACK in broken.proc.log()
+
+
+async def test_a_runner_whose_engine_is_down_nacks_cold_starts_and_the_lb_places_them_on_another(platform, deploy_echo, relay):
+    broken, healthy, lb = await broken_and_healthy(platform, relay)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        app_id = (await deploy_echo(s, platform.image))["app"]["id"]
+        await relay.down()
+        homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"down{n}-") for n in range(3)]
+        for fn_id in homed:  # each needs a cold start on the broken runner first
+            async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
+                assert (r.status, await r.read()) == (200, b"placed elsewhere")
+        lines = await call_lines(lb, 3)
+        assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
+        log = broken.proc.log()
+        assert log.count(DOWN) == 1 and "failed to start" not in log  # said once, not per call
+        async with aiohttp.ClientSession(broken.url) as direct, direct.get("/metrics") as r:
+            samples = metric_samples(await r.text())
+        assert samples['fn_runner_calls_total{result="refused"}'] == 3
+        assert samples['fn_runner_calls_total{result="error"}'] == 0
+
+        await relay.up()  # the engine is back
+        await runs_at_home_again(s, app_id, platform.image, lb, broken, 3)
+
+
+async def test_a_hung_engine_is_found_by_a_ping_and_its_runners_cold_starts_go_elsewhere(platform, deploy_echo, relay):
+    broken, healthy, lb = await broken_and_healthy(platform, relay)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        app_id = (await deploy_echo(s, platform.image))["app"]["id"]
+        relay.hung = True  # connections taken, nothing answered: the SDK alone would wait 60 s
+        first, then = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"hung{n}-") for n in range(2)]
+        began = asyncio.get_running_loop().time()
+        async with s.post(f"/invoke/{first}", data=b"not left waiting") as r:
+            assert (r.status, await r.read()) == (200, b"not left waiting")
+        # the create unanswered for ENGINE_SLOW_S (5 s), then a ping for PING_TIMEOUT_S (2 s): not the SDK's 60 s
+        assert asyncio.get_running_loop().time() - began < 30
+        async with s.post(f"/invoke/{then}", data=b"at once") as r:  # refused without asking the engine
+            assert (r.status, await r.read()) == (200, b"at once")
+        lines = await call_lines(lb, 2)
+        assert [lines[first], lines[then]] == [(healthy.address, 200, 2)] * 2
+        log = broken.proc.log()
+        assert log.count(DOWN) == 1 and "no answer to a create in" in log and "failed to start" not in log
+
+        await relay.down()  # the engine answers again
+        await relay.up()
+        await runs_at_home_again(s, app_id, platform.image, lb, broken, 2)
 
 
 @pytest.mark.parametrize("topology", ["split", "serve"])
 async def test_a_call_waits_out_an_engine_restart_on_the_only_runner_and_runs_once_it_answers(
-    platform, deploy_echo, tmp_path, topology
+    platform, deploy_echo, relay, topology
 ):
-    relay = EngineRelay(tmp_path / "engine.sock")
-    await relay.up()
-    try:
-        if topology == "split":
-            runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
-            lb = await platform.lb([runner])
-        else:  # the all-in-one node: its LB and its runner in one process
-            runner = lb = await platform.serve(DOCKER_HOST=f"unix://{relay.path}")
-        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-            fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-            await relay.down()
+    if topology == "split":
+        runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+        lb = await platform.lb([runner])
+    else:  # the all-in-one node: its LB and its runner in one process
+        runner = lb = await platform.serve(DOCKER_HOST=f"unix://{relay.path}")
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        await relay.down()
 
-            async def invoke() -> tuple[int, bytes]:
-                async with s.post(f"/invoke/{fn_id}", data=b"after the restart") as r:
-                    return r.status, await r.read()
+        async def invoke() -> tuple[int, bytes]:
+            async with s.post(f"/invoke/{fn_id}", data=b"after the restart") as r:
+                return r.status, await r.read()
 
-            call = asyncio.ensure_future(invoke())
-            await asyncio.sleep(3)
-            assert not call.done()  # waiting for a runner, not failed
-            await relay.up()
-            assert await asyncio.wait_for(call, 30) == (200, b"after the restart")
-        [(_, status, attempts)] = (await call_lines(lb, 1)).values()
-        # NACKed while the engine was away, at most about once a second (not every FN_RETRY_ALL_DELAY_MSECS, 10 ms)
-        assert status == 200 and 2 <= attempts <= 6
-        log = runner.proc.log()
-        assert log.count(DOWN) == 1 and log.count(BACK) == 1 and "failed to start" not in log
-    finally:
-        if relay.server is not None and relay.server.is_serving():
-            await relay.down()
-
-
-async def test_a_hung_engine_is_found_by_a_ping_and_its_runners_cold_starts_go_elsewhere(platform, deploy_echo, tmp_path):
-    relay = EngineRelay(tmp_path / "engine.sock")
-    await relay.up()
-    try:
-        broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
-        healthy = await platform.runner()
-        lb = await platform.lb([broken, healthy], placer="ch")
-        async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-            app_id = (await deploy_echo(s, platform.image))["app"]["id"]
-            relay.hung = True  # connections taken, nothing answered: the SDK alone would wait 60 s
-            first, then = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"hung{n}-") for n in range(2)]
-            began = asyncio.get_running_loop().time()
-            async with s.post(f"/invoke/{first}", data=b"not left waiting") as r:
-                assert (r.status, await r.read()) == (200, b"not left waiting")
-            # the create unanswered for ENGINE_SLOW_S (5 s), then a ping for PING_TIMEOUT_S (2 s): not the SDK's 60 s
-            assert asyncio.get_running_loop().time() - began < 30
-            async with s.post(f"/invoke/{then}", data=b"at once") as r:  # refused without asking the engine
-                assert (r.status, await r.read()) == (200, b"at once")
-            lines = await call_lines(lb, 2)
-            assert [lines[first], lines[then]] == [(healthy.address, 200, 2)] * 2
-            log = broken.proc.log()
-            assert log.count(DOWN) == 1 and "no answer to a create in" in log and "failed to start" not in log
-
-            await relay.down()  # the engine answers again
-            await relay.up()
-            await asyncio.sleep(RETRY_S)
-            back = await fn_homed_on(s, app_id, platform.image, 0, 2, "back-")
-            async with s.post(f"/invoke/{back}", data=b"home again") as r:
-                assert (r.status, await r.read()) == (200, b"home again")
-            assert (await call_lines(lb, 3))[back] == (broken.address, 200, 1)
-    finally:
-        if relay.server is not None and relay.server.is_serving():
-            await relay.down()
+        call = asyncio.ensure_future(invoke())
+        await asyncio.sleep(3)
+        assert not call.done()  # waiting for a runner, not failed
+        await relay.up()
+        assert await asyncio.wait_for(call, 30) == (200, b"after the restart")
+    [(_, status, attempts)] = (await call_lines(lb, 1)).values()
+    # NACKed while the engine was away, at most about once a second (not every FN_RETRY_ALL_DELAY_MSECS, 10 ms)
+    assert status == 200 and 2 <= attempts <= 6
+    log = runner.proc.log()
+    assert log.count(DOWN) == 1 and log.count(BACK) == 1 and "failed to start" not in log
