@@ -28,7 +28,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -51,6 +51,7 @@ from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLASSIFIER_LABEL = "fn-agent-classifier"
 INSTANCE_LABEL = "fn-agent-instance"
@@ -113,6 +114,12 @@ def _consume_pull_error(pull: asyncio.Future[None]) -> None:
         log.debug("pull ended with %r", pull.exception())
 
 
+def _left_alone(asked: asyncio.Future[Any]) -> None:
+    """The end of an engine call nobody waits for any more (the engine hung): retrieved, so it is no warning."""
+    if not asked.cancelled() and asked.exception() is not None:
+        log.debug("an engine call given up on ended with %r", asked.exception())
+
+
 def _bound_every_request(api: Any, timeout_s: float) -> None:
     """Give each request of the docker SDK client ``api`` that asks for no timeout at all a socket timeout of
     ``timeout_s``: its pull asks for none (``timeout=None``, over the client's own), so a registry that stops
@@ -127,28 +134,29 @@ def _bound_every_request(api: Any, timeout_s: float) -> None:
         adapter.send = functools.partial(bounded, adapter.send)
 
 
-def _in_daemon_thread(name: str, work: Callable[[], None]) -> asyncio.Future[None]:
+def _in_daemon_thread(name: str, work: Callable[[], T]) -> asyncio.Future[T]:
     """``work()`` in a thread of its own that the process does not wait for at exit (not the loop's executor, whose
-    threads the end of `asyncio.run` joins): a pull that hangs must not hold up the runner's stop."""
+    threads the end of `asyncio.run` joins): a pull or a removal that hangs must not hold up the runner's stop."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    done: asyncio.Future[T] = loop.create_future()
 
-    def settle(error: BaseException | None) -> None:
+    def settle(result: T | None, error: BaseException | None) -> None:
         if done.done():
             return
         if error is None:
-            done.set_result(None)
+            done.set_result(cast(T, result))  # None only with an error
         else:
             done.set_exception(error)
 
     def run() -> None:
+        result: T | None = None
         error: BaseException | None = None
         try:
-            work()
+            result = work()
         except BaseException as exc:
             error = exc
         try:
-            loop.call_soon_threadsafe(settle, error)
+            loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
@@ -337,7 +345,8 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
-        await asyncio.gather(*self._creating, return_exceptions=True)  # a cancelled launch's create ends, then goes
+        if self.outage.down_since is None:  # (the engine is not answering: they would wait for the SDK's 60 s)
+            await asyncio.gather(*self._creating, return_exceptions=True)  # a cancelled launch's create ends, then goes
         await asyncio.gather(*self._discarding, return_exceptions=True)
         for attached in self._attached.values():  # the agent removed its containers; any left end here
             attached.close()
@@ -361,9 +370,10 @@ class DockerDriver:
         import requests.exceptions
 
         try:
-            removed = await asyncio.to_thread(self._remove_labelled, f"{INSTANCE_LABEL}={self.instance}", "left")
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            log.warning("could not look for containers of this runner left at its stop: %s", exc)
+            removed = await self._ask_engine("remove left", functools.partial(self._remove_labelled, f"{INSTANCE_LABEL}={self.instance}", "left"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, ContainerEngineUnavailable) as exc:
+            log.warning("could not look for containers of this runner left at its stop: %s; those it made carry the "
+                        "label %s=%s", exc, INSTANCE_LABEL, self.instance)
             return
         if removed:
             log.info("removed %d container(s) of this runner left at its stop", removed)
@@ -565,21 +575,33 @@ class DockerDriver:
         made = asyncio.ensure_future(asyncio.to_thread(self._create_and_start, options, output_wanted))
         self._creating.add(made)
         made.add_done_callback(self._creating.discard)
+        return await self._engine_answer(made, left=self._remove_abandoned)
+
+    async def _ask_engine(self, name: str, ask: Callable[[], T]) -> T:
+        """``ask()`` in a thread of its own (one left on a hung engine does not hold up the runner's exit), through
+        the engine's outage watch: refused at once while the engine is down, and failed (`ContainerEngineUnavailable`)
+        when it does not answer, within ~7 s when it hangs."""
+        await self.outage.admit()
+        return await self._engine_answer(_in_daemon_thread(name, ask))
+
+    async def _engine_answer(self, asked: asyncio.Future[T], left: Callable[[asyncio.Future[T]], None] | None = None) -> T:
+        """The engine's answer to what a thread ``asked`` (after `EngineOutage.admit`); ``left`` gets the thread's
+        future when the wait for it ends first (cancelled, or the engine hung): what it still makes is its to undo."""
         try:
-            made_now = await self.outage.answer(made)
+            answer = await self.outage.answer(asked)
         except asyncio.CancelledError:
             self.outage.abandoned()
-            made.add_done_callback(self._remove_abandoned)
+            asked.add_done_callback(left or _left_alone)
             raise
         except BaseException as exc:
             if engine_unreachable(exc):
-                if not made.done():  # the engine is hung: the create goes on in its thread, and what it makes goes
-                    made.add_done_callback(self._remove_abandoned)
+                if not asked.done():  # hung: the thread goes on alone
+                    asked.add_done_callback(left or _left_alone)
                 raise self.outage.failed(exc) from None
             self.outage.answered()  # with an error about this container, which is the call's
             raise
         self.outage.answered()
-        return made_now
+        return answer
 
     def _remove_abandoned(self, made: asyncio.Future[tuple[str, Any, socket.socket | None]]) -> None:
         if made.cancelled() or made.exception() is not None:
@@ -736,7 +758,7 @@ class DockerDriver:
             attached.close()
         removed = False
         try:
-            await asyncio.to_thread(self._remove, container_id)
+            await self._ask_engine(f"remove {container_id[:12]}", functools.partial(self._remove, container_id))
             removed = True
         finally:  # even when the engine failed: this container counts no more as a user of its image or network
             network = self._container_networks.pop(container_id, None)

@@ -4,7 +4,8 @@ A launch that cannot reach the engine (its socket gone or refusing, as while doc
 `ContainerEngineUnavailable`, the NACK: nothing ran, so the LB tries another runner. So does one the engine leaves
 unanswered (hung): a create and start still unanswered after `ENGINE_SLOW_S` make the driver ping the engine, and a
 ping unanswered within its own short timeout ends the wait (the create's thread goes on; what it makes is removed).
-A busy engine answers the ping, and its launches are waited for.
+A busy engine answers the ping, and its launches are waited for. Removals go the same way, so a runner stopping
+while its engine hangs is done in seconds (leaving its containers to the engine), not minutes.
 
 Until a launch reaches the engine again, the others are refused at once, without asking it: one launch at a time
 tries, at most every `RETRY_S`, and pings the engine first, so an outage costs neither a thread per call nor a
@@ -50,8 +51,8 @@ def engine_unreachable(exc: BaseException) -> bool:
 
 
 class EngineOutage:
-    """The engine's state as the launches found it: `admit` before a launch asks it, `answer` for what it asked,
-    then `answered` or `failed`.
+    """The engine's state as the launches (and removals) found it: `admit` before one asks it, `answer` for what it
+    asked, then `answered` or `failed`.
 
     ``ping`` starts a ping of the engine in a thread of its own (not the loop's executor, whose threads a hung
     engine may all hold) and returns its future: an error when the engine did not answer within `PING_TIMEOUT_S`.
@@ -85,8 +86,9 @@ class EngineOutage:
             raise self.failed(exc) from None
 
     async def answer(self, asked: asyncio.Future[T]) -> T:
-        """What the engine answered a launch (``asked``: its thread's future, which this shields); `EngineSilent`
-        when it is slower than `ENGINE_SLOW_S` and does not answer a ping either. The thread then goes on alone."""
+        """What the engine answered (``asked``: the future of the thread that asked it, which this shields);
+        `EngineSilent` when it is slower than `ENGINE_SLOW_S` and does not answer a ping either. The thread then goes
+        on alone."""
         while True:
             done, _ = await asyncio.wait({asked}, timeout=ENGINE_SLOW_S)
             if done:
@@ -94,7 +96,7 @@ class EngineOutage:
             try:
                 await self._pinged()
             except Exception as exc:
-                raise EngineSilent(f"no answer to a create in {ENGINE_SLOW_S:g} s, nor to a ping in {PING_TIMEOUT_S:g} s "
+                raise EngineSilent(f"no answer in {ENGINE_SLOW_S:g} s, nor to a ping in {PING_TIMEOUT_S:g} s "
                                    f"({type(exc).__name__})") from None
 
     async def _pinged(self) -> None:

@@ -157,11 +157,30 @@ async def test_a_hung_engine_is_found_by_a_ping_and_its_runners_cold_starts_go_e
         lines = await call_lines(lb, 2)
         assert [lines[first], lines[then]] == [(healthy.address, 200, 2)] * 2
         log = broken.proc.log()
-        assert log.count(DOWN) == 1 and "no answer to a create in" in log and "failed to start" not in log
+        assert log.count(DOWN) == 1 and "no answer in 5 s, nor to a ping" in log and "failed to start" not in log
 
         await relay.down()  # the engine answers again
         await relay.up()
         await runs_at_home_again(s, app_id, platform.image, lb, broken, 2)
+
+
+async def test_a_runner_stops_in_seconds_while_its_engine_hangs_and_says_what_it_left(platform, deploy_echo, relay):
+    runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
+    lb = await platform.lb([runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"warm") as r:  # a hot container for the stop to remove
+            assert r.status == 200
+    lb.proc.stop()
+    relay.hung = True
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    # its removal unanswered for ENGINE_SLOW_S, a ping for PING_TIMEOUT_S: 7 s, where the SDK alone waited 60 s for
+    # the removal, 60 more for the look for what was left, and the exit for its threads
+    assert await loop.run_in_executor(None, runner.proc.stop) == 0
+    assert loop.time() - began < 30
+    log = runner.proc.log()
+    assert "could not remove container" in log and "those it made carry the label fn-agent-instance=" in log
 
 
 @pytest.mark.parametrize("topology", ["split", "serve"])
