@@ -39,7 +39,7 @@ PING_TIMEOUT_S = 2.0
 
 
 class EngineSilent(Exception):
-    """The engine did not answer a ping while a launch waited for it: it is hung."""
+    """The engine did not answer a ping while a launch or a removal waited for it: it is hung."""
 
 
 def engine_unreachable(exc: BaseException) -> bool:
@@ -64,7 +64,7 @@ class EngineOutage:
         self.down_since: float | None = None  # when a launch first found the engine unreachable; None while it answers
         self._next_try = 0.0
         self._trying = False  # a launch is finding out whether the engine answers again
-        self._refused = 0  # launches refused without asking the engine, this outage
+        self._refused = 0  # launches and removals refused without asking the engine, this outage
         self._pinging: asyncio.Future[None] | None = None  # the one ping under way
 
     async def admit(self) -> None:
@@ -106,16 +106,17 @@ class EngineOutage:
         await asyncio.shield(self._pinging)
 
     def answered(self) -> None:
-        """A launch reached the engine (whether or not its container started)."""
+        """A launch or removal reached the engine (whether or not it did what was asked)."""
         self._trying = False
         if self.down_since is None:
             return
-        log.warning("the Docker engine answers again after %.1f s; cold starts go on (%d were refused meanwhile)",
+        log.warning("the Docker engine answers again after %.1f s; cold starts go on (%d launches or removals were "
+                    "refused meanwhile)",
                     self._clock() - self.down_since, self._refused)
         self.down_since, self._refused = None, 0
 
     def failed(self, exc: BaseException) -> ContainerEngineUnavailable:
-        """A launch could not reach the engine: the error its call gets (a NACK)."""
+        """A launch or removal could not reach the engine: the error to raise (for a launch, its call's NACK)."""
         self._trying = False
         now = self._clock()
         self._next_try = now + RETRY_S

@@ -85,7 +85,8 @@ async def test_while_the_engine_is_down_one_launch_a_second_asks_it_and_the_othe
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2  # the outage once, its end once: not a line per call
     assert said[0].startswith("the Docker engine does not answer (('Connection aborted.'")
-    assert said[1] == "the Docker engine answers again after 2.0 s; cold starts go on (2 were refused meanwhile)"
+    assert said[1] == ("the Docker engine answers again after 2.0 s; cold starts go on (2 launches or removals were refused "
+                        "meanwhile)")
 
 
 async def test_while_the_engine_is_down_a_launch_it_would_not_answer_a_ping_is_refused_without_a_create():
