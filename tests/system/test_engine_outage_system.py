@@ -1,8 +1,8 @@
-"""A runner whose Docker engine stops answering: `fn-core lb` + `fn-core runner`s, real Docker, the fdk echo fn.
+"""A runner whose Docker engine stops, restarts or hangs: `fn-core lb` + `fn-core runner`s, real Docker, the fdk echo fn.
 
 The runner under test reaches the engine through a unix-socket relay (its DOCKER_HOST): taking the relay down
-is what a stopped or restarting dockerd looks like to it (the socket gone, connections cut), without touching
-the engine other tests share.
+is what a stopped or restarting dockerd looks like to it (the socket gone, connections cut), and holding every
+byte what a hung one looks like, without touching the engine other tests share.
 """
 
 from __future__ import annotations
