@@ -109,15 +109,11 @@ class _ImageMissing(Exception):
     """The image is not on this engine: the launch pulls it (outside the worker thread, to bound the wait)."""
 
 
-def _consume_pull_error(pull: asyncio.Future[None]) -> None:
-    if not pull.cancelled() and pull.exception() is not None:
-        log.debug("pull ended with %r", pull.exception())
-
-
 def _left_alone(asked: asyncio.Future[Any]) -> None:
-    """The end of an engine call nobody waits for any more (the engine hung): retrieved, so it is no warning."""
+    """The end of an engine call nobody may wait for any more (a pull past its waiters' timeouts, a ping, a call on a
+    hung engine): retrieved, so its error is a debug line, not asyncio's warning."""
     if not asked.cancelled() and asked.exception() is not None:
-        log.debug("an engine call given up on ended with %r", asked.exception())
+        log.debug("an engine call nobody waited for ended with %r", asked.exception())
 
 
 def _bound_every_request(api: Any, timeout_s: float) -> None:
@@ -390,7 +386,7 @@ class DockerDriver:
                 raise ConnectionError("the engine's answer to a ping was not OK")
 
         pinged = _in_daemon_thread("engine ping", ping)
-        pinged.add_done_callback(lambda done: done.cancelled() or done.exception())  # nobody may be waiting any more
+        pinged.add_done_callback(_left_alone)
         return pinged
 
     async def ping(self) -> bool:
@@ -670,7 +666,7 @@ class DockerDriver:
         if pull is None:
             pull = self._pulls[image] = _in_daemon_thread(f"pull {image}", functools.partial(self._pull_image, image, registry_token))
             pull.add_done_callback(lambda done: self._pulls.pop(image, None) if self._pulls.get(image) is done else None)
-            pull.add_done_callback(_consume_pull_error)  # also when every waiter has timed out
+            pull.add_done_callback(_left_alone)  # also when every waiter has timed out
         try:
             async with asyncio.timeout(self.config.hot_pull_timeout_msecs / 1000):  # not wait_for, which on 3.11 can drop a cancel
                 await asyncio.shield(pull)

@@ -235,12 +235,15 @@ async def test_config_and_annotations_that_are_not_objects_are_invalid_json(api,
     assert (await call(api, "POST", "/v2/apps", json={"name": "n", field: None}))[0] == 200
 
 
+KEY_RULE = "a config key is an environment variable's name (not empty, no '=' or NUL)"
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"": "v"}, "Invalid config key '': a config key is an environment variable's name (not empty, no '=' or NUL)"),
-        ({"FN_APP_ID=other": "v"}, "Invalid config key 'FN_APP_ID=other': a config key is an environment variable's name (not empty, no '=' or NUL)"),
-        ({"A\0B": "v"}, "Invalid config key 'A\\x00B': a config key is an environment variable's name (not empty, no '=' or NUL)"),
+        ({"": "v"}, f"Invalid config key '': {KEY_RULE}"),
+        ({"FN_APP_ID=other": "v"}, f"Invalid config key 'FN_APP_ID=other': {KEY_RULE}"),
+        ({"A\0B": "v"}, f"Invalid config key 'A\\x00B': {KEY_RULE}"),
         ({"K": "a\0b"}, "Invalid config value of 'K': an environment variable's value has no NUL"),
         ({"K": "v" * 131070}, "Invalid config value of 'K': 131072 bytes as KEY=value, an environment variable may have 131071"),
         ({f"K{i}": "v" * 100_000 for i in range(6)}, "Invalid config: 600024 bytes as environment variables, at most 524288"),
