@@ -131,12 +131,30 @@ class ServerTooBusy(APIError):
     retry_after_s = 15
 
 
-class ContainerEngineUnavailable(ServerTooBusy):
-    """The runner's container engine does not answer, so no container can be started here now. A NACK, as a runner
-    at capacity gives: nothing ran, and the LB tries the next runner (one whose engine answers), or again after
-    FN_RETRY_ALL_DELAY_MSECS when every runner refused, until the placer timeout."""
+class RunnerCannotLaunch(ServerTooBusy):
+    """This runner cannot start a container now for a want of its own, not the call's: another runner may. A NACK, as
+    a runner at capacity gives: nothing ran, and the LB tries the next runner, or again after
+    FN_RETRY_ALL_DELAY_MSECS when every runner refused, until the placer timeout. ``reason`` is the label the
+    runner counts such refusals under (``fn_runner_container_launches_refused_total``)."""
 
+    reason = "cannot_launch"
+    message = "the runner cannot start containers now"
+
+
+class ContainerEngineUnavailable(RunnerCannotLaunch):
+    """The runner's container engine does not answer (stopped, restarting, hung)."""
+
+    reason = "engine_unavailable"
     message = "the runner's container engine does not answer"
+
+
+class RunnerOutOfResources(RunnerCannotLaunch):
+    """The runner's disk (where it makes the containers' socket directories) or its container engine's is full (space,
+    inodes, quota), or the runner is out of file descriptors or inotify watches: a want of this host's, which another
+    runner's may not share. The message says which (for the runner's log: the client is never sent it)."""
+
+    reason = "out_of_resources"
+    message = "the runner is out of disk space or file descriptors"
 
 
 class ServiceUnavailable(APIError):

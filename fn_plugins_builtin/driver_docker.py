@@ -39,6 +39,7 @@ from fn_core.errors import (
     ContainerEngineUnavailable,
     DockerPullTimeout,
     ImageWithVolume,
+    RunnerOutOfResources,
     ServerTooBusy,
     SyslogUnavailable,
 )
@@ -63,6 +64,8 @@ MB = 1024 * 1024
 #: rather than after the SDK's 60 s (the engine's version and a ping; later requests keep the SDK's bound)
 ENGINE_FIRST_ANSWER_S = 10.0
 EXIT_POLL_S = 0.05  # how often `exit_status` asks whether a container it waits for has stopped
+#: how the engine says that the disk it keeps containers and images on is full (Go's texts of ENOSPC and EDQUOT)
+DISK_FULL = ("no space left on device", "disk quota exceeded")
 
 
 def log_config(call: Call) -> Any:
@@ -628,7 +631,7 @@ class DockerDriver:
         except docker.errors.ImageNotFound:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
-            raise APIError(f"could not create the container: {exc.explanation or exc}", status=500) from None
+            raise _engine_refusal("create the container", str(exc.explanation or exc)) from None
         sock = self._attach(container) if output_wanted else None
         try:
             container.start()
@@ -640,7 +643,7 @@ class DockerDriver:
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
-            raise APIError(f"could not start the container: {reason}", status=500) from None
+            raise _engine_refusal("start the container", reason) from None
         if sock is None:
             sock = self._attach(container)
             # a stream attached to a container that has stopped already never ends: ask once, now that it is attached
@@ -684,6 +687,8 @@ class DockerDriver:
             self.pull_client.images.pull(image, auth_config=auth)
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             reason = str((exc.explanation if isinstance(exc, docker.errors.APIError) else exc) or exc)
+            if _disk_full(reason):  # the runner's want, not the image's: logged as its shortage
+                raise _engine_refusal(f"pull image {image}", reason) from None
             log.warning("pull of image %s failed: %s", image, reason)
             raise APIError(
                 f"image {image!r} is not on this runner and could not be pulled: {_pull_failure(reason)}",
@@ -843,6 +848,18 @@ def storage_size_unsupported(info: dict[str, Any]) -> str:
         return (f"Docker's {driver} storage on {backing} cannot limit a container's size "
                 "(it needs xfs mounted with pquota; devicemapper, btrfs and zfs can too)")
     return ""
+
+
+def _disk_full(reason: str) -> bool:
+    return any(marker in reason.lower() for marker in DISK_FULL)
+
+
+def _engine_refusal(doing: str, reason: str) -> APIError:
+    """The engine's refusal to ``doing``: its disk full is this runner's want, not the call's
+    (`RunnerOutOfResources`: a NACK, another runner's engine may have room); anything else a 500 that says what."""
+    if _disk_full(reason):
+        return RunnerOutOfResources(f"the Docker engine's disk is full: it could not {doing}: {reason}")
+    return APIError(f"could not {doing}: {reason}", status=500)
 
 
 def _pull_failure(reason: str) -> str:

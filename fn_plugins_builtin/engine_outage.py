@@ -12,7 +12,7 @@ tries, at most every `RETRY_S`, and pings the engine first, so an outage costs n
 wait on a hung engine per call. Hot containers do not need the engine: those still running (a stopped dockerd
 stops them, unless its live-restore is on) serve their calls on. The outage is logged when it is found and when it
 ends, not per call. A call that comes back to the runner after such a NACK (every runner refused it) waits a
-second there before it asks again (`fn_core.runner.agent.ENGINE_REFUSED_PAUSE_S`): with every engine down, a
+second there before it asks again (`fn_core.runner.agent.CANNOT_LAUNCH_PAUSE_S`): with every engine down, a
 waiting call costs a NACK a second, not one every FN_RETRY_ALL_DELAY_MSECS.
 """
 

@@ -45,15 +45,18 @@ delays a new function by about that much instead of starving it. That is timed f
 refusal here, by this runner's clock: the LB's `created_at` stamp would make a runner whose clock
 runs ahead of the LB's take every call for one refused everywhere (churn), and one behind never.
 
-A launch the driver refuses because its engine does not answer (`ContainerEngineUnavailable`) is a NACK too. Such a
-call sent here again (so every runner refused it) waits `ENGINE_REFUSED_PAUSE_S` before it asks for a container:
-an engine takes seconds to come back, and the LB would otherwise send it every FN_RETRY_ALL_DELAY_MSECS.
+A launch this runner cannot make for a want of its own (`RunnerCannotLaunch`: its engine does not answer, its disk
+or its engine's is full, it is out of file descriptors) is a NACK too: another runner may not share the want. Such a
+call sent here again (so every runner refused it) waits `CANNOT_LAUNCH_PAUSE_S` before it asks for a container:
+an engine takes seconds to come back, a disk to be freed, and the LB would otherwise send it every
+FN_RETRY_ALL_DELAY_MSECS. A shortage is logged when it begins and when a launch works again (`LaunchShortage`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import inspect
 import itertools
 import logging
@@ -70,10 +73,11 @@ from fn_core.errors import (
     BadRequest,
     CallResourceTooBig,
     CallTimeout,
-    ContainerEngineUnavailable,
     ContainerExited,
     CutAtShutdown,
     FunctionResponseError,
+    RunnerCannotLaunch,
+    RunnerOutOfResources,
     ServerTooBusy,
 )
 from fn_core.hook_calls import refusal_logged
@@ -84,6 +88,7 @@ from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import MB, Budget, budget_from_config, call_needs
+from fn_core.runner.shortage import LaunchShortage
 from fn_core.runner.uds import (
     LISTENER_ENV,
     SOCKET_NAME,
@@ -107,9 +112,13 @@ EWMA_WEIGHT = 0.2
 FORGET_REFUSAL_S = 600.0
 #: ... and for this many calls at most (the oldest forgotten first)
 MAX_REMEMBERED_REFUSALS = 10_000
-#: a call refused here because the container engine did not answer, sent here again (so every runner refused it),
-#: waits this long before it asks for a container again: waiting out an outage costs a NACK a second, not a hundred
-ENGINE_REFUSED_PAUSE_S = 1.0
+#: a call refused here because the runner could not launch (its engine did not answer, its disk was full), sent here
+#: again (so every runner refused it), waits this long before it asks for a container again: waiting out an outage
+#: costs a NACK a second, not a hundred
+CANNOT_LAUNCH_PAUSE_S = 1.0
+#: what the system calls of a launch's own work on the runner (its socket dir, the watch on it) fail with when the
+#: runner is out of something: another runner may not be (`RunnerOutOfResources`), so the call is NACKed, not failed
+EXHAUSTED_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE))
 
 
 def _remember(refused: dict[str, float], call_id: str) -> None:
@@ -272,6 +281,17 @@ def exit_error(status: ExitStatus) -> ContainerExited:
     return ContainerExited(f"container exit code {status.code}")
 
 
+def launch_error(exc: Exception) -> APIError:
+    """What a failed launch tells its waiting call: the driver's or a plugin's `APIError` as it is; the runner out of
+    disk space or file descriptors for its own part (the socket dir, the watch on it) a NACK; anything else a 500."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in EXHAUSTED_ERRNOS:
+        return RunnerOutOfResources(f"the runner is out of {'file descriptors' if exc.errno in (errno.EMFILE, errno.ENFILE) else 'disk space'} "
+                                    f"for its containers' socket dirs ({exc})")
+    return APIError(f"could not start a container: {exc}", status=500)
+
+
 def container_env(call: Call) -> dict[str, str]:
     env = dict(call.config)
     env.setdefault("FN_APP_ID", call.app_id)
@@ -304,7 +324,8 @@ class Agent:
         self.cutting = False  # the stop's grace is over: running calls are being ended (`cut_running_calls`)
         self._starved: dict[bytes, SlotQueue] = {}  # blocking mode: queues waiting for memory/CPU
         self._refused_at: dict[str, float] = {}  # non-blocking mode: call id -> loop time of its first NACK here
-        self._engine_refused: dict[str, float] = {}  # call id -> when it was last NACKed here for the engine's outage
+        self._launch_refused: dict[str, float] = {}  # call id -> when it was last NACKed here for a `RunnerCannotLaunch`
+        self.shortage = LaunchShortage()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._launching: set[asyncio.Task[Any]] = set()  # cut short at close: a start nobody waits for any more
         # container id -> (its socket dir, the memory and CPU it holds): removals the engine refused, tried again
@@ -437,8 +458,8 @@ class Agent:
                          start_timeout_s=start_timeout_ms / 1000)
 
     async def acquire(self, call: Call, key: bytes, extensions: dict[str, str]) -> HotContainer:
-        if self._engine_refused.pop(call.id, None) is not None and not self._idle_in(key):
-            await asyncio.sleep(ENGINE_REFUSED_PAUSE_S)  # it is back: no runner could start it; the engine may answer now
+        if self._launch_refused.pop(call.id, None) is not None and not self._idle_in(key):
+            await asyncio.sleep(CANNOT_LAUNCH_PAUSE_S)  # it is back: no runner could start it; give the want time to pass
         if self.closing:
             raise ServerTooBusy()
         memory, mcpus = call_needs(call.memory, call.tmpfs_size, call.cpus)
@@ -662,22 +683,29 @@ class Agent:
             launch_s = time.monotonic() - began
             self.launch_s = moving_average(self.launch_s, launch_s)
             self.metrics.observe_launch(True, launch_s)
+            self.shortage.launched()
         except BaseException as exc:
             queue.starting -= 1
             self.budget.release(memory, mcpus)
             self._spawn(self._remove_quietly(container_id, iofs_dir, memory, mcpus), "remove container")
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown): nobody to tell
-            self.metrics.observe_launch(False, 0.0)
-            error = exc if isinstance(exc, APIError) else APIError(f"could not start a container: {exc}", status=500)
-            # a plugin's refusal (503) is logged by hook_calls, once per plugin and message; an engine outage by the driver
-            if not refusal_logged(error) and not isinstance(error, ContainerEngineUnavailable):
+            error = launch_error(exc)
+            if isinstance(error, RunnerCannotLaunch):
+                self.metrics.observe_launch_refused(error.reason)
+                if isinstance(error, RunnerOutOfResources):
+                    self.shortage.refusal(error)
+            else:
+                self.metrics.observe_launch(False, 0.0)
+            # a plugin's refusal (503) is logged by hook_calls, once per plugin and message; an engine outage by the
+            # driver; a shortage by `LaunchShortage`
+            if not refusal_logged(error) and not isinstance(error, RunnerCannotLaunch):
                 # the function's fault (its image, its exit) is its call's line; the platform's is the operator's
                 level = logging.INFO if error.user_error else logging.WARNING
                 log.log(level, "container for call %s failed to start: %s", call.id, error)
             refused = self._fail_one_waiter(queue, error)
-            if refused is not None and isinstance(error, ContainerEngineUnavailable):
-                _remember(self._engine_refused, refused.call.id)
+            if refused is not None and isinstance(error, RunnerCannotLaunch):
+                _remember(self._launch_refused, refused.call.id)
             if error.user_error and not queue.containers and not queue.starting:
                 # the function's own fault (its image missing, its crash at start): each call still waiting would
                 # launch and fail the same way, each evicting another function's warm container on a full runner

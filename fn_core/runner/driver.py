@@ -69,6 +69,8 @@ class ContainerDriver(Protocol):
         Raises `fn_core.errors.APIError` for outcomes the caller should see (bad image, 503 ...);
         `fn_core.errors.ContainerEngineUnavailable` when the engine cannot be reached: the call is NACKed (nothing
         ran; the LB tries another runner), and the agent logs nothing per call: say once that the engine is down.
+        `fn_core.errors.RunnerOutOfResources` when the engine's disk is full: NACKed too; the agent logs the
+        shortage once, and its end at the next launch that works.
         """
 
     async def exit_status(self, container_id: str, wait_s: float) -> ExitStatus | None:

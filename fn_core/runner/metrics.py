@@ -31,6 +31,8 @@ class RunnerMetrics:
         self.errors_by_status: dict[int, int] = {}
         self.call_durations = Histogram()
         self.launches_by_result: dict[str, int] = {"ok": 0, "failed": 0}
+        # `fn_core.errors.RunnerCannotLaunch.reason` of each subclass
+        self.launches_refused: dict[str, int] = {"engine_unavailable": 0, "out_of_resources": 0}
         self.launch_durations = Histogram()
         self.retired_by_reason: dict[str, int] = dict.fromkeys(RETIRE_REASONS, 0)
         self.exits_by_code: dict[str, int] = {}
@@ -64,6 +66,10 @@ class RunnerMetrics:
         self.launches_by_result["ok" if ok else "failed"] += 1
         if ok:
             self.launch_durations.observe(duration_s)
+
+    def observe_launch_refused(self, reason: str) -> None:
+        """A launch the runner could not make for a want of its own (its call was NACKed): not a failed one."""
+        self.launches_refused[reason] = self.launches_refused.get(reason, 0) + 1
 
     def observe_retired(self, reason: RetireReason) -> None:
         self.retired_by_reason[reason] += 1
@@ -106,6 +112,11 @@ class RunnerMetrics:
              by_label("fn_runner_containers", "state", agent.container_states())),
             ("fn_runner_container_launches_total", "counter", "Containers launched (create, start, socket ready), by result.",
              by_label("fn_runner_container_launches_total", "result", self.launches_by_result)),
+            ("fn_runner_container_launches_refused_total", "counter",
+             "Launches the runner could not make for a want of its own, by reason: engine_unavailable (its container "
+             "engine does not answer), out_of_resources (its disk or its engine's full, or out of file descriptors). "
+             "Their calls were NACKed: the LB placed them on other runners.",
+             by_label("fn_runner_container_launches_refused_total", "reason", self.launches_refused)),
             ("fn_runner_container_launch_seconds", "histogram",
              "Time from launching a container to its socket being ready (a cold start's runner part).",
              self.launch_durations.samples("fn_runner_container_launch_seconds")),

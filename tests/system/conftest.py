@@ -27,6 +27,8 @@ from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.testing import free_port
 from fn_core.wire import status_from_proto
 
+from .engine_relay import EngineRelay
+
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
 CLASSIFIER_LABEL = "fn-agent-classifier"
 CALL_LINE = re.compile(r"call finished call_id=(\S+) app_id=\S+ fn_id=(\S+) runner=(\S+) status=(\d+) attempts=(\d+)")
@@ -174,3 +176,14 @@ async def deploy(session: aiohttp.ClientSession, image: str, app: str = "sysapp"
 @pytest.fixture
 def deploy_echo():
     return deploy
+
+
+@pytest.fixture
+async def relay(tmp_path):
+    """A relay to the Docker engine (`engine_relay`), up; cut at the end (before the platform's nodes stop, so none
+    waits on it)."""
+    relay = EngineRelay(tmp_path / "engine.sock")
+    await relay.up()
+    yield relay
+    if relay.server is not None and relay.server.is_serving():
+        await relay.down()

@@ -1,112 +1,25 @@
 """A runner whose Docker engine stops, restarts or hangs: `fn-core lb` + `fn-core runner`s, real Docker, the fdk echo fn.
 
-The runner under test reaches the engine through a unix-socket relay (its DOCKER_HOST): taking the relay down
-is what a stopped or restarting dockerd looks like to it (the socket gone, connections cut), and holding every
-byte what a hung one looks like, without touching the engine other tests share.
+The runner under test reaches the engine through a unix-socket relay (its DOCKER_HOST, `engine_relay`): taking the
+relay down is what a stopped or restarting dockerd looks like to it (the socket gone, connections cut), and holding
+every byte what a hung one looks like, without touching the engine other tests share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from fn_core.testing import metric_samples, wait_until
+from fn_core.testing import metric_samples
 from fn_plugins_builtin.engine_outage import RETRY_S
-from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
-ENGINE_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+from .engine_relay import broken_and_healthy, call_lines, fn_homed_on
+
 DOWN = "the Docker engine does not answer"
 BACK = "the Docker engine answers again"
 TIMEOUT = aiohttp.ClientTimeout(total=60)
-
-
-class EngineRelay:
-    """A unix socket that relays every byte to the Docker engine's, until `down` (socket removed, every open
-    connection cut) and again after `up`. While ``hung``, it takes connections and bytes and passes none on."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.server: asyncio.AbstractServer | None = None
-        self.open: set[asyncio.StreamWriter] = set()
-        self.hung = False
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_unix_server(self._relay, self.path)
-
-    async def down(self) -> None:
-        assert self.server is not None
-        self.hung = False
-        self.server.close()
-        for writer in list(self.open):
-            writer.transport.abort()
-        await self.server.wait_closed()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        engine_reader, engine_writer = await asyncio.open_unix_connection(ENGINE_SOCKET)
-        self.open |= {client_writer, engine_writer}
-
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    while self.hung:
-                        await asyncio.sleep(0.05)
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError, RuntimeError):  # RuntimeError: the other side was cut by `down`
-                pass
-            finally:
-                writer.transport.abort()
-
-        try:
-            await asyncio.gather(pump(client_reader, engine_writer), pump(engine_reader, client_writer))
-        finally:
-            self.open -= {client_writer, engine_writer}
-
-
-async def call_lines(lb, count: int) -> dict[str, tuple[str, int, int]]:
-    """fn id -> (runner, status, attempts) of the LB's call lines, once there are ``count`` (each is logged after its
-    answer)."""
-    await wait_until(lambda: len(lb.proc.call_lines()) >= count, f"{count} call lines")
-    return {fn: (runner, status, attempts) for _, fn, runner, status, attempts in lb.proc.call_lines()}
-
-
-async def new_fn(session: aiohttp.ClientSession, app_id: str, image: str, name: str) -> str:
-    async with session.post("/v2/fns", json={"name": name, "app_id": app_id, "image": image}) as r:
-        assert r.status == 200, await r.text()
-        return (await r.json())["id"]
-
-
-async def fn_homed_on(session: aiohttp.ClientSession, app_id: str, image: str, home: int, runners: int, prefix: str) -> str:
-    """A new fn whose first runner in `ch`'s order is ``home``."""
-    for i in range(40):  # each fn id is random: half of them land on either of two runners
-        fn_id = await new_fn(session, app_id, image, f"{prefix}{i}")
-        if jump_hash(fn_hash(fn_id), runners) == home:
-            return fn_id
-    raise AssertionError("no fn id landed on the runner")
-
-
-@pytest.fixture
-async def relay(tmp_path):
-    """The engine's relay, up; cut at the end (before the platform's nodes stop, so none waits on it)."""
-    relay = EngineRelay(tmp_path / "engine.sock")
-    await relay.up()
-    yield relay
-    if relay.server is not None and relay.server.is_serving():
-        await relay.down()
-
-
-async def broken_and_healthy(platform, relay: EngineRelay):
-    """A runner that reaches the engine through ``relay``, one that reaches it directly, and an LB placing on both."""
-    broken = await platform.runner(DOCKER_HOST=f"unix://{relay.path}")
-    healthy = await platform.runner()
-    return broken, healthy, await platform.lb([broken, healthy], placer="ch")
 
 
 async def runs_at_home_again(session: aiohttp.ClientSession, app_id: str, image: str, lb, broken, calls_before: int) -> None:
@@ -136,6 +49,8 @@ async def test_a_runner_whose_engine_is_down_nacks_cold_starts_and_the_lb_places
             samples = metric_samples(await r.text())
         assert samples['fn_runner_calls_total{result="refused"}'] == 3
         assert samples['fn_runner_calls_total{result="error"}'] == 0
+        assert samples['fn_runner_container_launches_refused_total{reason="engine_unavailable"}'] == 3
+        assert samples['fn_runner_container_launches_total{result="failed"}'] == 0
 
         await relay.up()  # the engine is back
         await runs_at_home_again(s, app_id, platform.image, lb, broken, 3)

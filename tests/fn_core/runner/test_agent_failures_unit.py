@@ -11,7 +11,14 @@ import socket
 import pytest
 
 from fn_core.config import load_config
-from fn_core.errors import ContainerExited, ContainerInitTimeout, CutAtShutdown, FunctionResponseError, ServerTooBusy
+from fn_core.errors import (
+    ContainerExited,
+    ContainerInitTimeout,
+    CutAtShutdown,
+    FunctionResponseError,
+    RunnerOutOfResources,
+    ServerTooBusy,
+)
 from fn_core.models import Call, slot_key
 from fn_core.runner import agent as agent_module
 from fn_core.runner.agent import EXIT_WAIT_S, Agent, HotContainer, Relay
@@ -430,3 +437,36 @@ async def test_the_slot_of_a_call_that_gave_up_or_was_refused_is_not_kept(tmp_pa
     assert driver.launched == []
     agent.retire(busy, "shutdown")
     await agent.close()
+
+
+# --- a runner out of disk space -----------------------------------------------------------------------
+class FullDiskDriver(FakeDriver):
+    """A driver whose engine's disk is full for the first ``full_for`` launches."""
+
+    def __init__(self, full_for: int) -> None:
+        super().__init__()
+        self.full_for = full_for
+
+    async def launch(self, call, extensions, iofs_dir, env):
+        if self.full_for:
+            self.full_for -= 1
+            raise RunnerOutOfResources("the Docker engine's disk is full")
+        return await super().launch(call, extensions, iofs_dir, env)
+
+
+async def test_a_call_refused_for_a_full_disk_is_nacked_and_waits_a_pause_when_it_comes_back(make_agent, monkeypatch):
+    monkeypatch.setattr(agent_module, "CANNOT_LAUNCH_PAUSE_S", 0.3)
+    agent = make_agent(FullDiskDriver(full_for=1))
+    call = a_call()
+    with pytest.raises(RunnerOutOfResources):  # the NACK: nothing ran
+        await agent.acquire(call, slot_key(call), {})
+    assert agent.metrics.launches_refused == {"engine_unavailable": 0, "out_of_resources": 1}
+    assert agent.metrics.launches_by_result == {"ok": 0, "failed": 0}
+    assert agent.shortage.refused == 1
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    container = await agent.acquire(call, slot_key(call), {})  # every runner refused it: it is back, after a pause
+    assert loop.time() - began >= 0.3
+    assert agent.metrics.launches_by_result["ok"] == 1 and agent.shortage.since is None
+    agent.release(container)

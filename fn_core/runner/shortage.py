@@ -1,0 +1,40 @@
+"""What a runner says when it is out of something it needs to start containers: once when launches begin to be
+refused for it, and once when a launch works again, not a line per call.
+
+The refusals are NACKs (`fn_core.errors.RunnerOutOfResources`): the LB places the calls on other runners, whose
+disks are not this one's, so the operator's only news of a full disk would otherwise be a log line per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from fn_core.errors import RunnerOutOfResources
+
+log = logging.getLogger(__name__)
+
+
+class LaunchShortage:
+    """One runner's running account of a shortage: since when, how many launches it refused, what the last said."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.since: float | None = None
+        self.refused = 0
+
+    def refusal(self, error: RunnerOutOfResources) -> None:
+        """A launch was refused for ``error``; the first of a shortage is logged with what it said."""
+        if self.since is None:
+            self.since = self.clock()
+            log.warning("%s: launches are refused (NACK: the LB places their calls on other runners) until one works "
+                        "again", error.message)
+        self.refused += 1
+
+    def launched(self) -> None:
+        """A container was started: a shortage, if there was one, is over."""
+        if self.since is not None:
+            log.warning("a launch works again after %.1f s out of resources (%d refused meanwhile)",
+                        self.clock() - self.since, self.refused)
+            self.since, self.refused = None, 0

@@ -1,0 +1,46 @@
+"""How the Docker driver reads the engine's refusals: a full disk is the runner's want (a NACK, another runner's engine
+may have room), anything else the call's error. Without an engine (the system tests run it against a real one)."""
+
+from __future__ import annotations
+
+import docker.errors
+import pytest
+
+from fn_core.config import load_config
+from fn_core.errors import APIError, RunnerOutOfResources
+from fn_plugins_builtin import driver_docker
+from fn_plugins_builtin.driver_docker import DockerDriver
+
+DISK_FULL = "mkdir /var/lib/docker/overlay2/4f1e-init: no space left on device"
+
+
+@pytest.mark.parametrize("reason", [DISK_FULL, "write /var/lib/docker/containers/x/config: disk quota exceeded"])
+def test_an_engine_whose_disk_is_full_refuses_for_the_runner_not_the_call(reason):
+    error = driver_docker._engine_refusal("create the container", reason)
+    assert isinstance(error, RunnerOutOfResources) and error.status == 503
+    assert error.message == f"the Docker engine's disk is full: it could not create the container: {reason}"
+
+
+def test_other_refusals_of_the_engine_are_a_500_that_says_what():
+    error = driver_docker._engine_refusal("start the container", "OCI runtime create failed")
+    assert (type(error), error.status, error.message) == (APIError, 500, "could not start the container: OCI runtime create failed")
+
+
+class FailingPulls:
+    def __init__(self, explanation: str) -> None:
+        self.images = self
+        self.explanation = explanation
+
+    def pull(self, image, auth_config=None):
+        raise docker.errors.APIError("500 Server Error", explanation=self.explanation)
+
+
+def test_a_pull_that_fills_the_engines_disk_is_the_runners_want_and_a_registrys_refusal_the_images():
+    driver = DockerDriver(load_config(env={}), hook=None)
+    driver.pull_client = FailingPulls(f"failed to register layer: {DISK_FULL}")
+    with pytest.raises(RunnerOutOfResources, match="could not pull image example.com/fn:1"):
+        driver._pull_image("example.com/fn:1", None)
+    driver.pull_client = FailingPulls("manifest for example.com/fn:1 not found")
+    with pytest.raises(APIError) as refused:
+        driver._pull_image("example.com/fn:1", None)
+    assert (refused.value.status, refused.value.user_error) == (502, True)
