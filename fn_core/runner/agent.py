@@ -116,9 +116,10 @@ MAX_REMEMBERED_REFUSALS = 10_000
 #: again (so every runner refused it), waits this long before it asks for a container again: waiting out an outage
 #: costs a NACK a second, not a hundred
 CANNOT_LAUNCH_PAUSE_S = 1.0
-#: what the system calls of a launch's own work on the runner (its socket dir, the watch on it) fail with when the
-#: runner is out of something: another runner may not be (`RunnerOutOfResources`), so the call is NACKed, not failed
-EXHAUSTED_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE))
+#: what making a container's socket dir fails with when the runner is out of something, and what: another runner may
+#: not be (`RunnerOutOfResources`), so the call is NACKed, not failed
+EXHAUSTED = {errno.ENOSPC: "disk space", errno.EDQUOT: "disk space", errno.EMFILE: "file descriptors",
+             errno.ENFILE: "file descriptors"}
 
 
 def _remember(refused: dict[str, float], call_id: str) -> None:
@@ -283,12 +284,11 @@ def exit_error(status: ExitStatus) -> ContainerExited:
 
 def launch_error(exc: Exception) -> APIError:
     """What a failed launch tells its waiting call: the driver's or a plugin's `APIError` as it is; the runner out of
-    disk space or file descriptors for its own part (the socket dir, the watch on it) a NACK; anything else a 500."""
+    disk space or file descriptors for its own part (the socket dir) a NACK; anything else a 500."""
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, OSError) and exc.errno in EXHAUSTED_ERRNOS:
-        return RunnerOutOfResources(f"the runner is out of {'file descriptors' if exc.errno in (errno.EMFILE, errno.ENFILE) else 'disk space'} "
-                                    f"for its containers' socket dirs ({exc})")
+    if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
+        return RunnerOutOfResources(f"the runner is out of {EXHAUSTED[exc.errno]} for its containers' socket dirs ({exc})")
     return APIError(f"could not start a container: {exc}", status=500)
 
 

@@ -24,7 +24,7 @@ from .engine_relay import DISK_FULL_REASON, broken_and_healthy, call_lines, fn_h
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 BACK = "a launch works again after"
-INODES = 32  # the socket dirs' tmpfs: its root, one dir and its owner file at the runner's start-up check, and room
+INODES = 32  # the socket dirs' tmpfs: a few, which the test fills once the runner is up
 
 
 class SmallDisk:
