@@ -1,7 +1,8 @@
 """The Docker driver: hot containers through the Docker Engine, hardened the way Fn's driver does it.
 
-The docker SDK blocks, so every engine call runs in a worker thread (`asyncio.to_thread`); none
-of them is on the warm call path (that is the unix socket, see `fn_core.runner.uds`).
+The docker SDK blocks, so every engine call runs in a worker thread (creates, pulls and removals, which a hung
+engine may hold for the SDK's 60 s, in threads of their own; the rest in `asyncio.to_thread`); none of them is on
+the warm call path (that is the unix socket, see `fn_core.runner.uds`).
 Containers carry ``fn-agent-classifier=<FN_CONTAINER_LABEL_TAG>`` (``fn-core`` when unset) and a per-process
 ``fn-agent-instance`` label, so leaked ones can be found after a crash; a runner whose tag was set removes, at
 start-up, those of its tag that another instance left (Fn's rule: without a tag of its own it removes nothing).
@@ -64,6 +65,10 @@ MB = 1024 * 1024
 #: rather than after the SDK's 60 s (the engine's version and a ping; later requests keep the SDK's bound)
 ENGINE_FIRST_ANSWER_S = 10.0
 EXIT_POLL_S = 0.05  # how often `exit_status` asks whether a container it waits for has stopped
+#: launches asking the engine at a time (as many as the loop's default executor, where they ran before, has threads):
+#: the first of a cold-start storm are not slowed by the last. A launch given up on a hung engine frees its place
+#: (its thread runs on alone, until the SDK's timeout)
+LAUNCHES_AT_ONCE = min(32, (os.cpu_count() or 1) + 4)
 #: how the engine says that the disk it keeps containers and images on is full (Go's texts of ENOSPC and EDQUOT)
 DISK_FULL = ("no space left on device", "disk quota exceeded")
 
@@ -218,6 +223,7 @@ class DockerDriver:
         self._discarding: set[asyncio.Future[None]] = set()
         # creates and starts in their threads, which a cancelled launch cannot stop: close() lets them end
         self._creating: set[asyncio.Future[Any]] = set()
+        self._launch_places = asyncio.Semaphore(LAUNCHES_AT_ONCE)
         self._closing = False
         self.ping_client: Any = None  # asks whether the engine answers at all, with a short timeout
         self.outage = EngineOutage(self._ping_engine)  # while the engine does not answer, launches are NACKed
@@ -567,14 +573,17 @@ class DockerDriver:
         return APIError(f"could not create the container: the docker SDK refused its options: {exc}{said}", status=500)
 
     async def _create_and_start_kept(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
-        """`_create_and_start` in a thread that outlives a cancelled launch (a runner's stop cancels those): the
-        container it then makes is removed as it is made, and close() waits for it, so none is left running.
-        An engine that does not answer fails it with the NACK, and the next ones without asking (`EngineOutage`)."""
+        """`_create_and_start` in a thread of its own that outlives a cancelled launch (a runner's stop cancels
+        those): the container it then makes is removed as it is made, and close() waits for it, so none is left
+        running. An engine that does not answer fails it with the NACK, and the next ones without asking
+        (`EngineOutage`). Not in the loop's executor: creates stuck on a hung engine would hold every thread of it
+        for the SDK's 60 s, and all else the node does in threads (its /metrics, plugins' work) would wait."""
         await self.outage.admit()
-        made = asyncio.ensure_future(asyncio.to_thread(self._create_and_start, options, output_wanted))
-        self._creating.add(made)
-        made.add_done_callback(self._creating.discard)
-        return await self._engine_answer(made, left=self._remove_abandoned)
+        async with self._launch_places:
+            made = _in_daemon_thread("create container", functools.partial(self._create_and_start, options, output_wanted))
+            self._creating.add(made)
+            made.add_done_callback(self._creating.discard)
+            return await self._engine_answer(made, left=self._remove_abandoned)
 
     async def _ask_engine(self, name: str, ask: Callable[[], T]) -> T:
         """``ask()`` in a thread of its own (one left on a hung engine does not hold up the runner's exit), through

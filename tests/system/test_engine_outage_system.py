@@ -8,6 +8,7 @@ every byte what a hung one looks like, without touching the engine other tests s
 from __future__ import annotations
 
 import asyncio
+import os
 
 import aiohttp
 import pytest
@@ -125,3 +126,27 @@ async def test_a_call_waits_out_an_engine_restart_on_the_only_runner_and_runs_on
     assert status == 200 and 2 <= attempts <= 6
     log = runner.proc.log()
     assert log.count(DOWN) == 1 and log.count(BACK) == 1 and "failed to start" not in log
+
+
+async def test_launches_stuck_on_a_hung_engine_leave_the_runners_other_work_alone(platform, deploy_echo, relay):
+    """Each create on a hung engine holds its thread until the SDK's 60 s: more of them than the loop's default
+    executor has threads must not hold up what else the runner does in threads (its /metrics here)."""
+    broken, healthy, lb = await broken_and_healthy(platform, relay)
+    stuck = min(32, (os.cpu_count() or 1) + 4) + 2  # past the default executor's threads (asyncio's own formula)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        app_id = (await deploy_echo(s, platform.image))["app"]["id"]
+        homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"stuck{n}-") for n in range(stuck)]
+        relay.hung = True
+
+        async def invoke(fn_id: str) -> tuple[int, bytes]:
+            async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
+                return r.status, await r.read()
+
+        calls = [asyncio.ensure_future(invoke(fn_id)) for fn_id in homed]
+        await asyncio.sleep(2)  # every launch is in its thread, on the hung engine
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with aiohttp.ClientSession(broken.url) as direct, direct.get("/metrics") as r:
+            assert r.status == 200 and "fn_process_cpu_seconds_total" in await r.text()
+        assert loop.time() - began < 5  # not after the SDK's 60 s
+        assert await asyncio.gather(*calls) == [(200, b"placed elsewhere")] * stuck
