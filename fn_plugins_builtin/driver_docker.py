@@ -578,8 +578,8 @@ class DockerDriver:
         running. An engine that does not answer fails it with the NACK, and the next ones without asking
         (`EngineOutage`). Not in the loop's executor: creates stuck on a hung engine would hold every thread of it
         for the SDK's 60 s, and all else the node does in threads (its /metrics, plugins' work) would wait."""
-        await self.outage.admit()
         async with self._launch_places:
+            await self.outage.admit()  # once it has its place: the engine may have been found down meanwhile
             made = _in_daemon_thread("create container", functools.partial(self._create_and_start, options, output_wanted))
             self._creating.add(made)
             made.add_done_callback(self._creating.discard)
