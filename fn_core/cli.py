@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import platform
+import resource
 import signal
 import sys
 import types
@@ -195,8 +196,38 @@ def _start_server(ctx: click.Context, kwargs: dict[str, Any], command: str | Non
             "run that command (or `fn-core start`), or unset FN_NODE_TYPE"
         )
     _log_start(command, pm)
+    raise_open_files_limit()
     module, entry = SERVER_ENTRY_POINTS[command]
     _run(getattr(importlib.import_module(module), entry)(config, pm))
+
+
+#: open files a node may have, below which it says at start-up that it may run out: each client connection, each hot
+#: container's socket, each Docker request and each runner channel takes one
+FEW_OPEN_FILES = 4096
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard limit, as Go programs do at start (since Go 1.19): the soft limit
+    (often 1024) is a default for interactive shells, and a busy node at it refuses connections unanswered and fails
+    launches with EMFILE while the hard limit allows far more. Said in the log, and warned of when it stays low."""
+    log = logging.getLogger(__name__)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # a hard limit of "unlimited" is past the kernel's nr_open, say
+            log.info("open files: soft limit %d kept, the hard limit %s could not be taken: %s", soft, _limit(hard), exc)
+        else:
+            log.info("open files: soft limit raised from %d to the hard limit %s", soft, _limit(hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < FEW_OPEN_FILES:
+        log.warning("open files limited to %d (ulimit -n, the hard limit): a busy node needs more (each connection, hot "
+                    "container and Docker request takes one); raise it to %d or more (LimitNOFILE= under systemd, "
+                    "--ulimit nofile= under Docker)", soft, FEW_OPEN_FILES)
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
 #: the nodes each selection is used on (an LB starts no container, a runner places no call)

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -164,6 +165,32 @@ def test_an_api_node_and_an_lb_reading_from_it_as_processes(tmp_path):
     # each node says when its stop begins and when it is over
     assert "LB shutting down" in outputs[0] and "API node shutting down" in outputs[1]
     assert f"API node http://127.0.0.1:{api_port} stopped" in outputs[1]
+
+
+def open_files_limit(pid: int) -> tuple[str, str]:
+    """(soft, hard) of a process's open files limit, as /proc shows them."""
+    with open(f"/proc/{pid}/limits") as f:
+        [line] = [line for line in f if line.startswith("Max open files")]
+    return line.split()[3], line.split()[4]
+
+
+@pytest.mark.parametrize(("given", "kept", "warned"), [((256, 8192), ("8192", "8192"), False), ((256, 256), ("256", "256"), True)])
+def test_a_node_raises_its_open_files_limit_to_the_hard_one_and_warns_when_that_is_low(tmp_path, given, kept, warned):
+    """A soft limit of 1024 (a shell's default) made a busy node refuse connections unanswered and fail launches with
+    EMFILE: a node takes what the hard limit allows, as Go's programs do, and says when that is little."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
+    node = subprocess.Popen([fn_core_command(), "api", "--host", "127.0.0.1", "--port", str(port), "--db", f"sqlite3://{tmp_path}/fn.db"],
+                            env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, given))
+    try:
+        wait_up(f"http://127.0.0.1:{port}/version")
+        assert open_files_limit(node.pid) == kept
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, stderr = node.communicate(timeout=30)
+    assert ("open files: soft limit raised from 256 to the hard limit 8192" in stderr) is not warned
+    assert ("open files limited to 256 (ulimit -n, the hard limit): a busy node needs more" in stderr) is warned
 
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
