@@ -436,6 +436,8 @@ class Agent:
                 self.retire(container, "bad_response")
             else:
                 self.release(container)
+                if isinstance(exc, RunnerOutOfResources):  # no connection to it: nothing was sent, the call is NACKed
+                    self.shortage.refusal(exc)
             raise
         except BaseException:
             self.retire(container, "cancelled")  # cancelled mid-request (shutdown): the connection state is unknown
@@ -482,8 +484,10 @@ class Agent:
                 return container
             try:  # its connection closed while idle: still there? (checked before the call is committed)
                 alive = await container.conn.reopen()
-            except BaseException:
+            except BaseException as exc:
                 self.release(container)
+                if isinstance(exc, RunnerOutOfResources):
+                    self.shortage.refusal(exc)  # the NACK; the container is fine
                 raise
             if alive:
                 self.metrics.observe_start("idle", 0.0)

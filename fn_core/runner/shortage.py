@@ -1,5 +1,5 @@
-"""What a runner says when it is out of something it needs to start containers: once when launches begin to be
-refused for it, and once when a launch works again, not a line per call.
+"""What a runner says when it is out of something it needs to start containers or to reach them (disk space, file
+descriptors): once when calls begin to be refused for it, and once when a launch works again, not a line per call.
 
 The refusals are NACKs (`fn_core.errors.RunnerOutOfResources`): the LB places the calls on other runners, whose
 disks are not this one's, so the operator's only news of a full disk would otherwise be a log line per call.
@@ -25,11 +25,12 @@ class LaunchShortage:
         self.refused = 0
 
     def refusal(self, error: RunnerOutOfResources) -> None:
-        """A launch was refused for ``error``; the first of a shortage is logged with what it said."""
+        """A launch (or a connection to a container) failed for ``error``; the first of a shortage is logged with what it
+        said."""
         if self.since is None:
             self.since = self.clock()
-            log.warning("%s: launches are refused (NACK: the LB places their calls on other runners) until one works "
-                        "again", error.message)
+            log.warning("%s: calls that need it are refused (NACK: the LB places them on other runners) until a launch "
+                        "works again", error.message)
         self.refused += 1
 
     def launched(self) -> None:

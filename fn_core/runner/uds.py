@@ -30,6 +30,7 @@ from fn_core.errors import (
     FunctionInvalidResponse,
     FunctionResponseHeaderTooBig,
     FunctionResponseTooBig,
+    RunnerOutOfResources,
 )
 from fn_core.http_heads import head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
@@ -171,6 +172,11 @@ class SocketOutsideDir(ContainerBroken):
         super().__init__(detail, spoke_bad_http=True)  # it is alive: there is no exit to wait for
 
 
+#: what opening the runner's end of a connection fails with when the runner (or the host) is out of descriptors or
+#: socket buffers: `RunnerOutOfResources` (the container is as healthy as it was; the call, not sent, is NACKed)
+OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
 def open_listener(socket_path: str) -> int:
     """An ``O_PATH`` fd of the socket that ``socket_path`` (``lsnr.sock``) is, or links to by a bare name; the caller
     closes it. Connecting to ``/proc/self/fd/<fd>`` reaches that very inode, however the container relinks or
@@ -262,7 +268,8 @@ class HotConnection:
         return protocol is not None and protocol.is_connected() and not protocol.should_close
 
     async def reopen(self) -> bool:
-        """Connect again (fdk closes a connection idle for 75 s). False: the socket refuses, the container has died."""
+        """Connect again (fdk closes a connection idle for 75 s). False: the socket refuses, the container has died.
+        `RunnerOutOfResources` when the runner could not open its end (the container may be fine)."""
         try:
             await self._connection()
         except SocketOutsideDir:
@@ -283,11 +290,16 @@ class HotConnection:
             return protocol
         self._drop()  # closed by the container, or left with unread bytes: start clean
         loop = asyncio.get_running_loop()
-        listener = open_listener(self.socket_path)
-        try:  # to the inode checked, by its fd: a link swapped since cannot send the connect elsewhere
-            _, protocol = await loop.create_unix_connection(lambda: ContainerProtocol(loop), f"/proc/self/fd/{listener}")
-        finally:
-            os.close(listener)
+        try:
+            listener = open_listener(self.socket_path)
+            try:  # to the inode checked, by its fd: a link swapped since cannot send the connect elsewhere
+                _, protocol = await loop.create_unix_connection(lambda: ContainerProtocol(loop), f"/proc/self/fd/{listener}")
+            finally:
+                os.close(listener)
+        except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:  # the runner's want, not the container's: nothing reached it
+                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not connect to a container ({exc})") from None
+            raise
         self._protocol = protocol
         return protocol
 

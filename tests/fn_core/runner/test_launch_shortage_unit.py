@@ -40,7 +40,7 @@ def test_a_shortage_is_said_when_it_begins_and_when_a_launch_works_again(caplog)
     shortage.launched()
     shortage.launched()  # no shortage now: nothing to say
     assert [r.getMessage() for r in caplog.records] == [
-        "the runner is out of disk space: launches are refused (NACK: the LB places their calls on other runners) "
-        "until one works again",
+        "the runner is out of disk space: calls that need it are refused (NACK: the LB places them on other runners) "
+        "until a launch works again",
         "a launch works again after 4.0 s out of resources (3 refused meanwhile)",
     ]

@@ -8,10 +8,20 @@ socket server that answers with exactly the bytes a test gives it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import resource
 
 import pytest
 
-from fn_core.errors import BadRequest, CallTimeout, FunctionFailed, FunctionInvalidResponse, FunctionResponseHeaderTooBig
+from fn_core.errors import (
+    BadRequest,
+    CallTimeout,
+    FunctionFailed,
+    FunctionInvalidResponse,
+    FunctionResponseHeaderTooBig,
+    RunnerOutOfResources,
+)
 from fn_core.models import Call
 from fn_core.runner.uds import (
     DEFAULT_MAX_RESPONSE_HEAD,
@@ -324,6 +334,37 @@ async def test_header_with_a_line_break_is_refused_before_anything_is_sent(conta
     with pytest.raises(BadRequest, match="header name"):
         await call(conn, headers={"Bad Name": ["x"]})
     assert scripted.requests == [] and scripted.connections == 0
+    await conn.close()
+
+
+@contextlib.contextmanager
+def out_of_descriptors():
+    """This process (the runner) with no file descriptor left to open, until the block ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+    hogs = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                hogs.append(os.open("/dev/null", os.O_RDONLY))
+        yield
+    finally:
+        for fd in hogs:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_the_runner_out_of_descriptors_is_its_own_want_not_a_broken_container(container):
+    """EMFILE on the runner's end of a connection: the container is as healthy as it was (not retired as dead), and the
+    call, never sent, is refused for the runner (`RunnerOutOfResources`: the NACK), on a reconnect as on a call."""
+    scripted, conn = await container([ok(b"after"), ok(b"unused")])
+    with out_of_descriptors():
+        with pytest.raises(RunnerOutOfResources, match="out of file descriptors: it could not connect to a container"):
+            await conn.reopen()
+        with pytest.raises(RunnerOutOfResources):
+            await call(conn)
+    assert scripted.requests == []
+    assert (await call(conn)).body == b"after"  # descriptors free again: the same container answers
     await conn.close()
 
 
