@@ -47,6 +47,7 @@ from fn_core.errors import (
 from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
+from fn_core.runner.shortage import out_of_descriptors
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
 from fn_plugins_builtin.engine_outage import PING_TIMEOUT_S, EngineOutage, engine_unreachable
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
@@ -122,6 +123,13 @@ def _left_alone(asked: asyncio.Future[Any]) -> None:
     hung engine): retrieved, so its error is a debug line, not asyncio's warning."""
     if not asked.cancelled() and asked.exception() is not None:
         log.debug("an engine call nobody waited for ended with %r", asked.exception())
+
+
+def _removal_refused(container_id: str, removal: asyncio.Future[None]) -> None:
+    """The end of the removal of a container a given-up launch made: one it could not remove is said, with its id
+    (the runner's stop, or the next runner with its tag, removes it)."""
+    if not removal.cancelled() and removal.exception() is not None:
+        log.warning("could not remove container %s, made by a launch given up on: %s", container_id[:12], removal.exception())
 
 
 def _bound_every_request(api: Any, timeout_s: float) -> None:
@@ -602,6 +610,10 @@ class DockerDriver:
             asked.add_done_callback(left or _left_alone)
             raise
         except BaseException as exc:
+            if out_of_descriptors(exc):  # the runner's want: nothing says the engine is down
+                self.outage.abandoned()
+                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not reach the Docker engine "
+                                           f"({exc})") from None
             if engine_unreachable(exc):
                 if not asked.done():  # hung: the thread goes on alone
                     asked.add_done_callback(left or _left_alone)
@@ -620,6 +632,7 @@ class DockerDriver:
         removal = asyncio.ensure_future(self.remove(container_id))
         self._discarding.add(removal)
         removal.add_done_callback(self._discarding.discard)
+        removal.add_done_callback(functools.partial(_removal_refused, container_id))
 
     def _create_and_start(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """Create and start the container, and attach its stdout/stderr socket: before the start when its output
@@ -666,6 +679,8 @@ class DockerDriver:
             return attach_socket(self.client, container.id)
         except Exception as exc:
             container.remove(force=True)
+            if out_of_descriptors(exc):
+                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not attach to a container ({exc})") from None
             raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
 
     async def _pull(self, image: str, registry_token: str | None) -> None:

@@ -7,6 +7,7 @@ disks are not this one's, so the operator's only news of a full disk would other
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -14,6 +15,21 @@ from collections.abc import Callable
 from fn_core.errors import RunnerOutOfResources
 
 log = logging.getLogger(__name__)
+
+#: what opening the runner's end of a connection fails with when the runner (or the host) is out of descriptors or
+#: socket buffers: the runner's want, not the peer's (a container, the Docker engine) fault
+OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+def out_of_descriptors(exc: BaseException, depth: int = 6) -> bool:
+    """Whether ``exc`` is, or wraps (as its cause, its context, or an argument: the docker SDK's requests and urllib3
+    errors carry the OSError so), an `OUT_OF_DESCRIPTORS` OSError."""
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
+        return True
+    if depth == 0:
+        return False
+    inner = [exc.__cause__, exc.__context__, *(arg for arg in exc.args if isinstance(arg, BaseException))]
+    return any(out_of_descriptors(e, depth - 1) for e in inner if e is not None)
 
 
 class LaunchShortage:

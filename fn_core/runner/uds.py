@@ -35,6 +35,7 @@ from fn_core.errors import (
 from fn_core.http_heads import head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
 from fn_core.runner.dirwatch import DirWatch
+from fn_core.runner.shortage import OUT_OF_DESCRIPTORS
 
 SOCKET_NAME = "lsnr.sock"
 LISTENER_ENV = "unix:/tmp/iofs/lsnr.sock"
@@ -172,11 +173,6 @@ class SocketOutsideDir(ContainerBroken):
         super().__init__(detail, spoke_bad_http=True)  # it is alive: there is no exit to wait for
 
 
-#: what opening the runner's end of a connection fails with when the runner (or the host) is out of descriptors or
-#: socket buffers: `RunnerOutOfResources` (the container is as healthy as it was; the call, not sent, is NACKed)
-OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-
-
 def open_listener(socket_path: str) -> int:
     """An ``O_PATH`` fd of the socket that ``socket_path`` (``lsnr.sock``) is, or links to by a bare name; the caller
     closes it. Connecting to ``/proc/self/fd/<fd>`` reaches that very inode, however the container relinks or
@@ -297,7 +293,7 @@ class HotConnection:
             finally:
                 os.close(listener)
         except OSError as exc:
-            if exc.errno in OUT_OF_DESCRIPTORS:  # the runner's want, not the container's: nothing reached it
+            if exc.errno in OUT_OF_DESCRIPTORS:  # the runner's want, not the container's: nothing reached it (a NACK)
                 raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not connect to a container ({exc})") from None
             raise
         self._protocol = protocol

@@ -44,3 +44,30 @@ def test_a_pull_that_fills_the_engines_disk_is_the_runners_want_and_a_registrys_
     with pytest.raises(APIError) as refused:
         driver._pull_image("example.com/fn:1", None)
     assert (refused.value.status, refused.value.user_error) == (502, True)
+
+
+def test_the_runner_out_of_descriptors_is_told_apart_from_an_engine_that_does_not_answer():
+    """requests wraps the OSError of a connect the runner could not make (urllib3's ProtocolError, 'Connection
+    aborted.'): EMFILE is this runner's want, not the engine's outage."""
+    import requests.exceptions
+
+    from fn_core.runner.shortage import out_of_descriptors
+    from fn_plugins_builtin.engine_outage import engine_unreachable
+
+    emfile = requests.exceptions.ConnectionError(ConnectionError("Connection aborted.", OSError(24, "Too many open files")))
+    refused = requests.exceptions.ConnectionError(ConnectionError("Connection aborted.", FileNotFoundError(2, "No such file")))
+    assert out_of_descriptors(emfile) and engine_unreachable(emfile)  # the driver asks out_of_descriptors first
+    assert not out_of_descriptors(refused) and engine_unreachable(refused)
+
+
+async def test_a_launch_the_runner_could_not_send_for_want_of_descriptors_is_its_nack_and_no_engine_outage():
+    import asyncio
+
+    import requests.exceptions
+
+    driver = DockerDriver(load_config(env={}), hook=None)
+    asked = asyncio.get_running_loop().create_future()
+    asked.set_exception(requests.exceptions.ConnectionError(ConnectionError("Connection aborted.", OSError(24, "Too many open files"))))
+    with pytest.raises(RunnerOutOfResources, match="out of file descriptors: it could not reach the Docker engine"):
+        await driver._engine_answer(asked)
+    assert driver.outage.down_since is None  # launches go on asking the engine: it was never found down
