@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from fn_core.testing import wait_until
+from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 ENGINE_SOCKET = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
@@ -134,3 +134,28 @@ async def broken_and_healthy(platform, relay: EngineRelay | None = None, **env: 
     broken = await platform.runner(**env)
     healthy = await platform.runner()
     return broken, healthy, await platform.lb([broken, healthy], placer="ch")
+
+
+async def placed_elsewhere(session: aiohttp.ClientSession, lb, app_id: str, image: str, broken, healthy, said: str,
+                           reason: str) -> None:
+    """Three new fns homed on ``broken`` (0 of 2): each call needs a cold start there first, is refused, and answers
+    200 from ``healthy`` at the second attempt; ``broken`` logs ``said`` once (not per call), and counts the three
+    launches refused for ``reason`` and their calls refused, none failed."""
+    homed = [await fn_homed_on(session, app_id, image, 0, 2, f"{reason}{n}-") for n in range(3)]
+    for fn_id in homed:
+        async with session.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
+            assert (r.status, await r.read()) == (200, b"placed elsewhere")
+    lines = await call_lines(lb, 3)
+    assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
+    log = broken.proc.log()
+    assert log.count(said) == 1 and "failed to start" not in log
+    samples = await runner_metrics(broken)
+    assert samples[f'fn_runner_container_launches_refused_total{{reason="{reason}"}}'] == 3
+    assert samples['fn_runner_calls_total{result="refused"}'] == 3
+    assert samples['fn_runner_calls_total{result="error"}'] == 0
+    assert samples['fn_runner_container_launches_total{result="failed"}'] == 0
+
+
+async def runner_metrics(runner) -> dict[str, float]:
+    async with aiohttp.ClientSession(runner.url) as direct, direct.get("/metrics") as r:
+        return metric_samples(await r.text())

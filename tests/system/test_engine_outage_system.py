@@ -13,10 +13,9 @@ import os
 import aiohttp
 import pytest
 
-from fn_core.testing import metric_samples
 from fn_plugins_builtin.engine_outage import RETRY_S
 
-from .engine_relay import broken_and_healthy, call_lines, fn_homed_on
+from .engine_relay import broken_and_healthy, call_lines, fn_homed_on, placed_elsewhere
 
 DOWN = "the Docker engine does not answer"
 BACK = "the Docker engine answers again"
@@ -38,20 +37,7 @@ async def test_a_runner_whose_engine_is_down_nacks_cold_starts_and_the_lb_places
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         app_id = (await deploy_echo(s, platform.image))["app"]["id"]
         await relay.down()
-        homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"down{n}-") for n in range(3)]
-        for fn_id in homed:  # each needs a cold start on the broken runner first
-            async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
-                assert (r.status, await r.read()) == (200, b"placed elsewhere")
-        lines = await call_lines(lb, 3)
-        assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
-        log = broken.proc.log()
-        assert log.count(DOWN) == 1 and "failed to start" not in log  # said once, not per call
-        async with aiohttp.ClientSession(broken.url) as direct, direct.get("/metrics") as r:
-            samples = metric_samples(await r.text())
-        assert samples['fn_runner_calls_total{result="refused"}'] == 3
-        assert samples['fn_runner_calls_total{result="error"}'] == 0
-        assert samples['fn_runner_container_launches_refused_total{reason="engine_unavailable"}'] == 3
-        assert samples['fn_runner_container_launches_total{result="failed"}'] == 0
+        await placed_elsewhere(s, lb, app_id, platform.image, broken, healthy, DOWN, "engine_unavailable")
 
         await relay.up()  # the engine is back
         await runs_at_home_again(s, app_id, platform.image, lb, broken, 3)

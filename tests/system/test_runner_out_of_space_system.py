@@ -18,9 +18,8 @@ import aiohttp
 import pytest
 
 from fn_core.runner.agent import CANNOT_LAUNCH_PAUSE_S
-from fn_core.testing import metric_samples
 
-from .engine_relay import DISK_FULL_REASON, broken_and_healthy, call_lines, fn_homed_on
+from .engine_relay import DISK_FULL_REASON, broken_and_healthy, call_lines, fn_homed_on, placed_elsewhere
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 BACK = "a launch works again after"
@@ -67,30 +66,13 @@ def small_disk():
     disk.unmount()
 
 
-async def runner_metrics(runner) -> dict[str, float]:
-    async with aiohttp.ClientSession(runner.url) as direct, direct.get("/metrics") as r:
-        return metric_samples(await r.text())
-
-
 async def placed_elsewhere_then_home_again(platform, deploy_echo, broken, healthy, lb, fill, free, said: str) -> None:
     """Three cold calls homed on ``broken`` while its disk is full (``fill``) answer 200 from ``healthy`` at the
     second attempt, the shortage logged once; once ``free``, a new fn homed on ``broken`` starts there."""
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         app_id = (await deploy_echo(s, platform.image))["app"]["id"]
         fill()
-        homed = [await fn_homed_on(s, app_id, platform.image, 0, 2, f"full{n}-") for n in range(3)]
-        for fn_id in homed:  # each needs a cold start on the full runner first
-            async with s.post(f"/invoke/{fn_id}", data=b"placed elsewhere") as r:
-                assert (r.status, await r.read()) == (200, b"placed elsewhere")
-        lines = await call_lines(lb, 3)
-        assert [lines[fn_id] for fn_id in homed] == [(healthy.address, 200, 2)] * 3  # refused, then the other
-        log = broken.proc.log()
-        assert log.count(said) == 1 and "failed to start" not in log  # said once, not per call
-        samples = await runner_metrics(broken)
-        assert samples['fn_runner_container_launches_refused_total{reason="out_of_resources"}'] == 3
-        assert samples['fn_runner_calls_total{result="refused"}'] == 3
-        assert samples['fn_runner_calls_total{result="error"}'] == 0
-        assert samples['fn_runner_container_launches_total{result="failed"}'] == 0
+        await placed_elsewhere(s, lb, app_id, platform.image, broken, healthy, said, "out_of_resources")
 
         free()
         await asyncio.sleep(CANNOT_LAUNCH_PAUSE_S)
