@@ -33,7 +33,7 @@ def out_of_descriptors(exc: BaseException, depth: int = 6) -> bool:
 
 
 class LaunchShortage:
-    """One runner's running account of a shortage: since when, how many launches it refused, what the last said."""
+    """One runner's running account of a shortage: since when, and how many calls it refused for it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
