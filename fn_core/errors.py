@@ -150,7 +150,7 @@ class ContainerEngineUnavailable(RunnerCannotLaunch):
 
 class RunnerOutOfResources(RunnerCannotLaunch):
     """The runner's disk (where it makes the containers' socket directories) or its container engine's is full (space,
-    inodes, quota), or the runner is out of file descriptors or inotify watches: a want of this host's, which another
+    inodes, quota), or the runner is out of file descriptors (or memory, socket buffers): a want of this host's, which another
     runner's may not share. The message says which (for the runner's log: the client is never sent it)."""
 
     reason = "out_of_resources"

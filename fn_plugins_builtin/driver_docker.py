@@ -47,7 +47,7 @@ from fn_core.errors import (
 from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
 from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
-from fn_core.runner.shortage import out_of_descriptors
+from fn_core.runner.shortage import runner_out_of
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
 from fn_plugins_builtin.engine_outage import PING_TIMEOUT_S, EngineOutage, engine_unreachable
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
@@ -610,10 +610,10 @@ class DockerDriver:
             asked.add_done_callback(left or _left_alone)
             raise
         except BaseException as exc:
-            if out_of_descriptors(exc):  # the runner's want: nothing says the engine is down
+            shortage = runner_out_of(exc, "reach the Docker engine")
+            if shortage is not None:  # the runner's want: nothing says the engine is down
                 self.outage.abandoned()
-                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not reach the Docker engine "
-                                           f"({exc})") from None
+                raise shortage from None
             if engine_unreachable(exc):
                 if not asked.done():  # hung: the thread goes on alone
                     asked.add_done_callback(left or _left_alone)
@@ -679,9 +679,7 @@ class DockerDriver:
             return attach_socket(self.client, container.id)
         except Exception as exc:
             container.remove(force=True)
-            if out_of_descriptors(exc):
-                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not attach to a container ({exc})") from None
-            raise APIError(f"could not attach to the container's output: {exc}", status=500) from None
+            raise runner_out_of(exc, "attach to a container") or APIError(f"could not attach to the container's output: {exc}", status=500) from None
 
     async def _pull(self, image: str, registry_token: str | None) -> None:
         """Pull ``image`` once however many launches need it; each waits at most FN_HOT_PULL_TIMEOUT_MSECS (504).

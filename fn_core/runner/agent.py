@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import inspect
 import itertools
 import logging
@@ -88,7 +87,7 @@ from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import MB, Budget, budget_from_config, call_needs
-from fn_core.runner.shortage import LaunchShortage
+from fn_core.runner.shortage import LaunchShortage, runner_out_of
 from fn_core.runner.uds import (
     LISTENER_ENV,
     SOCKET_NAME,
@@ -116,10 +115,6 @@ MAX_REMEMBERED_REFUSALS = 10_000
 #: again (so every runner refused it), waits this long before it asks for a container again: waiting out an outage
 #: costs a NACK a second, not a hundred
 CANNOT_LAUNCH_PAUSE_S = 1.0
-#: what making a container's socket dir fails with when the runner is out of something, and what: another runner may
-#: not be (`RunnerOutOfResources`), so the call is NACKed, not failed
-EXHAUSTED = {errno.ENOSPC: "disk space", errno.EDQUOT: "disk space", errno.EMFILE: "file descriptors",
-             errno.ENFILE: "file descriptors"}
 
 
 def _remember(refused: dict[str, float], call_id: str) -> None:
@@ -284,12 +279,10 @@ def exit_error(status: ExitStatus) -> ContainerExited:
 
 def launch_error(exc: Exception) -> APIError:
     """What a failed launch tells its waiting call: the driver's or a plugin's `APIError` as it is; the runner out of
-    disk space or file descriptors for its own part (the socket dir) a NACK; anything else a 500."""
+    disk space or file descriptors for its own part (making the socket dir) a NACK; anything else a 500."""
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
-        return RunnerOutOfResources(f"the runner is out of {EXHAUSTED[exc.errno]} for its containers' socket dirs ({exc})")
-    return APIError(f"could not start a container: {exc}", status=500)
+    return runner_out_of(exc, "start a container") or APIError(f"could not start a container: {exc}", status=500)
 
 
 def container_env(call: Call) -> dict[str, str]:

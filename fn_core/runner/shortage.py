@@ -16,20 +16,30 @@ from fn_core.errors import RunnerOutOfResources
 
 log = logging.getLogger(__name__)
 
-#: what opening the runner's end of a connection fails with when the runner (or the host) is out of descriptors or
-#: socket buffers: the runner's want, not the peer's (a container, the Docker engine) fault
-OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: what the runner's own system calls fail with when the runner (or its host) is out of something, and what: its
+#: want, neither the call's nor its peer's (a container, the Docker engine), and another runner may not share it
+EXHAUSTED = {errno.ENOSPC: "disk space", errno.EDQUOT: "disk space", errno.EMFILE: "file descriptors",
+             errno.ENFILE: "file descriptors", errno.ENOBUFS: "socket buffers", errno.ENOMEM: "memory"}
 
 
-def out_of_descriptors(exc: BaseException, depth: int = 6) -> bool:
-    """Whether ``exc`` is, or wraps (as its cause, its context, or an argument: the docker SDK's requests and urllib3
-    errors carry the OSError so), an `OUT_OF_DESCRIPTORS` OSError."""
-    if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
-        return True
+def runner_out_of(exc: BaseException, doing: str) -> RunnerOutOfResources | None:
+    """The NACK for ``exc`` when it is, or wraps, an `EXHAUSTED` OSError (the runner could not do ``doing``); else
+    None."""
+    found = _exhausted(exc, depth=6)
+    if found is None:
+        return None
+    return RunnerOutOfResources(f"the runner is out of {EXHAUSTED[found]}: it could not {doing} ({exc})")
+
+
+def _exhausted(exc: BaseException, depth: int) -> int | None:
+    """The `EXHAUSTED` errno of ``exc`` or of what it wraps: its cause, its context, an argument (the docker SDK's
+    requests and urllib3 errors carry the OSError so)."""
+    if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
+        return exc.errno
     if depth == 0:
-        return False
+        return None
     inner = [exc.__cause__, exc.__context__, *(arg for arg in exc.args if isinstance(arg, BaseException))]
-    return any(out_of_descriptors(e, depth - 1) for e in inner if e is not None)
+    return next((code for e in inner if e is not None and (code := _exhausted(e, depth - 1)) is not None), None)
 
 
 class LaunchShortage:

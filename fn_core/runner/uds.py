@@ -30,12 +30,11 @@ from fn_core.errors import (
     FunctionInvalidResponse,
     FunctionResponseHeaderTooBig,
     FunctionResponseTooBig,
-    RunnerOutOfResources,
 )
 from fn_core.http_heads import head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
 from fn_core.runner.dirwatch import DirWatch
-from fn_core.runner.shortage import OUT_OF_DESCRIPTORS
+from fn_core.runner.shortage import runner_out_of
 
 SOCKET_NAME = "lsnr.sock"
 LISTENER_ENV = "unix:/tmp/iofs/lsnr.sock"
@@ -293,8 +292,9 @@ class HotConnection:
             finally:
                 os.close(listener)
         except OSError as exc:
-            if exc.errno in OUT_OF_DESCRIPTORS:  # the runner's want, not the container's: nothing reached it (a NACK)
-                raise RunnerOutOfResources(f"the runner is out of file descriptors: it could not connect to a container ({exc})") from None
+            shortage = runner_out_of(exc, "connect to a container")  # the runner's want: nothing reached the container
+            if shortage is not None:
+                raise shortage from None
             raise
         self._protocol = protocol
         return protocol

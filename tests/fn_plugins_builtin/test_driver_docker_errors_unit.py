@@ -51,13 +51,13 @@ def test_the_runner_out_of_descriptors_is_told_apart_from_an_engine_that_does_no
     aborted.'): EMFILE is this runner's want, not the engine's outage."""
     import requests.exceptions
 
-    from fn_core.runner.shortage import out_of_descriptors
+    from fn_core.runner.shortage import runner_out_of
     from fn_plugins_builtin.engine_outage import engine_unreachable
 
     emfile = requests.exceptions.ConnectionError(ConnectionError("Connection aborted.", OSError(24, "Too many open files")))
     refused = requests.exceptions.ConnectionError(ConnectionError("Connection aborted.", FileNotFoundError(2, "No such file")))
-    assert out_of_descriptors(emfile) and engine_unreachable(emfile)  # the driver asks out_of_descriptors first
-    assert not out_of_descriptors(refused) and engine_unreachable(refused)
+    assert runner_out_of(emfile, "x") is not None and engine_unreachable(emfile)  # the driver asks runner_out_of first
+    assert runner_out_of(refused, "x") is None and engine_unreachable(refused)
 
 
 async def test_a_launch_the_runner_could_not_send_for_want_of_descriptors_is_its_nack_and_no_engine_outage():

@@ -92,7 +92,7 @@ async def test_a_runner_whose_socket_dir_disk_is_full_nacks_cold_starts_and_the_
         assert small_disk.fill() > 0
 
     await placed_elsewhere_then_home_again(platform, deploy_echo, broken, healthy, lb, fill, small_disk.free,
-                                           "the runner is out of disk space for its containers' socket dirs")
+                                           "the runner is out of disk space: it could not start a container")
 
 
 async def test_a_runner_whose_engines_disk_is_full_nacks_cold_starts_and_the_lb_places_them_on_another(

@@ -20,7 +20,7 @@ def test_the_runner_out_of_disk_or_descriptors_for_a_socket_dir_is_a_nack(code, 
     error = launch_error(OSError(code, "No space left on device", "/var/lib/fn/iofs/1a2b3c4d.owner"))
     assert isinstance(error, RunnerOutOfResources) and isinstance(error, ServerTooBusy)
     assert error.status == 503 and not error.user_error
-    assert error.message.startswith(f"the runner is out of {want} for its containers' socket dirs")
+    assert error.message.startswith(f"the runner is out of {want}: it could not start a container")
 
 
 def test_other_launch_failures_keep_their_error():
