@@ -355,8 +355,10 @@ class Channel:
         self._last_failure = ""
         self._last_mismatch = ""
         scheme = b"\x87" if ssl_context is not None else b"\x86"  # :scheme https / http
-        self._head = b"\x83" + scheme + hpack_literal(1, address.encode()) + HPACK_CONTENT_TYPE_GRPC
-        self._head += hpack_literal(b"te", b"trailers")
+        # the pseudo-headers first, :path among them (RFC 9113 8.3): grpc-go resets a stream whose :path comes
+        # after a regular field as malformed, where grpcio lets it pass
+        self._pseudo = b"\x83" + scheme + hpack_literal(1, address.encode())
+        self._regular = HPACK_CONTENT_TYPE_GRPC + hpack_literal(b"te", b"trailers")
         self._blocks: dict[str, bytes] = {}
         self._closed = False
 
@@ -378,7 +380,7 @@ class Channel:
         # (a stream on a dead connection would wait for ever)
         block = self._blocks.get(path)
         if block is None:
-            block = self._blocks[path] = self._head + hpack_literal(4, path.encode())
+            block = self._blocks[path] = self._pseudo + hpack_literal(4, path.encode()) + self._regular
         if metadata:
             block += b"".join(hpack_literal(k.encode(), v.encode()) for k, v in metadata)
         return conn.open_stream(block)

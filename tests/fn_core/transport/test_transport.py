@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import hpack
 import pytest
 
 from fn_core.testing import free_port, wait_until
@@ -812,6 +813,33 @@ async def test_a_refused_stream_is_stream_refused(raw_server, channels):
         await stream.send_message(b"x", end_stream=True)
         with pytest.raises(StreamRefused):
             await stream.read_message()
+
+
+async def test_a_calls_header_block_puts_every_pseudo_header_before_the_regular_fields(raw_server, channels):
+    """RFC 9113 8.3: pseudo-headers first. grpc-go (Fn's runner) resets a stream whose :path comes after a regular
+    field as malformed; grpcio let it pass, so only a Go runner showed it (tests/system/test_fn_interop_system.py)."""
+    blocks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def read_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, _, payload = await read_frame(reader)
+            if kind == HEADERS:
+                blocks.put_nowait(payload)
+
+    server = await raw_server(read_headers)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        for metadata in ((), (("x-request-id", "call-1"),)):
+            stream = await channel.open(PATH, metadata=metadata)
+            fields = [(name.decode(), value.decode()) for name, value in hpack.Decoder().decode(await blocks.get(), raw=True)]
+            stream.close()
+            names = [name for name, _ in fields]
+            assert names[:4] == [":method", ":scheme", ":authority", ":path"], names
+            assert not any(name.startswith(":") for name in names[4:]), names
+            assert fields[3] == (":path", PATH)
+            assert names[4:6] == ["content-type", "te"] and fields[6:] == list(metadata)
 
 
 async def test_a_malformed_frame_fails_the_call_and_the_connection(raw_server, channels):
