@@ -7,14 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+source scripts/debian.sh
 
 if ! command -v wrk >/dev/null 2>&1; then
     # Without wrk the suite falls back to its asyncio client (whose own cost it measures and reports).
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q wrk >/dev/null 2>&1 || {
-        as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null 2>&1 &&
-            as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q wrk >/dev/null 2>&1
-    } || echo "bench: wrk unavailable; using the asyncio load generator" >&2
+    apt_install wrk 2>/dev/null || echo "bench: wrk unavailable; using the asyncio load generator" >&2
 fi
 
 VENV=.venv-bench

@@ -8,19 +8,11 @@
 set -euo pipefail
 SOCK=/var/run/docker.sock
 LOG=/tmp/fn-core-dockerd.log
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+source "$(dirname "$0")/debian.sh"
 engine_answers() { timeout 5 docker version >/dev/null 2>&1; }
 # reads `ps -o stat=` lines: true if one is a live process, not the zombie a SIGKILLed one leaves until reaped
 any_live() { grep -qv '^Z'; }
 dockerd_alive() { ps -C dockerd -o stat= 2>/dev/null | any_live; }
-
-# Debian packages, from the local lists first and after an update if those are missing or stale
-apt_install() {
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null 2>&1 || {
-        as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
-        as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null
-    }
-}
 
 if ! command -v dockerd >/dev/null 2>&1; then
     echo "ensure-docker: dockerd missing, installing Debian's docker.io" >&2

@@ -27,6 +27,7 @@ from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.testing import free_port
 from fn_core.wire import status_from_proto
 
+from . import grpc_go as grpc_go_peers
 from .engine_relay import EngineRelay
 
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
@@ -187,3 +188,62 @@ async def relay(tmp_path):
     yield relay
     if relay.server is not None and relay.server.is_serving():
         await relay.down()
+
+
+@pytest.fixture(scope="session")
+def grpc_go(tmp_path_factory):
+    """``fnlb`` and ``fnrunner``: Fn's LB and pure runner on the wire, built on grpc-go (`grpc_go`)."""
+    return grpc_go_peers.build(tmp_path_factory.mktemp("grpc-go"))
+
+
+class GoRunner:
+    """An ``fnrunner`` process on 127.0.0.1; what it printed is in ``<tmp>/<name>.log``."""
+
+    def __init__(self, binary: Path, name: str, log_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen([str(binary), "-addr", self.address, *args], stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def calls(self, outcome: str) -> list[str]:
+        """The ids of the calls it ``ran`` or ``nacked``, in order."""
+        return re.findall(rf"^call (\S+) {outcome} ", self.log(), re.MULTILINE)
+
+    async def listening(self) -> None:
+        for _ in range(300):  # bounded: ~30 s
+            if "listening" in self.log():
+                return
+            if self.popen.poll() is not None:
+                raise AssertionError(f"fnrunner exited ({self.popen.returncode}): {self.log()}")
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"fnrunner never listened: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return self.popen.returncode
+
+
+@pytest.fixture
+async def go_runner(grpc_go, tmp_path):
+    """``await go_runner(*flags)``: an Fn pure runner stand-in on grpc-go (`grpc_go/fnrunner`), listening; all are
+    stopped at the end."""
+    started: list[GoRunner] = []
+
+    async def start(*args: str) -> GoRunner:
+        started.append(GoRunner(grpc_go.fnrunner, f"fnrunner-{len(started)}", tmp_path, *args))
+        await started[-1].listening()
+        return started[-1]
+
+    yield start
+    for runner in started:
+        runner.stop()

@@ -1,0 +1,219 @@
+"""An Fn LB drives our runner, and our LB an Fn runner, through grpc-go: the library Fn's nodes are built on.
+
+`fnlb` and `fnrunner` (`grpc_go.py`) speak RunnerProtocol as Fn's LB and pure runner do, from Go code that Fn's
+protoc-gen-go makes from our `proto/runner.proto`. Our nodes are real processes; our runner runs the fdk echo
+function in real Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import signal
+from typing import Any
+
+import aiohttp
+
+from fn_core.testing import wait_until
+from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
+
+from .grpc_go import drive
+from .test_node_tls_system import credentials, tls_env
+
+TIMEOUT = aiohttp.ClientTimeout(total=120)
+MB = 1024 * 1024
+
+
+def pattern_sha256(size: int, seed: int) -> str:
+    """The digest of fnlb's ``body_size`` bytes of ``(seed + i) % 251``."""
+    block = bytes((seed + i) % 251 for i in range(251))
+    body = (block * (size // 251 + 1))[:size]
+    return hashlib.sha256(body).hexdigest()
+
+
+def fn_call(call_id: str, fn_id: str, image: str, **fields: Any) -> str:
+    """A call's JSON as Fn's LB sends it in TryCall (models.Call's JSON names)."""
+    call = {"id": call_id, "app_id": "app-interop", "fn_id": fn_id, "image": image, "type": "sync",
+            "format": "http-stream", "timeout": 30, "idle_timeout": 30, "memory": 128, "cpus": "",
+            "config": {"FN_APP_NAME": "interop", "FN_FN_NAME": fn_id}, "annotations": {},
+            "headers": {"Content-Type": ["application/octet-stream"]}, "method": "POST",
+            "url": f"http://127.0.0.1:8080/invoke/{fn_id}", "created_at": "2026-11-24T06:00:00.000Z", **fields}
+    return json.dumps(call)
+
+
+def planned(call_id: str, fn_id: str, image: str, size: int = 0, seed: int = 0, **plan: Any) -> dict[str, Any]:
+    return {"call_json": fn_call(call_id, fn_id, image), "slot_hash_id": hashlib.sha256(fn_id.encode()).hexdigest(),
+            "body_size": size, "seed": seed, **plan}
+
+
+async def settled(runner: Any, handled: int) -> Any:
+    """The runner's Status once it counts ``handled`` calls (a call counts once its bookkeeping, after its answer,
+    is done)."""
+    for _ in range(100):  # bounded: ~2 s
+        status = await runner.status()
+        if status.requests_handled >= handled:
+            return status
+        await asyncio.sleep(0.02)
+    return status
+
+
+async def test_an_fn_lb_on_grpc_go_runs_calls_on_our_runner(platform, grpc_go):
+    """Bodies from none to 5 MiB each way (past every HTTP/2 window, so grpc-go's flow control and its BDP
+    PINGs meet ours), then 24 calls over 3 fns 8 at a time: each answers its own body, in the order Fn's LB
+    reads (result start, data, finished), and the runner's Status counts them."""
+    runner = await platform.runner()
+    sizes = [0, 5, 100_000, MB, 5 * MB]
+    sequential = [planned(f"seq-{i}", "fn-a", platform.image, size, seed=i) for i, size in enumerate(sizes)]
+    result = await drive(grpc_go.fnlb, runner.address, sequential)
+    assert result["grpc_go"].startswith("1.")
+    for i, (size, call) in enumerate(zip(sizes, result["calls"], strict=True)):
+        assert call["error"] == "" and call["status"] == 200, call
+        assert (call["body_len"], call["body_sha256"]) == (size, pattern_sha256(size, seed=i))
+        assert call["messages"] == (["start", "data", "finished"] if size else ["start", "finished"])
+        assert call["finished"]["success"] and call["finished"]["details"] == f"seq-{i}"
+        assert ["Content-Type", "application/octet-stream"] in call["headers"]
+
+    concurrent = [planned(f"par-{i}", f"fn-{i % 3}", platform.image, 20_000 + i, seed=i) for i in range(24)]
+    result = await drive(grpc_go.fnlb, runner.address, concurrent, concurrency=8, status=True)
+    for i, call in enumerate(result["calls"]):
+        assert (call["error"], call["status"], call["finished"]["details"]) == ("", 200, f"par-{i}"), call
+        assert call["body_sha256"] == pattern_sha256(20_000 + i, seed=i)
+    assert result["status"]["requests_received"] == len(sizes) + 24  # grpc-go asked our Status
+    status = await settled(runner, len(sizes) + 24)
+    assert (status.requests_handled, status.active) == (len(sizes) + 24, 0)
+
+
+async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, grpc_go):
+    """A full runner's NACK reaches grpc-go as Fn's LB reads one: a CallFinished (503, not successful) before any
+    CallResultStart, so the LB may send the call elsewhere; the call was not run."""
+    runner = await platform.runner(FN_ENABLE_NB_RESOURCE_TRACKER="1", FN_MAX_TOTAL_MEMORY_BYTES=str(160 * MB))
+    hold = json.dumps({"sleep_ms": 3000})
+    calls = [{**planned("holds-the-room", "fn-a", platform.image), "body": hold},
+             {**planned("finds-it-full", "fn-b", platform.image, 4), "delay_ms": 1500}]
+    result = await drive(grpc_go.fnlb, runner.address, calls, concurrency=2, status=True)
+    held, refused = result["calls"]
+    assert (held["status"], held["error"], held["finished"]["success"]) == (200, "", True), held
+    assert refused["nack"] and refused["messages"] == ["finished"], refused
+    assert refused["finished"]["error_code"] == 503 and not refused["finished"]["success"]
+    assert result["status"]["requests_received"] == 2  # grpc-go asked our Status
+    status = await settled(runner, 1)
+    assert (status.requests_received, status.requests_handled) == (2, 1)  # the NACKed call never ran
+
+
+async def test_our_lb_places_calls_on_an_fn_runner_on_grpc_go(platform, deploy_echo, go_runner):
+    """Fn's runner answers our LB: bodies up to 5 MB each way and 16 calls at once come back whole, through /invoke
+    and an HTTP trigger, each run once; what the runner sent as headers reaches the client."""
+    fn_runner = await go_runner()
+    lb = await platform.lb([fn_runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        deployed = await deploy_echo(s, platform.image)
+        fn_id = deployed["fn"]["id"]
+        async with s.post("/v2/triggers", json={"name": "t", "app_id": deployed["app"]["id"], "fn_id": fn_id,
+                                                "type": "http", "source": "/echo"}) as r:
+            assert r.status == 200, await r.text()
+        bodies = [b"", b"hello grpc-go", bytes(range(256)) * 4096, b"x" * (5 * MB)]
+        for body in bodies:
+            async with s.post(f"/invoke/{fn_id}", data=body) as r:
+                assert (r.status, await r.read()) == (200, body)
+                assert r.headers["Fn-Go-Runner"] == r.headers["Fn-Call-Id"]  # the Go runner's own header
+        async with s.post("/t/sysapp/echo", data=b"by trigger") as r:
+            assert (r.status, await r.read()) == (200, b"by trigger")
+
+        async def one(i: int) -> tuple[int, bytes, str]:
+            async with s.post(f"/invoke/{fn_id}", data=f"call {i}".encode()) as r:
+                return r.status, await r.read(), r.headers["Fn-Call-Id"]
+
+        answers = await asyncio.gather(*(one(i) for i in range(16)))
+    assert [a[:2] for a in answers] == [(200, f"call {i}".encode()) for i in range(16)]
+    ran = fn_runner.calls("ran")
+    assert len(ran) == len(set(ran)) == len(bodies) + 1 + 16  # every call ran, and once
+    assert {a[2] for a in answers} <= set(ran)
+
+
+async def test_an_fn_runners_nacks_are_retried_and_the_call_runs_once(platform, deploy_echo, go_runner):
+    """grpc-go NACKs (CallFinished 503 before any result) are Fn's "try again": our LB retries, the third attempt
+    runs the call, and only that one."""
+    fn_runner = await go_runner("-nack", "2")
+    lb = await platform.lb([fn_runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"third time") as r:
+            assert (r.status, await r.read()) == (200, b"third time")
+            call_id = r.headers["Fn-Call-Id"]
+    assert fn_runner.calls("nacked") == [call_id, call_id]
+    assert fn_runner.calls("ran") == [call_id]
+    await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")  # written after the answer
+    assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 200, 3)]
+
+
+async def test_our_lbs_pings_stay_within_grpc_gos_default_policy(platform, deploy_echo, go_runner):
+    """A grpc-go server with its default keepalive policy drops a connection that PINGs too often ("too_many_pings",
+    after three strikes). Our LB PINGs a connection quiet for a second before its next call: ten such calls keep one
+    connection, each runs once, and grpc-go never tells our LB to calm down."""
+    fn_runner = await go_runner()
+    lb = await platform.lb([fn_runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        for i in range(10):
+            async with s.post(f"/invoke/{fn_id}", data=f"quiet {i}".encode()) as r:
+                assert (r.status, await r.read()) == (200, f"quiet {i}".encode())
+            await asyncio.sleep(1.2)
+    assert len(fn_runner.calls("ran")) == 10
+    log = lb.proc.log()
+    assert "too_many_pings" not in log and "ENHANCE_YOUR_CALM" not in log
+    assert [line for line in log.splitlines() if " WARNING " in line] == []
+
+
+async def test_an_fn_runner_stopping_gracefully_ends_its_call_and_the_next_goes_to_another(platform, deploy_echo, go_runner):
+    """grpc-go's GracefulStop (Fn's runner on SIGTERM): GOAWAY, the running call ends whole, and the next call of
+    that fn goes to the other runner, not lost on the leaving one."""
+    runners = [await go_runner("-hold-ms", "2000") for _ in range(2)]
+    lb = await platform.lb(runners)
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        home = runners[jump_hash(fn_hash(fn_id), 2)]
+        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
+        running = asyncio.create_task(s.post(f"/invoke/{fn_id}", data=b"ends whole"))
+        for _ in range(100):  # bounded: until the home runner holds the call
+            if home.calls("holding"):
+                break
+            await asyncio.sleep(0.05)
+        home.popen.send_signal(signal.SIGTERM)
+        async with await running as r:
+            assert (r.status, await r.read()) == (200, b"ends whole")
+            first = r.headers["Fn-Call-Id"]
+        assert home.popen.wait(10) == 0
+        async with s.post(f"/invoke/{fn_id}", data=b"next") as r:
+            assert (r.status, await r.read()) == (200, b"next")
+            second = r.headers["Fn-Call-Id"]
+    assert home.calls("ran") == [first]
+    assert other.calls("ran") == [second]
+    await wait_until(lambda: len(lb.proc.call_lines()) == 2, "the LB's two call lines")  # written after the answer
+    assert [(line[0], line[3]) for line in lb.proc.call_lines()] == [(first, 200), (second, 200)]
+
+
+
+async def test_mtls_between_an_fn_lb_on_grpc_go_and_our_runner(platform, grpc_go, pki):
+    """Fn's LB with its node certificate (grpc-go's TLS, ALPN h2) runs calls on our runner serving mTLS."""
+    runner = await platform.runner(credentials=credentials(pki), **tls_env(pki))
+    calls = [planned(f"tls-{i}", "fn-a", platform.image, size, seed=i) for i, size in enumerate([7, MB])]
+    result = await drive(grpc_go.fnlb, runner.address, calls, tls=pki, status=True)
+    for i, call in enumerate(result["calls"]):
+        assert (call["error"], call["status"], call["finished"]["details"]) == ("", 200, f"tls-{i}"), call
+        assert call["body_sha256"] == pattern_sha256(call["body_len"], seed=i)
+    assert [c["body_len"] for c in result["calls"]] == [7, MB]
+    assert result["status"]["requests_received"] == 2
+
+
+async def test_mtls_between_our_lb_and_an_fn_runner_on_grpc_go(platform, deploy_echo, go_runner, pki):
+    """Our LB with its node certificate places calls on Fn's runner serving mTLS (grpc-go asks for the LB's
+    certificate and checks it against its CA)."""
+    fn_runner = await go_runner("-cert", pki["node_cert"], "-key", pki["node_cert_key"], "-ca", pki["node_cert_authority"])
+    lb = await platform.lb([fn_runner], **tls_env(pki))
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        for body in (b"over mTLS", b"y" * MB):
+            async with s.post(f"/invoke/{fn_id}", data=body) as r:
+                assert (r.status, await r.read()) == (200, body)
+    assert len(fn_runner.calls("ran")) == 2
