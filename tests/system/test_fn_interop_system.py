@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from fn_core.testing import wait_until
+from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 from .grpc_go import drive
@@ -99,6 +99,24 @@ async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, grpc_go
     assert result["status"]["requests_received"] == 2  # grpc-go asked our Status
     status = await settled(runner, 1)
     assert (status.requests_received, status.requests_handled) == (2, 1)  # the NACKed call never ran
+
+
+async def test_an_fn_lb_on_grpc_go_giving_up_on_a_call_cancels_it_on_our_runner(platform, grpc_go):
+    """Fn's LB gives up on a call when its context ends (the client left, the deadline passed): grpc-go resets the
+    stream. Our runner counts that call cancelled, not failed, and serves the next one."""
+    runner = await platform.runner()
+    calls = [{**planned("warms", "fn-a", platform.image), "body": "warm"},
+             {**planned("given-up", "fn-a", platform.image), "body": json.dumps({"sleep_ms": 3000}), "timeout_ms": 800},
+             {**planned("next", "fn-a", platform.image), "body": "next"}]
+    result = await drive(grpc_go.fnlb, runner.address, calls)
+    warm, given_up, following = result["calls"]
+    assert (warm["status"], following["status"], following["body_len"]) == (200, 200, 4)
+    assert "DeadlineExceeded" in given_up["error"] and given_up["finished"] is None
+    async with aiohttp.ClientSession(runner.url, timeout=TIMEOUT) as s, s.get("/metrics") as r:
+        samples = metric_samples(await r.text())
+    assert samples['fn_runner_calls_total{result="cancelled"}'] == 1
+    assert samples['fn_runner_calls_total{result="error"}'] == 0
+    assert (await settled(runner, 3)).requests_handled == 3  # it was taken (committed): only a NACK is not handled
 
 
 async def test_our_lb_places_calls_on_an_fn_runner_on_grpc_go(platform, deploy_echo, go_runner):
