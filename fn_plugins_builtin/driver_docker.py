@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from fn_core.errors import (
 )
 from fn_core.hook_calls import run_failing_call
 from fn_core.models import Call
-from fn_core.runner.driver import ExitStatus, OutputSink, label_tag, sweeps_leftovers
+from fn_core.runner.driver import REMOVE_RETRY_S, ExitStatus, OutputSink, label_tag, sweeps_leftovers
 from fn_core.runner.shortage import runner_out_of
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
 from fn_plugins_builtin.engine_outage import PING_TIMEOUT_S, EngineOutage, engine_unreachable
@@ -123,13 +124,6 @@ def _left_alone(asked: asyncio.Future[Any]) -> None:
     hung engine): retrieved, so its error is a debug line, not asyncio's warning."""
     if not asked.cancelled() and asked.exception() is not None:
         log.debug("an engine call nobody waited for ended with %r", asked.exception())
-
-
-def _removal_refused(container_id: str, removal: asyncio.Future[None]) -> None:
-    """The end of the removal of a container a given-up launch made: one it could not remove is said, with its id
-    (the runner's stop, or the next runner with its tag, removes it)."""
-    if not removal.cancelled() and removal.exception() is not None:
-        log.warning("could not remove container %s, made by a launch given up on: %s", container_id[:12], removal.exception())
 
 
 def _bound_every_request(api: Any, timeout_s: float) -> None:
@@ -232,6 +226,10 @@ class DockerDriver:
         # creates and starts in their threads, which a cancelled launch cannot stop: close() lets them end
         self._creating: set[asyncio.Future[Any]] = set()
         self._launch_places = asyncio.Semaphore(LAUNCHES_AT_ONCE)
+        # containers a failed or given-up launch made and could not remove: tried again until they are gone
+        self.leftovers: set[str] = set()
+        self._removing_leftovers: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.ping_client: Any = None  # asks whether the engine answers at all, with a short timeout
         self.outage = EngineOutage(self._ping_engine)  # while the engine does not answer, launches are NACKed
@@ -241,6 +239,7 @@ class DockerDriver:
         import docker
 
         self.registry_auths = registry_auths(self.config.docker_auth)  # a bad value stops start-up first
+        self._loop = asyncio.get_running_loop()
         probe = await asyncio.to_thread(docker.from_env, timeout=ENGINE_FIRST_ANSWER_S)
         try:
             await asyncio.to_thread(probe.ping)
@@ -358,6 +357,9 @@ class DockerDriver:
         return count
 
     async def close(self) -> None:
+        self._closing = True  # no donor made, no removal handed over for later: the sweep below takes what is left
+        if self._removing_leftovers is not None:
+            self._removing_leftovers.cancel()
         if self.outage.down_since is None:  # (the engine is not answering: they would wait for the SDK's 60 s)
             await asyncio.gather(*self._creating, return_exceptions=True)  # a cancelled launch's create ends, then goes
         await asyncio.gather(*self._discarding, return_exceptions=True)
@@ -367,7 +369,6 @@ class DockerDriver:
         if self._cleaning is not None:
             await asyncio.gather(self._cleaning, return_exceptions=True)  # a removal under way ends first
         if self.prefork is not None:
-            self._closing = True
             await asyncio.gather(*self._discarding, return_exceptions=True)
             if self._refilling is not None:  # not cancelled: a donor being made in a thread would be left behind
                 await asyncio.gather(self._refilling, return_exceptions=True)
@@ -559,6 +560,7 @@ class DockerDriver:
                     self._attached[container_id] = _Attachment(await read_output(sock, watch), watch)
                 except BaseException:
                     sock.close()
+                    self._discard_container(container_id)  # started, and nobody would know of it
                     raise
             if self.images is not None:
                 self._container_images[container_id] = image.id
@@ -629,15 +631,61 @@ class DockerDriver:
         container_id, _, sock = made.result()
         if sock is not None:
             sock.close()
+        self._discard_container(container_id)
+
+    def _discard_container(self, container_id: str) -> None:
+        """Remove, in the background, a container a launch made and will not hand over; one the engine does not
+        remove now is tried again (`_remove_later`)."""
         removal = asyncio.ensure_future(self.remove(container_id))
         self._discarding.add(removal)
         removal.add_done_callback(self._discarding.discard)
-        removal.add_done_callback(functools.partial(_removal_refused, container_id))
+
+        def refused(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self._remove_later(container_id, done.exception())
+
+        removal.add_done_callback(refused)
+
+    def _remove_later(self, container_id: str, why: BaseException | None) -> None:
+        """A container a launch made could not be removed (the engine or the runner short of something): it is tried
+        again, less often the longer it fails, until it is gone or the runner stops (whose sweep removes it)."""
+        if self._closing or container_id in self.leftovers:
+            return
+        log.warning("could not remove container %s, made by a launch that did not hand it over (%s): trying again",
+                    container_id[:12], why)
+        self.leftovers.add(container_id)
+        if self._removing_leftovers is None or self._removing_leftovers.done():
+            self._removing_leftovers = asyncio.ensure_future(self._remove_leftovers())
+
+    async def _remove_leftovers(self) -> None:
+        for pause in itertools.chain(REMOVE_RETRY_S, itertools.repeat(REMOVE_RETRY_S[-1])):
+            await asyncio.sleep(pause)
+            for container_id in sorted(self.leftovers):
+                try:
+                    await self.remove(container_id)
+                except Exception as exc:  # still refused: the next round tries again
+                    log.debug("container %s left by a launch: still not removed (%s)", container_id[:12], exc)
+                    continue
+                self.leftovers.discard(container_id)
+                log.info("removed container %s, left by a launch, at last", container_id[:12])
+            if not self.leftovers:
+                return
+
+    def _undo_create(self, container_id: str) -> None:
+        """In a launch's thread: remove the container it made before failing; if that fails too, the loop tries
+        again later (a container nobody knows would otherwise run until the runner stops)."""
+        try:
+            self._remove(container_id)
+        except Exception as exc:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._remove_later, container_id, exc)
 
     def _create_and_start(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """Create and start the container, and attach its stdout/stderr socket: before the start when its output
         is wanted (no first byte missed), else after it, off the create -> start path (the stream is then only for
-        its end). None for the socket: the container stopped before we attached."""
+        its end). None for the socket: the container stopped before we attached. A container made by a launch that
+        then fails is removed (`_undo_create`)."""
         import docker.errors
 
         try:
@@ -654,31 +702,46 @@ class DockerDriver:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
             raise _engine_refusal("create the container", str(exc.explanation or exc)) from None
+        try:
+            return container.id, image, self._start_and_attach(container, options, output_wanted)
+        except BaseException:
+            self._undo_create(container.id)
+            raise
+
+    def _start_and_attach(self, container: Any, options: dict[str, Any], output_wanted: bool) -> socket.socket | None:
+        import docker.errors
+
         sock = self._attach(container) if output_wanted else None
+        started = False
         try:
             container.start()
+            started = True
         except docker.errors.APIError as exc:
-            if sock is not None:
-                sock.close()
-            container.remove(force=True)
             reason = str(exc.explanation or exc)
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
             raise _engine_refusal("start the container", reason) from None
+        finally:
+            if not started and sock is not None:
+                sock.close()
         if sock is None:
             sock = self._attach(container)
             # a stream attached to a container that has stopped already never ends: ask once, now that it is attached
-            if not self.client.api.inspect_container(container.id)["State"].get("Running"):
+            try:
+                running = self.client.api.inspect_container(container.id)["State"].get("Running")
+            except BaseException:
                 sock.close()
-                return container.id, image, None
-        return container.id, image, sock
+                raise
+            if not running:
+                sock.close()
+                return None
+        return sock
 
     def _attach(self, container: Any) -> socket.socket:
         try:
             return attach_socket(self.client, container.id)
         except Exception as exc:
-            container.remove(force=True)
             raise runner_out_of(exc, "attach to a container") or APIError(f"could not attach to the container's output: {exc}", status=500) from None
 
     async def _pull(self, image: str, registry_token: str | None) -> None:

@@ -82,7 +82,7 @@ from fn_core.errors import (
 from fn_core.hook_calls import refusal_logged
 from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call, slot_key, slot_values
 from fn_core.runner.dirwatch import DirWatch, DirWatcher
-from fn_core.runner.driver import ContainerDriver, ExitStatus
+from fn_core.runner.driver import REMOVE_RETRY_S, ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
@@ -103,7 +103,6 @@ OnEnd = Callable[[Exception | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
-REMOVE_RETRY_S = (1.0, 2.0, 5.0, 10.0)  # waits between tries of a removal the engine refused; then every 10 s
 EXIT_WAIT_S = 2.0  # how long a container whose connection broke is given to be seen exiting (its exit code)
 INITIAL_LAUNCH_ESTIMATE_S = 0.3  # docker create + start + fdk ready, measured on a 2-core machine
 EWMA_WEIGHT = 0.2

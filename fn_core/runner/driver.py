@@ -16,6 +16,9 @@ from fn_core.models import Call
 
 #: the label value of our containers and socket dirs when FN_CONTAINER_LABEL_TAG is unset
 UNSET_LABEL_TAG = "fn-core"
+#: pauses (s) between tries of a container removal the engine refused, the last repeated until it is gone: the agent's
+#: of the containers it retired, a driver's of those its failed launches made
+REMOVE_RETRY_S = (1.0, 2.0, 5.0, 10.0)
 
 
 def label_tag(config: Any) -> str:

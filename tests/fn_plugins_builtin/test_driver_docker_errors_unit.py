@@ -71,3 +71,56 @@ async def test_a_launch_the_runner_could_not_send_for_want_of_descriptors_is_its
     with pytest.raises(RunnerOutOfResources, match="out of file descriptors: it could not reach the Docker engine"):
         await driver._engine_answer(asked)
     assert driver.outage.down_since is None  # launches go on asking the engine: it was never found down
+
+
+class EngineThatFailsAfterCreate:
+    """A docker SDK client whose create works, whose start fails, and whose engine refuses the first
+    ``refused_removals`` removals (an engine briefly out of order, or the runner out of descriptors)."""
+
+    def __init__(self, refused_removals: int) -> None:
+        self.images = self.containers = self.api = self
+        self.refused_removals = refused_removals
+        self.removal_attempts = 0
+        self.removed: list[str] = []
+        self.attrs: dict = {"Config": {}}
+
+    def get(self, image):
+        return self
+
+    def create(self, **options):
+        return self
+
+    id = "c0ffee" * 10
+
+    def start(self):
+        raise docker.errors.APIError("500 Server Error", explanation="OCI runtime create failed: exec format error")
+
+    def remove_container(self, container_id, force=False, v=False):
+        self.removal_attempts += 1
+        if self.removal_attempts <= self.refused_removals:
+            raise docker.errors.APIError("500 Server Error", explanation="could not kill: the engine is busy")
+        self.removed.append(container_id)
+
+
+async def test_a_container_a_failed_launch_could_not_remove_is_removed_once_the_engine_lets_it(monkeypatch):
+    """A container made by a launch that then failed is removed at once; one the engine would not remove then was
+    left running (or created) and unknown to the runner until its stop. It is now tried again until it is gone."""
+    import asyncio
+
+    from fn_core.testing import wait_until
+
+    monkeypatch.setattr(driver_docker, "REMOVE_RETRY_S", (0.05, 0.1))
+    driver = DockerDriver(load_config(env={}), hook=None)
+    driver._loop = asyncio.get_running_loop()
+    driver.client = engine = EngineThatFailsAfterCreate(refused_removals=3)
+    with pytest.raises(APIError, match="could not start the container: OCI runtime create failed"):
+        await driver._create_and_start_kept({"image": "fn/echo:1", "labels": {}}, output_wanted=False)
+    await wait_until(lambda: engine.id in driver.leftovers, "the refused removal handed to the loop")
+    await wait_until(lambda: engine.removed == [engine.id], "the removal tried again", timeout_s=5)
+    assert engine.removal_attempts == 4 and driver.leftovers == set()
+
+    # a launch whose first removal works leaves nothing behind, and nothing to try again
+    driver.client = engine = EngineThatFailsAfterCreate(refused_removals=0)
+    with pytest.raises(APIError, match="could not start the container"):
+        await driver._create_and_start_kept({"image": "fn/echo:1", "labels": {}}, output_wanted=False)
+    assert engine.removed == [engine.id] and driver.leftovers == set()

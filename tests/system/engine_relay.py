@@ -2,8 +2,9 @@
 tests that place calls on a broken runner and a healthy one.
 
 Taking the relay down is what a stopped or restarting dockerd looks like to the runner (the socket gone,
-connections cut); holding every byte what a hung one looks like; answering its creates with the engine's
-"no space left on device" what an engine whose disk is full does. The engine other tests share is never touched.
+connections cut); holding every byte what a hung one looks like; answering requests itself with an engine's 500
+what an engine that refuses them does (its creates with "no space left on device": its disk is full). The engine
+other tests share is never touched.
 """
 
 from __future__ import annotations
@@ -32,16 +33,34 @@ def _engine_error(status: str, message: str) -> bytes:
 
 class EngineRelay:
     """A unix socket that relays every byte to the Docker engine's, until `down` (socket removed, every open
-    connection cut) and again after `up`. While ``hung``, it takes connections and bytes and passes none on. While
-    ``disk_full``, it answers each container create itself, as an engine out of disk space does."""
+    connection cut) and again after `up`. While ``hung``, it takes connections and bytes and passes none on. A
+    request that a `refuse` rule matches it answers itself, with the engine's 500."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
         self.server: asyncio.AbstractServer | None = None
         self.open: set[asyncio.StreamWriter] = set()
         self.hung = False
-        self.disk_full = False
-        self.creates_refused = 0
+        self.rules: list[list] = []  # [method, path fragment, message, answers left]
+        self.refused: list[bytes] = []  # the request lines answered with a refusal
+
+    def refuse(self, method: str, fragment: str, message: str, times: int = 1 << 30) -> None:
+        """Answer the next ``times`` requests ``method`` whose path holds ``fragment`` with a 500 saying ``message``
+        (the first matching rule answers)."""
+        self.rules.append([method.encode(), fragment.encode(), message, times])
+
+    def relent(self) -> None:
+        """Relay every request again."""
+        self.rules.clear()
+
+    def _refusal(self, request_line: bytes) -> str | None:
+        method, _, rest = request_line.partition(b" ")
+        for rule in self.rules:
+            if rule[0] == method and rule[1] in rest.split(b" ", 1)[0] and rule[3] > 0:
+                rule[3] -= 1
+                self.refused.append(request_line)
+                return rule[2]
+        return None
 
     async def up(self) -> None:
         self.server = await asyncio.start_unix_server(self._relay, self.path)
@@ -77,10 +96,9 @@ class EngineRelay:
                     await self._write(engine, head)
                     break
                 body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
-                request_line = head.split(b"\r\n", 1)[0]
-                if self.disk_full and request_line.startswith(b"POST ") and b"/containers/create" in request_line:
-                    self.creates_refused += 1
-                    await self._write(client, _engine_error("500 Internal Server Error", DISK_FULL_REASON))
+                refusal = self._refusal(head.split(b"\r\n", 1)[0])
+                if refusal is not None:
+                    await self._write(client, _engine_error("500 Internal Server Error", refusal))
                     continue
                 await self._write(engine, head + body)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, RuntimeError):

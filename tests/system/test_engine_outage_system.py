@@ -136,3 +136,36 @@ async def test_launches_stuck_on_a_hung_engine_leave_the_runners_other_work_alon
             assert r.status == 200 and "fn_process_cpu_seconds_total" in await r.text()
         assert loop.time() - began < 5  # not after the SDK's 60 s
         assert await asyncio.gather(*calls) == [(200, b"placed elsewhere")] * stuck
+
+
+async def test_a_container_the_engine_would_not_remove_after_a_failed_launch_goes_once_it_relents(
+    platform, deploy_echo, relay, docker_client
+):
+    """The engine refuses a new container's start (the call's 500), then its removal three times: the container
+    was left, unknown to the runner, until the runner stopped. It is now tried again, and gone while the runner runs."""
+    tag = platform.tag()
+    runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}", FN_CONTAINER_LABEL_TAG=tag)
+    lb = await platform.lb([runner])
+    relay.refuse("POST", "/start", "OCI runtime create failed: refused by the test", times=1)
+    relay.refuse("DELETE", "/containers/", "could not kill running container: refused by the test", times=3)
+
+    def ours() -> list:
+        return docker_client.containers.list(all=True, filters={"label": f"fn-agent-classifier={tag}"})
+
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"x") as r:
+            assert r.status == 500
+            assert (await r.json())["message"] == "could not start the container: OCI runtime create failed: refused by the test"
+        assert len(ours()) == 1  # made, not started, and not removed
+        for _ in range(150):  # bounded: ~15 s (the removal is tried again after 1, 2 and 5 s)
+            if not ours():
+                break
+            await asyncio.sleep(0.1)
+        assert ours() == []
+        assert runner.proc.popen.poll() is None
+        async with s.post(f"/invoke/{fn_id}", data=b"then runs") as r:
+            assert (r.status, await r.read()) == (200, b"then runs")
+    assert [line.split(b" ", 1)[0] for line in relay.refused] == [b"POST"] + [b"DELETE"] * 3
+    log = runner.proc.log()
+    assert log.count("could not remove container") == 1 and "left by a launch, at last" in log

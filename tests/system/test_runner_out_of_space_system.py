@@ -101,11 +101,11 @@ async def test_a_runner_whose_engines_disk_is_full_nacks_cold_starts_and_the_lb_
     broken, healthy, lb = await broken_and_healthy(platform, relay)
 
     def fill() -> None:
-        relay.disk_full = True
+        relay.refuse("POST", "/containers/create", DISK_FULL_REASON)
 
     def free() -> None:
-        relay.disk_full = False
+        relay.relent()
 
     await placed_elsewhere_then_home_again(platform, deploy_echo, broken, healthy, lb, fill, free,
                                            f"the Docker engine's disk is full: it could not create the container: {DISK_FULL_REASON}")
-    assert relay.creates_refused == 3
+    assert len(relay.refused) == 3
