@@ -95,6 +95,13 @@ class TriggerSourceExists(Conflict):
     message = "Trigger with the same type and source exists on this app"
 
 
+class StoreFailed(APIError):
+    """The store's database failed the request for a reason of its own (its disk full, its file unreadable, ...):
+    a 500 that says so; the request changed nothing."""
+
+    message = "the store failed; nothing was changed"
+
+
 class TriggerFnIDNotSameApp(BadRequest):
     """The trigger's fn exists but belongs to another app (Fn's ErrTriggerFnIDNotSameApp, from its InsertTrigger)."""
 

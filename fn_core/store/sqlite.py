@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from fn_core.store.base import (
     FnExists,
     FnNotFound,
     Page,
+    StoreFailed,
     TriggerExists,
     TriggerFnIDNotSameApp,
     TriggerNotFound,
@@ -36,6 +38,13 @@ from fn_core.store.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: SQLite's result codes about the database file, not the request: its disk full, its I/O failing, the file read-only,
+#: unopenable or damaged, or held by another process past the wait. The request is answered with `StoreFailed`
+#: (one warning line); any other sqlite3 error is a bug of ours, and keeps its traceback
+FILE_TROUBLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB",
+                "SQLITE_BUSY", "SQLITE_LOCKED")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
@@ -59,7 +68,8 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite ends it itself on some errors (a full disk): ROLLBACK would then hide the error
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
 
@@ -68,6 +78,7 @@ class SQLiteStore:
     """`fn_core.store.base.Store` on a SQLite file (WAL mode)."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-store")
@@ -82,7 +93,14 @@ class SQLiteStore:
         return db
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        except sqlite3.Error as exc:
+            trouble = getattr(exc, "sqlite_errorname", "")
+            if not trouble.startswith(FILE_TROUBLE):
+                raise
+            log.warning("the store's database failed a request: %s (%s) path=%s; nothing was changed", exc, trouble, self.path)
+            raise StoreFailed(f"the store failed: {exc}; nothing was changed") from None
 
     async def close(self) -> None:
         await self._run(lambda db: db.close())
