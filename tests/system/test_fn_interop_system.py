@@ -14,10 +14,12 @@ import signal
 from typing import Any
 
 import aiohttp
+import pytest
 
 from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
+from .engine_relay import fn_homed_on
 from .grpc_go import drive
 from .test_node_tls_system import credentials, tls_env
 
@@ -163,6 +165,40 @@ async def test_an_fn_runners_nacks_are_retried_and_the_call_runs_once(platform, 
     assert fn_runner.calls("ran") == [call_id]
     await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")  # written after the answer
     assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 200, 3)]
+
+
+async def test_an_fn_runners_grpc_status_503_is_a_nack_too(platform, deploy_echo, go_runner):
+    """Fn's runner has a second NACK: the gRPC status 503 itself, with no message (grpc-go can send a code gRPC
+    does not define; grpcio cannot). Our LB reads it as Fn's LB does: not placed, try again."""
+    fn_runner = await go_runner("-refuse", "2")
+    lb = await platform.lb([fn_runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"after two 503s") as r:
+            assert (r.status, await r.read()) == (200, b"after two 503s")
+            call_id = r.headers["Fn-Call-Id"]
+    assert fn_runner.calls("refused") == [call_id, call_id] and fn_runner.calls("ran") == [call_id]
+    await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")
+    assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 200, 3)]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_call_an_fn_runner_broke_with_is_a_500_and_never_tried_again(platform, deploy_echo, go_runner, when):
+    """A runner that fails a call with any other gRPC status, before or after its answer began, had the call in hand:
+    it may have run. Our LB answers 500 and sends it nowhere else (Fn's rule), though another runner is free."""
+    broken = await go_runner("-fail", when)
+    spare = await go_runner()
+    lb = await platform.lb([broken, spare])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        deployed = await deploy_echo(s, platform.image)
+        fn_id = await fn_homed_on(s, deployed["app"]["id"], platform.image, 0, 2, "broken-")
+        async with s.post(f"/invoke/{fn_id}", data=b"in hand") as r:
+            assert r.status == 500, await r.text()
+            call_id = r.headers["Fn-Call-Id"]
+    assert broken.calls("failed") == [call_id]
+    assert spare.calls("ran") == []
+    await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")
+    assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 500, 1)]
 
 
 async def test_our_lbs_pings_stay_within_grpc_gos_default_policy(platform, deploy_echo, go_runner):

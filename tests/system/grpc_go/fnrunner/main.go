@@ -3,11 +3,18 @@
 // before any CallResultStart), or CallResultStart, the request body echoed back in DataFrames, then
 // CallFinished. It stands in for an Fn runner, so the tests can point fn-core's LB at grpc-go.
 //
-// Usage: fnrunner -addr 127.0.0.1:PORT [-nack N] [-hold-ms MS] [-frame BYTES] [-cert PEM -key PEM -ca PEM]
-// With -cert, it serves mTLS as Fn's runner does with its node certificate: it requires a client certificate
-// that -ca signed.
-// It prints "listening" once serving, then one line per Engage: "call <id> ran|nacked <bytes in>" (with
-// -hold-ms, "call <id> holding <bytes in>" first, once it has the whole body).
+// Usage: fnrunner -addr 127.0.0.1:PORT [-nack N] [-refuse N] [-fail before|after] [-hold-ms MS] [-frame BYTES]
+// [-cert PEM -key PEM -ca PEM]
+//
+//	-nack N: the first N calls get the NACK
+//	-refuse N: the N calls after those end with the gRPC status 503 and no message, Fn's other NACK
+//	 (pure_runner.go getTryMsg)
+//	-fail before|after: every call ends with the gRPC status INTERNAL, before or after its CallResultStart: a
+//	 runner that broke with the call in hand (committed: never to be tried elsewhere)
+//	-cert: serve mTLS, as Fn's runner with its node certificate: a client certificate that -ca signed is required
+//
+// It prints "listening" once serving, then one line per Engage: "call <id> ran|nacked|refused|failed <bytes in>"
+// (with -hold-ms, "call <id> holding <bytes in>" first, once it has the whole body).
 // SIGTERM stops it gracefully (grpc-go's GracefulStop: running calls end, new ones are refused).
 package main
 
@@ -31,15 +38,19 @@ import (
 	empty "github.com/golang/protobuf/ptypes/empty"
 	_struct "github.com/golang/protobuf/ptypes/struct"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	runner "runnerpb"
 )
 
 type fnRunner struct {
 	nackFirst int64 // the first N calls get a NACK
-	holdMs    int   // how long each call "runs" before its answer
-	frame     int   // response DataFrame size (Fn's runner: 32 KiB at most)
+	refuse    int64 // the next N calls after those get the gRPC status 503
+	fail      string
+	holdMs    int // how long each call "runs" before its answer
+	frame     int // response DataFrame size (Fn's runner: 32 KiB at most)
 	engaged   int64
 	active    int32
 	received  uint64
@@ -69,10 +80,19 @@ func (r *fnRunner) Engage(stream runner.RunnerProtocol_EngageServer) error {
 	if err := json.Unmarshal([]byte(try.ModelsCallJson), &call); err != nil || call.ID == "" {
 		return fmt.Errorf("models_call_json has no call id: %v", err)
 	}
-	if atomic.AddInt64(&r.engaged, 1) <= r.nackFirst {
+	engaged := atomic.AddInt64(&r.engaged, 1)
+	if engaged <= r.nackFirst {
 		r.say("call %s nacked 0", call.ID)
 		return stream.Send(&runner.RunnerMsg{Body: &runner.RunnerMsg_Finished{Finished: &runner.CallFinished{
 			Success: false, ErrorCode: 503, ErrorStr: "busy", Details: call.ID}}})
+	}
+	if engaged <= r.nackFirst+r.refuse {
+		r.say("call %s refused 0", call.ID)
+		return status.Error(codes.Code(503), "Timed out - server too busy")
+	}
+	if r.fail == "before" {
+		r.say("call %s failed 0", call.ID)
+		return status.Error(codes.Internal, "the runner broke before answering")
 	}
 	atomic.AddInt32(&r.active, 1)
 	defer atomic.AddInt32(&r.active, -1)
@@ -115,6 +135,10 @@ func (r *fnRunner) Engage(stream runner.RunnerProtocol_EngageServer) error {
 	if err := stream.Send(&runner.RunnerMsg{Body: &runner.RunnerMsg_ResultStart{ResultStart: start}}); err != nil {
 		return err
 	}
+	if r.fail == "after" {
+		r.say("call %s failed %d", call.ID, len(body))
+		return status.Error(codes.Internal, "the runner broke while answering")
+	}
 	for sent := 0; sent < len(body); sent += r.frame {
 		end := sent + r.frame
 		if end > len(body) {
@@ -156,6 +180,8 @@ func (r *fnRunner) StreamLogs(runner.RunnerProtocol_StreamLogsServer) error {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
 	nack := flag.Int64("nack", 0, "NACK the first N calls")
+	refuse := flag.Int64("refuse", 0, "end the N calls after those with the gRPC status 503")
+	fail := flag.String("fail", "", "end every call with INTERNAL, before or after its result start")
 	hold := flag.Int("hold-ms", 0, "hold each call this long before answering")
 	frame := flag.Int("frame", 32*1024, "response DataFrame size")
 	cert := flag.String("cert", "", "serve mTLS with this certificate (PEM)")
@@ -174,7 +200,7 @@ func main() {
 		options = append(options, grpc.Creds(credentials.NewTLS(mutualTLS(*cert, *key, *ca))))
 	}
 	server := grpc.NewServer(options...)
-	runner.RegisterRunnerProtocolServer(server, &fnRunner{nackFirst: *nack, holdMs: *hold, frame: *frame})
+	runner.RegisterRunnerProtocolServer(server, &fnRunner{nackFirst: *nack, refuse: *refuse, fail: *fail, holdMs: *hold, frame: *frame})
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
