@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from fn_core.testing import metric_samples, wait_until
+from fn_core.testing import wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
-from .engine_relay import fn_homed_on
+from .engine_relay import fn_homed_on, runner_metrics
 from .grpc_go import drive
 from .test_node_tls_system import credentials, tls_env
 
@@ -103,6 +103,37 @@ async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, grpc_go
     assert (status.requests_received, status.requests_handled) == (2, 1)  # the NACKed call never ran
 
 
+async def test_a_trycall_our_runner_cannot_read_is_a_400_an_fn_lb_reads_with_why(platform, grpc_go):
+    """Not JSON, no call id, a field of the wrong type: each is a CallFinished with 400 and what is wrong, before any
+    result (Fn's LB answers its client with it; not a NACK, which would send it to every runner in turn)."""
+    runner = await platform.runner()
+    calls = [{**planned("unused", "fn-a", platform.image), "call_json": text}
+             for text in ("not json", "{}", json.dumps({"id": "c1", "image": 5}))]
+    result = await drive(grpc_go.fnlb, runner.address, calls)
+    finishes = [(c["messages"], c["nack"], c["finished"]["error_code"], c["finished"]["error_str"]) for c in result["calls"]]
+    assert [f[:3] for f in finishes] == [(["finished"], False, 400)] * 3
+    assert finishes[0][3].startswith("invalid call: call JSON is not valid JSON")
+    assert finishes[1][3] == "invalid call: call JSON has no id"
+    assert finishes[2][3] == "invalid call: call JSON field 'image' must be a string"
+
+
+async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight(platform, grpc_go):
+    """SIGTERM to our runner while a grpc-go LB has four calls running on it: GOAWAY, and each call still answers
+    whole."""
+    runner = await platform.runner()
+    calls = [{**planned(f"in-flight-{i}", f"fn-{i}", platform.image), "body": json.dumps({"sleep_ms": 2500})} for i in range(4)]
+    driving = asyncio.ensure_future(drive(grpc_go.fnlb, runner.address, calls, concurrency=4))
+    for _ in range(300):  # bounded: ~30 s, until the four run in their containers (a call waiting for one gets the NACK)
+        if (await runner_metrics(runner))['fn_runner_containers{state="busy"}'] == 4:
+            break
+        await asyncio.sleep(0.1)
+    runner.proc.popen.send_signal(signal.SIGTERM)
+    result = await driving
+    assert [(c["error"], c["status"], c["finished"]["details"]) for c in result["calls"]] == [
+        ("", 200, f"in-flight-{i}") for i in range(4)]
+    assert runner.proc.popen.wait(60) == 0
+
+
 async def test_an_fn_lb_on_grpc_go_giving_up_on_a_call_cancels_it_on_our_runner(platform, grpc_go):
     """Fn's LB gives up on a call when its context ends (the client left, the deadline passed): grpc-go resets the
     stream. Our runner counts that call cancelled, not failed, and serves the next one."""
@@ -114,8 +145,7 @@ async def test_an_fn_lb_on_grpc_go_giving_up_on_a_call_cancels_it_on_our_runner(
     warm, given_up, following = result["calls"]
     assert (warm["status"], following["status"], following["body_len"]) == (200, 200, 4)
     assert "DeadlineExceeded" in given_up["error"] and given_up["finished"] is None
-    async with aiohttp.ClientSession(runner.url, timeout=TIMEOUT) as s, s.get("/metrics") as r:
-        samples = metric_samples(await r.text())
+    samples = await runner_metrics(runner)
     assert samples['fn_runner_calls_total{result="cancelled"}'] == 1
     assert samples['fn_runner_calls_total{result="error"}'] == 0
     assert (await settled(runner, 3)).requests_handled == 3  # it was taken (committed): only a NACK is not handled

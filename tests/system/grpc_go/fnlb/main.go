@@ -169,7 +169,7 @@ func engage(client runner.RunnerProtocolClient, call plannedCall) (res result) {
 			res.note("finished")
 			f := body.Finished
 			res.Finished = &finished{Success: f.Success, Details: f.Details, ErrorCode: f.ErrorCode, ErrorStr: f.ErrorStr, ErrorUser: f.ErrorUser}
-			res.Nack = len(res.Messages) == 1 && !f.Success // a finish before any result start
+			res.Nack = len(res.Messages) == 1 && f.ErrorCode == 503 // a 503 finish before any result start: isTooBusy
 		}
 	}
 	res.BodySha256 = hex.EncodeToString(digest.Sum(nil))
