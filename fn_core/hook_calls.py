@@ -205,9 +205,9 @@ def _listener_failed(hook: Any, plugin: str, exc: BaseException) -> None:
 
 def run_failing_call(hook: Any, **kwargs: Any) -> None:
     """A hook whose failure fails the call or request (`override_call`, `modify_container_options`, `check_request`,
-    `validate_app`, `validate_fn`, `validate_trigger`): an `APIError` as it is; anything else, or an `APIError` that
-    is no error answer (a status outside 400..599, a message that is not a str), is logged with the plugin's name and
-    is a 500 naming the plugin, not its text.
+    `validate_app`, `validate_fn`, `validate_trigger`, `validate_delete`): an `APIError` as it is; anything else, or an
+    `APIError` that is no error answer (a status outside 400..599, a message that is not a str), is logged with the
+    plugin's name and is a 500 naming the plugin, not its text.
 
     An `APIError` of a `REFUSAL_HOOKS` hook is logged here, with its plugin's name, once per plugin and message
     until the hook runs clean (`refusal_logged` tells the caller so)."""

@@ -42,7 +42,8 @@ The hooks, grouped by when they run:
 * each call on the LB: `override_call`, `place_call`, `call_finished`
 * each call on the runner: `runner_call_finished`
 * each container on the runner: `modify_container_options`
-* each app, fn or trigger saved through the v2 API: `validate_app`, `validate_fn`, `validate_trigger`
+* each app, fn or trigger saved through the v2 API: `validate_app`, `validate_fn`, `validate_trigger`; deleted:
+  `validate_delete`; saved or deleted: `object_changed`
 * status: `runner_status`
 * each scrape of `/metrics`: `metric_families`
 """
@@ -568,6 +569,77 @@ def validate_trigger(app: App, fn: Fn, trigger: Trigger) -> None:
         def validate_trigger(app, fn, trigger):
             if not trigger.source.startswith("/public/"):
                 raise APIError(f"a trigger's source must begin with /public/, not {trigger.source!r}", status=400)
+    """
+
+
+@hookspec
+def validate_delete(app: App, fn: Fn | None, trigger: Trigger | None) -> None:
+    """Check a delete before it is done: keep what must not go (Fn's ``Before*Delete`` listeners).
+
+    When: on ``DELETE /v2/apps/{app_id}``, ``/v2/fns/{fn_id}`` and ``/v2/triggers/{trigger_id}``, once the
+    object was found (an unknown id is fn-core's 404 first), before the store is written, on the event
+    loop: it must not block. What is deleted is the most specific one given: ``trigger`` when it is not
+    None, else ``fn`` when it is not None, else ``app`` (an app's fns and triggers go with it). Every impl
+    runs, until one raises. This node's deletes and checked updates of one object take turns; a write by
+    another process that lands between the check and the delete is not seen.
+    Node: as `validate_app`.
+
+    :param app: the `fn_core.App` that is deleted, or the app of the fn or trigger that is.
+    :param fn: the `fn_core.Fn` that is deleted, or the fn of the trigger that is; None when an app is.
+    :param trigger: the `fn_core.Trigger` that is deleted; None when an app or fn is. All three as stored,
+        and copies.
+    :return: ignored.
+
+    Errors: raise `fn_core.APIError` to refuse the delete: the client gets its status (409 for "not in this
+    state", 403 for "not you") and ``{"message": ...}``, and nothing is deleted. Any other exception refuses
+    it with 500 ``"internal server error (plugin <name> failed)"``, logged with the plugin's name.
+
+    Example::
+
+        from fn_core import APIError, hookimpl
+
+        @hookimpl
+        def validate_delete(app, fn, trigger):
+            if fn is None and "example.com/protected" in app.annotations:
+                raise APIError(f"app {app.name} is protected: remove its annotation example.com/protected first", status=409)
+    """
+
+
+@hookspec
+def object_changed(action: str, app: App, fn: Fn | None, trigger: Trigger | None) -> None:
+    """Hear of each app, fn or trigger created, updated or deleted through the v2 API (Fn's ``After*`` listeners).
+
+    Keep another system in step with what is stored: an audit log, a catalogue, a gateway's routes.
+
+    When: once the store was written, before the client gets its answer (also when the client went away
+    meanwhile: the write and this hook still run), on the event loop: it must not block (hand slow work to
+    a task or a thread). What changed is the most specific one given, as in `validate_delete`; an app's
+    delete is one change (its fns and triggers went with it). Every impl runs, whatever the others do.
+    Not for writes that fail, nor for those made to the store by anything but this node's v2 API.
+    Node: as `validate_app`.
+
+    :param action: ``"created"``, ``"updated"`` or ``"deleted"``.
+    :param app: the `fn_core.App` that changed (as stored now; as it was, when deleted), or the app of the
+        fn or trigger that did.
+    :param fn: the `fn_core.Fn` that changed, or the fn of the trigger that did; None for an app's change.
+    :param trigger: the `fn_core.Trigger` that changed; None for an app's or fn's. All three are copies.
+    :return: ignored.
+
+    Errors: an exception is logged with the plugin's name (as `call_finished`'s) and changes nothing: the
+    change is made and the client is told so; the other impls still run.
+
+    Example::
+
+        import logging
+
+        from fn_core import hookimpl
+
+        audit = logging.getLogger("example.audit")
+
+        @hookimpl
+        def object_changed(action, app, fn, trigger):
+            what = trigger or fn or app
+            audit.info("%s %s %s (%s) of app %s", action, type(what).__name__.lower(), what.name, what.id, app.name)
     """
 
 

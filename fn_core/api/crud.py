@@ -1,7 +1,8 @@
 """Fn's v2 REST API for apps, fns and triggers (create/update -> 200 with the object, delete -> 204).
 
 An app or fn to be saved is checked by fn-core (`fn_core.api.validation`, Fn's rules), then by the plugins'
-`validate_app` / `validate_fn` / `validate_trigger` hooks, before the store is written.
+`validate_app` / `validate_fn` / `validate_trigger` hooks, before the store is written; a delete by their
+`validate_delete`. Once the store is written, their `object_changed` hook hears what changed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fn_core.api import validation as v
 from fn_core.api.body import body_reader, defer_continue, send_continue
 from fn_core.api.metrics import ApiMetrics
 from fn_core.errors import APIError, BadRequest, Conflict
-from fn_core.hook_calls import implemented, run_failing_call
+from fn_core.hook_calls import implemented, run_failing_call, run_isolated
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page, TriggerFnIDNotSameApp
 
@@ -81,9 +82,13 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+#: what a change is told to the hooks with: the app, and the fn and trigger when the change is theirs (else None)
+Objects = dict[str, Any]
+
+
 class CrudApi:
     """:param hooks: the plugin manager's hooks (``pm.hook``): `validate_app`, `validate_fn` and `validate_trigger`
-    check what is saved."""
+    check what is saved, `validate_delete` what is deleted; `object_changed` hears each change made."""
 
     def __init__(self, config, store, lookup, hooks: Any = None) -> None:
         self.config = config
@@ -97,6 +102,8 @@ class CrudApi:
         self._check_app = self._save_check("validate_app", self._app_objects)
         self._check_fn = self._save_check("validate_fn", self._fn_objects)
         self._check_trigger = self._save_check("validate_trigger", self._trigger_objects)
+        self._check_delete = implemented(hooks, "validate_delete")
+        self._tell = implemented(hooks, "object_changed")
 
     def add_routes(self, app: web.Application, metrics: ApiMetrics | None = None) -> None:
         """The v2 routes; with ``metrics``, each counted under its path template. A client that sent ``Expect:
@@ -168,12 +175,49 @@ class CrudApi:
             body["next_cursor"] = page.next_cursor
         return json_response(body)
 
-    async def _write(self, job: Awaitable[T]) -> T:
+    async def _write(self, job: Awaitable[T], told: Callable[[T], Awaitable[None]] | None = None) -> T:
         """A store write that this node's invoke path sees at once: the cache is cleared when the write is
-        done, also when the client went away meanwhile (aiohttp cancels the handler; the write still lands)."""
-        task = asyncio.ensure_future(job)
-        task.add_done_callback(lambda _: self.lookup.clear())
-        return await asyncio.shield(task)
+        done, also when the client went away meanwhile (aiohttp cancels the handler; the write still lands, and
+        ``told``, the `object_changed` listeners' turn, still comes)."""
+
+        async def write() -> T:
+            try:
+                written = await job
+            finally:
+                self.lookup.clear()
+            if told is not None:
+                await told(written)
+            return written
+
+        return await asyncio.shield(asyncio.ensure_future(write()))
+
+    def _told(self, action: str, objects: Callable[[T], Awaitable[Objects]]) -> Callable[[T], Awaitable[None]] | None:
+        """The `object_changed` listeners' turn after a write of ``action`` (None when no plugin listens): they get
+        the ``objects`` of the written object, as copies; one that fails is logged with its name, the rest run."""
+        if self._tell is None:
+            return None
+
+        async def tell(written: T) -> None:
+            run_isolated(self._tell, action=action, **{"fn": None, "trigger": None, **copy.deepcopy(await objects(written))})
+
+        return tell
+
+    async def _delete(self, ident: str, delete: Callable[[str], Awaitable[None]], objects: Callable[[str], Awaitable[Objects]]) -> None:
+        """Delete ``ident``: with plugins to check or hear it, the object (and its app and fn) is read first (an
+        unknown id is the 404 the delete would give), checked by `validate_delete`, then deleted and told of. This
+        node's deletes and checked updates of one object take turns."""
+        if self._check_delete is None and self._tell is None:
+            await self._write(delete(ident))
+            return
+        async with self._checked_updates.hold(ident):
+            found = {"fn": None, "trigger": None, **await objects(ident)}
+            if self._check_delete is not None:
+                run_failing_call(self._check_delete, **copy.deepcopy(found))
+
+            async def as_found(_: None) -> Objects:
+                return found
+
+            await self._write(delete(ident), self._told("deleted", as_found))
 
     def _save_check(self, hook_name: str, objects: Callable[[T], Awaitable[dict[str, Any]]]) -> Callable[[T], Awaitable[None]] | None:
         """The plugins' check of an object to be saved (None when no plugin implements ``hook_name``): the hook gets
@@ -187,19 +231,28 @@ class CrudApi:
 
         return check
 
-    async def _app_objects(self, app: App) -> dict[str, Any]:
+    async def _app_objects(self, app: App) -> Objects:
         return {"app": app}
 
-    async def _fn_objects(self, fn: Fn) -> dict[str, Any]:
+    async def _fn_objects(self, fn: Fn) -> Objects:
         return {"app": await self.store.get_app(fn.app_id), "fn": fn}  # a missing app is the 404 the write would give
 
-    async def _trigger_objects(self, trigger: Trigger) -> dict[str, Any]:
+    async def _trigger_objects(self, trigger: Trigger) -> Objects:
         # the store's own checks first, in its order (its write checks them again, in its transaction)
         app = await self.store.get_app(trigger.app_id)
         fn = await self.store.get_fn(trigger.fn_id)
         if fn.app_id != app.id:
             raise TriggerFnIDNotSameApp()
         return {"app": app, "fn": fn, "trigger": trigger}
+
+    async def _app_by_id(self, app_id: str) -> Objects:
+        return {"app": await self.store.get_app(app_id)}
+
+    async def _fn_by_id(self, fn_id: str) -> Objects:
+        return await self._fn_objects(await self.store.get_fn(fn_id))
+
+    async def _trigger_by_id(self, trigger_id: str) -> Objects:
+        return await self._trigger_objects(await self.store.get_trigger(trigger_id))
 
     async def _update(
         self,
@@ -208,20 +261,21 @@ class CrudApi:
         ident: str,
         merge: Callable[[T], T],
         check: Callable[[T], Awaitable[None]] | None,
+        told: Callable[[T], Awaitable[None]] | None = None,
     ) -> T:
         """``merge`` the request into the stored object and write it, in one store transaction. With plugins to
         ``check`` it, they see the merged object first, on the event loop; it is written only if the stored
         one has not changed since (else merged and checked again). This node's updates of one object take turns,
         so only writes of other processes to the same store can make one try again."""
         if check is None:
-            return await self._write(update(ident, merge))
+            return await self._write(update(ident, merge), told)
         async with self._checked_updates.hold(ident):
             for _ in range(CHECKED_UPDATE_ATTEMPTS):
                 stored = await get(ident)
                 new = merge(stored)
                 await check(new)
                 try:
-                    return await self._write(update(ident, functools.partial(_if_unchanged, stored, new)))
+                    return await self._write(update(ident, functools.partial(_if_unchanged, stored, new)), told)
                 except _ChangedMeanwhile:
                     continue
         raise Conflict(f"changed by {CHECKED_UPDATE_ATTEMPTS} other updates while this one was checked; send it again")
@@ -238,7 +292,7 @@ class CrudApi:
         app = v.app_for_create(await self._body(request))
         if self._check_app is not None:
             await self._check_app(app)
-        app = await self._write(self.store.insert_app(app))
+        app = await self._write(self.store.insert_app(app), self._told("created", self._app_objects))
         return json_response(app.to_json())
 
     async def get_app(self, request: web.Request) -> web.Response:
@@ -247,11 +301,12 @@ class CrudApi:
     async def update_app(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.app_for_update, data=data)
-        app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._check_app)
+        app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._check_app,
+                                 self._told("updated", self._app_objects))
         return json_response(app.to_json())
 
     async def delete_app(self, request: web.Request) -> web.Response:
-        await self._write(self.store.delete_app(request.match_info["app_id"]))
+        await self._delete(request.match_info["app_id"], self.store.delete_app, self._app_by_id)
         return web.Response(status=204)
 
     # --- fns -------------------------------------------------------------------------------
@@ -264,7 +319,7 @@ class CrudApi:
         fn = v.fn_for_create(await self._body(request))
         if self._check_fn is not None:
             await self._check_fn(fn)
-        fn = await self._write(self.store.insert_fn(fn))
+        fn = await self._write(self.store.insert_fn(fn), self._told("created", self._fn_objects))
         return json_response(self._fn_json(request, fn))
 
     async def get_fn(self, request: web.Request) -> web.Response:
@@ -273,11 +328,12 @@ class CrudApi:
     async def update_fn(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.fn_for_update, data=data)
-        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._check_fn)
+        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._check_fn,
+                                self._told("updated", self._fn_objects))
         return json_response(self._fn_json(request, fn))
 
     async def delete_fn(self, request: web.Request) -> web.Response:
-        await self._write(self.store.delete_fn(request.match_info["fn_id"]))
+        await self._delete(request.match_info["fn_id"], self.store.delete_fn, self._fn_by_id)
         return web.Response(status=204)
 
     # --- triggers --------------------------------------------------------------------------
@@ -296,7 +352,7 @@ class CrudApi:
         app = await self.store.get_app(trigger.app_id)
         if self._check_trigger is not None:
             await self._check_trigger(trigger)
-        trigger = await self._write(self.store.insert_trigger(trigger))
+        trigger = await self._write(self.store.insert_trigger(trigger), self._told("created", self._trigger_objects))
         return json_response(self._trigger_json(request, trigger, app.name))
 
     async def get_trigger(self, request: web.Request) -> web.Response:
@@ -308,13 +364,14 @@ class CrudApi:
         data = await self._body(request)
         merge = functools.partial(v.trigger_for_update, data=data)
         trigger = await self._update(
-            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._check_trigger
+            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._check_trigger,
+            self._told("updated", self._trigger_objects),
         )
         app = await self.store.get_app(trigger.app_id)
         return json_response(self._trigger_json(request, trigger, app.name))
 
     async def delete_trigger(self, request: web.Request) -> web.Response:
-        await self._write(self.store.delete_trigger(request.match_info["trigger_id"]))
+        await self._delete(request.match_info["trigger_id"], self.store.delete_trigger, self._trigger_by_id)
         return web.Response(status=204)
 
     async def trigger_by_source(self, request: web.Request) -> web.Response:

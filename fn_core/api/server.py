@@ -77,7 +77,8 @@ def make_app(
     """The node's routes: v2 CRUD when it owns a ``store`` (not an LB reading from an API node), invoke
     and triggers when it places calls (an ``agent``; not on an API node). ``metrics``: more parts of
     `/metrics` (the local runner's). ``hooks``: the plugin manager's: `check_request` sees every request first,
-    `validate_app`, `validate_fn` and `validate_trigger` check what the v2 API saves."""
+    `validate_app`, `validate_fn` and `validate_trigger` check what the v2 API saves, `validate_delete` what it
+    deletes, and `object_changed` hears each change."""
     max_size = config.max_request_size
     request_ids = RequestIds(config.rid_header) if config.rid_header else None
     read_body = body_reader(config.request_body_read_timeout_s)

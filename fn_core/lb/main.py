@@ -178,8 +178,8 @@ def open_lookups(config) -> tuple[Lookups, Store | None]:
 
 async def start_api(config, pm=None, *, host: str | None = None, port: int | None = None) -> LBNode:
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free
-    port. ``pm``: the plugin manager whose `check_request` sees each request and `validate_app` / `validate_fn` /
-    `validate_trigger` what is saved."""
+    port. ``pm``: the plugin manager whose `check_request` sees each request, `validate_app` / `validate_fn` /
+    `validate_trigger` what is saved, `validate_delete` what is deleted, and `object_changed` each change."""
     host = config.host if host is None else host
     listeners = claim_port(host, config.port if port is None else port, "API node")
     try:

@@ -253,6 +253,33 @@ def check_validate_trigger(tmp: Path) -> None:
     pm.hook.validate_trigger(app=app, fn=fn, trigger=Trigger(name="t", app_id=app.id, fn_id=fn.id, source="/public/hello"))
 
 
+def check_validate_delete(tmp: Path) -> None:
+    pm = manager(("keep-protected", example_module("validate_delete")), tmp=tmp)
+    protected = App(name="billing", id="app-id", annotations={"example.com/protected": True})
+    with pytest.raises(APIError, match="app billing is protected") as err:
+        pm.hook.validate_delete(app=protected, fn=None, trigger=None)
+    assert err.value.status == 409
+    pm.hook.validate_delete(app=protected, fn=Fn(name="f", app_id="app-id", image="i", id="fn-id"), trigger=None)  # its fns may go
+    pm.hook.validate_delete(app=App(name="scratch", id="other"), fn=None, trigger=None)
+
+
+def check_object_changed(tmp: Path) -> None:
+    pm = manager(("audit", example_module("object_changed")), tmp=tmp)
+    app, fn = App(name="shop", id="app-id"), Fn(name="checkout", app_id="app-id", image="i", id="fn-id")
+    heard: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: heard.append(record.getMessage())  # type: ignore[method-assign]
+    audit = logging.getLogger("example.audit")
+    audit.addHandler(handler)
+    audit.setLevel(logging.INFO)
+    try:
+        pm.hook.object_changed(action="created", app=app, fn=None, trigger=None)
+        pm.hook.object_changed(action="deleted", app=app, fn=fn, trigger=None)
+    finally:
+        audit.removeHandler(handler)
+    assert heard == ["created app shop (app-id) of app shop", "deleted fn checkout (fn-id) of app shop"]
+
+
 CHECKS: dict[str, Callable[[Path], Any]] = {
     "configure": check_configure,
     "register_placers": check_register_placers,
@@ -269,6 +296,8 @@ CHECKS: dict[str, Callable[[Path], Any]] = {
     "validate_app": check_validate_app,
     "validate_fn": check_validate_fn,
     "validate_trigger": check_validate_trigger,
+    "validate_delete": check_validate_delete,
+    "object_changed": check_object_changed,
 }
 
 
