@@ -27,8 +27,8 @@ from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.testing import free_port
 from fn_core.wire import status_from_proto
 
-from . import grpc_go as grpc_go_peers
 from .engine_relay import EngineRelay
+from .go_tools import build as build_go_tools
 
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
 CLASSIFIER_LABEL = "fn-agent-classifier"
@@ -191,9 +191,9 @@ async def relay(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def grpc_go(tmp_path_factory):
-    """``fnlb`` and ``fnrunner``: Fn's LB and pure runner on the wire, built on grpc-go (`grpc_go`)."""
-    return grpc_go_peers.build(tmp_path_factory.mktemp("grpc-go"))
+def go_tools(tmp_path_factory):
+    """``fnlb`` and ``fnrunner``, Fn's LB and pure runner on the wire (grpc-go), and ``promlint`` (`go_tools`)."""
+    return build_go_tools(tmp_path_factory.mktemp("go-tools"))
 
 
 class GoRunner:
@@ -234,13 +234,13 @@ class GoRunner:
 
 
 @pytest.fixture
-async def go_runner(grpc_go, tmp_path):
-    """``await go_runner(*flags)``: an Fn pure runner stand-in on grpc-go (`grpc_go/fnrunner`), listening; all are
+async def go_runner(go_tools, tmp_path):
+    """``await go_runner(*flags)``: an Fn pure runner stand-in on grpc-go (`go/fnrunner`), listening; all are
     stopped at the end."""
     started: list[GoRunner] = []
 
     async def start(*args: str) -> GoRunner:
-        started.append(GoRunner(grpc_go.fnrunner, f"fnrunner-{len(started)}", tmp_path, *args))
+        started.append(GoRunner(go_tools.fnrunner, f"fnrunner-{len(started)}", tmp_path, *args))
         await started[-1].listening()
         return started[-1]
 

@@ -1,6 +1,6 @@
 """An Fn LB drives our runner, and our LB an Fn runner, through grpc-go: the library Fn's nodes are built on.
 
-`fnlb` and `fnrunner` (`grpc_go.py`) speak RunnerProtocol as Fn's LB and pure runner do, from Go code that Fn's
+`fnlb` and `fnrunner` (`go_tools.py`) speak RunnerProtocol as Fn's LB and pure runner do, from Go code that Fn's
 protoc-gen-go makes from our `proto/runner.proto`. Our nodes are real processes; our runner runs the fdk echo
 function in real Docker.
 """
@@ -20,7 +20,7 @@ from fn_core.testing import wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
 from .engine_relay import fn_homed_on, runner_metrics
-from .grpc_go import drive
+from .go_tools import drive
 from .test_node_tls_system import credentials, tls_env
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
@@ -60,14 +60,14 @@ async def settled(runner: Any, handled: int) -> Any:
     return status
 
 
-async def test_an_fn_lb_on_grpc_go_runs_calls_on_our_runner(platform, grpc_go):
+async def test_an_fn_lb_on_grpc_go_runs_calls_on_our_runner(platform, go_tools):
     """Bodies from none to 5 MiB each way (past every HTTP/2 window, so grpc-go's flow control and its BDP
     PINGs meet ours), then 24 calls over 3 fns 8 at a time: each answers its own body, in the order Fn's LB
     reads (result start, data, finished), and the runner's Status counts them."""
     runner = await platform.runner()
     sizes = [0, 5, 100_000, MB, 5 * MB]
     sequential = [planned(f"seq-{i}", "fn-a", platform.image, size, seed=i) for i, size in enumerate(sizes)]
-    result = await drive(grpc_go.fnlb, runner.address, sequential)
+    result = await drive(go_tools.fnlb, runner.address, sequential)
     assert result["grpc_go"].startswith("1.")
     for i, (size, call) in enumerate(zip(sizes, result["calls"], strict=True)):
         assert call["error"] == "" and call["status"] == 200, call
@@ -77,7 +77,7 @@ async def test_an_fn_lb_on_grpc_go_runs_calls_on_our_runner(platform, grpc_go):
         assert ["Content-Type", "application/octet-stream"] in call["headers"]
 
     concurrent = [planned(f"par-{i}", f"fn-{i % 3}", platform.image, 20_000 + i, seed=i) for i in range(24)]
-    result = await drive(grpc_go.fnlb, runner.address, concurrent, concurrency=8, status=True)
+    result = await drive(go_tools.fnlb, runner.address, concurrent, concurrency=8, status=True)
     for i, call in enumerate(result["calls"]):
         assert (call["error"], call["status"], call["finished"]["details"]) == ("", 200, f"par-{i}"), call
         assert call["body_sha256"] == pattern_sha256(20_000 + i, seed=i)
@@ -86,14 +86,14 @@ async def test_an_fn_lb_on_grpc_go_runs_calls_on_our_runner(platform, grpc_go):
     assert (status.requests_handled, status.active) == (len(sizes) + 24, 0)
 
 
-async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, grpc_go):
+async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, go_tools):
     """A full runner's NACK reaches grpc-go as Fn's LB reads one: a CallFinished (503, not successful) before any
     CallResultStart, so the LB may send the call elsewhere; the call was not run."""
     runner = await platform.runner(FN_ENABLE_NB_RESOURCE_TRACKER="1", FN_MAX_TOTAL_MEMORY_BYTES=str(160 * MB))
     hold = json.dumps({"sleep_ms": 3000})
     calls = [{**planned("holds-the-room", "fn-a", platform.image), "body": hold},
              {**planned("finds-it-full", "fn-b", platform.image, 4), "delay_ms": 1500}]
-    result = await drive(grpc_go.fnlb, runner.address, calls, concurrency=2, status=True)
+    result = await drive(go_tools.fnlb, runner.address, calls, concurrency=2, status=True)
     held, refused = result["calls"]
     assert (held["status"], held["error"], held["finished"]["success"]) == (200, "", True), held
     assert refused["nack"] and refused["messages"] == ["finished"], refused
@@ -103,13 +103,13 @@ async def test_our_runner_nacks_an_fn_lb_on_grpc_go_as_fn_does(platform, grpc_go
     assert (status.requests_received, status.requests_handled) == (2, 1)  # the NACKed call never ran
 
 
-async def test_a_trycall_our_runner_cannot_read_is_a_400_an_fn_lb_reads_with_why(platform, grpc_go):
+async def test_a_trycall_our_runner_cannot_read_is_a_400_an_fn_lb_reads_with_why(platform, go_tools):
     """Not JSON, no call id, a field of the wrong type: each is a CallFinished with 400 and what is wrong, before any
     result (Fn's LB answers its client with it; not a NACK, which would send it to every runner in turn)."""
     runner = await platform.runner()
     calls = [{**planned("unused", "fn-a", platform.image), "call_json": text}
              for text in ("not json", "{}", json.dumps({"id": "c1", "image": 5}))]
-    result = await drive(grpc_go.fnlb, runner.address, calls)
+    result = await drive(go_tools.fnlb, runner.address, calls)
     finishes = [(c["messages"], c["nack"], c["finished"]["error_code"], c["finished"]["error_str"]) for c in result["calls"]]
     assert [f[:3] for f in finishes] == [(["finished"], False, 400)] * 3
     assert finishes[0][3].startswith("invalid call: call JSON is not valid JSON")
@@ -117,12 +117,12 @@ async def test_a_trycall_our_runner_cannot_read_is_a_400_an_fn_lb_reads_with_why
     assert finishes[2][3] == "invalid call: call JSON field 'image' must be a string"
 
 
-async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight(platform, grpc_go):
+async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight(platform, go_tools):
     """SIGTERM to our runner while a grpc-go LB has four calls running on it: GOAWAY, and each call still answers
     whole."""
     runner = await platform.runner()
     calls = [{**planned(f"in-flight-{i}", f"fn-{i}", platform.image), "body": json.dumps({"sleep_ms": 2500})} for i in range(4)]
-    driving = asyncio.ensure_future(drive(grpc_go.fnlb, runner.address, calls, concurrency=4))
+    driving = asyncio.ensure_future(drive(go_tools.fnlb, runner.address, calls, concurrency=4))
     for _ in range(300):  # bounded: ~30 s, until the four run in their containers (a call waiting for one gets the NACK)
         if (await runner_metrics(runner))['fn_runner_containers{state="busy"}'] == 4:
             break
@@ -134,14 +134,14 @@ async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight
     assert runner.proc.popen.wait(60) == 0
 
 
-async def test_an_fn_lb_on_grpc_go_giving_up_on_a_call_cancels_it_on_our_runner(platform, grpc_go):
+async def test_an_fn_lb_on_grpc_go_giving_up_on_a_call_cancels_it_on_our_runner(platform, go_tools):
     """Fn's LB gives up on a call when its context ends (the client left, the deadline passed): grpc-go resets the
     stream. Our runner counts that call cancelled, not failed, and serves the next one."""
     runner = await platform.runner()
     calls = [{**planned("warms", "fn-a", platform.image), "body": "warm"},
              {**planned("given-up", "fn-a", platform.image), "body": json.dumps({"sleep_ms": 3000}), "timeout_ms": 800},
              {**planned("next", "fn-a", platform.image), "body": "next"}]
-    result = await drive(grpc_go.fnlb, runner.address, calls)
+    result = await drive(go_tools.fnlb, runner.address, calls)
     warm, given_up, following = result["calls"]
     assert (warm["status"], following["status"], following["body_len"]) == (200, 200, 4)
     assert "DeadlineExceeded" in given_up["error"] and given_up["finished"] is None
@@ -278,11 +278,11 @@ async def test_an_fn_runner_stopping_gracefully_ends_its_call_and_the_next_goes_
 
 
 
-async def test_mtls_between_an_fn_lb_on_grpc_go_and_our_runner(platform, grpc_go, pki):
+async def test_mtls_between_an_fn_lb_on_grpc_go_and_our_runner(platform, go_tools, pki):
     """Fn's LB with its node certificate (grpc-go's TLS, ALPN h2) runs calls on our runner serving mTLS."""
     runner = await platform.runner(credentials=credentials(pki), **tls_env(pki))
     calls = [planned(f"tls-{i}", "fn-a", platform.image, size, seed=i) for i, size in enumerate([7, MB])]
-    result = await drive(grpc_go.fnlb, runner.address, calls, tls=pki, status=True)
+    result = await drive(go_tools.fnlb, runner.address, calls, tls=pki, status=True)
     for i, call in enumerate(result["calls"]):
         assert (call["error"], call["status"], call["finished"]["details"]) == ("", 200, f"tls-{i}"), call
         assert call["body_sha256"] == pattern_sha256(call["body_len"], seed=i)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the tests' stand-ins for Fn's LB and pure runner are built from (tests/system/grpc_go.py): Debian's Go,
-# grpc-go, golang/protobuf 1.3 (whose protoc-gen-go made Fn's runner.pb.go) and protoc. Installed when missing.
+# What the tests' Go tools are built from (tests/system/go_tools.py), installed when missing: Debian's Go, grpc-go,
+# golang/protobuf 1.3 (whose protoc-gen-go made Fn's runner.pb.go) and protoc for the stand-ins of Fn's LB and pure
+# runner; Prometheus's client_golang for promlint (what `promtool check metrics` runs).
 set -euo pipefail
 source "$(dirname "$0")/debian.sh"
 need=()
@@ -9,7 +10,8 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
 [ -f /usr/share/gocode/src/github.com/golang/protobuf/protoc-gen-go/main.go ] || need+=(golang-github-golang-protobuf-1-3-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/empty.proto ] || need+=(libprotobuf-dev)
+[ -d /usr/share/gocode/src/github.com/prometheus/client_golang/prometheus/testutil/promlint ] || need+=(golang-github-prometheus-client-golang-dev)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "ensure-grpc-go: installing Debian's ${need[*]}" >&2
+    echo "ensure-go-tools: installing Debian's ${need[*]}" >&2
     apt_install "${need[@]}"
 fi

@@ -1,11 +1,16 @@
-"""Fn's side of the wire, on grpc-go: `fnlb` drives a runner as Fn's LB does, `fnrunner` answers as Fn's pure runner.
+"""Go programs the tests check our nodes against, built from Debian's Go packages (`go/`).
 
-Fn's LB and runner are Go programs on grpc-go; ours speak gRPC through `fn_core.transport`, which the other
-tests pit against grpcio (C core). grpc-go is stricter in places (it resets a stream whose header block puts a
-pseudo-header after a regular field, which grpcio lets pass), so these stand-ins are built from Debian's
-grpc-go and the Go code that Fn's own `protoc-gen-go` (golang/protobuf 1.3, ``plugins=grpc``) makes from our
-`proto/runner.proto`. `scripts/ensure-grpc-go.sh` installs the packages (the test command runs it); without
-them the tests that use these fail, saying what to install.
+Fn's side of the wire, on grpc-go: `fnlb` drives a runner as Fn's LB does, `fnrunner` answers as Fn's pure
+runner. Fn's LB and runner are Go programs on grpc-go; ours speak gRPC through `fn_core.transport`, which the
+other tests pit against grpcio (C core). grpc-go is stricter in places (it resets a stream whose header block
+puts a pseudo-header after a regular field, which grpcio lets pass), so these stand-ins are built from
+Debian's grpc-go and the Go code that Fn's own `protoc-gen-go` (golang/protobuf 1.3, ``plugins=grpc``) makes
+from our `proto/runner.proto`.
+
+`promlint`: what `promtool check metrics` says of a `/metrics` text, from Prometheus's own parser and linter.
+
+`scripts/ensure-go-tools.sh` installs the packages (the test command runs it); without them the tests that use
+these fail, saying what to install.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from subprocess import PIPE
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = Path(__file__).resolve().parent / "grpc_go"
+SOURCES = Path(__file__).resolve().parent / "go"
 DEBIAN_GOPATH = Path("/usr/share/gocode")
-PACKAGES = "golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protobuf-compiler libprotobuf-dev"
+PACKAGES = ("golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev protobuf-compiler libprotobuf-dev "
+            "golang-github-prometheus-client-golang-dev")
 #: the well-known types as golang/protobuf 1.3 names them, as Fn's generated code imports them
 WELL_KNOWN = ",".join(f"Mgoogle/protobuf/{name}.proto=github.com/golang/protobuf/ptypes/{name}" for name in ("empty", "struct"))
 
@@ -32,16 +38,17 @@ def missing() -> list[str]:
     needs = {"go": shutil.which("go"), "protoc": shutil.which("protoc"),
              "grpc-go": (DEBIAN_GOPATH / "src/google.golang.org/grpc/server.go").is_file(),
              "protoc-gen-go 1.3": (DEBIAN_GOPATH / "src/github.com/golang/protobuf/protoc-gen-go/main.go").is_file(),
-             "google/protobuf/empty.proto": Path("/usr/include/google/protobuf/empty.proto").is_file()}
+             "google/protobuf/empty.proto": Path("/usr/include/google/protobuf/empty.proto").is_file(),
+             "promlint": (DEBIAN_GOPATH / "src/github.com/prometheus/client_golang/prometheus/testutil/promlint").is_dir()}
     return [name for name, found in needs.items() if not found]
 
 
 def build(out: Path) -> types.SimpleNamespace:
-    """Build ``fnlb`` and ``fnrunner`` into ``out``; their paths. Go's build cache is kept between runs."""
+    """Build ``fnlb``, ``fnrunner`` and ``promlint`` into ``out``; their paths. Go's build cache is kept between runs."""
     lacking = missing()
     if lacking:
-        raise AssertionError(f"grpc-go peers cannot be built: no {', '.join(lacking)}; install Debian's {PACKAGES} "
-                             "(bash scripts/ensure-grpc-go.sh)")
+        raise AssertionError(f"the Go test tools cannot be built: no {', '.join(lacking)}; install Debian's {PACKAGES} "
+                             "(bash scripts/ensure-go-tools.sh)")
     gopath = out / "gopath"
     generated = gopath / "src" / "runnerpb"
     generated.mkdir(parents=True)
@@ -58,7 +65,7 @@ def build(out: Path) -> types.SimpleNamespace:
     run("protoc", f"--plugin=protoc-gen-go={plugin}", "-I", ROOT / "proto", "-I", "/usr/include",
         f"--go_out=plugins=grpc,{WELL_KNOWN}:{generated}", ROOT / "proto" / "runner.proto")
     peers = {}
-    for name in ("fnlb", "fnrunner"):
+    for name in ("fnlb", "fnrunner", "promlint"):
         peers[name] = out / name
         run("go", "build", "-o", peers[name], SOURCES / name / "main.go")
     return types.SimpleNamespace(**peers)
