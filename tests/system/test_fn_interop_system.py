@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import signal
 from typing import Any
 
@@ -247,6 +248,33 @@ async def test_our_lbs_pings_stay_within_grpc_gos_default_policy(platform, deplo
     log = lb.proc.log()
     assert "too_many_pings" not in log and "ENHANCE_YOUR_CALM" not in log
     assert [line for line in log.splitlines() if " WARNING " in line] == []
+
+
+async def test_an_fn_runner_that_ages_its_connections_out_loses_no_call_of_ours(platform, deploy_echo, go_runner):
+    """grpc-go's MaxConnectionAge (operators set it so that clients spread over new servers): every second the
+    runner says GOAWAY on our LB's connection and closes it once its calls end. Calls under way then finish, and
+    new ones go on a new connection: 4 clients calling for 4 s get 200 every time, each call run once."""
+    fn_runner = await go_runner("-max-age-ms", "1000", "-hold-ms", "50")
+    lb = await platform.lb([fn_runner])
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        until = loop.time() + 4
+
+        async def client(n: int) -> list[tuple[int, bytes]]:
+            answers = []
+            while loop.time() < until:
+                async with s.post(f"/invoke/{fn_id}", data=f"client {n}".encode()) as r:
+                    answers.append((r.status, await r.read()))
+            return answers
+
+        answers = await asyncio.gather(*(client(n) for n in range(4)))
+    for n, each in enumerate(answers):
+        assert len(each) >= 10 and set(each) == {(200, f"client {n}".encode())}, each[:5]
+    ran = fn_runner.calls("ran")
+    assert len(ran) == len(set(ran)) == sum(map(len, answers))
+    assert [line for line in lb.proc.log().splitlines() if " WARNING " in line] == []
+    assert len(re.findall(r"^connection from ", fn_runner.log(), re.MULTILINE)) >= 3  # aged out, and dialled again
 
 
 async def test_an_fn_runner_stopping_gracefully_ends_its_call_and_the_next_goes_to_another(platform, deploy_echo, go_runner):

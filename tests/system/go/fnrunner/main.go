@@ -12,9 +12,12 @@
 //	-fail before|after: every call ends with the gRPC status INTERNAL, before or after its CallResultStart: a
 //	 runner that broke with the call in hand (committed: never to be tried elsewhere)
 //	-cert: serve mTLS, as Fn's runner with its node certificate: a client certificate that -ca signed is required
+//	-max-age-ms MS: close each connection after about MS (keepalive.ServerParameters.MaxConnectionAge, which
+//	 operators set to spread clients over new servers): GOAWAY, then its calls get up to 10 s to end
 //
 // It prints "listening" once serving, then one line per Engage: "call <id> ran|nacked|refused|failed <bytes in>"
-// (with -hold-ms, "call <id> holding <bytes in>" first, once it has the whole body).
+// (with -hold-ms, "call <id> holding <bytes in>" first, once it has the whole body), and one per connection
+// accepted: "connection from <address>".
 // SIGTERM stops it gracefully (grpc-go's GracefulStop: running calls end, new ones are refused).
 package main
 
@@ -40,6 +43,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	runner "runnerpb"
@@ -155,6 +160,15 @@ func (r *fnRunner) Engage(stream runner.RunnerProtocol_EngageServer) error {
 		ExecutionDuration: int64(time.Since(started))}}})
 }
 
+// the stats.Handler that says each connection accepted
+func (r *fnRunner) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	r.say("connection from %s", info.RemoteAddr)
+	return ctx
+}
+func (r *fnRunner) HandleConn(context.Context, stats.ConnStats)                     {}
+func (r *fnRunner) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (r *fnRunner) HandleRPC(context.Context, stats.RPCStats)                       {}
+
 func (r *fnRunner) status() *runner.RunnerStatus {
 	return &runner.RunnerStatus{Active: atomic.LoadInt32(&r.active), Id: "fnrunner",
 		RequestsReceived: atomic.LoadUint64(&r.received), RequestsHandled: atomic.LoadUint64(&r.handled),
@@ -187,6 +201,7 @@ func main() {
 	cert := flag.String("cert", "", "serve mTLS with this certificate (PEM)")
 	key := flag.String("key", "", "the certificate's key (PEM)")
 	ca := flag.String("ca", "", "the CA that signs client certificates (PEM)")
+	maxAge := flag.Int("max-age-ms", 0, "close each connection after about this long (0: never)")
 	flag.Parse()
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -195,12 +210,17 @@ func main() {
 	}
 	// no keepalive.EnforcementPolicy: grpc-go's default (a PING at most every 5 min while calls are open,
 	// none without), which is what an Fn runner that does not set one enforces
-	var options []grpc.ServerOption
+	fn := &fnRunner{nackFirst: *nack, refuse: *refuse, fail: *fail, holdMs: *hold, frame: *frame}
+	options := []grpc.ServerOption{grpc.StatsHandler(fn)}
+	if *maxAge > 0 {
+		options = append(options, grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge: time.Duration(*maxAge) * time.Millisecond, MaxConnectionAgeGrace: 10 * time.Second}))
+	}
 	if *cert != "" {
 		options = append(options, grpc.Creds(credentials.NewTLS(mutualTLS(*cert, *key, *ca))))
 	}
 	server := grpc.NewServer(options...)
-	runner.RegisterRunnerProtocolServer(server, &fnRunner{nackFirst: *nack, refuse: *refuse, fail: *fail, holdMs: *hold, frame: *frame})
+	runner.RegisterRunnerProtocolServer(server, fn)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
