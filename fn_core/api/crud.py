@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import DEFAULT_PER_PAGE, MAX_PER_PAGE, Page, TriggerFnIDNotSameApp
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: an update checked by plugins is written only if the stored object is still the one they saw; when other processes'
 #: writes keep changing it meanwhile, it is merged and checked again this many times, then refused with 409
@@ -198,7 +200,12 @@ class CrudApi:
             return None
 
         async def tell(written: T) -> None:
-            run_isolated(self._tell, action=action, **{"fn": None, "trigger": None, **copy.deepcopy(await objects(written))})
+            try:
+                found = await objects(written)
+            except APIError as exc:  # its app or fn was deleted meanwhile, by another process: the write stands
+                log.warning("object_changed: nothing to tell of the %s %s: %s", type(written).__name__.lower(), action, exc.message)
+                return
+            run_isolated(self._tell, action=action, **{"fn": None, "trigger": None, **copy.deepcopy(found)})
 
         return tell
 

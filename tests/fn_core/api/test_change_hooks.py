@@ -172,3 +172,29 @@ async def test_a_change_is_told_also_when_the_client_left_during_the_write():
     with pytest.raises(asyncio.CancelledError):
         await handler
     await wait_until(lambda: told == ["stored"], "the listeners' turn after the write")
+
+
+async def test_a_change_whose_app_went_meanwhile_is_not_told_and_its_write_stands(caplog):
+    """A fn written while another process deleted its app: the listeners cannot be given its app, and are not told;
+    the write's own answer is not turned into that 404."""
+    import types
+
+    from fn_core.api.crud import CrudApi
+    from fn_core.config import load_config
+    from fn_core.models import Fn
+    from fn_core.plugins import get_plugin_manager
+    from fn_core.store.base import AppNotFound
+
+    audit = Audit()
+    pm = get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("audit", audit)])
+    api = CrudApi(load_config(env={}), store=None, lookup=types.SimpleNamespace(clear=lambda: None), hooks=pm.hook)
+
+    async def app_gone(fn: Fn) -> dict:
+        raise AppNotFound()
+
+    tell = api._told("created", app_gone)
+    assert tell is not None
+    with caplog.at_level(logging.WARNING, logger="fn_core.api.crud"):
+        await tell(Fn(name="f", app_id="gone", image="i", id="fn-id"))
+    assert audit.heard == []
+    assert "object_changed: nothing to tell of the fn created: App not found" in caplog.text
