@@ -1,6 +1,8 @@
 # Fixtures come from fn_core.testing (a pytest11 plugin); this file keeps the tests' rootdir.
 
+import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -48,6 +50,27 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("other-pki")
     openssl("genpkey", "-algorithm", "RSA", "-aes256", "-pass", "pass:secret", "-out", f"{d}/encrypted.key")
     return {**make_pki(d, "other-ca"), "encrypted_key": f"{d}/encrypted.key"}
+
+
+@pytest.fixture
+def tmpfs():
+    """``tmpfs(options) -> path``: a tmpfs mounted with ``options`` (``size=``, ``nr_inodes=``: a disk a test can fill;
+    mounting needs root, as the suite runs) on a short new path under /tmp; unmounted after the test (a fixture that
+    asks for it before `platform` outlives the nodes that use it)."""
+    mounted: list[str] = []
+
+    def mount(options: str) -> str:
+        path = f"/tmp/fn-core-test-disk-{secrets.token_hex(3)}"  # short: unix sockets' paths are bounded
+        os.makedirs(path)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], check=True, capture_output=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", path], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 @pytest.fixture

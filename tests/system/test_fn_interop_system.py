@@ -182,34 +182,21 @@ async def test_our_lb_places_calls_on_an_fn_runner_on_grpc_go(platform, deploy_e
     assert {a[2] for a in answers} <= set(ran)
 
 
-async def test_an_fn_runners_nacks_are_retried_and_the_call_runs_once(platform, deploy_echo, go_runner):
-    """grpc-go NACKs (CallFinished 503 before any result) are Fn's "try again": our LB retries, the third attempt
-    runs the call, and only that one."""
-    fn_runner = await go_runner("-nack", "2")
+@pytest.mark.parametrize(("flag", "said"), [("-nack", "nacked"), ("-refuse", "refused")])
+async def test_an_fn_runners_nacks_are_retried_and_the_call_runs_once(platform, deploy_echo, go_runner, flag, said):
+    """Fn's runner NACKs in two ways: a CallFinished 503 before any result, or the gRPC status 503 itself with no
+    message (grpc-go can send a code gRPC does not define; grpcio cannot). Our LB reads both as Fn's LB does, "try
+    again": the third attempt runs the call, and only that one."""
+    fn_runner = await go_runner(flag, "2")
     lb = await platform.lb([fn_runner])
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
         async with s.post(f"/invoke/{fn_id}", data=b"third time") as r:
             assert (r.status, await r.read()) == (200, b"third time")
             call_id = r.headers["Fn-Call-Id"]
-    assert fn_runner.calls("nacked") == [call_id, call_id]
+    assert fn_runner.calls(said) == [call_id, call_id]
     assert fn_runner.calls("ran") == [call_id]
     await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")  # written after the answer
-    assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 200, 3)]
-
-
-async def test_an_fn_runners_grpc_status_503_is_a_nack_too(platform, deploy_echo, go_runner):
-    """Fn's runner has a second NACK: the gRPC status 503 itself, with no message (grpc-go can send a code gRPC
-    does not define; grpcio cannot). Our LB reads it as Fn's LB does: not placed, try again."""
-    fn_runner = await go_runner("-refuse", "2")
-    lb = await platform.lb([fn_runner])
-    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-        async with s.post(f"/invoke/{fn_id}", data=b"after two 503s") as r:
-            assert (r.status, await r.read()) == (200, b"after two 503s")
-            call_id = r.headers["Fn-Call-Id"]
-    assert fn_runner.calls("refused") == [call_id, call_id] and fn_runner.calls("ran") == [call_id]
-    await wait_until(lambda: lb.proc.call_lines() != [], "the LB's call line")
     assert [(line[0], line[3], line[4]) for line in lb.proc.call_lines()] == [(call_id, 200, 3)]
 
 

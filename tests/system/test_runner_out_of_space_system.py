@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
-import subprocess
 
 import aiohttp
 import pytest
@@ -33,11 +31,6 @@ class SmallDisk:
         self.path = path
         self.filler = os.path.join(path, "filler")
 
-    def mount(self) -> None:
-        os.makedirs(self.path)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=1m,nr_inodes={INODES},mode=0700", "tmpfs", self.path],
-                       check=True, capture_output=True)
-
     def fill(self) -> int:
         os.mkdir(self.filler, 0o700)
         made = 0
@@ -51,19 +44,11 @@ class SmallDisk:
         for name in os.listdir(self.filler):
             os.unlink(os.path.join(self.filler, name))
 
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", self.path], check=False, capture_output=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.path)
-
 
 @pytest.fixture
-def small_disk():
+def small_disk(tmpfs):
     """Asked for before `platform`, it is unmounted after the runners have stopped."""
-    disk = SmallDisk(f"/tmp/fn-core-test-full-{secrets.token_hex(3)}")  # short: the sockets' paths are bounded
-    disk.mount()
-    yield disk
-    disk.unmount()
+    return SmallDisk(tmpfs(f"size=1m,nr_inodes={INODES},mode=0700"))
 
 
 async def placed_elsewhere_then_home_again(platform, deploy_echo, broken, healthy, lb, fill, free, said: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +25,9 @@ FULL = "the store failed: database or disk is full; nothing was changed"
 class SmallDisk:
     """A 512 KiB tmpfs; `fill` takes every free byte, `free` gives them back."""
 
-    def __init__(self) -> None:
-        self.path = f"/tmp/fn-core-test-store-{secrets.token_hex(3)}"
-        self.filler = os.path.join(self.path, "filler")
-
-    def mount(self) -> None:
-        os.makedirs(self.path)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", self.path], check=True, capture_output=True)
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.filler = os.path.join(path, "filler")
 
     def fill(self) -> None:
         with open(self.filler, "wb", buffering=0) as f, contextlib.suppress(OSError):  # ENOSPC: full
@@ -42,18 +37,10 @@ class SmallDisk:
     def free(self) -> None:
         os.unlink(self.filler)
 
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", self.path], check=False, capture_output=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(self.path)
-
 
 @pytest.fixture
-def small_disk():
-    disk = SmallDisk()
-    disk.mount()
-    yield disk
-    disk.unmount()
+def small_disk(tmpfs):
+    return SmallDisk(tmpfs("size=512k,mode=0700"))
 
 
 async def test_a_write_on_a_full_disk_fails_saying_so_and_changes_nothing(small_disk, caplog):
