@@ -618,9 +618,9 @@ def object_changed(action: str, app: App, fn: Fn | None, trigger: Trigger | None
     Not for writes that fail, nor for those made to the store by anything but this node's v2 API.
     Node: as `validate_app`.
 
-    :param action: ``"created"``, ``"updated"`` or ``"deleted"``.
+    :param action: ``"created"``, ``"updated"`` (also an update that changed nothing) or ``"deleted"``.
     :param app: the `fn_core.App` that changed (as stored now; as it was, when deleted), or the app of the
-        fn or trigger that did.
+        fn or trigger that did (as read just before the write).
     :param fn: the `fn_core.Fn` that changed, or the fn of the trigger that did; None for an app's change.
     :param trigger: the `fn_core.Trigger` that changed; None for an app's or fn's. All three are copies.
     :return: ignored.

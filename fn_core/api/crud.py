@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -86,6 +87,9 @@ class _KeyedLocks:
 
 #: what a change is told to the hooks with: the app, and the fn and trigger when the change is theirs (else None)
 Objects = dict[str, Any]
+#: the `object_changed` listeners' turn for one write (`CrudApi._told`): awaited just before the write, it gives what
+#: tells them of the written object once it is stored
+Teller = Callable[[], Awaitable[Callable[[Any], Awaitable[None]]]]
 
 
 class CrudApi:
@@ -177,37 +181,55 @@ class CrudApi:
             body["next_cursor"] = page.next_cursor
         return json_response(body)
 
-    async def _write(self, job: Awaitable[T], told: Callable[[T], Awaitable[None]] | None = None) -> T:
+    async def _write(self, job: Awaitable[T], told: Teller | None = None) -> T:
         """A store write that this node's invoke path sees at once: the cache is cleared when the write is
         done, also when the client went away meanwhile (aiohttp cancels the handler; the write still lands, and
         ``told``, the `object_changed` listeners' turn, still comes)."""
 
         async def write() -> T:
+            tell = None
             try:
+                if told is not None:
+                    tell = await told()  # what the object belongs to, read before the write (a 404 there is the write's)
                 written = await job
             finally:
                 self.lookup.clear()
-            if told is not None:
-                await told(written)
+                if inspect.iscoroutine(job):
+                    job.close()  # not run when the read before it failed; done already otherwise
+            if tell is not None:
+                await tell(written)
             return written
 
         return await asyncio.shield(asyncio.ensure_future(write()))
 
-    def _told(self, action: str, objects: Callable[[T], Awaitable[Objects]]) -> Callable[[T], Awaitable[None]] | None:
-        """The `object_changed` listeners' turn after a write of ``action`` (None when no plugin listens): they get
-        the ``objects`` of the written object, as copies; one that fails is logged with its name, the rest run."""
+    def _told(self, action: str, kind: str | None, parents: Callable[[], Awaitable[Objects]] | None = None) -> Teller | None:
+        """The `object_changed` listeners' turn for a write of ``action`` (None when no plugin listens). ``parents``
+        reads, just before the write, what the written object (the ``kind`` of the hook's arguments; None: a delete,
+        whose objects ``parents`` gives whole) belongs to: read after it, a delete of its app by a write that came
+        between would leave the change untold. They get copies; one that fails is logged with its name."""
         if self._tell is None:
             return None
+        hook = self._tell
 
-        async def tell(written: T) -> None:
-            try:
-                found = await objects(written)
-            except APIError as exc:  # its app or fn was deleted meanwhile, by another process: the write stands
-                log.warning("object_changed: nothing to tell of the %s %s: %s", type(written).__name__.lower(), action, exc.message)
-                return
-            run_isolated(self._tell, action=action, **{"fn": None, "trigger": None, **copy.deepcopy(found)})
+        async def before() -> Callable[[Any], Awaitable[None]]:
+            found = await parents() if parents is not None else {}
 
-        return tell
+            async def tell(written: Any) -> None:
+                objects = {"fn": None, "trigger": None, **found}
+                if kind is not None:
+                    objects[kind] = written
+                if kind == "trigger" and objects["fn"] is not None and objects["fn"].id != written.fn_id:
+                    try:  # the update pointed the trigger at another fn, which the store found in its transaction
+                        objects["fn"] = await self.store.get_fn(written.fn_id)
+                    except Exception as exc:  # deleted since: the change stands, untold
+                        log.warning("object_changed: the trigger %s was updated, but its listeners were not told: %s",
+                                    written.id, getattr(exc, "message", exc))
+                        return
+                run_isolated(hook, action=action, **copy.deepcopy(objects))
+
+            return tell
+
+        return before
 
     async def _delete(self, ident: str, delete: Callable[[str], Awaitable[None]], objects: Callable[[str], Awaitable[Objects]]) -> None:
         """Delete ``ident``: with plugins to check or hear it, the object (and its app and fn) is read first (an
@@ -221,10 +243,10 @@ class CrudApi:
             if self._check_delete is not None:
                 run_failing_call(self._check_delete, **copy.deepcopy(found))
 
-            async def as_found(_: None) -> Objects:
+            async def as_found() -> Objects:
                 return found
 
-            await self._write(delete(ident), self._told("deleted", as_found))
+            await self._write(delete(ident), self._told("deleted", None, as_found))
 
     def _save_check(self, hook_name: str, objects: Callable[[T], Awaitable[dict[str, Any]]]) -> Callable[[T], Awaitable[None]] | None:
         """The plugins' check of an object to be saved (None when no plugin implements ``hook_name``): the hook gets
@@ -255,6 +277,13 @@ class CrudApi:
     async def _app_by_id(self, app_id: str) -> Objects:
         return {"app": await self.store.get_app(app_id)}
 
+    async def _fn_parents(self, fn_id: str) -> Objects:
+        return {"app": await self.store.get_app((await self.store.get_fn(fn_id)).app_id)}
+
+    async def _trigger_parents(self, trigger_id: str) -> Objects:
+        trigger = await self.store.get_trigger(trigger_id)
+        return {"app": await self.store.get_app(trigger.app_id), "fn": await self.store.get_fn(trigger.fn_id)}
+
     async def _fn_by_id(self, fn_id: str) -> Objects:
         return await self._fn_objects(await self.store.get_fn(fn_id))
 
@@ -268,7 +297,7 @@ class CrudApi:
         ident: str,
         merge: Callable[[T], T],
         check: Callable[[T], Awaitable[None]] | None,
-        told: Callable[[T], Awaitable[None]] | None = None,
+        told: Teller | None = None,
     ) -> T:
         """``merge`` the request into the stored object and write it, in one store transaction. With plugins to
         ``check`` it, they see the merged object first, on the event loop; it is written only if the stored
@@ -299,7 +328,7 @@ class CrudApi:
         app = v.app_for_create(await self._body(request))
         if self._check_app is not None:
             await self._check_app(app)
-        app = await self._write(self.store.insert_app(app), self._told("created", self._app_objects))
+        app = await self._write(self.store.insert_app(app), self._told("created", "app"))
         return json_response(app.to_json())
 
     async def get_app(self, request: web.Request) -> web.Response:
@@ -309,7 +338,7 @@ class CrudApi:
         data = await self._body(request)
         merge = functools.partial(v.app_for_update, data=data)
         app = await self._update(self.store.get_app, self.store.update_app, request.match_info["app_id"], merge, self._check_app,
-                                 self._told("updated", self._app_objects))
+                                 self._told("updated", "app"))
         return json_response(app.to_json())
 
     async def delete_app(self, request: web.Request) -> web.Response:
@@ -326,7 +355,7 @@ class CrudApi:
         fn = v.fn_for_create(await self._body(request))
         if self._check_fn is not None:
             await self._check_fn(fn)
-        fn = await self._write(self.store.insert_fn(fn), self._told("created", self._fn_objects))
+        fn = await self._write(self.store.insert_fn(fn), self._told("created", "fn", functools.partial(self._app_by_id, fn.app_id)))
         return json_response(self._fn_json(request, fn))
 
     async def get_fn(self, request: web.Request) -> web.Response:
@@ -335,8 +364,9 @@ class CrudApi:
     async def update_fn(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.fn_for_update, data=data)
-        fn = await self._update(self.store.get_fn, self.store.update_fn, request.match_info["fn_id"], merge, self._check_fn,
-                                self._told("updated", self._fn_objects))
+        fn_id = request.match_info["fn_id"]
+        fn = await self._update(self.store.get_fn, self.store.update_fn, fn_id, merge, self._check_fn,
+                                self._told("updated", "fn", functools.partial(self._fn_parents, fn_id)))
         return json_response(self._fn_json(request, fn))
 
     async def delete_fn(self, request: web.Request) -> web.Response:
@@ -359,7 +389,8 @@ class CrudApi:
         app = await self.store.get_app(trigger.app_id)
         if self._check_trigger is not None:
             await self._check_trigger(trigger)
-        trigger = await self._write(self.store.insert_trigger(trigger), self._told("created", self._trigger_objects))
+        parents = functools.partial(self._trigger_objects, trigger)  # (its app and fn; the trigger is the written one)
+        trigger = await self._write(self.store.insert_trigger(trigger), self._told("created", "trigger", parents))
         return json_response(self._trigger_json(request, trigger, app.name))
 
     async def get_trigger(self, request: web.Request) -> web.Response:
@@ -370,9 +401,10 @@ class CrudApi:
     async def update_trigger(self, request: web.Request) -> web.Response:
         data = await self._body(request)
         merge = functools.partial(v.trigger_for_update, data=data)
+        trigger_id = request.match_info["trigger_id"]
         trigger = await self._update(
-            self.store.get_trigger, self.store.update_trigger, request.match_info["trigger_id"], merge, self._check_trigger,
-            self._told("updated", self._trigger_objects),
+            self.store.get_trigger, self.store.update_trigger, trigger_id, merge, self._check_trigger,
+            self._told("updated", "trigger", functools.partial(self._trigger_parents, trigger_id)),
         )
         app = await self.store.get_app(trigger.app_id)
         return json_response(self._trigger_json(request, trigger, app.name))
