@@ -8,6 +8,7 @@ call: it reads through `fn_core.store.cache.CachedLookup`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -67,11 +68,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")  # inside: a COMMIT refused (the disk full, the file busy) may leave the transaction open
     except BaseException:
-        if db.in_transaction:  # SQLite ends it itself on some errors (a full disk): ROLLBACK would then hide the error
-            db.execute("ROLLBACK")
+        # SQLite ends it itself on some errors (a full disk); a ROLLBACK then, or one that fails, would hide the error
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 class SQLiteStore:
