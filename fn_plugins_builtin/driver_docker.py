@@ -360,6 +360,7 @@ class DockerDriver:
         self._closing = True  # no donor made, no removal handed over for later: the sweep below takes what is left
         if self._removing_leftovers is not None:
             self._removing_leftovers.cancel()
+            await asyncio.gather(self._removing_leftovers, return_exceptions=True)  # (a removal under way ends first)
         if self.outage.down_since is None:  # (the engine is not answering: they would wait for the SDK's 60 s)
             await asyncio.gather(*self._creating, return_exceptions=True)  # a cancelled launch's create ends, then goes
         await asyncio.gather(*self._discarding, return_exceptions=True)
@@ -677,9 +678,12 @@ class DockerDriver:
         try:
             self._remove(container_id)
         except Exception as exc:
-            loop = self._loop
-            if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._remove_later, container_id, exc)
+            try:
+                assert self._loop is not None  # set by start(), before any launch
+                self._loop.call_soon_threadsafe(self._remove_later, container_id, exc)
+            except RuntimeError:  # the loop has closed: the runner is gone, and its stop's sweep has run
+                log.warning("could not remove container %s, made by a launch that failed: %s; it carries the label %s=%s",
+                            container_id[:12], exc, INSTANCE_LABEL, self.instance)
 
     def _create_and_start(self, options: dict[str, Any], output_wanted: bool) -> tuple[str, Any, socket.socket | None]:
         """Create and start the container, and attach its stdout/stderr socket: before the start when its output

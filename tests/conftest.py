@@ -62,8 +62,8 @@ def tmpfs():
     def mount(options: str) -> str:
         path = f"/tmp/fn-core-test-disk-{secrets.token_hex(3)}"  # short: unix sockets' paths are bounded
         os.makedirs(path)
+        mounted.append(path)  # removed after the test, mounted or not
         subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], check=True, capture_output=True)
-        mounted.append(path)
         return path
 
     yield mount

@@ -37,7 +37,7 @@ WELL_KNOWN = ",".join(f"Mgoogle/protobuf/{name}.proto=github.com/golang/protobuf
 def missing() -> list[str]:
     needs = {"go": shutil.which("go"), "protoc": shutil.which("protoc"),
              "grpc-go": (DEBIAN_GOPATH / "src/google.golang.org/grpc/server.go").is_file(),
-             "protoc-gen-go 1.3": (DEBIAN_GOPATH / "src/github.com/golang/protobuf/protoc-gen-go/main.go").is_file(),
+             "protoc-gen-go 1.3": (DEBIAN_GOPATH / "src/github.com/golang/protobuf/protoc-gen-go/grpc/grpc.go").is_file(),
              "google/protobuf/empty.proto": Path("/usr/include/google/protobuf/empty.proto").is_file(),
              "promlint": (DEBIAN_GOPATH / "src/github.com/prometheus/client_golang/prometheus/testutil/promlint").is_dir()}
     return [name for name, found in needs.items() if not found]

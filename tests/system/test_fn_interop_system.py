@@ -128,6 +128,8 @@ async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight
         if (await runner_metrics(runner))['fn_runner_containers{state="busy"}'] == 4:
             break
         await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the four calls never ran at once")
     runner.proc.popen.send_signal(signal.SIGTERM)
     result = await driving
     assert [(c["error"], c["status"], c["finished"]["details"]) for c in result["calls"]] == [
