@@ -372,6 +372,10 @@ class Config:
     node_cert: str = setting("", "FN_NODE_CERT", "mTLS between LB and runners: this node's certificate (PEM); a runner needs it and FN_NODE_CERT_AUTHORITY, or neither")
     node_cert_key: str = setting("", "FN_NODE_CERT_KEY", "mTLS: this node's private key (PEM; unset: it is in FN_NODE_CERT's file); unencrypted")
     node_cert_authority: str = setting("", "FN_NODE_CERT_AUTHORITY", "mTLS: the CA that signs the peers' certificates (PEM); on an LB alone: TLS to runners without a client certificate")
+    node_cert_server_name: str = setting(
+        "", "FN_NODE_CERT_SERVER_NAME", "LB: the name runners' certificates must be for ('' = each runner's host as addressed); "
+        "Fn's LB checks them all for 127.0.0.1, so an Fn runner's certificate is made for that"
+    )
 
     # --- runner ---------------------------------------------------------------------------
     driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)

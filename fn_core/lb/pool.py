@@ -78,6 +78,7 @@ class RunnerSet:
         # the LB's metrics: its channels count their lost calls there (`LBAgent` must be given the same object)
         self.metrics = LBMetrics() if metrics is None else metrics
         self.ssl_context = client_ssl_context(config)
+        self.server_name = config.node_cert_server_name or None  # what runners' certificates are for (None: their hosts)
         self.poll_s = config.status_poll_ms / 1000
         self._status_hooks_failing: set[tuple[str, str | None]] = set()  # (plugin, runner) whose runner_status fails now
         self.refresh_s = config.runner_pool_refresh_ms / 1000 if refresh else None
@@ -105,7 +106,8 @@ class RunnerSet:
         if self.ssl_context is None and len(self.refs) > len(self._local):
             log.info("runner channels are not encrypted (FN_NODE_CERT_AUTHORITY, FN_NODE_CERT and FN_NODE_CERT_KEY give mTLS)")
         elif self.ssl_context is not None:
-            log.info("runner channels use TLS: runners' certificates checked against FN_NODE_CERT_AUTHORITY")
+            log.info("runner channels use TLS: runners' certificates checked against FN_NODE_CERT_AUTHORITY, for %s",
+                     f"the name {self.server_name} (FN_NODE_CERT_SERVER_NAME)" if self.server_name else "each runner's host")
         if self.refresh_s is not None:
             self._tasks.append(asyncio.create_task(self._refresh_forever(), name="runner-pool-refresh"))
         placer = self.pm.placer
@@ -143,7 +145,7 @@ class RunnerSet:
         refs = list(self._local)
         for address in wanted:
             ref = kept.pop(address, None) or RunnerRef(
-                address=address, handle=RunnerClient(address, self.ssl_context, self.metrics.lost_calls)
+                address=address, handle=RunnerClient(address, self.ssl_context, self.metrics.lost_calls, self.server_name)
             )
             refs.append(ref)
         added = [a for a in wanted if a not in {r.address for r in self.refs}]

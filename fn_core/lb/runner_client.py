@@ -38,7 +38,7 @@ TLS_MISMATCH_HINTS = {
     transport_errors.PEER_CERTIFICATE_EXPIRED: "the runner's certificate (its FN_NODE_CERT) has expired or is not valid yet: "
     "renew it",
     transport_errors.PEER_CERTIFICATE_UNTRUSTED: "the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for "
-    "that address",
+    "that address (or for FN_NODE_CERT_SERVER_NAME, when set; an Fn runner's is made for 127.0.0.1)",
     transport_errors.PEER_NOT_TLS: "the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners "
     "(FN_NODE_CERT_AUTHORITY is set)",
     transport_errors.PEER_WANTS_TLS: "the runner may serve TLS only (FN_NODE_CERT set there) and this LB speaks plaintext to runners "
@@ -163,6 +163,9 @@ def client_ssl_context(config) -> ssl.SSLContext | None:
     certificate, as fn-core's and Fn's runners with TLS require. A certificate without the CA stops start-up: the
     channels would be plaintext though the operator meant TLS."""
     if not config.node_cert_authority:
+        if config.node_cert_server_name:
+            raise ConfigError("TLS for the runner channels: FN_NODE_CERT_SERVER_NAME is set, but FN_NODE_CERT_AUTHORITY is "
+                              "not: without the CA the channels are plaintext, and no certificate is checked")
         if config.node_cert or config.node_cert_key:
             raise ConfigError(
                 "TLS for the runner channels: FN_NODE_CERT_AUTHORITY not set; with FN_NODE_CERT the LB also needs the "
@@ -187,9 +190,12 @@ class RunnerClient:
     (`fn_core.lb.metrics.LBMetrics.lost_calls`, shared by every channel the pool makes): a channel made anew for the
     same runner goes on from its count."""
 
-    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None, lost_calls: RunnerCounts | None = None) -> None:
+    def __init__(self, address: str, ssl_context: ssl.SSLContext | None = None, lost_calls: RunnerCounts | None = None,
+                 server_name: str | None = None) -> None:
+        """``server_name``: the name the runner's certificate must be for (FN_NODE_CERT_SERVER_NAME; None: its host)."""
         self.address = address
-        self.channel = Channel(address, ssl_context, on_connected=self._reached, on_unreachable=self._unreached)
+        self.channel = Channel(address, ssl_context, on_connected=self._reached, on_unreachable=self._unreached,
+                               server_name=server_name)
         self.closed = False  # left the pool (or the LB is stopping): calls go elsewhere
         # since a call could not reach it, until a connection is made again (the channel keeps dialling):
         # said once per outage, and its end

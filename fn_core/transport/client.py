@@ -334,11 +334,13 @@ class Channel:
     def __init__(
         self, address: str, ssl_context: ssl.SSLContext | None = None, connect_timeout_s: float = 5.0,
         on_connected: Callable[[], None] | None = None, on_unreachable: Callable[[Unreachable], None] | None = None,
+        server_name: str | None = None,
     ) -> None:
         """``on_connected``: called each time a connection is made (after a failure: the peer answers again).
         ``on_unreachable``: called with the error of each failed connection attempt, a caller's or one made in
         the background (the connection in use was lost: the channel dials again at once, calls or not, so that
-        a peer that died while no call came is known, and not only by the next call)."""
+        a peer that died while no call came is known, and not only by the next call). ``server_name``: the name the
+        peer's certificate must be for (TLS; None: the host of ``address``)."""
         self.address = address
         self._on_connected = on_connected
         self._on_unreachable = on_unreachable
@@ -346,6 +348,7 @@ class Channel:
         host, _, port = address.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
         self._ssl = ssl_context
+        self._server_name = server_name or self._host  # what the peer's certificate must be for (TLS)
         self._connect_timeout_s = connect_timeout_s
         self._conn: ClientConnection | None = None
         self._draining: set[ClientConnection] = set()
@@ -466,7 +469,7 @@ class Channel:
                     self._host,
                     self._port,
                     ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
+                    server_hostname=self._server_name if self._ssl is not None else None,
                 )
                 await conn.ready
         except asyncio.CancelledError:  # the loop is ending (a background dial has no caller to cancel it)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import signal
+import types
 from typing import Any
 
 import aiohttp
@@ -318,3 +319,26 @@ async def test_mtls_between_our_lb_and_an_fn_runner_on_grpc_go(platform, deploy_
             async with s.post(f"/invoke/{fn_id}", data=body) as r:
                 assert (r.status, await r.read()) == (200, body)
     assert len(fn_runner.calls("ran")) == 2
+
+
+async def test_our_lb_accepts_an_fn_runners_certificate_made_for_127_0_0_1_when_told_to(platform, deploy_echo, go_runner, pki):
+    """Fn's LB checks every runner's certificate for the name 127.0.0.1, whatever the runner's address, so Fn runners'
+    certificates are made for that. Ours checks it for the host it dials (here "localhost", which the certificate
+    does not name): such a runner is unreachable, and says why; with FN_NODE_CERT_SERVER_NAME=127.0.0.1 it serves."""
+    fn_runner = await go_runner("-cert", pki["node_cert"], "-key", pki["node_cert_key"], "-ca", pki["node_cert_authority"])
+    by_name = types.SimpleNamespace(address=f"localhost:{fn_runner.port}")
+    strict = await platform.lb([by_name], FN_PLACER_TIMEOUT="2", **tls_env(pki))
+    told = await platform.lb([by_name], FN_NODE_CERT_SERVER_NAME="127.0.0.1", **tls_env(pki))
+    async with aiohttp.ClientSession(strict.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"x") as r:
+            assert r.status == 503
+    assert f"runner unreachable, calls go to the others runner=localhost:{fn_runner.port}" in strict.proc.log()
+    why = strict.proc.log().split("runner unreachable", 1)[1].splitlines()[0]
+    assert "certificate is not valid for 'localhost'" in why and "FN_NODE_CERT_SERVER_NAME" in why
+    async with aiohttp.ClientSession(told.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        async with s.post(f"/invoke/{fn_id}", data=b"for 127.0.0.1") as r:
+            assert (r.status, await r.read()) == (200, b"for 127.0.0.1")
+    assert "for the name 127.0.0.1 (FN_NODE_CERT_SERVER_NAME)" in told.proc.log()
+    assert len(fn_runner.calls("ran")) == 1

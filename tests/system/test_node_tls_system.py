@@ -107,7 +107,8 @@ MISMATCHES = {
         lambda pki, other: tls_env(pki),
         lambda pki, other: tls_env(other),
         ("SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
-         ": the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for that address"),
+         ": the runner's certificate is not one this LB's FN_NODE_CERT_AUTHORITY signed for that address (or for "
+         "FN_NODE_CERT_SERVER_NAME, when set; an Fn runner's is made for 127.0.0.1)"),
         (),
     ),
     "plaintext LB, TLS runner": (
@@ -284,8 +285,11 @@ def test_a_runner_with_unusable_tls_settings_does_not_start_and_says_which(tmp_p
                             f"FN_NODE_CERT={pki['node_cert']}"),
         (lambda pki, other: tls_env(pki, FN_NODE_CERT_AUTHORITY="/nonexistent/ca.pem"),
          lambda pki, other: "FN_NODE_CERT_AUTHORITY=/nonexistent/ca.pem: No such file or directory"),
+        (lambda pki, other: {"FN_NODE_CERT_SERVER_NAME": "127.0.0.1"},
+         lambda pki, other: "FN_NODE_CERT_SERVER_NAME is set, but FN_NODE_CERT_AUTHORITY is not"),
     ],
-    ids=["a certificate and no CA (plaintext, not TLS)", "key of another certificate", "missing CA file"],
+    ids=["a certificate and no CA (plaintext, not TLS)", "key of another certificate", "missing CA file",
+         "a server name and no CA"],
 )
 def test_an_lb_with_unusable_tls_settings_does_not_start_and_says_which(tmp_path, pki, other_pki, env, says):
     done = start_and_fail(tmp_path, "lb", env(pki, other_pki))

@@ -11,7 +11,8 @@
 //	       "delay_ms": MS}], "status": bool, "tls": {"cert": PEM, "key": PEM, "ca": PEM}}
 //	after_ms: wait for the calls before it to end, then this long (a quiet connection) before it starts
 //	delay_ms: start this long after its turn comes, while the calls before it may still run
-//	tls: mTLS to the runner, as Fn's LB with its node certificate (the runner's must be for 127.0.0.1)
+//	tls: mTLS to the runner, as Fn's LB with its node certificate (the runner's must be for 127.0.0.1, whatever
+//	its address, as Fn's LB checks it)
 //	body: TEXT if given, else BYTES bytes of ((seed + i) % 251), so neither side ships them in JSON
 //
 // results: {"grpc_go": version, "calls": [{"nack": bool, "status": int, "headers": [[k, v], ...],
@@ -197,7 +198,9 @@ func main() {
 		}
 		pool := x509.NewCertPool()
 		pool.AppendCertsFromPEM(authority)
-		security = grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool}))
+		// ServerName as Fn's LB sets it (grpcutil.CreateCredentials): every runner's certificate is checked for 127.0.0.1
+		security = grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{ServerName: "127.0.0.1",
+			Certificates: []tls.Certificate{pair}, RootCAs: pool}))
 	}
 	dialing, dialed := context.WithTimeout(context.Background(), 20*time.Second)
 	defer dialed()
