@@ -12,6 +12,7 @@ import platform
 import resource
 import signal
 import sys
+import textwrap
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,7 @@ def _setup(
 
 #: the loggers FN_LOG_LEVEL sets; every other logger (a library's) logs at info or above, at FN_LOG_LEVEL or above
 OWN_LOGGERS = ("fn_core", "fn_plugins_builtin")
+TABLE_WIDTH = 118  # `fn-core plugins`: the hooks column wraps to keep rows within this
 
 
 def _plugin_packages(pm: FnPluginManager) -> set[str]:
@@ -333,9 +335,15 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
         return
     header = ("NAME", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES", "HOOKS")
     rows_txt = [(i.name, i.distribution, i.version, i.status, ", ".join(i.provides), ", ".join(i.hooks)) for i in infos]
-    widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header))]
+    widths = [max(len(r[c]) for r in [header, *rows_txt]) for c in range(len(header) - 1)]
+    lead_width = sum(widths) + 2 * len(widths)
     for row in [header, *rows_txt]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+        lead = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  "
+        # the hooks wrap under their column: a plugin with many would widen every row past a terminal's
+        hooks = textwrap.wrap(row[-1], max(32, TABLE_WIDTH - lead_width), break_on_hyphens=False) or [""]
+        click.echo((lead + hooks[0]).rstrip())
+        for more in hooks[1:]:
+            click.echo(" " * lead_width + more)
     # why a plugin failed or is invalid, under the table: one long reason would widen every row of it
     for info in infos:
         if info.error:

@@ -1,6 +1,7 @@
 """The `fn-core` command as a user runs it: the installed console script, in a subprocess."""
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -601,3 +602,20 @@ def test_plugins_lists_an_invalid_plugin_marked_with_why_then_exits_non_zero(tmp
     assert report.returncode != 0
     rows = {row["name"]: row for row in json.loads(report.stdout)["plugins"]}
     assert (rows["fn-typo"]["status"], rows["fn-typo"]["error"]) == ("invalid", "unknown hook 'overide_call' (did you mean 'override_call'?)")
+
+
+def test_plugins_wraps_a_long_hooks_list_under_its_column(tmp_path):
+    """A plugin with many hooks (contrib/fn-concurrency-limit has six) would widen every row past a terminal."""
+    hooks = ("check_request", "override_call", "call_finished", "validate_app", "validate_fn", "validate_delete",
+             "object_changed", "metric_families")
+    module = "from fn_core import hookimpl\n" + "".join(f"@hookimpl\ndef {hook}():\n    pass\n" for hook in hooks)
+    result = run("plugins", env=_installed_dist(tmp_path, "fn-many-hooks", "0.1", module))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table = lines[:lines.index("")]
+    assert max(len(line) for line in table) <= 118
+    first = next(i for i, line in enumerate(table) if line.startswith("fn-many-hooks "))
+    column = table[0].index("HOOKS")
+    following = itertools.takewhile(lambda line: not line[:column].strip(), table[first + 1:])  # its own lines
+    wrapped = [table[first][column:]] + [line[column:] for line in following]
+    assert " ".join(wrapped).split(", ") == sorted(hooks) and len(wrapped) > 1
