@@ -359,7 +359,10 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
     When: once per call, after the response status is known, on the node that placed it, on its
     event loop: it must not block (every request of the LB waits while it runs: send what you
     record to a thread or a task of your own). Every impl runs; an impl that raises is logged with
-    its name and the others still run.
+    its name and the others still run. Each call `override_call` was run for ends here once: one
+    an `override_call` refused or failed, one whose client went away, a detached call when its
+    run ends (not at its 202). So a count taken in one and given back in the other stays right
+    (``contrib/fn-concurrency-limit``); only calls cut by the LB's own stop may go untold.
     Node: the LB (and the all-in-one node).
 
     :param call: the call as it was placed (after `override_call`).
