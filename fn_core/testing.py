@@ -18,6 +18,7 @@ Fixtures:
   Its config is the ``toml`` and ``env`` you give, never the process's ``FN_*`` variables.
 * `wait_until`: await a condition that something running in the background will make true (bounded).
 * `build_image`: an image made locally from a Dockerfile's text (``FROM`` the echo image, say), no registry.
+* `listed_plugin`: your plugin's row in ``fn-core plugins --json``, as an operator lists it after ``pip install``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def build_image(docker_client: Any, dockerfile: str, tag: str) -> str:
     buf.seek(0)
     docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
     return tag
+
+
+def listed_plugin(name: str) -> dict[str, Any]:
+    """The row of plugin ``name`` (its entry point's name) in ``fn-core plugins --json``, run by the ``fn-core`` command
+    of this interpreter's environment: what an operator sees once the distribution is pip-installed (``distribution``,
+    ``version``, ``status``, ``hooks``, ``provides``, ``error``). Fails the test, naming the plugins listed, when it is
+    not there."""
+    import json
+    import subprocess
+
+    command = [str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    if name not in rows:
+        raise AssertionError(f"fn-core plugins does not list {name!r} (is it installed?); it lists {sorted(rows)}: {result.stderr}")
+    return rows[name]
 
 
 def metric_samples(text: str) -> dict[str, float]:

@@ -4,8 +4,10 @@ import importlib
 import subprocess
 import sys
 
+import pytest
+
 from fn_core import hookimpl
-from fn_core.testing import HookRecorder, build_plugin_manager, lb_prepare, make_call
+from fn_core.testing import HookRecorder, build_plugin_manager, lb_prepare, listed_plugin, make_call
 
 
 class TagCalls:
@@ -85,3 +87,10 @@ def test_fn_platform_works_in_pytest_asyncio_strict_mode(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_strict.py"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_listed_plugin_is_the_row_fn_core_plugins_shows_and_an_absent_one_fails_naming_those_listed():
+    row = listed_plugin("placer-ch")
+    assert (row["distribution"], row["status"], row["provides"]) == ("fn-core", "active", ["placer: ch"])
+    with pytest.raises(AssertionError, match=r"does not list 'no-such-plugin' \(is it installed\?\); it lists \[.*'placer-ch'"):
+        listed_plugin("no-such-plugin")

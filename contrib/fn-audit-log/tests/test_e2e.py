@@ -1,14 +1,12 @@
 """As a user runs it: the plugin pip-installed, an LB with its store and a runner, real HTTP, real Docker."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+
+from fn_core.testing import listed_plugin
 
 
 def test_fn_core_plugins_lists_the_installed_distribution():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["audit-log"]
+    entry = listed_plugin("audit-log")
     assert (entry["distribution"], entry["version"]) == ("fn-audit-log", "0.1.0")
 
 

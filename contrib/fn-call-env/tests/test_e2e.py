@@ -1,16 +1,14 @@
 """As a user runs it: the plugin pip-installed, an LB + runner, real Docker, a function that echoes its env."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+
+from fn_core.testing import listed_plugin
 
 CONFIG = '[plugins.call-env]\nextensions = { FN_CHEESE = "cheddar", REGION = "eu-1" }\nexpose = ["FN_CHEESE"]\n'
 
 
 def test_fn_core_plugins_lists_the_installed_distribution():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["call-env"]
+    entry = listed_plugin("call-env")
     assert (entry["distribution"], entry["version"], entry["status"]) == ("fn-call-env", "0.1.0", "active")
 
 

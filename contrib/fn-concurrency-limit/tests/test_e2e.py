@@ -2,19 +2,15 @@
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-from fn_core.testing import metric_samples
+from fn_core.testing import listed_plugin, metric_samples
 
 ANNOTATION = "fnproject.io/max-concurrency"
 SLOW = json.dumps({"sleep_ms": 2500})
 
 
 def test_fn_core_plugins_lists_the_installed_distribution():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["concurrency-limit"]
+    entry = listed_plugin("concurrency-limit")
     assert (entry["distribution"], entry["version"], entry["status"]) == ("fn-concurrency-limit", "0.1.0", "active")
 
 

@@ -1,17 +1,13 @@
 """As a user runs it: the plugin pip-installed, an LB + runner, real Docker, the fdk echo function."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+
+from fn_core.testing import listed_plugin
 
 SHARES = "fnproject.io/cpu-shares"
 
 
 def test_fn_core_plugins_lists_the_installed_distribution():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["cpu-shares"]
+    entry = listed_plugin("cpu-shares")
     assert (entry["distribution"], entry["version"], entry["status"]) == ("fn-cpu-shares", "0.1.0", "active")
     assert {"override_call", "modify_container_options"} <= set(entry["hooks"])
 

@@ -1,16 +1,13 @@
 """As a user runs it: the plugin pip-installed, an LB with its store and a runner, real HTTP, real Docker."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+
+from fn_core.testing import listed_plugin
 
 POLICY = '[plugins.image-policy]\nregistries = ["docker.io/fn-core-test"]\nsyslog_hosts = ["logs.example.com:514"]\n'
 
 
 def test_fn_core_plugins_lists_the_installed_distribution():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["image-policy"]
+    entry = listed_plugin("image-policy")
     assert (entry["distribution"], entry["version"], entry["status"]) == ("fn-image-policy", "0.1.0", "active")
 
 

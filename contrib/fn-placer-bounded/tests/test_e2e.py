@@ -2,18 +2,14 @@
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-from fn_core.testing import wait_until
+from fn_core.testing import listed_plugin, wait_until
 
 BUSY_CALL = json.dumps({"sleep_ms": 3000})
 
 
 def test_fn_core_plugins_lists_the_placer():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["placer-bounded"]
+    entry = listed_plugin("placer-bounded")
     assert (entry["distribution"], entry["version"], entry["provides"]) == ("fn-placer-bounded", "0.1.0", ["placer: ch-bounded"])
 
 

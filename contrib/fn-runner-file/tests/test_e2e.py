@@ -1,16 +1,11 @@
 """The pip-installed file pool, selected by config, drives a real LB over real runners and Docker."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
-from fn_core.testing import wait_until
+from fn_core.testing import listed_plugin, wait_until
 
 
 def test_fn_core_plugins_lists_the_pool():
-    result = subprocess.run([str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"], capture_output=True, text=True, timeout=60)
-    entry = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}["runner-file"]
+    entry = listed_plugin("runner-file")
     assert (entry["distribution"], entry["version"], entry["provides"]) == ("fn-runner-file", "0.1.0", ["runner-pool: file"])
 
 
