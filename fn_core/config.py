@@ -191,6 +191,11 @@ def _api_node_url(instance: object, attribute: attrs.Attribute[str], value: str)
         raise ConfigError(f"{attribute.name}: {hide_passwords(value)!r} ends in /v2: give the API node's base URL (fn-core adds /v2/...), e.g. http://fn-api:8080")
 
 
+def _header_value(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if any(not (" " <= c <= "~") for c in value) or value != value.strip():  # a newline would end the header early
+        raise ConfigError(f"{attribute.name} must be one line of printable ASCII with no leading or trailing space")
+
+
 _HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 
@@ -296,6 +301,11 @@ class Config:
     db_url: str = setting("", "FN_DB_URL", "store: sqlite3:///path/fn.db (default ./data/fn.db)")
     runner_api_url: str = setting(
         "", "FN_RUNNER_API_URL", "LB: read apps and fns from this API node (fn-core api) instead of a db_url store", validator=_api_node_url
+    )
+    # a secret: kept out of repr, and its errors never quote it
+    runner_api_authorization: str = setting(
+        "", "FN_RUNNER_API_AUTHORIZATION", "LB: Authorization header sent to the API node, e.g. 'Bearer <token>' ('' = none)",
+        validator=_header_value, repr=False,
     )
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
     api_cors_origins: list[str] = setting(

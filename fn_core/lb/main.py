@@ -171,7 +171,7 @@ def open_lookups(config) -> tuple[Lookups, Store | None]:
     if config.runner_api_url:
         if config.db_url:  # two sources of apps and fns: say which one wins rather than pick silently
             raise ConfigError("set runner_api_url (read apps and fns from an API node) or db_url (this node's own store), not both")
-        return ApiNodeStore(config.runner_api_url), None
+        return ApiNodeStore(config.runner_api_url, authorization=config.runner_api_authorization), None
     store = open_store(config)
     return store, store
 

@@ -34,9 +34,11 @@ OUTPUT_ANNOTATIONS = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
 class ApiNodeStore:
     """The `Lookups` of an LB node whose apps, fns and triggers live on the API node at ``base_url``."""
 
-    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S, authorization: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        # an API node guarded by a check_request plugin lets its LBs in with this (FN_RUNNER_API_AUTHORIZATION)
+        self.headers = {"Authorization": authorization} if authorization else {}
         self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
         self._failing = False  # an outage is logged once as a warning, and its end once
 
@@ -80,7 +82,7 @@ class ApiNodeStore:
 
     async def _get(self, path: str, not_found: type[APIError], params: dict[str, str] | None = None) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s), headers=self.headers)
         url = self.base_url + path
         try:
             async with self._session.get(url, params=params) as resp:
@@ -92,7 +94,11 @@ class ApiNodeStore:
         found = status == 200
         if not found and not (status == 404 and message == not_found.message):
             # anything else (a 404 "Path not found" too) means the URL is not an API node, or it is failing
-            self._unavailable(f"GET {path} answered {status} {message!r}")
+            hint = ""
+            if status in (401, 403):  # a check_request plugin on the API node refused this LB
+                hint = ("; the API node refuses this LB's FN_RUNNER_API_AUTHORIZATION" if self.headers else
+                        "; an API node that asks for credentials needs FN_RUNNER_API_AUTHORIZATION on its LBs")
+            self._unavailable(f"GET {path} answered {status} {message!r}{hint}")
         if self._failing:
             self._failing = False
             self._log(logging.INFO, "API node answers again")

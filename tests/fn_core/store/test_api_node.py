@@ -10,6 +10,7 @@ import secrets
 import aiohttp
 import pytest
 
+from fn_core import APIError, hookimpl
 from fn_core.config import load_config
 from fn_core.errors import ConfigError
 from fn_core.lb.main import start_api, start_lb
@@ -221,3 +222,52 @@ async def test_a_frozen_api_node_is_logged_as_a_timeout_with_its_length_and_no_p
     assert logfmt.parse("api_node=" + fields) == {"api_node": f"http://fn:***@127.0.0.1:{port}", "reason": "timed out after 0.3 s"}
     assert "s3cret" not in caplog.text
     assert lines[1][1] == f'API node still unavailable api_node=http://fn:***@127.0.0.1:{port} reason="timed out after 0.3 s"'
+
+
+class BearerOnly:
+    """The check_request example of the hooks' docs, on the API node: what README advises for the v2 API."""
+
+    @hookimpl
+    def check_request(self, request):
+        if request.headers.get("Authorization", "") != "Bearer s3cret":
+            raise APIError("a valid bearer token is needed", status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def test_an_api_node_that_asks_for_a_token_serves_the_lbs_that_send_it_and_names_the_setting_to_the_others(
+    tmp_path, docker_client, echo_image, caplog
+):
+    api_config = load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/api.db"}, overrides={"host": "127.0.0.1"})
+    api_pm = get_plugin_manager(api_config, load_entrypoints=False, extra_plugins=[("bearer-only", BearerOnly())])
+    api = await start_api(api_config, api_pm, port=0)
+    env = {"FN_RUNNER_API_URL": api.url, "FN_CONTAINER_LABEL_TAG": f"fn-core-test-{secrets.token_hex(4)}"}
+    plain = load_config(env=env, overrides={"host": "127.0.0.1"})
+    trusted = load_config(env={**env, "FN_RUNNER_API_AUTHORIZATION": "Bearer s3cret"}, overrides={"host": "127.0.0.1"})
+    assert "s3cret" not in repr(trusted)
+    pm = get_plugin_manager(plain, load_entrypoints=False)
+    runner = await start_runner(plain, pm, host="127.0.0.1", port=0)
+    lbs = [await start_lb(config, pm, port=0, runner_addresses=[runner.address]) for config in (plain, trusted)]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        assert (await request(session, "POST", f"{api.url}/v2/apps", json={"name": "shared"}))[0] == 401
+        app = await (await session.post(f"{api.url}/v2/apps", json={"name": "shared"}, headers={"Authorization": "Bearer s3cret"})).json()
+        fn = await (await session.post(f"{api.url}/v2/fns", json={"name": "echo", "app_id": app["id"], "image": echo_image},
+                                       headers={"Authorization": "Bearer s3cret"})).json()
+        status, _, body = await request(session, "POST", f"{lbs[0].url}/invoke/{fn['id']}", data="hi")
+        assert (status, json.loads(body)) == (503, {"message": "Service temporarily unavailable: function definitions cannot be read"})
+        assert ("answered 401 'a valid bearer token is needed'; an API node that asks for credentials needs "
+                "FN_RUNNER_API_AUTHORIZATION on its LBs") in caplog.text
+        status, _, body = await request(session, "POST", f"{lbs[1].url}/invoke/{fn['id']}", data="hi")
+        assert (status, body) == (200, b"hi")
+    finally:
+        await session.close()
+        for lb in lbs:
+            await lb.stop(grace=5)
+        await runner.stop(grace=5)
+        await api.stop(grace=1)
+
+
+@pytest.mark.parametrize("value", ["Bearer s3cret\r\nX-Evil: 1", " Bearer s3cret", "Bearer s3cr\u00e9t"])
+def test_an_authorization_that_is_not_one_printable_line_stops_start_up_without_quoting_it(value):
+    with pytest.raises(ConfigError) as refused:
+        load_config(env={"FN_RUNNER_API_AUTHORIZATION": value})
+    assert "must be one line of printable ASCII" in str(refused.value) and "s3cr" not in str(refused.value)
