@@ -1,9 +1,14 @@
-"""How the server commands wait for SIGTERM/SIGINT before their graceful shutdown, and stop at once on a second one."""
+"""How the server commands wait for SIGTERM/SIGINT before their graceful shutdown, and stop at once on a second one.
+
+"At once" skips the grace, not the clean-up: a runner cut short still cuts its calls and removes its containers
+(`RunnerNode.stop`). A third signal, for an engine that hangs the removals, exits on the spot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,12 @@ _second: list[int] = []  # the second signal's number, once one came
 
 
 def _stop_now(task: asyncio.Task[object], sig: signal.Signals) -> None:
-    if _second or task.done():  # a third: the cut is under way already; or the stop is over
+    if task.done():  # the stop is over
         return
+    if _second:  # a third: the cut's clean-up hangs (an engine that does not answer), or the operator will not wait
+        log.warning("third signal (%s): exiting now; containers being removed may be left", sig.name)
+        logging.shutdown()
+        os._exit(128 + sig)
     _second.append(sig)
     log.warning("second signal (%s): stopping at once, cutting the calls still under way", sig.name)
     task.cancel()
@@ -45,3 +54,11 @@ def _stop_now(task: asyncio.Task[object], sig: signal.Signals) -> None:
 def second_signal() -> int | None:
     """The second signal's number when one cut the graceful stop short, else None."""
     return _second[0] if _second else None
+
+
+def take_back_cancel() -> None:
+    """After catching the cancel of a second signal: take it back, so that the clean-up that follows (cutting calls,
+    removing containers) is not cancelled at its first await too. The caller raises `asyncio.CancelledError` after."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()

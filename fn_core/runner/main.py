@@ -25,7 +25,7 @@ from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.servicer import RunnerServicer
-from fn_core.signals import wait_for_stop_signal
+from fn_core.signals import take_back_cancel, wait_for_stop_signal
 from fn_core.transport import GrpcServer
 from fn_core.transport import errors as transport_errors
 from fn_core.transport.tls import TLSFilesError, server_context
@@ -63,23 +63,47 @@ class RunnerNode:
         return f"{self.host}:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """NACK new calls, let in-flight calls finish (up to ``grace`` s; None: the node's), remove our containers."""
+        """NACK new calls, let in-flight calls finish (up to ``grace`` s; None: the node's), remove our containers.
+
+        A cancel of the stop (a second SIGTERM/SIGINT, `fn_core.signals`) ends the grace at once, not the stop: the
+        calls still running are cut and the containers removed all the same (a container left running keeps its
+        memory on the host, and with no label tag of its own no later runner removes it); then the cancel goes on."""
         if self._stopped:
             return
         self._stopped = True
         grace = self.grace if grace is None else grace
         self.agent.begin_shutdown()
+        cut_short = False
+        deadline = time.monotonic() + grace
+        why = f"the stop's grace of {grace:g} s is over"
+        try:
+            await self._wait_for_calls(deadline)
+        except asyncio.CancelledError:
+            take_back_cancel()
+            cut_short, deadline, why = True, time.monotonic(), "the stop was cut short"
+        ending = asyncio.ensure_future(self._end(deadline, why))
+        try:
+            await asyncio.shield(ending)
+        except asyncio.CancelledError:  # came after the grace: the rest of the stop still runs
+            take_back_cancel()
+            cut_short = True
+            await ending
+        if cut_short:
+            raise asyncio.CancelledError
+
+    async def _wait_for_calls(self, deadline: float) -> None:
         began = time.monotonic()
-        deadline = began + grace
         waited_for = self.core.active
         while self.core.active and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if waited_for:  # what the stop waited for, and how long: read beside the LBs' lines of those calls
             log.info("waited %.1f s for the calls in flight (%d at the stop, %d still running)", time.monotonic() - began,
                      waited_for, self.core.active)
+
+    async def _end(self, deadline: float, why: str) -> None:
+        """Cut the calls still running, stop serving, remove the containers."""
         if self.core.active:  # the grace is over: each call still running ends with its `finished`, then the streams go
-            log.warning("the stop's grace of %g s is over: cutting the calls still running (%d; each ends as 500, "
-                        "never re-sent)", grace, self.core.active)
+            log.warning("%s: cutting the calls still running (%d; each ends as 500, never re-sent)", why, self.core.active)
             self.agent.cut_running_calls()
             cut_by = time.monotonic() + CUT_WAIT_S
             while self.core.active and time.monotonic() < cut_by:

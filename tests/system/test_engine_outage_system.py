@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import aiohttp
 import pytest
@@ -169,3 +170,32 @@ async def test_a_container_the_engine_would_not_remove_after_a_failed_launch_goe
     assert [line.split(b" ", 1)[0] for line in relay.refused] == [b"POST"] + [b"DELETE"] * 3
     log = runner.proc.log()
     assert log.count("could not remove container") == 1 and "left by a launch, at last" in log
+
+
+async def test_a_third_signal_exits_at_once_when_a_hung_engine_holds_the_cut_stops_removals(platform, deploy_echo, relay,
+                                                                                             docker_client):
+    """A second signal cuts the calls and still removes the containers (`RunnerNode.stop`); with an engine that hangs,
+    that removal would hold the runner for the SDK's minute, so a third signal exits on the spot."""
+    runner = await platform.runner(DOCKER_HOST=f"unix://{relay.path}", FN_SHUTDOWN_GRACE="60")
+    lb = await platform.lb([runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        in_flight = asyncio.create_task(s.post(f"/invoke/{fn_id}", json={"sleep_ms": 30000}))
+        for _ in range(300):  # bounded: ~30 s, until the call runs in its container
+            running = docker_client.containers.list(filters={"label": f"fn-fn-id={fn_id}", "status": "running"})
+            if running:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)  # the call is in the container
+        relay.hung = True
+        for _ in range(2):
+            runner.proc.popen.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.5)
+        async with (await in_flight) as r:  # the cut answers the call: it needs no engine
+            assert r.status == 500 and "cut short" in (await r.json())["message"]
+        await asyncio.sleep(1)
+        assert runner.proc.popen.poll() is None  # removing its container, on an engine that does not answer
+        runner.proc.popen.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(runner.proc.popen.wait, 10) == 130
+    relay.hung = False
+    assert "third signal (SIGINT): exiting now; containers being removed may be left" in runner.proc.log()

@@ -7,6 +7,7 @@ import json
 import signal
 
 import aiohttp
+import pytest
 
 from fn_core.errors import FunctionResponseTooBig
 from fn_core.testing import metric_samples, wait_until
@@ -286,6 +287,37 @@ async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
         status, _, _ = await in_flight
         assert status == 200
     assert node.proc.popen.wait(60) == 0
+
+
+@pytest.mark.parametrize("node_kind", ["serve", "runner"])
+async def test_a_second_signal_cuts_the_calls_and_still_removes_the_containers(platform, deploy_echo, docker_client, node_kind):
+    """A double Ctrl-C skipped the runner's clean-up: its function containers ran on after it exited (found by a
+    walk-through of README), and with no label tag of its own no later runner removes them."""
+    if node_kind == "serve":
+        node = await platform.serve(FN_SHUTDOWN_GRACE="60")
+        stopped, url = node.proc, node.url
+    else:
+        runner = await platform.runner(FN_SHUTDOWN_GRACE="60")
+        stopped, url = runner.proc, (await platform.lb([runner])).url
+    async with aiohttp.ClientSession(url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        in_flight = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 30000}))
+        await wait_until(lambda: any(c.status == "running" for c in fn_containers(docker_client, fn_id)),
+                         "the slow call's container running", timeout_s=30)
+        await asyncio.sleep(0.5)  # the call is in the container
+        stopped.popen.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert stopped.popen.poll() is None  # in its graceful stop: 60 s for the call
+        stopped.popen.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(stopped.popen.wait, 20) == 130
+        status, _, body = await in_flight
+    assert status == 500 and b"cut short" in body, body
+    assert fn_containers(docker_client, fn_id) == [], stopped.log()
+    assert "second signal (SIGINT): stopping at once" in stopped.log()
+
+
+def fn_containers(docker_client, fn_id: str) -> list:
+    return docker_client.containers.list(all=True, filters={"label": f"fn-fn-id={fn_id}"}, ignore_removed=True)
 
 
 async def test_serve_at_debug_logs_what_functions_print(platform, deploy_echo):
