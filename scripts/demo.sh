@@ -23,7 +23,9 @@ echo "== building the example function image (examples/echo/func.py, no registry
 $FN build-image examples/echo -t fn-core-example/echo:1
 
 echo "== starting fn-core serve on $API"
-FN_CONTAINER_LABEL_TAG=fn-core-demo $FN serve --host 127.0.0.1 --port "$PORT" \
+# a tag per port (or yours): a runner removes at start what its tag's earlier runners left, a live one's too, so
+# two demos on one engine (FN_PORT=9000 make demo beside another) must not share one
+FN_CONTAINER_LABEL_TAG=${FN_CONTAINER_LABEL_TAG:-fn-core-demo-$PORT} $FN serve --host 127.0.0.1 --port "$PORT" \
     --db "sqlite3://$DATA/fn.db" >"$DATA/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null || true; wait $SERVE 2>/dev/null || true; rm -rf "$DATA"' EXIT
