@@ -603,8 +603,9 @@ def load_config(
             values[key] = _coerce(fields[key], value, str(path))
             sources[key] = str(path)
 
+    flags = {key for key, value in (overrides or {}).items() if value is not None}
     for name, field in fields_by_env().items():
-        if name in env:
+        if name in env and field.name not in flags:  # a flag outranks it: the variable is not read (nor refused)
             if not env[name].strip() and str(field.type) in _NUMERIC:
                 continue  # FN_MAX_PIDS= is unset, as Fn reads an empty variable; a number can't be empty
             values[field.name] = _coerce(field, env[name], f"${name}")

@@ -23,6 +23,13 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     assert config.host == "0.0.0.0"  # a flag not given changes nothing
 
 
+def test_a_variable_a_flag_replaces_is_not_read_and_so_not_refused():
+    """FN_PORT=abc fn-core lb --port 18086 stopped start-up over a value the flag replaced."""
+    assert load_config(env={"FN_PORT": "abc"}, overrides={"port": 18086}).port == 18086
+    with pytest.raises(ConfigError, match=r"port \(from \$FN_PORT\): 'abc' is not a valid int"):
+        load_config(env={"FN_PORT": "abc"}, overrides={"port": None})  # no flag given: it is read
+
+
 def test_env_lists_and_bools():
     config = load_config(env={"FN_RUNNER_ADDRESSES": "10.0.0.1:9190, r2:9191", "FN_ENABLE_NB_RESOURCE_TRACKER": "1"})
     assert config.runner_addresses == ["10.0.0.1:9190", "r2:9191"]
