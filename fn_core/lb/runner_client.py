@@ -219,7 +219,7 @@ class RunnerClient:
             self.unreachable = True
             hint = TLS_MISMATCH_HINTS.get(exc.tls_mismatch)
             # said once per outage; "runner reachable again" ends it
-            self._log(logging.WARNING, "runner unreachable, calls go to the others", reason=f"{exc}: {hint}" if hint else str(exc))
+            self._log(logging.WARNING, "runner unreachable, skipped until it answers", reason=f"{exc}: {hint}" if hint else str(exc))
 
     async def close(self, grace_s: float | None = None) -> None:
         """No new call starts here; with ``grace_s`` the calls on the channel may end first (up to that long)."""

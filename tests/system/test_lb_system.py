@@ -267,7 +267,7 @@ async def test_a_runner_frozen_while_quiet_gets_no_call_and_takes_calls_again_wh
     assert back is not None, "the woken runner got no call back"
     assert (await home.status()).requests_received == 2  # the warm call and the one after it woke: nothing lost
     log = lb.proc.log()
-    assert f'runner unreachable, calls go to the others runner={home.address} reason="UNAVAILABLE: {home.address} has not answered a PING in 1 s' in log
+    assert f'runner unreachable, skipped until it answers runner={home.address} reason="UNAVAILABLE: {home.address} has not answered a PING in 1 s' in log
     assert f"runner reachable again runner={home.address}\n" in log
 
 

@@ -150,7 +150,7 @@ async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_onc
     assert (status.requests_received, status.custom_status["runner.containers"]) == (0, "0")  # the runner ran nothing
 
     log = lb.proc.log()
-    said = [line for line in log.splitlines() if f"runner unreachable, calls go to the others runner={runner.address} " in line]
+    said = [line for line in log.splitlines() if f"runner unreachable, skipped until it answers runner={runner.address} " in line]
     assert len(said) == 1, log  # once for the outage, not once per attempt (each call tried it ~100 times)
     assert all(part in said[0] for part in why), said[0]
     assert " WARNING fn_core.lb.runner_client: " in said[0]

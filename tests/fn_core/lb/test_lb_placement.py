@@ -110,7 +110,7 @@ async def test_an_unreachable_runner_is_warned_about_once_per_outage_and_its_ret
         async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
             assert r.status == 200
     down = [r.getMessage() for r in caplog.records
-            if r.levelname == "WARNING" and r.getMessage().startswith(f"runner unreachable, calls go to the others runner=127.0.0.1:{port} ")]
+            if r.levelname == "WARNING" and r.getMessage().startswith(f"runner unreachable, skipped until it answers runner=127.0.0.1:{port} ")]
     assert len(down) == 1, down  # not once a call: an outage is one line (a TLS mismatch, a runner down)
     back = await fake_runners(port=port)
     async with asyncio.timeout(10):  # once the channel's reconnect backoff (100 ms, growing) has passed

@@ -103,7 +103,7 @@ async def test_a_runner_that_dies_while_no_call_comes_is_seen_unreachable_and_ba
         await asyncio.sleep(0.1)
     assert await reachable() == 0
     assert [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()][0].startswith(
-        f'runner unreachable, calls go to the others runner={runner.address} '
+        f'runner unreachable, skipped until it answers runner={runner.address} '
         f'reason="UNAVAILABLE: failed to connect to {runner.address}: ConnectionRefusedError'
     )
 
@@ -173,7 +173,7 @@ async def test_a_runners_outage_is_a_warning_and_its_end_an_info_line_both_with_
     await fake_runners("echo", port=port)
     await wait_until(lambda: len(lines()) == 2, "its end said", timeout_s=10)
     (down_level, down, down_fields, down_json), (up_level, up, up_fields, up_json) = lines()
-    assert (down_level, down) == (logging.WARNING, "runner unreachable, calls go to the others")
+    assert (down_level, down) == (logging.WARNING, "runner unreachable, skipped until it answers")
     assert down_fields["runner"] == runner.address and down_fields["reason"].startswith("UNAVAILABLE: failed to connect")
     assert down_json == {"runner": runner.address, "reason": down_fields["reason"]}  # FN_LOG_FORMAT=json's keys
     assert (up_level, up, up_fields, up_json) == (logging.INFO, "runner reachable again", {"runner": runner.address},
