@@ -55,10 +55,3 @@ def second_signal() -> int | None:
     """The second signal's number when one cut the graceful stop short, else None."""
     return _second[0] if _second else None
 
-
-def take_back_cancel() -> None:
-    """After catching the cancel of a second signal: take it back, so that the clean-up that follows (cutting calls,
-    removing containers) is not cancelled at its first await too. The caller raises `asyncio.CancelledError` after."""
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()

@@ -29,7 +29,7 @@ from fn_core.lb.agent import LBAgent
 from fn_core.lb.local_runner import LocalRunner
 from fn_core.lb.pool import FixedRunners, RunnerSet
 from fn_core.listen import claim, close_all
-from fn_core.signals import take_back_cancel, wait_for_stop_signal
+from fn_core.signals import wait_for_stop_signal
 from fn_core.store import CachedLookup, Store, open_store
 from fn_core.store.api_node import ApiNodeStore
 from fn_core.store.base import Lookups
@@ -258,7 +258,6 @@ async def run_serve(config, pm) -> None:
         try:
             await node.stop()
         except asyncio.CancelledError:  # a second signal: no grace left, but the runner still cuts and cleans up
-            take_back_cancel()
             await runner.stop(0)
             raise
         await runner.stop(max(0.0, deadline - asyncio.get_running_loop().time()))  # one grace for the whole node

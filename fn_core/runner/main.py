@@ -25,7 +25,7 @@ from fn_core.runner.agent import Agent
 from fn_core.runner.driver import ContainerDriver
 from fn_core.runner.iofs import SocketDirs
 from fn_core.runner.servicer import RunnerServicer
-from fn_core.signals import take_back_cancel, wait_for_stop_signal
+from fn_core.signals import wait_for_stop_signal
 from fn_core.transport import GrpcServer
 from fn_core.transport import errors as transport_errors
 from fn_core.transport.tls import TLSFilesError, server_context
@@ -67,7 +67,9 @@ class RunnerNode:
 
         A cancel of the stop (a second SIGTERM/SIGINT, `fn_core.signals`) ends the grace at once, not the stop: the
         calls still running are cut and the containers removed all the same (a container left running keeps its
-        memory on the host, and with no label tag of its own no later runner removes it); then the cancel goes on."""
+        memory on the host, and with no label tag of its own no later runner removes it); then the cancel goes on.
+        So a timeout around the stop skips its grace but does not bound it: the removals run to their end (an
+        engine that hangs them is what the third signal is for)."""
         if self._stopped:
             return
         self._stopped = True
@@ -78,14 +80,12 @@ class RunnerNode:
         why = f"the stop's grace of {grace:g} s is over"
         try:
             await self._wait_for_calls(deadline)
-        except asyncio.CancelledError:
-            take_back_cancel()
+        except asyncio.CancelledError:  # (delivered once: the awaits below are not cancelled again)
             cut_short, deadline, why = True, time.monotonic(), "the stop was cut short"
         ending = asyncio.ensure_future(self._end(deadline, why))
         try:
             await asyncio.shield(ending)
         except asyncio.CancelledError:  # came after the grace: the rest of the stop still runs
-            take_back_cancel()
             cut_short = True
             await ending
         if cut_short:
