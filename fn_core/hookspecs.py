@@ -362,7 +362,10 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
     its name and the others still run. Each call `override_call` was run for ends here once: one
     an `override_call` refused or failed, one whose client went away, a detached call when its
     run ends (not at its 202). So a count taken in one and given back in the other stays right
-    (``contrib/fn-concurrency-limit``); only calls cut by the LB's own stop may go untold.
+    (``contrib/fn-concurrency-limit``); only calls under way when the process exits in the middle
+    of its stop (a second signal) may go untold. A call whose client went away (``outcome.status``
+    444) ends here at once, but its function may run on in its container until it returns (the
+    runner lets it finish unseen), up to the call's ``timeout``.
     Node: the LB (and the all-in-one node).
 
     :param call: the call as it was placed (after `override_call`).

@@ -233,6 +233,10 @@ class InvokeApi:
                 placement.error = cut_by_stop(placement)
                 agent.finished(call, placement, placement.error.status, started, rid)
                 raise
+            except Exception:  # a bug below: the call still ends once for the listeners (a count they keep stays right)
+                placement.error = APIError()
+                agent.finished(call, placement, placement.error.status, started, rid)
+                raise
             error = placement.error or (placement.result.error if placement.result else None)
             agent.finished(call, placement, error.status if error else 202, started, rid)
             return placement

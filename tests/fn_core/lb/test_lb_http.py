@@ -6,8 +6,12 @@ import asyncio
 import json
 from urllib.parse import urlsplit
 
+import pytest
+
 from fn_core import APIError, hookimpl
+from fn_core.lb.runner_client import RunnerClient
 from fn_core.models import Call, slot_key
+from fn_core.testing import wait_until
 
 
 async def test_trigger_maps_headers_both_ways(fake_runners, lb_factory, deploy_fn):
@@ -198,6 +202,28 @@ async def test_override_call_changes_rejects_or_fails(fake_runners, lb_factory, 
         assert r.status == 500 and "ov" in (await r.json())["message"]
     assert len(runner.calls) == 1
     assert [o.status for _, o in recorder.outcomes] == [200, 403, 500]
+
+
+@pytest.mark.parametrize("invoke_type", ["sync", "detached"])
+async def test_a_call_whose_placement_fails_unexpectedly_still_ends_once_for_the_listeners(
+    fake_runners, lb_factory, deploy_fn, monkeypatch, invoke_type, caplog
+):
+    """A bug below the handler: the call is a 500, and `call_finished` hears it once (a quota plugin's count stays
+    right); the detached path told nobody."""
+    runner = await fake_runners()
+    _, session, recorder = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the runner client")
+
+    monkeypatch.setattr(RunnerClient, "try_exec", broken)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x", headers={"Fn-Invoke-Type": invoke_type}) as r:
+        assert (r.status, await r.json()) == (500, {"message": "internal server error"})
+    await wait_until(lambda: recorder.outcomes, "the call's end told to call_finished")
+    await asyncio.sleep(0.1)  # and only once
+    assert [o.status for _, o in recorder.outcomes] == [500]
+    assert "a bug in the runner client" in caplog.text  # the traceback is logged
 
 
 async def test_admin_routes_and_json_errors(fake_runners, lb_factory, deploy_fn):
