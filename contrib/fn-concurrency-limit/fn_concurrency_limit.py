@@ -2,7 +2,8 @@
 
 LB: `override_call` counts each call against its app's cap and its fn's from the moment the LB accepts it
 (the wait for a runner included: a call waiting to be placed holds its place) until `call_finished`, which the
-core runs once for every call `override_call` saw. A call over a cap is refused at once with 429 and
+core runs once for every call `override_call` saw; a call whose client hung up, until its function may have
+ended (its timeout later: the runner lets it finish unseen). A call over a cap is refused at once with 429 and
 ``Retry-After``, before it is placed: nothing runs and no runner is asked, so one tenant's flood cannot fill the
 runners or the placer's queue of the others. API: `validate_app` / `validate_fn` refuse a bad annotation (400).
 
@@ -15,6 +16,7 @@ module level: tests and `fn-core serve` build several managers in one process, e
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import attrs
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 DEFAULT_ANNOTATION = "fnproject.io/max-concurrency"
 SETTINGS = ("per_app", "per_fn", "apps", "annotation", "retry_after_s")
+HUNG_UP = 444  # Fn's "Client cancelled context": the client went away, the call was dropped
 
 
 class OverCap(APIError):
@@ -109,7 +112,14 @@ class ConcurrencyLimit:
         ids = self.counted.pop(call.id, None)
         if ids is None:  # refused here, or by a plugin that ran before this one
             return
-        app_id, fn_id = ids
+        if outcome.status == HUNG_UP:
+            # the runner lets the function finish unseen, up to its timeout: until then it still takes a container,
+            # and a client that posts and hangs up in a loop would otherwise run any number at once
+            asyncio.get_running_loop().call_later(call.timeout, self._release, *ids)
+            return
+        self._release(*ids)
+
+    def _release(self, app_id: str, fn_id: str) -> None:
         _release(self.running_by_fn, fn_id)
         if _release(self.running_by_app, app_id) is None:
             del self.app_names[app_id]
@@ -135,8 +145,8 @@ def configure(config, plugin_manager):
 
 def parse_cap(value: object, annotation: str) -> int:
     """The annotation's value as a cap, or a 400 that says what is wrong."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) < 10:
+        value = int(value.strip())  # (isdigit alone passes "²", which int refuses)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise APIError(f"annotation {annotation} must be a positive integer (calls running at once), got {value!r}",
                        status=400)

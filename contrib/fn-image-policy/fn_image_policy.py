@@ -33,20 +33,25 @@ def image_name(image: str) -> str:
     head, slash, last = name.rpartition("/")
     name = f"{head}{slash}{last.partition(':')[0]}"  # a tag: only in the last component (a host may have a port)
     first, slash, rest = name.partition("/")
-    if slash and _is_host(first):
-        return f"{DOCKER_HUB if first == 'index.docker.io' else first.lower()}/{rest}"
-    return f"{DOCKER_HUB}/{name}" if slash else f"{DOCKER_HUB}/library/{name}"
+    host, path = (first.lower(), rest) if slash and _is_host(first) else (DOCKER_HUB, name)
+    if host == "index.docker.io":
+        host = DOCKER_HUB
+    if host == DOCKER_HUB and "/" not in path:  # an official image: docker.io/python is docker.io/library/python
+        path = f"library/{path}"
+    return f"{host}/{path}"
 
 
 def _is_host(component: str) -> bool:
-    """Docker's rule: the first component of a name is a registry host if it has a dot or a port, or is localhost."""
-    return "." in component or ":" in component or component == "localhost"
+    """Docker's rule (distribution/reference's splitDockerDomain): the first component of a name is a registry host
+    if it has a dot or a port, is localhost, or is not all lower case (EVIL/fn is pulled from the host EVIL)."""
+    return "." in component or ":" in component or component == "localhost" or component != component.lower()
 
 
 def log_host(url: str) -> str:
-    """The ``host:port`` a syslog URL sends to (Docker's default port when it gives none), lower case."""
+    """The ``host:port`` a syslog URL sends to (Docker's default port when it gives none), lower case; ValueError for
+    a port that is no port."""
     parts = urlsplit(url.strip())
-    return f"{(parts.hostname or '').lower()}:{parts.port or SYSLOG_PORT}"
+    return f"{(parts.hostname or '').lower()}:{SYSLOG_PORT if parts.port is None else parts.port}"
 
 
 @attrs.frozen(eq=False)  # a plugin object: the manager tells its plugins apart by identity, not by value
@@ -97,11 +102,16 @@ class Policy:
     def check_syslog(self, syslog_url: str) -> None:
         if self.syslog_hosts is None or not syslog_url:
             return
+        allowed = ", ".join(self.syslog_hosts) or "none (no syslog_url)"
         for url in syslog_url.split(","):
-            if log_host(url) not in self.syslog_hosts:
-                allowed = ", ".join(self.syslog_hosts) or "none (no syslog_url)"
-                raise APIError(f"syslog_url {url.strip()} sends to {log_host(url)}, not a log host this platform "
-                               f"allows: {allowed}", status=400)
+            try:
+                host = log_host(url)
+            except ValueError:  # urlsplit's port out of range or not a number
+                raise APIError(f"syslog_url {url.strip()} has no valid port; the log hosts this platform allows: "
+                               f"{allowed}", status=400) from None
+            if host not in self.syslog_hosts:
+                raise APIError(f"syslog_url {url.strip()} sends to {host}, not a log host this platform allows: "
+                               f"{allowed}", status=400)
 
 
 @hookimpl

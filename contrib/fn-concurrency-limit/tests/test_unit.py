@@ -1,5 +1,7 @@
 """Fast checks of the plugin's logic through a real plugin manager (no node)."""
 
+import asyncio
+
 import pytest
 
 import fn_concurrency_limit
@@ -105,6 +107,19 @@ def test_a_call_refused_here_or_by_another_plugin_holds_no_place_and_each_end_gi
     assert (limits.running_by_app, limits.running_by_fn, len(limits.counted)) == ({"id-shop": 1}, {"f1": 1}, 1)
 
 
+async def test_a_call_whose_client_hung_up_holds_its_place_for_its_timeout(tmp_path):
+    calls = Calls(manager(tmp_path, "[plugins.concurrency-limit]\nper_fn = 1\n"))
+    dropped = calls.start(timeout=1)
+    calls.pm.hook.call_finished(call=dropped, outcome=CallOutcome(status=444, error="Client cancelled context"))
+    assert calls.refused().status == 429  # its function may still run: the runner lets it finish unseen
+    limits = calls.pm.get_plugin("concurrency-limit:limits")
+    for _ in range(150):  # bounded: its timeout, 1 s
+        if not limits.running_by_fn:
+            break
+        await asyncio.sleep(0.01)
+    calls.start()
+
+
 def test_metrics_count_refusals_by_app_and_scope_and_show_what_runs(tmp_path):
     pm = manager(tmp_path, "[plugins.concurrency-limit]\nper_app = 2\nper_fn = 1\n")
     calls = Calls(pm)
@@ -127,7 +142,7 @@ def test_metrics_count_refusals_by_app_and_scope_and_show_what_runs(tmp_path):
     assert [lines for name, _kind, _help, lines in families if name == "fn_concurrency_limit_running"] == [[]]
 
 
-@pytest.mark.parametrize("value", [0, -1, "lots", 1.5, True, "", None])
+@pytest.mark.parametrize("value", [0, -1, "lots", 1.5, True, "", None, "\u00b2", "9" * 5000])
 def test_a_bad_annotation_is_a_400_when_saved_and_at_a_call(tmp_path, value):
     pm = manager(tmp_path)
     message = f"annotation {ANNOTATION} must be a positive integer (calls running at once), got {value!r}"

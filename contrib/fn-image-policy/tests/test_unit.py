@@ -28,6 +28,10 @@ def manager(tmp_path, toml=""):
     ("localhost/fn", "localhost/fn"),
     ("registry.example.com:8443/a/b/c@sha256:" + "0" * 64, "registry.example.com:8443/a/b/c"),
     ("me/fn:1@sha256:" + "0" * 64, "docker.io/me/fn"),
+    ("docker.io/python:3.12", "docker.io/library/python"),
+    ("index.docker.io/python", "docker.io/library/python"),
+    ("EVIL/fn:1", "evil/fn"),  # not all lower case: a host, as newer engines read it (older ones refuse the name)
+    ("LOCALHOST/fn", "localhost/fn"),
 ])
 def test_an_image_is_named_as_docker_resolves_it(image, name):
     assert fn_image_policy.image_name(image) == name
@@ -41,7 +45,8 @@ def test_images_from_other_registries_are_refused_when_saved_and_at_a_call(tmp_p
     message = ("image {} ({}) is not from a registry this platform allows: registry.example.com, docker.io/library, "
                "docker.io/team")
     for image, name in [("evil.example.com/fn:1", "evil.example.com/fn"), ("teammate/fn", "docker.io/teammate/fn"),
-                        ("registry.example.com.evil.io/fn", "registry.example.com.evil.io/fn"), ("me/python", "docker.io/me/python")]:
+                        ("registry.example.com.evil.io/fn", "registry.example.com.evil.io/fn"), ("me/python", "docker.io/me/python"),
+                        ("TEAM/fn", "team/fn")]:
         for check in (lambda: pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image=image)),  # noqa: B023
                       lambda: lb_prepare(pm, Call(id="c", image=image))):  # noqa: B023
             with pytest.raises(APIError) as refused:
@@ -61,6 +66,12 @@ def test_syslog_urls_to_other_hosts_are_refused_and_an_empty_list_allows_none(tm
              "logs.example.com:514, audit.example.com:6514")
     with pytest.raises(APIError, match="sends to logs.example.com:515, not a log host"):
         lb_prepare(pm, Call(id="c", image="x", syslog_url="tcp://logs.example.com:515"))
+
+    for url, said in [("tcp://logs.example.com:99999", "has no valid port"), ("tcp://logs.example.com:x", "has no valid port"),
+                      ("tcp://logs.example.com:0", "sends to logs.example.com:0, not a log host")]:
+        with pytest.raises(APIError, match=said) as refused:
+            pm.hook.validate_app(app=App(name="a", syslog_url=url))
+        assert refused.value.status == 400
 
     none = manager(tmp_path, "[plugins.image-policy]\nsyslog_hosts = []\n")
     with pytest.raises(APIError, match="not a log host this platform allows: none \\(no syslog_url\\)"):
