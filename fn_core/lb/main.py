@@ -171,6 +171,10 @@ def open_lookups(config) -> tuple[Lookups, Store | None]:
     if config.runner_api_url:
         if config.db_url:  # two sources of apps and fns: say which one wins rather than pick silently
             raise ConfigError("set runner_api_url (read apps and fns from an API node) or db_url (this node's own store), not both")
+        if config.runner_api_authorization and "@" in config.runner_api_url.partition("://")[2].partition("/")[0]:
+            # aiohttp would refuse every request: two credentials, and which one the API node should see is unsaid
+            raise ConfigError("runner_api_url has credentials in it (user:password@) and runner_api_authorization is set: "
+                              "give the API node's credentials in one of them")
         return ApiNodeStore(config.runner_api_url, authorization=config.runner_api_authorization), None
     store = open_store(config)
     return store, store

@@ -271,3 +271,12 @@ def test_an_authorization_that_is_not_one_printable_line_stops_start_up_without_
     with pytest.raises(ConfigError) as refused:
         load_config(env={"FN_RUNNER_API_AUTHORIZATION": value})
     assert "must be one line of printable ASCII" in str(refused.value) and "s3cr" not in str(refused.value)
+
+
+async def test_credentials_both_in_the_url_and_in_the_authorization_stop_start_up_naming_both(tmp_path):
+    config = load_config(env={"FN_RUNNER_API_URL": "http://fn:pw@127.0.0.1:9", "FN_RUNNER_API_AUTHORIZATION": "Bearer s3cret"})
+    pm = get_plugin_manager(config, load_entrypoints=False)
+    with pytest.raises(ConfigError) as refused:
+        await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
+    assert str(refused.value) == ("runner_api_url has credentials in it (user:password@) and runner_api_authorization is "
+                                  "set: give the API node's credentials in one of them")
