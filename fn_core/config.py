@@ -575,6 +575,7 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}  # where each value came from, for an error that names it
     warnings: list[str] = []
+    flags = {key for key, value in (overrides or {}).items() if value is not None}
 
     file = file or env.get("FN_CONFIG") or None
     if file:
@@ -600,10 +601,12 @@ def load_config(
                     raise ConfigError(message)
                 warnings.append(f"{message}; ignored")
                 continue
+            variable = fields[key].metadata["env"]
+            if key in flags or (variable and env.get(variable, "").strip()):
+                continue  # a higher source replaces it: not read (nor refused), as a variable a flag replaces
             values[key] = _coerce(fields[key], value, str(path))
             sources[key] = str(path)
 
-    flags = {key for key, value in (overrides or {}).items() if value is not None}
     for name, field in fields_by_env().items():
         if name in env and field.name not in flags:  # a flag outranks it: the variable is not read (nor refused)
             if not env[name].strip() and str(field.type) in _NUMERIC:

@@ -30,6 +30,15 @@ def test_a_variable_a_flag_replaces_is_not_read_and_so_not_refused():
         load_config(env={"FN_PORT": "abc"}, overrides={"port": None})  # no flag given: it is read
 
 
+def test_a_file_value_a_variable_or_flag_replaces_is_not_read_either(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text('port = "abc"\ngrpc_port = "x"\n')
+    config = load_config(path, env={"FN_GRPC_PORT": "9999"}, overrides={"port": 18086})
+    assert (config.port, config.grpc_port) == (18086, 9999)
+    with pytest.raises(ConfigError, match="'x' is not a valid int"):
+        load_config(path, env={}, overrides={"port": 18086})  # the file's grpc_port is what counts: it is read
+
+
 def test_env_lists_and_bools():
     config = load_config(env={"FN_RUNNER_ADDRESSES": "10.0.0.1:9190, r2:9191", "FN_ENABLE_NB_RESOURCE_TRACKER": "1"})
     assert config.runner_addresses == ["10.0.0.1:9190", "r2:9191"]
