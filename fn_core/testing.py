@@ -72,16 +72,18 @@ def build_image(docker_client: Any, dockerfile: str, tag: str) -> str:
 
 
 def listed_plugin(name: str) -> dict[str, Any]:
-    """The row of plugin ``name`` (its entry point's name) in ``fn-core plugins --json``, run by the ``fn-core`` command
-    of this interpreter's environment: what an operator sees once the distribution is pip-installed (``distribution``,
-    ``version``, ``status``, ``hooks``, ``provides``, ``error``). Fails the test, naming the plugins listed, when it is
-    not there."""
+    """The row of plugin ``name`` (its entry point's name) in ``fn-core plugins --json``, run by this interpreter in a
+    process of its own: what an operator sees once the distribution is pip-installed (``distribution``, ``version``,
+    ``status``, ``hooks``, ``provides``, ``error``). Fails the test, naming the plugins listed, when it is not there."""
     import json
     import subprocess
 
-    command = [str(Path(sys.executable).parent / "fn-core"), "plugins", "--json"]
+    command = [sys.executable, "-m", "fn_core", "plugins", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    try:
+        rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    except ValueError:
+        raise AssertionError(f"fn-core plugins --json answered no listing (exit {result.returncode}): {result.stderr}") from None
     if name not in rows:
         raise AssertionError(f"fn-core plugins does not list {name!r} (is it installed?); it lists {sorted(rows)}: {result.stderr}")
     return rows[name]
