@@ -54,4 +54,3 @@ def _stop_now(task: asyncio.Task[object], sig: signal.Signals) -> None:
 def second_signal() -> int | None:
     """The second signal's number when one cut the graceful stop short, else None."""
     return _second[0] if _second else None
-
