@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -33,6 +34,8 @@ def describe() -> dict[str, object]:
         "os": _run("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
         "docker": _run("docker", "version", "--format", "{{.Server.Version}}"),
         "python": platform.python_version(),
+        # which build: a distribution's (PGO + LTO) runs the nodes' Python ~12 % faster than a plain source build
+        "python_executable": os.path.realpath(sys._base_executable),
         "wrk": (_run(wrk, "-v").splitlines() or [""])[0] if wrk else None,
         "fn_core_commit": _run("git", "-C", str(repo), "rev-parse", "--short", "HEAD"),
         "fn_core_dirty": bool(_run("git", "-C", str(repo), "status", "--porcelain", "fn_core", "fn_plugins_builtin")),

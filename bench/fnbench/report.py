@@ -142,7 +142,7 @@ def write_readme(result: dict, out: Path, pngs: list[str], reading: str = "") ->
           f"(commit `{_get(e, 'machine', 'fn_core_commit')}`)." for e in result.get("earlier_runs", [])],
         "",
         f"Machine: {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}, "
-        f"Docker {m['docker']}, Python {m['python']}, load generator {m['wrk'] or 'asyncio client'}. Everything on 127.0.0.1; "
+        f"Docker {m['docker']}, Python {m['python']}{_interpreter(m)}, load generator {m['wrk'] or 'asyncio client'}. Everything on 127.0.0.1; "
         "the load generator shares the 2 cores with the platform and Docker.",
         "",
         "## Issue 6 targets",
@@ -184,3 +184,9 @@ def write_readme(result: dict, out: Path, pngs: list[str], reading: str = "") ->
         lines += ["## Scenarios that failed", "", *[f"- {k}: {v}" for k, v in errors.items()], ""]
     lines += ["## Plots", "", *[f"![{p}]({p})" for p in pngs], "", "All figures: `report.json`."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _interpreter(machine: dict) -> str:
+    """Which Python build ran the nodes (a report before it was recorded says nothing)."""
+    path = machine.get("python_executable")
+    return f" (`{path}`)" if path else ""
