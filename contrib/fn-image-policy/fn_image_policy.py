@@ -116,7 +116,11 @@ class Policy:
 
 @hookimpl
 def configure(config, plugin_manager):
-    plugin_manager.register(Policy.from_settings(config.plugin_settings("image-policy")), name="image-policy:policy")
+    """With neither setting, nothing is registered: an `override_call` that checks nothing would still cost every
+    call (the LB's call template is used as is only when no plugin implements that hook)."""
+    policy = Policy.from_settings(config.plugin_settings("image-policy"))
+    if policy.registries is not None or policy.syslog_hosts is not None:
+        plugin_manager.register(policy, name="image-policy:policy")
 
 
 def _strings(table: dict, key: str) -> list[str] | None:

@@ -82,6 +82,7 @@ def test_with_no_setting_nothing_is_refused(tmp_path):
     pm = manager(tmp_path)
     pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image="anywhere.example.com/fn"))
     pm.hook.validate_app(app=App(name="a", syslog_url="tcp://anywhere.example.com:514"))
+    assert pm.get_plugin("image-policy:policy") is None  # nothing on the LB's call path
 
 
 @pytest.mark.parametrize(("settings", "said"), [
