@@ -389,6 +389,13 @@ class Config:
 
     # --- runner ---------------------------------------------------------------------------
     driver: str = setting("docker", "FN_DRIVER", "container driver, by name", validator=_name)
+    grpc_keepalive_s: Duration = setting(
+        60.0, "FN_GRPC_KEEPALIVE",
+        "runner: PING an LB connection that sent nothing for this long (s, or Go's 1m); unanswered within 20 s (or this "
+        "long, when shorter), the LB is gone (host down, network cut): the connection is dropped and its calls end as if "
+        "it hung up. 0 = never",
+        validator=_non_negative,
+    )
     max_response_size: int = setting(0, "FN_MAX_RESPONSE_SIZE", "function response limit in bytes, 0 = none (502)", validator=_non_negative)
     max_hdr_response_size: int = setting(
         0, "FN_MAX_HDR_RESPONSE_SIZE", "bytes the whole function response head (status line and headers) may have, held in memory while read "

@@ -225,7 +225,7 @@ async def _start(
     servicer = RunnerServicer(agent, pm.hook, status_image=config.status_image, max_body=config.max_request_size)
     if not listen:
         return RunnerNode(None, servicer, agent, driver, host, 0, config.shutdown_grace_s)
-    server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS)
+    server = GrpcServer(servicer.handlers(), tls, TLS_REFUSAL_HINTS, keepalive_s=config.grpc_keepalive_s)
     bound = await server.serve(grpc_sockets)
     node = RunnerNode(server, servicer, agent, driver, host, bound, config.shutdown_grace_s)
     if http_sockets:

@@ -4,6 +4,13 @@ A handler is ``async def handler(stream: ServerStream) -> None``: it reads the r
 sends response messages and may `ServerStream.end` with a status; raising `RpcError` ends the
 call with that status, any other exception with UNKNOWN, and returning with OK. A call the peer
 cancels (RST_STREAM, or the connection dropped) has its task cancelled, as grpc.aio does.
+
+A client that vanished without closing its connection (its host powered off or cut from the network, its
+process frozen) sends nothing more, and its kernel may still take our bytes: a connection whose peer has been
+silent for ``keepalive_s`` (`KEEPALIVE_S` by default) gets a PING, and one that leaves it unanswered for
+`PING_TIMEOUT_S` (or ``keepalive_s``, when shorter) is dropped, its calls cancelled as if the peer had reset them. So a runner neither keeps such connections for good nor
+holds a call (its container, its memory) whose answer waits for a window the LB will never grant. (Fn's
+grpc-go runner pings only after two hours of silence; clients never count a server's PINGs against it.)
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from fn_core.transport.errors import RpcError, Status, classify_tls_refusal
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
 
 log = logging.getLogger(__name__)
+
+#: a peer silent this long (no frame at all, calls open or not) is asked for a PING's answer
+KEEPALIVE_S = 60.0
+#: a PING unanswered this long means the peer is gone (grpc-go's default keepalive timeout)
+PING_TIMEOUT_S = 20.0
 
 Handler = Callable[["ServerStream"], Awaitable[None]]
 
@@ -96,6 +108,7 @@ class ServerConnection(h2.H2Connection):
         self.server = server
         self.draining = False
         self._preface_seen = False
+        self.ping_out: float | None = None  # loop time the PING not yet answered went out
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -146,6 +159,31 @@ class ServerConnection(h2.H2Connection):
             return
         stream.task = self.loop.create_task(self.server.run(handler, stream))
 
+    def check_peer(self, now: float, silence_s: float, timeout_s: float) -> None:
+        """PING a peer silent for ``silence_s``; drop one that left the PING unanswered for ``timeout_s``. Any frame
+        counts as an answer: a live peer's kernel and process both took part in it."""
+        if self.transport is None or not self._preface_seen:
+            return
+        if self.ping_out is not None and self.last_received >= self.ping_out:
+            self.ping_out = None
+        if self.ping_out is None:
+            if now - self.last_received >= silence_s:
+                self.ping_out = now
+                self.write(h2.frame(h2.PING, 0, 0, bytes(8)))
+                self.flush()
+            return
+        if now - self.ping_out < timeout_s:
+            return
+        calls = sum(isinstance(stream, ServerStream) for stream in self.streams.values())
+        log.warning("the client at %s sent nothing for %.0f s and left a PING unanswered for %.0f s: it is gone "
+                    "(host down, network cut, process frozen); its connection is dropped and its %d call(s) cancelled",
+                    self.peer_host(), now - self.last_received, timeout_s, calls)
+        self.closing_reason = "the client answered no PING"
+        transport = self.transport
+        self.write(h2.frame(h2.GOAWAY, 0, 0, struct.pack(">II", self.last_stream_id, h2.NO_ERROR)))
+        self.flush()
+        transport.abort()  # not close(): a peer that reads nothing would hold a close() on its unsent bytes for good
+
     def peer_host(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return str(peer[0]) if peer else "?"
@@ -171,10 +209,12 @@ class GrpcServer:
 
     A client refused (no HTTP/2 preface; over TLS, ``ssl_context``, a failed handshake) is logged once per client
     host and reason until one of its connections succeeds, not at each of its retries; a TLS refusal with
-    ``tls_hints[reason]`` (``reason``: a ``CLIENT_*`` value of `fn_core.transport.errors`) when given."""
+    ``tls_hints[reason]`` (``reason``: a ``CLIENT_*`` value of `fn_core.transport.errors`) when given.
+    ``keepalive_s``: a client silent this long is PINGed (module docstring); 0 = never."""
 
     def __init__(
         self, handlers: dict[str, Handler], ssl_context: ssl.SSLContext | None = None, tls_hints: dict[str, str] | None = None,
+        keepalive_s: float = KEEPALIVE_S,
     ) -> None:
         self.handlers = handlers
         self.ssl_context = ssl_context
@@ -186,6 +226,9 @@ class GrpcServer:
         self._servers: list[asyncio.Server] = []
         self._listeners: list[socket.socket] = []  # over TLS: the listening sockets, and the tasks accepting on them
         self._accepting: list[asyncio.Task[None]] = []
+        self.keepalive_s = keepalive_s
+        self.ping_timeout_s = min(PING_TIMEOUT_S, keepalive_s)
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 = any free one). `OSError` when it cannot bind."""
@@ -194,6 +237,8 @@ class GrpcServer:
     async def serve(self, listeners: list[socket.socket]) -> int:
         """Serve on sockets already listening (`fn_core.listen.listen_sockets`), which it then owns; the port."""
         loop = asyncio.get_running_loop()
+        if self._watching is None and self.keepalive_s:
+            self._watching = loop.create_task(self._watch_peers(), name="grpc-peer-watch")
         for listener in listeners:
             if self.ssl_context is None:
                 self._servers.append(await loop.create_server(lambda: ServerConnection(self), sock=listener, backlog=BACKLOG))
@@ -204,6 +249,15 @@ class GrpcServer:
             self._listeners.append(listener)
             self._accepting.append(loop.create_task(self._accept_tls(listener), name=f"grpc-accept-{bound_port([listener])}"))
         return bound_port(listeners)
+
+    async def _watch_peers(self) -> None:
+        """`ServerConnection.check_peer` on every connection, a few times per the shorter of the two periods."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.ping_timeout_s / 4)
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.check_peer(now, self.keepalive_s, self.ping_timeout_s)
 
     async def _accept_tls(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -269,29 +323,34 @@ class GrpcServer:
 
     async def stop(self, grace_s: float | None) -> None:
         """Stop listening, refuse new calls, give those running ``grace_s`` seconds, then cancel them."""
-        for server in self._servers:
-            server.close()
-        for task in self._accepting:
-            task.cancel()
-        await asyncio.gather(*self._accepting, return_exceptions=True)
-        self._accepting.clear()
-        close_all(self._listeners)
-        handshakes = list(self.handshakes)
-        for task in handshakes:  # a connection still shaking hands has no call yet
-            task.cancel()
-        await asyncio.gather(*handshakes, return_exceptions=True)
-        for conn in list(self.connections):
-            conn.goaway()
-        if self.tasks and grace_s:
-            await asyncio.wait(set(self.tasks), timeout=grace_s)
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=1.0)
-        for conn in list(self.connections):
-            conn.close()
-        for server in self._servers:
-            await server.wait_closed()
+        try:
+            for server in self._servers:
+                server.close()
+            for task in self._accepting:
+                task.cancel()
+            await asyncio.gather(*self._accepting, return_exceptions=True)
+            self._accepting.clear()
+            close_all(self._listeners)
+            handshakes = list(self.handshakes)
+            for task in handshakes:  # a connection still shaking hands has no call yet
+                task.cancel()
+            await asyncio.gather(*handshakes, return_exceptions=True)
+            for conn in list(self.connections):
+                conn.goaway()
+            if self.tasks and grace_s:
+                await asyncio.wait(set(self.tasks), timeout=grace_s)
+            for task in list(self.tasks):
+                task.cancel()
+            if self.tasks:
+                await asyncio.wait(set(self.tasks), timeout=1.0)
+            for conn in list(self.connections):
+                conn.close()
+            for server in self._servers:
+                await server.wait_closed()
+        finally:  # the watch went on through the grace: a vanished LB's calls would hold it
+            if self._watching is not None:
+                self._watching.cancel()
+                self._watching = None
 
 
 def unary(fn: Callable[[bytes], Awaitable[bytes]]) -> Handler:
