@@ -590,7 +590,11 @@ class Agent:
                 self.retire(container, "shutdown")
             if not self._tasks:
                 break
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            tasks = list(self._tasks)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # out of the set now, not by their done callbacks: from Python 3.12 a gather of tasks that are all done
+            # returns without yielding to the loop, so those callbacks would never run and this loop never end
+            self._tasks.difference_update(tasks)
         self.dir_watcher.close()
 
     # --- launching --------------------------------------------------------------------------

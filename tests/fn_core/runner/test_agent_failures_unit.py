@@ -121,6 +121,7 @@ async def settled(agent: Agent) -> None:
     """Until the agent's background work (removals) is done."""
     while agent._tasks:
         await asyncio.gather(*list(agent._tasks), return_exceptions=True)
+        await asyncio.sleep(0)  # their done callbacks (which take them out of the set) run now, on Python 3.12 too
 
 
 # --- a container that exits while it starts ------------------------------------------------------------
