@@ -20,10 +20,12 @@ while calls come, not only when one is overdue. A call on a connection whose pee
 `QUIET_S` waits for the answer to a PING first (a round trip, on a quiet connection only), and goes
 elsewhere, unsent, if none comes within `ANSWER_GRACE_S`; on a busy connection a PING goes beside a call
 at most every `PROBE_EVERY_S`, and once it is `ANSWER_GRACE_S` unanswered new calls go elsewhere. A frozen
-runner so loses the calls of about two seconds, not those of its calls' timeout and more. These PINGs go
-only when the peer has sent a header block since its last answer to one: a grpc-go server (an Fn runner)
-counts no strike for a PING after it sent something, so they never add to the count that gets a
-connection dropped as "too_many_pings".
+runner so loses the calls of about two seconds, not those of its calls' timeout and more. At most
+`CHECKS_PER_SILENCE` of these PINGs go between two header blocks of the peer: a grpc-go server (an Fn runner)
+counts no strike for the first PING after it sent something, counts one for each further PING within five
+minutes, and drops the connection as "too_many_pings" at the third strike; two checks leave one strike for the
+overdue calls' PING. So a runner that froze while a long call of its was under way (it has sent nothing since the
+check that call made) is found out by the next call, not trusted until that call is overdue.
 
 A peer under suspicion costs new calls nothing: while such a PING is unanswered the connection takes no new
 call (`Unreachable`: the LB tries the next runner), and once a connection attempt failed, or a connection was
@@ -79,6 +81,8 @@ QUIET_S = 1.0
 PROBE_EVERY_S = 1.0
 #: a PING unanswered for this long makes new calls go elsewhere (a live runner answers within milliseconds)
 ANSWER_GRACE_S = 1.0
+#: PINGs for checks before calls between two header blocks of the peer (module docstring)
+CHECKS_PER_SILENCE = 2
 PING_FRAME = h2.frame(h2.PING, 0, 0, bytes(8))
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
 #: a connection opens new streams below this id; past it, the channel dials a fresh one
@@ -168,9 +172,9 @@ class ClientConnection(h2.H2Connection):
         #: answered with the PING out, when a call waits for that answer (one sent before a call on a quiet connection)
         self._answered: asyncio.Future[None] | None = None
         self.last_ping = -math.inf
-        #: the peer sent a header block since its last answer to a PING (a new connection: it had none), so a grpc-go
-        #: server counts no strike for a PING now (module docstring)
-        self.ping_free = True
+        #: PINGs sent since the peer's last header block (a new connection: none); a grpc-go server counts a strike
+        #: for each after the first (module docstring)
+        self.pings_since_block = 0
         #: why this connection was dropped for silence ("" if it was not): its channel then dials in the background
         self.dropped_for = ""
 
@@ -227,7 +231,7 @@ class ClientConnection(h2.H2Connection):
             self.close()
 
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
-        self.ping_free = True
+        self.pings_since_block = 0
         stream = self.streams.get(stream_id)
         if isinstance(stream, ClientStream):
             stream.response_headers(headers, end_stream)
@@ -256,12 +260,12 @@ class ClientConnection(h2.H2Connection):
     def ping(self, now: float, why: str) -> None:
         self.ping_out = self.last_ping = now
         self.ping_why = why
-        self.ping_free = False
+        self.pings_since_block += 1
         self.write(PING_FRAME)
 
     def _on_ping_answer(self) -> None:
         self.ping_out = None
-        self.suspect = self.ping_free = False
+        self.suspect = False
         if self._answered is not None:
             self._answered.set_result(None)
             self._answered = None
@@ -272,8 +276,8 @@ class ClientConnection(h2.H2Connection):
         `OutOfTime` when the caller's ``wait_until`` (loop time) comes first."""
         sent_at, answered = self.ping_out, self._answered
         if sent_at is None:
-            if not self.ping_free:
-                return  # a PING now could be a strike at a grpc-go runner: after the peer's next header block
+            if self.pings_since_block >= CHECKS_PER_SILENCE:
+                return  # one more could be a second strike at a grpc-go runner: after the peer's next header block
             quiet_s = now - self.last_received
             if quiet_s < QUIET_S:
                 self.ping(now, "sent beside a call")

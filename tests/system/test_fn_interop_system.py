@@ -240,6 +240,30 @@ async def test_our_lbs_pings_stay_within_grpc_gos_default_policy(platform, deplo
     assert [line for line in log.splitlines() if " WARNING " in line] == []
 
 
+async def test_our_lbs_checks_beside_a_long_call_stay_within_grpc_gos_default_policy(platform, deploy_echo, go_runner):
+    """While a call is long under way the runner sends nothing, and a grpc-go server counts each PING after the first
+    as a strike (three drop the connection). Our LB checks a quiet connection before each new call, but at most twice
+    between two header blocks of the runner: five calls 1.2 s apart, each held 6 s, share one connection and all
+    answer, and grpc-go never tells our LB to calm down."""
+    fn_runner = await go_runner("-hold-ms", "6000")
+    lb = await platform.lb([fn_runner])
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+
+        async def call(i: int) -> tuple[int, bytes]:
+            await asyncio.sleep(1.2 * i)
+            async with s.post(f"/invoke/{fn_id}", data=f"long {i}".encode()) as r:
+                return r.status, await r.read()
+
+        answers = await asyncio.gather(*(call(i) for i in range(5)))
+    assert answers == [(200, f"long {i}".encode()) for i in range(5)]
+    assert len(fn_runner.calls("ran")) == 5
+    log = lb.proc.log()
+    assert "too_many_pings" not in log and "ENHANCE_YOUR_CALM" not in log and "GOAWAY" not in log
+    assert [line for line in log.splitlines() if " WARNING " in line] == []
+    assert len(re.findall(r"^connection from ", fn_runner.log(), re.MULTILINE)) == 1
+
+
 async def test_an_fn_runner_that_ages_its_connections_out_loses_no_call_of_ours(platform, deploy_echo, go_runner):
     """grpc-go's MaxConnectionAge (operators set it so that clients spread over new servers): every second the
     runner says GOAWAY on our LB's connection and closes it once its calls end. Calls under way then finish, and

@@ -271,6 +271,45 @@ async def test_a_runner_frozen_while_quiet_gets_no_call_and_takes_calls_again_wh
     assert f"runner reachable again runner={home.address}\n" in log
 
 
+async def test_a_runner_frozen_during_a_long_call_gets_no_new_call(platform, deploy_echo):
+    """A runner that froze while a long call of its ran has sent nothing since the check that call made: the next
+    call on the quiet connection checks it again, and it and the ones after go to the other runner. Before, none was
+    checked until the long call was overdue (its fn's timeout and 5 s), and every call sent meanwhile was lost."""
+    runners = [await platform.runner() for _ in range(2)]
+    lb = await platform.lb(runners, placer="ch")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
+        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
+        home = runners[jump_hash(fn_hash(fn_id), 2)]
+        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
+        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        await asyncio.sleep(1.5)  # quiet: the long call is sent after the runner's answer to a PING
+        long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000, "text": "long", "repeat": 1}))
+        for _ in range(500):  # bounded: freeze the runner while it runs the call
+            if (await home.status()).active >= 1:
+                break
+            await asyncio.sleep(0.01)
+        home.proc.popen.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(1.2)  # the connection is quiet again
+            began = loop.time()
+            moved = await post(s, f"/invoke/{fn_id}", b"while frozen")
+            moved_s = loop.time() - began
+            began = loop.time()
+            following = await post(s, f"/invoke/{fn_id}", b"next")
+            following_s = loop.time() - began
+        finally:
+            home.proc.popen.send_signal(signal.SIGCONT)
+        long_answer = await asyncio.wait_for(long_call, 60)
+    assert moved[::2] == (200, b"while frozen") and following[::2] == (200, b"next")
+    assert moved_s < 5 and following_s < 0.5, (moved_s, following_s)
+    lines = {line[0]: line[2] for line in lb.proc.call_lines()}
+    assert lines[moved[1]["Fn-Call-Id"]] == lines[following[1]["Fn-Call-Id"]] == other.address
+    # woken within the LB's 10 s PING window, the runner answers the long call: nothing was lost, nothing ran twice
+    assert long_answer[::2] == (200, b"long")
+    assert (await home.status()).requests_received == 2 and (await other.status()).requests_received == 2
+
+
 async def test_serve_end_to_end_and_graceful_stop(platform, deploy_echo):
     node = await platform.serve()
     async with aiohttp.ClientSession(node.url, timeout=TIMEOUT) as s:

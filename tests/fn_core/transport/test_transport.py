@@ -601,28 +601,55 @@ async def test_a_busy_peer_that_stops_answering_gets_new_calls_for_the_grace_onl
         stream.close()
 
 
-async def test_a_ping_beside_calls_goes_only_after_the_peer_sent_a_header_block(raw_server, channels, monkeypatch):
+async def test_pings_beside_calls_stop_at_two_until_the_peer_sends_a_header_block(raw_server, channels, monkeypatch):
     """A grpc-go or grpcio server counts a PING as a strike unless it sent something since the last one, and drops
-    the connection at the third: after an answered PING the next waits for the peer's next header block."""
+    the connection at the third: checks before calls send two PINGs at most between the peer's header blocks."""
     monkeypatch.setattr(client, "PROBE_EVERY_S", 0.0)
     peer = FramesSeen(ack_pings=True)
     server = await raw_server(peer)
     channel = channels(server.address)
     async with asyncio.timeout(5):
         streams = [await channel.open(PATH)]
-        streams.append(await channel.open(PATH))  # the first PING: a new connection has had none
         conn = streams[0].conn
-        await wait_until(lambda: conn.ping_out is None, "the PING's answer")
-        for _ in range(3):  # nothing from the peer since its answer: no PING
+        for pings in (1, 2):  # a new connection has had none: the first goes free, the second is a strike
             streams.append(await channel.open(PATH))
-        assert peer.count(PING) == 1
+            await wait_until(lambda: conn.ping_out is None and peer.count(PING) == pings, "the PING's answer")  # noqa: B023
+        for _ in range(3):  # nothing from the peer since: no third PING (with the overdue calls', a second strike)
+            streams.append(await channel.open(PATH))
+        assert peer.count(PING) == 2
         peer.answer_headers(streams[0].id)  # the peer's answer to the first call begins
-        await wait_until(lambda: conn.ping_free, "the header block")
+        await wait_until(lambda: conn.pings_since_block == 0, "the header block")
         streams.append(await channel.open(PATH))
-        await wait_until(lambda: peer.count(HEADERS) == 6, "the last call")
-    assert peer.count(PING) == 2
+        await wait_until(lambda: peer.count(HEADERS) == 7, "the last call")
+    assert peer.count(PING) == 3
     for stream in streams:
         stream.close()
+
+
+async def test_a_peer_that_froze_during_a_long_call_gets_no_new_call_once_quiet(raw_server, channels, monkeypatch):
+    """A runner checked before a long call, then frozen while it runs: it sends nothing more, not even a header block.
+    The next call on the quiet connection still checks it, gets no answer, and is not sent (the LB places it
+    elsewhere); before, no check went until the long call was overdue, and every call meanwhile was lost."""
+    monkeypatch.setattr(client, "QUIET_S", 0.1)
+    monkeypatch.setattr(client, "PROBE_EVERY_S", 0.1)
+    monkeypatch.setattr(client, "ANSWER_GRACE_S", 0.3)
+    peer = FramesSeen(ack_pings=True)
+    server = await raw_server(peer)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        first = await channel.open(PATH)
+        await asyncio.sleep(0.15)
+        long_call = await channel.open(PATH)  # quiet: checked first, and answered
+        assert peer.count(PING) == 1 and long_call.conn.ping_out is None
+        peer.ack_pings = False  # frozen
+        await asyncio.sleep(0.15)
+        with pytest.raises(Unreachable, match="has not answered a PING"):
+            await channel.open(PATH)
+        with pytest.raises(Unreachable):  # and the next goes elsewhere at once
+            await channel.open(PATH)
+    assert peer.count(HEADERS) == 2  # the first call and the long one: nothing more reached the frozen peer
+    first.close()
+    long_call.close()
 
 
 async def test_a_peer_dropped_for_an_unanswered_ping_is_dialled_again_in_the_background(raw_server, channels, monkeypatch):
