@@ -157,7 +157,10 @@ class ServerConnection(h2.H2Connection):
         if handler is None or headers.get(b":method") != b"POST":
             stream.end(Status.UNIMPLEMENTED, f"unknown method {headers.get(b':path', b'').decode(errors='replace')}")
             return
-        stream.task = self.loop.create_task(self.server.run(handler, stream))
+        stream.task = task = self.loop.create_task(self.server.run(handler, stream))
+        # counted from now, not from its first step: a stop that runs in between gives this call its grace
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
 
     def check_peer(self, now: float, silence_s: float, timeout_s: float) -> None:
         """PING a peer silent for ``silence_s``; drop one that left the PING unanswered for ``timeout_s``. Any frame
@@ -302,9 +305,6 @@ class GrpcServer:
         self._refused.pop(host, None)
 
     async def run(self, handler: Handler, stream: ServerStream) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
         try:
             await handler(stream)
         except RpcError as exc:
@@ -317,7 +317,6 @@ class GrpcServer:
         else:
             stream.end()
         finally:
-            self.tasks.discard(task)
             if not stream.closed:
                 stream.conn.reset_stream(stream.id, h2.CANCEL)
 

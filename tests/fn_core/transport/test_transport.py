@@ -292,6 +292,38 @@ async def test_stop_with_grace_finishes_a_running_call_and_takes_no_new_one(our_
     assert finished == [b"a"]
 
 
+async def test_a_call_whose_headers_came_just_before_the_stop_is_given_the_grace(our_server, channels, monkeypatch):
+    """The stop runs in the turn after the call's headers were read and before the call's task took its first step
+    (a runner stopped under load). The call was taken (the GOAWAY names it), so it must be answered: before, the stop
+    counted only calls already started, gave none a grace, and closed the connection under it ("the runner was lost
+    during the call" at the LB; the rolling-restart test saw it once on a loaded machine)."""
+    from fn_core.transport.server import ServerConnection
+
+    async def answer(stream: ServerStream) -> None:
+        request = await stream.read_message()
+        await asyncio.sleep(0.1)
+        await stream.send(b"done " + (request or b""))
+
+    server, address = await our_server({PATH: answer})
+    stopping: list[asyncio.Task[None]] = []
+    take_headers = ServerConnection._on_headers
+
+    def stop_right_after(self, stream_id, headers, end_stream):  # the stop's step is queued before the call's
+        if not stopping:
+            stopping.append(asyncio.get_running_loop().create_task(server.stop(5)))
+        take_headers(self, stream_id, headers, end_stream)
+
+    monkeypatch.setattr(ServerConnection, "_on_headers", stop_right_after)
+    channel = channels(address)
+    async with asyncio.timeout(10):
+        call = await channel.open(PATH)
+        await call.send_message(b"a", end_stream=True)
+        assert await call.read_message() == b"done a"
+        assert await call.read_message() is None
+        await stopping[0]
+    call.close()
+
+
 @pytest.mark.parametrize("how", ["connection dropped", "stop without grace", "connection error"])
 async def test_a_server_dying_mid_call_fails_the_call_as_committed(our_server, channels, how):
     hang = Hang(first_answer=b"partial")
