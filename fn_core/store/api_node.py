@@ -9,10 +9,18 @@ serve, so an LB can read from our API node or from Fn's.
 When the API node cannot be reached, the cache answers the fns it has read from its last reading
 (`fn_core.store.cache`), and a call of any other fails with 503 (Retry-After). "Not found" answers are
 cached; failures are not.
+
+Once a lookup found the API node failing, no lookup waits on it for its whole timeout: one check at a time
+(``GET /v2/apps?per_page=1``, with the full timeout) asks it, started by the lookups that come meanwhile, and each
+lookup waits for that check at most `RECHECK_WAIT_S`. An API node that is back answers the check in milliseconds,
+and the lookup goes on; one that still fails (or is frozen: it accepts connections and never answers) costs the
+lookup that wait, then 503, or the cache's last reading. Before, a frozen API node held every lookup for the
+timeout: an fn's first call past the cache's TTL waited 10 s for its fn and 10 s more for its app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -28,7 +36,12 @@ from fn_core.store.base import AppNotFound, FnNotFound, TriggerNotFound
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
+#: while the API node is known to fail, how long a lookup waits for the check under way (module docstring)
+RECHECK_WAIT_S = 0.25
+#: what the check asks: a v2 route every API node (ours, Fn's) answers cheaply
+CHECK_PATH = "/v2/apps"
 OUTPUT_ANNOTATIONS = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
+UNAVAILABLE = "Service temporarily unavailable: function definitions cannot be read"
 
 
 class ApiNodeStore:
@@ -41,6 +54,7 @@ class ApiNodeStore:
         self.headers = {"Authorization": authorization} if authorization else {}
         self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
         self._failing = False  # an outage is logged once as a warning, and its end once
+        self._check: asyncio.Task[None] | None = None  # the one check under way while it fails
 
     # --- reads: what the invoke path needs ------------------------------------------------
     async def get_fn(self, fn_id: str) -> Fn:
@@ -77,10 +91,30 @@ class ApiNodeStore:
             self._unavailable(f"answered a {cls.__name__} this LB cannot read: {str(data)[:200]}")
 
     async def close(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            await asyncio.gather(self._check, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
     async def _get(self, path: str, not_found: type[APIError], params: dict[str, str] | None = None) -> Any:
+        if self._failing:  # known to fail: this lookup waits a moment for the one check, not the whole timeout
+            if self._check is None:
+                self._check = asyncio.get_running_loop().create_task(self._recheck(), name="api-node-check")
+            await asyncio.wait({self._check}, timeout=RECHECK_WAIT_S)
+            if self._failing:
+                raise ServiceUnavailable(UNAVAILABLE)
+        return await self._fetch(path, not_found, params)
+
+    async def _recheck(self) -> None:
+        try:
+            await self._fetch(CHECK_PATH, AppNotFound, {"per_page": "1"})
+        except APIError:
+            pass  # still failing: said at debug by _unavailable
+        finally:
+            self._check = None
+
+    async def _fetch(self, path: str, not_found: type[APIError], params: dict[str, str] | None = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s), headers=self.headers)
         url = self.base_url + path
@@ -124,4 +158,4 @@ class ApiNodeStore:
         else:
             self._log(logging.DEBUG, "API node still unavailable", reason=reason)
         # the caller sees no internal address: the operator has it in the log
-        raise ServiceUnavailable("Service temporarily unavailable: function definitions cannot be read")
+        raise ServiceUnavailable(UNAVAILABLE)
