@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -173,6 +174,23 @@ async def test_killed_runner_no_hang_no_double_run(platform, deploy_echo):
         assert (await survivor.status()).requests_received == placed
 
 
+async def warm_fn_on_its_home(session: aiohttp.ClientSession, platform, deploy_echo, runners, **fn) -> tuple[str, Any, Any]:
+    """A new fn, called once through the LB: its id, the runner `ch` places it on (its home), and the other runner."""
+    fn_id = (await deploy_echo(session, platform.image, **fn))["fn"]["id"]
+    home = jump_hash(fn_hash(fn_id), 2)
+    assert (await post(session, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+    return fn_id, runners[home], runners[1 - home]
+
+
+async def until_running(runner) -> None:
+    """Until ``runner`` runs a call (its Status' active count); bounded, ~5 s."""
+    for _ in range(500):
+        if (await runner.status()).active >= 1:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the runner never ran the call")
+
+
 async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_minutes(platform, deploy_echo):
     """A runner host that stops answering without closing its connections (a paused VM, a partition: no FIN, no
     RST), played by SIGSTOP: its call ends with a 500 soon after the fn's timeout (before: at the 5-minute keepalive),
@@ -182,15 +200,9 @@ async def test_a_frozen_runner_costs_its_call_the_fns_timeout_and_seconds_not_mi
     lb = await platform.lb(runners, placer="ch")
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(lb.url, timeout=aiohttp.ClientTimeout(total=400)) as s:
-        fn_id = (await deploy_echo(s, platform.image, timeout=2))["fn"]["id"]
-        home = runners[jump_hash(fn_hash(fn_id), 2)]
-        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
-        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        fn_id, home, other = await warm_fn_on_its_home(s, platform, deploy_echo, runners, timeout=2)
         call = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 1500}))
-        for _ in range(500):  # bounded: freeze the runner while it runs the call
-            if (await home.status()).active >= 1:
-                break
-            await asyncio.sleep(0.01)
+        await until_running(home)  # freeze the runner while it runs the call
         home.proc.popen.send_signal(signal.SIGSTOP)
         try:
             frozen_at = loop.time()
@@ -234,10 +246,7 @@ async def test_a_runner_frozen_while_quiet_gets_no_call_and_takes_calls_again_wh
     lb = await platform.lb(runners, placer="ch")
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-        home = runners[jump_hash(fn_hash(fn_id), 2)]
-        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
-        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        fn_id, home, other = await warm_fn_on_its_home(s, platform, deploy_echo, runners)
         home.proc.popen.send_signal(signal.SIGSTOP)
         try:
             await asyncio.sleep(1.5)  # the LB's connection to it is quiet
@@ -279,16 +288,10 @@ async def test_a_runner_frozen_during_a_long_call_gets_no_new_call(platform, dep
     lb = await platform.lb(runners, placer="ch")
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
-        fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-        home = runners[jump_hash(fn_hash(fn_id), 2)]
-        other = runners[1 - jump_hash(fn_hash(fn_id), 2)]
-        assert (await post(s, f"/invoke/{fn_id}", b"warm"))[::2] == (200, b"warm")
+        fn_id, home, other = await warm_fn_on_its_home(s, platform, deploy_echo, runners)
         await asyncio.sleep(1.5)  # quiet: the long call is sent after the runner's answer to a PING
         long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000, "text": "long", "repeat": 1}))
-        for _ in range(500):  # bounded: freeze the runner while it runs the call
-            if (await home.status()).active >= 1:
-                break
-            await asyncio.sleep(0.01)
+        await until_running(home)  # freeze the runner while it runs the call
         home.proc.popen.send_signal(signal.SIGSTOP)
         try:
             await asyncio.sleep(1.2)  # the connection is quiet again
