@@ -172,11 +172,14 @@ class RunnerCore:
         elif outcome is not None:
             log.error("call %s failed inside the runner", call.id, exc_info=outcome)
             error = APIError(f"internal error: {type(outcome).__name__}")
-        if error is not None and not started and isinstance(error, ServerTooBusy):
-            self.metrics.observe_refusal()
-            await io.finish(finished(call, error, started_ns, created, 0))
-            return True
-        if error is not None and started and error.status == 503:
+        if error is not None and error.status == 503:
+            # The LB reads any 503 before a `result_start` as the NACK, so the runner counts it as one too. Before
+            # the call took a container that is a refusal (a plugin's 503 from modify_container_options); after, only
+            # ours that say nothing reached the container (`ServerTooBusy`)
+            if not started and (not ran_ns or isinstance(error, ServerTooBusy)):
+                self.metrics.observe_refusal()
+                await io.finish(finished(call, error, started_ns, created, 0))
+                return True
             error = APIError(error.message, status=500)  # never a late NACK: the call was committed
         self._count(error, started_ns)
         done = finished(call, error, started_ns, created, ran_ns)

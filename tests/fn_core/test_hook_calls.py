@@ -218,12 +218,23 @@ def test_place_call_is_annotated_as_what_it_must_return():
 async def test_a_503_refusal_on_every_runner_is_the_clients_503_after_the_placer_timeout_and_said_once(
     fn_platform, echo_image, caplog
 ):
-    """Real LB, runner and Docker: the refusal is Fn's NACK, so the LB tries again until FN_PLACER_TIMEOUT."""
-    quota = Quota()
-    platform = await fn_platform(plugins=(quota,), env={"FN_PLACER_TIMEOUT": "1.5", "FN_RETRY_ALL_DELAY_MSECS": "50"})
+    """Real LB, runner and Docker: the refusal is Fn's NACK, so the LB tries again until FN_PLACER_TIMEOUT. The runner
+    counts each try as the LB reads it: refused, not handled, and no call its `runner_call_finished` hears of."""
+    quota, heard = Quota(), []
+
+    class RunnerListener:
+        @hookimpl
+        def runner_call_finished(self, call, outcome):
+            heard.append(outcome.status)
+
+    platform = await fn_platform(plugins=(quota, RunnerListener()),
+                                 env={"FN_PLACER_TIMEOUT": "1.5", "FN_RETRY_ALL_DELAY_MSECS": "50"})
     fn = await platform.deploy(echo_image, name="refused")
     result = await platform.invoke(fn["id"], "hi")
     assert result.status == 503 and result.json() == {"message": "Timed out - server too busy"}
     said = [r for r in caplog.records if r.getMessage().startswith("plugin 'Quota' refuses calls in modify_container_options")]
     assert len(said) == 1 and quota.runs > 5  # tried again and again, said once
     assert platform.containers(fn["id"]) == []
+    [runner] = platform.runners
+    assert heard == [] and runner.core.requests_handled == 0
+    assert runner.core.requests_received == runner.core.metrics.calls_by_result["refused"] == quota.runs
