@@ -439,11 +439,11 @@ class Config:
     iofs_docker_path: str = setting(
         "", "FN_IOFS_DOCKER_PATH", "iofs_path as the Docker engine sees it, for a runner in a container ('' = the same)"
     )
-    max_pids: int = setting(50, "FN_MAX_PIDS", "pids limit per container", validator=_non_negative)
-    max_open_files: int = setting(350, "FN_MAX_OPEN_FILES", "nofile ulimit per container", validator=_non_negative)
-    max_locked_memory: int = setting(65536, "FN_MAX_LOCKED_MEMORY", "memlock ulimit per container (bytes)", validator=_non_negative)
-    max_pending_signals: int = setting(5000, "FN_MAX_PENDING_SIGNALS", "sigpending ulimit per container", validator=_non_negative)
-    max_message_queue: int = setting(819200, "FN_MAX_MESSAGE_QUEUE", "msgqueue ulimit per container (bytes)", validator=_non_negative)
+    max_pids: int = setting(50, "FN_MAX_PIDS", "pids limit per container; 0 = the engine's default", validator=_non_negative)
+    max_open_files: int = setting(350, "FN_MAX_OPEN_FILES", "nofile ulimit per container; 0 = the engine's default", validator=_non_negative)
+    max_locked_memory: int = setting(65536, "FN_MAX_LOCKED_MEMORY", "memlock ulimit per container (bytes); 0 = the engine's default", validator=_non_negative)
+    max_pending_signals: int = setting(5000, "FN_MAX_PENDING_SIGNALS", "sigpending ulimit per container; 0 = the engine's default", validator=_non_negative)
+    max_message_queue: int = setting(819200, "FN_MAX_MESSAGE_QUEUE", "msgqueue ulimit per container (bytes); 0 = the engine's default", validator=_non_negative)
     max_fs_size_mb: int = setting(0, "FN_MAX_FS_SIZE_MB", "container storage size limit, 0 = none; start-up stops when the engine's storage cannot limit it", validator=_non_negative)
     max_tmpfs_inodes: int = setting(0, "FN_MAX_TMPFS_INODES", "nr_inodes of the /tmp tmpfs, 0 = default", validator=_non_negative)
     disable_readonly_rootfs: bool = setting(False, "FN_DISABLE_READONLY_ROOTFS", "give containers a writable root fs")

@@ -439,11 +439,11 @@ class DockerDriver:
             "init": True,
             "log_config": log_config(call),
             "pids_limit": cfg.max_pids or None,
-            "ulimits": [
-                Ulimit(name="nofile", soft=cfg.max_open_files, hard=cfg.max_open_files),
-                Ulimit(name="memlock", soft=cfg.max_locked_memory, hard=cfg.max_locked_memory),
-                Ulimit(name="sigpending", soft=cfg.max_pending_signals, hard=cfg.max_pending_signals),
-                Ulimit(name="msgqueue", soft=cfg.max_message_queue, hard=cfg.max_message_queue),
+            "ulimits": [  # 0: the engine's own (as Fn leaves an unset one); a limit of 0 files would start nothing
+                Ulimit(name=name, soft=limit, hard=limit) for name, limit in (
+                    ("nofile", cfg.max_open_files), ("memlock", cfg.max_locked_memory),
+                    ("sigpending", cfg.max_pending_signals), ("msgqueue", cfg.max_message_queue),
+                ) if limit
             ],
             "mounts": [Mount(target=IOFS_MOUNT, source=self.engine_path(iofs_dir), type="bind")],
         }

@@ -230,6 +230,18 @@ async def test_iofs_docker_path_names_the_socket_dir_as_the_engine_sees_it(fn_pl
     assert os.path.dirname(mount["Source"]) == str(engine_dir)
 
 
+async def test_limits_set_to_0_leave_the_engines_own_and_the_function_runs(fn_platform, echo_image):
+    """As Fn leaves an unset ulimit to the host: a nofile limit of 0 would let the container open no file at all."""
+    limits = ("FN_MAX_PIDS", "FN_MAX_OPEN_FILES", "FN_MAX_LOCKED_MEMORY", "FN_MAX_PENDING_SIGNALS", "FN_MAX_MESSAGE_QUEUE")
+    platform = await fn_platform(env=dict.fromkeys(limits, "0"))
+    fn = await platform.deploy(echo_image)
+    answer = await platform.invoke(fn["id"], "unlimited")
+    assert (answer.status, answer.body) == (200, b"unlimited")
+    [container] = platform.containers(fn["id"])
+    host = container.attrs["HostConfig"]
+    assert not host["Ulimits"] and host["PidsLimit"] in (None, 0, -1)
+
+
 class OptionsPluginThatBreaks:
     """A `modify_container_options` impl with a bug (and a secret in its error), or that refuses some functions."""
 
