@@ -183,7 +183,8 @@ def open_lookups(config) -> tuple[Lookups, Store | None]:
 async def start_api(config, pm=None, *, host: str | None = None, port: int | None = None) -> LBNode:
     """Start an API node (Fn's ``FN_NODE_TYPE=api``): the v2 API over the ``db_url`` store, no invoke; port 0 = any free
     port. ``pm``: the plugin manager whose `check_request` sees each request, `validate_app` / `validate_fn` /
-    `validate_trigger` what is saved, `validate_delete` what is deleted, and `object_changed` each change."""
+    `validate_trigger` what is saved, `validate_delete` what is deleted, `object_changed` each change, and whose
+    `metric_families` add to `/metrics`."""
     host = config.host if host is None else host
     listeners = claim_port(host, config.port if port is None else port, "API node")
     try:
@@ -191,7 +192,9 @@ async def start_api(config, pm=None, *, host: str | None = None, port: int | Non
     except BaseException:
         close_all(listeners)
         raise
-    app = make_app(config, store, CachedLookup(store), None, hooks=pm.hook if pm is not None else None)
+    hooks = pm.hook if pm is not None else None
+    metrics: list[MetricsSource] = [functools.partial(plugin_metrics, hooks)] if hooks is not None else []
+    app = make_app(config, store, CachedLookup(store), None, metrics, hooks)
     runner = app_runner(app, config)
     try:
         bound = await serve_app(runner, listeners)

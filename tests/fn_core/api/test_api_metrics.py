@@ -7,8 +7,10 @@ import time
 import aiohttp
 import pytest
 
+from fn_core import hookimpl
 from fn_core.config import load_config
 from fn_core.lb.main import start_api
+from fn_core.testing import build_plugin_manager
 
 from .test_invoke_rejections import metrics, request
 
@@ -45,6 +47,27 @@ async def test_the_api_node_counts_requests_by_route_and_status(api_node):
     assert samples['fn_api_request_duration_seconds_count{route="/v2/apps"}'] == 3
     assert samples['fn_api_request_duration_seconds_bucket{route="/v2/apps/{app_id}",le="+Inf"}'] == 2
     assert not any(name.startswith("fn_lb_") for name in samples)  # an API node places no calls
+
+
+async def test_the_api_node_shows_its_plugins_families(tmp_path):
+    """`metric_families` runs on every node with plugins and an HTTP port: the API node's plugins (an audit log, a
+    validator) count things too."""
+
+    class Saves:
+        @hookimpl
+        def metric_families(self):
+            return [("audit_saves_total", "counter", "saves seen", ["audit_saves_total 7"])]
+
+    config = load_config(env={}, overrides={"db_url": f"sqlite3://{tmp_path}/fn.db"})
+    node = await start_api(config, build_plugin_manager(Saves()), host="127.0.0.1", port=0)
+    try:
+        async with aiohttp.ClientSession(node.url) as session:
+            assert (await request(session, "GET", "/v2/apps"))[0] == 200
+            samples = await metrics(session)
+    finally:
+        await node.stop()
+    assert samples["audit_saves_total"] == 7  # beside the node's own
+    assert samples[f'{REQUESTS}{{method="GET",route="/v2/apps",status="200"}}'] == 1
 
 
 async def test_an_lb_with_a_store_has_both_call_and_api_metrics(start):
