@@ -294,7 +294,8 @@ def plugin_metrics(hook: Any) -> str:
             name = family[0]
             problem = family_problem(family, known_series)
             if problem is None and is_core_family(name):
-                problem = ("core", "the name is the core's (fn_lb_*, fn_runner_*, fn_api_*, *process_*): prefix yours with your plugin's")
+                problem = ("core", "the name is the core's (fn_lb_*, fn_runner_*, fn_api_*, fn_process_*, a process collector's): "
+                           "prefix yours with your plugin's")
             if problem is None and name in owners:
                 taken_by = owners[name]
                 problem = ("taken", f"plugin {taken_by!r} gives a family of that name" if taken_by != impl.plugin_name

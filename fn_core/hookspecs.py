@@ -31,9 +31,13 @@ Where a hook lets a plugin refuse with `fn_core.APIError`, the error must be one
 taken as the plugin failing: a 500 naming the plugin, logged.
 
 Unless a hook says otherwise, every registered impl runs, last registered first (pluggy's
-LIFO order; built-ins are registered first, so third-party plugins run before them), and an
-exception raised by an impl stops the hook and propagates to the caller described under
-*Errors*.
+LIFO order), and an exception raised by an impl stops the hook and propagates to the caller
+described under *Errors*. Third-party plugins run before the built-ins: built-ins are registered
+first, and the objects they register in `configure` are marked ``trylast``. An object you register
+in `configure` runs before the plugins registered at start-up; ``@hookimpl(tryfirst=True)`` or
+``trylast=True`` moves an impl to the front or the back. Where a hook says that every impl runs
+and one that raises is only logged, that holds for plain impls: a wrapper
+(``@hookimpl(wrapper=True)``) that raises ends the call of the impls it wraps.
 
 The hooks, grouped by when they run:
 
@@ -178,7 +182,7 @@ def register_runner_pools() -> list[RunnerPool]:
     list the placer sees; a vanished one leaves it at once, and its channel closes when its
     in-flight calls have ended (they are never cut or re-sent). A list with no runners, from a
     pool that had some, is taken for a transient read: the last list is kept, with a warning,
-    for up to 5 such answers in a row. The built-in ``static`` pool is `runner_addresses`
+    until 5 such answers come in a row (the fifth drops it). The built-in ``static`` pool is `runner_addresses`
     (`FN_RUNNER_ADDRESSES`, `--runner`).
     Node: the LB (validated on every node).
 
@@ -320,8 +324,8 @@ def place_call(call: Call, runners: list[RunnerRef]) -> list[RunnerRef]:
     plugin implementing it stops start-up with a `PluginError` naming that plugin.
     The core then tries the runners in the returned order: a runner that refuses (NACK: 503
     before anything ran) or cannot be reached is skipped and the next one is tried; after the
-    whole list it waits ``retry_all_delay`` (10 ms) and calls `place_call` again, until the
-    client goes away or ``placer_timeout`` passes. A call that a runner has started is never
+    whole list it waits ``retry_all_delay_ms`` (10 ms) and calls `place_call` again, until the
+    client goes away or ``placer_timeout_s`` passes (``detached_placer_timeout_s`` for a detached call). A call that a runner has started is never
     sent to another runner.
 
     When: once per placement pass of each call, after `override_call`, on the LB's event loop:
@@ -394,20 +398,22 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
 def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     """Be told that a call this runner ran has ended: per-container accounting, tracing.
 
-    When: once per call the runner took (not after a NACK, which the LB places elsewhere), after
-    Fn's ``finished`` message has gone to the LB: the LB's answer never waits for it; for a call
-    the LB dropped before its end (its client went away), as it is dropped. It runs on the
+    When: once per call the runner took (not after a NACK, which the LB places elsewhere: a 503
+    before the call's answer began, whoever raised it; nor for a call refused before anything
+    ran: a try it cannot read, a body over its ``max_request_size``, the status image named as an
+    fn's image), after Fn's ``finished`` message has gone to the LB: the LB's answer never waits
+    for it; for a call the LB dropped before its end (its client went away), as it is dropped. It runs on the
     runner's event loop: it must not block (the runner's other calls wait while it runs). Every
     impl runs; an impl that raises is logged with its name and the others still run.
     Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
 
     :param call: the call as the LB sent it (its ``headers`` are the client's request headers).
     :param outcome: `fn_core.records.CallOutcome`: the status the LB was sent (the function's on
-        success, the error's otherwise; 444 "Client cancelled context" for a dropped call, as Fn
-        says of a client's cancel), the error message ("" on success), and ``duration_s``
-        from the call's arrival at the runner to its end, ``wait_s`` the part of it spent waiting for
-        a container (its launch, for a cold start); ``runner``, ``attempts`` and ``request_id`` are
-        empty here.
+        success, 202 for a detached call that ran, the error's otherwise; 444 "Client cancelled
+        context" for a dropped call, as Fn says of a client's cancel), the error message ("" on
+        success), and ``duration_s`` from the call's arrival at the runner to its end, ``wait_s``
+        the part of it spent waiting for a container (its launch, for a cold start; None for a
+        dropped call); ``runner``, ``attempts`` and ``request_id`` are empty here.
     :return: ignored.
 
     Errors: exceptions are logged and swallowed (the traceback once per plugin, exception
@@ -701,14 +707,16 @@ def metric_families() -> list[Family] | None:
     keep, do no I/O). Every impl runs (wrappers are not called); one that raises, or answers other
     than a list of families, is logged with its name and the scrape goes on without its families.
     Each family is checked: its name (``[a-zA-Z_:][a-zA-Z0-9_:]*``, and none of the core's:
-    ``fn_lb_*``, ``fn_runner_*``, ``fn_api_*``, ``*process_*``, nor one another plugin gave), its
+    ``fn_lb_*``, ``fn_runner_*``, ``fn_api_*``, ``fn_process_*``, a process collector's such as
+    ``process_open_fds`` or ``<prefix>_process_cpu_seconds_total``, nor one another plugin gave), its
     type (counter, gauge, histogram, summary, untyped), its help (one line), and each sample line
     (``name{label="value",...} value [timestamp]``, the name the family's, or ``_bucket``,
     ``_sum``, ``_count`` of it for a histogram or summary, the value a float). A family that fails
     a check is left out, alone, and logged once with your plugin's name: one bad line would make
     a scraper drop the whole page.
     Node: every node with an HTTP port and plugins: the LB (and the all-in-one node, whose
-    `/metrics` is its runner's too) and the runner (`fn-core runner`'s ``FN_PORT``).
+    `/metrics` is its runner's too), the API node (`fn-core api`) and the runner (`fn-core runner`'s
+    ``FN_PORT``).
 
     :return: a list of `fn_core.metrics.Family` tuples ``(name, type, help, sample lines)`` in the
         text exposition format (`fn_core.metrics.by_label` and `Histogram.samples` make the

@@ -43,7 +43,7 @@ import pluggy
 
 from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
 from fn_core.config import Config
-from fn_core.errors import ConfigError, FnCoreError, PluginError
+from fn_core.errors import ConfigError, PluginError
 from fn_core.hook_calls import FailureLog, failed_plugin
 from fn_core.records import Driver, Placer, RunnerPool
 
@@ -272,8 +272,8 @@ def get_plugin_manager(
         pm.runner_pool = _select(pm.runner_pools, "runner pool", config.runner_pool)
     try:
         pm.hook.configure.call_historic(kwargs={"config": config, "plugin_manager": pm})
-    except FnCoreError:
-        raise  # a ConfigError says itself what is wrong
+    except (ConfigError, PluginError):
+        raise  # each says itself what is wrong (a PluginError names the plugins); any other error is named below
     except Exception as exc:
         name = failed_plugin(pm.hook.configure, exc)
         if not _listing(pm, name):

@@ -60,7 +60,8 @@ class FnSeries:
         self.last_call: dict[tuple[str, str, str], float] = {}  # of the fns with their own series
         self._no_room_until = 0.0  # while full: no fn can have been idle long enough before then
 
-    @hookimpl
+    # trylast: registered in configure, these would run first; built-ins run after third-party plugins
+    @hookimpl(trylast=True)
     def call_finished(self, call, outcome):
         now = self.clock()
         key = (call.app_id, call.app_name, call.fn_id)
@@ -92,7 +93,7 @@ class FnSeries:
                         'fn_id="_other" ([plugins.fn-metrics] max_fns, forget_idle_s)', self.max_fns, self.forget_idle_s)
         return OTHER
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def metric_families(self):
         if not self.calls:  # a runner, or an LB before its first call
             return None

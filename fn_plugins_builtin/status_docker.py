@@ -85,7 +85,7 @@ class DockerProbe:
             self.refreshed_at = time.monotonic()
             self._refreshing = False
 
-    @hookimpl
+    @hookimpl(trylast=True)  # registered in configure, it would run first: built-ins run after third-party plugins
     def runner_status(self, status, runner):
         if runner is not None:
             return  # on the LB: nothing to add

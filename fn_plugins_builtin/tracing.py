@@ -121,7 +121,8 @@ class Tracer:
     def __init__(self, collectors: list[Collector]) -> None:
         self.collectors = collectors
 
-    @hookimpl
+    # trylast: registered in configure, these would run first; built-ins run after third-party plugins
+    @hookimpl(trylast=True)
     def metric_families(self):
         return [
             ("fn_trace_spans_sent_total", "counter", "spans a collector took",
@@ -130,12 +131,12 @@ class Tracer:
              by_label("fn_trace_spans_dropped_total", "collector", {c.name: c.dropped for c in self.collectors})),
         ]
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def call_finished(self, call, outcome):
         extra = {"fn.runner": outcome.runner, "fn.attempts": str(outcome.attempts)}
         self._record(call, "lb", lb_span_id(call.id), None, f"invoke {call.fn_id}", outcome, extra)
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def runner_call_finished(self, call, outcome):
         self._record(call, "runner", runner_span_id(call.id), lb_span_id(call.id), f"run {call.fn_id}", outcome, {"fn.image": call.image})
 

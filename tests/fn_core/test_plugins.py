@@ -9,6 +9,7 @@ import pytest
 from fn_core import APIError, Placer, hookimpl
 from fn_core.config import load_config
 from fn_core.errors import ConfigError, PluginError
+from fn_core.hook_calls import plugin_names
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 from fn_core.records import CallOutcome
@@ -299,6 +300,43 @@ def test_a_plugin_that_fails_in_configure_is_named():
 
     with pytest.raises(PluginError, match="plugin 'bad-conf' failed in configure: ValueError: invalid literal"):
         get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("bad-conf", BadConf())])
+
+
+def test_an_api_error_raised_in_configure_is_named_too():
+    """Only a ConfigError speaks for itself; an APIError (meant for a client, not start-up) names the plugin."""
+
+    class Misplaced:
+        @hookimpl
+        def configure(self, config):
+            raise APIError("quota service unreachable", status=503)
+
+    with pytest.raises(PluginError, match="plugin 'quota' failed in configure: APIError: quota service unreachable"):
+        get_plugin_manager(load_config(env={}), load_entrypoints=False, extra_plugins=[("quota", Misplaced())])
+
+
+def test_third_party_hooks_run_before_the_built_ins_even_those_registered_in_configure():
+    """The hookspecs' rule: built-ins are registered first, and the objects built-ins register in configure (tracing,
+    fn-metrics, status-docker) run last too, so a third-party impl runs before every built-in one."""
+
+    class Third:
+        @hookimpl
+        def call_finished(self, call, outcome):
+            pass
+
+        @hookimpl
+        def runner_status(self, status, runner):
+            pass
+
+        @hookimpl
+        def metric_families(self):
+            return None
+
+    config = load_config(env={}, overrides={"zipkin_url": "http://127.0.0.1:9411/api/v2/spans"})
+    pm = get_plugin_manager(config, load_entrypoints=False, extra_plugins=[("third", Third())])
+    for hook in ("call_finished", "runner_status", "metric_families"):
+        order = plugin_names(getattr(pm.hook, hook))
+        assert order[0] == "third" and len(order) > 1, (hook, order)
+    assert "tracing:tracer" in plugin_names(pm.hook.call_finished)
 
 
 def test_a_registration_hook_that_returns_one_record_not_a_list_is_named():
