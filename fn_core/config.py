@@ -309,7 +309,7 @@ class Config:
     )
     public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
     api_cors_origins: list[str] = setting(
-        [], "FN_API_CORS_ORIGINS", "CORS on /v2: browser origins allowed, * = any; none = CORS off (comma list)", validator=_origins
+        [], "FN_API_CORS_ORIGINS", "CORS on every route: browser origins allowed, * = any; none = CORS off (comma list)", validator=_origins
     )
     api_cors_headers: list[str] = setting(
         [], "FN_API_CORS_HEADERS", "CORS: request headers allowed besides Origin, Content-Length, Content-Type (comma list)",

@@ -18,7 +18,7 @@ What is bounded before a request reaches these routes (the head's size and time,
 time) and aiohttp's refusals of malformed requests are the connection's: `fn_core.api.connection`.
 An error answer on an invoke or trigger path is counted and logged as a refused invoke
 (`InvokeApi.reject`): no call exists to report it; /v2 errors are plain API answers.
-Optional, and absent from the request path when not configured: CORS on /v2 (`fn_core.api.cors`),
+Optional, and absent from the request path when not configured: CORS (`fn_core.api.cors`),
 the request id header (`fn_core.api.request_id`) and the plugins' `check_request`, which sees every
 request first (before the Content-Length check: a client that may not call learns nothing more).
 """
@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 
 from fn_core.api.admin import HTTP_MESSAGES, MetricsSource, add_admin_routes
 from fn_core.api.body import body_reader
-from fn_core.api.cors import cors_middleware
+from fn_core.api.cors import install_cors
 from fn_core.api.crud import CrudApi
 from fn_core.api.invoke import INVOKE_PATH_PREFIXES, InvokeApi, error_response
 from fn_core.api.metrics import ApiMetrics
@@ -130,10 +130,10 @@ def make_app(
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
 
-    # CORS outside `errors`, so that the error answers it makes get CORS headers too; off = not in the chain
-    cors = cors_middleware(config.api_cors_origins, config.api_cors_headers, [config.rid_header] if config.rid_header else [])
-    middlewares = [errors] if cors is None else [cors, errors]
-    app = web.Application(middlewares=middlewares, client_max_size=max_size or UNLIMITED_BODY)
+    app = web.Application(client_max_size=max_size or UNLIMITED_BODY)
+    # CORS's preflight before `errors`, which would make a 405 of it; off = not in the chain
+    install_cors(app, config.api_cors_origins, config.api_cors_headers, [config.rid_header] if config.rid_header else [])
+    app.middlewares.append(errors)
     if request_ids is not None:
         request_ids.install(app)
     api_metrics = ApiMetrics() if store is not None else None

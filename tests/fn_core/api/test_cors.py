@@ -1,6 +1,7 @@
-"""CORS on the v2 API (FN_API_CORS_ORIGINS, FN_API_CORS_HEADERS), as a browser sees it.
+"""CORS (FN_API_CORS_ORIGINS, FN_API_CORS_HEADERS), as a browser sees it: on every route, as Fn's is on its router.
 
-A real LB on 127.0.0.1 with no runners: CRUD only, and invoke paths that are refused before a call.
+A real LB on 127.0.0.1 with no runners (CRUD, and invoke paths refused before a call); and a whole platform with
+real Docker for a web page calling a function.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ async def test_off_by_default(start):
     assert status == 200 and no_cors(headers)
 
 
-async def test_only_the_v2_api_gets_cors(start):
-    api = await start({"FN_API_CORS_ORIGINS": "*"})
+async def test_invoke_triggers_and_the_admin_routes_get_cors_too(start):
+    api = await start({"FN_API_CORS_ORIGINS": UI})
     for method, path, want in [
         ("POST", "/invoke/01NOPE", 404),
         ("GET", "/t/noapp/x", 404),
@@ -111,7 +112,29 @@ async def test_only_the_v2_api_gets_cors(start):
         ("GET", "/v2x", 404),
     ]:
         status, headers, _ = await send(api, method, path, headers={"Origin": UI})
+        assert status == want and headers["Access-Control-Allow-Origin"] == UI, path
+        status, headers, _ = await send(api, "OPTIONS", path, headers=preflight(UI))
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == UI, path
+        status, headers, _ = await send(api, method, path, headers={"Origin": OTHER})
         assert status == want and no_cors(headers), path
+
+
+async def test_a_web_page_calls_a_function_across_origins(fn_platform, echo_image):
+    """Real LB, runner and Docker: a page's preflight, then its call, whose answer the browser may read; a big
+    answer (streamed by the LB as it comes from the runner) carries the header as a small one does."""
+    platform = await fn_platform(env={"FN_API_CORS_ORIGINS": UI, "FN_RID_HEADER": "X-Request-Id"})
+    fn = await platform.deploy(echo_image, name="page")
+    await platform.api("POST", "/v2/triggers", {"name": "hello", "app_id": fn["app_id"], "fn_id": fn["id"],
+                                                "type": "http", "source": "/hello"})
+    session = platform.session
+    for path in (f"{platform.url}/invoke/{fn['id']}", f"{platform.url}/t/app/hello"):
+        status, headers, _ = await send(session, "OPTIONS", path, headers=preflight(UI, "POST", "content-type"))
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == UI, path
+        for body in (b"hi", b"x" * (256 * 1024)):
+            status, headers, answer = await send(session, "POST", path, data=body, headers={"Origin": UI})
+            assert (status, answer) == (200, body), path
+            assert headers["Access-Control-Allow-Origin"] == UI and headers.getall("Vary") == ["Origin"], path
+            assert headers["Access-Control-Expose-Headers"] == "X-Request-Id" and headers["X-Request-Id"], path
 
 
 @pytest.mark.parametrize(
