@@ -324,7 +324,8 @@ class Config:
     )
     jaeger_url: str = setting(
         "", "FN_JAEGER_URL",
-        "send each call's spans to this Jaeger collector (Thrift over HTTP), e.g. http://jaeger:14268/api/traces ('' = none)",
+        "send each call's spans to this Jaeger collector (Thrift over HTTP): its address, as Fn's, e.g. http://jaeger:14268 "
+        "(spans go to its /api/traces), or a URL ending in /api/traces ('' = none)",
         validator=_http_url,
     )
     process_collector_list: str = setting(

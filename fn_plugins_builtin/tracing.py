@@ -40,11 +40,24 @@ POST_TIMEOUT_S = 5.0
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+#: where a Jaeger collector takes Thrift over HTTP, below the address FN_JAEGER_URL gives in Fn's form
+JAEGER_PATH = "/api/traces"
+
+
+def jaeger_endpoint(url: str) -> str:
+    """Where spans for FN_JAEGER_URL go. Fn's value is the collector's address (``http://jaeger:14268``), to which its
+    exporter adds ``/api/traces?format=jaeger.thrift``; a URL that names that path already is taken as it is."""
+    base, sep, query = url.partition("?")
+    if base.rstrip("/").endswith(JAEGER_PATH):
+        return url
+    return f"{base.rstrip('/')}{JAEGER_PATH}?format=jaeger.thrift{'&' + query if sep and query else ''}"
+
+
 @hookimpl
 def configure(config, plugin_manager):
     collectors = [Collector(name, url, encode) for name, url, encode in (
         ("zipkin", config.zipkin_url, zipkin_json),
-        ("jaeger", config.jaeger_url, jaeger_thrift),
+        ("jaeger", config.jaeger_url and jaeger_endpoint(config.jaeger_url), jaeger_thrift),
     ) if url]
     if collectors:
         plugin_manager.register(Tracer(collectors), name="tracing:tracer")

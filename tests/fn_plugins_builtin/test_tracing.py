@@ -155,9 +155,11 @@ def _i64(hex_id: str) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+@pytest.mark.parametrize("jaeger_form", ["the collector's address, as Fn's", "the full endpoint"])
 async def test_with_both_urls_a_calls_spans_reach_jaeger_and_zipkin_alike(fn_platform, echo_image, zipkin_collector,
-                                                                          jaeger_collector):
-    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url, "FN_JAEGER_URL": jaeger_collector.url})
+                                                                          jaeger_collector, jaeger_form):
+    jaeger_url = jaeger_collector.url.removesuffix("/api/traces") if jaeger_form.startswith("the collector") else jaeger_collector.url
+    platform = await fn_platform(env={"FN_ZIPKIN_URL": zipkin_collector.url, "FN_JAEGER_URL": jaeger_url})
     fn = await platform.deploy(echo_image)
     headers = {"traceparent": f"00-{TRACE}-{CLIENT_SPAN}-01"}
     ok = await platform.invoke(fn["id"], b"traced", headers=headers)
@@ -186,6 +188,19 @@ async def test_with_both_urls_a_calls_spans_reach_jaeger_and_zipkin_alike(fn_pla
     scraped = metric_samples((await platform.api("GET", "/metrics")).body.decode())
     assert scraped['fn_trace_spans_sent_total{collector="jaeger"}'] == scraped['fn_trace_spans_sent_total{collector="zipkin"}'] >= 2
     assert scraped['fn_trace_spans_dropped_total{collector="jaeger"}'] == 0
+
+
+@pytest.mark.parametrize(("given", "posted_to"), [
+    ("http://jaeger:14268", "http://jaeger:14268/api/traces?format=jaeger.thrift"),  # Fn's form (its exporter adds the path)
+    ("http://jaeger:14268/", "http://jaeger:14268/api/traces?format=jaeger.thrift"),
+    ("http://jaeger:14268/api/traces", "http://jaeger:14268/api/traces"),
+    ("http://jaeger:14268/api/traces?format=jaeger.thrift", "http://jaeger:14268/api/traces?format=jaeger.thrift"),
+    ("https://proxy.example/jaeger", "https://proxy.example/jaeger/api/traces?format=jaeger.thrift"),
+])
+def test_fn_jaeger_url_is_the_collectors_address_as_in_fn_or_its_whole_endpoint(given, posted_to):
+    from fn_plugins_builtin.tracing import jaeger_endpoint
+
+    assert jaeger_endpoint(given) == posted_to
 
 
 async def test_a_64_bit_trace_id_and_a_root_span_in_jaegers_format(jaeger_collector):
