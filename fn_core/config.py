@@ -29,6 +29,8 @@ from fn_core.log_dest import FORMS, parse_log_dest
 from fn_core.logfmt import hide_passwords
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_IOFS_PATH = "/tmp/fn-core-iofs"
+_LOGRUS_LEVELS = {"warn": "warning", "trace": "debug", "fatal": "error", "panic": "error"}
 
 #: Fn's node types (FN_NODE_TYPE) and the `fn-core` command that runs each
 NODE_TYPES = {"full": "serve", "api": "api", "lb": "lb", "pure-runner": "runner"}
@@ -133,10 +135,11 @@ def _log_dest(_: object, attribute: attrs.Attribute[str], value: str) -> None:
 
 def log_level_name(value: Any) -> Any:
     """FN_LOG_LEVEL's value as a level of LOG_LEVELS (the --log-level flag reads it the same way)."""
-    # Fn (logrus) reads the level in any case and knows "warn"
+    # Fn (logrus) reads the level in any case, and knows "warn", and "trace", "fatal" and "panic" beyond our four:
+    # those are the nearest of ours (trace the finest, fatal and panic the coarsest)
     if isinstance(value, str):
         value = value.strip().lower()
-        return "warning" if value == "warn" else value
+        return _LOGRUS_LEVELS.get(value, value)
     return value
 
 
@@ -269,7 +272,8 @@ class Config:
                         validator=_port)
     grpc_port: int = setting(9190, "FN_GRPC_PORT", "gRPC port of the runner (runner)", validator=_port)
     log_level: str = setting(
-        "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG): the level of "
+        "info", "FN_LOG_LEVEL", "debug, info, warning (or warn) or error, in any case (Fn's docs say DEBUG; Fn's trace is debug here, its fatal "
+        "and panic error): the level of "
         "fn-core's own lines and its plugins'; libraries log at info and up (or this level, when higher)",
         converter=log_level_name, validator=_one_of(*LOG_LEVELS),
     )
@@ -432,7 +436,10 @@ class Config:
         "label value marking our containers and socket dirs; when set, a starting runner removes all that carry it (as Fn), "
         "a live runner's with the same tag too: one tag per runner of a host. '' = labelled 'fn-core', nothing removed",
     )
-    iofs_path: str = setting("/tmp/fn-core-iofs", "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short)")
+    iofs_path: str = setting(
+        DEFAULT_IOFS_PATH, "FN_IOFS_PATH", "host dir for per-container socket dirs (keep it short; '' = this default, as Fn's '' is "
+        "the temp dir)", converter=lambda path: path or DEFAULT_IOFS_PATH,
+    )
     iofs_tmpfs: bool = setting(
         False, "FN_IOFS_TMPFS", "mount a tmpfs (noexec, nosuid, nodev) on each container's socket dir; needs root"
     )

@@ -188,9 +188,14 @@ def test_an_fn_variable_without_effect_is_named_when_set():
     ]
 
 
-@pytest.mark.parametrize(("value", "level"), [("DEBUG", "debug"), ("Info", "info"), ("warn", "warning"), ("WARNING", "warning")])
+@pytest.mark.parametrize(("value", "level"), [("DEBUG", "debug"), ("Info", "info"), ("warn", "warning"), ("WARNING", "warning"),
+                                               ("trace", "debug"), ("Fatal", "error"), ("panic", "error")])  # logrus' others
 def test_fn_log_level_reads_fns_spellings(value, level):
     assert load_config(env={"FN_LOG_LEVEL": value}).log_level == level
+
+
+def test_an_empty_fn_iofs_path_is_the_default_dir_as_fns_empty_one_is_its_temp_dir():
+    assert load_config(env={"FN_IOFS_PATH": ""}).iofs_path == Config().iofs_path == "/tmp/fn-core-iofs"
 
 
 def test_an_empty_numeric_variable_is_unset_as_fn_reads_it():
