@@ -311,7 +311,7 @@ class Config:
         "", "FN_RUNNER_API_AUTHORIZATION", "LB: Authorization header sent to the API node, e.g. 'Bearer <token>' ('' = none)",
         validator=_header_value, repr=False,
     )
-    public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL used in invokeEndpoint annotations")
+    public_lb_url: str = setting("", "FN_PUBLIC_LB_URL", "base URL of the fns' invokeEndpoint and the triggers' httpEndpoint annotations ('' = the request's)")
     api_cors_origins: list[str] = setting(
         [], "FN_API_CORS_ORIGINS", "CORS on every route: browser origins allowed, * = any; none = CORS off (comma list)", validator=_origins
     )
