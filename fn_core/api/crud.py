@@ -415,7 +415,7 @@ class CrudApi:
 
     async def trigger_by_source(self, request: web.Request) -> web.Response:
         m = request.match_info
-        source = "/" + m["source"].lstrip("/")
+        source = "/" + m["source"]  # as the LB's own trigger route reads it: "//foo" is a source of its own, not "/foo"
         trigger = await self.store.get_trigger_by_source(m["app_id"], m["trigger_type"], source)
         app = await self.store.get_app(trigger.app_id)
         return json_response(self._trigger_json(request, trigger, app.name))

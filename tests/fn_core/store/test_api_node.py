@@ -193,6 +193,31 @@ async def test_an_fn_read_from_the_api_node_is_the_stored_fn(cluster, echo_image
     assert slot_key(make_call(app=app_via_api, fn=via_api)) == slot_key(make_call(app=app_stored, fn=stored))
 
 
+async def test_an_lb_reads_each_trigger_by_its_own_source_from_the_api_node(tmp_path):
+    """Sources that differ only in slashes are different triggers, read through the API node as from a store of the
+    LB's own: `/t/app//foo` must not run the fn of `/t/app/foo`."""
+    from fn_core.store.api_node import ApiNodeStore
+
+    api = await start_api(load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/api.db"}), host="127.0.0.1", port=0)
+    remote = ApiNodeStore(api.url)
+    try:
+        async with aiohttp.ClientSession(api.url) as session:
+            app = json.loads((await request(session, "POST", "/v2/apps", json={"name": "site"}))[2])
+            made = {}
+            for name, source in (("one", "/foo"), ("two", "//foo"), ("three", "/foo/")):
+                fn = json.loads((await request(session, "POST", "/v2/fns", json={"name": name, "app_id": app["id"],
+                                                                                  "image": "fn/echo:1"}))[2])
+                trigger = {"name": name, "app_id": app["id"], "fn_id": fn["id"], "type": "http", "source": source}
+                status, _, body = await request(session, "POST", "/v2/triggers", json=trigger)
+                assert status == 200, body
+                made[source] = fn["id"]
+        for source, fn_id in made.items():
+            assert (await remote.get_trigger_by_source(app["id"], "http", source)).fn_id == fn_id, source
+    finally:
+        await remote.close()
+        await api.stop(grace=1)
+
+
 async def test_a_frozen_api_node_costs_one_lookup_its_timeout_and_the_next_ones_a_moment(caplog):
     """An API node stopped with SIGSTOP: the kernel takes the connection into its backlog and nobody answers. The
     first lookup waits the timeout and says so in the log (aiohttp's timeout is a TimeoutError without a message,
