@@ -244,9 +244,9 @@ class Collector:
         try:
             for body, content_type in self.encode(spans):
                 async with session.post(self.url, data=body, headers={"Content-Type": content_type}) as response:
-                    if response.status >= 300:
-                        return f"HTTP {response.status} {(await response.text())[:200]}".strip()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                    if response.status >= 300:  # its body is for the log: any bytes (a proxy's page), never a crash
+                        return f"HTTP {response.status} {(await response.text(errors='replace'))[:200]}".strip()
+        except Exception as exc:  # the spans did not get there, however it failed: counted and said, never the sender's end
             return f"{type(exc).__name__}: {exc}"
         return ""
 

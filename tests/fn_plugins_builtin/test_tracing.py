@@ -283,6 +283,32 @@ async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never
         await stopped(collector)
 
 
+async def test_a_refusal_whose_body_is_not_text_is_said_and_the_sender_goes_on(caplog):
+    """A proxy's error page in another encoding once ended the sender unseen: every later span waited for ever."""
+    from aiohttp import web
+
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+    from fn_plugins_builtin.tracing import Collector, Tracer
+    from fn_plugins_builtin.tracing_formats import zipkin_json
+
+    caplog.set_level(logging.INFO, logger="fn_plugins_builtin.tracing")
+    answers = [web.Response(status=502, body=b"\xff\xfe bad gateway"), web.Response(status=202)]
+
+    async def take(request: web.Request) -> web.Response:
+        return answers.pop(0)
+
+    async with collector_server("/api/v2/spans", take) as port:
+        collector = Collector("zipkin", f"http://127.0.0.1:{port}/api/v2/spans", zipkin_json)
+        tracer = Tracer([collector])
+        for call_id, said in (("refused", "did not take 1 span(s): HTTP 502"), ("taken", "takes spans again")):
+            tracer.call_finished(Call(id=call_id, app_id="a", fn_id="f"), CallOutcome(status=200))
+            collector._wake.set()
+            await wait_until(lambda said=said: said in caplog.text, said, timeout_s=10)
+        assert (collector.dropped, collector.sent) == (1, 1) and "bad gateway" in caplog.text
+        await stopped(collector)
+
+
 async def test_an_unusable_collector_url_is_logged_without_its_password(caplog):
     from fn_core.models import Call
     from fn_core.records import CallOutcome
