@@ -236,7 +236,7 @@ def check_request(request: HttpRequest) -> None:
     of what exists. It runs on the event loop, for every call: it must not block, and must be
     quick (verify a token locally: a signature, a cache your plugin keeps fresh in a task of its
     own). Every impl runs, until one raises. Not called: on a runner's own HTTP port, for a CORS
-    preflight to ``/v2`` from an allowed origin (``FN_API_CORS_ORIGINS``: answered before), and
+    preflight from an allowed origin, to any route (``FN_API_CORS_ORIGINS``: answered before), and
     when no plugin implements it (nothing is then added to the request path).
     Node: the LB and the API node (and the all-in-one node).
 

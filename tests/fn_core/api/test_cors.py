@@ -119,6 +119,26 @@ async def test_invoke_triggers_and_the_admin_routes_get_cors_too(start):
         assert status == want and no_cors(headers), path
 
 
+async def test_a_preflight_is_answered_before_check_request_which_sees_the_request_that_follows(start):
+    """A browser sends no credentials with a preflight: an auth plugin must not refuse it, on any route."""
+    from fn_core import APIError, hookimpl
+
+    seen = []
+
+    class Auth:
+        @hookimpl
+        def check_request(self, request):
+            seen.append((request.method, request.path))
+            raise APIError("no token", status=401)
+
+    api = await start({"FN_API_CORS_ORIGINS": UI}, plugins=[("auth", Auth())])
+    for path in ("/v2/apps", "/invoke/01SOMEFN", "/t/app/hook"):
+        assert (await send(api, "OPTIONS", path, headers=preflight(UI)))[0] == 204, path
+        status, headers, _ = await send(api, "POST", path, headers={"Origin": UI})
+        assert status == 401 and headers["Access-Control-Allow-Origin"] == UI, path  # the page may read the refusal
+    assert seen == [("POST", "/v2/apps"), ("POST", "/invoke/01SOMEFN"), ("POST", "/t/app/hook")]
+
+
 async def test_a_web_page_calls_a_function_across_origins(fn_platform, echo_image):
     """Real LB, runner and Docker: a page's preflight, then its call, whose answer the browser may read; a big
     answer (streamed by the LB as it comes from the runner) carries the header as a small one does."""
