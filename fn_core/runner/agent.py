@@ -888,8 +888,8 @@ class Agent:
     async def _report_gone(self, container: HotContainer) -> None:
         try:
             status = await self._exit_status(container.id)
-        finally:  # removed whatever the driver could tell
-            self._spawn(self._remove_quietly(container.id, container.iofs_dir), "remove container")
+        finally:  # removed whatever the driver could tell (its room held while the engine refuses: it may still run)
+            self._spawn(self._dispose(container, True), "remove container")
         how = "is gone" if status is None else "is gone, how unknown" if isinstance(status, Exception) else (
             "was killed for memory" if status.out_of_memory else f"exited with code {status.code}"
         )

@@ -281,6 +281,28 @@ async def test_a_container_found_dead_while_idle_is_removed_when_its_end_cannot_
     await agent.close()
 
 
+async def test_a_container_found_dead_while_idle_that_the_engine_would_not_remove_keeps_its_memory(make_agent, monkeypatch,
+                                                                                                   caplog):
+    """As any container the engine refused to remove: the engine could not tell it had ended, so it may still run."""
+    monkeypatch.setattr(agent_module, "REMOVE_RETRY_S", (0.2,))
+    driver = FakeDriver(exit=None)
+    driver.refuse_removals = 1
+    agent = make_agent(driver)
+    call = a_call()
+    container = container_in_service(agent, call)
+    agent.release(container)  # idle; its connection is found dead at the next call
+    fresh = await agent.acquire(call, slot_key(call), {})
+    async with asyncio.timeout(5):
+        while "could not remove container dead1" not in caplog.text:
+            await asyncio.sleep(0.01)
+    assert "its 128 MB held meanwhile" in caplog.text and agent.budget.used_memory == 2 * 128 * MB
+    async with asyncio.timeout(5):
+        while driver.removed != ["dead1"]:
+            await asyncio.sleep(0.01)
+    assert agent.budget.used_memory == 128 * MB  # the fresh one's alone
+    agent.release(fresh)
+
+
 # --- a live container that answers badly ---------------------------------------------------------------
 
 
