@@ -56,6 +56,7 @@ class _Streak:
     reported: float  # when the traceback or the last short line was logged
     last: float  # the latest failure
     count: int = 0  # failures since then, not yet said
+    latest: BaseException | None = None  # the newest of those
 
 
 class FailureLog:
@@ -82,20 +83,28 @@ class FailureLog:
         key = (plugin, hook, type(exc).__qualname__, what or _raised_at(exc))
         now = self.clock()
         streak = self._streaks.get(key)
-        if streak is None or (streak.count == 0 and now - streak.last >= self.interval_s):
+        if streak is not None and now - streak.last >= self.interval_s:  # quiet for a whole interval: news again
+            if streak.count:  # the failures since its last line, said before the new traceback
+                self._say_count(plugin, hook, key[2], streak, streak.latest, streak.last)
+            streak = None
+        if streak is None:
             log.error(first, *args, exc_info=exc if traceback else None)
             self._streaks[key] = _Streak(reported=now, last=now)
             return
         streak.count += 1
         streak.last = now
+        streak.latest = exc
         if now - streak.reported >= self.interval_s:
-            log.error(
-                "plugin %r failed in %s %d more time%s in the last %.0f s, the latest: %s: %.300s (its traceback was "
-                "logged at the first; one line per %g s)",
-                plugin, hook, streak.count, "" if streak.count == 1 else "s", now - streak.reported, key[2], exc, self.interval_s,
-            )
+            self._say_count(plugin, hook, key[2], streak, exc, now)
             streak.count = 0
             streak.reported = now
+
+    def _say_count(self, plugin: str, hook: str, kind: str, streak: _Streak, exc: BaseException | None, now: float) -> None:
+        log.error(
+            "plugin %r failed in %s %d more time%s in the last %.0f s, the latest: %s: %.300s (its traceback was "
+            "logged at the first; one line per %g s)",
+            plugin, hook, streak.count, "" if streak.count == 1 else "s", now - streak.reported, kind, exc, self.interval_s,
+        )
 
     def once(self, *key: str) -> bool:
         """True the first time ``key`` is given: for what is said once and never again."""

@@ -59,6 +59,18 @@ def test_a_listener_failing_at_every_call_logs_its_traceback_once_then_a_counted
     assert len(records_of(caplog, "Ledger")) == 3 and caplog.text.count("Traceback") == 2
 
 
+def test_a_failure_after_a_quiet_interval_gets_its_traceback_again_after_the_count_of_the_last_ones(caplog):
+    pm = build_plugin_manager(Ledger())
+    clock = Clock()
+    pm.failures = FailureLog(interval_s=60, clock=clock)
+    for at in (0, 10, 1000):  # the second too soon for a line of its own; the third after 990 s of quiet
+        clock.now = at
+        run_isolated(pm.hook.call_finished, call=make_call(), outcome=CallOutcome(status=200))
+    said = records_of(caplog, "Ledger")
+    assert [r.exc_info is not None for r in said] == [True, False, True]
+    assert said[1].getMessage().startswith("plugin 'Ledger' failed in call_finished 1 more time in the last 10 s")
+
+
 def test_another_exception_type_of_the_same_plugin_gets_its_own_traceback(caplog):
     class Flaky:
         def __init__(self) -> None:
