@@ -258,7 +258,7 @@ def _check_fn(fn: Fn) -> None:
     """Fn's `Fn.Validate` (api/models/fn.go), in its order; then the config."""
     if not fn.name:
         raise bad(MISSING_FN_NAME)
-    if len(fn.name) > MAX_NAME:
+    if _name_bytes(fn.name) > MAX_NAME:
         raise bad(f"Fn name must be {MAX_NAME} characters or less")
     if not FN_NAME.fullmatch(fn.name):
         raise bad("name must be a valid string")

@@ -244,3 +244,6 @@ async def test_name_lengths_are_bytes_as_go_counts_them(start):
     trigger = {"app_id": app["id"], "fn_id": fn["id"], "type": "http", "source": "/t"}
     too_long = await call(api, "POST", "/v2/triggers", json={**trigger, "name": "é" * 128})
     assert too_long == (400, {"message": "Trigger name must be 255 characters or less"})
+    # an fn's name is checked for its length before its characters (ASCII only for fns), as in Go
+    too_long = await call(api, "POST", "/v2/fns", json={"app_id": app["id"], "image": "fn/echo:1", "name": "é" * 128})
+    assert too_long == (400, {"message": "Fn name must be 255 characters or less"})
