@@ -253,8 +253,3 @@ class ServiceReservationFailure(APIError):
 class ClientCancelled(APIError):
     status = 444
     message = "Client cancelled context"
-
-
-class DetachUnsupported(APIError):
-    status = 501
-    message = "Detach call functionality is not supported on this runner"

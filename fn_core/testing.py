@@ -40,8 +40,6 @@ from fn_core.config import Config, load_config
 from fn_core.plugins import FnPluginManager, get_plugin_manager
 from fn_core.runner.driver import label_tag
 
-TEST_LABEL = "fn-core.test"
-
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
     """Poll ``condition`` every 20 ms; fail the test naming ``what`` after ``timeout_s`` (a bounded wait)."""

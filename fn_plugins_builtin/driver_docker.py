@@ -408,12 +408,6 @@ class DockerDriver:
         pinged.add_done_callback(_left_alone)
         return pinged
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await asyncio.to_thread(self.client.ping))
-        except Exception:
-            return False
-
     # --- containers -------------------------------------------------------------------------
     def engine_path(self, iofs_dir: str) -> str:
         """``iofs_dir`` as the engine sees it: a runner in a container has FN_IOFS_PATH mounted from the

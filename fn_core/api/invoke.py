@@ -1,7 +1,9 @@
 """The invoke path: ``POST /invoke/{fn_id}`` and ``ANY /t/{app_name}/{path}``.
 
 Fn buffers the function's response on the LB (so a late error can still become a proper
-status); so do we. Lookups come from the TTL cache: a warm call touches no database.
+status); so do we, up to `STREAM_AFTER_BYTES` (64 KiB): a bigger answer is sent as it comes
+(`StreamedAnswer`), and a late error then cuts the connection. Lookups come from the TTL cache:
+a warm call touches no database.
 
 A request refused before a call exists (unknown fn, app or trigger, body over FN_MAX_REQUEST_SIZE,
 not sent within FN_REQUEST_BODY_READ_TIMEOUT, or cut off by its client) has no call line and no call metric;

@@ -98,9 +98,6 @@ class ContainerDriver(Protocol):
 
     async def unpause(self, container_id: str) -> None: ...
 
-    async def ping(self) -> bool:
-        """True when the engine answers."""
-
     async def close(self) -> None:
         """Release the engine connection (containers are removed by the agent before this).
 
