@@ -254,11 +254,20 @@ async def test_when_jaeger_takes_one_services_spans_and_refuses_the_next_each_is
         await stopped(collector)
 
 
+async def one_span_at_a_time(tracer, collector, caplog, steps) -> None:
+    """For each (call id, what the log then says): the LB's span of that call, sent at once, until the log says it."""
+    from fn_core.models import Call
+    from fn_core.records import CallOutcome
+
+    for call_id, said in steps:
+        tracer.call_finished(Call(id=call_id, app_id="a", fn_id="f"), CallOutcome(status=200))
+        collector._wake.set()
+        await wait_until(lambda said=said: said in caplog.text, said, timeout_s=10)
+
+
 async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never_shows_it(caplog):
     from aiohttp import web
 
-    from fn_core.models import Call
-    from fn_core.records import CallOutcome
     from fn_plugins_builtin.tracing import Collector, Tracer
     from fn_plugins_builtin.tracing_formats import zipkin_json
 
@@ -271,11 +280,8 @@ async def test_a_collector_behind_basic_auth_gets_its_password_but_the_log_never
 
     async with collector_server("/api/v2/spans", take) as port:
         collector = Collector("zipkin", f"http://user:zippass@127.0.0.1:{port}/api/v2/spans", zipkin_json)
-        tracer = Tracer([collector])
-        for call_id, said in (("in-the-outage", "did not take"), ("after-it", "takes spans again")):
-            tracer.call_finished(Call(id=call_id, app_id="a", fn_id="f"), CallOutcome(status=200))
-            collector._wake.set()
-            await wait_until(lambda said=said: said in caplog.text, said, timeout_s=10)
+        await one_span_at_a_time(Tracer([collector]), collector, caplog, (("in-the-outage", "did not take"),
+                                                                          ("after-it", "takes spans again")))
         assert auths == ["Basic " + base64.b64encode(b"user:zippass").decode()] * 2
         assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans did not take 1 span(s): HTTP 500" in caplog.text
         assert f"Zipkin at http://user:***@127.0.0.1:{port}/api/v2/spans takes spans again" in caplog.text
@@ -287,8 +293,6 @@ async def test_a_refusal_whose_body_is_not_text_is_said_and_the_sender_goes_on(c
     """A proxy's error page in another encoding once ended the sender unseen: every later span waited for ever."""
     from aiohttp import web
 
-    from fn_core.models import Call
-    from fn_core.records import CallOutcome
     from fn_plugins_builtin.tracing import Collector, Tracer
     from fn_plugins_builtin.tracing_formats import zipkin_json
 
@@ -300,11 +304,8 @@ async def test_a_refusal_whose_body_is_not_text_is_said_and_the_sender_goes_on(c
 
     async with collector_server("/api/v2/spans", take) as port:
         collector = Collector("zipkin", f"http://127.0.0.1:{port}/api/v2/spans", zipkin_json)
-        tracer = Tracer([collector])
-        for call_id, said in (("refused", "did not take 1 span(s): HTTP 502"), ("taken", "takes spans again")):
-            tracer.call_finished(Call(id=call_id, app_id="a", fn_id="f"), CallOutcome(status=200))
-            collector._wake.set()
-            await wait_until(lambda said=said: said in caplog.text, said, timeout_s=10)
+        await one_span_at_a_time(Tracer([collector]), collector, caplog, (("refused", "did not take 1 span(s): HTTP 502"),
+                                                                          ("taken", "takes spans again")))
         assert (collector.dropped, collector.sent) == (1, 1) and "bad gateway" in caplog.text
         await stopped(collector)
 
