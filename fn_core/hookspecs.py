@@ -182,8 +182,8 @@ def register_runner_pools() -> list[RunnerPool]:
     list the placer sees; a vanished one leaves it at once, and its channel closes when its
     in-flight calls have ended (they are never cut or re-sent). A list with no runners, from a
     pool that had some, is taken for a transient read: the last list is kept, with a warning,
-    until 5 such answers come in a row (the fifth drops it). The built-in ``static`` pool is `runner_addresses`
-    (`FN_RUNNER_ADDRESSES`, `--runner`).
+    until 5 such answers come in a row (the fifth drops it). The built-in ``static`` pool is
+    `runner_addresses` (`FN_RUNNER_ADDRESSES`, `--runner`).
     Node: the LB (validated on every node).
 
     :return: a list of `fn_core.RunnerPool` records (or None). The factory reads its settings with
@@ -402,9 +402,9 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     before the call's answer began, whoever raised it; nor for a call refused before anything
     ran: a try it cannot read, a body over its ``max_request_size``, the status image named as an
     fn's image), after Fn's ``finished`` message has gone to the LB: the LB's answer never waits
-    for it; for a call the LB dropped before its end (its client went away), as it is dropped. It runs on the
-    runner's event loop: it must not block (the runner's other calls wait while it runs). Every
-    impl runs; an impl that raises is logged with its name and the others still run.
+    for it; for a call the LB dropped before its end (its client went away), as it is dropped. It
+    runs on the runner's event loop: it must not block (the runner's other calls wait while it
+    runs). Every impl runs; an impl that raises is logged with its name and the others still run.
     Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
 
     :param call: the call as the LB sent it (its ``headers`` are the client's request headers).
