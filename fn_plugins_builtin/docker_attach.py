@@ -24,8 +24,12 @@ def attach_socket(client: Any, container_id: str) -> socket.socket:
     """Attach to the (created, not yet started) container's stdout and stderr; a socket of our own."""
     params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
     raw = client.api.attach_socket(container_id, params=params)
-    # a duplicate, so that the SDK's response objects may close theirs whenever they are collected
+    # a duplicate, so that the SDK's objects may close theirs: its HTTP response (kept on the socket) now, while its
+    # file is open (collected later, from Python 3.13 it flushes a closed file: "Exception ignored"), then the socket
     sock = socket.socket(fileno=os.dup(raw.fileno()))
+    response = getattr(raw, "_response", None)
+    if response is not None:
+        response.close()
     raw.close()
     sock.setblocking(False)
     return sock

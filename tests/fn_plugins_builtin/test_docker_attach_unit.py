@@ -9,7 +9,7 @@ import socket
 import pytest
 import uvloop
 
-from fn_plugins_builtin.docker_attach import AttachedOutput, let_go, read_output
+from fn_plugins_builtin.docker_attach import AttachedOutput, attach_socket, let_go, read_output
 
 
 class Sink:
@@ -58,3 +58,22 @@ def test_let_go_ends_the_connection_for_the_peer_though_another_descriptor_holds
         loop.close()
         os.close(sdk_copy)
         docker_end.close()
+
+
+def test_attaching_leaves_nothing_of_the_sdks_to_fail_when_collected(docker_client, echo_image, monkeypatch):
+    """Real Docker: the SDK's HTTP response is closed with the attach, not at a later collection, where from Python 3.13
+    it flushed a closed file (an "Exception ignored in: <http.client.HTTPResponse ...>" on the runner's stderr each
+    container)."""
+    import gc
+    import sys
+
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    container = docker_client.containers.create(echo_image, labels={"fn-agent-classifier": "fn-core-test-attach"})
+    try:
+        sock = attach_socket(docker_client, container.id)
+        gc.collect()
+        assert sock.fileno() >= 0 and ignored == []
+        sock.close()
+    finally:
+        container.remove(force=True)
