@@ -127,12 +127,28 @@ def make_mix(seed: int) -> list[Spec]:
     return specs
 
 
+TAG_HEADER = "X-Soak-Tag"  # a give-up client's number: the LB took its request once `Ledger.taken` has it
+
+
 class Ledger:
-    """The LB's `call_finished` outcomes and the runner's `runner_call_finished` ones (one plugin manager serves both)."""
+    """The LB's `call_finished` outcomes and the runner's `runner_call_finished` ones (one plugin manager serves both),
+    and the tags of the give-up calls the LB has taken (`override_call`)."""
 
     def __init__(self) -> None:
         self.lb: dict[str, Any] = {}
         self.runner: dict[str, Any] = {}
+        self.taken: set[str] = set()
+
+    @hookimpl
+    def override_call(self, call: Any) -> None:
+        for name, values in call.headers.items():
+            if name.lower() == TAG_HEADER.lower():
+                self.taken.update(values)
+
+    async def until_taken(self, spec: Spec) -> None:
+        """A client leaves after the LB took its call: one that left before would be no call at all, on a slow machine
+        too (aiohttp drops a request whose connection closed before its handler began)."""
+        await wait_until(lambda: str(spec.n) in self.taken, f"the LB took give-up call #{spec.n}", timeout_s=CLIENT_BOUND_S)
 
     @hookimpl
     def call_finished(self, call: Any, outcome: Any) -> None:
@@ -145,26 +161,29 @@ class Ledger:
         self.runner[call.id] = outcome
 
 
-async def send(platform: Any, fn_id: str, spec: Spec) -> Seen:
+async def send(platform: Any, ledger: Ledger, fn_id: str, spec: Spec) -> Seen:
     seen = Seen(spec)
     if spec.kind == "hangup":  # a client whose connection closes (no request cancelled on its side: just gone)
         host, port = platform.url.removeprefix("http://").split(":")
         _, writer = await asyncio.open_connection(host, int(port))
         head = (f"POST /invoke/{fn_id} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(spec.body)}\r\n\r\n")
+                f"{TAG_HEADER}: {spec.n}\r\nContent-Length: {len(spec.body)}\r\n\r\n")
         writer.write(head.encode() + spec.body)
         await writer.drain()
+        await ledger.until_taken(spec)
         await asyncio.sleep(spec.give_up_after_s)
         writer.close()
         await writer.wait_closed()
         return seen
-    task = asyncio.ensure_future(platform.invoke(fn_id, spec.body))
     if spec.kind == "cancel":
+        task = asyncio.ensure_future(platform.invoke(fn_id, spec.body, headers={TAG_HEADER: str(spec.n)}))
+        await ledger.until_taken(spec)
         done, _ = await asyncio.wait({task}, timeout=spec.give_up_after_s)
         assert not done, f"call #{spec.n} answered before its client left: {task.result()}"
         task.cancel()  # aiohttp closes the connection of a request cancelled mid-way
         await asyncio.gather(task, return_exceptions=True)
         return seen
+    task = asyncio.ensure_future(platform.invoke(fn_id, spec.body))
     try:
         result = await asyncio.wait_for(task, CLIENT_BOUND_S)
     except TimeoutError:
@@ -174,7 +193,7 @@ async def send(platform: Any, fn_id: str, spec: Spec) -> Seen:
     return seen
 
 
-async def soak(platform: Any, fn_ids: list[str], specs: list[Spec]) -> list[Seen]:
+async def soak(platform: Any, ledger: Ledger, fn_ids: list[str], specs: list[Spec]) -> list[Seen]:
     queue = collections.deque(specs)
     seen: list[Seen] = []
     stop_at = time.monotonic() + TRAFFIC_LIMIT_S
@@ -182,7 +201,7 @@ async def soak(platform: Any, fn_ids: list[str], specs: list[Spec]) -> list[Seen
     async def client() -> None:
         while queue and time.monotonic() < stop_at:
             spec = queue.popleft()
-            seen.append(await send(platform, fn_ids[spec.fn], spec))
+            seen.append(await send(platform, ledger, fn_ids[spec.fn], spec))
 
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
     return seen
@@ -245,7 +264,7 @@ async def test_a_runner_soaked_in_mixed_traffic_answers_every_call_as_asked_and_
 
     watch = asyncio.create_task(watch_budgets(runners))
     try:
-        seen = await soak(platform, fn_ids, specs)
+        seen = await soak(platform, ledger, fn_ids, specs)
     finally:
         watch.cancel()
     books = await asyncio.gather(watch, return_exceptions=True)
