@@ -174,6 +174,22 @@ async def test_killed_runner_no_hang_no_double_run(platform, deploy_echo):
         assert (await survivor.status()).requests_received == placed
 
 
+async def two_calls_while_frozen(s, fn_id: str, home, quiet_s: float):
+    """SIGSTOP ``home``, let the LB's connection to it be quiet ``quiet_s``, then send two calls one after the other:
+    each call's answer and how long it took; ``home`` is woken whatever happened."""
+    loop = asyncio.get_running_loop()
+    home.proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(quiet_s)
+        timed = []
+        for body in (b"while frozen", b"next"):
+            began = loop.time()
+            timed.append((await post(s, f"/invoke/{fn_id}", body), loop.time() - began))
+        return timed
+    finally:
+        home.proc.popen.send_signal(signal.SIGCONT)
+
+
 async def warm_fn_on_its_home(session: aiohttp.ClientSession, platform, deploy_echo, runners, **fn) -> tuple[str, Any, Any]:
     """A new fn, called once through the LB: its id, the runner `ch` places it on (its home), and the other runner."""
     fn_id = (await deploy_echo(session, platform.image, **fn))["fn"]["id"]
@@ -244,20 +260,9 @@ async def test_a_runner_frozen_while_quiet_gets_no_call_and_takes_calls_again_wh
     unsent, and so do the next ones, at once. Woken, the runner answers the PING and its fns come home."""
     runners = [await platform.runner() for _ in range(2)]
     lb = await platform.lb(runners, placer="ch")
-    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id, home, other = await warm_fn_on_its_home(s, platform, deploy_echo, runners)
-        home.proc.popen.send_signal(signal.SIGSTOP)
-        try:
-            await asyncio.sleep(1.5)  # the LB's connection to it is quiet
-            began = loop.time()
-            moved = await post(s, f"/invoke/{fn_id}", b"while frozen")
-            moved_s = loop.time() - began
-            began = loop.time()
-            following = await post(s, f"/invoke/{fn_id}", b"next")
-            following_s = loop.time() - began
-        finally:
-            home.proc.popen.send_signal(signal.SIGCONT)
+        (moved, moved_s), (following, following_s) = await two_calls_while_frozen(s, fn_id, home, 1.5)  # quiet first
         back = None
         for _ in range(50):  # bounded: the woken runner's answer to the PING reaches the LB
             status, headers, _ = await post(s, f"/invoke/{fn_id}", b"home again?")
@@ -286,23 +291,12 @@ async def test_a_runner_frozen_during_a_long_call_gets_no_new_call(platform, dep
     checked until the long call was overdue (its fn's timeout and 5 s), and every call sent meanwhile was lost."""
     runners = [await platform.runner() for _ in range(2)]
     lb = await platform.lb(runners, placer="ch")
-    loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id, home, other = await warm_fn_on_its_home(s, platform, deploy_echo, runners)
         await asyncio.sleep(1.5)  # quiet: the long call is sent after the runner's answer to a PING
         long_call = asyncio.create_task(post(s, f"/invoke/{fn_id}", {"sleep_ms": 4000, "text": "long", "repeat": 1}))
         await until_running(home)  # freeze the runner while it runs the call
-        home.proc.popen.send_signal(signal.SIGSTOP)
-        try:
-            await asyncio.sleep(1.2)  # the connection is quiet again
-            began = loop.time()
-            moved = await post(s, f"/invoke/{fn_id}", b"while frozen")
-            moved_s = loop.time() - began
-            began = loop.time()
-            following = await post(s, f"/invoke/{fn_id}", b"next")
-            following_s = loop.time() - began
-        finally:
-            home.proc.popen.send_signal(signal.SIGCONT)
+        (moved, moved_s), (following, following_s) = await two_calls_while_frozen(s, fn_id, home, 1.2)  # quiet again
         long_answer = await asyncio.wait_for(long_call, 60)
     assert moved[::2] == (200, b"while frozen") and following[::2] == (200, b"next")
     assert moved_s < 5 and following_s < 0.5, (moved_s, following_s)
