@@ -493,17 +493,20 @@ def validate_app(app: App) -> None:
 
     When: on ``POST /v2/apps`` and ``PUT /v2/apps/{app_id}``, after fn-core's own checks passed
     (Fn's names, limits and messages) and before the store is written, on the event loop: it must
-    not block. Every impl runs, until one raises. Apps saved before your plugin was installed, or
-    before a setting of it changed, are not checked again: `override_call` still meets them; but
-    their next update is checked whole, so it must fix all your plugin refuses in them at once.
+    not block. Also for each app ``fn-core import-fn`` copies from Fn (an import any impl refuses
+    writes nothing; the error names the object and the plugin). Every impl runs, until one raises.
+    Apps saved before your plugin was installed, or before a setting of it changed, are not checked
+    again: `override_call` still meets them; but their next update is checked whole, so it must fix
+    all your plugin refuses in them at once.
     This node's updates of one app take turns (the hook sees each on the last one's result).
     Node: the node that stores apps and fns (`fn-core serve`, `fn-core api`, an `fn-core lb`
     without ``FN_RUNNER_API_URL``); install the plugin there too.
 
     :param app: the `fn_core.App` as it will be stored: on an update the stored app with the
         request's changes merged in (Fn's rules: a config key set to "" is removed). Its ``id`` is ""
-        on a create; its ``updated_at`` is the stored one (the store stamps the new time). It is a copy:
-        what you change in it is not stored (change calls in `override_call`).
+        on a create (Fn's id and times on an import); its ``updated_at`` is the stored one (the store
+        stamps the new time). It is a copy: what you change in it is not stored (change calls in
+        `override_call`).
     :return: ignored.
 
     Errors: raise `fn_core.APIError` to refuse the save: the client gets its status (400 for bad
@@ -527,6 +530,7 @@ def validate_fn(app: App, fn: Fn) -> None:
 
     When: on ``POST /v2/fns`` and ``PUT /v2/fns/{fn_id}``, after fn-core's own checks passed and
     the fn's app was found, before the store is written, on the event loop: it must not block.
+    Also for each fn ``fn-core import-fn`` copies (with the app it copies with it), as `validate_app`.
     Every impl runs, until one raises. Fns saved before, and an fn whose app's annotations change
     later, are not checked again: `override_call` still meets them (an fn's next update is checked
     whole). Updates of one fn take turns, as `validate_app`'s.
@@ -558,9 +562,10 @@ def validate_trigger(app: App, fn: Fn, trigger: Trigger) -> None:
 
     When: on ``POST /v2/triggers`` and ``PUT /v2/triggers/{trigger_id}``, after fn-core's own checks
     passed and the trigger's app and fn were found (a fn of another app is fn-core's 400 first), before
-    the store is written, on the event loop: it must not block. Every impl runs, until one raises.
-    Triggers saved before are not checked again (a trigger's next update is checked whole). Updates of
-    one trigger take turns, as `validate_app`'s.
+    the store is written, on the event loop: it must not block. Also for each trigger ``fn-core
+    import-fn`` copies, as `validate_app`. Every impl runs, until one raises. Triggers saved before
+    are not checked again (a trigger's next update is checked whole). Updates of one trigger take
+    turns, as `validate_app`'s.
     Node: as `validate_app`.
 
     :param app: the trigger's `fn_core.App`, as stored.
@@ -627,7 +632,9 @@ def object_changed(action: str, app: App, fn: Fn | None, trigger: Trigger | None
     meanwhile: the write and this hook still run), on the event loop: it must not block (hand slow work to
     a task or a thread). What changed is the most specific one given, as in `validate_delete`; an app's
     delete is one change (its fns and triggers went with it). Every impl runs, whatever the others do.
-    Not for writes that fail, nor for those made to the store by anything but this node's v2 API.
+    Not for writes that fail, nor for those made to the store by anything but this node's v2 API and
+    ``fn-core import-fn`` (each object it created or updated: ``"created"``, ``"updated"``; in that
+    command's process, once the import's one transaction is written).
     Node: as `validate_app`.
 
     :param action: ``"created"``, ``"updated"`` (also an update that changed nothing) or ``"deleted"``.

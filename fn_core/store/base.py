@@ -102,6 +102,11 @@ class StoreFailed(APIError):
     message = "the store failed; nothing was changed"
 
 
+class ImportConflict(Conflict):
+    """An object made elsewhere (`Store.import_objects`) meets one of this store under another id: the message names
+    both; nothing of the import was written."""
+
+
 class TriggerFnIDNotSameApp(BadRequest):
     """The trigger's fn exists but belongs to another app (Fn's ErrTriggerFnIDNotSameApp, from its InsertTrigger)."""
 
@@ -149,4 +154,7 @@ class Store(Protocol):
         self, *, app_id: str, fn_id: str = "", name: str = "", cursor: str = "", per_page: int = DEFAULT_PER_PAGE
     ) -> Page: ...
 
+    async def import_objects(
+        self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False
+    ) -> list[str]: ...
     async def close(self) -> None: ...

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from fn_core.errors import ConfigError
 from fn_core.models import App, Fn, Trigger, now_rfc3339
 from fn_core.store.base import (
     AppExists,
@@ -27,6 +28,7 @@ from fn_core.store.base import (
     Change,
     FnExists,
     FnNotFound,
+    ImportConflict,
     Page,
     StoreFailed,
     TriggerExists,
@@ -55,6 +57,46 @@ CREATE TABLE IF NOT EXISTS triggers (
     id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
     source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name), UNIQUE (app_id, type, source));
 """
+
+#: each table's columns as `_SCHEMA` makes them: a file whose tables have others was made by another program
+_COLUMNS = {
+    "apps": ("id", "name", "doc"),
+    "fns": ("id", "app_id", "name", "doc"),
+    "triggers": ("id", "app_id", "fn_id", "name", "type", "source", "doc"),
+}
+
+
+class NotOurDatabase(ConfigError):
+    """``FN_DB_URL`` names a file whose tables another program made (Fn's own database, most likely): fn-core
+    stops before it changes anything in it, rather than answer every request with a 500."""
+
+
+def _check_tables(db: sqlite3.Connection, path: str) -> None:
+    foreign = {}
+    for table, ours in _COLUMNS.items():
+        columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+        if columns and columns != ours:
+            foreign[table] = columns
+    if not foreign:
+        return
+    table, columns = next(iter(foreign.items()))
+    seen = f"its {table} table has the columns {', '.join(columns)}"
+    if "image" in foreign.get("fns", ()) or "config" in foreign.get("apps", ()):
+        raise NotOurDatabase(
+            f"the store {path} is Fn's database ({seen}); fn-core keeps apps, fns and triggers in tables of its own. "
+            f"Copy them, with their ids, into a new file: `fn-core import-fn sqlite3://{path} --db "
+            f"sqlite3:///path/to/fn-core.db`, then set FN_DB_URL to that file"
+        )
+    raise NotOurDatabase(f"the store {path} was made by another program ({seen}): set FN_DB_URL to a file of "
+                         f"fn-core's own (a new one is made)")
+
+
+class _DryRun(Exception):
+    """Rolls back an import that was only to be checked, with what it would have done."""
+
+    def __init__(self, outcomes: list[str]) -> None:
+        super().__init__()
+        self.outcomes = outcomes
 
 
 def _doc(obj: Any) -> str:
@@ -85,11 +127,20 @@ class SQLiteStore:
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-store")
-        self._db = self._executor.submit(self._open, path).result()
+        try:
+            self._db = self._executor.submit(self._open, path).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            _check_tables(db, path)  # before anything is written to it (WAL mode is a change of the file too)
+        except BaseException:
+            db.close()
+            raise
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(_SCHEMA)
@@ -255,6 +306,71 @@ class SQLiteStore:
         self, *, app_id: str, fn_id: str = "", name: str = "", cursor: str = "", per_page: int = 30
     ) -> Page:
         return await self._list(Trigger, "triggers", {"app_id": app_id, "fn_id": fn_id, "name": name}, cursor, per_page)
+
+    # --- imports -------------------------------------------------------------------------
+    async def import_objects(self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False) -> list[str]:
+        """Write objects made elsewhere (Fn's, `fn_core.store.fn_import`) with their own ids and times, in one
+        transaction: all or none. Each one's outcome, in the order given (apps, fns, triggers): ``"created"``,
+        ``"updated"`` (this store had its id, with other fields: the given one wins) or ``"unchanged"``. An object
+        whose name (a trigger's source) is another id's here, or whose app or fn is nowhere, is an `ImportConflict`
+        that names both. ``dry_run``: the same checks and outcomes, then rolled back."""
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            outcomes = []
+            try:
+                with _transaction(db):
+                    for app in apps:
+                        self._refuse_taken(db, app, "apps", "name = ?", (app.name,), f"the name {app.name!r}")
+                        outcomes.append(self._put(db, "apps", app, {"name": app.name}))
+                    for fn in fns:
+                        self._refuse_orphan(db, fn, "SELECT 1 FROM apps WHERE id = ?", (fn.app_id,),
+                                            f"its app {fn.app_id} is neither imported nor in this store")
+                        what = f"the name {fn.name!r} in app {fn.app_id}"
+                        self._refuse_taken(db, fn, "fns", "app_id = ? AND name = ?", (fn.app_id, fn.name), what)
+                        outcomes.append(self._put(db, "fns", fn, {"app_id": fn.app_id, "name": fn.name}))
+                    for t in triggers:
+                        self._refuse_orphan(db, t, "SELECT 1 FROM fns WHERE id = ? AND app_id = ?", (t.fn_id, t.app_id),
+                                            f"its fn {t.fn_id} is no fn of its app {t.app_id}, imported or in this store")
+                        self._refuse_taken(db, t, "triggers", "app_id = ? AND name = ?", (t.app_id, t.name),
+                                           f"the name {t.name!r} in app {t.app_id}")
+                        self._refuse_taken(db, t, "triggers", "app_id = ? AND type = ? AND source = ?",
+                                           (t.app_id, t.type, t.source), f"the {t.type} source {t.source!r} in app {t.app_id}")
+                        columns = {"app_id": t.app_id, "fn_id": t.fn_id, "name": t.name, "type": t.type, "source": t.source}
+                        outcomes.append(self._put(db, "triggers", t, columns))
+                    if dry_run:
+                        raise _DryRun(outcomes)
+            except _DryRun:
+                pass
+            return outcomes
+
+        return await self._run(write)
+
+    @staticmethod
+    def _refuse_taken(db: sqlite3.Connection, obj: Any, table: str, where: str, args: tuple, what: str) -> None:
+        row = db.execute(f"SELECT id FROM {table} WHERE {where} AND id != ?", (*args, obj.id)).fetchone()
+        if row is not None:
+            kind = table[:-1]
+            raise ImportConflict(f"{kind} {obj.name!r} ({obj.id}): {what} is {kind} {row[0]}'s in this store")
+
+    @staticmethod
+    def _refuse_orphan(db: sqlite3.Connection, obj: Any, sql: str, args: tuple, what: str) -> None:
+        if db.execute(sql, args).fetchone() is None:
+            raise ImportConflict(f"{type(obj).__name__.lower()} {obj.name!r} ({obj.id}): {what}")
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, table: str, obj: Any, columns: dict[str, str]) -> str:
+        doc = _doc(obj)
+        row = db.execute(f"SELECT doc FROM {table} WHERE id = ?", (obj.id,)).fetchone()
+        if row is None:
+            names = ", ".join(("id", *columns, "doc"))
+            db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * (len(columns) + 2))})",
+                       (obj.id, *columns.values(), doc))
+            return "created"
+        if row[0] == doc:
+            return "unchanged"
+        sets = ", ".join(f"{c} = ?" for c in (*columns, "doc"))
+        db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*columns.values(), doc, obj.id))
+        return "updated"
 
     # --- helpers ---------------------------------------------------------------------------
     async def _update(

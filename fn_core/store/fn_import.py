@@ -1,0 +1,276 @@
+"""`fn-core import-fn`: an Fn deployment's apps, fns and triggers copied into fn-core's store, their ids kept.
+
+Clients of an Fn deployment hold its ids (`/invoke/{fn_id}` URLs, app and fn ids in scripts): recreating the
+objects through the v2 API would give each a new one. This reads them from Fn's v2 API (whatever database Fn
+runs on) or from Fn's SQLite file, checks each as the v2 API checks a create (the plugins' `validate_*` hooks
+too), and writes them in one store transaction: all, or nothing. Run again, it brings what changed on Fn since
+(Fn's version wins); what was deleted on Fn stays here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+import attrs
+
+from fn_core.api import validation as v
+from fn_core.errors import APIError, FnCoreError
+from fn_core.hook_calls import failed_plugin, implemented, run_failing_call, run_isolated
+from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
+from fn_core.store.base import MAX_PER_PAGE, Store
+
+#: what Fn's API adds to the annotations it shows (not stored): fn-core shows its own
+SHOWN_ONLY = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
+#: ids land in URL paths (`/invoke/{fn_id}`): Fn's are ULIDs; any of RFC 3986's unreserved characters is taken
+ID = re.compile(r"[0-9A-Za-z._~-]{1,255}")
+KEPT = ("id", "created_at", "updated_at")  # what a create would not take, and the import keeps
+#: the columns read from Fn's SQLite tables (there since Fn's v2 objects came: its migrations 16 and 17; `shape` later)
+FN_COLUMNS = {
+    "apps": ("id", "name", "config", "annotations", "syslog_url", "created_at", "updated_at"),
+    "fns": ("id", "name", "app_id", "image", "memory", "timeout", "idle_timeout", "config", "annotations",
+            "created_at", "updated_at"),
+    "triggers": ("id", "name", "app_id", "fn_id", "type", "source", "annotations", "created_at", "updated_at"),
+}
+JSON_COLUMNS = ("config", "annotations")
+
+
+class ImportFailed(FnCoreError):
+    """The source could not be read, or held what fn-core refuses: nothing was imported."""
+
+
+@attrs.define
+class Found:
+    """What a source holds, as Fn's v2 JSON objects."""
+
+    apps: list[dict[str, Any]]
+    fns: list[dict[str, Any]]
+    triggers: list[dict[str, Any]]
+
+
+# --- reading -------------------------------------------------------------------------------
+async def read_source(source: str, headers: Iterable[str] = (), per_page: int = MAX_PER_PAGE) -> Found:
+    """``source``: Fn's API (``http[s]://host:port``, ``headers`` "Name: value" sent with each request) or Fn's
+    SQLite file (``sqlite3:///path/fn.db``)."""
+    if source.startswith(("http://", "https://")):
+        return await read_api(source.rstrip("/"), _header_dict(headers), per_page)
+    for prefix in ("sqlite3://", "sqlite://"):
+        if source.startswith(prefix):
+            return read_fn_sqlite(source[len(prefix):])
+    raise ImportFailed(f"{source!r}: give Fn's API (http://fn-host:8080) or Fn's SQLite file (sqlite3:///path/fn.db)")
+
+
+def _header_dict(headers: Iterable[str]) -> dict[str, str]:
+    found = {}
+    for header in headers:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise ImportFailed(f"header {header!r}: give it as 'Name: value'")
+        found[name.strip()] = value.strip()
+    return found
+
+
+async def read_api(url: str, headers: dict[str, str], per_page: int = MAX_PER_PAGE) -> Found:
+    """Every app of Fn's v2 API at ``url``, and each app's fns and triggers, page by page."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        apps = await _all_pages(session, f"{url}/v2/apps", {}, per_page)
+        fns, triggers = [], []
+        for app in apps:
+            fns += await _all_pages(session, f"{url}/v2/fns", {"app_id": str(app.get("id"))}, per_page)
+            triggers += await _all_pages(session, f"{url}/v2/triggers", {"app_id": str(app.get("id"))}, per_page)
+    return Found(apps, fns, triggers)
+
+
+async def _all_pages(session: aiohttp.ClientSession, url: str, query: dict[str, str], per_page: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursors = set()
+    cursor = ""
+    while True:
+        params = {**query, "per_page": str(per_page), **({"cursor": cursor} if cursor else {})}
+        try:
+            async with session.get(url, params=params) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ImportFailed(f"GET {url}: {exc or type(exc).__name__}") from None
+        try:
+            page = json.loads(raw)
+        except ValueError:
+            page = None
+        if status != 200:
+            said = page.get("message") if isinstance(page, dict) else raw[:200].decode(errors="replace")
+            raise ImportFailed(f"GET {url}: {status} {said}")
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            raise ImportFailed(f"GET {url}: not a v2 list (no items): is this Fn's API?")
+        items += page["items"]
+        cursor = page.get("next_cursor") or ""
+        if not cursor:
+            return items
+        if cursor in cursors:
+            raise ImportFailed(f"GET {url}: the server gave the cursor {cursor!r} twice; its list never ends")
+        cursors.add(cursor)
+
+
+def read_fn_sqlite(path: str) -> Found:
+    """Fn's SQLite file, read only (it is not changed, nor its WAL)."""
+    if not os.path.isfile(path):
+        raise ImportFailed(f"{path}: no such file")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ImportFailed(f"{path}: {exc}") from None
+    try:
+        return Found(*(_fn_rows(db, path, table) for table in FN_COLUMNS))
+    except sqlite3.Error as exc:
+        raise ImportFailed(f"{path}: {exc}") from None
+    finally:
+        db.close()
+
+
+def _fn_rows(db: sqlite3.Connection, path: str, table: str) -> list[dict[str, Any]]:
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    missing = [c for c in FN_COLUMNS[table] if c not in have]
+    if missing:
+        lacks = f"its {table} table has no {', '.join(missing)}" if have else f"it has no {table} table"
+        raise ImportFailed(f"{path} is not the database of an Fn with v2 apps, fns and triggers: {lacks}")
+    columns = FN_COLUMNS[table] + (("shape",) if "shape" in have and table != "triggers" else ())
+    rows = []
+    for values in db.execute(f"SELECT {', '.join(columns)} FROM {table}"):
+        row = {c: val for c, val in zip(columns, values, strict=True) if val is not None}
+        for column in JSON_COLUMNS:
+            if column in row:
+                try:
+                    row[column] = json.loads(row[column]) if row[column] else {}
+                except ValueError:
+                    row[column] = f"<not JSON: {row[column][:40]!r}>"  # refused by the checks, with the object named
+        rows.append(row)
+    return rows
+
+
+# --- checking ------------------------------------------------------------------------------
+#: the objects to import, as fn-core would store them: apps, fns, triggers
+Checked = tuple[list[App], list[Fn], list[Trigger]]
+
+
+def _what(kind: str, data: dict[str, Any]) -> str:
+    return f"{kind} {data.get('name')!r} ({data.get('id')})"
+
+
+def _as_created(data: dict[str, Any], make: Any) -> Any:
+    """``data`` checked as the v2 API checks a create, with the ids and times it had on Fn."""
+    if not isinstance(data.get("id"), str) or not ID.fullmatch(data["id"]):
+        raise v.bad(f"the id {data.get('id')!r} is not one fn-core can serve (letters, digits, '.', '_', '~', '-')")
+    for stamp in ("created_at", "updated_at"):
+        if not isinstance(data.get(stamp, ""), str):
+            raise v.bad(f"{stamp} is not a string")
+    fields = {k: val for k, val in data.items() if k not in KEPT}
+    if isinstance(fields.get("annotations"), dict):
+        fields["annotations"] = {k: val for k, val in fields["annotations"].items() if k not in SHOWN_ONLY}
+    try:
+        obj = make(fields)
+    except APIError as err:
+        if err.message != v.INVALID_JSON:
+            raise
+        raise v.bad(f"{_wrong_fields(fields)}: not what Fn's API takes (it answers {v.INVALID_JSON!r})") from None
+    return attrs.evolve(obj, id=data["id"], created_at=data.get("created_at", ""), updated_at=data.get("updated_at", ""))
+
+
+def _wrong_fields(fields: dict[str, Any]) -> str:
+    """Which fields made a create's "Invalid JSON" (Go's unmarshal error names none)."""
+    wrong = []
+    for key, value in fields.items():
+        if key in ("memory", "timeout", "idle_timeout"):
+            fits = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        elif key in ("config", "annotations"):
+            fits = isinstance(value, dict)
+        else:
+            fits = value is None or isinstance(value, str)
+        if not fits:
+            wrong.append(f"{key} {value!r}")
+    return ", ".join(wrong) or "a field"
+
+
+def checked(found: Found, hooks: Any = None) -> Checked:
+    """Every object as fn-core would store it; all the refused ones named in one `ImportFailed`."""
+    problems: list[str] = []
+    refused: set[Any] = set()  # the ids of those refused: what belongs to one is refused for it, and says so
+    apps: dict[str, App] = {}
+    fns: dict[str, Fn] = {}
+    triggers: dict[str, Trigger] = {}
+    checks = {name: implemented(hooks, name) for name in ("validate_app", "validate_fn", "validate_trigger")}
+
+    def take(kind: str, data: dict[str, Any], make: Any, into: dict[str, Any], hook: str, parents: dict[str, Any]) -> None:
+        try:
+            obj = _as_created(data, make)
+            if obj.id in into:
+                raise v.bad("its id is given twice")
+            if checks[hook] is not None:
+                try:
+                    run_failing_call(checks[hook], **copy.deepcopy({**parents, kind: obj}))
+                except APIError as err:
+                    raise APIError(f"{err.message} (plugin {failed_plugin(checks[hook], err)}'s {hook})", status=err.status) from None
+            into[obj.id] = obj
+        except APIError as err:
+            problems.append(f"{_what(kind, data)}: {err.message}")
+            refused.add(data.get("id"))
+
+    def orphan(kind: str, data: dict[str, Any], parent: str, ident: Any, why: str) -> None:
+        said = "is refused (above)" if ident in refused else why
+        problems.append(f"{_what(kind, data)}: its {parent} {ident} {said}")
+        refused.add(data.get("id"))
+
+    for data in found.apps:
+        take("app", data, v.app_for_create, apps, "validate_app", {})
+    for data in found.fns:
+        app = apps.get(data.get("app_id"))  # type: ignore[arg-type]
+        if app is None:
+            orphan("fn", data, "app", data.get("app_id"), "is not among the apps read")
+            continue
+        take("fn", data, v.fn_for_create, fns, "validate_fn", {"app": app})
+    for data in found.triggers:
+        fn = fns.get(data.get("fn_id"))  # type: ignore[arg-type]
+        if fn is None or fn.app_id != data.get("app_id"):
+            orphan("trigger", data, "fn", data.get("fn_id"), f"is not among the fns read of its app {data.get('app_id')}")
+            continue
+        take("trigger", data, v.trigger_for_create, triggers, "validate_trigger", {"app": apps[fn.app_id], "fn": fn})
+    if problems:
+        listed = "\n  ".join(problems)
+        raise ImportFailed(f"nothing was imported: fn-core refuses {len(problems)} of the objects read\n  {listed}")
+    return list(apps.values()), list(fns.values()), list(triggers.values())
+
+
+# --- the import ----------------------------------------------------------------------------
+@attrs.define
+class Imported:
+    """One object of an import and what became of it (``created``, ``updated`` or ``unchanged``)."""
+
+    kind: str
+    obj: Any
+    outcome: str
+
+
+async def import_fn(store: Store, objects: Checked, hooks: Any = None, *, dry_run: bool = False) -> list[Imported]:
+    """Write the `checked` ``objects`` to ``store``; the `object_changed` listeners hear each one created or updated."""
+    apps, fns, triggers = objects
+    outcomes = await store.import_objects(apps, fns, triggers, dry_run=dry_run)
+    listed = [("app", a) for a in apps] + [("fn", f) for f in fns] + [("trigger", t) for t in triggers]
+    done = [Imported(kind, obj, outcome) for (kind, obj), outcome in zip(listed, outcomes, strict=True)]
+    tell = implemented(hooks, "object_changed")
+    if tell is not None and not dry_run:
+        apps_by_id, fns_by_id = {a.id: a for a in apps}, {f.id: f for f in fns}
+        for item in done:
+            if item.outcome == "unchanged":
+                continue
+            obj = item.obj
+            app = obj if item.kind == "app" else apps_by_id[obj.app_id]
+            fn = obj if item.kind == "fn" else fns_by_id.get(getattr(obj, "fn_id", ""))
+            trigger = obj if item.kind == "trigger" else None
+            run_isolated(tell, **copy.deepcopy({"action": item.outcome, "app": app, "fn": fn, "trigger": trigger}))
+    return done

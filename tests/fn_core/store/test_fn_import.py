@@ -1,0 +1,335 @@
+"""`fn-core import-fn`: an Fn deployment's apps, fns and triggers moved into fn-core's store, their ids kept.
+
+The source is Fn's v2 API (here an fn-core API node, which speaks it field for field, or a stand-in for an Fn
+behind an auth proxy) or a SQLite file laid out as Fn's migrations leave it; the command is the installed
+console script, as an operator runs it; the imported fns are called through a real LB and runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from fn_core import APIError, hookimpl
+from fn_core.config import load_config
+from fn_core.lb.main import start_api
+from fn_core.store import SQLiteStore
+from fn_core.store.fn_import import Found, ImportFailed, checked, import_fn, read_api, read_fn_sqlite
+from fn_core.testing import build_plugin_manager, free_port, start_platform
+
+FN_CORE = str(Path(sys.executable).parent / "fn-core")
+STAMP = "2024-03-01T10:00:00.000Z"
+LATER = "2024-05-01T10:00:00.000Z"
+APP_ID, FN_ID, OTHER_FN_ID, TRIGGER_ID = "01HQ0000000000000000APP001", "01HQ00000000000000000FN001", "01HQ00000000000000000FN002", "01HQ0000000000000000TRG001"
+
+
+async def fn_core(*args: str) -> tuple[int, str, str]:
+    """The installed `fn-core` with ``args`` (on the event loop's side: the API node it reads runs in this loop)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FN_")}
+    proc = await asyncio.create_subprocess_exec(FN_CORE, *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def fn_database(path: Path, *, memory: int = 256, fn_image: str = "fnproject/hello:0.0.1", extra_fns: tuple = ()) -> Path:
+    """A SQLite file as Fn's migrations leave it (apps, fns and triggers with Fn's columns, `shape` included, and its
+    `schema_migrations`), holding app `shop`, its fn `pay` (plus ``extra_fns`` rows) and the trigger `/pay`."""
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+        INSERT INTO schema_migrations VALUES (26, 0);
+        CREATE TABLE apps (id varchar(256) NOT NULL PRIMARY KEY, name varchar(256) NOT NULL UNIQUE,
+            config text NOT NULL, annotations text NOT NULL, created_at varchar(256), updated_at varchar(256),
+            syslog_url text, shape text);
+        CREATE TABLE fns (id varchar(256) NOT NULL PRIMARY KEY, name varchar(256) NOT NULL,
+            app_id varchar(256) NOT NULL, image varchar(256) NOT NULL, memory int NOT NULL, timeout int NOT NULL,
+            idle_timeout int NOT NULL, config text NOT NULL, annotations text NOT NULL,
+            created_at varchar(256) NOT NULL, updated_at varchar(256) NOT NULL, shape text,
+            CONSTRAINT name_app_id_unique UNIQUE (app_id, name));
+        CREATE TABLE triggers (id varchar(256) NOT NULL PRIMARY KEY, name varchar(256) NOT NULL,
+            app_id varchar(256) NOT NULL, fn_id varchar(256) NOT NULL, created_at varchar(256) NOT NULL,
+            updated_at varchar(256) NOT NULL, type varchar(256) NOT NULL, source varchar(256) NOT NULL,
+            annotations text NOT NULL, CONSTRAINT name_app_id_fn_id_unique UNIQUE (app_id, fn_id, name));
+    """)
+    db.execute("INSERT INTO apps VALUES (?, 'shop', ?, ?, ?, ?, NULL, '')",
+               (APP_ID, json.dumps({"REGION": "eu"}), json.dumps({"example.com/team": "payments"}), STAMP, STAMP))
+    fn_rows = [(FN_ID, "pay", APP_ID, fn_image, memory, 30, 30, json.dumps({"MODE": "live"}), "{}", STAMP, STAMP, ""),
+               *extra_fns]
+    db.executemany("INSERT INTO fns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fn_rows)
+    db.execute("INSERT INTO triggers VALUES (?, 'pay-http', ?, ?, ?, ?, 'http', '/pay', '{}')",
+               (TRIGGER_ID, APP_ID, FN_ID, STAMP, STAMP))
+    db.commit()
+    db.close()
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def stored(db: Path) -> tuple[list, list, list]:
+    store = SQLiteStore(str(db))
+    try:
+        apps = (await store.list_apps()).items
+        fns = (await store.list_fns()).items
+        triggers = [t for a in apps for t in (await store.list_triggers(app_id=a.id)).items]
+        return apps, fns, triggers
+    finally:
+        await store.close()
+
+
+async def v2(session: aiohttp.ClientSession, method: str, url: str, body: dict | None = None) -> dict:
+    async with session.request(method, url, json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+# --- from Fn's API, end to end ------------------------------------------------------------------------
+async def test_fns_from_an_fn_api_keep_their_ids_and_are_called_at_their_old_urls(tmp_path, docker_client, echo_image):
+    """An operator points `fn-core import-fn` at the running Fn, then starts fn-core on the store it wrote: the fn
+    ids and trigger paths their clients hold answer, and each object reads as it did on Fn."""
+    source = await start_api(load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/fn-side.db"}, overrides={"host": "127.0.0.1"}), port=0)
+    target = tmp_path / "fn-core.db"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            app = await v2(s, "POST", f"{source.url}/v2/apps", {"name": "shop", "config": {"REGION": "eu"},
+                                                                 "annotations": {"example.com/team": "payments"}})
+            pay = await v2(s, "POST", f"{source.url}/v2/fns", {"name": "pay", "app_id": app["id"], "image": echo_image,
+                                                                "memory": 192, "config": {"MODE": "live"}})
+            ship = await v2(s, "POST", f"{source.url}/v2/fns", {"name": "ship", "app_id": app["id"], "image": echo_image})
+            trigger = await v2(s, "POST", f"{source.url}/v2/triggers", {"name": "pay-http", "app_id": app["id"],
+                                                                         "fn_id": pay["id"], "type": "http", "source": "/pay"})
+            code, out, err = await fn_core("import-fn", source.url, "--db", f"sqlite3://{target}")
+            assert code == 0, err
+            assert [line.split()[-1] for line in out.splitlines()[:4]] == ["created"] * 4
+            assert f"imported into {target}: 4 objects from {source.url} (4 created, 0 updated, 0 unchanged)" in out
+    finally:
+        await source.stop(grace=1)
+
+    platform = await start_platform(tmp_path, docker_client, env={"FN_DB_URL": f"sqlite3://{target}"})
+    try:
+        called = await platform.invoke(pay["id"], "to pay")
+        assert (called.status, called.body) == (200, b"to pay")
+        async with platform.session.post(f"{platform.url}/t/shop/pay", data=b"by trigger") as resp:
+            assert (resp.status, await resp.read()) == (200, b"by trigger")
+        for kind, before in (("apps", app), ("fns", pay), ("fns", ship), ("triggers", trigger)):
+            now = (await platform.api("GET", f"/v2/{kind}/{before['id']}")).json()
+            endpoints = ("fnproject.io/fn/invokeEndpoint", "fnproject.io/trigger/httpEndpoint")
+            assert {k: v for k, v in now.items() if k != "annotations"} == {k: v for k, v in before.items() if k != "annotations"}
+            assert {k: v for k, v in now.get("annotations", {}).items() if k not in endpoints} == \
+                   {k: v for k, v in before.get("annotations", {}).items() if k not in endpoints}
+    finally:
+        await platform.stop()
+
+
+async def test_the_api_is_read_page_by_page(tmp_path):
+    source = await start_api(load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/fn-side.db"}, overrides={"host": "127.0.0.1"}), port=0)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for a in range(5):
+                app = await v2(s, "POST", f"{source.url}/v2/apps", {"name": f"app{a}"})
+                for f in range(3):
+                    fn = await v2(s, "POST", f"{source.url}/v2/fns", {"name": f"fn{f}", "app_id": app["id"], "image": "img:1"})
+                    await v2(s, "POST", f"{source.url}/v2/triggers", {"name": f"t{f}", "app_id": app["id"], "fn_id": fn["id"],
+                                                                      "type": "http", "source": f"/t{f}"})
+        found = await read_api(source.url, {}, per_page=2)
+    finally:
+        await source.stop(grace=1)
+    assert sorted(a["name"] for a in found.apps) == [f"app{a}" for a in range(5)]
+    assert len({f["id"] for f in found.fns}) == 15
+    assert len({t["id"] for t in found.triggers}) == 15
+
+
+# --- from Fn's SQLite file ----------------------------------------------------------------------------
+async def test_fns_sqlite_file_is_imported_and_left_as_it_was(tmp_path):
+    fn_db = fn_database(tmp_path / "fn.db")
+    before = digest(fn_db)
+    target = tmp_path / "fn-core.db"
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 0, err
+    assert "3 objects" in out and "(3 created, 0 updated, 0 unchanged)" in out
+    apps, fns, triggers = await stored(target)
+    assert [(a.id, a.name, a.config, a.annotations, a.created_at) for a in apps] == \
+           [(APP_ID, "shop", {"REGION": "eu"}, {"example.com/team": "payments"}, STAMP)]
+    assert [(f.id, f.app_id, f.name, f.memory, f.config, f.updated_at) for f in fns] == \
+           [(FN_ID, APP_ID, "pay", 256, {"MODE": "live"}, STAMP)]
+    assert [(t.id, t.fn_id, t.name, t.source) for t in triggers] == [(TRIGGER_ID, FN_ID, "pay-http", "/pay")]
+    assert digest(fn_db) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("fn.db")) == ["fn.db"]  # no WAL of ours
+
+
+async def test_a_node_given_fns_database_stops_and_names_the_import(tmp_path):
+    """Fn's default FN_DB_URL is ./data/fn.db, as ours: a node started where Fn ran would answer 500 to everything."""
+    fn_db = fn_database(tmp_path / "fn.db")
+    before = digest(fn_db)
+    code, _, err = await fn_core("api", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{fn_db}")
+    assert code == 2
+    assert f"the store {fn_db} is Fn's database" in err
+    assert f"fn-core import-fn sqlite3://{fn_db} --db sqlite3:///path/to/fn-core.db" in err
+    assert digest(fn_db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fn.db"]
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE apps (id TEXT, title TEXT)")
+    with pytest.raises(Exception, match=f"the store {other} was made by another program .*apps table has the columns id, title"):
+        SQLiteStore(str(other))
+
+
+async def test_the_same_file_is_not_both_source_and_store(tmp_path):
+    fn_db = fn_database(tmp_path / "fn.db")
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{fn_db}")
+    assert code == 2 and "is the store to write to" in err
+
+
+# --- refusals: all or nothing -------------------------------------------------------------------------
+async def test_objects_fn_core_refuses_are_all_named_and_nothing_is_written(tmp_path):
+    bad_fns = (("01HQ00000000000000000FN009", "no-image", APP_ID, "", 128, 30, 30, "{}", "{}", STAMP, STAMP, ""),)
+    fn_db = fn_database(tmp_path / "fn.db", memory=-5, extra_fns=bad_fns)
+    target = tmp_path / "fn-core.db"
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 2, out
+    assert "nothing was imported: fn-core refuses 3 of the objects read" in err
+    assert f"fn 'pay' ({FN_ID}): memory -5: not what Fn's API takes (it answers 'Invalid JSON')" in err
+    assert "fn 'no-image' (01HQ00000000000000000FN009): Missing image on Fn" in err
+    assert f"trigger 'pay-http' ({TRIGGER_ID}): its fn {FN_ID} is refused (above)" in err
+    assert not target.exists()  # checked before the store is opened: no empty file left behind
+
+
+async def test_a_name_another_id_holds_here_is_refused_and_nothing_is_written(tmp_path):
+    from fn_core.models import App
+
+    target = tmp_path / "fn-core.db"
+    store = SQLiteStore(str(target))
+    mine = await store.insert_app(App(name="shop"))
+    await store.close()
+    fn_db = fn_database(tmp_path / "fn.db")
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 2
+    assert f"app 'shop' ({APP_ID}): the name 'shop' is app {mine.id}'s in this store" in err
+    apps, fns, triggers = await stored(target)
+    assert ([a.id for a in apps], fns, triggers) == ([mine.id], [], [])
+
+
+async def test_a_second_import_brings_what_changed_and_a_dry_run_writes_nothing(tmp_path):
+    fn_db = fn_database(tmp_path / "fn.db")
+    target = tmp_path / "fn-core.db"
+    store = SQLiteStore(str(target))
+    try:
+        first = await import_fn(store, checked(read_fn_sqlite(str(fn_db))))
+        assert [i.outcome for i in first] == ["created"] * 3
+        with sqlite3.connect(fn_db) as db:  # changed on Fn since
+            db.execute("UPDATE fns SET memory = 512, updated_at = ? WHERE id = ?", (LATER, FN_ID))
+        objects = checked(read_fn_sqlite(str(fn_db)))
+        dry = await import_fn(store, objects, dry_run=True)
+        assert [(i.kind, i.outcome) for i in dry] == [("app", "unchanged"), ("fn", "updated"), ("trigger", "unchanged")]
+        assert (await store.get_fn(FN_ID)).memory == 256
+        await import_fn(store, objects)
+        fn = await store.get_fn(FN_ID)
+        assert (fn.memory, fn.created_at, fn.updated_at) == (512, STAMP, LATER)
+    finally:
+        await store.close()
+    code, out, _ = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--dry-run")
+    assert code == 0 and "dry run, nothing written: 3 objects" in out and "(0 created, 0 updated, 3 unchanged)" in out
+
+
+# --- plugins ------------------------------------------------------------------------------------------
+class OnlyOurRegistry:
+    @hookimpl
+    def validate_fn(self, app, fn):
+        if not fn.image.startswith("registry.example.com/"):
+            raise APIError(f"image {fn.image!r} is not from registry.example.com", status=400)
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, str]] = []
+
+    @hookimpl
+    def object_changed(self, action, app, fn, trigger):
+        what = trigger or fn or app
+        self.changes.append((action, type(what).__name__, what.id))
+
+
+async def test_plugins_check_imported_objects_and_hear_them_stored(tmp_path):
+    found = read_fn_sqlite(str(fn_database(tmp_path / "fn.db")))
+    with pytest.raises(ImportFailed, match=r"fn 'pay' .*: image 'fnproject/hello:0.0.1' is not from registry.example.com "
+                                           r"\(plugin OnlyOurRegistry's validate_fn\)"):
+        checked(found, build_plugin_manager(OnlyOurRegistry()).hook)
+
+    heard = Heard()
+    pm = build_plugin_manager(heard)
+    store = SQLiteStore(str(tmp_path / "fn-core.db"))
+    try:
+        await import_fn(store, checked(found, pm.hook), pm.hook)
+        assert heard.changes == [("created", "App", APP_ID), ("created", "Fn", FN_ID), ("created", "Trigger", TRIGGER_ID)]
+        await import_fn(store, checked(found, pm.hook), pm.hook)
+        assert len(heard.changes) == 3  # nothing changed: nothing told
+    finally:
+        await store.close()
+
+
+# --- sources that cannot be read ----------------------------------------------------------------------
+async def fn_behind_a_proxy(token: str, *, cursor_loop: bool = False) -> tuple[web.AppRunner, str]:
+    """A stand-in for an Fn whose API wants a bearer token, with one app and nothing in it (``cursor_loop``: its app
+    list ends every page with the same cursor)."""
+
+    async def apps(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return web.json_response({"message": "Invalid authentication"}, status=401)
+        page = {"items": [{"id": APP_ID, "name": "shop", "created_at": STAMP, "updated_at": STAMP}]}
+        return web.json_response({**page, "next_cursor": "c2hvcA"} if cursor_loop else page)
+
+    async def empty(request: web.Request) -> web.Response:
+        return web.json_response({"items": []})
+
+    app = web.Application()
+    app.add_routes([web.get("/v2/apps", apps), web.get("/v2/fns", empty), web.get("/v2/triggers", empty)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_a_source_that_cannot_be_read_is_one_clear_line_and_leaves_no_store(tmp_path):
+    target = tmp_path / "fn-core.db"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await fn_core("import-fn", nobody, "--db", f"sqlite3://{target}")
+    assert code == 2 and f"fn-core: error: GET {nobody}/v2/apps: Cannot connect" in err
+
+    runner, url = await fn_behind_a_proxy("s3cret")
+    try:
+        code, _, err = await fn_core("import-fn", url, "--db", f"sqlite3://{target}")
+        assert code == 2 and f"GET {url}/v2/apps: 401 Invalid authentication" in err
+        assert not target.exists()
+        code, out, err = await fn_core("import-fn", url, "--db", f"sqlite3://{target}", "-H", "Authorization: Bearer s3cret")
+        assert code == 0, err
+        assert "1 object from" in out
+    finally:
+        await runner.cleanup()
+    assert [a.id for a in (await stored(target))[0]] == [APP_ID]
+
+    runner, url = await fn_behind_a_proxy("t", cursor_loop=True)
+    try:
+        with pytest.raises(ImportFailed, match="gave the cursor 'c2hvcA' twice"):
+            await read_api(url, {"Authorization": "Bearer t"})
+    finally:
+        await runner.cleanup()
+
+
+def test_a_found_fn_without_its_app_is_refused():
+    found = Found(apps=[], fns=[{"id": FN_ID, "name": "pay", "app_id": APP_ID, "image": "img:1"}], triggers=[])
+    with pytest.raises(ImportFailed, match=f"fn 'pay' \\({FN_ID}\\): its app {APP_ID} is not among the apps read"):
+        checked(found)
