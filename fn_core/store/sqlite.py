@@ -135,15 +135,21 @@ class SQLiteStore:
 
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:  # a directory, a file this user may not open
+            raise ConfigError(f"the store {path} cannot be opened: {exc}") from None
         try:
             _check_tables(db, path)  # before anything is written to it (WAL mode is a change of the file too)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # not a SQLite file, a read-only one, a full disk: one line at start-up
+            db.close()
+            raise ConfigError(f"the store {path} cannot be used: {exc}") from None
         except BaseException:
             db.close()
             raise
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(_SCHEMA)
         return db
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

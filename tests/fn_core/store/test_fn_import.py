@@ -187,6 +187,12 @@ async def test_a_node_given_fns_database_stops_and_names_the_import(tmp_path):
         SQLiteStore(str(other))
 
 
+async def test_a_store_file_sqlite_cannot_read_stops_start_up_with_one_line(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database\n")
+    code, _, err = await fn_core("api", "--host", "127.0.0.1", "--port", str(free_port()), "--db", f"sqlite3://{tmp_path}/notes.db")
+    assert (code, err.splitlines()[-1]) == (2, f"fn-core: error: the store {tmp_path}/notes.db cannot be used: file is not a database")
+
+
 async def test_the_same_file_is_not_both_source_and_store(tmp_path):
     fn_db = fn_database(tmp_path / "fn.db")
     code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{fn_db}")
