@@ -8,7 +8,6 @@ import functools
 import importlib
 import json
 import logging
-import os
 import platform
 import resource
 import signal
@@ -374,43 +373,25 @@ def _exit_if_a_server_would_not_start(invalid: list[str], unknown: dict[str, str
 @click.option("--db", "db_url", help="fn-core's store to write to, sqlite3:///path/fn.db [FN_DB_URL]")
 @click.option("-H", "--header", "headers", multiple=True, help="'Name: value' sent to Fn's API (a token), repeatable")
 @click.option("--dry-run", is_flag=True, help="read and check everything, say what would change, write nothing")
+@click.option("--mirror", is_flag=True, help="also delete from the store what SOURCE does not have (Fn deleted it)")
 @click.pass_context
 @fails_cleanly
-def import_fn(ctx: click.Context, source: str, db_url: str | None, headers: tuple[str, ...], dry_run: bool) -> None:
+def import_fn(ctx: click.Context, source: str, db_url: str | None, headers: tuple[str, ...], dry_run: bool,
+              mirror: bool) -> None:
     """Copy an Fn deployment's apps, fns and triggers into fn-core's store, with their ids and times.
 
     SOURCE is Fn's API (http://fn-host:8080, whatever database Fn runs on) or Fn's SQLite file
     (sqlite3:///path/fn.db, read only). Clients' /invoke/{fn_id} and /t/{app}/{path} URLs keep working.
     Each object is checked as the v2 API checks a create (installed plugins' validate_* hooks too); one
     refused, or a name another id holds here, and nothing is written. Run again to bring what changed on
-    Fn since: Fn's version wins; what was deleted on Fn stays here.
+    Fn since: Fn's version wins; what was deleted on Fn stays here, unless --mirror.
     """
-    from fn_core.store import open_store
-    from fn_core.store.fn_import import checked, read_source
-    from fn_core.store.fn_import import import_fn as run_import
+    from fn_core.store.fn_import import import_command, report
 
     config, pm = _setup(ctx, _overrides({"db_url": db_url}), select=False)
-    if os.path.realpath(source.partition("://")[2]) == os.path.realpath(config.db_path):
-        raise FnCoreError(f"{source} is the store to write to: give fn-core's own file with --db or FN_DB_URL")
-
-    async def main() -> list[Any]:
-        # read and checked first: a source that cannot be read, or an object refused, leaves no new store file
-        objects = checked(await read_source(source, headers), pm.hook)
-        store = open_store(config)
-        try:
-            return await run_import(store, objects, pm.hook, dry_run=dry_run)
-        finally:
-            await store.close()
-
-    done = asyncio.run(main())
-    width = max((len(item.obj.name) for item in done), default=0)
-    for item in done:
-        outcome = f"would be {item.outcome}" if dry_run and item.outcome != "unchanged" else item.outcome
-        click.echo(f"{item.kind:<8} {item.obj.name:<{width}} {item.obj.id}  {outcome}")
-    counts = {o: sum(item.outcome == o for item in done) for o in ("created", "updated", "unchanged")}
-    summary = ", ".join(f"{n} {o}" for o, n in counts.items())
-    click.echo(f"{'dry run, nothing written' if dry_run else 'imported into ' + config.db_path}: "
-               f"{len(done)} object{'' if len(done) == 1 else 's'} from {source} ({summary})")
+    done = asyncio.run(import_command(config, pm.hook, source, headers, dry_run=dry_run, mirror=mirror))
+    for line in report(done, source, config.db_path, dry_run):
+        click.echo(line)
 
 
 @main.command("build-image")

@@ -633,8 +633,8 @@ def object_changed(action: str, app: App, fn: Fn | None, trigger: Trigger | None
     a task or a thread). What changed is the most specific one given, as in `validate_delete`; an app's
     delete is one change (its fns and triggers went with it). Every impl runs, whatever the others do.
     Not for writes that fail, nor for those made to the store by anything but this node's v2 API and
-    ``fn-core import-fn`` (each object it created or updated: ``"created"``, ``"updated"``; in that
-    command's process, once the import's one transaction is written).
+    ``fn-core import-fn`` (each object it created, updated, or deleted with ``--mirror``, each of those
+    told apart; in that command's process, once the import's one transaction is written).
     Node: as `validate_app`.
 
     :param action: ``"created"``, ``"updated"`` (also an update that changed nothing) or ``"deleted"``.

@@ -103,8 +103,20 @@ class StoreFailed(APIError):
 
 
 class ImportConflict(Conflict):
-    """An object made elsewhere (`Store.import_objects`) meets one of this store under another id: the message names
-    both; nothing of the import was written."""
+    """Objects made elsewhere (`Store.import_objects`) meet others of this store under other ids: the message names
+    each; nothing of the import was written."""
+
+
+@attrs.define
+class Imported:
+    """One object of an import and what became of it: ``created``, ``updated``, ``unchanged``, or ``deleted``
+    (a mirror's: this store had it, the source does not); ``app`` and ``fn``: what it belongs to."""
+
+    kind: str
+    obj: App | Fn | Trigger
+    outcome: str
+    app: App | None = None
+    fn: Fn | None = None
 
 
 class TriggerFnIDNotSameApp(BadRequest):
@@ -155,6 +167,6 @@ class Store(Protocol):
     ) -> Page: ...
 
     async def import_objects(
-        self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False
-    ) -> list[str]: ...
+        self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False, mirror: bool = False
+    ) -> list[Imported]: ...
     async def close(self) -> None: ...

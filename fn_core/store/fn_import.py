@@ -9,11 +9,13 @@ too), and writes them in one store transaction: all, or nothing. Run again, it b
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +26,7 @@ from fn_core.api import validation as v
 from fn_core.errors import APIError, FnCoreError
 from fn_core.hook_calls import failed_plugin, implemented, run_failing_call, run_isolated
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
-from fn_core.store.base import MAX_PER_PAGE, Store
+from fn_core.store.base import MAX_PER_PAGE, ImportConflict, Imported, Store
 
 #: what Fn's API adds to the annotations it shows (not stored): fn-core shows its own
 SHOWN_ONLY = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
@@ -38,7 +40,11 @@ FN_COLUMNS = {
             "created_at", "updated_at"),
     "triggers": ("id", "name", "app_id", "fn_id", "type", "source", "annotations", "created_at", "updated_at"),
 }
+#: read where an Fn version has them: `shape` came later; fns had a `format` until Fn's migration 22
+OPTIONAL_COLUMNS = {"apps": ("shape",), "fns": ("shape", "format"), "triggers": ()}
 JSON_COLUMNS = ("config", "annotations")
+#: an fn's `format` fn-core runs (Fn's current and only one since its hot formats were dropped)
+FORMATS = ("", "http-stream")
 
 
 class ImportFailed(FnCoreError):
@@ -109,6 +115,8 @@ async def _all_pages(session: aiohttp.ClientSession, url: str, query: dict[str, 
             raise ImportFailed(f"GET {url}: {status} {said}")
         if not isinstance(page, dict) or not isinstance(page.get("items"), list):
             raise ImportFailed(f"GET {url}: not a v2 list (no items): is this Fn's API?")
+        if not all(isinstance(item, dict) for item in page["items"]):
+            raise ImportFailed(f"GET {url}: an item of the list is not an object: is this Fn's API?")
         items += page["items"]
         cursor = page.get("next_cursor") or ""
         if not cursor:
@@ -119,14 +127,22 @@ async def _all_pages(session: aiohttp.ClientSession, url: str, query: dict[str, 
 
 
 def read_fn_sqlite(path: str) -> Found:
-    """Fn's SQLite file, read only (it is not changed, nor its WAL)."""
+    """Fn's SQLite file, read only and in one read transaction (what a running Fn writes meanwhile is not half seen).
+
+    A file in WAL mode without a WAL beside it (no writer has it open) is read as immutable: a read-only reader
+    would otherwise leave a WAL and its index next to Fn's file, owned by whoever ran the import."""
+    path = path.partition("?")[0]  # a Go driver's options, as an FN_DB_URL of Fn's may carry (?_busy_timeout=...)
     if not os.path.isfile(path):
         raise ImportFailed(f"{path}: no such file")
+    with open(path, "rb") as f:
+        header = f.read(20)
+    idle_wal = len(header) == 20 and header[18] == 2 and not os.path.exists(f"{path}-wal")  # byte 18: 2 = WAL mode
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro{'&immutable=1' if idle_wal else ''}", uri=True)
     except sqlite3.Error as exc:
         raise ImportFailed(f"{path}: {exc}") from None
     try:
+        db.execute("BEGIN")
         return Found(*(_fn_rows(db, path, table) for table in FN_COLUMNS))
     except sqlite3.Error as exc:
         raise ImportFailed(f"{path}: {exc}") from None
@@ -140,7 +156,7 @@ def _fn_rows(db: sqlite3.Connection, path: str, table: str) -> list[dict[str, An
     if missing:
         lacks = f"its {table} table has no {', '.join(missing)}" if have else f"it has no {table} table"
         raise ImportFailed(f"{path} is not the database of an Fn with v2 apps, fns and triggers: {lacks}")
-    columns = FN_COLUMNS[table] + (("shape",) if "shape" in have and table != "triggers" else ())
+    columns = FN_COLUMNS[table] + tuple(c for c in OPTIONAL_COLUMNS[table] if c in have)
     rows = []
     for values in db.execute(f"SELECT {', '.join(columns)} FROM {table}"):
         row = {c: val for c, val in zip(columns, values, strict=True) if val is not None}
@@ -167,10 +183,12 @@ def _as_created(data: dict[str, Any], make: Any) -> Any:
     """``data`` checked as the v2 API checks a create, with the ids and times it had on Fn."""
     if not isinstance(data.get("id"), str) or not ID.fullmatch(data["id"]):
         raise v.bad(f"the id {data.get('id')!r} is not one fn-core can serve (letters, digits, '.', '_', '~', '-')")
+    if data.get("format") not in (None, *FORMATS):
+        raise v.bad(f"format {data['format']!r}: fn-core runs http-stream functions only (build the image with a current FDK)")
     for stamp in ("created_at", "updated_at"):
         if not isinstance(data.get(stamp, ""), str):
             raise v.bad(f"{stamp} is not a string")
-    fields = {k: val for k, val in data.items() if k not in KEPT}
+    fields = {k: val for k, val in data.items() if k not in KEPT and k != "format"}
     if isinstance(fields.get("annotations"), dict):
         fields["annotations"] = {k: val for k, val in fields["annotations"].items() if k not in SHOWN_ONLY}
     try:
@@ -188,7 +206,9 @@ def _wrong_fields(fields: dict[str, Any]) -> str:
     for key, value in fields.items():
         if key in ("memory", "timeout", "idle_timeout"):
             fits = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif key in ("config", "annotations"):
+        elif key == "config":
+            fits = isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+        elif key == "annotations":
             fits = isinstance(value, dict)
         else:
             fits = value is None or isinstance(value, str)
@@ -247,30 +267,70 @@ def checked(found: Found, hooks: Any = None) -> Checked:
 
 
 # --- the import ----------------------------------------------------------------------------
-@attrs.define
-class Imported:
-    """One object of an import and what became of it (``created``, ``updated`` or ``unchanged``)."""
-
-    kind: str
-    obj: Any
-    outcome: str
-
-
-async def import_fn(store: Store, objects: Checked, hooks: Any = None, *, dry_run: bool = False) -> list[Imported]:
-    """Write the `checked` ``objects`` to ``store``; the `object_changed` listeners hear each one created or updated."""
+async def import_fn(store: Store, objects: Checked, hooks: Any = None, *, dry_run: bool = False,
+                    mirror: bool = False) -> list[Imported]:
+    """Write the `checked` ``objects`` to ``store`` (``mirror``: and delete there what they do not hold); the
+    `object_changed` listeners hear each object created, updated or deleted."""
     apps, fns, triggers = objects
-    outcomes = await store.import_objects(apps, fns, triggers, dry_run=dry_run)
-    listed = [("app", a) for a in apps] + [("fn", f) for f in fns] + [("trigger", t) for t in triggers]
-    done = [Imported(kind, obj, outcome) for (kind, obj), outcome in zip(listed, outcomes, strict=True)]
+    done = await store.import_objects(apps, fns, triggers, dry_run=dry_run, mirror=mirror)
+    apps_by_id, fns_by_id = {a.id: a for a in apps}, {f.id: f for f in fns}
+    for item in done:  # what it belongs to (the store gave it for those it deleted)
+        obj = item.obj
+        item.app = item.app or apps_by_id.get(getattr(obj, "app_id", ""))
+        item.fn = item.fn or fns_by_id.get(getattr(obj, "fn_id", ""))
     tell = implemented(hooks, "object_changed")
-    if tell is not None and not dry_run:
-        apps_by_id, fns_by_id = {a.id: a for a in apps}, {f.id: f for f in fns}
-        for item in done:
-            if item.outcome == "unchanged":
-                continue
-            obj = item.obj
-            app = obj if item.kind == "app" else apps_by_id[obj.app_id]
-            fn = obj if item.kind == "fn" else fns_by_id.get(getattr(obj, "fn_id", ""))
-            trigger = obj if item.kind == "trigger" else None
-            run_isolated(tell, **copy.deepcopy({"action": item.outcome, "app": app, "fn": fn, "trigger": trigger}))
+    if tell is None or dry_run:
+        return done
+    for item in done:
+        if item.outcome == "unchanged":
+            continue
+        app = item.obj if item.kind == "app" else item.app
+        fn = item.obj if item.kind == "fn" else item.fn
+        trigger = item.obj if item.kind == "trigger" else None
+        run_isolated(tell, **copy.deepcopy({"action": item.outcome, "app": app, "fn": fn, "trigger": trigger}))
     return done
+
+
+async def import_command(config: Any, hooks: Any, source: str, headers: Iterable[str] = (), *, dry_run: bool = False,
+                         mirror: bool = False) -> list[Imported]:
+    """`fn-core import-fn`: read ``source``, check it, write it to the config's store. Nothing is left behind by one
+    that fails, or by a dry run, where there was no store: no new file (a dry run checks against an empty store)."""
+    from fn_core.store.sqlite import SQLiteStore
+
+    path = config.db_path
+    if os.path.realpath(source.partition("://")[2].partition("?")[0]) == os.path.realpath(path):
+        raise ImportFailed(f"{source} is the store to write to: give fn-core's own file with --db or FN_DB_URL")
+    objects = checked(await read_source(source, headers), hooks)
+    new = not os.path.exists(path)
+    store = SQLiteStore(":memory:" if dry_run and new else path)
+    written = False
+    try:
+        done = await import_fn(store, objects, hooks, dry_run=dry_run, mirror=mirror)
+        written = True
+        return done
+    except ImportConflict as exc:
+        if mirror or "the import does not have" not in exc.message:
+            raise ImportFailed(exc.message) from None
+        raise ImportFailed(f"{exc.message}\n(deleted on Fn since an earlier import? --mirror deletes from the store "
+                           f"what the source does not have; --dry-run shows it first)") from None
+    finally:
+        await store.close()
+        if new and not written:
+            for leftover in (path, f"{path}-wal", f"{path}-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
+
+
+def report(done: list[Imported], source: str, path: str, dry_run: bool) -> list[str]:
+    """A line for each object (kind, name, id, outcome), then the counts."""
+    width = max((len(item.obj.name) for item in done), default=0)
+    lines = []
+    for item in done:
+        outcome = f"would be {item.outcome}" if dry_run and item.outcome != "unchanged" else item.outcome
+        lines.append(f"{item.kind:<8} {item.obj.name:<{width}} {item.obj.id}  {outcome}")
+    counts = {o: sum(item.outcome == o for item in done) for o in ("created", "updated", "unchanged", "deleted")}
+    summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n or o != "deleted")
+    read = sum(item.outcome != "deleted" for item in done)
+    where = "dry run, nothing written" if dry_run else f"imported into {path}"
+    lines.append(f"{where}: {read} object{'' if read == 1 else 's'} from {source} ({summary})")
+    return lines

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from fn_core.store.base import (
     FnExists,
     FnNotFound,
     ImportConflict,
+    Imported,
     Page,
     StoreFailed,
     TriggerExists,
@@ -49,14 +51,16 @@ log = logging.getLogger(__name__)
 FILE_TROUBLE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_CORRUPT", "SQLITE_NOTADB",
                 "SQLITE_BUSY", "SQLITE_LOCKED")
 
+_TRIGGERS_TABLE = """CREATE TABLE IF NOT EXISTS {table} (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+    source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, fn_id, name), UNIQUE (app_id, type, source));"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fns (
     id TEXT PRIMARY KEY, app_id TEXT NOT NULL, name TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name));
-CREATE TABLE IF NOT EXISTS triggers (
-    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
-    source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name), UNIQUE (app_id, type, source));
-"""
+""" + _TRIGGERS_TABLE.format(table="triggers")
+#: the triggers table of a store made before a trigger's name was unique per fn, as in Fn (it was per app)
+_TRIGGER_NAMES_PER_APP = "UNIQUE (app_id, name), UNIQUE (app_id, type, source)"
 
 #: each table's columns as `_SCHEMA` makes them: a file whose tables have others was made by another program
 _COLUMNS = {
@@ -77,26 +81,131 @@ def _check_tables(db: sqlite3.Connection, path: str) -> None:
         columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
         if columns and columns != ours:
             foreign[table] = columns
-    if not foreign:
-        return
-    table, columns = next(iter(foreign.items()))
-    seen = f"its {table} table has the columns {', '.join(columns)}"
     if "image" in foreign.get("fns", ()) or "config" in foreign.get("apps", ()):
+        table, columns = next(iter(foreign.items()))
         raise NotOurDatabase(
-            f"the store {path} is Fn's database ({seen}); fn-core keeps apps, fns and triggers in tables of its own. "
-            f"Copy them, with their ids, into a new file: `fn-core import-fn sqlite3://{path} --db "
-            f"sqlite3:///path/to/fn-core.db`, then set FN_DB_URL to that file"
+            f"the store {path} is Fn's database (its {table} table has the columns {', '.join(columns)}); fn-core "
+            f"keeps apps, fns and triggers in tables of its own. Copy them, with their ids, into a new file: "
+            f"`fn-core import-fn sqlite3://{path} --db sqlite3:///path/to/fn-core.db`, then set FN_DB_URL to that file"
         )
-    raise NotOurDatabase(f"the store {path} was made by another program ({seen}): set FN_DB_URL to a file of "
-                         f"fn-core's own (a new one is made)")
+    others = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if name not in _COLUMNS and not name.startswith("sqlite_")]
+    if foreign or others:
+        seen = [f"{table} ({', '.join(columns)})" for table, columns in foreign.items()] + others
+        raise NotOurDatabase(f"the store {path} was made by another program (its tables {', '.join(seen)} are not "
+                             f"fn-core's): set FN_DB_URL to a file of fn-core's own (a new one is made)")
+
+
+def _check_unchanged(path: str) -> None:
+    """`_check_tables` on a connection that cannot change the file: a read-write one would (its close checkpoints a
+    WAL another program left). A schema only in such a WAL is not seen here, and is by the check that follows."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro&immutable=1", uri=True)
+    try:
+        _check_tables(db, path)
+    finally:
+        db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store an earlier fn-core made to this schema (each step in one transaction, checked again in it: other
+    nodes may open the file at the same time)."""
+    sql = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'triggers'"
+    if _TRIGGER_NAMES_PER_APP not in db.execute(sql).fetchone()[0]:
+        return
+    with _transaction(db):
+        if _TRIGGER_NAMES_PER_APP in db.execute(sql).fetchone()[0]:
+            db.execute(_TRIGGERS_TABLE.format(table="triggers_per_fn"))
+            db.execute("INSERT INTO triggers_per_fn SELECT id, app_id, fn_id, name, type, source, doc FROM triggers")
+            db.execute("DROP TABLE triggers")
+            db.execute("ALTER TABLE triggers_per_fn RENAME TO triggers")
 
 
 class _DryRun(Exception):
     """Rolls back an import that was only to be checked, with what it would have done."""
 
-    def __init__(self, outcomes: list[str]) -> None:
+    def __init__(self, outcomes: list[Imported]) -> None:
         super().__init__()
         self.outcomes = outcomes
+
+
+def _ids(*lists: list[App] | list[Fn] | list[Trigger]) -> set[str]:
+    return {obj.id for objs in lists for obj in objs}
+
+
+#: what an import parks before it writes (`_Import.park`): the columns whose values are unique within their scope
+_UNIQUE_COLUMNS = {"apps": ("name",), "fns": ("name",), "triggers": ("name", "source")}
+
+
+class _Import:
+    """`SQLiteStore.import_objects`'s writes, in its transaction. The rows of the ids imported first get names (and
+    sources) no one else has, so that each object is checked against the others as the import leaves them, not as
+    they were: a trigger may take a source another imported trigger gives up."""
+
+    def __init__(self, db: sqlite3.Connection, imported: set[str]) -> None:
+        self.db = db
+        self.imported = imported
+        self.problems: list[str] = []
+        self.refused: set[str] = set()
+        for table, columns in _UNIQUE_COLUMNS.items():
+            sets = ", ".join(f"{c} = char(0) || id" for c in columns)  # NUL: in no name or source the API takes
+            db.executemany(f"UPDATE {table} SET {sets} WHERE id = ?", [(i,) for i in imported])
+
+    def write(self, apps: list[App], fns: list[Fn], triggers: list[Trigger]) -> list[Imported]:
+        done = []
+        for app in apps:
+            if self._free(app, "apps", "name = ?", (app.name,), f"the name {app.name!r}"):
+                done.append(self._put("app", "apps", app, {"name": app.name}))
+        for fn in fns:
+            if self._belongs(fn, "SELECT 1 FROM apps WHERE id = ?", (fn.app_id,), "app", fn.app_id) and \
+                    self._free(fn, "fns", "app_id = ? AND name = ?", (fn.app_id, fn.name), f"the name {fn.name!r} in app {fn.app_id}"):
+                done.append(self._put("fn", "fns", fn, {"app_id": fn.app_id, "name": fn.name}))
+        for t in triggers:
+            if self._belongs(t, "SELECT 1 FROM fns WHERE id = ? AND app_id = ?", (t.fn_id, t.app_id), "fn", t.fn_id) and \
+                    self._free(t, "triggers", "app_id = ? AND fn_id = ? AND name = ?", (t.app_id, t.fn_id, t.name),
+                               f"the name {t.name!r} for fn {t.fn_id}") and \
+                    self._free(t, "triggers", "app_id = ? AND type = ? AND source = ?", (t.app_id, t.type, t.source),
+                               f"the {t.type} source {t.source!r} in app {t.app_id}"):
+                columns = {"app_id": t.app_id, "fn_id": t.fn_id, "name": t.name, "type": t.type, "source": t.source}
+                done.append(self._put("trigger", "triggers", t, columns))
+        if self.problems:
+            listed = "\n  ".join(self.problems)
+            raise ImportConflict(f"nothing was imported: {len(self.problems)} of the objects meet others of the store\n  {listed}")
+        return done
+
+    def _refuse(self, obj: Any, why: str) -> bool:
+        self.problems.append(f"{type(obj).__name__.lower()} {obj.name!r} ({obj.id}): {why}")
+        self.refused.add(obj.id)
+        return False
+
+    def _free(self, obj: Any, table: str, where: str, args: tuple, what: str) -> bool:
+        row = self.db.execute(f"SELECT id FROM {table} WHERE {where} AND id != ?", (*args, obj.id)).fetchone()
+        if row is None:
+            return True
+        kind = table[:-1]
+        whose = "an imported one" if row[0] in self.imported else "one of this store the import does not have"
+        return self._refuse(obj, f"{what} is {kind} {row[0]}'s ({whose})")
+
+    def _belongs(self, obj: Any, sql: str, args: tuple, kind: str, ident: str) -> bool:
+        if self.db.execute(sql, args).fetchone() is not None:
+            return True
+        if ident in self.refused:
+            return self._refuse(obj, f"its {kind} {ident} is refused (above)")
+        return self._refuse(obj, f"its {kind} {ident} is neither imported nor in this store" +
+                            (f" (in its app {obj.app_id})" if kind == "fn" else ""))
+
+    def _put(self, kind: str, table: str, obj: Any, columns: dict[str, str]) -> Imported:
+        doc = _doc(obj)
+        row = self.db.execute(f"SELECT doc FROM {table} WHERE id = ?", (obj.id,)).fetchone()
+        if row is None:
+            names = ", ".join(("id", *columns, "doc"))
+            self.db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * (len(columns) + 2))})",
+                            (obj.id, *columns.values(), doc))
+            return Imported(kind, obj, "created")
+        sets = ", ".join(f"{c} = ?" for c in (*columns, "doc"))  # also when unchanged: its columns were parked
+        self.db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*columns.values(), doc, obj.id))
+        return Imported(kind, obj, "unchanged" if row[0] == doc else "updated")
 
 
 def _doc(obj: Any) -> str:
@@ -140,10 +249,12 @@ class SQLiteStore:
         except sqlite3.Error as exc:  # a directory, a file this user may not open
             raise ConfigError(f"the store {path} cannot be opened: {exc}") from None
         try:
+            _check_unchanged(path)
             _check_tables(db, path)  # before anything is written to it (WAL mode is a change of the file too)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA)
+            _migrate(db)
         except sqlite3.Error as exc:  # not a SQLite file, a read-only one, a full disk: one line at start-up
             db.close()
             raise ConfigError(f"the store {path} cannot be used: {exc}") from None
@@ -280,7 +391,9 @@ class SQLiteStore:
         sql = "SELECT 1 FROM triggers WHERE app_id = ? AND type = ? AND source = ? AND id != ?"
         if db.execute(sql, (t.app_id, t.type, t.source, t.id)).fetchone():
             raise TriggerSourceExists()
-        if db.execute("SELECT 1 FROM triggers WHERE app_id = ? AND name = ? AND id != ?", (t.app_id, t.name, t.id)).fetchone():
+        # a name is unique per fn, as Fn's table constraint (app_id, fn_id, name) makes it
+        sql = "SELECT 1 FROM triggers WHERE app_id = ? AND fn_id = ? AND name = ? AND id != ?"
+        if db.execute(sql, (t.app_id, t.fn_id, t.name, t.id)).fetchone():
             raise TriggerExists()
 
     async def update_trigger(self, trigger_id: str, change: Change[Trigger]) -> Trigger:
@@ -314,69 +427,45 @@ class SQLiteStore:
         return await self._list(Trigger, "triggers", {"app_id": app_id, "fn_id": fn_id, "name": name}, cursor, per_page)
 
     # --- imports -------------------------------------------------------------------------
-    async def import_objects(self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False) -> list[str]:
+    async def import_objects(
+        self, apps: list[App], fns: list[Fn], triggers: list[Trigger], *, dry_run: bool = False, mirror: bool = False
+    ) -> list[Imported]:
         """Write objects made elsewhere (Fn's, `fn_core.store.fn_import`) with their own ids and times, in one
         transaction: all or none. Each one's outcome, in the order given (apps, fns, triggers): ``"created"``,
-        ``"updated"`` (this store had its id, with other fields: the given one wins) or ``"unchanged"``. An object
-        whose name (a trigger's source) is another id's here, or whose app or fn is nowhere, is an `ImportConflict`
-        that names both. ``dry_run``: the same checks and outcomes, then rolled back."""
+        ``"updated"`` (this store had its id, with other fields: the given one wins) or ``"unchanged"``; with
+        ``mirror``, then every object of this store the import does not have, ``"deleted"``. Names and trigger
+        sources are checked against the store as the import leaves it (two triggers may swap sources): each object
+        whose name or source another id holds there, or whose app or fn is nowhere, is named in one
+        `ImportConflict`. ``dry_run``: the same checks and outcomes, then rolled back."""
 
-        def write(db: sqlite3.Connection) -> list[str]:
-            outcomes = []
+        def write(db: sqlite3.Connection) -> list[Imported]:
             try:
                 with _transaction(db):
-                    for app in apps:
-                        self._refuse_taken(db, app, "apps", "name = ?", (app.name,), f"the name {app.name!r}")
-                        outcomes.append(self._put(db, "apps", app, {"name": app.name}))
-                    for fn in fns:
-                        self._refuse_orphan(db, fn, "SELECT 1 FROM apps WHERE id = ?", (fn.app_id,),
-                                            f"its app {fn.app_id} is neither imported nor in this store")
-                        what = f"the name {fn.name!r} in app {fn.app_id}"
-                        self._refuse_taken(db, fn, "fns", "app_id = ? AND name = ?", (fn.app_id, fn.name), what)
-                        outcomes.append(self._put(db, "fns", fn, {"app_id": fn.app_id, "name": fn.name}))
-                    for t in triggers:
-                        self._refuse_orphan(db, t, "SELECT 1 FROM fns WHERE id = ? AND app_id = ?", (t.fn_id, t.app_id),
-                                            f"its fn {t.fn_id} is no fn of its app {t.app_id}, imported or in this store")
-                        self._refuse_taken(db, t, "triggers", "app_id = ? AND name = ?", (t.app_id, t.name),
-                                           f"the name {t.name!r} in app {t.app_id}")
-                        self._refuse_taken(db, t, "triggers", "app_id = ? AND type = ? AND source = ?",
-                                           (t.app_id, t.type, t.source), f"the {t.type} source {t.source!r} in app {t.app_id}")
-                        columns = {"app_id": t.app_id, "fn_id": t.fn_id, "name": t.name, "type": t.type, "source": t.source}
-                        outcomes.append(self._put(db, "triggers", t, columns))
+                    deleted = self._delete_all_but(db, apps, fns, triggers) if mirror else []
+                    done = _Import(db, _ids(apps, fns, triggers)).write(apps, fns, triggers)
                     if dry_run:
-                        raise _DryRun(outcomes)
-            except _DryRun:
-                pass
-            return outcomes
+                        raise _DryRun(done + deleted)
+                    return done + deleted
+            except _DryRun as rolled_back:
+                return rolled_back.outcomes
 
         return await self._run(write)
 
     @staticmethod
-    def _refuse_taken(db: sqlite3.Connection, obj: Any, table: str, where: str, args: tuple, what: str) -> None:
-        row = db.execute(f"SELECT id FROM {table} WHERE {where} AND id != ?", (*args, obj.id)).fetchone()
-        if row is not None:
-            kind = table[:-1]
-            raise ImportConflict(f"{kind} {obj.name!r} ({obj.id}): {what} is {kind} {row[0]}'s in this store")
-
-    @staticmethod
-    def _refuse_orphan(db: sqlite3.Connection, obj: Any, sql: str, args: tuple, what: str) -> None:
-        if db.execute(sql, args).fetchone() is None:
-            raise ImportConflict(f"{type(obj).__name__.lower()} {obj.name!r} ({obj.id}): {what}")
-
-    @staticmethod
-    def _put(db: sqlite3.Connection, table: str, obj: Any, columns: dict[str, str]) -> str:
-        doc = _doc(obj)
-        row = db.execute(f"SELECT doc FROM {table} WHERE id = ?", (obj.id,)).fetchone()
-        if row is None:
-            names = ", ".join(("id", *columns, "doc"))
-            db.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * (len(columns) + 2))})",
-                       (obj.id, *columns.values(), doc))
-            return "created"
-        if row[0] == doc:
-            return "unchanged"
-        sets = ", ".join(f"{c} = ?" for c in (*columns, "doc"))
-        db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", (*columns.values(), doc, obj.id))
-        return "updated"
+    def _delete_all_but(db: sqlite3.Connection, apps: list[App], fns: list[Fn], triggers: list[Trigger]) -> list[Imported]:
+        kept = _ids(apps, fns, triggers)
+        found: dict[str, dict[str, Any]] = {}
+        for table, kind in (("apps", App), ("fns", Fn), ("triggers", Trigger)):
+            found[table] = {ident: kind(**json.loads(doc)) for ident, doc in db.execute(f"SELECT id, doc FROM {table}")}
+        deleted = []
+        for table, kind_name in (("triggers", "trigger"), ("fns", "fn"), ("apps", "app")):
+            for ident, obj in found[table].items():
+                if ident in kept:
+                    continue
+                db.execute(f"DELETE FROM {table} WHERE id = ?", (ident,))
+                fn = found["fns"].get(getattr(obj, "fn_id", ""))
+                deleted.append(Imported(kind_name, obj, "deleted", found["apps"].get(getattr(obj, "app_id", ident)), fn))
+        return deleted
 
     # --- helpers ---------------------------------------------------------------------------
     async def _update(

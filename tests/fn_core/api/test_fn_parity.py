@@ -190,6 +190,10 @@ async def test_trigger_messages(start):
     assert await call(api, "POST", "/v2/triggers", json={**base, "name": "t2"}) == same_source
     assert await call(api, "POST", "/v2/triggers", json=base) == same_source  # name and source: Fn looks at the source first
     assert await call(api, "POST", "/v2/triggers", json={**base, "source": "/u"}) == (409, {"message": "Trigger already exists"})
+    # a name is unique per fn (Fn's table constraint is app_id, fn_id, name): another fn's trigger may have it
+    _, other = await call(api, "POST", "/v2/fns", json={"name": "other", "app_id": app["id"], "image": "i"})
+    status, namesake = await call(api, "POST", "/v2/triggers", json={**base, "fn_id": other["id"], "source": "/u"})
+    assert (status, namesake["name"], namesake["fn_id"]) == (200, "t", other["id"])
     mismatch = await call(api, "PUT", f"/v2/triggers/{trigger['id']}", json={"id": "01OTHER"})
     assert mismatch == (400, {"message": "ID in path does not match ID in body"})
 

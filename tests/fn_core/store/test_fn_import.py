@@ -183,8 +183,15 @@ async def test_a_node_given_fns_database_stops_and_names_the_import(tmp_path):
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE apps (id TEXT, title TEXT)")
-    with pytest.raises(Exception, match=f"the store {other} was made by another program .*apps table has the columns id, title"):
+    with pytest.raises(Exception, match=f"the store {other} was made by another program \\(its tables apps \\(id, title\\) "):
         SQLiteStore(str(other))
+    unrelated = tmp_path / "unrelated.db"
+    with sqlite3.connect(unrelated) as db:
+        db.execute("CREATE TABLE users (id TEXT)")
+    before = digest(unrelated)
+    with pytest.raises(Exception, match="was made by another program \\(its tables users are not fn-core's\\)"):
+        SQLiteStore(str(unrelated))
+    assert digest(unrelated) == before
 
 
 async def test_a_store_file_sqlite_cannot_read_stops_start_up_with_one_line(tmp_path):
@@ -223,7 +230,11 @@ async def test_a_name_another_id_holds_here_is_refused_and_nothing_is_written(tm
     fn_db = fn_database(tmp_path / "fn.db")
     code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
     assert code == 2
-    assert f"app 'shop' ({APP_ID}): the name 'shop' is app {mine.id}'s in this store" in err
+    assert "nothing was imported: 3 of the objects meet others of the store" in err
+    assert f"app 'shop' ({APP_ID}): the name 'shop' is app {mine.id}'s (one of this store the import does not have)" in err
+    assert f"fn 'pay' ({FN_ID}): its app {APP_ID} is refused (above)" in err
+    assert f"trigger 'pay-http' ({TRIGGER_ID}): its fn {FN_ID} is refused (above)" in err
+    assert "--mirror deletes from the store what the source does not have" in err
     apps, fns, triggers = await stored(target)
     assert ([a.id for a in apps], fns, triggers) == ([mine.id], [], [])
 
@@ -246,8 +257,82 @@ async def test_a_second_import_brings_what_changed_and_a_dry_run_writes_nothing(
         assert (fn.memory, fn.created_at, fn.updated_at) == (512, STAMP, LATER)
     finally:
         await store.close()
+    before = digest(target)
     code, out, _ = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--dry-run")
     assert code == 0 and "dry run, nothing written: 3 objects" in out and "(0 created, 0 updated, 3 unchanged)" in out
+    assert digest(target) == before
+
+
+async def test_a_dry_run_or_a_refused_import_leaves_no_new_store(tmp_path):
+    fn_db = fn_database(tmp_path / "fn.db")
+    target = tmp_path / "new" / "dir" / "fn-core.db"
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--dry-run")
+    assert code == 0, err
+    assert "trigger  pay-http 01HQ0000000000000000TRG001  would be created" in out
+    assert not (tmp_path / "new").exists()
+
+    with sqlite3.connect(fn_db) as db:  # Fn's UpdateTrigger does not look for a taken source: two triggers may share one
+        db.execute("INSERT INTO triggers VALUES ('01HQ0000000000000000TRG009', 'again', ?, ?, ?, ?, 'http', '/pay', '{}')",
+                   (APP_ID, FN_ID, STAMP, STAMP))
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 2
+    assert (f"trigger 'again' (01HQ0000000000000000TRG009): the http source '/pay' in app {APP_ID} is trigger "
+            f"{TRIGGER_ID}'s (an imported one)") in err
+    assert "--mirror" not in err  # no store object in the way: no hint of one
+    assert [p for p in target.parent.glob("fn-core.db*")] == []  # the file made for it is removed, its WAL too
+
+
+async def test_mirror_makes_the_store_fns_copy_and_sources_may_move_between_triggers(tmp_path):
+    """Fn is the source of truth until the traffic moves: an fn deleted and deployed again (a new id, the same name)
+    on Fn meets the old one in the store, until --mirror deletes what Fn no longer has. Triggers that swapped
+    sources on Fn are checked as the import leaves them."""
+    second_fn = (OTHER_FN_ID, "ship", APP_ID, "fnproject/hello:0.0.1", 128, 30, 30, "{}", "{}", STAMP, STAMP, "")
+    fn_db = fn_database(tmp_path / "fn.db", extra_fns=(second_fn,))
+    with sqlite3.connect(fn_db) as db:  # a second trigger with the same name: Fn's names are unique per fn
+        db.execute("INSERT INTO triggers VALUES ('01HQ0000000000000000TRG002', 'pay-http', ?, ?, ?, ?, 'http', '/ship', '{}')",
+                   (APP_ID, OTHER_FN_ID, STAMP, STAMP))
+    target = tmp_path / "fn-core.db"
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 0, err
+    with sqlite3.connect(fn_db) as db:
+        db.execute("UPDATE triggers SET source = CASE source WHEN '/pay' THEN '/ship' ELSE '/pay' END, updated_at = ?", (LATER,))
+        db.execute("DELETE FROM fns WHERE id = ?", (OTHER_FN_ID,))  # `fn delete` and `fn deploy` again: a new id
+        db.execute("INSERT INTO fns VALUES ('01HQ00000000000000000FN003', 'ship', ?, 'fnproject/hello:0.0.2', 128, 30, 30, "
+                   "'{}', '{}', ?, ?, '')", (APP_ID, LATER, LATER))
+        db.execute("UPDATE triggers SET fn_id = '01HQ00000000000000000FN003' WHERE fn_id = ?", (OTHER_FN_ID,))
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 2
+    assert f"fn 'ship' (01HQ00000000000000000FN003): the name 'ship' in app {APP_ID} is fn {OTHER_FN_ID}'s (one of" in err
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--mirror")
+    assert code == 0, err
+    assert f"fn       ship     {OTHER_FN_ID}  deleted" in out
+    assert "(1 created, 2 updated, 2 unchanged, 1 deleted)" in out
+    _, fns, triggers = await stored(target)
+    assert sorted(f.id for f in fns) == [FN_ID, "01HQ00000000000000000FN003"]
+    assert {(t.fn_id, t.source) for t in triggers} == {(FN_ID, "/ship"), ("01HQ00000000000000000FN003", "/pay")}
+
+
+async def test_fns_odd_files_are_read_as_they_are(tmp_path):
+    """A path with '#' (no URI fragment), a Go driver's options after '?', an old Fn's `format` column, and a file in WAL
+    mode no one has open: read without a WAL or its index left beside it."""
+    odd = tmp_path / "fn #1.db"
+    fn_database(odd)
+    with sqlite3.connect(odd) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    assert not (tmp_path / "fn #1.db-wal").exists()  # checkpointed and removed at the close
+    before = digest(odd)
+    found = read_fn_sqlite(f"{odd}?_busy_timeout=5000")
+    assert [f["id"] for f in found.fns] == [FN_ID]
+    assert digest(odd) == before and sorted(p.name for p in tmp_path.iterdir()) == ["fn #1.db"]
+
+    with sqlite3.connect(odd) as db:
+        db.execute("ALTER TABLE fns ADD format varchar(16)")
+        db.execute("UPDATE fns SET format = 'json'")
+    with pytest.raises(ImportFailed, match=f"fn 'pay' \\({FN_ID}\\): format 'json': fn-core runs http-stream functions only"):
+        checked(read_fn_sqlite(str(odd)))
+    with sqlite3.connect(odd) as db:
+        db.execute("UPDATE fns SET format = 'http-stream'")
+    assert [f.id for f in checked(read_fn_sqlite(str(odd)))[1]] == [FN_ID]
 
 
 # --- plugins ------------------------------------------------------------------------------------------
@@ -282,6 +367,9 @@ async def test_plugins_check_imported_objects_and_hear_them_stored(tmp_path):
         assert heard.changes == [("created", "App", APP_ID), ("created", "Fn", FN_ID), ("created", "Trigger", TRIGGER_ID)]
         await import_fn(store, checked(found, pm.hook), pm.hook)
         assert len(heard.changes) == 3  # nothing changed: nothing told
+        without_the_fn = Found(apps=found.apps, fns=[], triggers=[])  # deleted on Fn since, its trigger with it
+        await import_fn(store, checked(without_the_fn, pm.hook), pm.hook, mirror=True)
+        assert heard.changes[3:] == [("deleted", "Trigger", TRIGGER_ID), ("deleted", "Fn", FN_ID)]
     finally:
         await store.close()
 

@@ -58,3 +58,31 @@ async def test_a_taken_source_is_reported_before_a_taken_name(store):
     with pytest.raises(TriggerExists) as name:
         await store.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=fn.id, source="/u"))
     assert (name.value.status, name.value.message) == (409, "Trigger already exists")
+
+
+async def test_a_store_made_when_names_were_unique_per_app_takes_them_per_fn_and_keeps_its_triggers(tmp_path):
+    """Stores made before trigger names were unique per fn (Fn's rule), as they were per app, are changed at open."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    first = SQLiteStore(str(path))
+    app = await first.insert_app(App(name="a"))
+    f1 = await first.insert_fn(Fn(name="f1", app_id=app.id, image="i"))
+    f2 = await first.insert_fn(Fn(name="f2", app_id=app.id, image="i"))
+    kept = await first.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=f1.id, source="/t"))
+    await first.close()
+    with sqlite3.connect(path) as db:  # the triggers table as fn-core made it until then
+        db.executescript("""
+            CREATE TABLE old (id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL,
+                type TEXT NOT NULL, source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name), UNIQUE (app_id, type, source));
+            INSERT INTO old SELECT * FROM triggers; DROP TABLE triggers; ALTER TABLE old RENAME TO triggers;
+        """)
+    store = SQLiteStore(str(path))
+    try:
+        assert await store.get_trigger(kept.id) == kept
+        namesake = await store.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=f2.id, source="/u"))
+        assert {t.id for t in (await store.list_triggers(app_id=app.id, name="t")).items} == {kept.id, namesake.id}
+        with pytest.raises(TriggerExists):
+            await store.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=f1.id, source="/v"))
+    finally:
+        await store.close()
