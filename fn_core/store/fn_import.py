@@ -4,7 +4,7 @@ Clients of an Fn deployment hold its ids (`/invoke/{fn_id}` URLs, app and fn ids
 objects through the v2 API would give each a new one. This reads them from Fn's v2 API (whatever database Fn
 runs on) or from Fn's SQLite file, checks each as the v2 API checks a create (the plugins' `validate_*` hooks
 too), and writes them in one store transaction: all, or nothing. Run again, it brings what changed on Fn since
-(Fn's version wins); what was deleted on Fn stays here.
+(Fn's version wins); what was deleted on Fn stays here, unless it mirrors Fn (then it is deleted here too).
 """
 
 from __future__ import annotations

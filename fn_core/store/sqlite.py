@@ -134,7 +134,7 @@ def _ids(*lists: list[App] | list[Fn] | list[Trigger]) -> set[str]:
     return {obj.id for objs in lists for obj in objs}
 
 
-#: what an import parks before it writes (`_Import.park`): the columns whose values are unique within their scope
+#: what an import parks before it writes (`_Import`): the columns whose values are unique within their scope
 _UNIQUE_COLUMNS = {"apps": ("name",), "fns": ("name",), "triggers": ("name", "source")}
 
 
