@@ -15,7 +15,6 @@ import json
 import os
 import re
 import sqlite3
-import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +26,7 @@ from fn_core.errors import APIError, FnCoreError
 from fn_core.hook_calls import failed_plugin, implemented, run_failing_call, run_isolated
 from fn_core.models import HTTP_ENDPOINT, INVOKE_ENDPOINT, App, Fn, Trigger
 from fn_core.store.base import MAX_PER_PAGE, ImportConflict, Imported, Store
+from fn_core.store.sqlite import SQLiteStore, read_only
 
 #: what Fn's API adds to the annotations it shows (not stored): fn-core shows its own
 SHOWN_ONLY = (INVOKE_ENDPOINT, HTTP_ENDPOINT)
@@ -127,19 +127,14 @@ async def _all_pages(session: aiohttp.ClientSession, url: str, query: dict[str, 
 
 
 def read_fn_sqlite(path: str) -> Found:
-    """Fn's SQLite file, read only and in one read transaction (what a running Fn writes meanwhile is not half seen).
-
-    A file in WAL mode without a WAL beside it (no writer has it open) is read as immutable: a read-only reader
-    would otherwise leave a WAL and its index next to Fn's file, owned by whoever ran the import."""
+    """Fn's SQLite file, read only (`fn_core.store.sqlite.read_only`: nothing left beside it) and in one read
+    transaction (what a running Fn writes meanwhile is not half seen)."""
     path = path.partition("?")[0]  # a Go driver's options, as an FN_DB_URL of Fn's may carry (?_busy_timeout=...)
     if not os.path.isfile(path):
         raise ImportFailed(f"{path}: no such file")
-    with open(path, "rb") as f:
-        header = f.read(20)
-    idle_wal = len(header) == 20 and header[18] == 2 and not os.path.exists(f"{path}-wal")  # byte 18: 2 = WAL mode
     try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro{'&immutable=1' if idle_wal else ''}", uri=True)
-    except sqlite3.Error as exc:
+        db = read_only(path)
+    except (OSError, sqlite3.Error) as exc:
         raise ImportFailed(f"{path}: {exc}") from None
     try:
         db.execute("BEGIN")
@@ -269,10 +264,21 @@ def checked(found: Found, hooks: Any = None) -> Checked:
 # --- the import ----------------------------------------------------------------------------
 async def import_fn(store: Store, objects: Checked, hooks: Any = None, *, dry_run: bool = False,
                     mirror: bool = False) -> list[Imported]:
-    """Write the `checked` ``objects`` to ``store`` (``mirror``: and delete there what they do not hold); the
-    `object_changed` listeners hear each object created, updated or deleted."""
+    """Write the `checked` ``objects`` to ``store`` (``mirror``: and delete there what they do not hold, once the
+    plugins' `validate_delete` let each go); the `object_changed` listeners hear each object created, updated or
+    deleted."""
     apps, fns, triggers = objects
-    done = await store.import_objects(apps, fns, triggers, dry_run=dry_run, mirror=mirror)
+    if mirror and not apps:
+        raise ImportFailed("--mirror with a source that has no apps would empty the store: nothing was changed (a wrong "
+                           "address, or a token that sees nothing, reads as an empty Fn too)")
+    check_delete = implemented(hooks, "validate_delete") if mirror else None
+    if check_delete is not None:  # the deletes planned, each asked first; then the import itself, unless only planned
+        planned = await store.import_objects(apps, fns, triggers, dry_run=True, mirror=True)
+        _let_go(check_delete, [item for item in planned if item.outcome == "deleted"])
+    if check_delete is not None and dry_run:
+        done = planned
+    else:
+        done = await store.import_objects(apps, fns, triggers, dry_run=dry_run, mirror=mirror)
     apps_by_id, fns_by_id = {a.id: a for a in apps}, {f.id: f for f in fns}
     for item in done:  # what it belongs to (the store gave it for those it deleted)
         obj = item.obj
@@ -282,27 +288,46 @@ async def import_fn(store: Store, objects: Checked, hooks: Any = None, *, dry_ru
     if tell is None or dry_run:
         return done
     for item in done:
-        if item.outcome == "unchanged":
-            continue
-        app = item.obj if item.kind == "app" else item.app
-        fn = item.obj if item.kind == "fn" else item.fn
-        trigger = item.obj if item.kind == "trigger" else None
-        run_isolated(tell, **copy.deepcopy({"action": item.outcome, "app": app, "fn": fn, "trigger": trigger}))
+        if item.outcome != "unchanged":
+            run_isolated(tell, **_hook_args(item, action=item.outcome))
     return done
+
+
+def _hook_args(item: Imported, **more: Any) -> dict[str, Any]:
+    """The (copied) app, fn and trigger of ``item``, as `validate_delete` and `object_changed` take them."""
+    app = item.obj if item.kind == "app" else item.app
+    fn = item.obj if item.kind == "fn" else item.fn
+    trigger = item.obj if item.kind == "trigger" else None
+    return copy.deepcopy({**more, "app": app, "fn": fn, "trigger": trigger})
+
+
+def _let_go(check: Any, deletes: list[Imported]) -> None:
+    """`validate_delete` for each object a mirror would delete (an app's fns and triggers each asked too); every
+    refusal named in one `ImportFailed`."""
+    refusals = []
+    for item in deletes:
+        try:
+            run_failing_call(check, **_hook_args(item))
+        except APIError as err:
+            refusals.append(f"{item.kind} {item.obj.name!r} ({item.obj.id}): {err.message} "
+                            f"(plugin {failed_plugin(check, err)}'s validate_delete)")
+    if refusals:
+        listed = "\n  ".join(refusals)
+        raise ImportFailed(f"nothing was imported: plugins keep {len(refusals)} of the objects --mirror would delete\n  {listed}")
 
 
 async def import_command(config: Any, hooks: Any, source: str, headers: Iterable[str] = (), *, dry_run: bool = False,
                          mirror: bool = False) -> list[Imported]:
     """`fn-core import-fn`: read ``source``, check it, write it to the config's store. Nothing is left behind by one
-    that fails, or by a dry run, where there was no store: no new file (a dry run checks against an empty store)."""
-    from fn_core.store.sqlite import SQLiteStore
-
+    that fails or is cancelled, where there was no store: no new file, nor the directories made for it. A dry run
+    works on a copy in memory (an empty one where there is no store yet)."""
     path = config.db_path
     if os.path.realpath(source.partition("://")[2].partition("?")[0]) == os.path.realpath(path):
         raise ImportFailed(f"{source} is the store to write to: give fn-core's own file with --db or FN_DB_URL")
     objects = checked(await read_source(source, headers), hooks)
     new = not os.path.exists(path)
-    store = SQLiteStore(":memory:" if dry_run and new else path)
+    made_dirs = [] if dry_run else _missing_dirs(path)
+    store = SQLiteStore(":memory:") if dry_run and new else SQLiteStore(path, in_memory_copy=dry_run)
     written = False
     try:
         done = await import_fn(store, objects, hooks, dry_run=dry_run, mirror=mirror)
@@ -311,14 +336,28 @@ async def import_command(config: Any, hooks: Any, source: str, headers: Iterable
     except ImportConflict as exc:
         if mirror or "the import does not have" not in exc.message:
             raise ImportFailed(exc.message) from None
-        raise ImportFailed(f"{exc.message}\n(deleted on Fn since an earlier import? --mirror deletes from the store "
-                           f"what the source does not have; --dry-run shows it first)") from None
+        raise ImportFailed(f"{exc.message}\n(if Fn deleted those since an earlier import: --mirror deletes from the store "
+                           f"everything the source does not have, objects made here included; --dry-run lists them "
+                           f"first)") from None
     finally:
         await store.close()
-        if new and not written:
+        if new and not written and not dry_run:
             for leftover in (path, f"{path}-wal", f"{path}-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(leftover)
+            for made in made_dirs:  # deepest first
+                with contextlib.suppress(OSError):
+                    os.rmdir(made)
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories above ``path`` that do not exist yet, deepest first."""
+    missing = []
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    return missing
 
 
 def report(done: list[Imported], source: str, path: str, dry_run: bool) -> list[str]:
@@ -329,7 +368,7 @@ def report(done: list[Imported], source: str, path: str, dry_run: bool) -> list[
         outcome = f"would be {item.outcome}" if dry_run and item.outcome != "unchanged" else item.outcome
         lines.append(f"{item.kind:<8} {item.obj.name:<{width}} {item.obj.id}  {outcome}")
     counts = {o: sum(item.outcome == o for item in done) for o in ("created", "updated", "unchanged", "deleted")}
-    summary = ", ".join(f"{n} {o}" for o, n in counts.items() if n or o != "deleted")
+    summary = ("would be: " if dry_run else "") + ", ".join(f"{n} {o}" for o, n in counts.items() if n or o != "deleted")
     read = sum(item.outcome != "deleted" for item in done)
     where = "dry run, nothing written" if dry_run else f"imported into {path}"
     lines.append(f"{where}: {read} object{'' if read == 1 else 's'} from {source} ({summary})")

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import sqlite3
+import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +110,41 @@ def _check_unchanged(path: str) -> None:
         db.close()
 
 
+def read_only(path: str) -> sqlite3.Connection:
+    """A connection that reads ``path`` and changes nothing beside it. A file in WAL mode without a WAL beside it (no
+    writer has it open) is read as immutable: a read-only reader would otherwise leave a WAL and its index next to it,
+    owned by whoever read it. `sqlite3.Error` when SQLite cannot open it."""
+    with open(path, "rb") as f:
+        header = f.read(20)
+    idle_wal = len(header) == 20 and header[18] == 2 and not os.path.exists(f"{path}-wal")  # byte 18: 2 = WAL mode
+    return sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro{'&immutable=1' if idle_wal else ''}", uri=True,
+                           isolation_level=None, check_same_thread=False)
+
+
+#: how long an open waits for another process that holds the file while it sets WAL mode (sqlite3's busy timeout)
+BUSY_S = 5.0
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, waiting out another process that opens the file at the same moment: SQLite answers this pragma's
+    SQLITE_BUSY at once, not after its busy timeout as it does for other statements."""
+    deadline = time.monotonic() + BUSY_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _make_schema(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(_SCHEMA)
+    _migrate(db)
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a store an earlier fn-core made to this schema (each step in one transaction, checked again in it: other
     nodes may open the file at the same time)."""
@@ -130,8 +167,18 @@ class _DryRun(Exception):
         self.outcomes = outcomes
 
 
-def _ids(*lists: list[App] | list[Fn] | list[Trigger]) -> set[str]:
-    return {obj.id for objs in lists for obj in objs}
+def _ids(apps: list[App], fns: list[Fn], triggers: list[Trigger]) -> dict[str, set[str]]:
+    """The ids of each table's objects: each table's own (an fn may have the id of an app)."""
+    return {"apps": {a.id for a in apps}, "fns": {f.id for f in fns}, "triggers": {t.id for t in triggers}}
+
+
+class _Stopped(Exception):
+    """An import whose caller was cancelled (Ctrl-C, SIGTERM) while it wrote: its transaction is rolled back."""
+
+
+def _go_on(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise _Stopped()
 
 
 #: what an import parks before it writes (`_Import`): the columns whose values are unique within their scope
@@ -141,42 +188,49 @@ _UNIQUE_COLUMNS = {"apps": ("name",), "fns": ("name",), "triggers": ("name", "so
 class _Import:
     """`SQLiteStore.import_objects`'s writes, in its transaction. The rows of the ids imported first get names (and
     sources) no one else has, so that each object is checked against the others as the import leaves them, not as
-    they were: a trigger may take a source another imported trigger gives up."""
+    they were: a trigger may take a source another imported trigger gives up. Every row parked is written again
+    (`_put`) or the transaction is rolled back."""
 
-    def __init__(self, db: sqlite3.Connection, imported: set[str]) -> None:
+    def __init__(self, db: sqlite3.Connection, imported: dict[str, set[str]], stop: threading.Event | None) -> None:
         self.db = db
-        self.imported = imported
+        self.imported = imported  # per table
+        self.stop = stop
         self.problems: list[str] = []
-        self.refused: set[str] = set()
+        self.refused: set[tuple[str, str]] = set()  # (kind, id)
         for table, columns in _UNIQUE_COLUMNS.items():
             sets = ", ".join(f"{c} = char(0) || id" for c in columns)  # NUL: in no name or source the API takes
-            db.executemany(f"UPDATE {table} SET {sets} WHERE id = ?", [(i,) for i in imported])
+            db.executemany(f"UPDATE {table} SET {sets} WHERE id = ?", [(i,) for i in imported[table]])
 
     def write(self, apps: list[App], fns: list[Fn], triggers: list[Trigger]) -> list[Imported]:
+        """Each object checked in full (all it meets is listed, also when its app or fn is refused), then written."""
         done = []
         for app in apps:
             if self._free(app, "apps", "name = ?", (app.name,), f"the name {app.name!r}"):
                 done.append(self._put("app", "apps", app, {"name": app.name}))
         for fn in fns:
-            if self._belongs(fn, "SELECT 1 FROM apps WHERE id = ?", (fn.app_id,), "app", fn.app_id) and \
-                    self._free(fn, "fns", "app_id = ? AND name = ?", (fn.app_id, fn.name), f"the name {fn.name!r} in app {fn.app_id}"):
+            checks = [self._belongs(fn, "SELECT 1 FROM apps WHERE id = ?", (fn.app_id,), "app", fn.app_id),
+                      self._free(fn, "fns", "app_id = ? AND name = ?", (fn.app_id, fn.name),
+                                 f"the name {fn.name!r} in app {fn.app_id}")]
+            if all(checks):
                 done.append(self._put("fn", "fns", fn, {"app_id": fn.app_id, "name": fn.name}))
         for t in triggers:
-            if self._belongs(t, "SELECT 1 FROM fns WHERE id = ? AND app_id = ?", (t.fn_id, t.app_id), "fn", t.fn_id) and \
-                    self._free(t, "triggers", "app_id = ? AND fn_id = ? AND name = ?", (t.app_id, t.fn_id, t.name),
-                               f"the name {t.name!r} for fn {t.fn_id}") and \
-                    self._free(t, "triggers", "app_id = ? AND type = ? AND source = ?", (t.app_id, t.type, t.source),
-                               f"the {t.type} source {t.source!r} in app {t.app_id}"):
+            checks = [self._belongs(t, "SELECT 1 FROM fns WHERE id = ? AND app_id = ?", (t.fn_id, t.app_id), "fn", t.fn_id),
+                      self._free(t, "triggers", "app_id = ? AND fn_id = ? AND name = ?", (t.app_id, t.fn_id, t.name),
+                                 f"the name {t.name!r} for fn {t.fn_id}"),
+                      self._free(t, "triggers", "app_id = ? AND type = ? AND source = ?", (t.app_id, t.type, t.source),
+                                 f"the {t.type} source {t.source!r} in app {t.app_id}")]
+            if all(checks):
                 columns = {"app_id": t.app_id, "fn_id": t.fn_id, "name": t.name, "type": t.type, "source": t.source}
                 done.append(self._put("trigger", "triggers", t, columns))
         if self.problems:
             listed = "\n  ".join(self.problems)
-            raise ImportConflict(f"nothing was imported: {len(self.problems)} of the objects meet others of the store\n  {listed}")
+            raise ImportConflict(f"nothing was imported: {len(self.refused)} of the objects meet others of the store\n  {listed}")
         return done
 
     def _refuse(self, obj: Any, why: str) -> bool:
-        self.problems.append(f"{type(obj).__name__.lower()} {obj.name!r} ({obj.id}): {why}")
-        self.refused.add(obj.id)
+        kind = type(obj).__name__.lower()
+        self.problems.append(f"{kind} {obj.name!r} ({obj.id}): {why}")
+        self.refused.add((kind, obj.id))
         return False
 
     def _free(self, obj: Any, table: str, where: str, args: tuple, what: str) -> bool:
@@ -184,18 +238,19 @@ class _Import:
         if row is None:
             return True
         kind = table[:-1]
-        whose = "an imported one" if row[0] in self.imported else "one of this store the import does not have"
+        whose = "an imported one" if row[0] in self.imported[table] else "one of this store the import does not have"
         return self._refuse(obj, f"{what} is {kind} {row[0]}'s ({whose})")
 
     def _belongs(self, obj: Any, sql: str, args: tuple, kind: str, ident: str) -> bool:
         if self.db.execute(sql, args).fetchone() is not None:
             return True
-        if ident in self.refused:
+        if (kind, ident) in self.refused:
             return self._refuse(obj, f"its {kind} {ident} is refused (above)")
         return self._refuse(obj, f"its {kind} {ident} is neither imported nor in this store" +
                             (f" (in its app {obj.app_id})" if kind == "fn" else ""))
 
     def _put(self, kind: str, table: str, obj: Any, columns: dict[str, str]) -> Imported:
+        _go_on(self.stop)
         doc = _doc(obj)
         row = self.db.execute(f"SELECT doc FROM {table} WHERE id = ?", (obj.id,)).fetchone()
         if row is None:
@@ -231,13 +286,15 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 class SQLiteStore:
     """`fn_core.store.base.Store` on a SQLite file (WAL mode)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, in_memory_copy: bool = False) -> None:
+        """``in_memory_copy``: work on a copy of the file, in memory (what a dry run changes is never written, and a
+        store made by an earlier fn-core is brought to this schema only in the copy)."""
         self.path = path
-        if path != ":memory:":
+        if path != ":memory:" and not in_memory_copy:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fn-store")
         try:
-            self._db = self._executor.submit(self._open, path).result()
+            self._db = self._executor.submit(self._open_copy if in_memory_copy else self._open, path).result()
         except BaseException:
             self._executor.shutdown(wait=False)
             raise
@@ -251,16 +308,35 @@ class SQLiteStore:
         try:
             _check_unchanged(path)
             _check_tables(db, path)  # before anything is written to it (WAL mode is a change of the file too)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-            _migrate(db)
+            _use_wal(db)
+            _make_schema(db)
         except sqlite3.Error as exc:  # not a SQLite file, a read-only one, a full disk: one line at start-up
             db.close()
             raise ConfigError(f"the store {path} cannot be used: {exc}") from None
         except BaseException:
             db.close()
             raise
+        return db
+
+    @staticmethod
+    def _open_copy(path: str) -> sqlite3.Connection:
+        try:
+            source = read_only(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"the store {path} cannot be opened: {exc}") from None
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            _check_tables(source, path)
+            source.backup(db)
+            _make_schema(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"the store {path} cannot be used: {exc}") from None
+        except BaseException:
+            db.close()
+            raise
+        finally:
+            source.close()
         return db
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -438,30 +514,47 @@ class SQLiteStore:
         whose name or source another id holds there, or whose app or fn is nowhere, is named in one
         `ImportConflict`. ``dry_run``: the same checks and outcomes, then rolled back."""
 
+        stop = threading.Event()
+        ended: list[list[Imported]] = []  # the outcomes, once committed (or, for a dry run, rolled back)
+
         def write(db: sqlite3.Connection) -> list[Imported]:
             try:
                 with _transaction(db):
-                    deleted = self._delete_all_but(db, apps, fns, triggers) if mirror else []
-                    done = _Import(db, _ids(apps, fns, triggers)).write(apps, fns, triggers)
+                    ids = _ids(apps, fns, triggers)
+                    deleted = self._delete_all_but(db, ids, stop) if mirror else []
+                    done = _Import(db, ids, stop).write(apps, fns, triggers)
                     if dry_run:
                         raise _DryRun(done + deleted)
-                    return done + deleted
+                ended.append(done + deleted)
             except _DryRun as rolled_back:
-                return rolled_back.outcomes
+                ended.append(rolled_back.outcomes)
+            return ended[0]
 
-        return await self._run(write)
+        try:
+            return await self._run(write)
+        except asyncio.CancelledError:
+            # the caller was cancelled (Ctrl-C): the transaction stops where it is and rolls back, unless it committed
+            # meanwhile; either way it has ended when this returns, and its outcome is said as it is
+            stop.set()
+            self._db.interrupt()
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, lambda: None))
+            task = asyncio.current_task()
+            if not ended or task is None:
+                raise
+            task.uncancel()
+            return ended[0]
 
     @staticmethod
-    def _delete_all_but(db: sqlite3.Connection, apps: list[App], fns: list[Fn], triggers: list[Trigger]) -> list[Imported]:
-        kept = _ids(apps, fns, triggers)
+    def _delete_all_but(db: sqlite3.Connection, kept: dict[str, set[str]], stop: threading.Event) -> list[Imported]:
         found: dict[str, dict[str, Any]] = {}
         for table, kind in (("apps", App), ("fns", Fn), ("triggers", Trigger)):
             found[table] = {ident: kind(**json.loads(doc)) for ident, doc in db.execute(f"SELECT id, doc FROM {table}")}
         deleted = []
         for table, kind_name in (("triggers", "trigger"), ("fns", "fn"), ("apps", "app")):
             for ident, obj in found[table].items():
-                if ident in kept:
+                if ident in kept[table]:
                     continue
+                _go_on(stop)
                 db.execute(f"DELETE FROM {table} WHERE id = ?", (ident,))
                 fn = found["fns"].get(getattr(obj, "fn_id", ""))
                 deleted.append(Imported(kind_name, obj, "deleted", found["apps"].get(getattr(obj, "app_id", ident)), fn))

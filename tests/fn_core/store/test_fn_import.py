@@ -11,18 +11,21 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from fn_core import APIError, hookimpl
+from fn_core import APIError, Fn, Trigger, hookimpl
 from fn_core.config import load_config
 from fn_core.lb.main import start_api
-from fn_core.store import SQLiteStore
+from fn_core.store import SQLiteStore, sqlite
+from fn_core.store.base import ImportConflict
 from fn_core.store.fn_import import Found, ImportFailed, checked, import_fn, read_api, read_fn_sqlite
 from fn_core.testing import build_plugin_manager, free_port, start_platform
 
@@ -234,7 +237,7 @@ async def test_a_name_another_id_holds_here_is_refused_and_nothing_is_written(tm
     assert f"app 'shop' ({APP_ID}): the name 'shop' is app {mine.id}'s (one of this store the import does not have)" in err
     assert f"fn 'pay' ({FN_ID}): its app {APP_ID} is refused (above)" in err
     assert f"trigger 'pay-http' ({TRIGGER_ID}): its fn {FN_ID} is refused (above)" in err
-    assert "--mirror deletes from the store what the source does not have" in err
+    assert "--mirror deletes from the store everything the source does not have, objects made here included" in err
     apps, fns, triggers = await stored(target)
     assert ([a.id for a in apps], fns, triggers) == ([mine.id], [], [])
 
@@ -259,7 +262,7 @@ async def test_a_second_import_brings_what_changed_and_a_dry_run_writes_nothing(
         await store.close()
     before = digest(target)
     code, out, _ = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--dry-run")
-    assert code == 0 and "dry run, nothing written: 3 objects" in out and "(0 created, 0 updated, 3 unchanged)" in out
+    assert code == 0 and "dry run, nothing written: 3 objects" in out and "(would be: 0 created, 0 updated, 3 unchanged)" in out
     assert digest(target) == before
 
 
@@ -279,7 +282,7 @@ async def test_a_dry_run_or_a_refused_import_leaves_no_new_store(tmp_path):
     assert (f"trigger 'again' (01HQ0000000000000000TRG009): the http source '/pay' in app {APP_ID} is trigger "
             f"{TRIGGER_ID}'s (an imported one)") in err
     assert "--mirror" not in err  # no store object in the way: no hint of one
-    assert [p for p in target.parent.glob("fn-core.db*")] == []  # the file made for it is removed, its WAL too
+    assert not (tmp_path / "new").exists()  # the file made for it is removed, its WAL too, and the directories made
 
 
 async def test_mirror_makes_the_store_fns_copy_and_sources_may_move_between_triggers(tmp_path):
@@ -303,6 +306,10 @@ async def test_mirror_makes_the_store_fns_copy_and_sources_may_move_between_trig
     code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
     assert code == 2
     assert f"fn 'ship' (01HQ00000000000000000FN003): the name 'ship' in app {APP_ID} is fn {OTHER_FN_ID}'s (one of" in err
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--mirror", "--dry-run")
+    assert code == 0, err
+    assert f"fn       ship     {OTHER_FN_ID}  would be deleted" in out
+    assert "dry run, nothing written: 5 objects" in out and "(would be: 1 created, 2 updated, 2 unchanged, 1 deleted)" in out
     code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--mirror")
     assert code == 0, err
     assert f"fn       ship     {OTHER_FN_ID}  deleted" in out
@@ -333,6 +340,172 @@ async def test_fns_odd_files_are_read_as_they_are(tmp_path):
     with sqlite3.connect(odd) as db:
         db.execute("UPDATE fns SET format = 'http-stream'")
     assert [f.id for f in checked(read_fn_sqlite(str(odd)))[1]] == [FN_ID]
+
+
+# --- what an import must never do ----------------------------------------------------------------------
+async def test_mirror_refuses_a_source_with_no_apps(tmp_path):
+    """A wrong address or a token that sees nothing reads as an Fn with no apps: mirroring it would empty the store."""
+    target = tmp_path / "fn-core.db"
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_database(tmp_path / 'fn.db')}", "--db", f"sqlite3://{target}")
+    assert code == 0, err
+    empty = fn_database(tmp_path / "empty.db")
+    with sqlite3.connect(empty) as db:  # the fresh database of another Fn
+        db.executescript("DELETE FROM triggers; DELETE FROM fns; DELETE FROM apps;")
+    before = digest(target)
+    for dry_run in ((), ("--dry-run",)):
+        code, out, err = await fn_core("import-fn", f"sqlite3://{empty}", "--db", f"sqlite3://{target}", "--mirror", *dry_run)
+        assert code == 2 and out == ""
+        assert "fn-core: error: --mirror with a source that has no apps would empty the store: nothing was changed" in err
+    assert digest(target) == before
+    assert [len(objects) for objects in await stored(target)] == [1, 1, 1]
+
+
+class KeepsPay:
+    @hookimpl
+    def validate_delete(self, app, fn, trigger):
+        if trigger is None and fn is not None and fn.name == "pay":
+            raise APIError(f"fn {fn.name} is in use", status=409)
+
+
+async def test_mirror_deletes_only_what_the_plugins_let_go(tmp_path):
+    found = read_fn_sqlite(str(fn_database(tmp_path / "fn.db")))
+    pm = build_plugin_manager(KeepsPay())
+    store = SQLiteStore(str(tmp_path / "fn-core.db"))
+    try:
+        await import_fn(store, checked(found, pm.hook), pm.hook)
+        without_the_fn = checked(Found(apps=found.apps, fns=[], triggers=[]), pm.hook)  # deleted on Fn since
+        for dry_run in (True, False):
+            with pytest.raises(ImportFailed, match=rf"nothing was imported: plugins keep 1 of the objects --mirror would "
+                                                   rf"delete\n  fn 'pay' \({FN_ID}\): fn pay is in use \(plugin KeepsPay's "
+                                                   rf"validate_delete\)$"):
+                await import_fn(store, without_the_fn, pm.hook, dry_run=dry_run, mirror=True)
+        assert (await store.get_fn(FN_ID)).name == "pay"
+        assert (await store.get_trigger(TRIGGER_ID)).fn_id == FN_ID  # let go by the plugin, kept with the rest
+        changed = checked(Found(apps=found.apps, fns=found.fns, triggers=[]), pm.hook)  # only the trigger deleted on Fn
+        done = await import_fn(store, changed, pm.hook, mirror=True)
+        assert [(i.kind, i.outcome) for i in done] == [("app", "unchanged"), ("fn", "unchanged"), ("trigger", "deleted")]
+    finally:
+        await store.close()
+
+
+async def test_an_app_and_an_fn_of_one_id_keep_their_names(tmp_path):
+    """An import parks the names of the ids it brings while it writes, table by table: an fn whose id an imported app
+    also has keeps its name."""
+    store = SQLiteStore(str(tmp_path / "fn-core.db"))
+    try:
+        fn = {"id": "SAME", "name": "pay", "app_id": APP_ID, "image": "img:1"}
+        await import_fn(store, checked(Found(apps=[{"id": APP_ID, "name": "shop"}], fns=[fn], triggers=[])))
+        await import_fn(store, checked(Found(apps=[{"id": "SAME", "name": "other"}], fns=[], triggers=[])))
+        assert [f.id for f in (await store.list_fns(app_id=APP_ID, name="pay")).items] == ["SAME"]
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "fn-core.db") as db:
+        for table, column in (("apps", "name"), ("fns", "name"), ("triggers", "name"), ("triggers", "source")):
+            assert db.execute(f"SELECT count(*) FROM {table} WHERE instr({column}, char(0))").fetchone() == (0,)
+    db.close()
+
+
+async def test_each_conflict_is_named_also_of_an_object_whose_fn_is_refused(tmp_path):
+    """An operator fixes what the import lists and runs it again: all an object meets is listed at once."""
+    store = SQLiteStore(str(tmp_path / "fn-core.db"))
+    try:
+        await import_fn(store, checked(read_fn_sqlite(str(fn_database(tmp_path / "fn.db")))))
+        ship = await store.insert_fn(Fn(name="ship", app_id=APP_ID, image="img:1"))  # made here, not on Fn
+        here = await store.insert_trigger(Trigger(name="ship-http", app_id=APP_ID, fn_id=ship.id, source="/ship"))
+        fn = {"id": OTHER_FN_ID, "name": "ship", "app_id": APP_ID, "image": "img:2"}
+        trigger = {"id": "01HQ0000000000000000TRG002", "name": "ship", "app_id": APP_ID, "fn_id": OTHER_FN_ID,
+                   "type": "http", "source": "/ship"}
+        found = Found(apps=[{"id": APP_ID, "name": "shop"}], fns=[fn], triggers=[trigger])
+        with pytest.raises(ImportConflict) as conflict:
+            await import_fn(store, checked(found))
+        assert conflict.value.message.splitlines() == [
+            "nothing was imported: 2 of the objects meet others of the store",
+            f"  fn 'ship' ({OTHER_FN_ID}): the name 'ship' in app {APP_ID} is fn {ship.id}'s (one of this store the "
+            "import does not have)",
+            f"  trigger 'ship' (01HQ0000000000000000TRG002): its fn {OTHER_FN_ID} is refused (above)",
+            f"  trigger 'ship' (01HQ0000000000000000TRG002): the http source '/ship' in app {APP_ID} is trigger "
+            f"{here.id}'s (one of this store the import does not have)",
+        ]
+    finally:
+        await store.close()
+
+
+async def test_an_import_cancelled_while_it_writes_leaves_the_store_as_it_was(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) while the import's transaction runs: it stops where it is and rolls back."""
+    fn_db = fn_database(tmp_path / "fn.db")
+    target = tmp_path / "fn-core.db"
+    store = SQLiteStore(str(target))
+    try:
+        await import_fn(store, checked(read_fn_sqlite(str(fn_db))))
+        with sqlite3.connect(fn_db) as db:  # changed on Fn since
+            db.execute("UPDATE apps SET name = 'shop2', updated_at = ?", (LATER,))
+        before = await stored(target)
+        writing, go_on = threading.Event(), threading.Event()
+        put = sqlite._Import._put
+
+        def first_put_waits(self, *args):
+            writing.set()  # the names are parked by now: the store holds what only a rollback puts back
+            go_on.wait(10)
+            return put(self, *args)
+
+        monkeypatch.setattr(sqlite._Import, "_put", first_put_waits)
+        task = asyncio.create_task(import_fn(store, checked(read_fn_sqlite(str(fn_db)))))
+        assert await asyncio.to_thread(writing.wait, 10)
+        task.cancel()
+        await asyncio.sleep(0.1)  # the cancel reached the store, which stops the transaction
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await stored(target) == before
+        assert (await store.get_app(APP_ID)).name == "shop"  # the store goes on serving
+    finally:
+        await store.close()
+
+
+async def test_an_import_stopped_by_a_signal_says_so_and_leaves_nothing(tmp_path):
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_apps(request: web.Request) -> web.Response:  # an Fn that takes its time to answer
+        reading.set()
+        await asyncio.wait_for(release.wait(), 60)
+        return web.json_response({"items": []})
+
+    app = web.Application()
+    app.add_routes([web.get("/v2/apps", slow_apps)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    target = tmp_path / "new" / "fn-core.db"
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            reading.clear()
+            proc = await asyncio.create_subprocess_exec(
+                FN_CORE, "import-fn", f"http://127.0.0.1:{port}", "--db", f"sqlite3://{target}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            await asyncio.wait_for(reading.wait(), 60)
+            proc.send_signal(signum)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 128 + signum
+            assert (out, err.decode()) == (b"", f"fn-core: error: stopped by {signum.name}: nothing was imported\n")
+            assert not (tmp_path / "new").exists()
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_a_dry_run_changes_nothing_in_a_store_an_earlier_fn_core_made(tmp_path, as_made_before_trigger_names_per_fn):
+    """A dry run works on a copy: not even the schema of a store an earlier fn-core made is brought up to date."""
+    fn_db = fn_database(tmp_path / "fn.db")
+    target = tmp_path / "fn-core.db"
+    code, _, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}")
+    assert code == 0, err
+    as_made_before_trigger_names_per_fn(target)
+    before, files = digest(target), sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = await fn_core("import-fn", f"sqlite3://{fn_db}", "--db", f"sqlite3://{target}", "--dry-run")
+    assert code == 0, err
+    assert "(would be: 0 created, 0 updated, 3 unchanged)" in out
+    assert digest(target) == before and sorted(p.name for p in tmp_path.iterdir()) == files
 
 
 # --- plugins ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 
 import pytest
 
@@ -52,3 +53,32 @@ async def test_a_trigger_created_while_another_process_deletes_its_app_is_refuse
         str(tmp_path / "fn.db"), app.id, lambda: store.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=fn.id, source="/t"))
     )
     assert (await store.list_triggers(app_id=app.id)).items == []
+
+
+async def test_a_new_store_opens_while_another_process_holds_its_file(tmp_path):
+    """Two nodes (or a node and `fn-core import-fn`) starting on one new file: the one that turns WAL mode on while
+    the other writes waits for it, as it waits for any other lock, instead of stopping with "database is locked"."""
+    path = tmp_path / "fn.db"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('BEGIN IMMEDIATE')\n"  # another process's first write holds the file
+        "print('holding', flush=True)\n"
+        "time.sleep(0.5)\n"
+        "db.execute('COMMIT')\n",
+        str(path), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"holding\n"
+        store = await asyncio.to_thread(SQLiteStore, str(path))
+        try:
+            app = await store.insert_app(App(name="a"))
+            assert await store.get_app(app.id) == app
+        finally:
+            await store.close()
+    finally:
+        await asyncio.wait_for(holder.wait(), 30)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()

@@ -60,10 +60,9 @@ async def test_a_taken_source_is_reported_before_a_taken_name(store):
     assert (name.value.status, name.value.message) == (409, "Trigger already exists")
 
 
-async def test_a_store_made_when_names_were_unique_per_app_takes_them_per_fn_and_keeps_its_triggers(tmp_path):
+async def test_a_store_made_when_names_were_unique_per_app_takes_them_per_fn_and_keeps_its_triggers(
+        tmp_path, as_made_before_trigger_names_per_fn):
     """Stores made before trigger names were unique per fn (Fn's rule), as they were per app, are changed at open."""
-    import sqlite3
-
     path = tmp_path / "old.db"
     first = SQLiteStore(str(path))
     app = await first.insert_app(App(name="a"))
@@ -71,12 +70,7 @@ async def test_a_store_made_when_names_were_unique_per_app_takes_them_per_fn_and
     f2 = await first.insert_fn(Fn(name="f2", app_id=app.id, image="i"))
     kept = await first.insert_trigger(Trigger(name="t", app_id=app.id, fn_id=f1.id, source="/t"))
     await first.close()
-    with sqlite3.connect(path) as db:  # the triggers table as fn-core made it until then
-        db.executescript("""
-            CREATE TABLE old (id TEXT PRIMARY KEY, app_id TEXT NOT NULL, fn_id TEXT NOT NULL, name TEXT NOT NULL,
-                type TEXT NOT NULL, source TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, name), UNIQUE (app_id, type, source));
-            INSERT INTO old SELECT * FROM triggers; DROP TABLE triggers; ALTER TABLE old RENAME TO triggers;
-        """)
+    as_made_before_trigger_names_per_fn(path)
     store = SQLiteStore(str(path))
     try:
         assert await store.get_trigger(kept.id) == kept
