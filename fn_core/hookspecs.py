@@ -597,10 +597,10 @@ def validate_delete(app: App, fn: Fn | None, trigger: Trigger | None) -> None:
     object was found (an unknown id is fn-core's 404 first), before the store is written, on the event
     loop: it must not block. What is deleted is the most specific one given: ``trigger`` when it is not
     None, else ``fn`` when it is not None, else ``app`` (an app's fns and triggers go with it). Every impl
-    runs, until one raises. Also in ``fn-core import-fn --mirror``'s process, for each object it would delete
-    (an app's fns and triggers each asked too), before it writes anything: one refused, and nothing is
-    imported (the command lists each refusal with its plugin). This node's deletes and checked updates of one object take turns; a write by
-    another process that lands between the check and the delete is not seen.
+    runs, until one raises. This node's deletes and checked updates of one object take turns; a write by
+    another process that lands between the check and the delete is not seen. Also in ``fn-core import-fn
+    --mirror``'s process, for each object it would delete (an app's fns and triggers each asked too), before
+    it writes anything: one refused, and nothing is imported (the command lists each refusal and its plugin).
     Node: as `validate_app`.
 
     :param app: the `fn_core.App` that is deleted, or the app of the fn or trigger that is.

@@ -176,8 +176,8 @@ class _Stopped(Exception):
     """An import whose caller was cancelled (Ctrl-C, SIGTERM) while it wrote: its transaction is rolled back."""
 
 
-def _go_on(stop: threading.Event | None) -> None:
-    if stop is not None and stop.is_set():
+def _go_on(stop: threading.Event) -> None:
+    if stop.is_set():
         raise _Stopped()
 
 
@@ -191,7 +191,7 @@ class _Import:
     they were: a trigger may take a source another imported trigger gives up. Every row parked is written again
     (`_put`) or the transaction is rolled back."""
 
-    def __init__(self, db: sqlite3.Connection, imported: dict[str, set[str]], stop: threading.Event | None) -> None:
+    def __init__(self, db: sqlite3.Connection, imported: dict[str, set[str]], stop: threading.Event) -> None:
         self.db = db
         self.imported = imported  # per table
         self.stop = stop
