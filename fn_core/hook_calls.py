@@ -146,8 +146,8 @@ def implemented(hooks: Any, name: str) -> Any:
     return hook if hook is not None and hook.get_hookimpls() else None
 
 
-def _call_order(hook: Any) -> list[Any]:
-    # pluggy's order: last registered first
+def call_order(hook: Any) -> list[Any]:
+    """The impls of ``hook`` (wrappers left out) in the order pluggy calls them: the last registered first."""
     return [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
 
 
@@ -199,7 +199,7 @@ def run_isolated(hook: Any, **kwargs: Any) -> None:
     except Exception as exc:
         failed = _failed_impl(hook, exc)
         _listener_failed(hook, _plugin_name(failed), exc)
-    order = _call_order(hook)
+    order = call_order(hook)
     rest = order[order.index(failed) + 1 :] if failed in order else []
     for impl in rest:
         try:
@@ -289,7 +289,7 @@ def plugin_metrics(hook: Any) -> str:
     known_series = getattr(_manager(hook.metric_families), "known_series", None)  # kept by the manager, scrape to scrape
     families: list[Family] = []
     owners: dict[str, str] = {}
-    for impl in _call_order(hook.metric_families):
+    for impl in call_order(hook.metric_families):
         try:
             answer = impl.function()
             if answer is None:
@@ -335,7 +335,7 @@ def run_status_hooks(hook: Any, status: RunnerStatus, runner: str | None = None,
     ``failing``: the caller's record of the (plugin, runner) pairs failing now. Status runs on every poll, so a
     plugin that keeps failing is logged with its traceback when it starts to, and once more when it works again,
     not twice a second (None: every failure is logged)."""
-    for impl in _call_order(hook.runner_status):
+    for impl in call_order(hook.runner_status):
         kwargs = {name: value for name, value in (("status", status), ("runner", runner)) if name in impl.argnames}
         where = f" for runner {runner}" if runner else ""
         try:

@@ -44,7 +44,7 @@ import pluggy
 from fn_core import ENTRY_POINT_GROUP, PROJECT_NAME, __version__, hookspecs
 from fn_core.config import Config
 from fn_core.errors import ConfigError, PluginError
-from fn_core.hook_calls import FailureLog, failed_plugin
+from fn_core.hook_calls import FailureLog, call_order, failed_plugin
 from fn_core.records import Driver, Placer, RunnerPool
 
 log = logging.getLogger(__name__)
@@ -270,18 +270,35 @@ def get_plugin_manager(
         _register_placer_hooks(pm, pm.placer)
         pm.driver = _select(pm.drivers, "driver", config.driver)
         pm.runner_pool = _select(pm.runner_pools, "runner pool", config.runner_pool)
+    kwargs = {"config": config, "plugin_manager": pm}
+    order = call_order(pm.hook.configure)  # as the replay calls them: a listing goes on past one that fails
     try:
-        pm.hook.configure.call_historic(kwargs={"config": config, "plugin_manager": pm})
+        pm.hook.configure.call_historic(kwargs=kwargs)
     except (ConfigError, PluginError):
         raise  # each says itself what is wrong (a PluginError names the plugins); any other error is named below
     except Exception as exc:
         name = failed_plugin(pm.hook.configure, exc)
-        if not _listing(pm, name):
-            raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
-        # listed, not raised: the plugins after it in the replay are not configured, which a listing can bear
-        _mark_invalid(pm, name, f"configure raised {type(exc).__name__}: {exc}")
+        _configure_failed(pm, name, exc)
+        names = [impl.plugin_name for impl in order]
+        for impl in order[names.index(name) + 1:] if name in names else []:
+            if pm.get_plugin(impl.plugin_name) is None:
+                continue
+            try:  # as pluggy calls an impl; objects these register get their configure from pluggy's history
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except (ConfigError, PluginError):
+                raise
+            except Exception as later:
+                _configure_failed(pm, impl.plugin_name, later)
     _refuse_stray_placers(pm, config.placer)
     return pm
+
+
+def _configure_failed(pm: FnPluginManager, name: str, exc: Exception) -> None:
+    """A plugin's configure raised: stop, naming it; or, for a listing, list it invalid (each such plugin, and those
+    after it configured: their objects registered, their hooks listed)."""
+    if not _listing(pm, name):
+        raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
+    _mark_invalid(pm, name, f"configure raised {type(exc).__name__}: {exc}")
 
 
 def _refuse_stray_placers(pm: FnPluginManager, selected: str) -> None:

@@ -619,3 +619,22 @@ def test_plugins_wraps_a_long_hooks_list_under_its_column(tmp_path):
     following = itertools.takewhile(lambda line: not line[:column].strip(), table[first + 1:])  # its own lines
     wrapped = [table[first][column:]] + [line[column:] for line in following]
     assert " ".join(wrapped).split(", ") == sorted(hooks) and len(wrapped) > 1
+
+
+def test_plugins_lists_every_plugin_that_fails_in_configure_and_configures_the_others(tmp_path):
+    """Two broken plugins: both listed invalid, and the plugins configured after them (the built-ins register their
+    objects in configure) listed with all their hooks, as when nothing failed."""
+    env = _installed_dist(
+        tmp_path, "fn-conf", "0.1", "from fn_core import hookimpl\n@hookimpl\ndef configure(config):\n    raise ValueError('no shares table')\n"
+    )
+    _installed_dist(
+        tmp_path, "fn-conf-two", "0.1", "from fn_core import hookimpl\n@hookimpl\ndef configure(config):\n    raise KeyError('region')\n"
+    )
+    healthy = {row["name"]: row for row in json.loads(run("plugins", "--json").stdout)["plugins"]}
+    listed = run("plugins", "--json", env=env)
+    assert listed.returncode == 2
+    rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
+    assert (rows["fn-conf"]["status"], rows["fn-conf"]["error"]) == ("invalid", "configure raised ValueError: no shares table")
+    assert (rows["fn-conf-two"]["status"], rows["fn-conf-two"]["error"]) == ("invalid", "configure raised KeyError: 'region'")
+    for name in ("status-docker", "fn-metrics", "placer-ch"):
+        assert (rows[name]["status"], rows[name]["hooks"]) == ("active", healthy[name]["hooks"])
