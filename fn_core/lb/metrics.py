@@ -118,7 +118,9 @@ class LBMetrics:
              by_label("fn_lb_runner_lost_calls_total", "runner", lost)),
             ("fn_lb_calls_total", "counter", "Calls finished on this LB, by HTTP status.",
              by_label("fn_lb_calls_total", "status", dict(sorted(self.calls_by_status.items())))),
-            ("fn_lb_placement_retries_total", "counter", "Runners that refused (NACK) or could not be reached.",
+            ("fn_lb_placement_retries_total", "counter", "Runners passed over by a call, which never ran there: they "
+             "refused it (NACK) or could not be reached (a runner known down is passed over at once). A call waiting for "
+             "a runner adds one for each it passes over in each round (FN_RETRY_ALL_DELAY_MSECS apart).",
              [f"fn_lb_placement_retries_total {self.placement_retries}"]),
             ("fn_lb_placer_timeouts_total", "counter", "Calls that found no runner within the placer timeout.",
              [f"fn_lb_placer_timeouts_total {self.placer_timeouts}"]),

@@ -42,7 +42,7 @@ TLS_MISMATCH_HINTS = {
     transport_errors.PEER_NOT_TLS: "the runner does not serve TLS (no FN_NODE_CERT there) and this LB speaks only TLS to runners "
     "(FN_NODE_CERT_AUTHORITY is set)",
     transport_errors.PEER_WANTS_TLS: "the runner may serve TLS only (FN_NODE_CERT set there) and this LB speaks plaintext to runners "
-    "(FN_NODE_CERT_AUTHORITY not set)",
+    "(FN_NODE_CERT_AUTHORITY not set), or the runner was stopping or killed as it took the connection",
 }
 #: past a call's timeout a live runner has ended it (its 504 at the latest); this much later, for a cold start's
 #: tail, a silent runner is asked whether it is still there (`fn_core.transport.client`)

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 60.0
 #: a PING unanswered this long means the peer is gone (grpc-go's default keepalive timeout)
 PING_TIMEOUT_S = 20.0
+#: refusal reasons remembered per client host (`GrpcServer.refused`)
+MAX_REASONS_PER_HOST = 16
 
 Handler = Callable[["ServerStream"], Awaitable[None]]
 
@@ -225,7 +227,7 @@ class GrpcServer:
         self.connections: set[ServerConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.handshakes: set[asyncio.Task[None]] = set()
-        self._refused: dict[str, str] = {}  # client host -> the reason last logged (until one succeeds)
+        self._refused: dict[str, set[str]] = {}  # client host -> the reasons logged (until a connection succeeds)
         self._servers: list[asyncio.Server] = []
         self._listeners: list[socket.socket] = []  # over TLS: the listening sockets, and the tasks accepting on them
         self._accepting: list[asyncio.Task[None]] = []
@@ -293,12 +295,15 @@ class GrpcServer:
                      f"TLS handshake from {host} failed: {type(exc).__name__}: {exc}{f': {hint}' if hint else ''}")
 
     def refused(self, host: str, reason: str, message: str) -> None:
-        """Log a refused client, unless that host's last refusal had this reason: a misconfigured LB retries every
-        few seconds."""
-        if self._refused.get(host) == reason:
+        """Log a refused client, unless that host was refused for this reason already: a misconfigured LB retries
+        every few seconds, and LBs on one host, each misconfigured its own way, take turns."""
+        said = self._refused.setdefault(host, set())
+        if reason in said:
             return
-        self._refused[host] = reason
-        log.warning("%s (not said again for that host until the reason changes)", message)
+        if len(said) >= MAX_REASONS_PER_HOST:  # a reason with the error's own words in it: bounded, said afresh
+            said.clear()
+        said.add(reason)
+        log.warning("%s (not said again for that host and reason until a connection from it gets through)", message)
 
     def accepted(self, host: str) -> None:
         """A connection from ``host`` got through: its next refusal is news."""

@@ -106,7 +106,7 @@ async def test_an_expired_client_certificate_is_logged_with_its_own_hint(pki, ex
         await wait_until(lambda: bool(tls_lines(caplog)), "the refusal logged")
         [line] = tls_lines(caplog)
         assert "certificate has expired" in line and line.endswith(": renew the LB's certificate (not said again for that "
-                                                                   "host until the reason changes)")
+                                                                   "host and reason until a connection from it gets through)")
     finally:
         await server.stop(0)
 
@@ -160,12 +160,18 @@ async def test_a_refused_client_is_logged_once_per_reason_with_its_hint_and_agai
                 await channels(address, client_context(pki, with_cert=False)).unary(PATH, b"x", timeout_s=5)
         [line] = tls_lines(caplog)
         assert line.startswith("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE]")
-        assert line.endswith(": give the LB a certificate (not said again for that host until the reason changes)")
+        assert line.endswith(": give the LB a certificate (not said again for that host and reason until a connection from "
+                             "it gets through)")
 
         with pytest.raises(Unreachable):  # another reason: said
             await channels(address).unary(PATH, b"x", timeout_s=5)
         assert tls_lines(caplog)[1].startswith("TLS handshake from 127.0.0.1 failed: SSLError: [SSL: WRONG_VERSION_NUMBER]")
-        assert tls_lines(caplog)[1].endswith(": speak TLS (not said again for that host until the reason changes)")
+        assert tls_lines(caplog)[1].endswith(": speak TLS (not said again for that host and reason until a connection "
+                                             "from it gets through)")
+        for context in (client_context(pki, with_cert=False), None):  # two LBs of that host, each wrong its own way
+            with pytest.raises(Unreachable):
+                await channels(address, context).unary(PATH, b"x", timeout_s=5)
+        assert len(tls_lines(caplog)) == 2  # each reason said once
 
         assert await channels(address, client_context(pki)).unary(PATH, b"ok", timeout_s=5) == b"ko"  # fixed: forgotten
         with pytest.raises(Unreachable):  # broken again: said again
@@ -187,7 +193,8 @@ async def test_a_plaintext_server_says_once_per_host_that_a_client_spoke_tls_and
         with pytest.raises(Unreachable):
             await channels(address, client_context(pki)).unary(PATH, b"x", timeout_s=5)
     assert refusals() == ["connection from 127.0.0.1 refused: not an HTTP/2 client: it began a TLS handshake, and this "
-                          "server does not serve TLS (not said again for that host until the reason changes)"]
+                          "server does not serve TLS (not said again for that host and reason until a connection from it "
+                          "gets through)"]
     assert await channels(address).unary(PATH, b"ok", timeout_s=5) == b"ko"  # fixed: forgotten
     with pytest.raises(Unreachable):  # broken again: said again
         await channels(address, client_context(pki)).unary(PATH, b"x", timeout_s=5)
