@@ -203,6 +203,9 @@ async def start_api(config, pm=None, *, host: str | None = None, port: int | Non
         raise
     node = LBNode(runner, None, store, host, bound, own_store=True, grace=config.shutdown_grace_s)
     log.info("API node listening on %s (v2 API; LBs read from it with FN_RUNNER_API_URL)", node.listening)
+    if not config.public_lb_url:
+        log.warning("FN_PUBLIC_LB_URL is not set: the invokeEndpoint and httpEndpoint annotations of fns and triggers "
+                    "will name this API node, which runs no calls; set it to the LBs' address")
     return node
 
 

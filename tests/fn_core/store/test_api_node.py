@@ -313,3 +313,16 @@ async def test_credentials_both_in_the_url_and_in_the_authorization_stop_start_u
         await start_lb(config, pm, host="127.0.0.1", port=0, runner_addresses=[])
     assert str(refused.value) == ("runner_api_url has credentials in it (user:password@) and runner_api_authorization is "
                                   "set: give the API node's credentials in one of them")
+
+
+async def test_an_api_node_without_the_lbs_address_says_its_endpoints_name_itself(tmp_path, caplog):
+    """Its fns' invokeEndpoint would name the API node, which answers invoke with 404: the operator is told at start."""
+    warnings = []
+    for env in ({}, {"FN_PUBLIC_LB_URL": "http://lb.example:8080"}):
+        caplog.clear()
+        config = load_config(env={"FN_DB_URL": f"sqlite3://{tmp_path}/api.db", **env}, overrides={"host": "127.0.0.1"})
+        api = await start_api(config, port=0)
+        await api.stop(grace=1)
+        warnings.append([r.getMessage() for r in caplog.records if r.levelname == "WARNING"])
+    assert warnings == [["FN_PUBLIC_LB_URL is not set: the invokeEndpoint and httpEndpoint annotations of fns and triggers "
+                         "will name this API node, which runs no calls; set it to the LBs' address"], []]
