@@ -590,6 +590,7 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}  # where each value came from, for an error that names it
     warnings: list[str] = []
+    refused: list[str] = []  # under FN_STRICT_CONFIG: every such problem is said at once, not one per start
     flags = {key for key, value in (overrides or {}).items() if value is not None}
 
     file = file or env.get("FN_CONFIG") or None
@@ -613,8 +614,9 @@ def load_config(
                 hint = f"did you mean {close[0]!r}?" if close else f"the keys: {', '.join(sorted(fields))}"
                 message = f"config file {path}: unknown key {key!r}: {hint}"
                 if strict:
-                    raise ConfigError(message)
-                warnings.append(f"{message}; ignored")
+                    refused.append(message)
+                else:
+                    warnings.append(f"{message}; ignored")
                 continue
             variable = fields[key].metadata["env"]
             if key in flags or (variable and env.get(variable, "").strip()):
@@ -630,8 +632,12 @@ def load_config(
             sources[field.name] = f"${name}"
     for line in misspelled_variables(env):
         if values.get("strict", False):
-            raise ConfigError(line)
-        warnings.append(line)
+            refused.append(line)
+        else:
+            warnings.append(line)
+    if refused:
+        raise ConfigError("\n  ".join(refused) if len(refused) == 1 else f"{len(refused)} problems (FN_STRICT_CONFIG):\n  "
+                          + "\n  ".join(refused))
     warnings += variables_without_effect(env)  # Fn's, set but read nowhere here: said, never an error
 
     for key, value in (overrides or {}).items():

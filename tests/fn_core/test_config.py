@@ -246,6 +246,18 @@ def test_under_fn_strict_config_a_misspelled_fn_variable_stops_start_up():
         load_config(env={"FN_PLACR": "naive", "FN_STRICT_CONFIG": "1"})
 
 
+def test_under_fn_strict_config_every_problem_is_said_at_once(tmp_path):
+    """An operator fixes them all before the next start, not one a restart."""
+    path = tmp_path / "fn.toml"
+    path.write_text('placr = "naive"\ngrace = 5\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env={"FN_PLACR": "naive", "FN_STRICT_CONFIG": "1"})
+    lines = str(refused.value).splitlines()
+    assert lines[:2] == ["3 problems (FN_STRICT_CONFIG):", f"  config file {path}: unknown key 'placr': did you mean 'placer'?"]
+    assert lines[2].startswith(f"  config file {path}: unknown key 'grace': the keys: ")
+    assert lines[3:] == ["  FN_PLACR is set, but fn-core reads no such variable: did you mean FN_PLACER?"]
+
+
 def test_a_fractional_port_in_the_file_is_refused_not_cut(tmp_path):
     path = tmp_path / "fn.toml"
     path.write_text("port = 8000.5\n")
