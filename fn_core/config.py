@@ -18,7 +18,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -491,9 +491,19 @@ class Config:
     # not a setting: what `load_config` ignored, logged by the caller once the log destination is set up
     load_warnings: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
 
-    def plugin_settings(self, name: str) -> dict[str, Any]:
-        """The ``[plugins.<name>]`` table of the config file (a copy; empty when absent)."""
-        return dict(self.plugins.get(name, {}))
+    def plugin_settings(self, name: str, known: Iterable[str] | None = None) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table of the config file (a copy; empty when absent). ``known``: the keys the
+        plugin reads; any other key (a typo, which would otherwise leave a setting at its default unsaid) stops
+        start-up with a `ConfigError` naming it and the closest known key."""
+        table = dict(self.plugins.get(name, {}))
+        if known is not None:
+            known = sorted(known)
+            unknown = sorted(set(table) - set(known))
+            if unknown:
+                close = [m for key in unknown for m in difflib.get_close_matches(key, known, n=1, cutoff=0.7)]
+                hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+                raise ConfigError(f"[plugins.{name}]: unknown keys {unknown}; known: {known}{hint}")
+        return table
 
     @property
     def db_path(self) -> str:

@@ -79,8 +79,10 @@ def configure(config: Config, plugin_manager: FnPluginManager) -> None:
 
     :param config: the validated `fn_core.config.Config`. A plugin's own settings are the
         config file's ``[plugins.<name>]`` table, ``<name>`` being the plugin's entry-point name:
-        ``config.plugin_settings("<name>")`` returns it as a dict (empty when absent). A table under
-        any other name is read by no plugin, and start-up warns that it "names no installed plugin".
+        ``config.plugin_settings("<name>")`` returns it as a dict (empty when absent); with
+        ``known=[...]``, the keys your plugin reads, any other key stops start-up naming it (a typo is
+        then no silent default). A table under any other name is read by no plugin, and start-up warns
+        that it "names no installed plugin".
     :param plugin_manager: the `fn_core.plugins.FnPluginManager` being built. A plugin that is
         only wanted under some setting registers its working object here (as pytest's plugins
         do in ``pytest_configure``): the object's hooks then run for this manager alone, with

@@ -277,3 +277,14 @@ def test_a_refused_url_is_quoted_without_its_password():
     with pytest.raises(ConfigError) as caught:
         load_config(env={"FN_ZIPKIN_URL": "zipkin://user:s3cret@collector:9411/api/v2/spans"})
     assert "s3cret" not in str(caught.value) and "'zipkin://user:***@collector:9411/api/v2/spans'" in str(caught.value)
+
+
+def test_a_plugin_that_names_its_keys_has_a_misspelled_one_refused(tmp_path):
+    path = tmp_path / "fn.toml"
+    path.write_text('[plugins.audit]\npaht = "/var/log/audit"\nlevel = 2\n')
+    config = load_config(path, env={})
+    assert config.plugin_settings("audit") == {"paht": "/var/log/audit", "level": 2}  # no keys named: the table as it is
+    assert config.plugin_settings("other", known=["path"]) == {}
+    with pytest.raises(ConfigError, match=r"^\[plugins.audit\]: unknown keys \['paht'\]; known: \['level', 'path'\] "
+                                          r"\(did you mean 'path'\?\)$"):
+        config.plugin_settings("audit", known=["path", "level"])
