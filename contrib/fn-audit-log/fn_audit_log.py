@@ -71,7 +71,7 @@ class KeepApps:
 def configure(config, plugin_manager):
     """Each setting given registers what does it; none given, the plugin does nothing (a node that stores no apps,
     an LB reading them from an API node, may share the others' image and leave the table out)."""
-    own = config.plugin_settings("audit-log")
+    own = config.plugin_settings("audit-log", known=("path", "keep_annotation"))
     if "path" in own:
         plugin_manager.register(AuditLog.open(own["path"]), name="audit-log:log")
     keep = own.get("keep_annotation")

@@ -16,6 +16,8 @@ from fn_core.errors import ConfigError
 __version__ = "0.1.0"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: what the runner itself tells a container (fdk reads them: FN_LISTENER elsewhere and no call reaches the function)
+PLATFORM_ENV = ("FN_APP_ID", "FN_FN_ID", "FN_MEMORY", "FN_TYPE", "FN_LISTENER", "FN_FORMAT")
 
 
 @attrs.frozen(eq=False)  # a plugin object: the manager tells its plugins apart by identity, not by value
@@ -34,6 +36,10 @@ class CallEnv:
         expose = own.get("expose", list(extensions))
         if not isinstance(expose, list) or not all(isinstance(k, str) and _ENV_NAME.fullmatch(k) for k in expose):
             raise ConfigError(f"[plugins.call-env] expose must list env var names (letters, digits, _), got {expose!r}")
+        taken = [key for key in expose if key.upper() in PLATFORM_ENV]
+        if taken:
+            raise ConfigError(f"[plugins.call-env] {', '.join(taken)}: the runner sets {'it' if len(taken) == 1 else 'them'} "
+                              f"for every container ({', '.join(PLATFORM_ENV)}); give the extension another name")
         return cls(extensions=dict(extensions), expose=tuple(expose))
 
     @hookimpl
@@ -53,6 +59,6 @@ class CallEnv:
 
 @hookimpl
 def configure(config, plugin_manager):
-    call_env = CallEnv.from_settings(config.plugin_settings("call-env"))
+    call_env = CallEnv.from_settings(config.plugin_settings("call-env", known=("extensions", "expose")))
     if call_env.extensions or call_env.expose:  # nothing configured: no hook to run per call
         plugin_manager.register(call_env, name="call-env:settings")

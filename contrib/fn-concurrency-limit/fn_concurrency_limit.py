@@ -57,9 +57,6 @@ class ConcurrencyLimit:
     @classmethod
     def from_settings(cls, own: dict) -> ConcurrencyLimit:
         """The ``[plugins.concurrency-limit]`` table, checked; a bad key or value stops start-up naming it."""
-        unknown = set(own) - set(SETTINGS)
-        if unknown:
-            raise ConfigError(f"[plugins.concurrency-limit]: unknown keys {sorted(unknown)}; known: {sorted(SETTINGS)}")
         apps = own.get("apps", {})
         if not isinstance(apps, dict):
             raise ConfigError(f"[plugins.concurrency-limit] apps must be a table of app name = cap, got {apps!r}")
@@ -139,7 +136,7 @@ class ConcurrencyLimit:
 
 @hookimpl
 def configure(config, plugin_manager):
-    plugin_manager.register(ConcurrencyLimit.from_settings(config.plugin_settings("concurrency-limit")),
+    plugin_manager.register(ConcurrencyLimit.from_settings(config.plugin_settings("concurrency-limit", known=SETTINGS)),
                             name="concurrency-limit:limits")
 
 

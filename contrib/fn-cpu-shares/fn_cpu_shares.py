@@ -33,10 +33,6 @@ class CpuShares:
     @classmethod
     def from_settings(cls, own: dict) -> CpuShares:
         """The ``[plugins.cpu-shares]`` table, checked; a bad key or value stops start-up naming it."""
-        known = [field.name for field in attrs.fields(cls)]
-        unknown = set(own) - set(known)
-        if unknown:
-            raise ConfigError(f"[plugins.cpu-shares]: unknown keys {sorted(unknown)}; known: {sorted(known)}")
         ratio = own.get("shares_per_mb", 0)
         if not isinstance(ratio, int) or isinstance(ratio, bool) or ratio < 0:
             raise ConfigError(f"[plugins.cpu-shares] shares_per_mb must be a non-negative integer, got {ratio!r}")
@@ -65,12 +61,13 @@ class CpuShares:
 
 @hookimpl
 def configure(config, plugin_manager):
-    plugin_manager.register(CpuShares.from_settings(config.plugin_settings("cpu-shares")), name="cpu-shares:settings")
+    plugin_manager.register(CpuShares.from_settings(
+        config.plugin_settings("cpu-shares", known=[field.name for field in attrs.fields(CpuShares)])), name="cpu-shares:settings")
 
 
 def parse_shares(value: object, annotation: str) -> int:
     """The annotation's value as shares, or a 400 that says what is wrong."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # "²" is a digit, and no int
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool):
         raise APIError(f"annotation {annotation} must be an integer cpu-shares value, got {value!r}", status=400)

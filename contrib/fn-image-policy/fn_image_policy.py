@@ -41,6 +41,28 @@ def image_name(image: str) -> str:
     return f"{host}/{path}"
 
 
+def registry_prefix(entry: str) -> str:
+    """A ``registries`` entry as the start of the image names it allows: a host alone allows all of its images
+    (``docker.io``: all of Docker Hub, official images too), a host and path those under it (``docker.io/library``:
+    the official images only)."""
+    host, slash, path = entry.strip("/").partition("/")
+    host = host.lower()
+    return f"{DOCKER_HUB if host == 'index.docker.io' else host}{slash}{path}"
+
+
+def _log_host_setting(entry: str) -> str:
+    """A ``syslog_hosts`` entry, ``host`` or ``host:port``, as `log_host` gives an app's URL's; a ConfigError naming
+    the setting for one that is neither (a URL, a port alone, a port that is no port)."""
+    try:
+        host = "" if "/" in entry else log_host(f"tcp://{entry}")
+    except ValueError:
+        host = ""
+    if not host or host.startswith(":"):
+        raise ConfigError(f"[plugins.image-policy] syslog_hosts: {entry!r} is no host or host:port "
+                          f"(e.g. logs.example.com:514; the scheme is the app's)")
+    return host
+
+
 def _is_host(component: str) -> bool:
     """Docker's rule (distribution/reference's splitDockerDomain): the first component of a name is a registry host
     if it has a dot or a port, is localhost, or is not all lower case (EVIL/fn is pulled from the host EVIL)."""
@@ -64,9 +86,6 @@ class Policy:
     @classmethod
     def from_settings(cls, own: dict) -> Policy:
         """The ``[plugins.image-policy]`` table, checked; a bad key or value stops start-up naming it."""
-        unknown = set(own) - set(SETTINGS)
-        if unknown:
-            raise ConfigError(f"[plugins.image-policy]: unknown keys {sorted(unknown)}; known: {sorted(SETTINGS)}")
         registries = _strings(own, "registries")
         for entry in registries or ():
             if not _is_host(entry.partition("/")[0]):
@@ -74,8 +93,8 @@ class Policy:
                                   f"Docker resolves it, e.g. {DOCKER_HUB}/{entry} or registry.example.com/{entry}")
         hosts = _strings(own, "syslog_hosts")
         return cls(
-            registries=None if registries is None else tuple(image_name(f"{entry}/x").removesuffix("/x") for entry in registries),
-            syslog_hosts=None if hosts is None else tuple(log_host(f"tcp://{host}") for host in hosts),
+            registries=None if registries is None else tuple(registry_prefix(entry) for entry in registries),
+            syslog_hosts=None if hosts is None else tuple(_log_host_setting(host) for host in hosts),
         )
 
     @hookimpl
@@ -118,7 +137,7 @@ class Policy:
 def configure(config, plugin_manager):
     """With neither setting, nothing is registered: an `override_call` that checks nothing would still cost every
     call (the LB's call template is used as is only when no plugin implements that hook)."""
-    policy = Policy.from_settings(config.plugin_settings("image-policy"))
+    policy = Policy.from_settings(config.plugin_settings("image-policy", known=SETTINGS))
     if policy.registries is not None or policy.syslog_hosts is not None:
         plugin_manager.register(policy, name="image-policy:policy")
 

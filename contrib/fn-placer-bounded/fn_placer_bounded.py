@@ -17,7 +17,7 @@ DEFAULT_MAX_ACTIVE = 8
 
 def max_active_setting(config) -> int:
     """``[plugins.placer-bounded] max_active``, checked; a bad value stops start-up naming it."""
-    max_active = config.plugin_settings("placer-bounded").get("max_active", DEFAULT_MAX_ACTIVE)
+    max_active = config.plugin_settings("placer-bounded", known=("max_active",)).get("max_active", DEFAULT_MAX_ACTIVE)
     if not isinstance(max_active, int) or isinstance(max_active, bool) or max_active < 1:
         raise ConfigError(f"[plugins.placer-bounded] max_active must be a positive integer, got {max_active!r}")
     return max_active

@@ -19,12 +19,18 @@ def parse(text: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
+def path_setting(config) -> str:
+    """``[plugins.runner-file] path``, checked; a missing or bad one stops start-up naming it."""
+    path = config.plugin_settings(SETTINGS, known=("path",)).get("path")
+    if not isinstance(path, str) or not path:
+        got = "" if path is None else f" (got {path!r})"
+        raise ConfigError(f'runner pool "file" needs the file\'s path: path = "/etc/fn/runners" under [plugins.{SETTINGS}]{got}')
+    return path
+
+
 class RunnersFromFile:
     def __init__(self, config) -> None:
-        path = config.plugin_settings(SETTINGS).get("path")
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f'runner pool "file" needs the file\'s path: path = "/etc/fn/runners" under [plugins.{SETTINGS}]')
-        self.path = path
+        self.path = path_setting(config)
         self._seen: tuple[int, int] | None = None
         self._listed: list[str] = []
 
@@ -34,6 +40,16 @@ class RunnersFromFile:
             self._listed = parse(await asyncio.to_thread(Path(self.path).read_text, encoding="utf-8"))
             self._seen = (st.st_mtime_ns, st.st_size)
         return self._listed
+
+
+@hookimpl
+def configure(config):
+    """The table checked on every node it is installed on (a typo is no silent default), and the path where this is the
+    selected pool: `fn-core plugins` then refuses what `fn-core lb` would."""
+    if config.runner_pool == "file":
+        path_setting(config)
+    else:
+        config.plugin_settings(SETTINGS, known=("path",))
 
 
 @hookimpl

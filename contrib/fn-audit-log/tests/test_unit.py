@@ -48,6 +48,9 @@ def test_an_app_with_the_keep_annotation_cannot_be_deleted_but_what_is_in_it_can
     ('path = ""', "path must name the file the audit log is appended to, got ''"),
     ('path = "/nonexistent-dir/audit.jsonl"', "cannot append to /nonexistent-dir/audit.jsonl: No such file or directory"),
     ("keep_annotation = 5", "keep_annotation must be an annotation key, got 5"),
+    # a typo would leave apps unprotected, or nothing logged, without a word
+    ('keep_anotation = "example.com/keep"', "unknown keys \\['keep_anotation'\\].*did you mean 'keep_annotation'"),
+    ('paht = "/var/log/fn/audit.jsonl"', "unknown keys \\['paht'\\].*did you mean 'path'"),
 ])
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path, settings, said):
     with pytest.raises(ConfigError, match=said):

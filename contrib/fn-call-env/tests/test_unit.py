@@ -33,9 +33,15 @@ def test_expose_defaults_to_the_configured_keys_and_handles_list_env(tmp_path):
     assert options["environment"] == ["X=y", "A=1"]
 
 
-@pytest.mark.parametrize("toml", ['extensions = { A = 1 }', 'expose = ["not a name"]', "expose = 3"])
-def test_bad_settings_stop_startup(tmp_path, toml):
-    with pytest.raises(ConfigError, match="call-env"):
+@pytest.mark.parametrize(("toml", "said"), [
+    ('extensions = { A = 1 }', "extensions must be a table of strings"),
+    ('expose = ["not a name"]', "expose must list env var names"),
+    ("expose = 3", "expose must list env var names"),
+    ('extensions = { FN_LISTENER = "unix:/tmp/x.sock", FN_APP_ID = "spoofed" }', "FN_LISTENER, FN_APP_ID: the runner sets them"),
+    ('extension = { A = "1" }', "unknown keys \\['extension'\\]; known: \\['expose', 'extensions'\\] \\(did you mean 'extensions'\\?\\)"),
+])
+def test_bad_settings_stop_startup(tmp_path, toml, said):
+    with pytest.raises(ConfigError, match=f"call-env.*{said}"):
         manager(tmp_path, f"[plugins.call-env]\n{toml}\n")
 
 

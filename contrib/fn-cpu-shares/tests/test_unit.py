@@ -33,7 +33,8 @@ def test_annotation_becomes_an_extension_and_then_cpu_shares(tmp_path, value):
 
 
 @pytest.mark.parametrize(("value", "message"), [("lots", "must be an integer"), (1, "must be in 2..262144"),
-                                                (300000, "must be in 2..262144"), (1.5, "must be an integer"), (True, "must be an integer")])
+                                                (300000, "must be in 2..262144"), (1.5, "must be an integer"), (True, "must be an integer"),
+                                                ("²", "must be an integer"), ("٥١٢", "must be an integer")])
 def test_bad_values_are_a_400_that_says_what_is_wrong(tmp_path, value, message):
     with pytest.raises(APIError) as err:
         override(manager(tmp_path), annotations={"fnproject.io/cpu-shares": value})

@@ -54,6 +54,15 @@ def test_images_from_other_registries_are_refused_when_saved_and_at_a_call(tmp_p
             assert (refused.value.status, refused.value.message) == (400, message.format(image, name))
 
 
+def test_a_registry_host_alone_allows_all_its_images(tmp_path):
+    """`docker.io` is all of Docker Hub (`docker.io/library` its official images only); a trailing slash is no path."""
+    pm = manager(tmp_path, '[plugins.image-policy]\nregistries = ["Index.Docker.io", "registry.example.com/"]\n')
+    for image in ("me/fn:1", "python:3.12", "docker.io/team/fn", "registry.example.com/any/fn:1"):
+        pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image=image))
+    with pytest.raises(APIError, match="not from a registry this platform allows: docker.io, registry.example.com$"):
+        pm.hook.validate_fn(app=App(name="a"), fn=Fn(name="f", app_id="a", image="quay.io/me/fn"))
+
+
 def test_syslog_urls_to_other_hosts_are_refused_and_an_empty_list_allows_none(tmp_path):
     pm = manager(tmp_path, '[plugins.image-policy]\nsyslog_hosts = ["logs.example.com:514", "Audit.Example.com:6514"]\n')
     for url in ("tcp://logs.example.com:514", "udp://LOGS.example.com", "tls://audit.example.com:6514,tcp://logs.example.com", ""):
@@ -90,6 +99,9 @@ def test_with_no_setting_nothing_is_refused(tmp_path):
     ('registries = "registry.example.com"', "registries must be a list of non-empty strings, got 'registry.example.com'"),
     ('syslog_hosts = [""]', "syslog_hosts must be a list of non-empty strings, got \\[''\\]"),
     ('registry = ["registry.example.com"]', "unknown keys \\['registry'\\]; known: \\['registries', 'syslog_hosts'\\]"),
+    ('syslog_hosts = ["udp://logs.example.com:514"]', "syslog_hosts: 'udp://logs.example.com:514' is no host or host:port"),
+    ('syslog_hosts = [":514"]', "syslog_hosts: ':514' is no host or host:port"),
+    ('syslog_hosts = ["logs.example.com:abc"]', "syslog_hosts: 'logs.example.com:abc' is no host or host:port"),
 ])
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path, settings, said):
     with pytest.raises(ConfigError, match=said):

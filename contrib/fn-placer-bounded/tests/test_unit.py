@@ -1,7 +1,10 @@
 """The placer's ordering through a real plugin manager, with runner statuses given by hand."""
 
+import pytest
+
 from fn_core import RunnerStatus
 from fn_core.config import load_config
+from fn_core.errors import ConfigError
 from fn_core.models import Call
 from fn_core.plugins import get_plugin_manager
 from fn_core.records import RunnerRef
@@ -44,3 +47,9 @@ def test_each_plugin_manager_keeps_its_own_max_active(tmp_path):
     home.status.active = 1
     assert strict.hook.place_call(call=call, runners=runners)[-1] is home  # saturated at 1 call
     assert default.hook.place_call(call=call, runners=runners)[0] is home  # 1 of 8: still home
+
+
+def test_a_misspelled_setting_stops_start_up(tmp_path):
+    """`max_activ = 3` would leave the placer at its default of 8 without a word."""
+    with pytest.raises(ConfigError, match=r"\[plugins.placer-bounded\]: unknown keys \['max_activ'\].*did you mean 'max_active'"):
+        manager(tmp_path, "[plugins.placer-bounded]\nmax_activ = 3\n")

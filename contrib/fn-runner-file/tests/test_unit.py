@@ -41,3 +41,19 @@ async def test_a_missing_file_is_an_error_the_lb_reports(tmp_path):
 def test_the_path_setting_is_required(tmp_path):
     with pytest.raises(ConfigError, match=r"path = .* under \[plugins.runner-file\]"):
         RunnersFromFile(load_config(env={}))
+
+
+def test_fn_core_plugins_refuses_what_the_lb_would(tmp_path):
+    """`fn-core plugins` checks a config before a rollout: the file pool selected without its path, a path that is no
+    string, or a misspelled key, is a plugin that fails in configure there too."""
+    import fn_runner_file
+
+    from fn_core.plugins import get_plugin_manager
+
+    cfg = tmp_path / "fn.toml"
+    for table, said in [("", r"needs the file's path"), ("path = 5", r"needs the file's path.*\(got 5\)"),
+                        ('paht = "/etc/fn/runners"', r"unknown keys \['paht'\]")]:
+        cfg.write_text(f'runner_pool = "file"\n[plugins.runner-file]\n{table}\n')
+        with pytest.raises(ConfigError, match=said):
+            get_plugin_manager(load_config(cfg, env={}), load_entrypoints=False, select=False,
+                               extra_plugins=[("runner-file", fn_runner_file)])
