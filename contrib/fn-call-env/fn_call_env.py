@@ -16,7 +16,8 @@ from fn_core.errors import ConfigError
 __version__ = "0.1.0"
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: what the runner itself tells a container (fdk reads them: FN_LISTENER elsewhere and no call reaches the function)
+#: what the runner sets for every container: fdk finds its socket by FN_LISTENER, so another value leaves the function
+#: unreachable, and the others tell it who and what it is
 PLATFORM_ENV = ("FN_APP_ID", "FN_FN_ID", "FN_MEMORY", "FN_TYPE", "FN_LISTENER", "FN_FORMAT")
 
 
@@ -36,7 +37,7 @@ class CallEnv:
         expose = own.get("expose", list(extensions))
         if not isinstance(expose, list) or not all(isinstance(k, str) and _ENV_NAME.fullmatch(k) for k in expose):
             raise ConfigError(f"[plugins.call-env] expose must list env var names (letters, digits, _), got {expose!r}")
-        taken = [key for key in expose if key.upper() in PLATFORM_ENV]
+        taken = [key for key in expose if key in PLATFORM_ENV]
         if taken:
             raise ConfigError(f"[plugins.call-env] {', '.join(taken)}: the runner sets {'it' if len(taken) == 1 else 'them'} "
                               f"for every container ({', '.join(PLATFORM_ENV)}); give the extension another name")
