@@ -306,7 +306,7 @@ def file_pool(path):
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    settings = SimpleNamespace(plugin_settings=lambda name: {"path": str(path)})
+    settings = SimpleNamespace(plugin_settings=lambda name, known=None: {"path": str(path)})
 
     class Plugin:
         @hookimpl
