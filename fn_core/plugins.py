@@ -297,7 +297,7 @@ def _configure_failed(pm: FnPluginManager, name: str, exc: Exception) -> None:
     """A plugin's configure raised: stop, naming it; or, for a listing, list it invalid (each such plugin, and those
     after it configured: their objects registered, their hooks listed)."""
     if not _listing(pm, name):
-        raise PluginError(f"plugin {name!r} failed in configure: {type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"plugin {_named(pm, name)} failed in configure: {type(exc).__name__}: {exc}") from exc
     _mark_invalid(pm, name, f"configure raised {type(exc).__name__}: {exc}")
 
 
@@ -308,7 +308,7 @@ def _refuse_stray_placers(pm: FnPluginManager, selected: str) -> None:
         if not impl.plugin_name.startswith("placer:") and not (impl.wrapper or impl.hookwrapper):
             name = impl.plugin_name
             _invalid(pm, name, (
-                f"plugin {name!r} implements place_call outside a placer: it would take every placement from "
+                f"plugin {_named(pm, name)} implements place_call outside a placer: it would take every placement from "
                 f"the selected placer {selected!r}; offer it as a Placer from register_placers and select it by name "
                 f"(FN_PLACER), or make it a wrapper"
             ), "implements place_call outside a placer (offer it as a Placer from register_placers, or make it a wrapper)")
@@ -390,7 +390,7 @@ def _register(
         log.warning("plugin %s (%s) failed to load and is skipped: %s (FN_STRICT_CONFIG makes this stop start-up)",
                     name, dist, info.error)
         return
-    where = f"{dist} {version}" if version else dist.strip("()")
+    where = _where(dist, version)
     if isinstance(plugin, type):
         _invalid(pm, name, f"plugin {name!r} ({where}) is a class; register an instance or a module", "it is a class, not an instance")
         return
@@ -403,6 +403,17 @@ def _register(
         _invalid(pm, name, f"plugin {name!r} ({where}) is invalid: {exc}", str(exc))
     except ValueError as exc:
         raise PluginError(f"plugin {name!r} ({where}) cannot be registered: {exc}") from None
+
+
+def _where(dist: str, version: str) -> str:
+    """Where a plugin comes from, as its errors say it: ``fn-conf 0.1``, ``registered in process``."""
+    return f"{dist} {version}" if version else dist.strip("()")
+
+
+def _named(pm: FnPluginManager, name: str) -> str:
+    """Plugin ``name`` as errors name it: with its distribution and version when it is one of the listed plugins."""
+    info = pm.infos.get(name)
+    return f"{name!r} ({_where(info.distribution, info.version)})" if info is not None else repr(name)
 
 
 def _invalid(pm: FnPluginManager, name: str, message: str, reason: str) -> None:

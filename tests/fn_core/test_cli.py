@@ -564,7 +564,7 @@ def test_plugins_lists_a_plugin_that_fails_in_configure_then_exits_non_zero(tmp_
     )
     started = run("lb", "--host", "127.0.0.1", env=env)
     assert (started.returncode, started.stderr.strip()) == (
-        2, "fn-core: error: plugin 'fn-conf' failed in configure: ValueError: no shares table"
+        2, "fn-core: error: plugin 'fn-conf' (fn-conf 0.1) failed in configure: ValueError: no shares table"
     )
     listed = run("plugins", "--json", env=env)
     rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
@@ -580,7 +580,7 @@ def test_plugins_lists_a_module_level_place_call_as_invalid_as_the_node_refuses_
     )
     started = run("lb", "--host", "127.0.0.1", env=env)
     assert started.returncode == 2
-    assert started.stderr.startswith("fn-core: error: plugin 'fn-stray' implements place_call outside a placer")
+    assert started.stderr.startswith("fn-core: error: plugin 'fn-stray' (fn-stray 0.1) implements place_call outside a placer")
     listed = run("plugins", "--json", env=env)
     rows = {row["name"]: row for row in json.loads(listed.stdout)["plugins"]}
     assert rows["fn-stray"]["status"] == "invalid" and "place_call outside a placer" in rows["fn-stray"]["error"]

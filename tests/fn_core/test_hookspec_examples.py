@@ -374,6 +374,6 @@ def test_an_object_registered_under_a_taken_name_stops_start_up_with_one_line_na
         manager(("my-shares", Copied()), *contrib, tmp=tmp_path)
     message = str(err.value)
     assert "\n" not in message and len(message) < 400, message  # not pluggy's dump of the whole registry
-    assert re.search(r"plugin '(my-shares|cpu-shares)' failed in configure: ValueError: the plugin name "
+    assert re.search(r"plugin '(my-shares|cpu-shares)' \(.*\) failed in configure: ValueError: the plugin name "
                      r"'cpu-shares:settings' is taken: plugin '(my-shares|cpu-shares)' registered an object under it", message)
     assert "my-shares" in message and "'cpu-shares'" in message
