@@ -25,7 +25,7 @@ from fn_core.config import LOG_LEVELS, NODE_TYPES, Config, load_config, log_leve
 from fn_core.errors import FnCoreError
 from fn_core.log_dest import log_handler
 from fn_core.plugins import FnPluginManager, get_plugin_manager
-from fn_core.signals import second_signal
+from fn_core.signals import StoppedBySignal, second_signal, until_stop_signal
 
 
 def _setup(
@@ -389,26 +389,11 @@ def import_fn(ctx: click.Context, source: str, db_url: str | None, headers: tupl
     from fn_core.store.fn_import import import_command, report
 
     config, pm = _setup(ctx, _overrides({"db_url": db_url}), select=False)
-    stopped_by: list[int] = []
-
-    async def run() -> list:
-        # SIGTERM stops it as Ctrl-C does (asyncio.run's own handler): the write rolls back, a new file is removed
-        task = asyncio.current_task()
-        assert task is not None
-
-        def terminated() -> None:
-            stopped_by.append(signal.SIGTERM)
-            task.cancel()
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated)
-        return await import_command(config, pm.hook, source, headers, dry_run=dry_run, mirror=mirror)
-
     try:
-        done = asyncio.run(run())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        signum = stopped_by[0] if stopped_by else signal.SIGINT
-        click.echo(f"fn-core: error: stopped by {signal.Signals(signum).name}: nothing was imported", err=True)
-        sys.exit(128 + signum)
+        done = asyncio.run(until_stop_signal(import_command(config, pm.hook, source, headers, dry_run=dry_run, mirror=mirror)))
+    except StoppedBySignal as stopped:  # the write was rolled back, a store file made for it removed
+        click.echo(f"fn-core: error: stopped by {stopped}: nothing was imported", err=True)
+        sys.exit(128 + stopped.signum)
     for line in report(done, source, config.db_path, dry_run):
         click.echo(line)
 

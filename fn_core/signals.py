@@ -1,4 +1,5 @@
-"""How the server commands wait for SIGTERM/SIGINT before their graceful shutdown, and stop at once on a second one.
+"""How the server commands wait for SIGTERM/SIGINT before their graceful shutdown, and stop at once on a second one;
+and how a one-shot command (`fn-core import-fn`) is stopped by one, its clean-up run.
 
 "At once" skips the grace, not the clean-up: a runner cut short still cuts its calls and removes its containers
 (`RunnerNode.stop`). A third signal, for an engine that hangs the removals, exits on the spot.
@@ -10,6 +11,10 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +59,34 @@ def _stop_now(task: asyncio.Task[object], sig: signal.Signals) -> None:
 def second_signal() -> int | None:
     """The second signal's number when one cut the graceful stop short, else None."""
     return _second[0] if _second else None
+
+
+class StoppedBySignal(Exception):
+    """`until_stop_signal`'s coroutine was cancelled by SIGTERM or SIGINT (``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+async def until_stop_signal(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` in this task; SIGTERM or SIGINT cancels it, so its own clean-up runs (a transaction rolled back,
+    a file removed), and then ends it with `StoppedBySignal`. Both signals alike: asyncio.run's SIGINT handling would
+    make Ctrl-C a KeyboardInterrupt, and click's bare "Aborted!"."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    came: list[int] = []
+
+    def stop(sig: signal.Signals) -> None:
+        came.append(sig)
+        task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if came:
+            raise StoppedBySignal(came[0]) from None
+        raise

@@ -212,6 +212,11 @@ def _wrong_fields(fields: dict[str, Any]) -> str:
     return ", ".join(wrong) or "a field"
 
 
+def _said_by(hook: Any, err: APIError) -> str:
+    """A plugin's refusal, naming the plugin and its hook."""
+    return f"{err.message} (plugin {failed_plugin(hook, err)}'s {hook.name})"
+
+
 def checked(found: Found, hooks: Any = None) -> Checked:
     """Every object as fn-core would store it; all the refused ones named in one `ImportFailed`."""
     problems: list[str] = []
@@ -230,7 +235,7 @@ def checked(found: Found, hooks: Any = None) -> Checked:
                 try:
                     run_failing_call(checks[hook], **copy.deepcopy({**parents, kind: obj}))
                 except APIError as err:
-                    raise APIError(f"{err.message} (plugin {failed_plugin(checks[hook], err)}'s {hook})", status=err.status) from None
+                    raise APIError(_said_by(checks[hook], err), status=err.status) from None
             into[obj.id] = obj
         except APIError as err:
             problems.append(f"{_what(kind, data)}: {err.message}")
@@ -309,8 +314,7 @@ def _let_go(check: Any, deletes: list[Imported]) -> None:
         try:
             run_failing_call(check, **_hook_args(item))
         except APIError as err:
-            refusals.append(f"{item.kind} {item.obj.name!r} ({item.obj.id}): {err.message} "
-                            f"(plugin {failed_plugin(check, err)}'s validate_delete)")
+            refusals.append(f"{item.kind} {item.obj.name!r} ({item.obj.id}): {_said_by(check, err)}")
     if refusals:
         listed = "\n  ".join(refusals)
         raise ImportFailed(f"nothing was imported: plugins keep {len(refusals)} of the objects --mirror would delete\n  {listed}")

@@ -283,6 +283,20 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _made_ready(db: sqlite3.Connection, path: str) -> Iterator[None]:
+    """Preparing ``db`` as the store ``path``: closed on any failure, and a SQLite error (not a SQLite file, a read-only
+    one, a full disk) one `ConfigError` line at start-up."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        db.close()
+        raise ConfigError(f"the store {path} cannot be used: {exc}") from None
+    except BaseException:
+        db.close()
+        raise
+
+
 class SQLiteStore:
     """`fn_core.store.base.Store` on a SQLite file (WAL mode)."""
 
@@ -305,17 +319,11 @@ class SQLiteStore:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:  # a directory, a file this user may not open
             raise ConfigError(f"the store {path} cannot be opened: {exc}") from None
-        try:
+        with _made_ready(db, path):
             _check_unchanged(path)
             _check_tables(db, path)  # before anything is written to it (WAL mode is a change of the file too)
             _use_wal(db)
             _make_schema(db)
-        except sqlite3.Error as exc:  # not a SQLite file, a read-only one, a full disk: one line at start-up
-            db.close()
-            raise ConfigError(f"the store {path} cannot be used: {exc}") from None
-        except BaseException:
-            db.close()
-            raise
         return db
 
     @staticmethod
@@ -326,15 +334,10 @@ class SQLiteStore:
             raise ConfigError(f"the store {path} cannot be opened: {exc}") from None
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         try:
-            _check_tables(source, path)
-            source.backup(db)
-            _make_schema(db)
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"the store {path} cannot be used: {exc}") from None
-        except BaseException:
-            db.close()
-            raise
+            with _made_ready(db, path):
+                _check_tables(source, path)
+                source.backup(db)
+                _make_schema(db)
         finally:
             source.close()
         return db
