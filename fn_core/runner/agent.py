@@ -30,7 +30,7 @@ room of the next container of another slot to finish a call (one that served at 
 started: functions that take turns each get calls served).
 
 A slot's key comes from the call's sender (Fn's `slot_hash_id`), who may be anyone who reaches the gRPC port; a
-call joins a slot only if it would start the very containers the slot has (`_starts_the_same`), and otherwise gets
+call joins a slot only if it would start the very containers the slot has (`fn_core.runner.slots.starts_the_same`), and otherwise gets
 a key of the runner's own. So no key lets one fn's call into another's containers, nor its image into their slot.
 
 Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
@@ -55,7 +55,6 @@ FN_RETRY_ALL_DELAY_MSECS. A shortage is logged when it begins and when a launch 
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import itertools
 import logging
@@ -63,8 +62,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import attrs
 
 from fn_core.config import Config
 from fn_core.errors import (
@@ -80,7 +77,7 @@ from fn_core.errors import (
     ServerTooBusy,
 )
 from fn_core.hook_calls import refusal_logged
-from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call, slot_key, slot_values
+from fn_core.models import MAX_CALLS_PER_CONTAINER, START_TIMEOUT_MSECS, Call
 from fn_core.runner.dirwatch import DirWatch, DirWatcher
 from fn_core.runner.driver import REMOVE_RETRY_S, ContainerDriver, ExitStatus
 from fn_core.runner.iofs import SocketDirs
@@ -88,6 +85,7 @@ from fn_core.runner.metrics import RetireReason, RunnerMetrics
 from fn_core.runner.output import FunctionOutput
 from fn_core.runner.resources import MB, Budget, budget_from_config, call_needs
 from fn_core.runner.shortage import LaunchShortage, runner_out_of
+from fn_core.runner.slots import HotContainer, OnEnd, Relay, SlotQueue, Waiter, idle_until, own_slot_key, starts_the_same
 from fn_core.runner.uds import (
     LISTENER_ENV,
     SOCKET_NAME,
@@ -98,8 +96,6 @@ from fn_core.runner.uds import (
     ResponseLimits,
     wait_ready,
 )
-
-OnEnd = Callable[[Exception | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -128,144 +124,11 @@ def moving_average(previous: float | None, sample: float) -> float:
     return sample if previous is None else previous + EWMA_WEIGHT * (sample - previous)
 
 
-@attrs.define(eq=False)
-class HotContainer:
-    id: str
-    queue: SlotQueue
-    iofs_dir: str
-    conn: HotConnection
-    memory: int
-    mcpus: int
-    idle_timeout_s: float
-    output: FunctionOutput | None = None  # where its stdout/stderr go (`fn-core serve`), else nowhere
-    state: str = "busy"  # busy | idle | retired
-    calls: int = 0  # calls sent to it
-    idle_since: float = 0.0  # loop time it last became idle
-    idle_timer: asyncio.TimerHandle | None = None
-    freeze_timer: asyncio.TimerHandle | None = None
-    pause_task: asyncio.Task[None] | None = None
-    paused: bool = False
-    deadline: asyncio.Timeout | None = None  # the running call's timeout, which a runner's stop may bring forward
-
-    @property
-    def socket_path(self) -> str:
-        return os.path.join(self.iofs_dir, SOCKET_NAME)
-
-
-@attrs.define(eq=False, slots=True)
-class Waiter:
-    """A call waiting for a container of its slot."""
-
-    future: asyncio.Future[HotContainer]
-    since: float  # loop time it began waiting
-    launch_at: float  # loop time from which this wait alone justifies a launch
-    call: Call
-
-    def waiting(self) -> bool:
-        return not self.future.done()
-
-
-@attrs.define(eq=False)
-class SlotQueue:
-    key: bytes
-    call: Call  # the latest call: what a new container is started from
-    extensions: dict[str, str]
-    max_calls: int = 0  # its containers are retired after this many calls (0: no limit)
-    start_timeout_s: float = 5.0  # start -> socket ready, for each of its containers
-    idle: list[HotContainer] = attrs.field(factory=list)  # LIFO
-    waiters: collections.deque[Waiter] = attrs.field(factory=collections.deque)
-    starting: int = 0
-    containers: set[HotContainer] = attrs.field(factory=set)
-    backlog_wait_s: float = 0.0  # waits served in the current backlog since its last launch (module doc)
-    backlog_from: float = 0.0  # loop time its newest container came up: earlier waits were for that one
-
-    def waiting(self) -> int:
-        return sum(1 for w in self.waiters if w.waiting())
-
-    def overdue(self, now: float) -> int:
-        """Waiting calls that have waited as long as a launch takes (the FIFO's front)."""
-        count = 0
-        for w in self.waiters:
-            if w.launch_at > now:
-                break
-            count += w.waiting()
-        return count
-
-
-class Relay:
-    """Passes the container's response to the caller until the caller is gone, then drops it.
-
-    The caller is gone when its task was cancelled (`detach`) or when writing to it fails: a
-    cancelled Engage stream refuses writes before the servicer's task sees the cancellation. The
-    rest of the response is still read from the container, which then serves the next call.
-    """
-
-    __slots__ = ("_on_start", "_on_data", "_on_end")
-
-    def __init__(self, on_start: OnStart, on_data: OnData, on_end: OnEnd | None = None) -> None:
-        self._on_start: OnStart | None = on_start
-        self._on_data: OnData | None = on_data
-        self._on_end: OnEnd | None = on_end
-
-    def detach(self) -> None:
-        self._on_start = self._on_data = self._on_end = None
-
-    async def end(self, error: Exception | None) -> None:
-        on_end = self._on_end
-        if on_end is not None:
-            self._on_end = None
-            try:
-                await on_end(error)
-            except Exception as exc:
-                self._caller_lost(exc)
-
-    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
-        if self._on_start is not None:
-            try:
-                await self._on_start(status, headers)
-            except Exception as exc:
-                self._caller_lost(exc)
-
-    async def data(self, chunk: bytes) -> None:
-        if self._on_data is not None:
-            try:
-                await self._on_data(chunk)
-            except Exception as exc:
-                self._caller_lost(exc)
-
-    def _caller_lost(self, exc: Exception) -> None:
-        log.debug("caller gone mid-response (%s): the rest is dropped", type(exc).__name__)
-        self.detach()
-
-
-def _starts_the_same(queue: SlotQueue, call: Call, extensions: dict[str, str]) -> bool:
-    """Whether ``call`` would start the containers of ``queue``: what the slot key stands for. The key is the LB's
-    (any client of the gRPC port's), and the runner does not hash every call to check it (~1 us here, ~15 to hash)."""
-    return slot_values(queue.call) == slot_values(call) and queue.extensions == extensions
-
-
-def own_slot_key(call: Call, extensions: dict[str, str], sent: bytes) -> bytes:
-    """The runner's own key for a call whose key (``sent``) names the containers of another call: never theirs.
-    33 bytes (a sent key is 32), so no client can name it; `BadRequest` if even it is taken (a SHA-256 collision)."""
-    own = b"\0" + slot_key(call, extensions)
-    if sent == own:
-        raise BadRequest("the call's slot key names containers started for another call")
-    return own
-
-
 def _consume_outcome(task: asyncio.Task[Any]) -> None:
     """An outcome nobody waits for: an abandoned call's (its container was already settled), or a starting
     container's exit watch that its socket beat."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("%s ended unawaited with %r", task.get_name(), task.exception())
-
-
-def _idle_until(container: HotContainer, idle_s: float, fired_for: float) -> float | None:
-    """When the container will have been idle ``idle_s``, if that is still to come (it was used after its
-    check was armed); None once it has. ``fired_for``: the time the check was set for (uvloop may fire a
-    timer up to 1 ms early by the loop's clock)."""
-    due = container.idle_since + idle_s
-    return due if max(asyncio.get_running_loop().time(), fired_for) < due else None
 
 
 def exit_error(status: ExitStatus) -> ContainerExited:
@@ -463,7 +326,7 @@ class Agent:
             queue = self.queues.get(key)  # again after a dead container: retiring it may have dropped the queue
             if queue is None:
                 queue = self.queues[key] = self._new_queue(key, call, extensions)
-            elif not _starts_the_same(queue, call, extensions):
+            elif not starts_the_same(queue, call, extensions):
                 key = own_slot_key(call, extensions, key)
                 continue
             else:
@@ -847,7 +710,7 @@ class Agent:
         container.idle_timer = None
         if container.state != "idle":
             return  # busy: armed again when it next goes idle; retired: nothing to do
-        if (due := _idle_until(container, container.idle_timeout_s, fired_for)) is not None:
+        if (due := idle_until(container, container.idle_timeout_s, fired_for)) is not None:
             container.idle_timer = asyncio.get_running_loop().call_at(due, self._idle_check, container, due)
             return
         log.debug("container %s idle for %ss: removing", container.id[:12], container.idle_timeout_s)
@@ -857,7 +720,7 @@ class Agent:
         container.freeze_timer = None
         if container.state != "idle" or container.pause_task is not None or self.freeze_s is None:
             return
-        if (due := _idle_until(container, self.freeze_s, fired_for)) is not None:
+        if (due := idle_until(container, self.freeze_s, fired_for)) is not None:
             container.freeze_timer = asyncio.get_running_loop().call_at(due, self._freeze_check, container, due)
             return
         container.pause_task = self._spawn(self._pause(container), "pause container")

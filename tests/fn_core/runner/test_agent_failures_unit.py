@@ -21,9 +21,10 @@ from fn_core.errors import (
 )
 from fn_core.models import Call, slot_key
 from fn_core.runner import agent as agent_module
-from fn_core.runner.agent import EXIT_WAIT_S, Agent, HotContainer, Relay
+from fn_core.runner.agent import EXIT_WAIT_S, Agent
 from fn_core.runner.driver import ExitStatus
 from fn_core.runner.resources import MB, Budget
+from fn_core.runner.slots import HotContainer, Relay
 from fn_core.runner.uds import SOCKET_NAME, ContainerBroken
 
 

@@ -10,8 +10,9 @@ import uvloop
 from fn_core.config import load_config
 from fn_core.errors import CallResourceTooBig, ServerTooBusy
 from fn_core.models import Call, now_rfc3339, slot_key
-from fn_core.runner.agent import Agent, HotContainer, SlotQueue
+from fn_core.runner.agent import Agent
 from fn_core.runner.resources import MB, Budget
+from fn_core.runner.slots import HotContainer, SlotQueue
 
 
 class HangingDriver:
