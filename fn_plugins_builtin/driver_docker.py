@@ -23,14 +23,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
 import logging
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import attrs
 
@@ -41,7 +39,6 @@ from fn_core.errors import (
     ContainerEngineUnavailable,
     DockerPullTimeout,
     ImageWithVolume,
-    RunnerOutOfResources,
     ServerTooBusy,
     SyslogUnavailable,
 )
@@ -50,6 +47,16 @@ from fn_core.models import Call
 from fn_core.runner.driver import REMOVE_RETRY_S, ExitStatus, OutputSink, label_tag, sweeps_leftovers
 from fn_core.runner.shortage import runner_out_of
 from fn_plugins_builtin.docker_attach import attach_socket, let_go, read_output
+from fn_plugins_builtin.docker_engine import (
+    bound_every_request,
+    disk_full,
+    engine_refusal,
+    in_daemon_thread,
+    left_alone,
+    pull_failure,
+    registry_auths,
+    storage_size_unsupported,
+)
 from fn_plugins_builtin.engine_outage import PING_TIMEOUT_S, EngineOutage, engine_unreachable
 from fn_plugins_builtin.image_cache import CachedImage, ImageCache
 from fn_plugins_builtin.prefork import PreforkPool
@@ -61,7 +68,6 @@ CLASSIFIER_LABEL = "fn-agent-classifier"
 INSTANCE_LABEL = "fn-agent-instance"
 REGISTRY_TOKEN_EXTENSION = "FN_REGISTRY_TOKEN"
 IOFS_MOUNT = "/tmp/iofs"
-AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
 MB = 1024 * 1024
 #: how long start-up waits for the engine's first answers: a hung engine stops it with a clear line at once
 #: rather than after the SDK's 60 s (the engine's version and a ping; later requests keep the SDK's bound)
@@ -71,8 +77,6 @@ EXIT_POLL_S = 0.05  # how often `exit_status` asks whether a container it waits 
 #: the first of a cold-start storm are not slowed by the last. A launch given up on a hung engine frees its place
 #: (its thread runs on alone, until the SDK's timeout)
 LAUNCHES_AT_ONCE = min(32, (os.cpu_count() or 1) + 4)
-#: how the engine says that the disk it keeps containers and images on is full (Go's texts of ENOSPC and EDQUOT)
-DISK_FULL = ("no space left on device", "disk quota exceeded")
 
 
 def log_config(call: Call) -> Any:
@@ -91,83 +95,12 @@ def log_config(call: Call) -> Any:
                                             "syslog-format": "rfc5424", "tag": tag})
 
 
-def registry_auths(docker_auth: str) -> Any:
-    """Parse FN_DOCKER_AUTH (docker's config.json, or only its ``auths`` map) once, at start.
-
-    Entries are matched by registry host as the docker CLI matches them (``https://index.docker.io/v1/``
-    and ``docker.io`` are the same). Errors never quote the text: it holds passwords.
-    """
-    import docker.auth
-    import docker.errors
-
-    if not docker_auth:
-        return None
-    try:
-        auths = docker.auth.AuthConfig.load_config(None, json.loads(docker_auth))
-    except (ValueError, TypeError, AttributeError, docker.errors.InvalidConfigFile):
-        raise ConfigError(f"docker_auth (FN_DOCKER_AUTH): not docker auth JSON; {AUTH_FORMAT}") from None
-    if not auths.auths:
-        raise ConfigError(f"docker_auth (FN_DOCKER_AUTH): no registry in it; {AUTH_FORMAT}")
-    return auths
-
-
 class _OptionsRefused(Exception):
     """The docker SDK refused the options of containers.create()."""
 
 
 class _ImageMissing(Exception):
     """The image is not on this engine: the launch pulls it (outside the worker thread, to bound the wait)."""
-
-
-def _left_alone(asked: asyncio.Future[Any]) -> None:
-    """The end of an engine call nobody may wait for any more (a pull past its waiters' timeouts, a ping, a call on a
-    hung engine): retrieved, so its error is a debug line, not asyncio's warning."""
-    if not asked.cancelled() and asked.exception() is not None:
-        log.debug("an engine call nobody waited for ended with %r", asked.exception())
-
-
-def _bound_every_request(api: Any, timeout_s: float) -> None:
-    """Give each request of the docker SDK client ``api`` that asks for no timeout at all a socket timeout of
-    ``timeout_s``: its pull asks for none (``timeout=None``, over the client's own), so a registry that stops
-    answering held the pull's thread until the engine gave up, and every launch of the image joined that pull."""
-
-    def bounded(send: Callable[..., Any], request: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = timeout_s
-        return send(request, **kwargs)
-
-    for adapter in api.adapters.values():
-        adapter.send = functools.partial(bounded, adapter.send)
-
-
-def _in_daemon_thread(name: str, work: Callable[[], T]) -> asyncio.Future[T]:
-    """``work()`` in a thread of its own that the process does not wait for at exit (not the loop's executor, whose
-    threads the end of `asyncio.run` joins): a pull or a removal that hangs must not hold up the runner's stop."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is None:
-            done.set_result(cast(T, result))  # None only with an error
-        else:
-            done.set_exception(error)
-
-    def run() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = work()
-        except BaseException as exc:
-            error = exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return done
 
 
 class _ExitWatch:
@@ -252,7 +185,7 @@ class DockerDriver:
         # registry that stops answering cannot keep a pull's thread waiting for ever
         pull_timeout_s = max(1.0, self.config.hot_pull_timeout_msecs / 1000)
         self.pull_client = await asyncio.to_thread(docker.from_env, timeout=pull_timeout_s)
-        _bound_every_request(self.pull_client.api, pull_timeout_s)
+        bound_every_request(self.pull_client.api, pull_timeout_s)
         if sweeps_leftovers(self.config):  # a tag of this runner's own: what it labels is no neighbour's
             leaked = f"{CLASSIFIER_LABEL}={self.label_tag}"
             removed = await asyncio.to_thread(self._remove_labelled, leaked, "leaked", spare_own=True)
@@ -404,8 +337,8 @@ class DockerDriver:
             if not self.ping_client.ping():
                 raise ConnectionError("the engine's answer to a ping was not OK")
 
-        pinged = _in_daemon_thread("engine ping", ping)
-        pinged.add_done_callback(_left_alone)
+        pinged = in_daemon_thread("engine ping", ping)
+        pinged.add_done_callback(left_alone)
         return pinged
 
     # --- containers -------------------------------------------------------------------------
@@ -585,7 +518,7 @@ class DockerDriver:
         for the SDK's 60 s, and all else the node does in threads (its /metrics, plugins' work) would wait."""
         async with self._launch_places:
             await self.outage.admit()  # once it has its place: the engine may have been found down meanwhile
-            made = _in_daemon_thread("create container", functools.partial(self._create_and_start, options, output_wanted))
+            made = in_daemon_thread("create container", functools.partial(self._create_and_start, options, output_wanted))
             self._creating.add(made)
             made.add_done_callback(self._creating.discard)
             return await self._engine_answer(made, left=self._remove_abandoned)
@@ -595,7 +528,7 @@ class DockerDriver:
         the engine's outage watch: refused at once while the engine is down, and failed (`ContainerEngineUnavailable`)
         when it does not answer, within ~7 s when it hangs."""
         await self.outage.admit()
-        return await self._engine_answer(_in_daemon_thread(name, ask))
+        return await self._engine_answer(in_daemon_thread(name, ask))
 
     async def _engine_answer(self, asked: asyncio.Future[T], left: Callable[[asyncio.Future[T]], None] | None = None) -> T:
         """The engine's answer to what a thread ``asked`` (after `EngineOutage.admit`); ``left`` gets the thread's
@@ -604,7 +537,7 @@ class DockerDriver:
             answer = await self.outage.answer(asked)
         except asyncio.CancelledError:
             self.outage.abandoned()
-            asked.add_done_callback(left or _left_alone)
+            asked.add_done_callback(left or left_alone)
             raise
         except BaseException as exc:
             shortage = runner_out_of(exc, "reach the Docker engine")
@@ -613,7 +546,7 @@ class DockerDriver:
                 raise shortage from None
             if engine_unreachable(exc):
                 if not asked.done():  # hung: the thread goes on alone
-                    asked.add_done_callback(left or _left_alone)
+                    asked.add_done_callback(left or left_alone)
                 raise self.outage.failed(exc) from None
             self.outage.answered()  # with an error about this container, which is the call's
             raise
@@ -699,7 +632,7 @@ class DockerDriver:
         except docker.errors.ImageNotFound:
             raise ServerTooBusy() from None  # Fn: the image vanished; another runner may have it
         except docker.errors.APIError as exc:
-            raise _engine_refusal("create the container", str(exc.explanation or exc)) from None
+            raise engine_refusal("create the container", str(exc.explanation or exc)) from None
         try:
             return container.id, image, self._start_and_attach(container, options, output_wanted)
         except BaseException:
@@ -719,7 +652,7 @@ class DockerDriver:
             if (options.get("log_config") or {}).get("Type") == "syslog" and "logging driver" in reason:
                 log.warning("syslog of app %s unavailable: %s", options["labels"].get("fn-app-id"), reason)
                 raise SyslogUnavailable() from None
-            raise _engine_refusal("start the container", reason) from None
+            raise engine_refusal("start the container", reason) from None
         finally:
             if not started and sock is not None:
                 sock.close()
@@ -750,9 +683,9 @@ class DockerDriver:
         """
         pull = self._pulls.get(image)
         if pull is None:
-            pull = self._pulls[image] = _in_daemon_thread(f"pull {image}", functools.partial(self._pull_image, image, registry_token))
+            pull = self._pulls[image] = in_daemon_thread(f"pull {image}", functools.partial(self._pull_image, image, registry_token))
             pull.add_done_callback(lambda done: self._pulls.pop(image, None) if self._pulls.get(image) is done else None)
-            pull.add_done_callback(_left_alone)  # also when every waiter has timed out
+            pull.add_done_callback(left_alone)  # also when every waiter has timed out
         try:
             async with asyncio.timeout(self.config.hot_pull_timeout_msecs / 1000):  # not wait_for, which on 3.11 can drop a cancel
                 await asyncio.shield(pull)
@@ -770,11 +703,11 @@ class DockerDriver:
             self.pull_client.images.pull(image, auth_config=auth)
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             reason = str((exc.explanation if isinstance(exc, docker.errors.APIError) else exc) or exc)
-            if _disk_full(reason):  # the runner's want, not the image's: logged as its shortage
-                raise _engine_refusal(f"pull image {image}", reason) from None
+            if disk_full(reason):  # the runner's want, not the image's: logged as its shortage
+                raise engine_refusal(f"pull image {image}", reason) from None
             log.warning("pull of image %s failed: %s", image, reason)
             raise APIError(
-                f"image {image!r} is not on this runner and could not be pulled: {_pull_failure(reason)}",
+                f"image {image!r} is not on this runner and could not be pulled: {pull_failure(reason)}",
                 status=502,
                 user_error=True,
             ) from None
@@ -912,45 +845,6 @@ class DockerDriver:
 
     async def unpause(self, container_id: str) -> None:
         await asyncio.to_thread(self.client.api.unpause, container_id)
-
-
-#: how an engine says it could not reach a registry (its message then names resolvers, addresses, proxies)
-_UNREACHED = ("dial tcp", "lookup ", "no such host", "connection refused", "i/o timeout", "TLS handshake timeout",
-              "Client.Timeout", "proxyconnect")
-
-
-def storage_size_unsupported(info: dict[str, Any]) -> str:
-    """Why the engine (its ``docker info``) cannot limit a container's writable layer, or "" when it may.
-
-    overlay2 (and vfs) limit it only on xfs mounted with ``pquota``; the backing filesystem is in the engine's
-    info, the mount option is not, so on xfs a create still may refuse it (at the first call)."""
-    driver = info.get("Driver", "")
-    status = dict(info.get("DriverStatus") or [])
-    backing = status.get("Backing Filesystem", "")
-    if driver in ("overlay2", "vfs") and backing and backing != "xfs":
-        return (f"Docker's {driver} storage on {backing} cannot limit a container's size "
-                "(it needs xfs mounted with pquota; devicemapper, btrfs and zfs can too)")
-    return ""
-
-
-def _disk_full(reason: str) -> bool:
-    return any(marker in reason.lower() for marker in DISK_FULL)
-
-
-def _engine_refusal(doing: str, reason: str) -> APIError:
-    """The engine's refusal to ``doing``: its disk full is this runner's want, not the call's
-    (`RunnerOutOfResources`: a NACK, another runner's engine may have room); anything else a 500 that says what."""
-    if _disk_full(reason):
-        return RunnerOutOfResources(f"the Docker engine's disk is full: it could not {doing}: {reason}")
-    return APIError(f"could not {doing}: {reason}", status=500)
-
-
-def _pull_failure(reason: str) -> str:
-    """What a client is told of a failed pull: the registry's own answer (denied, no such manifest), or only that
-    it could not be reached; how it was sought (the engine's resolver, addresses) is the operator's, in the log."""
-    if any(marker in reason for marker in _UNREACHED):
-        return "the registry could not be reached"
-    return reason
 
 
 def _docker_driver(*, config: Any, hook: Any) -> DockerDriver:

@@ -408,7 +408,7 @@ async def test_fn_max_fs_size_mb_the_engine_cannot_honour_stops_start_up_where_i
     import docker.errors
 
     from fn_core.errors import ConfigError
-    from fn_plugins_builtin.driver_docker import storage_size_unsupported
+    from fn_plugins_builtin.docker_engine import storage_size_unsupported
 
     tag = f"fn-core-test-{secrets.token_hex(4)}"
     try:
@@ -444,7 +444,7 @@ async def test_fn_max_fs_size_mb_the_engine_cannot_honour_stops_start_up_where_i
     ],
 )
 def test_which_storage_can_limit_a_containers_size(info, refused):
-    from fn_plugins_builtin.driver_docker import storage_size_unsupported
+    from fn_plugins_builtin.docker_engine import storage_size_unsupported
 
     assert bool(storage_size_unsupported(info)) is refused
 

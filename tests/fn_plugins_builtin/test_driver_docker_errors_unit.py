@@ -9,6 +9,7 @@ import pytest
 from fn_core.config import load_config
 from fn_core.errors import APIError, RunnerOutOfResources
 from fn_plugins_builtin import driver_docker
+from fn_plugins_builtin.docker_engine import engine_refusal
 from fn_plugins_builtin.driver_docker import DockerDriver
 
 DISK_FULL = "mkdir /var/lib/docker/overlay2/4f1e-init: no space left on device"
@@ -16,13 +17,13 @@ DISK_FULL = "mkdir /var/lib/docker/overlay2/4f1e-init: no space left on device"
 
 @pytest.mark.parametrize("reason", [DISK_FULL, "write /var/lib/docker/containers/x/config: disk quota exceeded"])
 def test_an_engine_whose_disk_is_full_refuses_for_the_runner_not_the_call(reason):
-    error = driver_docker._engine_refusal("create the container", reason)
+    error = engine_refusal("create the container", reason)
     assert isinstance(error, RunnerOutOfResources) and error.status == 503
     assert error.message == f"the Docker engine's disk is full: it could not create the container: {reason}"
 
 
 def test_other_refusals_of_the_engine_are_a_500_that_says_what():
-    error = driver_docker._engine_refusal("start the container", "OCI runtime create failed")
+    error = engine_refusal("start the container", "OCI runtime create failed")
     assert (type(error), error.status, error.message) == (APIError, 500, "could not start the container: OCI runtime create failed")
 
 
