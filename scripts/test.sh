@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
 bash scripts/ensure-go-tools.sh
+bash scripts/ensure-node.sh
 if [ ! -x .venv-tox/bin/tox ]; then
     python3 -m venv .venv-tox
     .venv-tox/bin/pip install -q --disable-pip-version-check 'tox>=4.11'
