@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AUTH_FORMAT = 'expected {"auths": {"<registry host>": {"auth": "<base64 of user:password>"}}}'
-
-
 #: how the engine says that the disk it keeps containers and images on is full (Go's texts of ENOSPC and EDQUOT)
 DISK_FULL = ("no space left on device", "disk quota exceeded")
 
