@@ -30,8 +30,9 @@ room of the next container of another slot to finish a call (one that served at 
 started: functions that take turns each get calls served).
 
 A slot's key comes from the call's sender (Fn's `slot_hash_id`), who may be anyone who reaches the gRPC port; a
-call joins a slot only if it would start the very containers the slot has (`fn_core.runner.slots.starts_the_same`), and otherwise gets
-a key of the runner's own. So no key lets one fn's call into another's containers, nor its image into their slot.
+call joins a slot only if it would start the very containers the slot has (`fn_core.runner.slots.starts_the_same`),
+and otherwise gets a key of the runner's own. So no key lets one fn's call into another's containers, nor its image
+into their slot.
 
 Eviction takes the containers idle the longest first. On a non-blocking runner it takes only
 containers idle for at least FN_EVICT_MIN_IDLE_MSECS and otherwise NACKs, so that the LB places

@@ -42,7 +42,8 @@ def _fdk_tarball() -> bytes:
     with urllib.request.urlopen(dist["tarball"], timeout=FETCH_TIMEOUT_S) as answer:
         data = answer.read()
     algorithm, _, digest = dist["integrity"].partition("-")
-    assert algorithm == "sha512" and hashlib.sha512(data).digest() == base64.b64decode(digest), "the FDK's tarball is not the one npm lists"
+    checked = algorithm == "sha512" and hashlib.sha512(data).digest() == base64.b64decode(digest)
+    assert checked, f"the FDK's tarball from {dist['tarball']} is not the one npm's registry lists"
     return data
 
 
