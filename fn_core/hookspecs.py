@@ -404,7 +404,9 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
     before the call's answer began, whoever raised it; nor for a call refused before anything
     ran: a try it cannot read, a body over its ``max_request_size``, the status image named as an
     fn's image), after Fn's ``finished`` message has gone to the LB: the LB's answer never waits
-    for it; for a call the LB dropped before its end (its client went away), as it is dropped. It
+    for it; for a call the LB dropped before its end (its client went away), as it is dropped, or, when a
+    container was already running it, once that container is done with it (the function runs on unseen to its
+    end or its timeout, and the container then serves the next call): the time billed is the container's. It
     runs on the runner's event loop: it must not block (the runner's other calls wait while it
     runs). Every impl runs; an impl that raises is logged with its name and the others still run.
     Node: the runner (and the all-in-one node, where `call_finished` also runs for the call).
@@ -415,7 +417,7 @@ def runner_call_finished(call: Call, outcome: CallOutcome) -> None:
         context" for a dropped call, as Fn says of a client's cancel), the error message ("" on
         success), and ``duration_s`` from the call's arrival at the runner to its end, ``wait_s``
         the part of it spent waiting for a container (its launch, for a cold start; None for a
-        dropped call); ``runner``, ``attempts`` and ``request_id`` are empty here.
+        call dropped before it had a container); ``runner``, ``attempts`` and ``request_id`` are empty here.
     :return: ignored.
 
     Errors: exceptions are logged and swallowed (the traceback once per plugin, exception

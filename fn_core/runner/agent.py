@@ -226,6 +226,7 @@ class Agent:
         on_data: OnData,
         on_committed: Callable[[], Awaitable[None]] | None = None,
         on_end: OnEnd | None = None,
+        on_dropped: Callable[[asyncio.Future[None]], None] | None = None,
     ) -> None:
         """Run one call in a hot container. `ServerTooBusy` raised here means nothing was committed.
 
@@ -237,6 +238,8 @@ class Agent:
         is idle again before the runner reads its next request, unless the send waits for flow
         control), after an error once the container is settled. It is not called for a caller
         that was cancelled, nor when no container was taken.
+        ``on_dropped`` is called instead, for a caller cancelled while its container runs the call (which goes on
+        unseen, below), with the exchange: done when the container is done with the call (its outcome consumed).
         """
         container = await self.acquire(call, key, extensions)
         if on_committed is not None:
@@ -257,6 +260,8 @@ class Agent:
             # timeout, after which it is killed as usual) and then serves the next call.
             relay.detach()
             exchange.add_done_callback(_consume_outcome)
+            if on_dropped is not None:
+                on_dropped(exchange)
             raise
 
     async def _exchange(self, container: HotContainer, call: Call, body: bytes, relay: Relay) -> None:

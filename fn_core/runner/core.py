@@ -149,12 +149,19 @@ class RunnerCore:
             nacked = False  # a failed send below still ends the call: never a second `finished`
             nacked = await self._finish(io, call, outcome, started, started_ns, created, ran_ns)
 
+        running_on: asyncio.Future[None] | None = None  # once dropped, what its container still does with it
+
+        def on_dropped(exchange: asyncio.Future[None]) -> None:
+            nonlocal running_on
+            running_on = exchange
+
         outcome: Exception | None = None
         try:
-            await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed, on_end)
+            await self.agent.run(call, offer.slot_key, offer.extensions, body, on_start, on_data, on_committed, on_end,
+                                 on_dropped)
         except asyncio.CancelledError:
             if nacked is None:  # ended before its `finished`: the LB dropped the stream (its client left) or we stop
-                self._cancelled(call, started_ns)
+                self._cancelled(call, started_ns, ran_ns, running_on)
             raise
         except Exception as exc:
             outcome = exc
@@ -193,14 +200,25 @@ class RunnerCore:
             asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome_record)
         return False
 
-    def _cancelled(self, call: Call | None, started_ns: int) -> None:
-        """A call received but dropped before its end: counted (the runner's calls by result add up to the requests it
-        received), and, once its try was read, told to listeners as Fn's 444 (the client's cancel)."""
+    def _cancelled(self, call: Call | None, started_ns: int, ran_ns: int = 0, running_on: asyncio.Future[None] | None = None) -> None:
+        """A call received but dropped before its end: counted now (the runner's calls by result add up to the requests
+        it received), and, once its try was read, told to listeners as Fn's 444 (the client's cancel). One whose
+        container runs on with it (``running_on``) is told when the container is done: its time is the container's
+        (what a ledger bills, when the container is free again), not the client's."""
         self.metrics.observe_cancelled()
-        if self.listened and call is not None:
+        if not self.listened or call is None:
+            return
+
+        def tell(_: object = None) -> None:
             outcome = CallOutcome(status=ClientCancelled.status, error=ClientCancelled.message,
-                                  duration_s=(time.monotonic_ns() - started_ns) / 1e9)
-            asyncio.get_running_loop().call_soon(self._tell_listeners, call, outcome)
+                                  duration_s=(time.monotonic_ns() - started_ns) / 1e9,
+                                  wait_s=(ran_ns - started_ns) / 1e9 if ran_ns else None)
+            self._tell_listeners(call, outcome)
+
+        if running_on is None:
+            asyncio.get_running_loop().call_soon(tell)
+        else:
+            running_on.add_done_callback(tell)
 
     def _tell_listeners(self, call: Call, outcome: CallOutcome) -> None:
         run_isolated(self.hook.runner_call_finished, call=call, outcome=outcome)

@@ -46,7 +46,7 @@ class FailingAgent:
         self.error, self.committed = error, committed
         self.metrics = RunnerMetrics()
 
-    async def run(self, call, key, extensions, body, on_start, on_data, on_committed, on_end):
+    async def run(self, call, key, extensions, body, on_start, on_data, on_committed, on_end, on_dropped=None):
         if self.committed:
             await on_committed()
         raise self.error

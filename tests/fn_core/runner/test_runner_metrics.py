@@ -191,9 +191,10 @@ async def test_the_http_port_shows_where_the_runner_waits(start, rc):
     assert "task 'call " in dump and "in _exchange" in dump and "fn_core/runner/uds.py" in dump
 
 
-async def test_a_call_the_lb_drops_midway_is_counted_cancelled_and_told_to_listeners(start, rc):
+async def test_a_call_the_lb_drops_midway_is_counted_cancelled_and_told_to_listeners_when_its_container_is_done(start, rc):
     """Fn's client cancel (444): the LB cancels the stream when its client goes away; the runner took the call, so
-    its metrics and its listeners hear how it ended, and the runner serves on."""
+    its metrics count it at once, and its listeners hear of it when the container has finished it (it runs on
+    unseen, then serves the next call): a ledger bills the container's time, not the client's."""
     from fn_core import hookimpl
 
     heard = []
@@ -201,17 +202,27 @@ async def test_a_call_the_lb_drops_midway_is_counted_cancelled_and_told_to_liste
     class Listener:
         @hookimpl
         def runner_call_finished(self, call, outcome):
-            heard.append((call.id, outcome.status, outcome.error))
+            busy = node.agent.container_states()["busy"]
+            heard.append((call.id, outcome.status, outcome.error, outcome.duration_s, outcome.wait_s, busy))
 
     node = await start(http=True, plugins=[("listener", Listener())])
     call = rc.call()
     engaged = asyncio.ensure_future(rc.run(node.address, call, {"sleep_ms": 3000}))
     await wait_until(lambda: node.agent.container_states().get("busy") == 1, "the call running in its container", timeout_s=20)
+    [container] = node.agent.containers()
     engaged.cancel()  # the channel closes under the stream: the runner sees it reset
-    await wait_until(lambda: heard, "the listener told of the dropped call")
-    assert heard == [(call.id, 444, "Client cancelled context")]
+    await asyncio.gather(engaged, return_exceptions=True)
+    await wait_until(lambda: node.core.active == 0, "the runner let the stream go")
     samples = await scrape(node)
     assert [samples[f'fn_runner_calls_total{{result="{r}"}}'] for r in ("success", "error", "refused", "cancelled")] == [0, 0, 0, 1]
     assert samples["fn_runner_calls_running"] == 0
+    assert container.state == "busy" and heard == []  # the function still sleeps: nothing to bill yet
+
+    await wait_until(lambda: heard, "the listener told of the dropped call", timeout_s=15)
+    [(call_id, status, error, duration_s, wait_s, busy_when_told)] = heard
+    assert (call_id, status, error) == (call.id, 444, "Client cancelled context")
+    assert duration_s >= 3.0  # the function's whole sleep, not the ~0 s until the client left
+    assert wait_s is not None and 0 <= wait_s < duration_s  # the cold start it waited for, within its time
+    assert busy_when_told == 0 and container.state == "idle"  # told once the container was free again
     after = await rc.run(node.address, rc.call(), b"after")
     assert (after.finished.success, after.body) == (True, b"after")
