@@ -3,7 +3,8 @@
 Fn runs functions of every language its FDKs speak http-stream in; the Python FDK's image is the one the other tests
 use (`fn_core.images`). This one is the host's ``node`` (with the shared libraries ``ldd`` names), the FDK's package
 as npm's registry serves it (its sha512 checked), and ``node/func.js``, imported ``FROM scratch``. The FDK needs
-only node's own modules, so npm itself is not needed. `scripts/ensure-node.sh` installs Debian's ``nodejs`` when
+only node's own modules, so npm itself is not needed (Debian's ``node`` keeps a few of those in ``/usr/share/nodejs``:
+taken too). `scripts/ensure-node.sh` installs Debian's ``nodejs`` when
 the host has no ``node`` (the test command runs it).
 """
 
@@ -27,6 +28,9 @@ FDK_VERSION = "0.0.76"
 REGISTRY = "https://registry.npmjs.org"
 FUNCTION = Path(__file__).resolve().parent / "node" / "func.js"
 FETCH_TIMEOUT_S = 60
+#: Debian's nodejs reads a few of its own builtins (acorn, cjs-module-lexer, undici) from here as it starts: its build
+#: keeps them out of libnode, and without them node aborts ("Cannot load externalized builtin"); other builds have none
+DEBIAN_NODE_BUILTINS = Path("/usr/share/nodejs")
 
 
 def node_binary() -> str:
@@ -63,6 +67,9 @@ def _rootfs(node: str) -> bytes:
         libs = subprocess.run(["ldd", node], capture_output=True, text=True, check=True).stdout
         for lib in sorted({token for token in libs.split() if token.startswith("/")}):
             _add(tar, lib.lstrip("/"), Path(os.path.realpath(lib)).read_bytes(), 0o755)
+        for path in sorted(DEBIAN_NODE_BUILTINS.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                _add(tar, str(path).lstrip("/"), path.read_bytes())
         with tarfile.open(fileobj=io.BytesIO(_fdk_tarball()), mode="r:gz") as package:
             for member in package.getmembers():
                 if member.isfile() and member.name.startswith("package/"):
