@@ -371,7 +371,8 @@ def call_finished(call: Call, outcome: CallOutcome) -> None:
     (``contrib/fn-concurrency-limit``); only calls under way when the process exits in the middle
     of its stop (a second signal) may go untold. A call whose client went away (``outcome.status``
     444) ends here at once, but its function may run on in its container until it returns (the
-    runner lets it finish unseen), up to the call's ``timeout``.
+    runner lets it finish unseen), up to the call's ``timeout``: `runner_call_finished` hears of it
+    then, with the container's time (the hook to bill a function's time by).
     Node: the LB (and the all-in-one node).
 
     :param call: the call as it was placed (after `override_call`).
