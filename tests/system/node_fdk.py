@@ -4,8 +4,8 @@ Fn runs functions of every language its FDKs speak http-stream in; the Python FD
 use (`fn_core.images`). This one is the host's ``node`` (with the shared libraries ``ldd`` names), the FDK's package
 as npm's registry serves it (its sha512 checked), and ``node/func.js``, imported ``FROM scratch``. The FDK needs
 only node's own modules, so npm itself is not needed (Debian's ``node`` keeps a few of those in ``/usr/share/nodejs``:
-taken too). `scripts/ensure-node.sh` installs Debian's ``nodejs`` when
-the host has no ``node`` (the test command runs it).
+taken too). `scripts/ensure-node.sh` installs Debian's ``nodejs`` when the host has no ``node`` (the test command
+runs it).
 """
 
 from __future__ import annotations
