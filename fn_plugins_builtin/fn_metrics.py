@@ -33,10 +33,7 @@ OTHER = ("_other", "_other", "_other")  # (app_id, app_name, fn_id) of the fns p
 
 @hookimpl
 def configure(config, plugin_manager):
-    settings = config.plugin_settings("fn-metrics")
-    unknown = sorted(set(settings) - {"max_fns", "forget_idle_s"})
-    if unknown:
-        raise ConfigError(f"[plugins.fn-metrics] has no setting {', '.join(unknown)}: the settings are max_fns, forget_idle_s")
+    settings = config.plugin_settings("fn-metrics", known=("max_fns", "forget_idle_s"))
     max_fns = settings.get("max_fns", DEFAULT_MAX_FNS)
     if isinstance(max_fns, bool) or not isinstance(max_fns, int) or max_fns < 0:
         raise ConfigError(f"[plugins.fn-metrics] max_fns must be a whole number >= 0 (0: off), got {max_fns!r}")

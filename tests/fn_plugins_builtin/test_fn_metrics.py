@@ -100,7 +100,8 @@ async def test_max_fns_0_turns_it_off_and_a_bad_value_stops_start_up(make_plugin
         make_plugin_manager(toml='[plugins.fn-metrics]\nmax_fns = "many"\n')
     with pytest.raises(ConfigError, match=r"\[plugins.fn-metrics\] forget_idle_s must be a number of seconds >= 0, got -1"):
         make_plugin_manager(toml="[plugins.fn-metrics]\nforget_idle_s = -1\n")
-    with pytest.raises(ConfigError, match=r"\[plugins.fn-metrics\] has no setting max_fn: the settings are max_fns, forget_idle_s"):
+    with pytest.raises(ConfigError, match=r"^\[plugins.fn-metrics\]: unknown keys \['max_fn'\]; known: \['forget_idle_s', 'max_fns'\] "
+                       r"\(did you mean 'max_fns'\?\)$"):
         make_plugin_manager(toml="[plugins.fn-metrics]\nmax_fn = 10\n")
 
 
