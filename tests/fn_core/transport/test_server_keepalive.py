@@ -14,7 +14,7 @@ import hpack
 
 from fn_core.transport import Channel, GrpcServer, ServerStream
 
-from .test_transport import PATH, PING, PREFACE, Hang, raw_frame, read_frame
+from .peers import PATH, PING, PREFACE, Hang, raw_frame, read_frame
 
 DATA, HEADERS, SETTINGS, GOAWAY = 0x0, 0x1, 0x4, 0x7
 END_STREAM, END_HEADERS = 0x1, 0x4
