@@ -67,6 +67,21 @@ class Proc:
         return self.popen.returncode
 
 
+def tls_env(pki: dict[str, str], **override: str | None) -> dict[str, str]:
+    """The three settings from ``pki``; ``FN_...=None`` leaves one out, ``FN_...=path`` replaces it."""
+    env: dict[str, str | None] = {"FN_NODE_CERT": pki["node_cert"], "FN_NODE_CERT_KEY": pki["node_cert_key"],
+                                  "FN_NODE_CERT_AUTHORITY": pki["node_cert_authority"], **override}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def credentials(pki: dict[str, str], with_cert: bool = True) -> grpc.ChannelCredentials:
+    """grpcio's TLS to a runner: trusting ``pki``'s CA, presenting its certificate unless ``with_cert`` is False."""
+    read = lambda p: Path(p).read_bytes()  # noqa: E731
+    if not with_cert:
+        return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]))
+    return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]), read(pki["node_cert_key"]), read(pki["node_cert"]))
+
+
 async def runner_status(address: str, credentials: grpc.ChannelCredentials | None = None):
     """The runner's Status over gRPC: plaintext, or over TLS with ``credentials`` (a runner given FN_NODE_CERT...)."""
     channel = grpc.aio.insecure_channel(address) if credentials is None else grpc.aio.secure_channel(address, credentials)

@@ -21,9 +21,9 @@ import pytest
 from fn_core.testing import wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
+from .conftest import credentials, tls_env
 from .engine_relay import fn_homed_on, runner_metrics
 from .go_tools import drive
-from .test_node_tls_system import credentials, tls_env
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 MB = 1024 * 1024

@@ -22,26 +22,13 @@ from google.protobuf import empty_pb2
 from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.testing import free_port
 
+from .conftest import credentials, tls_env
+
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 MB = 1024 * 1024
 PLACER_TIMEOUT_S = 1.0
 TOO_BUSY = {"message": "Timed out - server too busy"}  # Fn's ErrCallTimeoutServerBusy: no runner took the call
-
-
-def tls_env(pki: dict[str, str], **override: str | None) -> dict[str, str]:
-    """The three settings from ``pki``; ``FN_...=None`` leaves one out, ``FN_...=path`` replaces it."""
-    env: dict[str, str | None] = {"FN_NODE_CERT": pki["node_cert"], "FN_NODE_CERT_KEY": pki["node_cert_key"],
-                                  "FN_NODE_CERT_AUTHORITY": pki["node_cert_authority"], **override}
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def credentials(pki: dict[str, str], with_cert: bool = True) -> grpc.ChannelCredentials:
-    """grpcio's TLS to a runner: trusting ``pki``'s CA, presenting its certificate unless ``with_cert`` is False."""
-    read = lambda p: Path(p).read_bytes()  # noqa: E731
-    if not with_cert:
-        return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]))
-    return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]), read(pki["node_cert_key"]), read(pki["node_cert"]))
 
 
 async def ask_status(address: str, credentials: grpc.ChannelCredentials | None) -> None:

@@ -8,6 +8,7 @@ import pytest
 from fn_core.config import load_config
 from fn_core.lb.main import start_api, start_lb
 from fn_core.plugins import get_plugin_manager
+from fn_core.testing import metric_samples
 
 
 @pytest.fixture
@@ -31,3 +32,16 @@ async def start(tmp_path):
     for node, session in started:
         await session.close()
         await node.stop()
+
+
+async def request(session, method, path, **kwargs):
+    """(status, JSON body, headers) of one request."""
+    async with session.request(method, path, **kwargs) as r:
+        return r.status, await r.json(), r.headers
+
+
+async def metrics(session) -> dict[str, float]:
+    """The /metrics samples by name and labels, e.g. {'fn_lb_invoke_rejected_total{status="404"}': 1.0}."""
+    async with session.get("/metrics") as r:
+        assert r.status == 200
+        return metric_samples(await r.text())

@@ -12,7 +12,7 @@ from fn_core.config import load_config
 from fn_core.lb.main import start_api
 from fn_core.testing import build_plugin_manager
 
-from .test_invoke_rejections import metrics, request
+from .conftest import metrics, request
 
 REQUESTS = "fn_api_requests_total"
 

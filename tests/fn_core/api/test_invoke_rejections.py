@@ -14,7 +14,9 @@ import pytest
 from fn_core.config import load_config
 from fn_core.lb.main import start_lb
 from fn_core.plugins import get_plugin_manager
-from fn_core.testing import metric_samples, wait_until
+from fn_core.testing import wait_until
+
+from .conftest import metrics, request
 
 MAX = 1000  # FN_MAX_REQUEST_SIZE of the LB under test
 REJECTED = "fn_lb_invoke_rejected_total"
@@ -40,18 +42,6 @@ async def lb_node(tmp_path, caplog, request):
 @pytest.fixture
 def lb(lb_node):
     return lb_node[1]
-
-
-async def request(session, method, path, **kwargs):
-    async with session.request(method, path, **kwargs) as r:
-        return r.status, await r.json(), r.headers
-
-
-async def metrics(session) -> dict[str, float]:
-    """The /metrics samples by name and labels, e.g. {'fn_lb_invoke_rejected_total{status="404"}': 1.0}."""
-    async with session.get("/metrics") as r:
-        assert r.status == 200
-        return metric_samples(await r.text())
 
 
 def rejection_lines(caplog) -> list[str]:
