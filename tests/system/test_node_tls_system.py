@@ -17,25 +17,16 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from google.protobuf import empty_pb2
 
-from fn_core.proto.runner_pb2_grpc import RunnerProtocolStub
 from fn_core.testing import free_port
 
-from .conftest import credentials, tls_env
+from .conftest import credentials, runner_status, tls_env
 
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 MB = 1024 * 1024
 PLACER_TIMEOUT_S = 1.0
 TOO_BUSY = {"message": "Timed out - server too busy"}  # Fn's ErrCallTimeoutServerBusy: no runner took the call
-
-
-async def ask_status(address: str, credentials: grpc.ChannelCredentials | None) -> None:
-    """The runner's Status with grpcio, in plaintext (``credentials`` None) or over TLS."""
-    channel = grpc.aio.insecure_channel(address) if credentials is None else grpc.aio.secure_channel(address, credentials)
-    async with channel:
-        await RunnerProtocolStub(channel).Status(empty_pb2.Empty(), timeout=5)
 
 
 async def invoke(session: aiohttp.ClientSession, fn_id: str, body: bytes | dict) -> tuple[int, dict, bytes]:
@@ -64,7 +55,7 @@ async def test_a_call_runs_over_mtls_between_an_lb_and_a_runner(platform, deploy
     # the runner demands a client certificate its CA signed: grpcio without one (or in plaintext) gets nothing
     for refused in (credentials(pki, with_cert=False), None):
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await ask_status(runner.address, refused)
+            await runner_status(runner.address, refused)
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert (await runner.status()).requests_received == 2
 
