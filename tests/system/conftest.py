@@ -8,6 +8,7 @@ the end of the test.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -80,6 +81,13 @@ def credentials(pki: dict[str, str], with_cert: bool = True) -> grpc.ChannelCred
     if not with_cert:
         return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]))
     return grpc.ssl_channel_credentials(read(pki["node_cert_authority"]), read(pki["node_cert_key"]), read(pki["node_cert"]))
+
+
+async def post(session: aiohttp.ClientSession, path: str, body: bytes | dict | None = None, **kw):
+    """(status, headers, body) of a POST; a dict ``body`` is sent as JSON (the echo function's instructions)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    async with session.post(path, data=data, **kw) as r:
+        return r.status, r.headers, await r.read()
 
 
 async def runner_status(address: str, credentials: grpc.ChannelCredentials | None = None):

@@ -14,14 +14,10 @@ from fn_core.errors import FunctionResponseTooBig
 from fn_core.testing import metric_samples, wait_until
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
 
+from .conftest import post
+
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 MB = 1024 * 1024
-
-
-async def post(session: aiohttp.ClientSession, path: str, body: bytes | dict | None = None, **kw):
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    async with session.post(path, data=data, **kw) as r:
-        return r.status, r.headers, await r.read()
 
 
 async def scrape(url: str) -> dict[str, float]:

@@ -20,7 +20,7 @@ import pytest
 
 from fn_core.testing import free_port
 
-from .conftest import credentials, runner_status, tls_env
+from .conftest import credentials, post, runner_status, tls_env
 
 FN_CORE = str(Path(sys.executable).parent / "fn-core")
 TIMEOUT = aiohttp.ClientTimeout(total=120)
@@ -29,20 +29,14 @@ PLACER_TIMEOUT_S = 1.0
 TOO_BUSY = {"message": "Timed out - server too busy"}  # Fn's ErrCallTimeoutServerBusy: no runner took the call
 
 
-async def invoke(session: aiohttp.ClientSession, fn_id: str, body: bytes | dict) -> tuple[int, dict, bytes]:
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    async with session.post(f"/invoke/{fn_id}", data=data) as r:
-        return r.status, dict(r.headers), await r.read()
-
-
 async def test_a_call_runs_over_mtls_between_an_lb_and_a_runner(platform, deploy_echo, pki):
     runner = await platform.runner(credentials=credentials(pki), **tls_env(pki))
     lb = await platform.lb([runner], **tls_env(pki))
     async with aiohttp.ClientSession(lb.url, timeout=TIMEOUT) as s:
         fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
-        status, headers, body = await invoke(s, fn_id, b"over mTLS")
+        status, headers, body = await post(s, f"/invoke/{fn_id}", b"over mTLS")
         assert (status, body) == (200, b"over mTLS") and headers["Fn-Call-Id"]
-        status, _, body = await invoke(s, fn_id, {"repeat": MB, "text": "t"})  # many frames each way over TLS
+        status, _, body = await post(s, f"/invoke/{fn_id}", {"repeat": MB, "text": "t"})  # many frames each way over TLS
         assert status == 200 and body == b"t" * MB
     assert (await runner.status()).requests_received == 2
     lines = lb.proc.call_lines()
@@ -119,7 +113,7 @@ async def test_a_tls_mismatch_places_nothing_answers_503_and_the_lb_says_why_onc
         fn_id = (await deploy_echo(s, platform.image))["fn"]["id"]
         for body in (b"first", b"second"):
             started = time.monotonic()
-            status, headers, answer = await invoke(s, fn_id, body)
+            status, headers, answer = await post(s, f"/invoke/{fn_id}", body)
             waited = time.monotonic() - started
             assert (status, json.loads(answer)) == (503, TOO_BUSY), answer
             assert headers["Retry-After"] == "15" and headers["Fn-Call-Id"]

@@ -17,7 +17,6 @@ import signal
 import struct
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import attrs
@@ -28,6 +27,8 @@ from fn_core.errors import CutAtShutdown
 from fn_core.testing import metric_samples, wait_until
 from fn_core.transport import h2
 from fn_plugins_builtin.placer_ch import fn_hash, jump_hash
+
+from .conftest import post
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 DEFAULT_GRACE_S = load_config(env={}).shutdown_grace_s  # a node's stop grace when FN_SHUTDOWN_GRACE is not set
@@ -44,11 +45,6 @@ class Answer:
     body: bytes
     call_id: str
     phase: str  # what the operator was doing when the call was sent
-
-
-async def post(session: aiohttp.ClientSession, path: str, body: bytes) -> tuple[int, Any, bytes]:
-    async with session.post(path, data=body) as r:
-        return r.status, r.headers, await r.read()
 
 
 async def poll(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
