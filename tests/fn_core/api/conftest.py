@@ -34,6 +34,14 @@ async def start(tmp_path):
         await node.stop()
 
 
+async def call(session, method, path, body=None, **kwargs):
+    """(status, JSON body or None for a 204) of one v2 request; ``body``, if given, is sent as JSON."""
+    if body is not None:
+        kwargs["json"] = body
+    async with session.request(method, path, **kwargs) as r:
+        return r.status, (await r.json() if r.status != 204 else None)
+
+
 async def request(session, method, path, **kwargs):
     """(status, JSON body, headers) of one request."""
     async with session.request(method, path, **kwargs) as r:

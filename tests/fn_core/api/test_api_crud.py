@@ -11,6 +11,8 @@ from fn_core.config import load_config
 from fn_core.lb.main import start_lb
 from fn_core.plugins import get_plugin_manager
 
+from .conftest import call
+
 
 @pytest.fixture
 async def api(tmp_path):
@@ -20,11 +22,6 @@ async def api(tmp_path):
     yield session
     await session.close()
     await node.stop()
-
-
-async def call(session, method, path, **kwargs):
-    async with session.request(method, path, **kwargs) as r:
-        return r.status, (await r.json() if r.status != 204 else None)
 
 
 async def test_app_lifecycle(api):

@@ -10,6 +10,8 @@ import pytest
 
 from fn_core import APIError, hookimpl
 
+from .conftest import call
+
 PROTECTED = "example.com/protected"
 
 
@@ -52,11 +54,6 @@ class BrokenCheck:
     @hookimpl
     def validate_delete(self, app, fn, trigger):
         raise RuntimeError("policy database unreachable")
-
-
-async def call(session, method, path, body=None):
-    async with session.request(method, path, json=body) as r:
-        return r.status, (await r.json() if r.status != 204 else None)
 
 
 async def make_app_fn_trigger(session, app_name="billing", **app_fields):

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-
-async def call(session, method, path, **kwargs):
-    async with session.request(method, path, **kwargs) as r:
-        return r.status, (await r.json() if r.status != 204 else None)
+from .conftest import call
 
 
 async def app_and_fn(api, app_name="a", fn_name="f"):

@@ -13,6 +13,8 @@ import pytest
 from fn_core import APIError, hookimpl
 from fn_core.api.crud import CHECKED_UPDATE_ATTEMPTS
 
+from .conftest import call
+
 TEAM = "example.com/team"
 
 
@@ -56,11 +58,6 @@ class Broken:
 def node(start):
     """``session = await node(plugin, api_node=False)``: `start`'s node with ``plugin`` installed as 'team-policy'."""
     return lambda plugin, api_node=False: start({}, plugins=[('team-policy', plugin)], api_node=api_node)
-
-
-async def call(session, method, path, body=None):
-    async with session.request(method, path, json=body) as r:
-        return r.status, (await r.json() if r.status != 204 else None)
 
 
 async def make_app_and_fn(session):
