@@ -1,5 +1,6 @@
-"""Peers that misbehave (silent, refusing, malformed, not HTTP/2) and connections that end at awkward moments: no
-call waits forever, and each ends as the caller can act on (not placed, or failed after it was sent)."""
+"""Peers that misbehave (silent, refusing, malformed, not HTTP/2), connections that end at awkward moments, and
+readers that stop reading: no call waits forever, a sender waits for window rather than buffering without bound, and
+each call ends as the caller can act on (not placed, or failed after it was sent)."""
 
 from __future__ import annotations
 
