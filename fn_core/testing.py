@@ -55,18 +55,9 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float 
 def build_image(docker_client: Any, dockerfile: str, tag: str) -> str:
     """Build ``tag`` from ``dockerfile``'s text alone (no build context: ``FROM`` an image already on the engine,
     e.g. ``echo_image``, with ENV, LABEL, ENTRYPOINT ... lines); the tag. Remove it after, if it is the test's own."""
-    import io
-    import tarfile
+    from fn_core.images import build_from_files
 
-    data = dockerfile.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    docker_client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
-    return tag
+    return build_from_files(docker_client, {"Dockerfile": dockerfile.encode()}, tag)
 
 
 def listed_plugin(name: str) -> dict[str, Any]:

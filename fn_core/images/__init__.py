@@ -132,12 +132,22 @@ def build_function_image(client, func_py: str | Path, tag: str) -> str:
     source = Path(func_py).read_bytes() if isinstance(func_py, Path) or os.path.exists(str(func_py)) else str(func_py).encode()
     base = ensure_base_image(client)
     dockerfile = f"FROM {base}\nLABEL {IMAGE_LABEL}=function\nCOPY func.py /function/func.py\n".encode()
+    return build_from_files(client, {"Dockerfile": dockerfile, "func.py": source}, tag)
+
+
+def add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    """One regular file of ``data`` at ``name`` in ``tar``."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_from_files(client, files: dict[str, bytes], tag: str) -> str:
+    """Build ``tag`` from a context held in memory: ``files`` by name, a ``Dockerfile`` among them; the tag."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), ("func.py", source)):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+        for name, data in files.items():
+            add_file(tar, name, data)
     buf.seek(0)
     client.images.build(fileobj=buf, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True)
     return tag

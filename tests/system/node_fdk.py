@@ -21,7 +21,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from fn_core.images import IMAGE_LABEL
+from fn_core.images import IMAGE_LABEL, add_file
 
 FDK_PACKAGE = "@fnproject/fdk"
 FDK_VERSION = "0.0.76"
@@ -51,31 +51,25 @@ def _fdk_tarball() -> bytes:
     return data
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), mode
-    tar.addfile(info, io.BytesIO(data))
-
-
 def _rootfs(node: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tmp = tarfile.TarInfo("tmp")
         tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
         tar.addfile(tmp)
-        _add(tar, "usr/bin/node", Path(node).read_bytes(), 0o755)
+        add_file(tar, "usr/bin/node", Path(node).read_bytes(), 0o755)
         libs = subprocess.run(["ldd", node], capture_output=True, text=True, check=True).stdout
         for lib in sorted({token for token in libs.split() if token.startswith("/")}):
-            _add(tar, lib.lstrip("/"), Path(os.path.realpath(lib)).read_bytes(), 0o755)
+            add_file(tar, lib.lstrip("/"), Path(os.path.realpath(lib)).read_bytes(), 0o755)
         for path in sorted(DEBIAN_NODE_BUILTINS.rglob("*")):
             if path.is_file() and not path.is_symlink():
-                _add(tar, str(path).lstrip("/"), path.read_bytes())
+                add_file(tar, str(path).lstrip("/"), path.read_bytes())
         with tarfile.open(fileobj=io.BytesIO(_fdk_tarball()), mode="r:gz") as package:
             for member in package.getmembers():
                 if member.isfile() and member.name.startswith("package/"):
                     data = package.extractfile(member).read()  # type: ignore[union-attr]
-                    _add(tar, f"function/node_modules/{FDK_PACKAGE}/{member.name.removeprefix('package/')}", data)
-        _add(tar, "function/func.js", FUNCTION.read_bytes())
+                    add_file(tar, f"function/node_modules/{FDK_PACKAGE}/{member.name.removeprefix('package/')}", data)
+        add_file(tar, "function/func.js", FUNCTION.read_bytes())
     return buf.getvalue()
 
 
