@@ -51,6 +51,8 @@ UINT64 = (0, 2**64 - 1)
 INT32 = (-(2**31), 2**31 - 1)
 
 INVALID_JSON = "Invalid JSON"
+#: fields every object has that no body sets (the store does), which Go's decoder still reads as strings
+_SET_BY_STORE = ("created_at", "updated_at")
 
 
 def bad(message: str) -> APIError:
@@ -78,6 +80,16 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise bad(INVALID_JSON) from None
     if not isinstance(data, dict):
         raise bad(INVALID_JSON)
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except RecursionError:
+        raise bad(INVALID_JSON) from None
+    except UnicodeEncodeError:
+        # a \u escape of one half of a UTF-16 pair is no character: no UTF-8 holds it (SQLite, the container's
+        # environment and the slot key's hash refuse it); Go's decoder quietly makes it U+FFFD, not what was sent
+        raise bad(f"{INVALID_JSON}: a string holds a lone UTF-16 surrogate (a \\u escape in D800-DFFF)") from None
+    for key in _SET_BY_STORE:
+        _str(data, key)
     return data
 
 
@@ -239,6 +251,7 @@ def app_for_update(old: App, data: dict[str, Any]) -> App:
     name = _str(data, "name")
     if name and name != old.name:
         raise Conflict("Could not update - name is immutable")
+    _str(data, "shape")  # not changed, but a body whose shape is no string does not unmarshal
     app = attrs.evolve(
         old,
         config=merge_map(old.config, _config(data)),
@@ -317,6 +330,7 @@ def fn_for_update(old: Fn, data: dict[str, Any]) -> Fn:
     name = _str(data, "name")
     if name and name != old.name:
         raise bad("Fn names and IDs cannot be modified")  # Fn's ErrFnsInvalidFieldChange (its update keeps the name)
+    _str(data, "shape")  # not changed (as an app's), but a body whose shape is no string does not unmarshal
     memory, timeout, idle = _limits(data)
     fn = attrs.evolve(
         old,

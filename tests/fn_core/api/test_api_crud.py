@@ -274,3 +274,49 @@ async def test_a_cursor_made_as_fn_makes_it_the_name_alone_unpadded_pages_after_
     _, page = await call(api, "GET", "/v2/fns", params={"app_id": app["id"], "cursor": "YWI"})
     assert [f["name"] for f in page["items"]] == ["b", "c"]
     assert await call(api, "GET", "/v2/fns", params={"app_id": app["id"], "cursor": "!!"}) == (400, {"message": "invalid cursor"})
+
+
+SURROGATE = "Invalid JSON: a string holds a lone UTF-16 surrogate (a \\u escape in D800-DFFF)"
+
+
+async def test_a_lone_surrogate_escape_anywhere_in_a_body_is_refused_and_stores_nothing(api):
+    # json reads "\ud800" as a str no UTF-8 can hold: SQLite's binding of an id answered 500, and a config value
+    # or image stored with it made every later call of the fn a 500 (its slot key could not be hashed)
+    status, app = await call(api, "POST", "/v2/apps", json={"name": "a"})
+    assert status == 200
+    status, fn = await call(api, "POST", "/v2/fns", json={"name": "f", "app_id": app["id"], "image": "i"})
+    assert status == 200
+    refused = [
+        ("POST", "/v2/apps", b'{"name": "b", "config": {"K": "\\ud800"}}'),
+        ("POST", "/v2/fns", b'{"name": "g", "app_id": "\\udfff", "image": "i"}'),
+        ("POST", "/v2/fns", b'{"name": "g", "app_id": "' + app["id"].encode() + b'", "image": "i\\ud800"}'),
+        ("PUT", f"/v2/fns/{fn['id']}", b'{"annotations": {"k": "\\udc80"}}'),
+        ("POST", "/v2/triggers", b'{"name": "t", "app_id": "' + app["id"].encode() + b'", "fn_id": "'
+         + fn["id"].encode() + b'", "type": "http", "source": "/\\ud800"}'),
+    ]
+    for method, path, body in refused:
+        assert await call(api, method, path, data=body) == (400, {"message": SURROGATE}), (method, path, body)
+    assert [a["name"] for a in (await call(api, "GET", "/v2/apps"))[1]["items"]] == ["a"]
+    assert [f["name"] for f in (await call(api, "GET", "/v2/fns", params={"app_id": app["id"]}))[1]["items"]] == ["f"]
+    assert (await call(api, "GET", f"/v2/fns/{fn['id']}"))[1].get("annotations", {}).get("k") is None
+    assert (await call(api, "GET", "/v2/triggers", params={"app_id": app["id"]}))[1] == {"items": []}
+    # a pair is one character: taken and given back as it was sent
+    status, paired = await call(api, "POST", "/v2/apps", data=b'{"name": "p", "config": {"K": "\\ud83d\\ude00"}}')
+    assert (status, paired["config"]) == (200, {"K": "\U0001F600"})
+
+
+async def test_fields_no_body_sets_must_still_be_of_their_type_as_go_decodes_them(api):
+    status, app = await call(api, "POST", "/v2/apps", json={"name": "a", "shape": "GENERIC_X86"})
+    assert status == 200
+    status, fn = await call(api, "POST", "/v2/fns", json={"name": "f", "app_id": app["id"], "image": "i"})
+    assert status == 200
+    invalid = (400, {"message": "Invalid JSON"})
+    assert await call(api, "PUT", f"/v2/apps/{app['id']}", json={"shape": 5}) == invalid
+    assert await call(api, "PUT", f"/v2/fns/{fn['id']}", json={"shape": [1]}) == invalid
+    assert await call(api, "POST", "/v2/apps", json={"name": "b", "created_at": 5}) == invalid
+    assert await call(api, "PUT", f"/v2/apps/{app['id']}", json={"updated_at": [1]}) == invalid
+    assert await call(api, "POST", "/v2/fns", json={"name": "g", "app_id": app["id"], "image": "i", "created_at": {}}) == invalid
+    assert await call(api, "GET", f"/v2/apps/{app['id']}") == (200, app)  # unchanged
+    # as strings they are read and left alone: the store sets them
+    status, same = await call(api, "PUT", f"/v2/apps/{app['id']}", json={"shape": "GENERIC_ARM", "created_at": "x"})
+    assert status == 200 and (same["shape"], same["created_at"]) == ("GENERIC_X86", app["created_at"])
