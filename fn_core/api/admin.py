@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import hdrs, web
 
 from fn_core import __version__
+from fn_core.api.body import defer_continue
 from fn_core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fn_core.process_metrics import ProcessMetrics
 
@@ -50,10 +51,8 @@ def add_admin_routes(app: web.Application, config, sources: Sequence[MetricsSour
     async def stacks(request: web.Request) -> web.Response:
         return web.Response(text=render_stacks(), content_type="text/plain", charset="utf-8")
 
-    app.router.add_get("/", ping)
-    app.router.add_get("/version", version)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/stacks", stacks)
+    for path, handler in (("/", ping), ("/version", version), ("/metrics", metrics), ("/debug/stacks", stacks)):
+        app.router.add_get(path, handler, expect_handler=defer_continue)
 
 
 def render_stacks() -> str:

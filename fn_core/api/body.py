@@ -35,12 +35,19 @@ def body_reader(timeout_s: float) -> BodyReader:
     return read
 
 
-async def defer_continue(request: web.Request) -> None:
-    """The Expect handler of the v2, invoke and trigger routes: it sends no "100 Continue", `send_continue` does as
-    the body is read (Go's net/http sends it at the body's first read). A Content-Length over FN_MAX_REQUEST_SIZE is
-    refused by the `errors` middleware before the handler runs."""
-    if request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
-        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers.get(hdrs.EXPECT)}")
+async def defer_continue(request: web.Request) -> web.StreamResponse | None:
+    """The Expect handler of every route: it sends no "100 Continue", `send_continue` does as the body is read (Go's
+    net/http sends it at the body's first read). A Content-Length over FN_MAX_REQUEST_SIZE is refused by the
+    `errors` middleware before the handler runs. Any other expectation is answered 417 here, before the plugins
+    and the handler (as Go's server answers it, whatever the HTTP version), in Fn's JSON, and the connection closed:
+    the body is never read."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() == "100-continue":
+        return None
+    message = f"Expectation Failed: unsupported Expect {expect!r}; only 100-continue is supported"
+    response = web.json_response({"message": message}, status=417)
+    response.force_close()
+    return response
 
 
 async def send_continue(request: web.BaseRequest) -> None:

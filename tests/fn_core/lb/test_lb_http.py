@@ -120,6 +120,31 @@ async def test_an_expect_100_continue_over_the_size_limit_gets_413_and_no_invita
     writer.close()
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_an_expectation_other_than_100_continue_is_417_in_fns_json_and_nothing_is_run_or_stored(
+    fake_runners, lb_factory, deploy_fn, version
+):
+    runner = await fake_runners()
+    node, session, _ = await lb_factory([runner.address])
+    ids = await deploy_fn(session)
+    parts = urlsplit(node.url)
+    for method, path, body in (("POST", f"/invoke/{ids['fn']['id']}", b"abc"), ("POST", "/v2/apps", b'{"name": "new"}'),
+                               ("GET", "/", b"")):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        head = f"{method} {path} HTTP/{version}\r\nHost: x\r\nContent-Length: {len(body)}\r\nExpect: x-later\r\n\r\n"
+        writer.write(head.encode() + body)
+        answer = await asyncio.wait_for(reader.read(), 5)  # all of it: the connection closes after it (Go's too)
+        writer.close()
+        head_back, _, json_back = answer.partition(b"\r\n\r\n")
+        assert head_back.split(b"\r\n")[0].endswith(b" 417 Expectation Failed"), (path, answer)
+        assert b"Content-Type: application/json" in head_back
+        message = "Expectation Failed: unsupported Expect 'x-later'; only 100-continue is supported"
+        assert json.loads(json_back) == {"message": message}, path
+    assert runner.calls == []
+    async with session.get("/v2/apps") as r:
+        assert [app["name"] for app in (await r.json())["items"]] == ["app1"]
+
+
 async def test_a_request_head_is_bounded_as_a_whole_by_fn_max_request_header_size_with_431(fake_runners, lb_factory, deploy_fn):
     runner = await fake_runners()
     big = {"Authorization": "Bearer " + "t" * 12000}  # a long token, as some identity providers issue
