@@ -89,7 +89,7 @@ class InvokeApi:
         template = self.templates.get(await self.lookup.app(fn.app_id), fn)
         call = template.new_call(
             method=request.method,
-            url=str(request.url),
+            url=request_url(request),
             headers=collect_headers(request.headers.items()),
             detached=_is_detached(request),
         )
@@ -101,7 +101,7 @@ class InvokeApi:
         source = "/" + request.match_info.get("path", "")
         trigger = await self.lookup.trigger_by_source(app.id, "http", source)
         template = self.templates.get(app, await self.lookup.fn(trigger.fn_id))
-        url = str(request.url)
+        url = request_url(request)
         call = template.new_call(
             method=request.method,
             url=url,
@@ -260,6 +260,13 @@ class InvokeApi:
                 return error_response(error, call.id), Placement()  # finished() already ran in the task
         started_on_runner.cancel()
         return web.Response(status=202, headers={CALL_ID_HEADER: call.id}), Placement()
+
+
+def request_url(request: web.Request) -> str:
+    """The call's ``url``: scheme, Host and the request target as sent, joined as Fn joins them. aiohttp's
+    ``request.url`` parses the Host header and raises on a port it cannot read (``Host: x:99999999``); Go's server
+    takes such a Host as it is (its characters are checked, as aiohttp's parser checks them)."""
+    return f"{request.scheme}://{request.host}{request.rel_url.raw_path_qs}"
 
 
 def _is_detached(request: web.Request) -> bool:
