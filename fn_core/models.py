@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import operator
+import re
 import struct
 import time
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ def parse_milli_cpus(value: object) -> int:
     text = value.strip()
     try:
         milli = int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf" and "1e400" read as infinite
         raise ValueError(f"cpus must be like '100m' or '0.1', got {value!r}") from None
     if milli < 0:
         raise ValueError(f"cpus must not be negative: {value!r}")
@@ -228,12 +229,14 @@ class Call:
         return _COMPACT_JSON.encode(self.to_json_dict(SHARED_FIELDS))[1:-1]
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Call:
+    def from_json(cls, text: str) -> Call:
         """Parse Fn's call JSON; unknown fields are ignored (as Go does), wrong types raise ValueError."""
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"call JSON is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("call JSON is nested too deep") from None
         if not isinstance(data, dict):
             raise ValueError("call JSON must be an object")
         if not data.get("id") or not isinstance(data["id"], str):
@@ -249,8 +252,13 @@ class Call:
         headers = kwargs.get("headers")
         if headers:
             for values in headers.values():
-                if values.__class__ is not list:
+                if values.__class__ is not list:  # of strings: the request to the container checks each value
                     raise ValueError("call JSON field 'headers' must map names to lists of values")
+        config = kwargs.get("config")
+        if config and not all(value.__class__ is str for value in config.values()):
+            raise ValueError("call JSON field 'config' must map names to strings")
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # only an escape puts a surrogate into a str of UTF-8
+            _refuse_lone_surrogates(data)
         return cls(**kwargs)
 
 
@@ -266,6 +274,28 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _CALL_FIELD_TYPES: dict[str, type] = {
     f.name: dict if str(f.type).startswith("dict") else {"str": str, "int": int}[str(f.type)] for f in attrs.fields(Call)
 }
+
+
+#: a JSON escape of a UTF-16 surrogate: a pair is one character, one alone is none
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(data: dict[str, Any]) -> None:
+    """A lone surrogate is no character and no UTF-8 holds it (the container's request, environment and the call's
+    `finished` would each fail on it), but for header values' \\udc80-\\udcff: the bytes of a client's header that
+    were not UTF-8, as aiohttp decoded them on the LB (the request to the container restores them)."""
+    for name, value in data.items():
+        try:
+            if name == "headers" and isinstance(value, dict):
+                for key, values in value.items():
+                    key.encode()
+                    for item in values:
+                        if isinstance(item, str):
+                            item.encode("utf-8", "surrogateescape")
+            else:
+                json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"call JSON field {name!r} holds a lone UTF-16 surrogate") from None
 
 
 class _MilliCpus:

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import DecodeError
 
-from fn_core.errors import RequestTooLarge
+from fn_core.errors import BadRequest, RequestTooLarge
 from fn_core.proto import runner_pb2 as pb
 from fn_core.runner.agent import Agent
 from fn_core.runner.core import RunnerCore
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 FINISH_GRACE_S = 5.0
 
 
+def _client_msg(raw: bytes) -> pb.ClientMsg:
+    try:
+        return pb.ClientMsg.FromString(raw)
+    except DecodeError:  # a 400 `finished`, as any bad try: the LB hears why, and the stream ends cleanly
+        raise BadRequest("invalid message: not a ClientMsg") from None
+
+
 class _StreamIO:
     """`CallIO` over one Engage stream; ``max_body``: the most body bytes it takes (0: no limit)."""
 
@@ -40,7 +48,7 @@ class _StreamIO:
 
     async def read_offer(self) -> CallOffer | None:
         raw = await self.stream.read_message()
-        return None if raw is None else CallOffer.from_message(pb.ClientMsg.FromString(raw))
+        return None if raw is None else CallOffer.from_message(_client_msg(raw))
 
     async def read_body(self) -> bytes | None:
         parts: list[bytes] = []
@@ -49,7 +57,7 @@ class _StreamIO:
             raw = await self.stream.read_message()
             if raw is None:
                 return b"".join(parts)  # a closed send side also ends the body (Fn: any read error = EOF)
-            msg = pb.ClientMsg.FromString(raw)
+            msg = _client_msg(raw)
             if msg.WhichOneof("body") != "data":
                 continue
             data = msg.data.data

@@ -53,6 +53,9 @@ _NOT_PASSED_ON = HOP_HEADERS | SET_BY_RUNNER
 
 # RFC 9110 token: what a header name may be made of
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: what no request header value may hold, a control character but tab: a CR or LF would let a value add headers or a
+#: request, and a NUL or another one an fdk's HTTP parser refuses (the call would fail as the function's bad answer)
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 #: what no response header value may hold: a control character but HTAB (aiohttp will not write one to the client),
 #: or a byte that is not UTF-8 (aiohttp's surrogateescape; protobuf strings, on to the LB, must be UTF-8)
 _UNSENDABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
@@ -388,24 +391,33 @@ async def _drain(payload: aiohttp.StreamReader, limit: int) -> bool:
 def request_head(call: Call, length: int) -> bytes:
     """The request line and headers of POST /call: the call's headers (less hop-by-hop ones and Fn's two) + Fn's two.
 
-    Values come from the LB (over gRPC: from any LB), so a CR or LF, which would let a value add
-    headers or a second request, is refused with a 400.
+    Values come from the LB (over gRPC: from any LB), so a value that is no string or holds a control character (a
+    CR or LF would let it add headers or a second request) is refused with a 400, before anything is sent.
     """
     lines = [f"POST /call HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}\r\n"]
+    values_sent: list[str] = []
     for name, values in call.headers.items():
         if name.lower() in _NOT_PASSED_ON:
             continue
         if not _TOKEN.fullmatch(name):
             raise BadRequest(f"invalid header name {name!r}")
         for value in values:
-            if "\r" in value or "\n" in value:
-                raise BadRequest(f"invalid value for header {name!r}")
+            if value.__class__ is not str:
+                raise BadRequest(f"invalid value for header {name!r}: {type(value).__name__}, not a string")
+            values_sent.append(value)
             lines.append(f"{name}: {value}\r\n")
-    if "\r" in call.id or "\n" in call.id:
-        raise BadRequest("invalid call id")
+    values_sent.append(call.id)
+    if _NOT_IN_HEADER.search("".join(values_sent)):  # one search for all
+        if _NOT_IN_HEADER.search(call.id):
+            raise BadRequest("invalid call id")
+        name = next(k for k, vs in call.headers.items() for v in vs if k.lower() not in _NOT_PASSED_ON and _NOT_IN_HEADER.search(v))
+        raise BadRequest(f"invalid value for header {name!r}")
     deadline = utc_seconds(int(time.time()) + call.timeout)
     lines.append(f"Fn-Call-Id: {call.id}\r\nFn-Deadline: {deadline}Z\r\n\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")  # as aiohttp decoded them on the LB
+    try:
+        return "".join(lines).encode("utf-8", "surrogateescape")  # as aiohttp decoded them on the LB
+    except UnicodeEncodeError:  # a lone surrogate that was never a byte (the runner's Call.from_json refuses it)
+        raise BadRequest("invalid header value or call id: not text") from None
 
 
 def _retire(error: APIError) -> APIError:

@@ -32,11 +32,21 @@ def test_go_style_json_from_an_fn_lb_is_understood():
 @pytest.mark.parametrize("garbage", [
     "", "nope", "[]", '{"image": "x"}', '{"id": "c", "memory": "lots"}', '{"id":"c","headers":{"a":"b"}}',
     '{"id":"c","memory":true}', '{"id":"c","timeout":1.5}', '{"id":"c","image":7}', '{"id":"c","config":[]}',
-    '{"id":"c","cpus":"-1"}', '{"id":"c","cpus":[1]}',
+    '{"id":"c","cpus":"-1"}', '{"id":"c","cpus":[1]}', '{"id":"c","cpus":"inf"}', '{"id":"c","cpus":"1e400"}',
+    '{"id":"c","config":{"K":1}}', '{"id":"\\ud800"}', '{"id":"c","image":"i\\udfff"}',
+    '{"id":"c","headers":{"X-A":["\\ud800"]}}', '{"id":"c","annotations":{"k":["\\udc80"]}}',
+    '{"id":"c","x":' + "[" * 100_000 + "]" * 100_000 + "}",
 ])
 def test_garbage_call_json_raises_value_error(garbage):
     with pytest.raises(ValueError):
         Call.from_json(garbage)
+
+
+def test_a_header_value_keeps_the_bytes_a_client_sent_that_were_not_utf8_and_a_pair_is_one_character():
+    # the LB decodes a header's bytes as aiohttp does (surrogateescape): \udc80-\udcff are those bytes, restored
+    # in the request to the container; anywhere else a lone surrogate is refused, and a pair is a character
+    call = Call.from_json('{"id":"c","headers":{"X-A":["\\udcff"]},"config":{"K":"\\ud83d\\ude00"}}')
+    assert call.headers == {"X-A": ["\udcff"]} and call.config == {"K": "\U0001F600"}
 
 
 def test_milli_cpus_forms():

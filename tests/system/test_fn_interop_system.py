@@ -109,14 +109,23 @@ async def test_a_trycall_our_runner_cannot_read_is_a_400_an_fn_lb_reads_with_why
     """Not JSON, no call id, a field of the wrong type: each is a CallFinished with 400 and what is wrong, before any
     result (Fn's LB answers its client with it; not a NACK, which would send it to every runner in turn)."""
     runner = await platform.runner()
-    calls = [{**planned("unused", "fn-a", platform.image), "call_json": text}
-             for text in ("not json", "{}", json.dumps({"id": "c1", "image": 5}))]
+    texts = ("not json", "{}", json.dumps({"id": "c1", "image": 5}),
+             # each of these used to end the stream with no finished (the LB saw a lost runner, its client a 500)
+             json.dumps({"id": "c\ud800", "image": "i"}), json.dumps({"id": "c2", "image": "i", "cpus": "inf"}),
+             json.dumps({"id": "c3", "image": "i", "config": {"K": 1}}), '{"id": "c4", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    calls = [{**planned("unused", "fn-a", platform.image), "call_json": text} for text in texts]
     result = await drive(go_tools.fnlb, runner.address, calls)
     finishes = [(c["messages"], c["nack"], c["finished"]["error_code"], c["finished"]["error_str"]) for c in result["calls"]]
-    assert [f[:3] for f in finishes] == [(["finished"], False, 400)] * 3
+    assert [f[:3] for f in finishes] == [(["finished"], False, 400)] * len(texts)
     assert finishes[0][3].startswith("invalid call: call JSON is not valid JSON")
-    assert finishes[1][3] == "invalid call: call JSON has no id"
-    assert finishes[2][3] == "invalid call: call JSON field 'image' must be a string"
+    assert [f[3] for f in finishes[1:]] == [
+        "invalid call: call JSON has no id",
+        "invalid call: call JSON field 'image' must be a string",
+        "invalid call: call JSON field 'id' holds a lone UTF-16 surrogate",
+        "invalid call: cpus must be like '100m' or '0.1', got 'inf'",
+        "invalid call: call JSON field 'config' must map names to strings",
+        "invalid call: call JSON is nested too deep",
+    ]
 
 
 async def test_our_runner_stopping_gracefully_finishes_an_fn_lbs_calls_in_flight(platform, go_tools):

@@ -217,6 +217,43 @@ async def test_first_message_must_be_try(start, rc):
     assert (await rc.run(node.address, rc.call(), b"fine")).body == b"fine"
 
 
+@pytest.mark.parametrize("where", ["try", "body"])
+async def test_a_message_that_is_no_clientmsg_is_a_400_finished_not_a_broken_stream(start, rc, where):
+    import grpc
+
+    from fn_core.proto import runner_pb2 as pb
+
+    node = await start()
+    garbage = b"\xff\xff\xff\xff"  # no protobuf reads it
+    first = garbage if where == "try" else pb.ClientMsg(**{"try": pb.TryCall(models_call_json=rc.call().to_json())}).SerializeToString()
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        engage = channel.stream_stream("/RunnerProtocol/Engage", request_serializer=lambda raw: raw,
+                                       response_deserializer=pb.RunnerMsg.FromString)
+        stream = engage()
+        await stream.write(first)
+        if where == "body":
+            await stream.write(garbage)
+        messages = [msg async for msg in stream]  # the stream ends OK: an Fn LB reads the finished, not a lost runner
+    assert [m.WhichOneof("body") for m in messages] == ["finished"]
+    assert (messages[0].finished.errorCode, messages[0].finished.errorStr) == (400, "invalid message: not a ClientMsg")
+    assert (await rc.run(node.address, rc.call(), b"fine")).body == b"fine"
+
+
+async def test_a_header_value_no_container_request_can_carry_is_a_400_and_the_warm_container_stays(start, rc):
+    node = await start()
+    assert (await rc.run(node.address, rc.call(), b"warm")).body == b"warm"
+    [container] = node.agent.containers()
+    for value, why in ((1, "invalid value for header 'X-A': int, not a string"), ("a\0b", "invalid value for header 'X-A'"),
+                       ("a\x1bb", "invalid value for header 'X-A'")):
+        result = await rc.run(node.address, rc.call(headers={"X-A": [value]}), b"x")
+        assert not result.started and (result.finished.errorCode, result.finished.errorStr) == (400, why), value
+    refused = await rc.run(node.address, rc.call(id="call\x7f1"), b"x")  # a call id goes in a header too
+    assert (refused.finished.errorCode, refused.finished.errorStr) == (400, "invalid call id")
+    again = await rc.run(node.address, rc.call(headers={"X-A": ["tab\tis fine"]}), b"again")
+    assert again.body == b"again"
+    assert node.agent.containers() == [container]  # the refusals never reached it, and did not retire it
+
+
 async def test_idle_containers_are_paused_and_thawed(start, rc, docker_client):
     import asyncio
 
