@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import ssl
 from collections.abc import Callable
 from typing import Protocol
 
 import attrs
+from google.protobuf.message import DecodeError
 
 from fn_core import logfmt
 from fn_core.errors import APIError, ConfigError
@@ -51,6 +53,22 @@ OVERDUE_MARGIN_S = 5.0
 NACK_STATUS = 503
 #: calls lost on one runner for the same reason within this long are one break of the link: warned about once
 SAME_BREAK_S = 10.0
+#: what an HTTP/1.1 answer cannot carry (RFC 9110 5.1, 5.5): a header name that is no token, a control character but
+#: tab in a value. aiohttp writes names as given (``Fn-Call-Id:x`` would pass for another header) and refuses such a
+#: value only as it writes the head, when the call has ended as a success
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _unsendable(status: int, headers: list[tuple[str, str]]) -> str | None:
+    """Why a runner's ``result_start`` cannot become the client's answer (None: it can)."""
+    if status and not 200 <= status <= 599:  # 0: unset, the function's 200; a 1xx would be an interim answer
+        return f"status {status} is not a final HTTP status"
+    if _NOT_TOKEN.search("".join([k for k, _ in headers])) or not all(k for k, _ in headers):
+        return "a header name that is not an HTTP token"
+    if _CONTROL.search("".join([v for _, v in headers])):
+        return "a header value with a control character"
+    return None
 
 
 @attrs.define
@@ -84,7 +102,7 @@ class ReplyReader:
     message, and the caller awaits `spill_to_sink` before it reads the next one.
     """
 
-    __slots__ = ("on_start", "sink", "result", "started", "nacked", "done", "held", "spill", "streaming")
+    __slots__ = ("on_start", "sink", "result", "started", "nacked", "done", "held", "spill", "streaming", "broken")
 
     def __init__(self, on_start: Callable[[ExecResult], None] | None = None, sink: AnswerSink | None = None) -> None:
         self.on_start = on_start
@@ -96,6 +114,7 @@ class ReplyReader:
         self.held = 0  # bytes of body in result.chunks (counted only with a sink)
         self.spill = False
         self.streaming = False  # the sink began: every chunk now goes on as it comes
+        self.broken: str | None = None  # how the runner broke Fn's protocol: the call is committed, and fails
 
     def feed(self, msg: pb.RunnerMsg) -> bool:
         """Take one message; True once the reply is complete (``finished`` came)."""
@@ -112,12 +131,23 @@ class ReplyReader:
 
     # one method per kind of message: an in-process runner calls them directly
     def result_start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        if self.started:
+            self._break("a second result_start")
+            return
         self.started = True
+        why = _unsendable(status, headers)
+        if why is not None:
+            self._break(f"result_start with {why}")
+            return
         self.result.status, self.result.headers = status, headers
         if self.on_start is not None:
             self.on_start(self.result)
 
     def data(self, chunk: bytes) -> None:
+        if not self.started:
+            self._break("an answer's data before its result_start")  # committed: it may have run
+        if self.broken is not None:
+            return  # nothing of a broken answer reaches the client
         self.result.chunks.append(chunk)
         if self.sink is not None:
             self.held += len(chunk)
@@ -136,16 +166,26 @@ class ReplyReader:
         for chunk in chunks:
             await self.sink.write(chunk)
 
+    def _break(self, why: str) -> None:
+        """The runner broke Fn's protocol: the call counts as committed (never a NACK: it may have run) and fails."""
+        self.started = True
+        if self.broken is None:
+            self.broken = why
+
     def finished(self, finished: pb.CallFinished) -> None:
         self.done = True
         if is_nack(finished, self.started):
             self.nacked = True
             return
         self.result.finished = finished
-        if not finished.success:
+        if self.broken is not None:
+            self.result.chunks = []
+            self.result.error = APIError(f"the runner sent an invalid answer: {self.broken}", status=502)
+        elif not finished.success:
+            code = finished.errorCode
             self.result.error = APIError(
                 finished.errorStr or "internal server error",
-                status=finished.errorCode or 500,
+                status=code if 400 <= code <= 599 else 500,  # the client's status: an error's, and one a client reads
                 user_error=finished.errorUser,
             )
 
@@ -288,6 +328,11 @@ class RunnerClient:
         except StreamRefused as exc:
             self._log(logging.DEBUG, "runner did not take the call", call_id=offer.call.id, reason=str(exc))
             return None  # the runner says it never processed the stream: not placed
+        except DecodeError as exc:  # committed (the call may have run), and its answer cannot be read: the stream is reset
+            self._log(logging.WARNING, "runner sent a message that is no RunnerMsg", call_id=offer.call.id, reason=str(exc))
+            result = reply.result
+            result.chunks, result.error = [], APIError("the runner sent an invalid answer: an unreadable message", status=502)
+            return result
         except RpcError as exc:
             if exc.code == NACK_STATUS and not reply.started:
                 # Fn's second NACK form: a pure runner whose stream ended before it took the TryCall

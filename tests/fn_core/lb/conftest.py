@@ -26,7 +26,8 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
 
     Actions: "echo" (200, body echoed in 4 KiB frames), "nack", ("error", code, msg), "hang"
     (waits until cancelled), "start-hang" (result_start, then waits until cancelled), "hold"
-    (echoes once `release` is set), ("status", code, headers) (result_start with that status/headers).
+    (echoes once `release` is set), ("status", code, headers) (result_start with that status/headers), ("script",
+    [message, ...]) (those RunnerMsgs in order, and nothing else).
     """
 
     def __init__(self, behaviour: Any = "echo") -> None:
@@ -91,6 +92,10 @@ class FakeRunner(runner_pb2_grpc.RunnerProtocolServicer):
             except asyncio.CancelledError:
                 self.cancelled += 1
                 raise
+        if isinstance(action, tuple) and action[0] == "script":
+            for message in action[1]:
+                yield message
+            return
         if isinstance(action, tuple) and action[0] == "error":
             yield pb.RunnerMsg(finished=pb.CallFinished(success=False, errorCode=action[1], errorStr=action[2], errorUser=True))
             return

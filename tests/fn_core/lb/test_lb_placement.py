@@ -9,8 +9,12 @@ import logging
 import aiohttp
 import pytest
 
+from fn_core.proto import runner_pb2 as pb
+from fn_core.records import RunnerStatus
 from fn_core.testing import free_port, wait_until
-from fn_core.wire import MAX_DATA_CHUNK, REQUEST_ID_METADATA
+from fn_core.transport import GrpcServer, ServerStream
+from fn_core.transport.server import unary
+from fn_core.wire import ENGAGE, MAX_DATA_CHUNK, REQUEST_ID_METADATA, STATUS, status_to_proto
 
 
 async def test_invoke_round_trip_builds_fns_call(fake_runners, lb_factory, deploy_fn):
@@ -197,6 +201,75 @@ async def test_runner_lost_after_commit_is_5xx_not_a_retry(fake_runners, lb_fact
     assert first[0].address.split(":")[1] not in message  # where the runner is stays the operator's (its log)
     assert first[1].calls == []
     assert recorder.outcomes[0][1].attempts == 1
+
+
+def _start(status: int = 200, headers: dict[str, str] | None = None) -> pb.RunnerMsg:
+    meta = pb.HttpRespMeta(status_code=status, headers=[pb.HttpHeader(key=k, value=v) for k, v in (headers or {}).items()])
+    return pb.RunnerMsg(result_start=pb.CallResultStart(http=meta))
+
+
+DATA = pb.RunnerMsg(data=pb.DataFrame(data=b"part of an answer"))
+DONE = pb.RunnerMsg(finished=pb.CallFinished(success=True))
+NACK = pb.RunnerMsg(finished=pb.CallFinished(success=False, errorCode=503, errorStr="Timed out - server too busy"))
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ([DATA, NACK], "an answer's data before its result_start"),  # a 503 after data: no NACK, it may have run
+        ([_start(99), DATA, DONE], "result_start with status 99 is not a final HTTP status"),
+        ([_start(100), DONE], "result_start with status 100 is not a final HTTP status"),
+        ([_start(600), DONE], "result_start with status 600 is not a final HTTP status"),
+        ([_start(200, {"Fn-Call-Id:spoof": "v"}), DONE], "result_start with a header name that is not an HTTP token"),
+        ([_start(200, {"X-A": "a\r\nSet-Cookie: x"}), DONE], "result_start with a header value with a control character"),
+        ([_start(), _start(), DONE], "a second result_start"),
+    ],
+)
+async def test_a_runner_breaking_fns_protocol_fails_the_call_with_502_once_and_never_a_nack(
+    fake_runners, lb_factory, deploy_fn, script, why
+):
+    broken, other = await fake_runners(("script", script)), await fake_runners()
+    _, session, recorder = await lb_factory([broken.address, other.address], placer="naive")
+    ids = await deploy_fn(session)
+    answers = []
+    for _ in range(2):  # naive starts each call on another runner: one of them on the broken one
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            answers.append((r.status, await r.json() if r.status != 200 else await r.read()))
+    assert sorted(answers, key=repr) == sorted([(200, b"x"), (502, {"message": f"the runner sent an invalid answer: {why}"})],
+                                               key=repr)
+    assert len(broken.calls) == 1 and len(other.calls) == 1  # never re-sent
+    assert sorted(outcome.status for _, outcome in recorder.outcomes) == [200, 502]
+
+
+async def test_an_unreadable_runner_message_or_error_status_is_an_error_answer_the_client_can_read(
+    fake_runners, lb_factory, deploy_fn
+):
+    async def garbling(stream: ServerStream) -> None:  # a runner on our transport, which sends bytes as they are
+        while (await stream.read_message()) is not None:
+            pass  # the try and the body
+        await stream.send(_start().SerializeToString())
+        await stream.send(b"\xff\xff\xff\xff")  # no protobuf reads it
+        stream.end()
+
+    async def status(request: bytes) -> bytes:
+        return status_to_proto(RunnerStatus()).SerializeToString()
+
+    server = GrpcServer({ENGAGE: garbling, STATUS: unary(status)})
+    port = await server.start("127.0.0.1", 0)
+    try:
+        _, session, _ = await lb_factory([f"127.0.0.1:{port}"])
+        ids = await deploy_fn(session)
+        async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+            assert (r.status, await r.json()) == (502, {"message": "the runner sent an invalid answer: an unreadable message"})
+            assert r.headers["Fn-Call-Id"]
+    finally:
+        await server.stop(0)
+    # a finished's error code outside 400-599 is no status for the client: the runner's message with a 500
+    odd = await fake_runners(("script", [pb.RunnerMsg(finished=pb.CallFinished(success=False, errorCode=1000, errorStr="odd"))]))
+    _, session, _ = await lb_factory([odd.address])
+    ids = await deploy_fn(session)
+    async with session.post(f"/invoke/{ids['fn']['id']}", data="x") as r:
+        assert (r.status, await r.json()) == (500, {"message": "odd"})
 
 
 async def test_client_gone_cancels_the_runner_stream(fake_runners, lb_factory, deploy_fn):
