@@ -38,6 +38,8 @@ REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
 DEFAULT_WINDOW = 65535
 #: the largest frame we accept (we never raise SETTINGS_MAX_FRAME_SIZE above the default)
 MAX_FRAME = 16384
+#: the largest SETTINGS_MAX_FRAME_SIZE a peer may name (RFC 9113 6.5.2): what a frame's 24-bit length holds
+LARGEST_FRAME = 2**24 - 1
 #: frame types whose payload has a fixed size (RFC 9113 section 6)
 _FIXED_SIZE = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 MAX_WINDOW = 2**31 - 1
@@ -281,6 +283,9 @@ class H2Connection(asyncio.Protocol):
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
+                # RFC 9113 6.5.2; a 0 would split header blocks in steps of 0, one past 2^24-1 make DATA frames we cannot frame
+                if not MAX_FRAME <= value <= LARGEST_FRAME:
+                    raise _ConnectionError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is outside {MAX_FRAME}..{LARGEST_FRAME}")
                 self.peer_max_frame = value
             elif key == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
@@ -310,6 +315,7 @@ class H2Connection(asyncio.Protocol):
     def abort(self, code: int, why: str) -> None:
         """A connection error: tell the peer why and close."""
         log.warning("HTTP/2 connection error (%#x): %s", code, why)
+        self.closing_reason = f"closed by this end, a connection error ({code:#x}): {why}"  # not "closed by the peer"
         self.close(code, why)
 
     def close(self, code: int = NO_ERROR, why: str = "") -> None:

@@ -4,24 +4,68 @@ the client sends, and a handler that hangs until it is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import struct
 
 from fn_core.transport import ServerStream
+from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
 
 PATH = "/test.Svc/Call"
 
 # raw HTTP/2, for the servers that are not ours
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # all a server must send to finish the handshake
-HEADERS, RST_STREAM, PING, GOAWAY = 0x1, 0x3, 0x6, 0x7
-PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM = 0x1, 0x6, 0x7
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8, 0x9
+PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, ENHANCE_YOUR_CALM = 0x1, 0x3, 0x6, 0x7, 0xB
+SETTINGS_ENABLE_PUSH, SETTINGS_MAX_FRAME_SIZE = 0x2, 0x5
 
 
 def raw_frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
 
 
+def settings(key: int, value: int) -> bytes:
+    """A SETTINGS frame with one setting."""
+    return raw_frame(SETTINGS, 0, 0, struct.pack(">HI", key, value))
+
+
+def window_update(stream_id: int, increment: int) -> bytes:
+    return raw_frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", increment))
+
+
+def request_block(path: str = PATH) -> bytes:
+    """A call's header block, as a raw client sends it (HPACK literals, no Huffman)."""
+    return (b"\x83\x86" + hpack_literal(1, b"127.0.0.1") + hpack_literal(4, path.encode())  # POST, http, :authority, :path
+            + HPACK_CONTENT_TYPE_GRPC + hpack_literal(b"te", b"trailers"))
+
+
+def grpc_message(message: bytes, compressed: bool = False) -> bytes:
+    return struct.pack(">BI", compressed, len(message)) + message
+
+
+async def frames_until_closed(address: str, data: bytes, timeout_s: float = 2.0) -> list[tuple[int, int, int, bytes]]:
+    """Be a raw client of the server at ``address``: send the preface, an empty SETTINGS and ``data``, and read the
+    server's frames until it closes the connection (`TimeoutError` when it has not within ``timeout_s``)."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    frames = []
+    try:
+        writer.write(PREFACE + EMPTY_SETTINGS + data)
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    frames.append(await read_frame(reader))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return frames
+    finally:
+        writer.close()
+
+
+def goaway_codes(frames: list[tuple[int, int, int, bytes]]) -> list[int]:
+    return [int.from_bytes(payload[4:8], "big") for kind, _, _, payload in frames if kind == GOAWAY]
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
-    """One frame from the client: (type, flags, stream id, payload)."""
+    """One frame from the peer: (type, flags, stream id, payload)."""
     head = await reader.readexactly(9)
     length = int.from_bytes(head[:3], "big")
     stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF

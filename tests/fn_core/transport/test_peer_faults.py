@@ -12,8 +12,10 @@ import pytest
 from fn_core.testing import wait_until
 from fn_core.transport import RpcError, ServerStream, StreamRefused, Unreachable, client
 from fn_core.transport.errors import Status
+from fn_core.transport.server import unary
 
 from .peers import (
+    DATA,
     EMPTY_SETTINGS,
     FRAME_SIZE_ERROR,
     GOAWAY,
@@ -24,11 +26,26 @@ from .peers import (
     PROTOCOL_ERROR,
     REFUSED_STREAM,
     RST_STREAM,
+    SETTINGS_MAX_FRAME_SIZE,
     FramesSeen,
+    frames_until_closed,
+    goaway_codes,
+    grpc_message,
     raw_frame,
     read_frame,
+    request_block,
+    settings,
     within,
 )
+
+
+async def echo(request: bytes) -> bytes:
+    return b"echo " + request
+
+
+async def a_call_works(channel) -> bool:
+    """Whether a call on ``channel`` gets its answer: what a peer's misbehaviour must not take from the next caller."""
+    return await channel.unary(PATH, b"x", 5) == b"echo x"
 
 
 async def test_keepalive_drops_a_peer_that_stops_answering(raw_server, channels, monkeypatch):
@@ -392,3 +409,37 @@ async def test_a_call_that_ends_with_a_message_broken_off_is_reset_not_ended_wit
     assert handler.partial is True
     # a reset, said as one; not INTERNAL "stream ended inside a message", nor a clean end
     assert broken.value.code == Status.CANCELLED and "reset by the peer" in str(broken.value)
+
+
+# -- frames and settings the RFC forbids (found by fuzzing the transport) ------------------------------
+@pytest.mark.parametrize("max_frame", [0, 100, 2**24, 2**32 - 1])
+async def test_a_client_naming_a_max_frame_size_outside_the_rfcs_range_gets_a_goaway_protocol_error(our_server, channels, max_frame):
+    """RFC 9113 6.5.2: 16384..16777215. Taken as it came, 0 split header blocks in steps of 0 and 2^32-1 made a
+    17 MiB answer one DATA frame whose length 24 bits cannot say: exceptions out of the protocol, not a refusal."""
+    _, address = await our_server({PATH: unary(echo)})
+    call = raw_frame(HEADERS, 0x4, 1, request_block()) + raw_frame(DATA, 0x1, 1, grpc_message(b"x"))
+    frames = await frames_until_closed(address, settings(SETTINGS_MAX_FRAME_SIZE, max_frame) + call)
+    assert goaway_codes(frames) == [PROTOCOL_ERROR]
+    assert not [kind for kind, _, _, _ in frames if kind == HEADERS]  # no call was taken
+    assert await a_call_works(channels(address))
+
+
+@pytest.mark.parametrize("max_frame", [0, 2**32 - 1])
+async def test_a_server_naming_a_max_frame_size_outside_the_rfcs_range_is_unreachable(raw_server, channels, max_frame):
+    goaways: list[int] = []
+
+    async def bad_settings(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(settings(SETTINGS_MAX_FRAME_SIZE, max_frame))
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, _, payload = await read_frame(reader)
+            if kind == GOAWAY:
+                goaways.append(int.from_bytes(payload[4:8], "big"))
+
+    server = await raw_server(bad_settings)
+    async with asyncio.timeout(5):
+        with pytest.raises(Unreachable) as refused:  # not placed: before, a ValueError out of Channel.open
+            await channels(server.address).open(PATH)
+        await wait_until(lambda: bool(goaways), "the peer got a GOAWAY", timeout_s=2)
+    assert "closed by this end" in str(refused.value) and "SETTINGS_MAX_FRAME_SIZE" in str(refused.value)
+    assert goaways == [PROTOCOL_ERROR]
