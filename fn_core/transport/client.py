@@ -85,6 +85,8 @@ ANSWER_GRACE_S = 1.0
 CHECKS_PER_SILENCE = 2
 PING_FRAME = h2.frame(h2.PING, 0, 0, bytes(8))
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 2.0
+#: the highest grpc-status we read: grpc-go's is an int32, and Fn's runner sends codes past gRPC's 16 (503: its NACK)
+MAX_STATUS_CODE = 2**31 - 1
 #: a connection opens new streams below this id; past it, the channel dials a fresh one
 LAST_STREAM_ID = 2**31 - 1025
 
@@ -130,7 +132,10 @@ class ClientStream(h2.H2Stream):
 
     def _take_status(self, trailers: dict[bytes, bytes]) -> None:
         raw = trailers.get(b"grpc-status")
-        code = int(raw) if raw is not None and raw.isdigit() else Status.UNKNOWN
+        # one past what grpc-go reads (an int32: 4294967296, or 5000 digits, past what int() reads) is UNKNOWN
+        code = int(raw) if raw is not None and len(raw) <= 10 and raw.isdigit() else Status.UNKNOWN
+        if code > MAX_STATUS_CODE:
+            code = Status.UNKNOWN
         if code != Status.OK:
             message = h2.percent_decode(trailers.get(b"grpc-message", b"")) if raw is not None else "no grpc-status"
             self.error = RpcError(code, message)

@@ -12,6 +12,7 @@ import pytest
 from fn_core.testing import wait_until
 from fn_core.transport import RpcError, ServerStream, StreamRefused, Unreachable, client
 from fn_core.transport.errors import Status
+from fn_core.transport.hpack_codec import hpack_literal
 from fn_core.transport.server import unary
 
 from .peers import (
@@ -443,3 +444,32 @@ async def test_a_server_naming_a_max_frame_size_outside_the_rfcs_range_is_unreac
         await wait_until(lambda: bool(goaways), "the peer got a GOAWAY", timeout_s=2)
     assert "closed by this end" in str(refused.value) and "SETTINGS_MAX_FRAME_SIZE" in str(refused.value)
     assert goaways == [PROTOCOL_ERROR]
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (b"4294967296", Status.UNKNOWN), (b"1" * 5000, Status.UNKNOWN), (b"-1", Status.UNKNOWN),
+    (b"503", 503),  # not a gRPC code, but Fn's runner's NACK, as grpc-go reads it
+])
+async def test_a_grpc_status_out_of_range_is_unknown(raw_server, channels, status, code):
+    """A status past grpc-go's int32 is UNKNOWN: 5000 digits passed isdigit() and int() raised (its 4300-digit limit)
+    out of data_received, and the connection was lost with every call on it."""
+
+    async def odd_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, stream_id, _ = await read_frame(reader)
+            if kind == HEADERS:  # trailers-only: :status 200, the status, a message
+                block = b"\x88" + hpack_literal(b"grpc-status", status) + hpack_literal(b"grpc-message", b"odd")
+                writer.write(raw_frame(HEADERS, 0x5, stream_id, block))
+
+    server = await raw_server(odd_status)
+    channel = channels(server.address)
+    async with asyncio.timeout(5):
+        with pytest.raises(RpcError) as failed:
+            await channel.unary(PATH, b"x", 5)
+        assert failed.value.code == code and failed.value.message == "odd"
+        with pytest.raises(RpcError) as again:  # the connection is still there, not lost to an exception
+            await channel.unary(PATH, b"x", 5)
+    assert again.value.code == code
+    assert server.accepted == 1
