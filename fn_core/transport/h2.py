@@ -33,7 +33,7 @@ SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAM
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 4, 5
 # error codes
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x8, 0x9, 0xB
 
 DEFAULT_WINDOW = 65535
 #: the largest frame we accept (we never raise SETTINGS_MAX_FRAME_SIZE above the default)
@@ -43,6 +43,9 @@ LARGEST_FRAME = 2**24 - 1
 #: frame types whose payload has a fixed size (RFC 9113 section 6)
 _FIXED_SIZE = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 MAX_WINDOW = 2**31 - 1
+#: the largest header block we take, across its CONTINUATION frames (RFC 9113 10.5.1): gRPC metadata is small (an Fn
+#: call carries its own in messages), and the hpack decoder refuses a header list past 64 KiB anyway
+MAX_HEADER_BLOCK = 64 * 1024
 #: what we let a peer send before we credit it: big, because we credit data as it arrives
 RECEIVE_WINDOW = 4 * 1024 * 1024
 #: one gRPC message, in either direction (a TryCall may carry a large call JSON)
@@ -214,7 +217,10 @@ class H2Connection(asyncio.Protocol):
         elif kind == CONTINUATION:
             if self._header_block is None or self._header_block[0] != stream_id:
                 raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._header_block[2].extend(payload)
+            fragments = self._header_block[2]
+            fragments.extend(payload)
+            if len(fragments) > MAX_HEADER_BLOCK:  # else a peer that never ends the block has us hold all it sends
+                raise _ConnectionError(ENHANCE_YOUR_CALM, f"a header block of more than {MAX_HEADER_BLOCK} bytes")
             if flags & END_HEADERS:
                 _, first_flags, block = self._header_block
                 self._header_block = None

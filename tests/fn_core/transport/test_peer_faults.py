@@ -16,8 +16,10 @@ from fn_core.transport.hpack_codec import hpack_literal
 from fn_core.transport.server import unary
 
 from .peers import (
+    CONTINUATION,
     DATA,
     EMPTY_SETTINGS,
+    ENHANCE_YOUR_CALM,
     FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
@@ -473,3 +475,13 @@ async def test_a_grpc_status_out_of_range_is_unknown(raw_server, channels, statu
             await channel.unary(PATH, b"x", 5)
     assert again.value.code == code
     assert server.accepted == 1
+
+
+async def test_a_header_block_past_64_kib_gets_a_goaway_enhance_your_calm(our_server, channels):
+    """A block that goes on in CONTINUATION frames without END_HEADERS was held whole, however much came (RFC 9113
+    10.5.1; CVE-2024-27316's kind): 64 MiB of it, and the connection still open."""
+    _, address = await our_server({PATH: unary(echo)})
+    continued = raw_frame(CONTINUATION, 0, 1, bytes(16384))
+    frames = await frames_until_closed(address, raw_frame(HEADERS, 0, 1, request_block()) + continued * 5)
+    assert goaway_codes(frames) == [ENHANCE_YOUR_CALM]
+    assert await a_call_works(channels(address))
