@@ -288,6 +288,8 @@ class H2Connection(asyncio.Protocol):
                 delta, self.peer_initial_window = value - self.peer_initial_window, value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:  # RFC 9113 6.9.2
+                        raise _ConnectionError(FLOW_CONTROL_ERROR, f"the new initial window took a stream's to {stream.send_window}")
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 # RFC 9113 6.5.2; a 0 would split header blocks in steps of 0, one past 2^24-1 make DATA frames we cannot frame
                 if not MAX_FRAME <= value <= LARGEST_FRAME:
@@ -300,14 +302,27 @@ class H2Connection(asyncio.Protocol):
         self._wake_writers()
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        # RFC 9113 6.9, 6.9.1: an increment of 0 is a PROTOCOL_ERROR, a window past 2^31-1 a FLOW_CONTROL_ERROR; on the
+        # connection a connection error, on a stream a stream error
         increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
         if stream_id == 0:
+            if not increment:
+                raise _ConnectionError(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 on the connection")
             self.send_window += increment
+            if self.send_window > MAX_WINDOW:
+                raise _ConnectionError(FLOW_CONTROL_ERROR, f"WINDOW_UPDATEs took the connection's window to {self.send_window}")
         else:
             stream = self.streams.get(stream_id)
             if stream is None:
                 return
+            if not increment:
+                stream.fail_locally(Status.INTERNAL, "the peer sent a WINDOW_UPDATE of 0", PROTOCOL_ERROR)
+                return
             stream.send_window += increment
+            if stream.send_window > MAX_WINDOW:
+                stream.fail_locally(Status.INTERNAL, f"the peer's WINDOW_UPDATEs took the stream's window to {stream.send_window}",
+                                    FLOW_CONTROL_ERROR)
+                return
         self._wake_writers()
 
     def _on_goaway(self, last_id: int, code: int, debug: bytes) -> None:
@@ -428,10 +443,10 @@ class H2Stream:
         if self.conn._waiters:
             self.conn._wake_writers()
 
-    def fail_locally(self, code: int, message: str) -> None:
-        """We end the stream (bad input): the peer gets RST_STREAM, our reader the error."""
+    def fail_locally(self, code: int, message: str, reset_code: int = PROTOCOL_ERROR) -> None:
+        """We end the stream (bad input): the peer gets RST_STREAM with ``reset_code``, our reader the error."""
         self.fail(RpcError(code, message))
-        self.conn.reset_stream(self.id, PROTOCOL_ERROR)
+        self.conn.reset_stream(self.id, reset_code)
 
     def reset_by_peer(self, code: int) -> None:
         if code == REFUSED_STREAM:  # e.g. a server that is stopping: it never started the call

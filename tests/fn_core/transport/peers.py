@@ -60,8 +60,31 @@ async def frames_until_closed(address: str, data: bytes, timeout_s: float = 2.0)
         writer.close()
 
 
+async def frames_until_pinged_back(address: str, data: bytes, timeout_s: float = 2.0) -> list[tuple[int, int, int, bytes]]:
+    """As `frames_until_closed`, but ``data`` is followed by a PING and the frames are read up to its answer: what the
+    server sent while the connection stays up (`TimeoutError` when no answer came within ``timeout_s``)."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    frames = []
+    try:
+        writer.write(PREFACE + EMPTY_SETTINGS + data + raw_frame(PING, 0, 0, b"pingback"))
+        async with asyncio.timeout(timeout_s):
+            while True:
+                kind, flags, stream_id, payload = await read_frame(reader)
+                if kind == PING and flags & 0x1 and payload == b"pingback":  # an ACK
+                    return frames
+                frames.append((kind, flags, stream_id, payload))
+    finally:
+        writer.close()
+
+
 def goaway_codes(frames: list[tuple[int, int, int, bytes]]) -> list[int]:
     return [int.from_bytes(payload[4:8], "big") for kind, _, _, payload in frames if kind == GOAWAY]
+
+
+def resets(frames: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int]]:
+    """(stream id, error code) of each RST_STREAM among ``frames``."""
+    return [(stream_id, int.from_bytes(payload, "big")) for kind, _, stream_id, payload in frames if kind == RST_STREAM]
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:

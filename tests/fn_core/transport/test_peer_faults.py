@@ -20,6 +20,7 @@ from .peers import (
     DATA,
     EMPTY_SETTINGS,
     ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
     HEADERS,
@@ -32,12 +33,15 @@ from .peers import (
     SETTINGS_MAX_FRAME_SIZE,
     FramesSeen,
     frames_until_closed,
+    frames_until_pinged_back,
     goaway_codes,
     grpc_message,
     raw_frame,
     read_frame,
     request_block,
+    resets,
     settings,
+    window_update,
     within,
 )
 
@@ -485,3 +489,34 @@ async def test_a_header_block_past_64_kib_gets_a_goaway_enhance_your_calm(our_se
     frames = await frames_until_closed(address, raw_frame(HEADERS, 0, 1, request_block()) + continued * 5)
     assert goaway_codes(frames) == [ENHANCE_YOUR_CALM]
     assert await a_call_works(channels(address))
+
+
+@pytest.mark.parametrize(("updates", "code"), [
+    ([0], PROTOCOL_ERROR),  # RFC 9113 6.9
+    ([2**31 - 1] * 2, FLOW_CONTROL_ERROR),  # 6.9.1: past 2^31-1 (it was taken up to 2^40)
+])
+async def test_a_bad_window_update_on_the_connection_gets_a_goaway(our_server, channels, updates, code):
+    _, address = await our_server({PATH: unary(echo)})
+    frames = await frames_until_closed(address, b"".join(window_update(0, increment) for increment in updates))
+    assert goaway_codes(frames) == [code]
+    assert await a_call_works(channels(address))
+
+
+@pytest.mark.parametrize(("updates", "code"), [([0], PROTOCOL_ERROR), ([2**31 - 1], FLOW_CONTROL_ERROR)])
+async def test_a_bad_window_update_on_a_stream_resets_that_call_only(our_server, updates, code):
+    """A stream error (RFC 9113 6.9, 6.9.1): the call is reset and its handler's read fails; the connection stays."""
+    failures: list[RpcError] = []
+
+    async def reads(stream: ServerStream) -> None:
+        try:
+            await stream.read_message()
+        except RpcError as exc:
+            failures.append(exc)
+            raise
+
+    _, address = await our_server({PATH: reads})
+    opening = raw_frame(HEADERS, 0x4, 1, request_block())  # the call's window starts at 65535
+    frames = await frames_until_pinged_back(address, opening + b"".join(window_update(1, increment) for increment in updates))
+    assert resets(frames) == [(1, code)] and not goaway_codes(frames)
+    await wait_until(lambda: bool(failures), "the handler's read failed")
+    assert failures[0].code == Status.INTERNAL and "WINDOW_UPDATE" in failures[0].message
