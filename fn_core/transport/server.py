@@ -97,6 +97,10 @@ class ServerStream(h2.H2Stream):
             # several calls leave in one write at the end of the turn)
             conn.flush()
 
+    def fail_locally(self, code: int, message: str, reset_code: int = h2.PROTOCOL_ERROR) -> None:
+        super().fail_locally(code, message, reset_code)
+        self.closed = True  # reset: no more frames on the stream (RFC 9113 5.1), neither messages nor `end`'s trailers
+
     def reset_by_peer(self, code: int) -> None:
         super().reset_by_peer(code)
         self.closed = True

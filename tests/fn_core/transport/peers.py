@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Awaitable
 
 from fn_core.transport import ServerStream
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
@@ -60,15 +61,21 @@ async def frames_until_closed(address: str, data: bytes, timeout_s: float = 2.0)
         writer.close()
 
 
-async def frames_until_pinged_back(address: str, data: bytes, timeout_s: float = 2.0) -> list[tuple[int, int, int, bytes]]:
-    """As `frames_until_closed`, but ``data`` is followed by a PING and the frames are read up to its answer: what the
-    server sent while the connection stays up (`TimeoutError` when no answer came within ``timeout_s``)."""
+async def frames_until_pinged_back(
+    address: str, data: bytes, timeout_s: float = 2.0, ping_after: Awaitable[object] | None = None,
+) -> list[tuple[int, int, int, bytes]]:
+    """As `frames_until_closed`, but ``data`` is followed by a PING (once ``ping_after`` is done, when given) and the
+    frames are read up to its answer: what the server sent while the connection stays up (`TimeoutError` when no
+    answer came within ``timeout_s``)."""
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     frames = []
     try:
-        writer.write(PREFACE + EMPTY_SETTINGS + data + raw_frame(PING, 0, 0, b"pingback"))
+        writer.write(PREFACE + EMPTY_SETTINGS + data)
         async with asyncio.timeout(timeout_s):
+            if ping_after is not None:
+                await ping_after
+            writer.write(raw_frame(PING, 0, 0, b"pingback"))
             while True:
                 kind, flags, stream_id, payload = await read_frame(reader)
                 if kind == PING and flags & 0x1 and payload == b"pingback":  # an ACK

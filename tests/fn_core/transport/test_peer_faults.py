@@ -520,3 +520,21 @@ async def test_a_bad_window_update_on_a_stream_resets_that_call_only(our_server,
     assert resets(frames) == [(1, code)] and not goaway_codes(frames)
     await wait_until(lambda: bool(failures), "the handler's read failed")
     assert failures[0].code == Status.INTERNAL and "WINDOW_UPDATE" in failures[0].message
+
+
+async def test_a_call_the_server_reset_for_a_bad_message_gets_no_trailers_after_the_reset(our_server, channels):
+    """RFC 9113 5.1: nothing but PRIORITY on a stream after its RST_STREAM. The handler read the error and ended the
+    call, and `end` sent trailers on the stream already reset (a strict peer answers STREAM_CLOSED)."""
+    ended = asyncio.Event()
+
+    async def reads(stream: ServerStream) -> None:
+        try:
+            await stream.read_message()
+        finally:
+            ended.set()
+
+    _, address = await our_server({PATH: reads})
+    call = raw_frame(HEADERS, 0x4, 1, request_block()) + raw_frame(DATA, 0, 1, grpc_message(b"x", compressed=True))
+    frames = await frames_until_pinged_back(address, call, ping_after=ended.wait())  # the PING's answer follows the handler's end
+    assert [(kind, stream_id) for kind, _, stream_id, _ in frames if stream_id] == [(RST_STREAM, 1)]
+    assert resets(frames) == [(1, PROTOCOL_ERROR)]
