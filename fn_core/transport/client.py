@@ -229,6 +229,9 @@ class ClientConnection(h2.H2Connection):
         self.write_headers(stream_id, header_block)
         return stream
 
+    def _never_opened(self, stream_id: int) -> bool:
+        return stream_id % 2 == 0 or stream_id >= self.next_stream_id  # the peer opens none: push is disabled
+
     def forget(self, stream_id: int) -> None:
         """The stream is over; a connection that takes no new stream (GOAWAY, or out of ids) closes with its last."""
         self.streams.pop(stream_id, None)

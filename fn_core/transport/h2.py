@@ -209,9 +209,15 @@ class H2Connection(asyncio.Protocol):
         if kind == DATA:
             self._on_data(flags, stream_id, payload)
         elif kind == HEADERS:
+            if not stream_id & 1:  # 0, or even: a stream only a server opens, by PUSH_PROMISE, which we disable (RFC 9113 5.1.1)
+                raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
             if flags & PADDED:
                 payload = _unpad(payload)
             if flags & PRIORITY_FLAG:
+                if len(payload) < 5:  # RFC 9113 4.2
+                    raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+                if int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == stream_id:  # 5.3.1; a connection error, as nghttp2 has it
+                    raise _ConnectionError(PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
                 payload = payload[5:]
             self._header_fragment(stream_id, flags, payload)
         elif kind == CONTINUATION:
@@ -226,11 +232,15 @@ class H2Connection(asyncio.Protocol):
                 self._header_block = None
                 self._decode_headers(stream_id, first_flags, bytes(block))
         elif kind == SETTINGS:
+            if stream_id:  # RFC 9113 6.5; so for PING (6.7) and GOAWAY (6.8)
+                raise _ConnectionError(PROTOCOL_ERROR, f"SETTINGS on stream {stream_id}")
             if not flags & ACK:
                 self._on_settings(payload)
         elif kind == WINDOW_UPDATE:
             self._on_window_update(stream_id, payload)
         elif kind == PING:
+            if stream_id:
+                raise _ConnectionError(PROTOCOL_ERROR, f"PING on stream {stream_id}")
             if not flags & ACK:
                 self.write(frame(PING, ACK, 0, payload))
             else:
@@ -240,7 +250,11 @@ class H2Connection(asyncio.Protocol):
             if stream is not None:
                 code = struct.unpack(">I", payload)[0]
                 stream.reset_by_peer(code)
+            elif not stream_id or self._never_opened(stream_id):  # RFC 9113 6.4, 5.1
+                raise _ConnectionError(PROTOCOL_ERROR, f"RST_STREAM on stream {stream_id}, not one that was opened")
         elif kind == GOAWAY:
+            if stream_id:
+                raise _ConnectionError(PROTOCOL_ERROR, f"GOAWAY on stream {stream_id}")
             last_id, code = struct.unpack_from(">II", payload)
             self._on_goaway(last_id & 0x7FFFFFFF, code, payload[8:])
         elif kind == PUSH_PROMISE:
@@ -263,6 +277,11 @@ class H2Connection(asyncio.Protocol):
     def _on_headers(self, stream_id: int, headers: dict[bytes, bytes], end_stream: bool) -> None:
         raise NotImplementedError
 
+    def _never_opened(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` (not 0) is idle: no HEADERS opened it, where any frame but HEADERS and PRIORITY is a
+        connection error PROTOCOL_ERROR (RFC 9113 5.1). Asked only of a stream not in `streams`."""
+        return False
+
     def _on_ping_answer(self) -> None:
         """The peer acknowledged a PING of ours (only a client sends any)."""
 
@@ -274,6 +293,8 @@ class H2Connection(asyncio.Protocol):
             self._unacked = 0
         stream = self.streams.get(stream_id)
         if stream is None:
+            if not stream_id or self._never_opened(stream_id):  # RFC 9113 6.1, 5.1
+                raise _ConnectionError(PROTOCOL_ERROR, f"DATA on stream {stream_id}, not one that was opened")
             return  # a stream we already ended: its late frames only count against the window
         if flags & PADDED:
             payload = _unpad(payload)
@@ -295,6 +316,8 @@ class H2Connection(asyncio.Protocol):
                 if not MAX_FRAME <= value <= LARGEST_FRAME:
                     raise _ConnectionError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} is outside {MAX_FRAME}..{LARGEST_FRAME}")
                 self.peer_max_frame = value
+            elif key == SETTINGS_ENABLE_PUSH and value > 1:  # RFC 9113 6.5.2
+                raise _ConnectionError(PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
             elif key == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
         self.write(frame(SETTINGS, ACK, 0))
@@ -314,6 +337,8 @@ class H2Connection(asyncio.Protocol):
         else:
             stream = self.streams.get(stream_id)
             if stream is None:
+                if self._never_opened(stream_id):  # RFC 9113 5.1 (one on a stream we ended is late, not wrong)
+                    raise _ConnectionError(PROTOCOL_ERROR, f"WINDOW_UPDATE on stream {stream_id}, not one that was opened")
                 return
             if not increment:
                 stream.fail_locally(Status.INTERNAL, "the peer sent a WINDOW_UPDATE of 0", PROTOCOL_ERROR)

@@ -149,8 +149,8 @@ class ServerConnection(h2.H2Connection):
         if stream is not None:  # the client's trailers: its side is over
             stream.end_of_input()
             return
-        if stream_id % 2 == 0 or stream_id <= self.last_stream_id:
-            return  # not a new client stream: one we already ended
+        if stream_id <= self.last_stream_id:
+            return  # not a new client stream: one we already ended (`_on_frame` took even ids for the errors they are)
         self.last_stream_id = stream_id
         if self.draining:
             self.reset_stream(stream_id, h2.REFUSED_STREAM)
@@ -167,6 +167,9 @@ class ServerConnection(h2.H2Connection):
         # counted from now, not from its first step: a stop that runs in between gives this call its grace
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
+
+    def _never_opened(self, stream_id: int) -> bool:
+        return stream_id % 2 == 0 or stream_id > self.last_stream_id  # we open none; the client's go up (RFC 9113 5.1.1)
 
     def check_peer(self, now: float, silence_s: float, timeout_s: float) -> None:
         """PING a peer silent for ``silence_s``; drop one that left the PING unanswered for ``timeout_s``. Any frame

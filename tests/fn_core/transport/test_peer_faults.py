@@ -30,6 +30,8 @@ from .peers import (
     PROTOCOL_ERROR,
     REFUSED_STREAM,
     RST_STREAM,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
     SETTINGS_MAX_FRAME_SIZE,
     FramesSeen,
     frames_until_closed,
@@ -538,3 +540,56 @@ async def test_a_call_the_server_reset_for_a_bad_message_gets_no_trailers_after_
     frames = await frames_until_pinged_back(address, call, ping_after=ended.wait())  # the PING's answer follows the handler's end
     assert [(kind, stream_id) for kind, _, stream_id, _ in frames if stream_id] == [(RST_STREAM, 1)]
     assert resets(frames) == [(1, PROTOCOL_ERROR)]
+
+
+FORBIDDEN_FRAMES = {  # what a client sends -> the connection error it gets (RFC 9113, the section in the name)
+    "DATA on stream 0 (6.1)": (raw_frame(DATA, 0, 0, grpc_message(b"x")), PROTOCOL_ERROR),
+    "DATA on a stream never opened (5.1)": (raw_frame(DATA, 0, 5, grpc_message(b"x")), PROTOCOL_ERROR),
+    "HEADERS on stream 0 (6.2)": (raw_frame(HEADERS, 0x4, 0, request_block()), PROTOCOL_ERROR),
+    "HEADERS on an even stream (5.1.1)": (raw_frame(HEADERS, 0x4, 2, request_block()), PROTOCOL_ERROR),
+    "HEADERS too short for its priority (4.2)": (raw_frame(HEADERS, 0x24, 1, b"\x00\x00"), FRAME_SIZE_ERROR),
+    "HEADERS of a stream depending on itself (5.3.1)": (
+        raw_frame(HEADERS, 0x24, 1, (1).to_bytes(4, "big") + b"\x10" + request_block()), PROTOCOL_ERROR),
+    "RST_STREAM on stream 0 (6.4)": (raw_frame(RST_STREAM, 0, 0, bytes(4)), PROTOCOL_ERROR),
+    "RST_STREAM on a stream never opened (6.4)": (raw_frame(RST_STREAM, 0, 9, bytes(4)), PROTOCOL_ERROR),
+    "WINDOW_UPDATE on a stream never opened (5.1)": (window_update(9, 1), PROTOCOL_ERROR),
+    "SETTINGS on a stream (6.5)": (raw_frame(SETTINGS, 0, 1), PROTOCOL_ERROR),
+    "PING on a stream (6.7)": (raw_frame(PING, 0, 1, bytes(8)), PROTOCOL_ERROR),
+    "GOAWAY on a stream (6.8)": (raw_frame(GOAWAY, 0, 1, bytes(8)), PROTOCOL_ERROR),
+    "SETTINGS_ENABLE_PUSH 2 (6.5.2)": (settings(SETTINGS_ENABLE_PUSH, 2), PROTOCOL_ERROR),
+}
+
+
+@pytest.mark.parametrize("case", FORBIDDEN_FRAMES)
+async def test_a_frame_the_rfc_forbids_gets_a_goaway(our_server, channels, case):
+    """Each was ignored or taken, the connection kept (an even stream's HEADERS dropped, an idle stream's DATA read)."""
+    data, code = FORBIDDEN_FRAMES[case]
+    _, address = await our_server({PATH: unary(echo)})
+    frames = await frames_until_closed(address, data)
+    assert goaway_codes(frames) == [code]
+    assert not [kind for kind, _, _, _ in frames if kind == HEADERS]  # no call was taken
+    assert await a_call_works(channels(address))
+
+
+async def test_a_server_that_sends_data_on_a_stream_never_opened_fails_the_call_and_the_connection(raw_server, channels):
+    goaways: list[int] = []
+
+    async def data_on_stream_3(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(EMPTY_SETTINGS)
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        while True:
+            kind, _, stream_id, payload = await read_frame(reader)
+            if kind == HEADERS:
+                writer.write(raw_frame(HEADERS, 0x4, stream_id, b"\x88") + raw_frame(DATA, 0, stream_id + 2, grpc_message(b"x")))
+            elif kind == GOAWAY:
+                goaways.append(int.from_bytes(payload[4:8], "big"))
+
+    server = await raw_server(data_on_stream_3)
+    async with asyncio.timeout(5):
+        stream = await channels(server.address).open(PATH)
+        await stream.send_message(b"x", end_stream=True)
+        with pytest.raises(RpcError) as failed:
+            await stream.read_message()
+        await wait_until(lambda: bool(goaways), "the peer got a GOAWAY", timeout_s=2)
+    assert not isinstance(failed.value, StreamRefused) and "DATA on stream 3" in failed.value.message  # committed: it was sent
+    assert goaways == [PROTOCOL_ERROR]
