@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 60.0
 #: a PING unanswered this long means the peer is gone (grpc-go's default keepalive timeout)
 PING_TIMEOUT_S = 20.0
+#: a client has this long from its connection to its preface and first SETTINGS (no longer than a silent client past
+#: them has to answer a PING): one that sent part of them and then nothing would hold its connection (a file
+#: descriptor) for good, as PINGs go only to a client past its handshake
+HANDSHAKE_TIMEOUT_S = 10.0
 #: refusal reasons remembered per client host (`GrpcServer.refused`)
 MAX_REASONS_PER_HOST = 16
 
@@ -115,10 +119,15 @@ class ServerConnection(h2.H2Connection):
         self.draining = False
         self._preface_seen = False
         self.ping_out: float | None = None  # loop time the PING not yet answered went out
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.server.connections.add(self)
+        timeout_s = HANDSHAKE_TIMEOUT_S
+        if self.server.keepalive_s:
+            timeout_s = min(timeout_s, self.server.keepalive_s + self.server.ping_timeout_s)
+        self._handshake_timer = self.loop.call_later(timeout_s, self._handshake_timed_out, timeout_s)
         self.write(
             h2.settings_frame({h2.SETTINGS_INITIAL_WINDOW_SIZE: h2.RECEIVE_WINDOW})
             + h2.window_update(0, h2.RECEIVE_WINDOW - h2.DEFAULT_WINDOW)
@@ -171,6 +180,19 @@ class ServerConnection(h2.H2Connection):
     def _never_opened(self, stream_id: int) -> bool:
         return stream_id % 2 == 0 or stream_id > self.last_stream_id  # we open none; the client's go up (RFC 9113 5.1.1)
 
+    def _handshake_timed_out(self, timeout_s: float) -> None:
+        self._handshake_timer = None
+        if self.peer_settings_seen or self.transport is None:
+            return
+        host = self.peer_host()
+        why = f"no HTTP/2 preface and SETTINGS within {timeout_s:g} s"
+        self.server.refused(host, why, f"connection from {host} refused: {why}")
+        self.closing_reason = why
+        transport = self.transport
+        self.write(h2.frame(h2.GOAWAY, 0, 0, struct.pack(">II", 0, h2.PROTOCOL_ERROR) + why.encode()))
+        self.flush()
+        transport.abort()  # not close(): a peer that reads nothing would hold a close() on its unsent bytes for good
+
     def check_peer(self, now: float, silence_s: float, timeout_s: float) -> None:
         """PING a peer silent for ``silence_s``; drop one that left the PING unanswered for ``timeout_s``. Any frame
         counts as an answer: a live peer's kernel and process both took part in it."""
@@ -207,6 +229,8 @@ class ServerConnection(h2.H2Connection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         super().connection_lost(exc)
 
     def _connection_ended(self, error: RpcError) -> None:

@@ -3,6 +3,7 @@
 A frozen LB process, or one whose host went down, sends nothing more while its kernel (or none) keeps the
 TCP connection open: the server PINGs a connection silent for ``keepalive_s`` and drops it when the PING
 goes unanswered, cancelling its calls. A live client answers and keeps its calls, however long they run.
+A client that stops part way through its handshake is dropped once the handshake's time is over.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import asyncio
 import logging
 
 import hpack
+import pytest
 
 from fn_core.transport import Channel, GrpcServer, ServerStream
+from fn_core.transport import server as server_module
 
 from .peers import PATH, PING, PREFACE, Hang, raw_frame, read_frame
 
@@ -100,4 +103,53 @@ async def test_a_live_client_answers_the_pings_and_its_long_call_goes_on():
         assert len(server.connections) == 1
     finally:
         await channel.close()
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("sent", [PREFACE[:10], PREFACE], ids=["part of the preface", "the preface, no SETTINGS"])
+async def test_a_client_that_stops_in_its_handshake_is_dropped_after_the_handshake_timeout(monkeypatch, caplog, sent):
+    """No PING goes to a connection before its handshake, so nothing else ends one that never finishes it: it held a
+    file descriptor for good (a slowloris)."""
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.2)
+    server, port = await start(Hang(), keepalive_s=0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(sent)
+        with caplog.at_level(logging.WARNING, logger="fn_core.transport.server"):
+            data = b""
+            while chunk := await asyncio.wait_for(reader.read(1 << 16), 5):  # until the server hangs up
+                data += chunk
+        assert not server.connections
+        assert "no HTTP/2 preface and SETTINGS within" in caplog.text
+    finally:
+        writer.close()
+        await server.stop(0)
+
+
+async def test_a_client_that_stops_in_its_handshake_has_no_longer_than_a_silent_client_has_to_answer_a_ping():
+    server, port = await start(Hang(), keepalive_s=0.1)  # dropped after 0.1 s of silence and 0.1 s more, not 10 s
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(PREFACE[:10])
+        while await asyncio.wait_for(reader.read(1 << 16), 5):  # until the server hangs up
+            pass
+        assert not server.connections
+    finally:
+        writer.close()
+        await server.stop(0)
+
+
+async def test_a_client_past_its_handshake_is_not_dropped_by_the_handshake_timeout(monkeypatch):
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.1)
+    server, port = await start(Hang(), keepalive_s=0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(PREFACE + raw_frame(SETTINGS, 0, 0))
+        await asyncio.sleep(0.3)
+        writer.write(raw_frame(PING, 0, 0, b"still on"))
+        while (frame := await asyncio.wait_for(read_frame(reader), 5))[0] != PING:
+            pass
+        assert frame[3] == b"still on" and len(server.connections) == 1
+    finally:
+        writer.close()
         await server.stop(0)
