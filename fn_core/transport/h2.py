@@ -48,6 +48,10 @@ MAX_WINDOW = 2**31 - 1
 MAX_HEADER_BLOCK = 64 * 1024
 #: what we let a peer send before we credit it: big, because we credit data as it arrives
 RECEIVE_WINDOW = 4 * 1024 * 1024
+#: PING and SETTINGS ACKs we write while the peer reads nothing (our writes paused) before we drop it (CVE-2019-9512
+#: and -9515: a peer that floods them and never reads had us buffer their answers without bound); Go's HTTP/2 server
+#: holds as many queued control frames
+MAX_ANSWERS_WHILE_PAUSED = 10000
 #: one gRPC message, in either direction (a TryCall may carry a large call JSON)
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -98,6 +102,7 @@ class H2Connection(asyncio.Protocol):
         self._last_data: tuple[int, bytes, bytes] | None = None  # (stream, frame, payload) of a DATA frame in _out
         self._flush_scheduled = False
         self._paused = False
+        self._answers_while_paused = 0
         self._waiters: list[asyncio.Future[None]] = []  # writers waiting for window or a drained transport
         self._unacked = 0  # connection-level bytes received and not yet credited back
         self._header_block: tuple[int, int, bytearray] | None = None  # (stream, flags, fragments) until END_HEADERS
@@ -167,6 +172,7 @@ class H2Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._answers_while_paused = 0
         self._wake_writers()
 
     # -- reading ---------------------------------------------------------------------------
@@ -242,6 +248,8 @@ class H2Connection(asyncio.Protocol):
             if stream_id:
                 raise _ConnectionError(PROTOCOL_ERROR, f"PING on stream {stream_id}")
             if not flags & ACK:
+                if self._paused:
+                    self._answer_while_paused()
                 self.write(frame(PING, ACK, 0, payload))
             else:
                 self._on_ping_answer()
@@ -320,6 +328,8 @@ class H2Connection(asyncio.Protocol):
                 raise _ConnectionError(PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
             elif key == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = value
+        if self._paused:
+            self._answer_while_paused()
         self.write(frame(SETTINGS, ACK, 0))
         self.peer_settings_seen = True
         self._wake_writers()
@@ -353,6 +363,11 @@ class H2Connection(asyncio.Protocol):
     def _on_goaway(self, last_id: int, code: int, debug: bytes) -> None:
         self.goaway_received = last_id
 
+    def _answer_while_paused(self) -> None:
+        self._answers_while_paused += 1
+        if self._answers_while_paused > MAX_ANSWERS_WHILE_PAUSED:
+            raise _ConnectionError(ENHANCE_YOUR_CALM, f"{MAX_ANSWERS_WHILE_PAUSED} PINGs or SETTINGS to answer, and it reads nothing")
+
     # -- ending ----------------------------------------------------------------------------
     def reset_stream(self, stream_id: int, code: int = CANCEL) -> None:
         self.streams.pop(stream_id, None)
@@ -363,6 +378,8 @@ class H2Connection(asyncio.Protocol):
         log.warning("HTTP/2 connection error (%#x): %s", code, why)
         self.closing_reason = f"closed by this end, a connection error ({code:#x}): {why}"  # not "closed by the peer"
         self.close(code, why)
+        if self._paused and self.transport is not None:  # a peer that reads nothing would hold a close() on our unsent bytes for good
+            self.transport.abort()
 
     def close(self, code: int = NO_ERROR, why: str = "") -> None:
         """GOAWAY, then close once what is queued has been sent.

@@ -5,6 +5,7 @@ each call ends as the caller can act on (not placed, or failed after it was sent
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import hpack
 import pytest
@@ -593,3 +594,31 @@ async def test_a_server_that_sends_data_on_a_stream_never_opened_fails_the_call_
         await wait_until(lambda: bool(goaways), "the peer got a GOAWAY", timeout_s=2)
     assert not isinstance(failed.value, StreamRefused) and "DATA on stream 3" in failed.value.message  # committed: it was sent
     assert goaways == [PROTOCOL_ERROR]
+
+
+@pytest.mark.parametrize("flood", [raw_frame(PING, 0, 0, bytes(8)), EMPTY_SETTINGS], ids=["PINGs", "SETTINGS"])
+async def test_a_client_that_floods_frames_to_answer_and_reads_nothing_is_dropped(our_server, channels, flood):
+    """CVE-2019-9512 and -9515: each PING or SETTINGS got its ACK queued whatever the peer read, and the server's
+    buffer of answers grew as long as the peer sent (17 MiB of PING ACKs for 20 MiB of PINGs)."""
+    server, address = await our_server({PATH: unary(echo)})
+    host, _, port = address.rpartition(":")
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # little in the kernel between the two
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, (host, int(port)))
+    _, writer = await asyncio.open_connection(sock=client)
+    writer.write(PREFACE + EMPTY_SETTINGS)
+    await wait_until(lambda: bool(server.connections), "the server's connection")
+    conn = next(iter(server.connections))
+    assert conn.transport is not None
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        with pytest.raises(ConnectionError):  # the server dropped the connection
+            for _ in range(200):  # at most 14 MiB of frames, never reading their answers
+                writer.write(flood * 4096)
+                await writer.drain()
+        assert conn.transport is None or conn.transport.get_write_buffer_size() < 1 << 20  # no more buffered than a MiB
+        await wait_until(lambda: not server.connections, "the connection gone")
+    finally:
+        writer.close()
+    assert await a_call_works(channels(address))
