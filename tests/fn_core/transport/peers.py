@@ -4,8 +4,9 @@ the client sends, and a handler that hangs until it is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 from fn_core.transport import ServerStream
 from fn_core.transport.hpack_codec import HPACK_CONTENT_TYPE_GRPC, hpack_literal
@@ -43,22 +44,28 @@ def grpc_message(message: bytes, compressed: bool = False) -> bytes:
     return struct.pack(">BI", compressed, len(message)) + message
 
 
+@contextlib.asynccontextmanager
+async def _raw_client(address: str, data: bytes) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw client connection to ``address`` that has sent the preface, an empty SETTINGS and ``data``."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(PREFACE + EMPTY_SETTINGS + data)
+        yield reader, writer
+    finally:
+        writer.close()
+
+
 async def frames_until_closed(address: str, data: bytes, timeout_s: float = 2.0) -> list[tuple[int, int, int, bytes]]:
     """Be a raw client of the server at ``address``: send the preface, an empty SETTINGS and ``data``, and read the
     server's frames until it closes the connection (`TimeoutError` when it has not within ``timeout_s``)."""
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     frames = []
-    try:
-        writer.write(PREFACE + EMPTY_SETTINGS + data)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                try:
-                    frames.append(await read_frame(reader))
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return frames
-    finally:
-        writer.close()
+    async with _raw_client(address, data) as (reader, writer), asyncio.timeout(timeout_s):
+        while True:
+            try:
+                frames.append(await read_frame(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return frames
 
 
 async def frames_until_pinged_back(
@@ -67,22 +74,16 @@ async def frames_until_pinged_back(
     """As `frames_until_closed`, but ``data`` is followed by a PING (once ``ping_after`` is done, when given) and the
     frames are read up to its answer: what the server sent while the connection stays up (`TimeoutError` when no
     answer came within ``timeout_s``)."""
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     frames = []
-    try:
-        writer.write(PREFACE + EMPTY_SETTINGS + data)
-        async with asyncio.timeout(timeout_s):
-            if ping_after is not None:
-                await ping_after
-            writer.write(raw_frame(PING, 0, 0, b"pingback"))
-            while True:
-                kind, flags, stream_id, payload = await read_frame(reader)
-                if kind == PING and flags & 0x1 and payload == b"pingback":  # an ACK
-                    return frames
-                frames.append((kind, flags, stream_id, payload))
-    finally:
-        writer.close()
+    async with _raw_client(address, data) as (reader, writer), asyncio.timeout(timeout_s):
+        if ping_after is not None:
+            await ping_after
+        writer.write(raw_frame(PING, 0, 0, b"pingback"))
+        while True:
+            kind, flags, stream_id, payload = await read_frame(reader)
+            if kind == PING and flags & 0x1 and payload == b"pingback":  # an ACK
+                return frames
+            frames.append((kind, flags, stream_id, payload))
 
 
 def goaway_codes(frames: list[tuple[int, int, int, bytes]]) -> list[int]:
