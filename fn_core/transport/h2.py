@@ -436,6 +436,9 @@ class H2Stream:
         # wait unread (`read_message`): a reader that waits (an LB relaying to a slow client) so holds about a
         # window of them and the sender waits; a message bigger than the window still comes whole
         self._unacked += len(payload)
+        if self._unacked > RECEIVE_WINDOW:  # past the window we gave it (RFC 9113 6.9.1): held no more, the stream ends
+            self.fail_locally(Status.RESOURCE_EXHAUSTED, "the peer sent past the stream's flow-control window", FLOW_CONTROL_ERROR)
+            return
         if not end_stream:
             self._give_back_window()
         if self._partial:

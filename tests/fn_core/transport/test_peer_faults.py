@@ -13,6 +13,7 @@ import pytest
 from fn_core.testing import wait_until
 from fn_core.transport import RpcError, ServerStream, StreamRefused, Unreachable, client
 from fn_core.transport.errors import Status
+from fn_core.transport.h2 import RECEIVE_WINDOW
 from fn_core.transport.hpack_codec import hpack_literal
 from fn_core.transport.server import unary
 
@@ -523,6 +524,22 @@ async def test_a_bad_window_update_on_a_stream_resets_that_call_only(our_server,
     assert resets(frames) == [(1, code)] and not goaway_codes(frames)
     await wait_until(lambda: bool(failures), "the handler's read failed")
     assert failures[0].code == Status.INTERNAL and "WINDOW_UPDATE" in failures[0].message
+
+
+async def test_a_peer_that_sends_past_a_calls_window_gets_the_call_reset_and_we_hold_no_more_of_it(our_server, channels):
+    """RFC 9113 6.9.1: a sender must not exceed the window. A peer that ignores it, to a handler that reads nothing, had
+    everything it sent queued for that handler (48 MiB seen); the call is reset with FLOW_CONTROL_ERROR past the
+    window (4 MiB), the connection and its other calls go on."""
+    hold = "/test.Svc/Hold"
+    server, address = await our_server({PATH: unary(echo), hold: lambda stream: asyncio.sleep(3600)})  # reads nothing
+    message = raw_frame(DATA, 0, 1, grpc_message(b"a" * 16000))
+    # the first half window is given back as it comes (whole messages, none read yet): two windows are past it
+    flood = raw_frame(HEADERS, 0x4, 1, request_block(hold)) + message * (2 * RECEIVE_WINDOW // 16005 + 2)
+    frames = await frames_until_pinged_back(address, flood, timeout_s=5)
+    assert resets(frames) == [(1, FLOW_CONTROL_ERROR)] and not goaway_codes(frames)
+    [conn] = server.connections
+    assert 1 not in conn.streams  # what comes for it now is dropped as it arrives
+    assert await a_call_works(channels(address))
 
 
 async def test_a_call_the_server_reset_for_a_bad_message_gets_no_trailers_after_the_reset(our_server, channels):
