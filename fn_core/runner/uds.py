@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import attrs
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL
 from aiohttp.http import HttpProcessingError, RawResponseMessage
 
 from fn_core.errors import (
@@ -150,6 +151,15 @@ class ContainerProtocol(ResponseHandler):
             if self.transport is not None:
                 self.transport.close()
             self.set_exception(_retire(FunctionResponseHeaderTooBig()))
+
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        # aiohttp fails only the next response with a parse error (a bad chunk's framing) or a lost connection: a body
+        # being read when the bytes broke off would wait for more until the call's timeout
+        payload = self._payload
+        if payload is not None and not payload.is_eof():
+            payload.set_exception(exc)
+        super().set_exception(exc, exc_cause)
 
 
 OnStart = Callable[[int, list[tuple[str, str]]], Awaitable[None]]

@@ -264,6 +264,33 @@ async def test_bad_framing_is_a_container_that_spoke_bad_http(container, answer)
     await conn.close()
 
 
+async def test_a_chunk_whose_framing_breaks_in_a_later_read_ends_the_call_at_once_not_at_its_timeout(tmp_path):
+    """The chunk's data is handed on as it comes; a wrong byte where its CRLF belongs, read later, then the close:
+    aiohttp failed only the next response, and the body being read waited for the call's timeout (30 s here)."""
+    path = str(tmp_path / "lsnr.sock")
+
+    async def container(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n" + b"y" * 16)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # read apart from the chunk's data
+        writer.write(b"yyyy\r\n0\r\n\r\n")  # 4 bytes more than the chunk said
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(container, path)
+    conn, sink = HotConnection(path), Received()
+    try:
+        with pytest.raises(ContainerBroken) as broken:
+            async with asyncio.timeout(5):
+                await conn.call(Call(id="c1", timeout=30), b"hi", sink.start, sink.data, ResponseLimits())
+        assert broken.value.spoke_bad_http and sink.body == b"y" * 16
+    finally:
+        await conn.close()
+        server.close()
+
+
 async def test_a_connection_closed_mid_answer_is_a_broken_container_that_may_have_exited(container):
     _, conn = await container([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"], close_after=True)
     with pytest.raises(ContainerBroken) as broken:
