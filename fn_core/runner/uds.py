@@ -152,7 +152,6 @@ class ContainerProtocol(ResponseHandler):
                 self.transport.close()
             self.set_exception(_retire(FunctionResponseHeaderTooBig()))
 
-
     def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
         # aiohttp fails only the next response with a parse error (a bad chunk's framing) or a lost connection: a body
         # being read when the bytes broke off would wait for more until the call's timeout
