@@ -25,7 +25,7 @@ import urllib.parse
 
 import aiohttp
 import yarl
-from common import Budget, Findings, OutOfBudget, exception_signature, generate, parse_args
+from common import Findings, OutOfBudget, begin, exception_signature, generate
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -183,9 +183,7 @@ class Api:
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=15000, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("api", budget)
+    args, budget, found = begin("api", __doc__, cases=15000, seconds=90)
     api = Api(found)
     loop = asyncio.new_event_loop()
     tmp = tempfile.TemporaryDirectory(prefix="fuzz-api-")

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 
-from common import Budget, Findings, generate, parse_args
+from common import Findings, begin, generate
 from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,9 +113,7 @@ def try_call(call_json: str, slot_hash: str, ext: dict[str, str]) -> bytes:
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=40000, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("call_offer", budget)
+    args, budget, found = begin("call_offer", __doc__, cases=40000, seconds=90)
 
     def case(message: bytes) -> None:
         budget.take()

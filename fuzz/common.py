@@ -16,6 +16,13 @@ from hypothesis.reporting import with_reporter
 SHOWN = 5  # findings printed in full when a run fails
 
 
+def begin(name: str, doc: str, cases: int, seconds: float) -> tuple[argparse.Namespace, Budget, Findings]:
+    """A fuzzer's start: its command line (`parse_args`), its budget from now, and where its findings go."""
+    args = parse_args(doc, cases, seconds)
+    budget = Budget(args.cases, args.seconds)
+    return args, budget, Findings(name, budget)
+
+
 def parse_args(doc: str, cases: int, seconds: float) -> argparse.Namespace:
     """`--cases N --seconds S --seed K`: the defaults are sized for ~1-2 minutes on a 2-core machine."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])

@@ -20,7 +20,7 @@ import re
 import sys
 import tempfile
 
-from common import Budget, Findings, mutate, parse_args
+from common import Budget, Findings, begin, mutate
 
 from fn_core.errors import APIError
 from fn_core.models import Call
@@ -166,9 +166,7 @@ async def run(budget: Budget, found: Findings, seed: int) -> None:
 
 def main() -> int:
     logging.getLogger("asyncio").setLevel(logging.ERROR)  # the fake container's writes after the runner hung up
-    args = parse_args(__doc__, cases=2500, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("container_answers", budget)
+    args, budget, found = begin("container_answers", __doc__, cases=2500, seconds=90)
     asyncio.run(run(budget, found, args.seed))
     return found.report()
 

@@ -16,7 +16,7 @@ import struct
 import sys
 
 import h2_common as h2
-from common import Budget, Findings, mutate, parse_args
+from common import Budget, Findings, begin, mutate
 
 from fn_core.transport import Channel, RpcError
 from fn_core.transport.errors import Status
@@ -193,9 +193,7 @@ async def run(budget: Budget, found: Findings, seed: int) -> dict[str, int]:
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=1500, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("h2_client", budget)
+    args, budget, found = begin("h2_client", __doc__, cases=1500, seconds=90)
     outcomes = asyncio.run(run(budget, found, args.seed))
     return found.report(f"outcomes {dict(sorted(outcomes.items()))}")
 

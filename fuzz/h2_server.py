@@ -15,7 +15,7 @@ import struct
 import sys
 
 import h2_common as h2
-from common import Budget, Findings, mutate, parse_args
+from common import Budget, Findings, begin, mutate
 
 from fn_core.transport import Channel
 
@@ -176,9 +176,7 @@ async def run(budget: Budget, found: Findings, seed: int) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=6000, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("h2_server", budget)
+    args, budget, found = begin("h2_server", __doc__, cases=6000, seconds=90)
     asyncio.run(run(budget, found, args.seed))
     return found.report()
 

@@ -13,7 +13,7 @@ import random
 import sys
 
 import hpack
-from common import Budget, Findings, mutate, parse_args
+from common import begin, mutate
 from h2_common import request_block
 
 from fn_core.transport.hpack_codec import HeaderDecoder, HeaderError, hpack_literal
@@ -46,9 +46,7 @@ def reference(decoder: hpack.Decoder, block: bytes):
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=2000000, seconds=60)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("hpack_decoder", budget)
+    args, budget, found = begin("hpack_decoder", __doc__, cases=2000000, seconds=60)
     seeds = random.Random(args.seed)
     while budget.left():
         connection_seed = seeds.getrandbits(64)

@@ -15,7 +15,7 @@ import asyncio
 import re
 import sys
 
-from common import Budget, Findings, generate, parse_args
+from common import Findings, begin, generate
 from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -104,9 +104,7 @@ async def read_reply(messages: list[pb.RunnerMsg], found: Findings) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__, cases=50000, seconds=90)
-    budget = Budget(args.cases, args.seconds)
-    found = Findings("runner_replies", budget)
+    args, budget, found = begin("runner_replies", __doc__, cases=50000, seconds=90)
     loop = asyncio.new_event_loop()
 
     @given(replies)
