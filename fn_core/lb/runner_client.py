@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import ssl
 from collections.abc import Callable
 from typing import Protocol
@@ -21,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from fn_core import logfmt
 from fn_core.errors import APIError, ConfigError
+from fn_core.http_heads import NOT_IN_VALUE, TOKEN
 from fn_core.lb.metrics import RunnerCounts
 from fn_core.proto import runner_pb2 as pb
 from fn_core.records import RunnerStatus
@@ -53,20 +53,19 @@ OVERDUE_MARGIN_S = 5.0
 NACK_STATUS = 503
 #: calls lost on one runner for the same reason within this long are one break of the link: warned about once
 SAME_BREAK_S = 10.0
-#: what an HTTP/1.1 answer cannot carry (RFC 9110 5.1, 5.5): a header name that is no token, a control character but
-#: tab in a value. aiohttp writes names as given (``Fn-Call-Id:x`` would pass for another header) and refuses such a
-#: value only as it writes the head, when the call has ended as a success
-_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _unsendable(status: int, headers: list[tuple[str, str]]) -> str | None:
-    """Why a runner's ``result_start`` cannot become the client's answer (None: it can)."""
+    """Why a runner's ``result_start`` cannot become the client's answer (None: it can). aiohttp writes a header name
+    as given (``Fn-Call-Id:x`` would pass for another header) and refuses a bad value only as it writes the head,
+    when the call has ended as a success."""
     if status and not 200 <= status <= 599:  # 0: unset, the function's 200; a 1xx would be an interim answer
         return f"status {status} is not a final HTTP status"
-    if _NOT_TOKEN.search("".join([k for k, _ in headers])) or not all(k for k, _ in headers):
+    if not headers:
+        return None
+    if not TOKEN.fullmatch("".join([k for k, _ in headers])) or not all(k for k, _ in headers):  # one match for all
         return "a header name that is not an HTTP token"
-    if _CONTROL.search("".join([v for _, v in headers])):
+    if NOT_IN_VALUE.search("".join([v for _, v in headers])):
         return "a header value with a control character"
     return None
 

@@ -32,7 +32,7 @@ from fn_core.errors import (
     FunctionResponseHeaderTooBig,
     FunctionResponseTooBig,
 )
-from fn_core.http_heads import head_too_large, headers_size
+from fn_core.http_heads import NOT_IN_VALUE, TOKEN, head_too_large, headers_size
 from fn_core.models import Call, utc_seconds
 from fn_core.runner.dirwatch import DirWatch
 from fn_core.runner.shortage import runner_out_of
@@ -52,11 +52,6 @@ HOP_HEADERS = frozenset(
 SET_BY_RUNNER = frozenset(("fn-call-id", "fn-deadline"))
 _NOT_PASSED_ON = HOP_HEADERS | SET_BY_RUNNER
 
-# RFC 9110 token: what a header name may be made of
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: what no request header value may hold, a control character but tab: a CR or LF would let a value add headers or a
-#: request, and a NUL or another one an fdk's HTTP parser refuses (the call would fail as the function's bad answer)
-_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 #: what no response header value may hold: a control character but HTAB (aiohttp will not write one to the client),
 #: or a byte that is not UTF-8 (aiohttp's surrogateescape; protobuf strings, on to the LB, must be UTF-8)
 _UNSENDABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]")
@@ -408,7 +403,7 @@ def request_head(call: Call, length: int) -> bytes:
     for name, values in call.headers.items():
         if name.lower() in _NOT_PASSED_ON:
             continue
-        if not _TOKEN.fullmatch(name):
+        if not TOKEN.fullmatch(name):
             raise BadRequest(f"invalid header name {name!r}")
         for value in values:
             if value.__class__ is not str:
@@ -416,10 +411,10 @@ def request_head(call: Call, length: int) -> bytes:
             values_sent.append(value)
             lines.append(f"{name}: {value}\r\n")
     values_sent.append(call.id)
-    if _NOT_IN_HEADER.search("".join(values_sent)):  # one search for all
-        if _NOT_IN_HEADER.search(call.id):
+    if NOT_IN_VALUE.search("".join(values_sent)):  # one search for all
+        if NOT_IN_VALUE.search(call.id):
             raise BadRequest("invalid call id")
-        name = next(k for k, vs in call.headers.items() for v in vs if k.lower() not in _NOT_PASSED_ON and _NOT_IN_HEADER.search(v))
+        name = next(k for k, vs in call.headers.items() for v in vs if k.lower() not in _NOT_PASSED_ON and NOT_IN_VALUE.search(v))
         raise BadRequest(f"invalid value for header {name!r}")
     deadline = utc_seconds(int(time.time()) + call.timeout)
     lines.append(f"Fn-Call-Id: {call.id}\r\nFn-Deadline: {deadline}Z\r\n\r\n")
